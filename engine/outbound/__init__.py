@@ -1,0 +1,1 @@
+"""Outbound webhooks: signature schemes, the RSA key ring, the SSRF guard."""
