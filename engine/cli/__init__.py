@@ -1,0 +1,24 @@
+"""The `hookyard` command: parses arguments and calls engine functions.
+
+Each command group lives in its own module; errors a user can cause are one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli.rules import rule_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hookyard", prog_name="hookyard")
+def cli() -> None:
+    """Hookyard: webhooks in, StackStorm-compatible rules, actions out."""
+
+
+cli.add_command(rule_group)
+
+
+def main() -> None:
+    cli(prog_name="hookyard")

@@ -1,0 +1,214 @@
+"""Settings: one frozen object built once from config.yaml plus HOOKYARD_* variables.
+
+The environment is a parameter (tests pass their own mapping). Nested keys are reached
+with a double underscore: ``HOOKYARD_INGEST__MAX_BODY=2097152`` sets ``ingest.max_body``;
+``HOOKYARD_STORE__URL`` sets ``store.url``. Values are parsed as YAML scalars, so
+``HOOKYARD_SERVER__PORT=9000`` is an int and ``HOOKYARD_RULES_DIRS=[a, b]`` a list.
+Unknown keys are errors that name the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+
+ENV_PREFIX = "HOOKYARD_"
+DEFAULT_CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Seconds SIGTERM waits for in-flight requests and batches before exiting.
+    shutdown_grace: float = 10.0
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///data/hookyard.db"
+    # Group commit: the SQLite writer takes up to batch_max queued writes per transaction.
+    batch_max: int = 512
+    # SQLite busy_timeout and the bound a request waits for its batch before a 503.
+    busy_timeout: float = 5.0
+    # PostgreSQL connection pool size per process.
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    # Largest accepted request body, in bytes (413 above it).
+    max_body: int = 1024 * 1024
+    # Pending trigger instances above which ingest answers 503 with Retry-After.
+    max_backlog: int = 100_000
+    retry_after: int = 5
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    # How long a claim is valid; an expired lease is re-claimed by any worker.
+    lease_seconds: float = 30.0
+    # Trigger instances claimed per rules-worker batch.
+    rules_batch: int = 200
+    # Fallback polling interval when no wake-up hint arrives.
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "text"  # text | json
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    rules_dirs: tuple[str, ...] = ("rules",)
+    packs_dirs: tuple[str, ...] = ("packs",)
+    roles: tuple[str, ...] = ("api", "rules")
+    # Directory relative paths in the file are resolved against (the config file's folder).
+    base_dir: str = "."
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with top-level or dotted changes: ``replace(**{"store.url": "..."})``."""
+        data = dataclasses.asdict(self)
+        for dotted, value in changes.items():
+            _set_dotted(data, dotted.split("."), value, source="override")
+        return _build(Settings, data, "override", ())
+
+
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers")
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from a YAML file (optional) and an environment mapping."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    base_dir = "."
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of settings")
+        data = loaded
+        base_dir = str(Path(path).resolve().parent)
+    data = dict(data)
+    data.setdefault("base_dir", base_dir)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_VARS:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        _set_dotted(data, keys, _parse_env_value(raw), source=f"environment variable {name}")
+    settings = _build(Settings, data, source, ())
+    unknown = [r for r in settings.roles if r not in KNOWN_ROLES]
+    if unknown:
+        raise ConfigError(
+            f"{source}: roles: unknown role {unknown[0]!r}; known roles: {', '.join(KNOWN_ROLES)}"
+        )
+    return settings
+
+
+# Variables with the prefix that are not settings (read by tests, CLI clients...).
+_NON_SETTING_VARS = frozenset(
+    {"HOOKYARD_TEST_PG", "HOOKYARD_URL", "HOOKYARD_API_KEY", "HOOKYARD_CONFIG"}
+)
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_dotted(data: dict[str, Any], keys: list[str], value: Any, *, source: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(keys)}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _build(cls: type, data: Any, source: str, path: tuple[str, ...]) -> Any:
+    where = ".".join(path) or "top level"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {'.'.join((*path, unknown[0]))}: unknown setting; "
+            f"known here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, source, (*path, name))
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, path: tuple[str, ...]) -> Any:
+    where = ".".join(path)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, path)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {where}: expected a list")
+        return tuple(str(v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {where}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {where}: expected a number, got {value!r}")
+        if hint is int and not float(value).is_integer():
+            raise ConfigError(f"{source}: {where}: expected a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{source}: {where}: expected a string, got {value!r}")
+        return str(value)
+    return value

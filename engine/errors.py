@@ -1,0 +1,167 @@
+"""The one exception tree of Hookyard.
+
+Every error a user can cause says what was wrong, where (file:line, field path,
+header) and, where possible, how to fix it. Driver errors (sqlite3, asyncpg,
+aiohttp client) are translated into these types at the layer that talks to the driver.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Raised for any error Hookyard itself reports; the root of the tree."""
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigError(EngineError):
+    """Raised when config.yaml or a HOOKYARD_* variable is invalid."""
+
+
+# --- rules: loading, criteria, templates -----------------------------------
+
+
+class RuleError(EngineError):
+    """Raised for any problem with a rule: loading, criteria or rendering."""
+
+
+class RuleLoadError(RuleError):
+    """Raised when a rule file cannot be parsed or does not fit the rule schema.
+
+    Carries the location so tools can print ``file:line:col: message``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        super().__init__(self.location_prefix() + message)
+
+    def location_prefix(self) -> str:
+        parts = [self.file or "<rule>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts) + ": "
+
+
+class UnknownOperatorError(RuleError):
+    """Raised when a criterion names an operator that is not registered."""
+
+
+class FieldPathError(RuleError):
+    """Raised when a criteria key cannot be parsed as a field path or JMESPath expression."""
+
+
+class TemplateError(RuleError):
+    """Raised when a Jinja template cannot be compiled or rendered."""
+
+
+class SandboxViolation(TemplateError):
+    """Raised when a template tries to reach outside the sandbox (dunder access, format...)."""
+
+
+# --- registries --------------------------------------------------------------
+
+
+class RegistryError(EngineError):
+    """Raised when a named registry gets a duplicate or an unknown name."""
+
+
+# --- store -----------------------------------------------------------------
+
+
+class StoreError(EngineError):
+    """Raised for a failure in the store, translated from the database driver."""
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the database cannot be reached or opened."""
+
+
+class StoreBusy(StoreError):
+    """Raised when the store cannot take more work now (backlog bound, lock timeout)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LeaseLost(StoreError):
+    """Raised when a worker completes a row whose lease another worker now holds."""
+
+
+class NotFound(StoreError):
+    """Raised when a requested record does not exist."""
+
+
+class Conflict(StoreError):
+    """Raised when a write would violate a uniqueness rule (a name already taken...)."""
+
+
+# --- ingest (HTTP surface) ---------------------------------------------------
+
+
+class IngestError(EngineError):
+    """Raised when an incoming webhook request is refused; carries the HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class AuthError(IngestError):
+    """Raised when a request has no valid credential (401) or one without the right (403)."""
+
+    status = 401
+
+
+# --- packs, actions, runners -------------------------------------------------
+
+
+class PackError(EngineError):
+    """Raised when a pack or action metadata file is invalid."""
+
+
+class ActionError(EngineError):
+    """Raised when an action cannot be found or its parameters are invalid."""
+
+
+class RunnerError(EngineError):
+    """Raised when a runner cannot start or complete an execution."""
+
+
+# --- outbound ----------------------------------------------------------------
+
+
+class OutboundError(EngineError):
+    """Raised when an outbound request cannot be made."""
+
+
+class DestinationRefused(OutboundError):
+    """Raised when the SSRF guard refuses a destination URL or address."""
+
+
+# --- criteria evaluation (internal signal, caught by the evaluator) ---------
+
+
+class CriterionTypeError(RuleError):
+    """Raised by an operator when value and pattern cannot be compared (str vs int...).
+
+    The evaluator catches it: the criterion fails with this message as its reason.
+    """

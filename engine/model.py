@@ -1,0 +1,162 @@
+"""Records that travel between the layers: plain, immutable data, no I/O.
+
+Identifiers are 24 hex characters like StackStorm's (Mongo ObjectId) ids: 4 bytes of
+seconds since the epoch then 8 random bytes, so they sort roughly by creation time and
+the `st2` CLI and StackStorm tooling accept them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Trigger instance states (StackStorm's names).
+PENDING = "pending"
+PROCESSING = "processing"
+PROCESSED = "processed"
+PROCESSING_FAILED = "processing_failed"
+TRIGGER_INSTANCE_STATUSES = (PENDING, PROCESSING, PROCESSED, PROCESSING_FAILED)
+
+# Execution states.
+REQUESTED = "requested"
+SCHEDULED = "scheduled"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMEOUT = "timeout"
+CANCELED = "canceled"
+ABANDONED = "abandoned"
+EXECUTION_STATUSES = (
+    REQUESTED,
+    SCHEDULED,
+    RUNNING,
+    SUCCEEDED,
+    FAILED,
+    TIMEOUT,
+    CANCELED,
+    ABANDONED,
+)
+TERMINAL_EXECUTION_STATUSES = frozenset({SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED})
+
+# Enforcement states.
+ENFORCEMENT_SUCCEEDED = "succeeded"
+ENFORCEMENT_FAILED = "failed"
+
+WEBHOOK_TRIGGER = "core.st2.webhook"
+
+
+def new_id(now: float | None = None) -> str:
+    seconds = int(time.time() if now is None else now) & 0xFFFFFFFF
+    return f"{seconds:08x}{os.urandom(8).hex()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """RFC 3339 / ISO 8601 in UTC with microseconds, as StackStorm's API prints it."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class NewTriggerInstance:
+    """A trigger instance to be stored: what ingest (or a timer, or re-emit) produced."""
+
+    trigger: str
+    payload: Any
+    webhook: str | None = None
+    # A key that must be unique (X-GitHub-Delivery...): a repeat returns the original id.
+    dedupe_key: str | None = None
+    occurrence_time: datetime = field(default_factory=utcnow)
+    id: str = field(default_factory=new_id)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer of the store to one added trigger instance."""
+
+    id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class TriggerInstance:
+    id: str
+    trigger: str
+    payload: Any
+    occurrence_time: datetime
+    status: str
+    webhook: str | None = None
+    dedupe_key: str | None = None
+    # Set on instances returned by a claim: the fencing token completion must present.
+    lease_token: str | None = None
+
+
+@dataclass(frozen=True)
+class NewExecution:
+    action: str
+    parameters: dict[str, Any]
+    # trigger_instance, rule (ref and id), user: the "why" of this execution.
+    context: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+
+
+@dataclass(frozen=True)
+class Execution:
+    id: str
+    action: str
+    parameters: dict[str, Any]
+    status: str
+    context: dict[str, Any]
+    result: Any = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempt: int = 1
+    # Status changes with their time: [{"status": ..., "timestamp": ...}] (st2 `log`).
+    log: tuple[dict[str, Any], ...] = ()
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EnforcementOutcome:
+    """What the rules worker decided for one candidate rule of one trigger instance."""
+
+    rule_ref: str
+    status: str  # ENFORCEMENT_SUCCEEDED | ENFORCEMENT_FAILED
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    failure_reason: str | None = None
+    # The requested execution for a matched rule whose parameters rendered.
+    execution: NewExecution | None = None
+    # once_per rules: the rendered key; the store enforces "first time only".
+    once_per_key: str | None = None
+    rule_id: str | None = None
+    id: str = field(default_factory=new_id)
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    id: str
+    trigger_instance_id: str
+    rule_ref: str
+    status: str
+    enforced_at: datetime
+    failure_reason: str | None = None
+    execution_id: str | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list query with the total count of matching rows."""
+
+    items: list[Any]
+    total: int

@@ -1,0 +1,42 @@
+"""Render a matched rule's action parameters against the trigger payload.
+
+Values that are exactly one `{{ expr }}` keep their native type (list, dict, int, bool).
+Payload values are data: they are inserted, never rendered again as templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.rules import templates
+from engine.rules.rule import Rule
+
+
+def action_context_for(
+    rule: Rule, trigger_instance_id: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """What `action_context` holds in templates, and what an execution's context records."""
+    context: dict[str, Any] = {"rule": {"ref": rule.ref, "name": rule.name, "pack": rule.pack}}
+    if trigger_instance_id is not None:
+        context["trigger_instance"] = {"id": trigger_instance_id}
+    if user is not None:
+        context["user"] = user
+    return context
+
+
+def render_parameters(
+    rule: Rule,
+    payload: Any,
+    *,
+    kv: Any = None,
+    action_context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The rule's action parameters rendered for this payload; raises TemplateError."""
+    context = {
+        "trigger": payload,
+        "rule": {"ref": rule.ref, "name": rule.name, "pack": rule.pack},
+        "action_context": dict(action_context or action_context_for(rule)),
+        "st2kv": kv,
+    }
+    return templates.render_value(dict(rule.action_parameters or {}), context)

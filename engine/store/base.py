@@ -1,0 +1,166 @@
+"""The store protocol: what the engine needs from a database, named after the domain.
+
+Two implementations (sqlite.py, postgres.py) pass one contract test suite
+(tests/integration/test_store_contract.py). Nothing above this package sees a driver
+exception: implementations translate them into engine.errors types (StoreError tree).
+
+Queues (trigger instances, executions) are claimed with a lease: a claim sets
+`lease_expires_at` and a fresh `lease_token`; an expired lease is claimable again by any
+worker; completion is accepted only with the current token (else LeaseLost).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.model import (
+    Accepted,
+    EnforcementOutcome,
+    Execution,
+    NewExecution,
+    NewTriggerInstance,
+    Page,
+    TriggerInstance,
+)
+
+
+class Store(abc.ABC):
+    """Abstract store; see the module docstring for the lease and error contract."""
+
+    # --- lifecycle ---------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema to the current version."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending group-commit writes, then disconnect."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers now."""
+
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        """Sleep until a wake-up hint for `queue` arrives or `timeout` passes.
+
+        Queues: "trigger_instances", "executions", "deliveries". The default is a plain
+        sleep (polling); implementations wake early on new rows (an in-process event for
+        SQLite, LISTEN/NOTIFY for PostgreSQL). A hint is only a hint: callers poll anyway.
+        """
+        import asyncio
+
+        await asyncio.sleep(timeout)
+
+    # --- trigger instances ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
+        """Durably store a batch in one transaction; returns one Accepted per item, in order.
+
+        An item whose dedupe_key already exists (or repeats within the batch) is not stored
+        again: its Accepted carries the original id and duplicate=True. Enforced by a unique
+        constraint, so racing duplicates also resolve to one row.
+        """
+
+    @abc.abstractmethod
+    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
+        """Store one instance, committed together with concurrent callers' (group commit).
+
+        Returns only after the transaction holding it committed. Raises StoreBusy when the
+        writer cannot take it in time.
+        """
+
+    @abc.abstractmethod
+    async def pending_backlog(self) -> int:
+        """Approximate number of pending trigger instances (cheap; used for load shedding)."""
+
+    @abc.abstractmethod
+    async def claim_trigger_instances(
+        self, limit: int, lease_seconds: float
+    ) -> list[TriggerInstance]:
+        """Claim up to `limit` pending (or lease-expired processing) instances, oldest first.
+
+        Claimed rows become `processing` with a new lease; returned with `lease_token`.
+        """
+
+    @abc.abstractmethod
+    async def record_enforcements(
+        self,
+        instance_id: str,
+        lease_token: str,
+        outcomes: Sequence[EnforcementOutcome],
+        final_status: str,
+    ) -> list[str]:
+        """In one transaction: enforcements, their requested executions, once_per keys and
+        the instance's final status (processed | processing_failed).
+
+        An outcome with a once_per_key already remembered for its rule is skipped entirely
+        (no enforcement, no execution). Returns the ids of the enforcements written.
+        Raises LeaseLost if `lease_token` is no longer the instance's token (nothing written).
+        """
+
+    @abc.abstractmethod
+    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
+        """Give claimed instances back (id → lease token) as pending, e.g. on shutdown."""
+
+    @abc.abstractmethod
+    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
+        """Raise NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_trigger_instances(
+        self, filters: Mapping[str, Any], limit: int, offset: int
+    ) -> Page:
+        """Newest first. Filters: trigger, status, webhook, timestamp_gt, timestamp_lt."""
+
+    # --- enforcements ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        """Newest first. Filters: trigger_instance, rule_ref, execution,
+        enforced_at_gt, enforced_at_lt."""
+
+    # --- executions ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_execution(self, new: NewExecution) -> Execution:
+        """Store a requested execution (started by hand or by re-emit)."""
+
+    @abc.abstractmethod
+    async def claim_executions(
+        self, limit: int, lease_seconds: float, max_attempts: int = 2
+    ) -> list[Execution]:
+        """Claim requested executions (status becomes scheduled) and lease-expired
+        scheduled/running ones (a worker died: attempt + 1, status scheduled).
+
+        An expired one already at `max_attempts` becomes `abandoned` instead of being
+        returned. Returned executions carry lease_token.
+        """
+
+    @abc.abstractmethod
+    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
+        """Mark running with its start time. LeaseLost on a stale token."""
+
+    @abc.abstractmethod
+    async def heartbeat_execution(
+        self, execution_id: str, lease_token: str, lease_seconds: float
+    ) -> None:
+        """Extend the lease of a running execution. LeaseLost on a stale token."""
+
+    @abc.abstractmethod
+    async def finish_execution(
+        self, execution_id: str, lease_token: str, status: str, result: Any
+    ) -> Execution:
+        """Record the final status, result and end time. LeaseLost on a stale token."""
+
+    @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> Execution:
+        """Raise NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        """Newest first. Filters: action, status, trigger_instance, rule,
+        timestamp_gt, timestamp_lt."""
