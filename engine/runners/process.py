@@ -1,0 +1,229 @@
+"""Running one child process for a runner: own process group, capped output, hard timeout.
+
+The child is started in a new session so that a timeout (or a cancelled run) can kill
+everything it started — ``sh -c 'sleep 100 & sleep 100'`` leaves a grandchild that killing
+the shell alone would orphan. Output is read while the child runs; past ``max_output`` bytes
+it is still drained (so the child never blocks on a full pipe) but dropped, and marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from engine.errors import RunnerError
+
+log = logging.getLogger(__name__)
+
+# Seconds between SIGTERM and SIGKILL of a timed-out process group.
+KILL_GRACE_SECONDS = 1.0
+# After the kill, how long to wait for pipes held by a process that escaped the group.
+_DRAIN_AFTER_KILL_SECONDS = 1.0
+_READ_CHUNK = 65536
+# The python-script reply is the action's result, kept whole up to this size.
+MAX_RESULT_CHANNEL_BYTES = 64 * 1024 * 1024
+# Environment variables of the engine passed on to actions; everything else (database
+# URLs, encryption keys, HOOKYARD_* settings) stays in the engine.
+_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True)
+class ProcessOutcome:
+    exit_code: int | None  # None when killed after a timeout before it could be reaped
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    timed_out: bool
+    # Bytes the child wrote to its result descriptor (python-script), else b"".
+    result_channel: bytes = b""
+    result_channel_overflow: bool = False
+
+
+def action_environment(
+    execution_id: str, extra: Mapping[str, object] | None, host_env: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """A minimal environment for an action: safe host variables, then ``extra`` over them."""
+    env = {name: host_env[name] for name in _INHERITED_ENV if name in host_env}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    # StackStorm exposes the execution id to actions under this name.
+    env["ST2_ACTION_EXECUTION_ID"] = execution_id
+    for name, value in (extra or {}).items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise RunnerError(f"runner parameter 'env': invalid variable name {name!r}")
+        text = "" if value is None else str(value)
+        if "\0" in text:
+            raise RunnerError(f"runner parameter 'env': variable {name!r} contains a NUL byte")
+        env[name] = text
+    return env
+
+
+class _CappedReader:
+    def __init__(self, stream: asyncio.StreamReader, limit: int) -> None:
+        self.stream = stream
+        self._limit = max(0, limit)
+        self.data = bytearray()
+        self.truncated = False
+
+    async def drain(self) -> None:
+        while chunk := await self.stream.read(_READ_CHUNK):
+            room = self._limit - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            if len(chunk) > room:
+                self.truncated = True
+
+    def text(self) -> str:
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group is already gone
+
+
+async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes | None) -> None:
+    if stream is None:
+        return
+    try:
+        if data:
+            stream.write(data)
+            await stream.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the child exited without reading its input; its exit code tells the story
+    finally:
+        stream.close()
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    max_output: int,
+    cwd: str | None = None,
+    stdin_data: bytes | None = None,
+    with_result_channel: bool = False,
+) -> ProcessOutcome:
+    """Run ``argv`` (never through a shell unless argv says so) and collect what it did.
+
+    With ``with_result_channel`` the child gets an extra pipe whose write end number is
+    appended to argv; whatever it writes there comes back as ``result_channel``.
+    Raises RunnerError when the process cannot be started at all.
+    """
+    argv = list(argv)
+    result_read_fd = result_write_fd = -1
+    if with_result_channel:
+        result_read_fd, result_write_fd = os.pipe()
+        argv.append(str(result_write_fd))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            pass_fds=(result_write_fd,) if with_result_channel else (),
+        )
+    except OSError as exc:
+        if with_result_channel:
+            os.close(result_read_fd)
+        raise RunnerError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+    finally:
+        if with_result_channel:
+            # Only the child may hold the write end, so EOF comes when the child is gone.
+            os.close(result_write_fd)
+
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = _CappedReader(proc.stdout, max_output)
+    stderr = _CappedReader(proc.stderr, max_output)
+    channel = _CappedReader(asyncio.StreamReader(), MAX_RESULT_CHANNEL_BYTES)
+    channel_pipe = os.fdopen(result_read_fd, "rb", buffering=0) if with_result_channel else None
+    tasks = [
+        asyncio.ensure_future(proc.wait()),
+        asyncio.ensure_future(stdout.drain()),
+        asyncio.ensure_future(stderr.drain()),
+        asyncio.ensure_future(_feed_stdin(proc.stdin, stdin_data)),
+    ]
+    if channel_pipe is not None:
+        tasks.append(asyncio.ensure_future(_read_pipe(channel_pipe, channel)))
+
+    timed_out = False
+    try:
+        # Done means: the child exited and every pipe reached end of file. asyncio.wait
+        # cancels nothing on timeout, so the readers keep the output read so far and
+        # collect what is still buffered while the group is being killed.
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            timed_out = True
+            await _kill_group(proc)
+            await _finish_readers(tasks)
+    finally:
+        if proc.returncode is None:
+            # Cancelled while running (worker shutdown): leave nothing behind.
+            _signal_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if channel_pipe is not None:
+            channel_pipe.close()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise RunnerError(f"reading from {argv[0]!r} failed: {task.exception()}")
+
+    return ProcessOutcome(
+        exit_code=proc.returncode,
+        stdout=stdout.text(),
+        stderr=stderr.text(),
+        stdout_truncated=stdout.truncated,
+        stderr_truncated=stderr.truncated,
+        timed_out=timed_out,
+        result_channel=bytes(channel.data),
+        result_channel_overflow=channel.truncated,
+    )
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    # The session leader's pid is the group id; it stays reserved while any member lives.
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_SECONDS)
+    except TimeoutError:
+        pass
+    # Members that ignored SIGTERM, or outlived a leader that did not.
+    _signal_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def _finish_readers(tasks: list[asyncio.Future]) -> None:
+    # Pipes close once every member is dead; a process that left the session could keep
+    # them open for ever, so the partial output is taken after a bounded wait.
+    _done, pending = await asyncio.wait(tasks, timeout=_DRAIN_AFTER_KILL_SECONDS)
+    for task in pending:
+        task.cancel()
+    if pending:
+        log.warning("output pipes still open after killing a timed-out process group")
+
+
+async def _read_pipe(pipe: BinaryIO, into: _CappedReader) -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(into.stream), pipe
+    )
+    try:
+        await into.drain()
+    finally:
+        transport.close()

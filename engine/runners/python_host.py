@@ -1,0 +1,127 @@
+"""The child process of the ``python-script`` runner: load one action module, run it once.
+
+Invoked as ``python -m engine.runners.python_host <result-fd>``. Reads a JSON request
+``{"entry_point", "parameters", "config", "log_level"}`` from stdin, and writes one JSON
+reply to the file descriptor ``<result-fd>``: ``{"status": bool | null, "result": ...}``
+or ``{"error": ..., "traceback": ...}``. The action's own stdout and stderr stay what they
+are, so its prints never corrupt the reply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import sys
+import traceback
+import types
+from typing import Any
+
+from engine.actions import Action
+
+# Exit codes the parent reads when no reply could be written.
+EXIT_ACTION_FAILED = 1
+EXIT_BAD_INVOCATION = 2
+
+
+class ActionLoadError(Exception):
+    """Raised in the child when the entry point holds no usable Action class."""
+
+
+def _alias_stackstorm_base_class() -> None:
+    # StackStorm packs import their base class from st2common; point that path here
+    # unless a real st2common is installed.
+    if importlib.util.find_spec("st2common") is not None:
+        return
+    names = ("st2common", "st2common.runners", "st2common.runners.base_action")
+    for name in names:
+        module = types.ModuleType(name)
+        module.__path__ = []  # a package, so the submodule import succeeds
+        sys.modules[name] = module
+    sys.modules["st2common.runners.base_action"].Action = Action  # type: ignore[attr-defined]
+    sys.modules["st2common"].runners = sys.modules["st2common.runners"]  # type: ignore[attr-defined]
+    sys.modules["st2common.runners"].base_action = sys.modules["st2common.runners.base_action"]  # type: ignore[attr-defined]
+
+
+def load_action_class(entry_point: str) -> type[Action]:
+    """The one class deriving from Action that the module at ``entry_point`` defines."""
+    directory = os.path.dirname(os.path.abspath(entry_point))
+    # Like StackStorm: modules beside the action (e.g. actions/lib) are importable.
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    module_name = "hookyard_action_" + os.path.splitext(os.path.basename(entry_point))[0]
+    spec = importlib.util.spec_from_file_location(module_name, entry_point)
+    if spec is None or spec.loader is None:
+        raise ActionLoadError(f"{entry_point}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    candidates = [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, Action)
+        and value is not Action
+        and value.__module__ == module_name
+    ]
+    if len(candidates) != 1:
+        found = ", ".join(sorted(c.__name__ for c in candidates)) or "none"
+        raise ActionLoadError(
+            f"{entry_point}: expected exactly one class deriving from "
+            f"engine.actions.Action, found {found}"
+        )
+    return candidates[0]
+
+
+def run_action(request: dict[str, Any]) -> dict[str, Any]:
+    """Load and run the action; the reply for the parent (exceptions propagate)."""
+    action_class = load_action_class(request["entry_point"])
+    action = action_class(config=request.get("config") or {})
+    value = action.run(**(request.get("parameters") or {}))
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
+        return {"status": value[0], "result": value[1]}
+    return {"status": None, "result": value}
+
+
+def _configure_logging(level_name: str) -> None:
+    # StackStorm's AUDIT level sits above CRITICAL; anything unknown falls back to DEBUG.
+    level = {"AUDIT": logging.CRITICAL + 10}.get(level_name.upper())
+    if level is None:
+        level = logging.getLevelName(level_name.upper())
+    if not isinstance(level, int):
+        level = logging.DEBUG
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m engine.runners.python_host RESULT_FD", file=sys.stderr)
+        return EXIT_BAD_INVOCATION
+    result_fd = int(argv[0])
+    # Processes the action starts must not hold the reply channel open.
+    os.set_inheritable(result_fd, False)
+    with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
+        try:
+            request = json.load(sys.stdin)
+            _configure_logging(str(request.get("log_level") or "DEBUG"))
+            _alias_stackstorm_base_class()
+            # default=str: a result JSON cannot hold is reported as its text, not lost.
+            reply_text = json.dumps(run_action(request), default=str)
+            exit_code = 0
+        except BaseException as exc:  # the reply must describe any failure, even SystemExit
+            details = traceback.format_exc()
+            print(details, file=sys.stderr, end="")
+            reply = {"error": f"{type(exc).__name__}: {exc}", "traceback": details}
+            reply_text = json.dumps(reply, default=str)
+            exit_code = EXIT_ACTION_FAILED
+        channel.write(reply_text)
+    sys.stdout.flush()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

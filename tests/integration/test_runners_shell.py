@@ -1,0 +1,320 @@
+"""local-shell-cmd, local-shell-script and noop, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.errors import RegistryError, RunnerError
+from engine.runners import (
+    RunRequest,
+    default_runners,
+    get_runner,
+    quote_for_shell,
+    register,
+    runner_names,
+)
+from engine.runners.noop import NoopRunner
+from engine.runners.shell import script_arguments
+
+
+def make_request(
+    *,
+    runner_parameters: dict[str, Any] | None = None,
+    action_parameters: dict[str, Any] | None = None,
+    entry_point: str | None = None,
+    positions: dict[str, int] | None = None,
+    secrets: frozenset[str] = frozenset(),
+    timeout: float = 10.0,
+    max_output: int = 1_048_576,
+) -> RunRequest:
+    return RunRequest(
+        execution_id="exec-" + uuid.uuid4().hex[:8],
+        runner_parameters=runner_parameters or {},
+        action_parameters=action_parameters or {},
+        entry_point=entry_point,
+        parameter_positions=positions or {},
+        secret_parameters=secrets,
+        timeout=timeout,
+        action_config={},
+        max_output=max_output,
+    )
+
+
+async def run_cmd(cmd: str, **kwargs: Any):
+    params = {"cmd": cmd, **kwargs.pop("runner_parameters", {})}
+    return await get_runner("local-shell-cmd").run(make_request(runner_parameters=params, **kwargs))
+
+
+def write_script(directory: Path, text: str, executable: bool = True) -> str:
+    path = directory / "script.sh"
+    path.write_text(text)
+    if executable:
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def process_is_gone(pid: int) -> bool:
+    # The container's init may not reap orphans, so a zombie counts as gone.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return fields[0] in ("Z", "X")
+
+
+async def wait_until_gone(pid: int) -> bool:
+    for _ in range(100):
+        if process_is_gone(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return process_is_gone(pid)
+
+
+# --- registry ------------------------------------------------------------------
+
+
+def test_registry_knows_the_builtin_runners_and_each_parameter_has_a_type():
+    assert runner_names() == [
+        "http-request",
+        "local-shell-cmd",
+        "local-shell-script",
+        "noop",
+        "python-script",
+    ]
+    for name in runner_names():
+        for parameter, schema in get_runner(name).parameters.items():
+            assert "type" in schema, (name, parameter)
+
+
+def test_unknown_runner_names_the_known_ones():
+    with pytest.raises(RunnerError, match=r"unknown runner type 'mistral-v2'.*local-shell-cmd"):
+        get_runner("mistral-v2")
+
+
+def test_duplicate_runner_is_rejected():
+    with pytest.raises(RegistryError, match="already registered"):
+        register(NoopRunner())
+    registry = default_runners()
+    with pytest.raises(RegistryError, match="'noop'"):
+        registry.register(NoopRunner())
+
+
+async def test_noop_succeeds_with_empty_result():
+    result = await get_runner("noop").run(make_request(action_parameters={"x": 1}))
+    assert (result.status, result.result) == ("succeeded", {})
+
+
+# --- local-shell-cmd -------------------------------------------------------------
+
+
+async def test_shell_command_succeeds_with_stackstorm_result_shape():
+    result = await run_cmd("echo hello; echo oops >&2")
+    assert result.status == "succeeded"
+    assert result.result == {
+        "stdout": "hello",
+        "stderr": "oops",
+        "return_code": 0,
+        "succeeded": True,
+        "failed": False,
+    }
+
+
+async def test_shell_command_json_stdout_is_parsed_as_stackstorm_does():
+    result = await run_cmd("""echo '{"a": [1, 2]}'""")
+    assert result.result["stdout"] == {"a": [1, 2]}
+
+
+async def test_cwd_and_env_reach_the_command_and_engine_env_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOOKYARD_SECRET_KEY", "engine-only")
+    result = await run_cmd(
+        'pwd; echo "$GREETING"; echo "[$HOOKYARD_SECRET_KEY]"; echo "$ST2_ACTION_EXECUTION_ID"',
+        runner_parameters={"cwd": str(tmp_path), "env": {"GREETING": "hi there"}},
+    )
+    lines = result.result["stdout"].splitlines()
+    assert lines[0] == str(tmp_path.resolve())
+    assert lines[1] == "hi there"
+    assert lines[2] == "[]"
+    assert lines[3].startswith("exec-")
+
+
+async def test_non_zero_exit_fails_with_the_code():
+    result = await run_cmd("echo partial; exit 3")
+    assert result.status == "failed"
+    assert result.result["return_code"] == 3
+    assert result.result["failed"] is True
+    assert result.result["stdout"] == "partial"
+
+
+async def test_missing_cmd_and_missing_cwd_fail_with_an_error():
+    result = await get_runner("local-shell-cmd").run(make_request())
+    assert result.status == "failed"
+    assert "cmd" in result.result["error"]
+    result = await run_cmd("true", runner_parameters={"cwd": "/nonexistent-dir-hookyard"})
+    assert result.status == "failed"
+    assert "cannot start" in result.result["error"]
+
+
+async def test_quoted_injection_in_a_command_stays_literal():
+    target = f"/tmp/pwned-{uuid.uuid4().hex}"
+    value = f"; touch {target}"
+    result = await run_cmd(f"echo {quote_for_shell(value)}")
+    assert result.status == "succeeded"
+    assert result.result["stdout"] == value
+    assert not os.path.exists(target)
+
+
+async def test_shell_timeout_kills_the_whole_process_tree():
+    # The background sleep is a grandchild: killing only /bin/sh would orphan it.
+    result = await run_cmd("sleep 100 & echo $!; sleep 100", timeout=0.5)
+    assert result.status == "timeout"
+    assert result.result["return_code"] == -9
+    assert "0.5 seconds" in result.result["error"]
+    grandchild = int(result.result["stdout"])  # partial output was kept
+    assert await wait_until_gone(grandchild)
+
+
+async def test_output_beyond_max_output_is_truncated_and_marked():
+    result = await run_cmd("head -c 100000 /dev/zero | tr '\\0' x; echo err >&2", max_output=1000)
+    assert result.status == "succeeded"
+    assert result.result["stdout"] == "x" * 1000
+    assert result.result["stdout_truncated"] is True
+    assert "stderr_truncated" not in result.result
+
+
+async def test_secret_values_are_masked_in_output():
+    result = await run_cmd(
+        'echo "token=$TOKEN"; echo "s3cr3t-value" >&2',
+        runner_parameters={"env": {"TOKEN": "s3cr3t-value"}},
+        action_parameters={"token": "s3cr3t-value"},
+        secrets=frozenset({"token"}),
+    )
+    assert result.result["stdout"] == "token=********"
+    assert result.result["stderr"] == "********"
+
+
+async def test_sudo_is_refused():
+    result = await run_cmd("true", runner_parameters={"sudo": True})
+    assert result.status == "failed"
+    assert "sudo" in result.result["error"]
+
+
+# --- local-shell-script ----------------------------------------------------------
+
+
+def test_script_arguments_follow_stackstorm_serialisation():
+    params = {
+        "first": "a b",
+        "second": None,
+        "flag": True,
+        "off": False,
+        "empty": "",
+        "items": ["x", "y"],
+        "obj": {"k": 1},
+        "count": 3,
+        "third": True,
+    }
+    positions = {"first": 0, "second": 1, "third": 2}
+    assert script_arguments(params, positions) == [
+        "--flag",
+        "--items=x,y",
+        '--obj={"k": 1}',
+        "--count=3",
+        "a b",
+        "",
+        "1",
+    ]
+    assert script_arguments({"n": 1}, {}, kwarg_op="-") == ["-n=1"]
+
+
+async def test_script_gets_positional_and_named_arguments(tmp_path):
+    script = write_script(
+        tmp_path, '#!/bin/sh\nfor arg in "$@"; do printf "<%s>\\n" "$arg"; done\n'
+    )
+    result = await get_runner("local-shell-script").run(
+        make_request(
+            entry_point=script,
+            action_parameters={"name": "my name", "count": 2, "second": "two", "first": "one"},
+            positions={"first": 0, "second": 1},
+        )
+    )
+    assert result.status == "succeeded"
+    assert result.result["stdout"].splitlines() == [
+        "<--name=my name>",
+        "<--count=2>",
+        "<one>",
+        "<two>",
+    ]
+
+
+async def test_script_without_exec_bit_runs_under_its_shebang(tmp_path):
+    script = write_script(tmp_path, '#!/bin/sh\necho "ran $1"\n', executable=False)
+    result = await get_runner("local-shell-script").run(
+        make_request(entry_point=script, action_parameters={"x": "v"}, positions={"x": 0})
+    )
+    assert result.result["stdout"] == "ran v"
+    assert not os.access(script, os.X_OK)  # the pack file was left as it was
+
+
+async def test_script_injection_attempt_is_passed_literally(tmp_path):
+    target = f"/tmp/pwned-{uuid.uuid4().hex}"
+    script = write_script(tmp_path, '#!/bin/sh\nprintf "%s|%s" "$1" "$2"\n')
+    value = f"; touch {target}"
+    result = await get_runner("local-shell-script").run(
+        make_request(
+            entry_point=script,
+            action_parameters={"a": value, "b": f"$(touch {target})"},
+            positions={"a": 0, "b": 1},
+        )
+    )
+    assert result.status == "succeeded"
+    assert result.result["stdout"] == f"{value}|$(touch {target})"
+    assert not os.path.exists(target)
+
+
+async def test_script_failure_and_missing_entry_point(tmp_path):
+    script = write_script(tmp_path, "#!/bin/sh\necho bad >&2\nexit 7\n")
+    result = await get_runner("local-shell-script").run(make_request(entry_point=script))
+    assert (result.status, result.result["return_code"], result.result["stderr"]) == (
+        "failed",
+        7,
+        "bad",
+    )
+    missing = await get_runner("local-shell-script").run(
+        make_request(entry_point=str(tmp_path / "nope.sh"))
+    )
+    assert missing.status == "failed"
+    assert "does not exist" in missing.result["error"]
+
+
+async def test_script_secret_argument_is_masked(tmp_path):
+    script = write_script(tmp_path, '#!/bin/sh\necho "got $1"\n')
+    result = await get_runner("local-shell-script").run(
+        make_request(
+            entry_point=script,
+            action_parameters={"password": "hunter2-xyz"},
+            positions={"password": 0},
+            secrets=frozenset({"password"}),
+        )
+    )
+    assert result.result["stdout"] == "got ********"
+
+
+async def test_cancelled_run_kills_the_process_tree(tmp_path):
+    pid_file = tmp_path / "pid"
+    task = asyncio.ensure_future(run_cmd(f"sleep 100 & echo $! > {pid_file}; sleep 100"))
+    for _ in range(250):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        await asyncio.sleep(0.02)
+    grandchild = int(pid_file.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_until_gone(grandchild)
