@@ -95,7 +95,8 @@ class Settings:
         return _build(Settings, data, "override", ())
 
 
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers")
+# Roles grow as the workers land: actions, deliveries, timers.
+KNOWN_ROLES = ("api", "rules")
 
 
 def load_settings(
@@ -133,12 +134,18 @@ def load_settings(
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         _set_dotted(data, keys, _parse_env_value(raw), source=f"environment variable {name}")
     settings = _build(Settings, data, source, ())
-    unknown = [r for r in settings.roles if r not in KNOWN_ROLES]
+    validate_roles(settings.roles, f"{source}: roles")
+    return settings
+
+
+def validate_roles(roles: tuple[str, ...], where: str) -> None:
+    unknown = [r for r in roles if r not in KNOWN_ROLES]
     if unknown:
         raise ConfigError(
-            f"{source}: roles: unknown role {unknown[0]!r}; known roles: {', '.join(KNOWN_ROLES)}"
+            f"{where}: unknown role {unknown[0]!r}; known roles: {', '.join(KNOWN_ROLES)}"
         )
-    return settings
+    if not roles:
+        raise ConfigError(f"{where}: at least one role is needed")
 
 
 # Variables with the prefix that are not settings (read by tests, CLI clients...).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from engine.cli.rules import rule_group
+from engine.cli.serve import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(rule_group)
+cli.add_command(serve_command)
 
 
 def main() -> None:

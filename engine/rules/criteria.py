@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import CriterionTypeError, RuleError, TemplateError
+from engine.errors import RuleError, TemplateError
 from engine.rules.operators import Operator
 from engine.rules.templates import Template
 
@@ -30,6 +30,9 @@ class CriterionResult:
     value: Any
     passed: bool
     reason: str | None = None
+    # True when the criterion could not be evaluated (type mismatch, pattern render
+    # failure), as opposed to evaluating to false.
+    error: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class CriterionResult:
             "value": _traceable(self.value),
             "passed": self.passed,
             "reason": self.reason,
+            "error": self.error,
         }
 
 
@@ -75,10 +79,10 @@ class Criterion:
                 passed = self.operator.func(value, pattern, self.condition, self._check_item)
             else:
                 passed = self.operator.func(value, pattern)
-        except CriterionTypeError as exc:
-            return CriterionResult(self.key, self.operator.name, pattern, value, False, str(exc))
-        except RuleError as exc:
-            return CriterionResult(self.key, self.operator.name, pattern, value, False, str(exc))
+        except RuleError as exc:  # CriterionTypeError and search condition errors
+            return CriterionResult(
+                self.key, self.operator.name, pattern, value, False, str(exc), True
+            )
         if passed:
             return CriterionResult(self.key, self.operator.name, pattern, value, True)
         return CriterionResult(

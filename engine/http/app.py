@@ -1,0 +1,125 @@
+"""The one aiohttp app factory: routes, JSON errors, and the process's roles.
+
+Roles run as background tasks started and stopped in `cleanup_ctx`, so tests with
+aiohttp's test client run the same code as `hookyard serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date, datetime
+from typing import Any
+
+from aiohttp import web
+
+from engine.config import Settings
+from engine.errors import EngineError, IngestError, NotFound, StoreBusy, StoreError
+from engine.runtime import Runtime
+from engine.store import create_store
+
+log = logging.getLogger(__name__)
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None):
+    return web.Response(
+        body=json.dumps(data, default=_json_default).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(message: str, status: int, headers: dict[str, str] | None = None):
+    # `faultstring` is what StackStorm's API and the st2 CLI use for error messages.
+    return json_response({"faultstring": message}, status, headers)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except IngestError as exc:
+        return error_response(str(exc), exc.status)
+    except NotFound as exc:
+        return error_response(str(exc), 404)
+    except StoreBusy as exc:
+        retry = max(1, round(exc.retry_after))
+        return error_response(
+            f"the store is busy: {exc}; retry later", 503, {"Retry-After": str(retry)}
+        )
+    except StoreError as exc:
+        log.error("store error on %s %s: %s", request.method, request.path, exc)
+        retry = request.app[RUNTIME].settings.ingest.retry_after
+        return error_response(f"the store is unavailable: {exc}", 503, {"Retry-After": str(retry)})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        return error_response(f"{message}: {request.method} {request.path}", exc.status)
+    except EngineError as exc:
+        return error_response(str(exc), 400)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    """The application for `settings`; its store opens and roles start on app startup."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.ingest.max_body)
+    runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_store_context)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    if "api" in settings.roles:
+        from engine.http import api, webhooks
+
+        webhooks.add_routes(app)
+        api.add_routes(app)
+    from engine.workers import role_contexts
+
+    for context in role_contexts(settings.roles):
+        app.cleanup_ctx.append(context)
+    return app
+
+
+async def _store_context(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.store.open()
+    runtime.load_rules()
+    try:
+        yield
+    finally:
+        await runtime.store.close()
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "alive"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    problems = []
+    if runtime.draining:
+        problems.append("draining for shutdown")
+    try:
+        await runtime.store.ping()
+    except StoreError as exc:
+        problems.append(f"store unreachable: {exc}")
+    problems.extend(runtime.worker_problems())
+    if problems:
+        return json_response({"ready": False, "problems": problems}, 503)
+    return json_response({"ready": True, "roles": list(runtime.settings.roles)})

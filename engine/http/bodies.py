@@ -1,0 +1,118 @@
+"""Turn an HTTP request's body and headers into a trigger payload, as StackStorm does.
+
+Named hooks get ``{"headers", "headers_lower", "body"}``; credentials never reach the
+stored payload.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from multidict import CIMultiDictProxy
+
+from engine.errors import IngestError
+
+# Never stored: credentials StackStorm strips, plus cookies.
+CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", "cookie"})
+MAX_JSON_DEPTH = 64
+
+
+def parse_body(content_type: str, raw: bytes) -> Any:
+    """The body as data: JSON (any root), form fields, or text. IngestError otherwise."""
+    if not raw.strip():
+        return {}
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if mime in ("", "application/json") or mime.endswith("+json"):
+        return _parse_json(raw, assumed=not mime)
+    if mime == "application/x-www-form-urlencoded":
+        return _parse_form(raw)
+    if mime == "text/plain":
+        return _decode(raw, "text/plain")
+    raise IngestError(
+        f"unsupported Content-Type {mime!r}; send application/json, "
+        "application/x-www-form-urlencoded or text/plain",
+        415,
+    )
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{what} body is not valid UTF-8 (byte {exc.start})") from None
+
+
+def _parse_json(raw: bytes, *, assumed: bool) -> Any:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        hint = " (no Content-Type was given, so JSON was assumed)" if assumed else ""
+        raise IngestError(f"malformed JSON body{where}: {_reason(exc)}{hint}") from None
+    except RecursionError:
+        raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _reason(exc: Exception) -> str:
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+
+
+def _depth(value: Any) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth - 1
+
+
+def _parse_form(raw: bytes) -> dict[str, Any]:
+    text = _decode(raw, "form")
+    fields: dict[str, Any] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key in fields:
+            existing = fields[key]
+            fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def header_maps(
+    headers: CIMultiDictProxy[str], drop: Iterable[str] = ()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers as sent, headers with lower-case names), credentials and `drop` removed.
+
+    A header sent several times is joined with ", " (RFC 9110 field combination).
+    """
+    dropped = CREDENTIAL_HEADERS | {name.lower() for name in drop}
+    original: dict[str, str] = {}
+    lower: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key in dropped:
+            continue
+        if key in lower:
+            lower[key] = f"{lower[key]}, {value}"
+            original[_first_spelling(original, key)] = lower[key]
+        else:
+            lower[key] = value
+            original[name] = value
+    return original, lower
+
+
+def _first_spelling(original: dict[str, str], key: str) -> str:
+    return next(name for name in original if name.lower() == key)

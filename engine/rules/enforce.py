@@ -1,0 +1,88 @@
+"""Decide what a trigger instance causes: pure, from the rule set and the instance.
+
+For every candidate rule: a matched rule becomes a succeeded enforcement with a requested
+execution (parameters rendered), or a failed enforcement when its parameters or once_per
+key do not render or its action is unknown; a rule whose criteria could not be evaluated
+(type mismatch, pattern render error) becomes a failed enforcement with the reason. Rules
+that simply did not match produce no enforcement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import RuleError
+from engine.model import (
+    ENFORCEMENT_FAILED,
+    ENFORCEMENT_SUCCEEDED,
+    EnforcementOutcome,
+    NewExecution,
+    TriggerInstance,
+)
+from engine.rules.index import RuleEvaluation, RuleSet
+from engine.rules.render import action_context_for, render_parameters
+
+# The user recorded on executions a rule requested (StackStorm records the rule's user).
+RULE_USER = "hookyard"
+
+
+def decide(
+    ruleset: RuleSet,
+    instance: TriggerInstance,
+    *,
+    kv: Any = None,
+    action_known: Callable[[str], bool] | None = None,
+) -> tuple[list[EnforcementOutcome], list[RuleEvaluation]]:
+    """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain)."""
+    evaluations = ruleset.evaluate(instance.trigger, instance.payload, instance.webhook, kv=kv)
+    outcomes = []
+    for result in evaluations:
+        outcome = _outcome(result, instance, kv, action_known)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes, evaluations
+
+
+def _outcome(
+    result: RuleEvaluation,
+    instance: TriggerInstance,
+    kv: Any,
+    action_known: Callable[[str], bool] | None,
+) -> EnforcementOutcome | None:
+    rule = result.rule
+    trace = result.evaluation.trace_dicts()
+    if not result.matched:
+        errored = next((c for c in result.evaluation.trace if c.error), None)
+        if errored is None:
+            return None
+        return EnforcementOutcome(
+            rule_ref=rule.ref,
+            status=ENFORCEMENT_FAILED,
+            trace=trace,
+            failure_reason=f"criterion {errored.key!r} could not be evaluated: {errored.reason}",
+        )
+
+    def failed(reason: str) -> EnforcementOutcome:
+        return EnforcementOutcome(
+            rule_ref=rule.ref, status=ENFORCEMENT_FAILED, trace=trace, failure_reason=reason
+        )
+
+    if action_known is not None and not action_known(rule.action_ref):
+        return failed(f"action {rule.action_ref!r} is not registered (is its pack loaded?)")
+    try:
+        once_per_key = rule.render_once_per_key(instance.payload, kv=kv)
+    except RuleError as exc:
+        return failed(f"once_per key did not render: {exc}")
+    context = action_context_for(rule, instance.id, RULE_USER)
+    try:
+        parameters = render_parameters(rule, instance.payload, kv=kv, action_context=context)
+    except RuleError as exc:
+        return failed(f"action parameters did not render: {exc}")
+    return EnforcementOutcome(
+        rule_ref=rule.ref,
+        status=ENFORCEMENT_SUCCEEDED,
+        trace=trace,
+        execution=NewExecution(action=rule.action_ref, parameters=parameters, context=context),
+        once_per_key=once_per_key,
+    )

@@ -1,0 +1,64 @@
+"""`hookyard serve`: run the configured roles in one asyncio loop until SIGTERM/SIGINT.
+
+On a signal: readiness turns false, the listener stops taking connections, in-flight
+requests finish (up to server.shutdown_grace), workers finish their current item and
+release the leases of claimed-but-unstarted work, the store flushes; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from engine.config import Settings
+from engine.http.app import RUNTIME, create_app
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.server.shutdown_grace,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.server.host, settings.server.port, backlog=2048, reuse_address=True
+    )
+    await site.start()
+    log.info(
+        "hookyard serving roles %s on http://%s:%d (store %s)",
+        ",".join(settings.roles),
+        settings.server.host,
+        settings.server.port,
+        _redact(settings.store.url),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: draining requests and workers")
+        app[RUNTIME].draining = True
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
