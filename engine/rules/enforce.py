@@ -33,12 +33,17 @@ def decide(
     *,
     kv: Any = None,
     action_known: Callable[[str], bool] | None = None,
+    shell_parameters: Callable[[str], frozenset[str]] | None = None,
 ) -> tuple[list[EnforcementOutcome], list[RuleEvaluation]]:
-    """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain)."""
+    """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain).
+
+    `action_known(ref)` says whether an action exists; `shell_parameters(ref)` names the
+    parameters of an action that are shell commands (rendered with quoting).
+    """
     evaluations = ruleset.evaluate(instance.trigger, instance.payload, instance.webhook, kv=kv)
     outcomes = []
     for result in evaluations:
-        outcome = _outcome(result, instance, kv, action_known)
+        outcome = _outcome(result, instance, kv, action_known, shell_parameters)
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes, evaluations
@@ -49,6 +54,7 @@ def _outcome(
     instance: TriggerInstance,
     kv: Any,
     action_known: Callable[[str], bool] | None,
+    shell_parameters: Callable[[str], frozenset[str]] | None,
 ) -> EnforcementOutcome | None:
     rule = result.rule
     trace = result.evaluation.trace_dicts()
@@ -76,7 +82,13 @@ def _outcome(
         return failed(f"once_per key did not render: {exc}")
     context = action_context_for(rule, instance.id, RULE_USER)
     try:
-        parameters = render_parameters(rule, instance.payload, kv=kv, action_context=context)
+        parameters = render_parameters(
+            rule,
+            instance.payload,
+            kv=kv,
+            action_context=context,
+            shell_parameters=shell_parameters(rule.action_ref) if shell_parameters else frozenset(),
+        )
     except RuleError as exc:
         return failed(f"action parameters did not render: {exc}")
     return EnforcementOutcome(

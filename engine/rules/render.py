@@ -31,12 +31,24 @@ def render_parameters(
     *,
     kv: Any = None,
     action_context: Mapping[str, Any] | None = None,
+    shell_parameters: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The rule's action parameters rendered for this payload; raises TemplateError."""
+    """The rule's action parameters rendered for this payload; raises TemplateError.
+
+    Parameters named in `shell_parameters` (the `cmd` of a shell-command action) are
+    rendered with every inserted value shell-quoted, so payload data cannot inject
+    commands; authors opt out per value with `{{ value | unquoted }}`.
+    """
     context = {
         "trigger": payload,
         "rule": {"ref": rule.ref, "name": rule.name, "pack": rule.pack},
         "action_context": dict(action_context or action_context_for(rule)),
         "st2kv": kv,
     }
-    return templates.render_value(dict(rule.action_parameters or {}), context)
+    rendered = {}
+    for name, value in (rule.action_parameters or {}).items():
+        if name in shell_parameters and isinstance(value, str):
+            rendered[name] = templates.render_shell_command(value, context)
+        else:
+            rendered[name] = templates.render_value(value, context)
+    return rendered

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os.path
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -243,22 +244,53 @@ def _require_data(value: Any) -> Any:
     raise SandboxViolation(f"template produced a {type(value).__name__!r} object, not data{hint}")
 
 
-def _new_environment() -> _HookyardSandbox:
+# --- shell commands: every inserted value is quoted ------------------------------
+
+
+class Unquoted(str):
+    """A value the template author explicitly allowed into a shell command unquoted."""
+
+    __slots__ = ()
+
+
+def _unquoted(value: Any) -> Unquoted:
+    return Unquoted("" if value is None else value)
+
+
+def _shell_quoted(value: Any) -> str:
+    """finalize for shell commands: each `{{ expr }}` becomes one quoted shell word."""
+    value = _require_data(value)
+    if isinstance(value, Unquoted):
+        return str(value)
+    if value is None:
+        return "''"
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, dict | list | tuple):
+        value = _json_dumps(value)
+    return shlex.quote(str(value))
+
+
+def _new_environment(finalize: Callable[[Any], Any] = _require_data) -> _HookyardSandbox:
     # trim_blocks/lstrip_blocks as StackStorm sets them, so block templates render alike.
     environment = _HookyardSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=_require_data,
+        finalize=finalize,
     )
     environment.globals["lipsum"] = _bounded_lipsum
     environment.globals["range"] = _bounded_range
     environment.filters.update(_STACKSTORM_FILTERS)
+    environment.filters["unquoted"] = _unquoted
     return environment
 
 
 _ENVIRONMENT = _new_environment()
+# Renders shell command strings (local-shell-cmd `cmd`): values inserted by expressions
+# are shlex-quoted unless the author writes `{{ value | unquoted }}`.
+_SHELL_ENVIRONMENT = _new_environment(_shell_quoted)
 
 
 def register_filter(name: str, func: Callable[..., Any]) -> None:
@@ -270,6 +302,7 @@ def register_filter(name: str, func: Callable[..., Any]) -> None:
     if name in _ENVIRONMENT.filters:
         raise RegistryError(f"template filter {name!r} is already registered")
     _ENVIRONMENT.filters[name] = func
+    _SHELL_ENVIRONMENT.filters[name] = func
 
 
 # --- compiling and rendering ---------------------------------------------------
@@ -320,19 +353,21 @@ class Template:
 
     __slots__ = ("_compiled", "native", "source")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, shell: bool = False) -> None:
         self.source = source
+        environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
         try:
-            tree = _ENVIRONMENT.parse(source)
+            tree = environment.parse(source)
             native_source = _NATIVE_SOURCE.match(source)
-            self.native = native_source is not None and _is_single_expression(tree)
+            # A shell command is always text: its values are quoted words in it.
+            self.native = not shell and native_source is not None and _is_single_expression(tree)
             if self.native:
                 self._compiled: Any = _ENVIRONMENT.compile_expression(
                     native_source["expr"],  # type: ignore[index]  # native implies a match
                     undefined_to_none=False,
                 )
             else:
-                self._compiled = _ENVIRONMENT.from_string(tree)
+                self._compiled = environment.from_string(tree)
         except TemplateSyntaxError as error:
             raise TemplateError(
                 f"template syntax error on line {error.lineno}: {error.message} in {_shown(source)}"
@@ -384,9 +419,19 @@ class Template:
 
 
 @lru_cache(maxsize=4096)
-def compile_template(source: str) -> Template:
-    """Compile source once; a syntax error is a TemplateError naming the line."""
-    return Template(source)
+def compile_template(source: str, shell: bool = False) -> Template:
+    """Compile source once; a syntax error is a TemplateError naming the line.
+
+    With shell=True every value an expression inserts is shell-quoted (see Unquoted).
+    """
+    return Template(source, shell)
+
+
+def render_shell_command(source: str, context: Mapping[str, Any]) -> str:
+    """Render a shell command template with every inserted value quoted."""
+    if not is_template(source):
+        return source
+    return compile_template(source, True).render(context) or ""
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
