@@ -1,0 +1,185 @@
+"""Group commit: many concurrent single writes, one transaction per batch.
+
+Each caller queues its item and awaits a future. One writer task takes everything queued
+(up to `batch_max`), writes it with one call of `write_batch` (one transaction), then
+answers every caller. While a batch is being written the next one accumulates, so the
+batch size follows the load without any linger delay.
+
+A caller that waited `timeout` seconds before the writer took its item gets StoreBusy
+and its item is dropped unwritten; once taken into a batch, the caller waits for that
+batch's outcome, so a StoreBusy answer always means "not stored".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from engine.errors import StoreBusy, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass(eq=False)
+class _Waiting(Generic[Item]):
+    item: Item
+    future: asyncio.Future[Any]
+    taken: bool = False
+    dropped: bool = False
+
+
+@dataclass
+class GroupCommitStats:
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+    failed_batches: int = 0
+    timeouts: int = 0
+
+
+class GroupCommitter(Generic[Item, Result]):
+    """Batches `submit(item)` calls into `write_batch(items)` calls made by one task."""
+
+    def __init__(
+        self,
+        write_batch: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        *,
+        batch_max: int,
+        timeout: float,
+        name: str = "group-commit",
+    ) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self._write_batch = write_batch
+        self._batch_max = batch_max
+        self._timeout = timeout
+        self._name = name
+        self._queue: deque[_Waiting[Item]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+        self.stats = GroupCommitStats()
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, item: Item) -> Result:
+        if self._closing or self._writer is None:
+            raise StoreUnavailable(f"{self._name}: the store is not open")
+        waiting = _Waiting(item, asyncio.get_running_loop().create_future())
+        self._queue.append(waiting)
+        self._wakeup.set()
+        try:
+            done, _ = await asyncio.wait({waiting.future}, timeout=self._timeout)
+            if not done:
+                if not waiting.taken:
+                    waiting.dropped = True
+                    self.stats.timeouts += 1
+                    raise StoreBusy(
+                        f"the store did not take the write within {self._timeout:g}s",
+                        retry_after=max(1.0, self._timeout),
+                    )
+                # Already inside a batch being written: its outcome is the answer.
+                await asyncio.shield(waiting.future)
+        except asyncio.CancelledError:
+            # The caller went away; an item not yet taken is not written at all, and the
+            # outcome of one already taken is consumed here so it is not reported as lost.
+            waiting.dropped = not waiting.taken
+            waiting.future.add_done_callback(_consume)
+            raise
+        return waiting.future.result()
+
+    async def close(self) -> None:
+        """Stop accepting, write what is queued, and stop the writer task."""
+        self._closing = True
+        self._wakeup.set()
+        if self._writer is not None:
+            await self._writer
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    try:
+                        await self._write(batch)
+                    except Exception as exc:  # a bug in write_batch must not stop the writer
+                        log.exception("group commit writer error")
+                        for waiting in batch:
+                            _set_exception(waiting.future, _as_store_error(exc))
+                # Let callers that were just answered (and new arrivals) run before the
+                # next batch, so a busy writer does not monopolise the loop.
+                await asyncio.sleep(0)
+            if self._closing:
+                return
+
+    def _take(self) -> list[_Waiting[Item]]:
+        batch: list[_Waiting[Item]] = []
+        while self._queue and len(batch) < self._batch_max:
+            waiting = self._queue.popleft()
+            if waiting.dropped or waiting.future.done():
+                continue
+            waiting.taken = True
+            batch.append(waiting)
+        return batch
+
+    async def _write(self, batch: list[_Waiting[Item]]) -> None:
+        try:
+            results = await self._write_batch([w.item for w in batch])
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            if len(batch) > 1 and _may_be_one_bad_item(exc):
+                # One unstorable item must not fail its neighbours: write them one by one.
+                log.warning(
+                    "group commit batch failed, retrying items singly",
+                    extra={"batch_size": len(batch), "error": str(exc)},
+                )
+                for waiting in batch:
+                    await self._write([waiting])
+                return
+            for waiting in batch:
+                _set_exception(waiting.future, _as_store_error(exc))
+            return
+        self.stats.batches += 1
+        self.stats.items += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        for waiting, result in zip(batch, results, strict=True):
+            if not waiting.future.done():
+                waiting.future.set_result(result)
+
+
+def _may_be_one_bad_item(exc: BaseException) -> bool:
+    # Unavailable/busy databases fail every item alike; retrying singly would only wait longer.
+    return not isinstance(exc, StoreUnavailable | StoreBusy)
+
+
+def _as_store_error(exc: Exception) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    error = StoreError(f"write failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,87 @@
+"""PostgreSQL schema. Version rows live in hookyard_schema_version; JSON is jsonb,
+timestamps are timestamptz."""
+
+from __future__ import annotations
+
+_INITIAL = (
+    """
+    CREATE TABLE trigger_instances (
+        id text PRIMARY KEY,
+        trigger text NOT NULL,
+        payload jsonb NOT NULL,
+        occurrence_time timestamptz NOT NULL,
+        status text NOT NULL,
+        webhook text,
+        dedupe_key text UNIQUE,
+        lease_token text,
+        lease_expires_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX trigger_instances_status_id ON trigger_instances (status, id)",
+    # Claims walk only the rows still in flight, in id order.
+    """
+    CREATE INDEX trigger_instances_active ON trigger_instances (id)
+    WHERE status IN ('pending', 'processing')
+    """,
+    "CREATE INDEX trigger_instances_time ON trigger_instances (occurrence_time)",
+    "CREATE INDEX trigger_instances_trigger_time ON trigger_instances (trigger, occurrence_time)",
+    "CREATE INDEX trigger_instances_webhook_time ON trigger_instances (webhook, occurrence_time)",
+    """
+    CREATE TABLE executions (
+        id text PRIMARY KEY,
+        action text NOT NULL,
+        parameters jsonb NOT NULL,
+        status text NOT NULL,
+        result jsonb,
+        context jsonb NOT NULL,
+        trigger_instance_id text,
+        rule_ref text,
+        created_at timestamptz NOT NULL,
+        started_at timestamptz,
+        finished_at timestamptz,
+        attempt integer NOT NULL DEFAULT 1,
+        log jsonb NOT NULL,
+        lease_token text,
+        lease_expires_at timestamptz,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX executions_status_id ON executions (status, id)",
+    """
+    CREATE INDEX executions_active ON executions (id)
+    WHERE status IN ('requested', 'scheduled', 'running')
+    """,
+    "CREATE INDEX executions_time ON executions (created_at)",
+    "CREATE INDEX executions_action_time ON executions (action, created_at)",
+    "CREATE INDEX executions_instance ON executions (trigger_instance_id)",
+    "CREATE INDEX executions_rule_time ON executions (rule_ref, created_at)",
+    """
+    CREATE TABLE enforcements (
+        id text PRIMARY KEY,
+        trigger_instance_id text NOT NULL REFERENCES trigger_instances (id),
+        rule_ref text NOT NULL,
+        rule_id text,
+        status text NOT NULL,
+        failure_reason text,
+        execution_id text REFERENCES executions (id),
+        enforced_at timestamptz NOT NULL,
+        trace jsonb NOT NULL
+    )
+    """,
+    "CREATE INDEX enforcements_time ON enforcements (enforced_at)",
+    "CREATE INDEX enforcements_instance ON enforcements (trigger_instance_id)",
+    "CREATE INDEX enforcements_rule_time ON enforcements (rule_ref, enforced_at)",
+    "CREATE INDEX enforcements_execution ON enforcements (execution_id)",
+    """
+    CREATE TABLE once_per_keys (
+        rule_ref text NOT NULL,
+        key text NOT NULL,
+        trigger_instance_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (rule_ref, key)
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL,)

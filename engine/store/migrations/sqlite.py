@@ -1,0 +1,87 @@
+"""SQLite schema. Version lives in PRAGMA user_version; timestamps are fixed-width UTC text
+(see engine.store.codec.time_to_text) so text order is time order; JSON is text."""
+
+from __future__ import annotations
+
+_INITIAL = (
+    """
+    CREATE TABLE trigger_instances (
+        id TEXT PRIMARY KEY,
+        trigger TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        occurrence_time TEXT NOT NULL,
+        status TEXT NOT NULL,
+        webhook TEXT,
+        dedupe_key TEXT UNIQUE,
+        lease_token TEXT,
+        lease_expires_at TEXT,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX trigger_instances_status_id ON trigger_instances (status, id)",
+    # Claims walk only the rows still in flight, in id order (see sqlite.py INDEXED BY).
+    """
+    CREATE INDEX trigger_instances_active ON trigger_instances (id)
+    WHERE status IN ('pending', 'processing')
+    """,
+    "CREATE INDEX trigger_instances_time ON trigger_instances (occurrence_time)",
+    "CREATE INDEX trigger_instances_trigger_time ON trigger_instances (trigger, occurrence_time)",
+    "CREATE INDEX trigger_instances_webhook_time ON trigger_instances (webhook, occurrence_time)",
+    """
+    CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        action TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result TEXT,
+        context TEXT NOT NULL,
+        trigger_instance_id TEXT,
+        rule_ref TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        log TEXT NOT NULL,
+        lease_token TEXT,
+        lease_expires_at TEXT,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX executions_status_id ON executions (status, id)",
+    """
+    CREATE INDEX executions_active ON executions (id)
+    WHERE status IN ('requested', 'scheduled', 'running')
+    """,
+    "CREATE INDEX executions_time ON executions (created_at)",
+    "CREATE INDEX executions_action_time ON executions (action, created_at)",
+    "CREATE INDEX executions_instance ON executions (trigger_instance_id)",
+    "CREATE INDEX executions_rule_time ON executions (rule_ref, created_at)",
+    """
+    CREATE TABLE enforcements (
+        id TEXT PRIMARY KEY,
+        trigger_instance_id TEXT NOT NULL REFERENCES trigger_instances (id),
+        rule_ref TEXT NOT NULL,
+        rule_id TEXT,
+        status TEXT NOT NULL,
+        failure_reason TEXT,
+        execution_id TEXT REFERENCES executions (id),
+        enforced_at TEXT NOT NULL,
+        trace TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX enforcements_time ON enforcements (enforced_at)",
+    "CREATE INDEX enforcements_instance ON enforcements (trigger_instance_id)",
+    "CREATE INDEX enforcements_rule_time ON enforcements (rule_ref, enforced_at)",
+    "CREATE INDEX enforcements_execution ON enforcements (execution_id)",
+    """
+    CREATE TABLE once_per_keys (
+        rule_ref TEXT NOT NULL,
+        key TEXT NOT NULL,
+        trigger_instance_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (rule_ref, key)
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL,)

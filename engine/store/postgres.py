@@ -1,0 +1,392 @@
+"""The scale-out store: PostgreSQL through asyncpg.
+
+Any number of processes share one database: claims use `FOR UPDATE SKIP LOCKED`, inserts
+`NOTIFY hookyard_<queue>` and one LISTEN connection per process turns those into wake-up
+hints (polling remains the fallback; a dropped listener is reconnected on the next wait).
+Ingest is group-committed like SQLite's, as one multi-row INSERT per batch. Schema
+migrations are versioned in `hookyard_schema_version` and applied under an advisory lock,
+so processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from engine.config import StoreSettings
+from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
+from engine.model import (
+    Accepted,
+    EnforcementOutcome,
+    Execution,
+    NewExecution,
+    NewTriggerInstance,
+    Page,
+    TriggerInstance,
+    utcnow,
+)
+from engine.store import codec
+from engine.store import postgres_ops as ops
+from engine.store.backlog import BacklogGauge
+from engine.store.base import Store
+from engine.store.batching import GroupCommitter
+from engine.store.migrations.postgres import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+QUEUES = ("trigger_instances", "executions", "deliveries")
+# pg_advisory_xact_lock key for migrations: "hookyard" in ASCII.
+MIGRATION_LOCK = 0x686F6F6B79617264
+CONNECT_TIMEOUT = 10.0
+LISTENER_RETRY_SECONDS = 1.0
+
+_UNAVAILABLE = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database does not exist
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InterfaceError,  # connection or pool closed
+    OSError,
+)
+_BUSY = (
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.QueryCanceledError,  # statement timeout
+)
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, settings: StoreSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.where = f"postgresql {codec.redact_url(url)}"
+        # Committed add_trigger_instances transactions (tests and metrics read it).
+        self.commit_batches = 0
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        # When the last LISTEN connection attempt failed (reconnects are spaced after failures).
+        self._listener_failed_at: float | None = None
+        self._listener_lock = asyncio.Lock()
+        self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
+        self._work = {queue: asyncio.Event() for queue in QUEUES}
+        self._backlog = BacklogGauge(self._count_pending)
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=max(1, self.settings.pool_size),
+                timeout=CONNECT_TIMEOUT,
+                # A statement waiting on a row or table lock gives up like SQLite's
+                # busy_timeout does, so no caller waits on a batch without bound.
+                server_settings={"lock_timeout": f"{int(self.settings.busy_timeout * 1000)}"},
+            )
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"{self.where}: cannot connect: {exc}") from exc
+        try:
+            with self._translated():
+                async with self._pool.acquire() as conn:
+                    await self._migrate(conn)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+        self._committer = GroupCommitter(
+            self._add_prepared,
+            batch_max=self.settings.batch_max,
+            timeout=self.settings.busy_timeout,
+            name="postgresql group commit",
+        )
+        self._committer.start()
+        await self._connect_listener()
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # Another process may be migrating: wait for it longer than for a row lock.
+            await conn.execute("SET LOCAL lock_timeout = '60s'")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS hookyard_schema_version ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM hookyard_schema_version"
+            )
+            if current > len(MIGRATIONS):
+                raise StoreUnavailable(
+                    f"{self.where}: schema version {current} is newer than this Hookyard"
+                    f" knows ({len(MIGRATIONS)}); upgrade Hookyard"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO hookyard_schema_version (version) VALUES ($1)", version
+                )
+                log.info("postgresql schema migrated", extra={"version": version})
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            await self._committer.close()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                await listener.close(timeout=CONNECT_TIMEOUT)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+            except TimeoutError:
+                pool.terminate()
+        for event in self._work.values():
+            event.set()
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.fetchval("SELECT 1"))
+
+    # --- wake-up hints ---------------------------------------------------------------
+
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        event = self._work.get(queue)
+        if event is None:
+            raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        if self._listener is None and not self._closed:
+            await self._connect_listener()
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    async def _connect_listener(self) -> None:
+        async with self._listener_lock:
+            if self._listener is not None or self._closed:
+                return
+            failed_at = self._listener_failed_at
+            if failed_at is not None and time.monotonic() - failed_at < LISTENER_RETRY_SECONDS:
+                return
+            self._listener_failed_at = time.monotonic()
+            try:
+                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+            except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("LISTEN connection failed; polling", extra={"error": str(exc)})
+                return
+            try:
+                for queue in QUEUES:
+                    await conn.add_listener(ops.channel(queue), self._on_notify)
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN failed; polling", extra={"error": str(exc)})
+                conn.terminate()
+                return
+            if self._closed:  # closed while connecting
+                conn.terminate()
+                return
+            conn.add_termination_listener(self._on_listener_lost)
+            self._listener = conn
+            self._listener_failed_at = None
+            # Notifications sent while no listener was connected are lost: wake everyone.
+            for event in self._work.values():
+                event.set()
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        event = self._work.get(channel.removeprefix("hookyard_"))
+        if event is not None:
+            event.set()
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if self._listener is conn:
+            self._listener = None
+            log.warning("LISTEN connection lost; reconnecting on the next wait")
+        for event in self._work.values():
+            event.set()
+
+    # --- trigger instances ---------------------------------------------------------
+
+    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
+        return await self._add_prepared([codec.prepare_trigger_instance(i) for i in batch])
+
+    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
+        if self._committer is None:
+            raise StoreUnavailable(f"{self.where}: the store is not open")
+        return await self._committer.submit(codec.prepare_trigger_instance(item))
+
+    async def _add_prepared(
+        self, batch: Sequence[tuple[NewTriggerInstance, str]]
+    ) -> list[Accepted]:
+        if not batch:
+            return []
+        answers, inserted = await self._transaction(ops.insert_trigger_instances, batch)
+        self.commit_batches += 1
+        if inserted:
+            self._backlog.added(inserted)
+            self._work["trigger_instances"].set()
+        return answers
+
+    async def pending_backlog(self) -> int:
+        return await self._backlog.value()
+
+    async def _count_pending(self) -> int:
+        return await self._read(ops.count_pending)
+
+    async def claim_trigger_instances(
+        self, limit: int, lease_seconds: float
+    ) -> list[TriggerInstance]:
+        claimed = await self._transaction(ops.claim_trigger_instances, limit, lease_seconds)
+        self._backlog.claimed(len(claimed))
+        return claimed
+
+    async def record_enforcements(
+        self,
+        instance_id: str,
+        lease_token: str,
+        outcomes: Sequence[EnforcementOutcome],
+        final_status: str,
+    ) -> list[str]:
+        codec.check_final_status(final_status)
+        written = await self._transaction(
+            ops.record_enforcements, instance_id, lease_token, outcomes, final_status, utcnow()
+        )
+        if any(outcome.execution is not None for outcome in outcomes):
+            self._work["executions"].set()
+        return written
+
+    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
+        if leases:
+            await self._transaction(ops.release_trigger_instances, dict(leases))
+            self._backlog.forget()
+            self._work["trigger_instances"].set()
+
+    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
+        return await self._read(ops.get_trigger_instance, instance_id)
+
+    async def list_trigger_instances(
+        self, filters: Mapping[str, Any], limit: int, offset: int
+    ) -> Page:
+        return await self._list(
+            "trigger_instances", codec.TRIGGER_INSTANCE_FILTERS, filters, limit, offset
+        )
+
+    # --- enforcements ----------------------------------------------------------------
+
+    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("enforcements", codec.ENFORCEMENT_FILTERS, filters, limit, offset)
+
+    # --- executions --------------------------------------------------------------------
+
+    async def create_execution(self, new: NewExecution) -> Execution:
+        async def create(conn: asyncpg.Connection) -> Execution:
+            await ops.insert_execution(conn, new, utcnow())
+            await conn.execute("SELECT pg_notify($1, '')", ops.channel("executions"))
+            return await ops.get_execution(conn, new.id)
+
+        execution = await self._transaction(create)
+        self._work["executions"].set()
+        return execution
+
+    async def claim_executions(
+        self, limit: int, lease_seconds: float, max_attempts: int = 2
+    ) -> list[Execution]:
+        return await self._transaction(
+            ops.claim_executions, limit, lease_seconds, max_attempts, utcnow()
+        )
+
+    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
+        return await self._transaction(ops.start_execution, execution_id, lease_token, utcnow())
+
+    async def heartbeat_execution(
+        self, execution_id: str, lease_token: str, lease_seconds: float
+    ) -> None:
+        await self._transaction(ops.heartbeat_execution, execution_id, lease_token, lease_seconds)
+
+    async def finish_execution(
+        self, execution_id: str, lease_token: str, status: str, result: Any
+    ) -> Execution:
+        codec.check_terminal_status(status)
+        result_json = codec.dumps(result, "execution result")
+        return await self._transaction(
+            ops.finish_execution, execution_id, lease_token, status, result_json, utcnow()
+        )
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        return await self._read(ops.get_execution, execution_id)
+
+    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
+
+    # --- connections and errors -----------------------------------------------------------
+
+    async def _list(
+        self,
+        table: str,
+        known: Mapping[str, codec.FilterSpec],
+        filters: Mapping[str, Any],
+        limit: int,
+        offset: int,
+    ) -> Page:
+        codec.check_paging(limit, offset)
+        conditions = codec.parse_filters(filters, known)
+        return await self._transaction(
+            ops.list_rows, table, conditions, limit, offset, isolation="repeatable_read"
+        )
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreUnavailable(f"{self.where}: the store is not open")
+        return self._pool
+
+    async def _transaction(
+        self,
+        operation: Callable[..., Awaitable[T]],
+        *args: Any,
+        isolation: str = "read_committed",
+    ) -> T:
+        pool = self._require_pool()
+        with self._translated():
+            async with (
+                pool.acquire(timeout=self.settings.busy_timeout) as conn,
+                conn.transaction(isolation=isolation),
+            ):
+                return await operation(conn, *args)
+        raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+    async def _read(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        pool = self._require_pool()
+        with self._translated():
+            async with pool.acquire(timeout=self.settings.busy_timeout) as conn:
+                return await operation(conn, *args)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except TimeoutError as exc:
+            raise StoreBusy(
+                f"{self.where}: no database connection free within {self.settings.busy_timeout:g}s",
+                retry_after=max(1.0, self.settings.busy_timeout),
+            ) from exc
+        except asyncpg.exceptions.UniqueViolationError as exc:
+            raise Conflict(f"{self.where}: {exc}") from exc
+        except _BUSY as exc:
+            raise StoreBusy(f"{self.where}: {exc}") from exc
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{self.where}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"{self.where}: {exc}") from exc

@@ -1,0 +1,406 @@
+"""The PostgreSQL store's statements: coroutines of a connection inside a transaction.
+
+Claims lock candidate rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers in any
+number of processes take disjoint rows without waiting on each other. Lease times use the
+database clock (`now()`), so machines with skewed clocks still agree on expiry. JSON goes
+in as text cast to jsonb and comes out as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.errors import LeaseLost, NotFound, StoreError
+from engine.model import (
+    ABANDONED,
+    REQUESTED,
+    RUNNING,
+    SCHEDULED,
+    Accepted,
+    EnforcementOutcome,
+    Execution,
+    NewExecution,
+    NewTriggerInstance,
+    Page,
+    TriggerInstance,
+)
+from engine.store import codec
+from engine.store.codec import Condition, dumps
+
+TRIGGER_INSTANCE_COLUMNS = (
+    "id, trigger, payload::text AS payload, occurrence_time, status, webhook, dedupe_key,"
+    " lease_token"
+)
+EXECUTION_COLUMNS = (
+    "id, action, parameters::text AS parameters, status, result::text AS result,"
+    " context::text AS context, created_at, started_at, finished_at, attempt,"
+    " log::text AS log, lease_token, lease_expires_at"
+)
+ENFORCEMENT_COLUMNS = (
+    "id, trigger_instance_id, rule_ref, rule_id, status, failure_reason, execution_id,"
+    " enforced_at, trace::text AS trace"
+)
+_NEW_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
+
+
+def channel(queue: str) -> str:
+    return f"hookyard_{queue}"
+
+
+def _to_time(value: datetime | None) -> datetime | None:
+    return None if value is None else codec.as_utc(value)
+
+
+def _instance(row: asyncpg.Record) -> TriggerInstance:
+    return codec.trigger_instance_from_row(row, _to_time)
+
+
+def _execution(row: asyncpg.Record) -> Execution:
+    return codec.execution_from_row(row, _to_time)
+
+
+def _log_param(status: str, now: datetime) -> str:
+    return dumps([codec.log_entry(status, now)])
+
+
+async def _notify(conn: asyncpg.Connection, queue: str) -> None:
+    # Delivered at commit; listeners treat it as a hint to claim now.
+    await conn.execute("SELECT pg_notify($1, '')", channel(queue))
+
+
+# --- trigger instances ---------------------------------------------------------------
+
+
+async def insert_trigger_instances(
+    conn: asyncpg.Connection, batch: Sequence[tuple[NewTriggerInstance, str]]
+) -> tuple[list[Accepted], int]:
+    first_of = codec.first_occurrences([item for item, _ in batch])
+    unique = [
+        (index, item, payload)
+        for index, (item, payload) in enumerate(batch)
+        if first_of[index] == index
+    ]
+    rows = await conn.fetch(
+        "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time, status, webhook,"
+        " dedupe_key) SELECT i, t, p::jsonb, o, 'pending', w, d"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
+        " $6::text[]) AS u(i, t, p, o, w, d)"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        [item.id for _, item, _ in unique],
+        [item.trigger for _, item, _ in unique],
+        [payload for _, _, payload in unique],
+        [codec.as_utc(item.occurrence_time) for _, item, _ in unique],
+        [item.webhook for _, item, _ in unique],
+        [item.dedupe_key for _, item, _ in unique],
+    )
+    inserted = {row["id"] for row in rows}
+    # Rows skipped by ON CONFLICT: answer with the id of the row that holds the key. The
+    # conflicting transaction has committed by now (ON CONFLICT waited for it), and this
+    # statement's fresh snapshot sees it.
+    conflicting = [item.dedupe_key for _, item, _ in unique if item.id not in inserted]
+    originals: dict[str, str] = {}
+    if conflicting:
+        originals = {
+            row["dedupe_key"]: row["id"]
+            for row in await conn.fetch(
+                "SELECT dedupe_key, id FROM trigger_instances WHERE dedupe_key = ANY($1::text[])",
+                conflicting,
+            )
+        }
+    stored: dict[int, Accepted] = {}
+    for index, item, _ in unique:
+        if item.id in inserted:
+            stored[index] = Accepted(item.id)
+        elif item.dedupe_key in originals:
+            stored[index] = Accepted(originals[item.dedupe_key], duplicate=True)
+        else:
+            raise StoreError(f"trigger instance {item.id}: neither stored nor a duplicate")
+    if inserted:
+        await _notify(conn, "trigger_instances")
+    return codec.answers_for_batch(first_of, stored), len(inserted)
+
+
+async def claim_trigger_instances(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float
+) -> list[TriggerInstance]:
+    rows = await conn.fetch(
+        f"UPDATE trigger_instances SET status = 'processing', lease_token = {_NEW_TOKEN},"
+        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now()"
+        " WHERE id IN (SELECT id FROM trigger_instances"
+        "  WHERE status IN ('pending', 'processing')"
+        "  AND (status = 'pending' OR lease_expires_at < now())"
+        "  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {TRIGGER_INSTANCE_COLUMNS}",
+        limit,
+        float(lease_seconds),
+    )
+    return sorted((_instance(row) for row in rows), key=lambda ti: ti.id)
+
+
+async def record_enforcements(
+    conn: asyncpg.Connection,
+    instance_id: str,
+    lease_token: str,
+    outcomes: Sequence[EnforcementOutcome],
+    final_status: str,
+    now: datetime,
+) -> list[str]:
+    updated = await conn.fetchval(
+        "UPDATE trigger_instances SET status = $3, lease_token = NULL, lease_expires_at = NULL,"
+        " updated_at = now() WHERE id = $1 AND lease_token = $2 AND status = 'processing'"
+        " RETURNING id",
+        instance_id,
+        lease_token,
+        final_status,
+    )
+    if updated is None:
+        raise await _missing_or_lost(conn, "trigger_instances", "trigger instance", instance_id)
+    written: list[str] = []
+    executions = 0
+    for outcome in outcomes:
+        if outcome.once_per_key is not None:
+            remembered = await conn.fetchval(
+                "INSERT INTO once_per_keys (rule_ref, key, trigger_instance_id, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                outcome.rule_ref,
+                outcome.once_per_key,
+                instance_id,
+                now,
+            )
+            if remembered is None:
+                continue  # this rule already fired for this key
+        execution_id = None
+        if outcome.execution is not None:
+            await insert_execution(conn, outcome.execution, now, instance_id, outcome.rule_ref)
+            execution_id = outcome.execution.id
+            executions += 1
+        await conn.execute(
+            "INSERT INTO enforcements (id, trigger_instance_id, rule_ref, rule_id, status,"
+            " failure_reason, execution_id, enforced_at, trace)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+            outcome.id,
+            instance_id,
+            outcome.rule_ref,
+            outcome.rule_id,
+            outcome.status,
+            outcome.failure_reason,
+            execution_id,
+            now,
+            dumps(outcome.trace, "criteria trace"),
+        )
+        written.append(outcome.id)
+    if executions:
+        await _notify(conn, "executions")
+    return written
+
+
+async def release_trigger_instances(conn: asyncpg.Connection, leases: Mapping[str, str]) -> None:
+    await conn.execute(
+        "UPDATE trigger_instances t SET status = 'pending', lease_token = NULL,"
+        " lease_expires_at = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS r(id, token)"
+        " WHERE t.id = r.id AND t.lease_token = r.token AND t.status = 'processing'",
+        list(leases),
+        list(leases.values()),
+    )
+    await _notify(conn, "trigger_instances")
+
+
+# --- executions ------------------------------------------------------------------------
+
+
+async def insert_execution(
+    conn: asyncpg.Connection,
+    new: NewExecution,
+    now: datetime,
+    instance_id: str | None = None,
+    rule_ref: str | None = None,
+) -> None:
+    linked_instance, linked_rule = codec.execution_links(new, instance_id, rule_ref)
+    await conn.execute(
+        "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
+        " rule_ref, created_at, attempt, log, updated_at)"
+        " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())",
+        new.id,
+        new.action,
+        dumps(new.parameters, "execution parameters"),
+        REQUESTED,
+        dumps(new.context, "execution context"),
+        linked_instance,
+        linked_rule,
+        now,
+        _log_param(REQUESTED, now),
+    )
+
+
+async def claim_executions(
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+) -> list[Execution]:
+    await conn.execute(
+        "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
+        " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
+        " WHERE id IN (SELECT id FROM executions WHERE status IN ('scheduled', 'running')"
+        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)",
+        ABANDONED,
+        now,
+        _log_param(ABANDONED, now),
+        max_attempts,
+    )
+    rows = await conn.fetch(
+        "UPDATE executions SET"
+        " attempt = CASE WHEN status = 'requested' THEN attempt ELSE attempt + 1 END,"
+        f" status = $1, lease_token = {_NEW_TOKEN},"
+        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now(),"
+        " log = log || $3::jsonb"
+        " WHERE id IN (SELECT id FROM executions"
+        "  WHERE status IN ('requested', 'scheduled', 'running')"
+        "  AND (status = 'requested' OR lease_expires_at < now())"
+        "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {EXECUTION_COLUMNS}",
+        SCHEDULED,
+        float(lease_seconds),
+        _log_param(SCHEDULED, now),
+        limit,
+    )
+    return sorted((_execution(row) for row in rows), key=lambda ex: ex.id)
+
+
+async def start_execution(
+    conn: asyncpg.Connection, execution_id: str, lease_token: str, now: datetime
+) -> Execution:
+    row = await conn.fetchrow(
+        "UPDATE executions SET status = $3, started_at = $4, updated_at = now(),"
+        " log = log || $5::jsonb"
+        " WHERE id = $1 AND lease_token = $2 AND status = 'scheduled'"
+        f" RETURNING {EXECUTION_COLUMNS}",
+        execution_id,
+        lease_token,
+        RUNNING,
+        now,
+        _log_param(RUNNING, now),
+    )
+    if row is None:
+        raise await _missing_or_lost(conn, "executions", "execution", execution_id)
+    return _execution(row)
+
+
+async def heartbeat_execution(
+    conn: asyncpg.Connection, execution_id: str, lease_token: str, lease_seconds: float
+) -> None:
+    updated = await conn.fetchval(
+        "UPDATE executions SET lease_expires_at = now() + make_interval(secs => $3),"
+        " updated_at = now()"
+        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running')"
+        " RETURNING id",
+        execution_id,
+        lease_token,
+        float(lease_seconds),
+    )
+    if updated is None:
+        raise await _missing_or_lost(conn, "executions", "execution", execution_id)
+
+
+async def finish_execution(
+    conn: asyncpg.Connection,
+    execution_id: str,
+    lease_token: str,
+    status: str,
+    result_json: str,
+    now: datetime,
+) -> Execution:
+    row = await conn.fetchrow(
+        "UPDATE executions SET status = $3, result = $4::jsonb, finished_at = $5,"
+        " lease_token = NULL, lease_expires_at = NULL, updated_at = now(),"
+        " log = log || $6::jsonb"
+        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running')"
+        f" RETURNING {EXECUTION_COLUMNS}",
+        execution_id,
+        lease_token,
+        status,
+        result_json,
+        now,
+        _log_param(status, now),
+    )
+    if row is None:
+        raise await _missing_or_lost(conn, "executions", "execution", execution_id)
+    return _execution(row)
+
+
+async def _missing_or_lost(
+    conn: asyncpg.Connection, table: str, what: str, row_id: str
+) -> Exception:
+    if await conn.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", row_id) is None:
+        return NotFound(f"{what} {row_id!r} not found")
+    return LeaseLost(
+        f"{what} {row_id!r}: the lease token is no longer current"
+        " (the lease expired and another worker claimed it, or the work already finished)"
+    )
+
+
+# --- reads -----------------------------------------------------------------------------
+
+
+async def get_trigger_instance(conn: asyncpg.Connection, instance_id: str) -> TriggerInstance:
+    row = await conn.fetchrow(
+        f"SELECT {TRIGGER_INSTANCE_COLUMNS} FROM trigger_instances WHERE id = $1", instance_id
+    )
+    if row is None:
+        raise NotFound(f"trigger instance {instance_id!r} not found")
+    return _instance(row)
+
+
+async def get_execution(conn: asyncpg.Connection, execution_id: str) -> Execution:
+    row = await conn.fetchrow(
+        f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1", execution_id
+    )
+    if row is None:
+        raise NotFound(f"execution {execution_id!r} not found")
+    return _execution(row)
+
+
+async def count_pending(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT count(*) FROM trigger_instances WHERE status = 'pending'")
+
+
+_LISTS = {
+    "trigger_instances": (TRIGGER_INSTANCE_COLUMNS, "occurrence_time", _instance),
+    "enforcements": (
+        ENFORCEMENT_COLUMNS,
+        "enforced_at",
+        lambda row: codec.enforcement_from_row(row, _to_time),
+    ),
+    "executions": (EXECUTION_COLUMNS, "created_at", _execution),
+}
+
+
+async def list_rows(
+    conn: asyncpg.Connection,
+    table: str,
+    conditions: Sequence[Condition],
+    limit: int,
+    offset: int,
+) -> Page:
+    """One page, newest first, with the total (run in one repeatable-read transaction)."""
+    columns, time_column, to_record = _LISTS[table]
+    clauses: list[str] = []
+    params: list[Any] = []
+    for condition in conditions:
+        params.append(condition.value)
+        if condition.op == "in":
+            clauses.append(f"{condition.column} = ANY(${len(params)}::text[])")
+        else:
+            clauses.append(f"{condition.column} {condition.op} ${len(params)}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    total = await conn.fetchval(f"SELECT count(*) FROM {table}{where}", *params)
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM {table}{where}"
+        f" ORDER BY {time_column} DESC, id DESC LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}",
+        *params,
+        limit,
+        offset,
+    )
+    return Page(items=[to_record(row) for row in rows], total=total)

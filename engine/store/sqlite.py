@@ -1,0 +1,370 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Every write — group-committed trigger instances, claims, enforcements, executions — runs
+on one dedicated writer thread holding the one write connection, so this process never
+competes with itself for SQLite's write lock (other processes sharing the file wait up to
+`busy_timeout`). Reads run on a small pool of reader threads with their own connections;
+WAL lets them proceed while the writer commits. The event loop never touches sqlite3.
+
+Durability: WAL with synchronous=NORMAL survives a killed process (a committed
+transaction is in the WAL file); an OS crash or power loss may lose the last commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.config import StoreSettings
+from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
+from engine.model import (
+    Accepted,
+    EnforcementOutcome,
+    Execution,
+    NewExecution,
+    NewTriggerInstance,
+    Page,
+    TriggerInstance,
+    utcnow,
+)
+from engine.store import codec
+from engine.store import sqlite_ops as ops
+from engine.store.backlog import BacklogGauge
+from engine.store.base import Store
+from engine.store.batching import GroupCommitter
+from engine.store.migrations.sqlite import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+QUEUES = ("trigger_instances", "executions", "deliveries")
+_READER_THREADS = 4
+
+_BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+_UNAVAILABLE_PREFIXES = (
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_PERM",
+)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: Path, settings: StoreSettings) -> None:
+        self.path = path
+        self.settings = settings
+        # Committed add_trigger_instances transactions (tests and metrics read it).
+        self.commit_batches = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_conns_lock = threading.Lock()
+        self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
+        self._work = {queue: asyncio.Event() for queue in QUEUES}
+        self._backlog = BacklogGauge(self._count_pending)
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: cannot create its folder: {exc}") from exc
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="hookyard-sqlite-writer")
+        self._readers = ThreadPoolExecutor(
+            _READER_THREADS, thread_name_prefix="hookyard-sqlite-reader"
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._writer, self._open_writer)
+        except BaseException:
+            await self._shutdown_threads()
+            raise
+        self._committer = GroupCommitter(
+            self._add_prepared,
+            batch_max=self.settings.batch_max,
+            timeout=self.settings.busy_timeout,
+            name=f"sqlite group commit {self.path.name}",
+        )
+        self._committer.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._committer is not None:
+            await self._committer.close()
+        await self._shutdown_threads()
+        for event in self._work.values():
+            event.set()  # waiters re-check and find the store closed
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        event = self._work.get(queue)
+        if event is None:
+            raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        # Cleared only after waking, so a hint set between a claim and this wait is kept.
+        event.clear()
+
+    # --- trigger instances ---------------------------------------------------------
+
+    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
+        return await self._add_prepared([codec.prepare_trigger_instance(item) for item in batch])
+
+    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
+        if self._committer is None:
+            raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
+        return await self._committer.submit(codec.prepare_trigger_instance(item))
+
+    async def _add_prepared(
+        self, batch: Sequence[tuple[NewTriggerInstance, str]]
+    ) -> list[Accepted]:
+        if not batch:
+            return []
+        answers, inserted = await self._write(ops.insert_trigger_instances, batch, utcnow())
+        self.commit_batches += 1
+        if inserted:
+            self._backlog.added(inserted)
+            self._work["trigger_instances"].set()
+        return answers
+
+    async def pending_backlog(self) -> int:
+        return await self._backlog.value()
+
+    async def _count_pending(self) -> int:
+        return await self._read(ops.count_pending)
+
+    async def claim_trigger_instances(
+        self, limit: int, lease_seconds: float
+    ) -> list[TriggerInstance]:
+        claimed = await self._write(ops.claim_trigger_instances, limit, lease_seconds, utcnow())
+        self._backlog.claimed(len(claimed))
+        return claimed
+
+    async def record_enforcements(
+        self,
+        instance_id: str,
+        lease_token: str,
+        outcomes: Sequence[EnforcementOutcome],
+        final_status: str,
+    ) -> list[str]:
+        codec.check_final_status(final_status)
+        written, executions = await self._write(
+            ops.record_enforcements, instance_id, lease_token, outcomes, final_status, utcnow()
+        )
+        if executions:
+            self._work["executions"].set()
+        return written
+
+    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
+        if leases:
+            await self._write(ops.release_trigger_instances, dict(leases), utcnow())
+            self._backlog.forget()
+            self._work["trigger_instances"].set()
+
+    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
+        return await self._read(ops.get_trigger_instance, instance_id)
+
+    async def list_trigger_instances(
+        self, filters: Mapping[str, Any], limit: int, offset: int
+    ) -> Page:
+        return await self._list(
+            "trigger_instances", codec.TRIGGER_INSTANCE_FILTERS, filters, limit, offset
+        )
+
+    # --- enforcements ----------------------------------------------------------------
+
+    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("enforcements", codec.ENFORCEMENT_FILTERS, filters, limit, offset)
+
+    # --- executions --------------------------------------------------------------------
+
+    async def create_execution(self, new: NewExecution) -> Execution:
+        await self._write(ops.insert_execution, new, utcnow())
+        self._work["executions"].set()
+        return await self._read(ops.get_execution, new.id)
+
+    async def claim_executions(
+        self, limit: int, lease_seconds: float, max_attempts: int = 2
+    ) -> list[Execution]:
+        return await self._write(ops.claim_executions, limit, lease_seconds, max_attempts, utcnow())
+
+    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
+        return await self._write(ops.start_execution, execution_id, lease_token, utcnow())
+
+    async def heartbeat_execution(
+        self, execution_id: str, lease_token: str, lease_seconds: float
+    ) -> None:
+        await self._write(
+            ops.heartbeat_execution, execution_id, lease_token, lease_seconds, utcnow()
+        )
+
+    async def finish_execution(
+        self, execution_id: str, lease_token: str, status: str, result: Any
+    ) -> Execution:
+        codec.check_terminal_status(status)
+        result_json = codec.dumps(result, "execution result")
+        return await self._write(
+            ops.finish_execution, execution_id, lease_token, status, result_json, utcnow()
+        )
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        return await self._read(ops.get_execution, execution_id)
+
+    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
+
+    # --- threads and connections ---------------------------------------------------------
+
+    async def _list(
+        self,
+        table: str,
+        known: Mapping[str, codec.FilterSpec],
+        filters: Mapping[str, Any],
+        limit: int,
+        offset: int,
+    ) -> Page:
+        codec.check_paging(limit, offset)
+        conditions = codec.parse_filters(filters, known)
+        return await self._read(ops.list_rows, table, conditions, limit, offset)
+
+    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+        if self._writer is None:
+            raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._in_transaction, operation, args)
+
+    def _in_transaction(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self._write_conn
+        if conn is None:
+            raise StoreUnavailable(f"sqlite {self.path}: the store is closed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = operation(conn, *args)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    async def _read(self, operation: Callable[..., T], *args: Any) -> T:
+        if self._readers is None or self._closed:
+            raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._on_reader, operation, args)
+
+    def _on_reader(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            conn = getattr(self._reader_local, "conn", None)
+            if conn is None:
+                conn = self._connect()
+                conn.execute("PRAGMA query_only = ON")
+                self._reader_local.conn = conn
+                with self._reader_conns_lock:
+                    self._reader_conns.append(conn)
+            return operation(conn, *args)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE on the writer).
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.settings.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.settings.busy_timeout * 1000)}")
+        return conn
+
+    def _open_writer(self) -> None:
+        try:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            error = self._translate(exc)
+            raise StoreUnavailable(f"sqlite {self.path}: cannot open: {error}") from exc
+        self._write_conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # Under the write lock, so two processes opening one new file migrate it once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > len(MIGRATIONS):
+                raise StoreUnavailable(
+                    f"sqlite {self.path}: schema version {current} is newer than this"
+                    f" Hookyard knows ({len(MIGRATIONS)}); upgrade Hookyard"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+                log.info(
+                    "sqlite schema migrated", extra={"path": str(self.path), "version": version}
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def _shutdown_threads(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await loop.run_in_executor(writer, self._close_writer)
+            writer.shutdown(wait=False)
+        if self._readers is not None:
+            readers, self._readers = self._readers, None
+            await loop.run_in_executor(None, readers.shutdown, True)
+            with self._reader_conns_lock:
+                for conn in self._reader_conns:
+                    conn.close()
+                self._reader_conns.clear()
+
+    def _close_writer(self) -> None:
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        message = f"sqlite {self.path}: {exc}"
+        if isinstance(exc, sqlite3.IntegrityError):
+            return Conflict(message)
+        if name in _BUSY_ERRORS:
+            return StoreBusy(message, retry_after=max(1.0, self.settings.busy_timeout))
+        if name.startswith(_UNAVAILABLE_PREFIXES):
+            return StoreUnavailable(message)
+        return StoreError(message)
