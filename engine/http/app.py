@@ -17,7 +17,7 @@ from aiohttp import web
 from engine.config import Settings
 from engine.errors import EngineError, IngestError, NotFound, StoreBusy, StoreError
 from engine.runtime import Runtime
-from engine.store import create_store
+from engine.store import UnstorableValue, create_store
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(str(exc), exc.status)
     except NotFound as exc:
         return error_response(str(exc), 404)
+    except UnstorableValue as exc:
+        return error_response(f"the body cannot be stored: {exc}", 400)
     except StoreBusy as exc:
         retry = max(1, round(exc.retry_after))
         return error_response(
