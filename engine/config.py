@@ -62,6 +62,21 @@ class WorkerSettings:
     rules_batch: int = 200
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
+    # Executions one process runs at once.
+    actions_concurrency: int = 8
+    # Timeout of a run when neither the execution, the action nor the runner sets one.
+    default_timeout: float = 600.0
+    # Bytes of stdout and of stderr kept per execution (the rest is cut and marked).
+    max_output: int = 1024 * 1024
+    # A run whose worker died is tried again until this many attempts, then abandoned.
+    max_attempts: int = 2
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    # Networks outbound requests (HTTP runner, webhooks) may reach despite the SSRF guard,
+    # e.g. ["127.0.0.1/32"] for tests or ["10.0.0.0/8"] for internal deployments.
+    allow_private: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     rules_dirs: tuple[str, ...] = ("rules",)
     packs_dirs: tuple[str, ...] = ("packs",)
     roles: tuple[str, ...] = ("api", "rules")
