@@ -12,25 +12,11 @@ class EngineError(Exception):
     """Raised for any error Hookyard itself reports; the root of the tree."""
 
 
-# --- configuration ---------------------------------------------------------
+class LocatedError(EngineError):
+    """Base of errors found in a file an author wrote; prints as ``file:line:col: message``."""
 
-
-class ConfigError(EngineError):
-    """Raised when config.yaml or a HOOKYARD_* variable is invalid."""
-
-
-# --- rules: loading, criteria, templates -----------------------------------
-
-
-class RuleError(EngineError):
-    """Raised for any problem with a rule: loading, criteria or rendering."""
-
-
-class RuleLoadError(RuleError):
-    """Raised when a rule file cannot be parsed or does not fit the rule schema.
-
-    Carries the location so tools can print ``file:line:col: message``.
-    """
+    # Shown in place of the file name when the source has none (a string, an API body).
+    unnamed_origin: str | None = None
 
     def __init__(
         self,
@@ -49,12 +35,38 @@ class RuleLoadError(RuleError):
         super().__init__(self.location_prefix() + message)
 
     def location_prefix(self) -> str:
-        parts = [self.file or "<rule>"]
+        origin = self.file or self.unnamed_origin
+        if origin is None:
+            return ""
+        parts = [origin]
         if self.line is not None:
             parts.append(str(self.line))
             if self.column is not None:
                 parts.append(str(self.column))
         return ":".join(parts) + ": "
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigError(EngineError):
+    """Raised when config.yaml or a HOOKYARD_* variable is invalid."""
+
+
+# --- rules: loading, criteria, templates -----------------------------------
+
+
+class RuleError(EngineError):
+    """Raised for any problem with a rule: loading, criteria or rendering."""
+
+
+class RuleLoadError(LocatedError, RuleError):
+    """Raised when a rule file cannot be parsed or does not fit the rule schema.
+
+    Carries the location so tools can print ``file:line:col: message``.
+    """
+
+    unnamed_origin = "<rule>"
 
 
 class UnknownOperatorError(RuleError):
@@ -134,8 +146,8 @@ class AuthError(IngestError):
 # --- packs, actions, runners -------------------------------------------------
 
 
-class PackError(EngineError):
-    """Raised when a pack or action metadata file is invalid."""
+class PackError(LocatedError):
+    """Raised when a pack or action metadata file is invalid; located like a rule error."""
 
 
 class ActionError(EngineError):
