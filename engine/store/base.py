@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
+from engine.apikeys import ApiKey
 from engine.model import (
     Accepted,
     EnforcementOutcome,
@@ -164,3 +166,35 @@ class Store(abc.ABC):
     async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
         """Newest first. Filters: action, status, trigger_instance, rule,
         timestamp_gt, timestamp_lt."""
+
+    # --- API keys (only hashes are stored; see engine.apikeys) ---------------------------
+
+    @abc.abstractmethod
+    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
+        """Store a key record. With only_if_none, only when no key exists at all (the first
+        admin key on start; processes starting together create one). Returns whether it
+        was stored. Conflict if the prefix is taken."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every key record, oldest first."""
+
+    @abc.abstractmethod
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        """The record with this prefix (the caller compares the hash), or None."""
+
+    @abc.abstractmethod
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        """Raise NotFound if absent."""
+
+    @abc.abstractmethod
+    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
+        """Push the expiry `by` further (from now if already expired; never stays never)."""
+
+    @abc.abstractmethod
+    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        """Enable or disable a key. NotFound if absent."""
+
+    @abc.abstractmethod
+    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
+        """Delete these keys; returns the ids that existed (and are now gone)."""

@@ -15,10 +15,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
 
+from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
 from engine.model import (
@@ -31,7 +33,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import codec
+from engine.store import apikey_ops, codec
 from engine.store import postgres_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -327,6 +329,29 @@ class PostgresStore(Store):
 
     async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
         return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
+
+    # --- API keys ------------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
+        return await self._transaction(apikey_ops.pg_insert, key, only_if_none)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._read(apikey_ops.pg_list)
+
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        return await self._read(apikey_ops.pg_find, prefix)
+
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        return await self._read(apikey_ops.pg_get, key_id)
+
+    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
+        return await self._transaction(apikey_ops.pg_extend, key_id, by, utcnow())
+
+    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        return await self._transaction(apikey_ops.pg_set_enabled, key_id, enabled)
+
+    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
+        return await self._transaction(apikey_ops.pg_delete, list(key_ids))
 
     # --- connections and errors -----------------------------------------------------------
 

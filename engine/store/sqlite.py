@@ -18,9 +18,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
 from engine.model import (
@@ -33,7 +35,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import codec
+from engine.store import apikey_ops, codec
 from engine.store import sqlite_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -231,6 +233,29 @@ class SqliteStore(Store):
 
     async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
         return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
+
+    # --- API keys ------------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
+        return await self._write(apikey_ops.sqlite_insert, key, only_if_none)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._read(apikey_ops.sqlite_list)
+
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        return await self._read(apikey_ops.sqlite_find, prefix)
+
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        return await self._read(apikey_ops.sqlite_get, key_id)
+
+    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
+        return await self._write(apikey_ops.sqlite_extend, key_id, by, utcnow())
+
+    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        return await self._write(apikey_ops.sqlite_set_enabled, key_id, enabled)
+
+    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
+        return await self._write(apikey_ops.sqlite_delete, list(key_ids))
 
     # --- threads and connections ---------------------------------------------------------
 

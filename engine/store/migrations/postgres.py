@@ -84,4 +84,22 @@ _INITIAL = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL,)
+# Version 2: API keys. Only the SHA-256 of a key is kept; `prefix` finds it.
+_API_KEYS = (
+    """
+    CREATE TABLE api_keys (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        prefix text NOT NULL UNIQUE,
+        key_hash text NOT NULL,
+        admin boolean NOT NULL DEFAULT false,
+        webhooks jsonb NOT NULL,
+        triggers jsonb NOT NULL,
+        created_at timestamptz NOT NULL,
+        expires_at timestamptz,
+        enabled boolean NOT NULL DEFAULT true
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _API_KEYS)

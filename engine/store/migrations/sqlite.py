@@ -84,4 +84,22 @@ _INITIAL = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL,)
+# Version 2: API keys. Only the SHA-256 of a key is kept; `prefix` finds it.
+_API_KEYS = (
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL UNIQUE,
+        key_hash TEXT NOT NULL,
+        admin INTEGER NOT NULL DEFAULT 0,
+        webhooks TEXT NOT NULL,
+        triggers TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _API_KEYS)

@@ -1,0 +1,169 @@
+"""API keys: generation, hashing, durations and the record the store keeps (pure core).
+
+A key is ``hy_`` + 8 characters (the greppable prefix, stored in the clear so a key can
+be found and named) + 40 random characters. The store keeps only the SHA-256 of the
+whole key; the key itself is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.errors import EngineError
+from engine.model import new_id, utcnow
+
+KEY_MARK = "hy_"
+PREFIX_LENGTH = len(KEY_MARK) + 8
+SECRET_LENGTH = 40
+_ALPHABET = string.ascii_letters + string.digits
+# What a key looks like; the log filter scrubs anything of this shape.
+KEY_PATTERN = re.compile(r"hy_[A-Za-z0-9]{8}[A-Za-z0-9]{8,}")
+
+INTERVALS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+_SUFFIXES = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DURATION = re.compile(r"([0-9]+)\s*([smhd])")
+
+
+class ApiKeyError(EngineError):
+    """Raised when an API key request is invalid (bad name, scope or duration)."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored: everything but the key itself."""
+
+    id: str
+    name: str
+    prefix: str
+    key_hash: str = field(repr=False)
+    admin: bool = False
+    # Hooks it may post to and trigger types (or rule refs) it may fire; empty = all.
+    webhooks: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    created_at: datetime = field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    enabled: bool = True
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def matches(self, presented: str) -> bool:
+        """Whether `presented` is this key (constant-time over the hashes)."""
+        return hmac.compare_digest(hash_key(presented), self.key_hash)
+
+    def to_api(self) -> dict[str, Any]:
+        """The shape the API and CLI show: never the key, never its hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "key_prefix": self.prefix,
+            "admin": self.admin,
+            "webhooks": list(self.webhooks),
+            "triggers": list(self.triggers),
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "enabled": self.enabled,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def generate_key() -> str:
+    body = "".join(secrets.choice(_ALPHABET) for _ in range(8 + SECRET_LENGTH))
+    return KEY_MARK + body
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_prefix(presented: str) -> str | None:
+    """The prefix to look a presented key up by, or None if it cannot be one of ours."""
+    if not presented.startswith(KEY_MARK) or len(presented) <= PREFIX_LENGTH:
+        return None
+    return presented[:PREFIX_LENGTH]
+
+
+def new_api_key(
+    name: str,
+    *,
+    admin: bool = False,
+    webhooks: tuple[str, ...] | list[str] = (),
+    triggers: tuple[str, ...] | list[str] = (),
+    lifetime: timedelta | None = None,
+    now: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key record and the key to show once."""
+    if not isinstance(name, str) or not name.strip():
+        raise ApiKeyError("an API key needs a non-empty name")
+    webhooks = _names(webhooks, "webhooks")
+    triggers = _names(triggers, "triggers")
+    now = now or utcnow()
+    key = generate_key()
+    record = ApiKey(
+        id=new_id(),
+        name=name.strip(),
+        prefix=key[:PREFIX_LENGTH],
+        key_hash=hash_key(key),
+        admin=admin,
+        webhooks=tuple(w.strip("/") for w in webhooks),
+        triggers=triggers,
+        created_at=now,
+        expires_at=None if lifetime is None else now + lifetime,
+    )
+    return record, key
+
+
+def _names(values: Any, what: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list | tuple) or not all(
+        isinstance(v, str) and v.strip() for v in values
+    ):
+        raise ApiKeyError(f"{what!r} must be a list of non-empty strings")
+    return tuple(values)
+
+
+def lifetime_from_api(value: Any, what: str = "expiration") -> timedelta:
+    """``{"count": 60, "interval": "seconds|minutes|hours|days"}`` as a duration."""
+    if not isinstance(value, Mapping):
+        raise ApiKeyError(f'{what} must be {{"count": <number>, "interval": "days"}}')
+    unknown = sorted(set(value) - {"count", "interval"})
+    if unknown:
+        raise ApiKeyError(f"{what}.{unknown[0]}: unknown field; expected count and interval")
+    count = value.get("count")
+    interval = value.get("interval")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ApiKeyError(f"{what}.count must be a positive whole number")
+    if interval not in INTERVALS:
+        raise ApiKeyError(f"{what}.interval must be one of: {', '.join(INTERVALS)}")
+    return timedelta(seconds=count * INTERVALS[interval])
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s`` (or combined, ``1d12h``) as a duration."""
+    compact = text.strip().lower()
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact.replace(" ", ""):
+        raise ApiKeyError(f"bad duration {text!r}: use a number and s, m, h or d, e.g. 30d")
+    seconds = sum(int(n) * INTERVALS[_SUFFIXES[u]] for n, u in parts)
+    if seconds <= 0:
+        raise ApiKeyError(f"bad duration {text!r}: must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def extended_expiry(current: datetime | None, by: timedelta, now: datetime) -> datetime | None:
+    """The new expiry when extending by `by`: from now if already expired; never stays never."""
+    if current is None:
+        return None
+    return max(current, now) + by

@@ -1,0 +1,181 @@
+"""API key statements for both stores: SQLite functions (run on its writer/reader threads)
+and PostgreSQL coroutines (run inside a transaction). Only hashes are ever written."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from engine.apikeys import ApiKey, extended_expiry
+from engine.errors import NotFound
+from engine.store import codec
+from engine.store.codec import dumps, loads, time_from_text, time_to_text
+
+COLUMNS = "id, name, prefix, key_hash, admin, webhooks, triggers, created_at, expires_at, enabled"
+_PG_COLUMNS = COLUMNS.replace("webhooks,", "webhooks::text AS webhooks,").replace(
+    "triggers,", "triggers::text AS triggers,"
+)
+
+
+def _record(row: Any, to_time) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        key_hash=row["key_hash"],
+        admin=bool(row["admin"]),
+        webhooks=tuple(loads(row["webhooks"])),
+        triggers=tuple(loads(row["triggers"])),
+        created_at=to_time(row["created_at"]),
+        expires_at=to_time(row["expires_at"]),
+        enabled=bool(row["enabled"]),
+    )
+
+
+def _pg_time(value: datetime | None) -> datetime | None:
+    return None if value is None else codec.as_utc(value)
+
+
+def _missing(key_id: str) -> NotFound:
+    return NotFound(f"no API key with id {key_id!r}")
+
+
+# --- SQLite ------------------------------------------------------------------------------
+
+_SQLITE_INSERT = (
+    f"INSERT INTO api_keys ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE NOT ? OR NOT EXISTS (SELECT 1 FROM api_keys)"
+)
+
+
+def sqlite_insert(conn: sqlite3.Connection, key: ApiKey, only_if_none: bool) -> bool:
+    cursor = conn.execute(
+        _SQLITE_INSERT,
+        (
+            key.id,
+            key.name,
+            key.prefix,
+            key.key_hash,
+            int(key.admin),
+            dumps(list(key.webhooks)),
+            dumps(list(key.triggers)),
+            time_to_text(key.created_at),
+            time_to_text(key.expires_at),
+            int(key.enabled),
+            int(only_if_none),
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+def sqlite_list(conn: sqlite3.Connection) -> list[ApiKey]:
+    rows = conn.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+    return [_record(row, time_from_text) for row in rows]
+
+
+def sqlite_find(conn: sqlite3.Connection, prefix: str) -> ApiKey | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM api_keys WHERE prefix = ?", (prefix,)).fetchone()
+    return None if row is None else _record(row, time_from_text)
+
+
+def sqlite_get(conn: sqlite3.Connection, key_id: str) -> ApiKey:
+    row = conn.execute(f"SELECT {COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    if row is None:
+        raise _missing(key_id)
+    return _record(row, time_from_text)
+
+
+def sqlite_extend(conn: sqlite3.Connection, key_id: str, by: timedelta, now: datetime) -> ApiKey:
+    current = sqlite_get(conn, key_id)
+    expires = extended_expiry(current.expires_at, by, now)
+    conn.execute("UPDATE api_keys SET expires_at = ? WHERE id = ?", (time_to_text(expires), key_id))
+    return sqlite_get(conn, key_id)
+
+
+def sqlite_set_enabled(conn: sqlite3.Connection, key_id: str, enabled: bool) -> ApiKey:
+    if (
+        conn.execute(
+            "UPDATE api_keys SET enabled = ? WHERE id = ?", (int(enabled), key_id)
+        ).rowcount
+        == 0
+    ):
+        raise _missing(key_id)
+    return sqlite_get(conn, key_id)
+
+
+def sqlite_delete(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
+    deleted = []
+    for key_id in dict.fromkeys(ids):
+        if conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,)).rowcount:
+            deleted.append(key_id)
+    return deleted
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def pg_insert(conn: asyncpg.Connection, key: ApiKey, only_if_none: bool) -> bool:
+    if only_if_none:
+        # Two processes starting on an empty table must not both create a first key.
+        await conn.execute("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM api_keys)"):
+            return False
+    await conn.execute(
+        f"INSERT INTO api_keys ({COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)",
+        key.id,
+        key.name,
+        key.prefix,
+        key.key_hash,
+        key.admin,
+        dumps(list(key.webhooks)),
+        dumps(list(key.triggers)),
+        key.created_at,
+        key.expires_at,
+        key.enabled,
+    )
+    return True
+
+
+async def pg_list(conn: asyncpg.Connection) -> list[ApiKey]:
+    rows = await conn.fetch(f"SELECT {_PG_COLUMNS} FROM api_keys ORDER BY created_at, id")
+    return [_record(row, _pg_time) for row in rows]
+
+
+async def pg_find(conn: asyncpg.Connection, prefix: str) -> ApiKey | None:
+    row = await conn.fetchrow(f"SELECT {_PG_COLUMNS} FROM api_keys WHERE prefix = $1", prefix)
+    return None if row is None else _record(row, _pg_time)
+
+
+async def pg_get(conn: asyncpg.Connection, key_id: str, lock: bool = False) -> ApiKey:
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(f"SELECT {_PG_COLUMNS} FROM api_keys WHERE id = $1{suffix}", key_id)
+    if row is None:
+        raise _missing(key_id)
+    return _record(row, _pg_time)
+
+
+async def pg_extend(conn: asyncpg.Connection, key_id: str, by: timedelta, now: datetime) -> ApiKey:
+    current = await pg_get(conn, key_id, lock=True)
+    expires = extended_expiry(current.expires_at, by, now)
+    await conn.execute("UPDATE api_keys SET expires_at = $1 WHERE id = $2", expires, key_id)
+    return await pg_get(conn, key_id)
+
+
+async def pg_set_enabled(conn: asyncpg.Connection, key_id: str, enabled: bool) -> ApiKey:
+    status = await conn.execute("UPDATE api_keys SET enabled = $1 WHERE id = $2", enabled, key_id)
+    if status.endswith(" 0"):
+        raise _missing(key_id)
+    return await pg_get(conn, key_id)
+
+
+async def pg_delete(conn: asyncpg.Connection, ids: Sequence[str]) -> list[str]:
+    rows = await conn.fetch(
+        "DELETE FROM api_keys WHERE id = ANY($1::text[]) RETURNING id", list(dict.fromkeys(ids))
+    )
+    deleted = {row["id"] for row in rows}
+    return [key_id for key_id in dict.fromkeys(ids) if key_id in deleted]
