@@ -52,6 +52,8 @@ class IngestSettings:
     # Pending trigger instances above which ingest answers 503 with Retry-After.
     max_backlog: int = 100_000
     retry_after: int = 5
+    # Most request headers accepted (431 above it).
+    max_headers: int = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,12 @@ class OutboundSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    # False opens every webhook and the API to anyone who can connect (a loud warning).
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -93,11 +101,17 @@ class Settings:
     workers: WorkerSettings = field(default_factory=WorkerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
+    # response), checked at start by engine.http.hookdefs.
+    webhooks: dict[str, Any] = field(default_factory=dict)
     rules_dirs: tuple[str, ...] = ("rules",)
     packs_dirs: tuple[str, ...] = ("packs",)
-    roles: tuple[str, ...] = ("api", "rules")
+    roles: tuple[str, ...] = ("api", "rules", "actions")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
+    # The file these settings came from (None: defaults only), for file:line in errors.
+    config_file: str | None = field(default=None, compare=False)
 
     def resolve_path(self, path: str) -> Path:
         p = Path(path)
@@ -111,8 +125,8 @@ class Settings:
         return _build(Settings, data, "override", ())
 
 
-# Roles grow as the workers land: actions, deliveries, timers.
-KNOWN_ROLES = ("api", "rules")
+# Roles grow as the workers land (deliveries, timers next).
+KNOWN_ROLES = ("api", "rules", "actions")
 
 
 def load_settings(
@@ -144,6 +158,8 @@ def load_settings(
         base_dir = str(Path(path).resolve().parent)
     data = dict(data)
     data.setdefault("base_dir", base_dir)
+    if path is not None:
+        data.setdefault("config_file", str(Path(path).resolve()))
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _NON_SETTING_VARS:
             continue

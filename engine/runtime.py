@@ -13,7 +13,9 @@ from pathlib import Path
 
 from engine.config import Settings
 from engine.errors import EngineError
+from engine.packs import PackSet, load_packs
 from engine.rules import RuleSet, load_rules
+from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ class Runtime:
     settings: Settings
     store: Store
     ruleset: RuleSet = field(default_factory=RuleSet)
+    packs: PackSet = field(default_factory=PackSet)
+    runners: RunnerRegistry | None = None
     load_errors: list[EngineError] = field(default_factory=list)
     # Set while the process drains on SIGTERM: readiness turns false, nothing new is claimed.
     draining: bool = False
@@ -33,21 +37,50 @@ class Runtime:
     def worker_problems(self) -> list[str]:
         return [f"role {name} is not running" for name, task in self.tasks.items() if task.done()]
 
+    def __post_init__(self) -> None:
+        if self.runners is None:
+            from engine.outbound.ssrf import DestinationGuard
+
+            guard = DestinationGuard(self.settings.outbound.allow_private)
+            self.runners = default_runners(guard.check_url, guard.connector)
+
     def load_rules(self) -> None:
-        """(Re)load every rules directory; bad files are reported and skipped."""
+        """(Re)load packs and rules directories; bad files are reported and skipped.
+
+        Rules come from the rules directories and from each pack's rules/ folder.
+        """
+        pack_dirs = [self.settings.resolve_path(d) for d in self.settings.packs_dirs]
+        packs, pack_errors = load_packs([d for d in pack_dirs if d.exists()], runners=self.runners)
         dirs = [self.settings.resolve_path(d) for d in self.settings.rules_dirs]
         existing = [d for d in dirs if Path(d).exists()]
-        ruleset, errors = load_rules(*existing)
+        file_ruleset, rule_errors = load_rules(*existing)
+        ruleset, duplicate_errors = RuleSet.build([*file_ruleset, *packs.rules()])
+        errors = [*pack_errors, *rule_errors, *duplicate_errors]
         for error in errors:
-            log.error("rule not loaded: %s", error)
+            log.error("not loaded: %s", error)
+        self.packs = packs
         self.ruleset = ruleset
-        self.load_errors = list(errors)
+        self.load_errors = errors
         log.info(
-            "loaded %d rule(s), %d named webhook(s), %d error(s)",
+            "loaded %d pack(s), %d action(s), %d rule(s), %d named webhook(s), %d error(s)",
+            len(packs.packs),
+            len(packs.actions()),
             len(ruleset),
             len(ruleset.webhooks),
             len(errors),
         )
+
+    def action_known(self, ref: str) -> bool:
+        pack_ref, _, name = ref.partition(".")
+        pack = self.packs.packs.get(pack_ref)
+        return pack is not None and name in pack.actions
+
+    def shell_parameters(self, ref: str) -> frozenset[str]:
+        """Parameters of action `ref` that are shell command strings (quoted on render)."""
+        if not self.action_known(ref):
+            return frozenset()
+        action = self.packs.action(ref)
+        return frozenset({"cmd"}) if action.runner_type == "local-shell-cmd" else frozenset()
 
     @property
     def known_trigger_types(self) -> set[str]:

@@ -35,8 +35,6 @@ def add_routes(app: web.Application) -> None:
     get("/api/v1/triggerinstances", list_trigger_instances)
     get("/api/v1/triggerinstances/{id}", get_trigger_instance)
     get("/api/v1/ruleenforcements", list_enforcements)
-    get("/api/v1/executions", list_executions)
-    get("/api/v1/executions/{id}", get_execution)
     get("/api/v1/rules", list_rules)
     get("/api/v1/rules/{ref}", get_rule)
     get("/api/v1/webhooks", list_webhooks)
@@ -93,19 +91,6 @@ async def list_enforcements(request: web.Request) -> web.Response:
         filters(request.query, ENFORCEMENT_FILTERS), limit, offset
     )
     return page_response(page, shapes.enforcement)
-
-
-async def list_executions(request: web.Request) -> web.Response:
-    limit, offset = paging(request.query)
-    page = await request.app[RUNTIME].store.list_executions(
-        filters(request.query, EXECUTION_FILTERS), limit, offset
-    )
-    return page_response(page, shapes.execution)
-
-
-async def get_execution(request: web.Request) -> web.Response:
-    record = await request.app[RUNTIME].store.get_execution(request.match_info["id"])
-    return json_response(shapes.execution(record))
 
 
 async def list_rules(request: web.Request) -> web.Response:

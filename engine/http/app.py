@@ -87,10 +87,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     if "api" in settings.roles:
-        from engine.http import api, webhooks
+        from engine.http import actions_api, api, webhooks
 
         webhooks.add_routes(app)
         api.add_routes(app)
+        actions_api.add_routes(app)
     from engine.workers import role_contexts
 
     for context in role_contexts(settings.roles):

@@ -15,9 +15,10 @@ RoleMain = Callable[["Runtime", asyncio.Event], Awaitable[None]]  # noqa: F821
 
 
 def role_contexts(roles: Sequence[str]) -> list[Callable[[web.Application], AsyncIterator[None]]]:
+    from engine.workers.actions import run_actions_worker
     from engine.workers.rules import run_rules_worker
 
-    mains: dict[str, RoleMain] = {"rules": run_rules_worker}
+    mains: dict[str, RoleMain] = {"rules": run_rules_worker, "actions": run_actions_worker}
     return [_context(name, mains[name]) for name in roles if name in mains]
 
 
@@ -33,19 +34,27 @@ def _context(name: str, main: RoleMain):
             yield
         finally:
             stop.set()
-            grace = runtime.settings.server.shutdown_grace
-            try:
-                await asyncio.wait_for(asyncio.shield(task), grace)
-            except TimeoutError:
-                log.warning("role %s did not stop within %.0f s; cancelling", name, grace)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            except Exception:
-                log.exception("role %s failed", name)
+            await _stop_role(name, task, runtime.settings.server.shutdown_grace)
 
     context.__name__ = f"{name}_role"
     return context
+
+
+async def _stop_role(name: str, task: asyncio.Task, grace: float) -> None:
+    """Let the role finish its current work within `grace` seconds, then cancel it."""
+    if task.done():
+        if not task.cancelled() and task.exception() is not None:
+            log.error("role %s had died: %r", name, task.exception())
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), grace)
+    except TimeoutError:
+        log.warning("role %s did not stop within %.0f s; cancelling", name, grace)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    except Exception:
+        log.exception("role %s failed", name)
 
 
 async def sleep_until(stop: asyncio.Event, waiter: Awaitable[None]) -> None:

@@ -48,7 +48,12 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:
     extra = {"trigger_instance": instance.id, "trigger": instance.trigger}
     try:
-        outcomes, _ = decide(runtime.ruleset, instance)
+        outcomes, _ = decide(
+            runtime.ruleset,
+            instance,
+            action_known=runtime.action_known,
+            shell_parameters=runtime.shell_parameters,
+        )
         status = PROCESSED
     except Exception:  # a bug in evaluation must not lose the instance
         log.exception("evaluating trigger instance %s failed", instance.id, extra=extra)

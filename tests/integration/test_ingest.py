@@ -51,6 +51,7 @@ def settings_for(tmp_path: Path, **ingest) -> Settings:
         ingest=IngestSettings(**ingest),
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
+        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
         roles=("api", "rules"),
         base_dir=str(tmp_path),
     )
@@ -105,6 +106,7 @@ async def test_named_hook_to_enforcement_and_requested_execution(client):
     assert [c["passed"] for c in enforcement["trace"]] == [True]
 
     execution = await (await client.get(f"/api/v1/executions/{enforcement['execution_id']}")).json()
+    # No actions role in this app: the execution waits, requested.
     assert execution["status"] == "requested"
     assert execution["action"]["ref"] == "core.local"
     assert execution["parameters"] == {

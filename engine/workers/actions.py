@@ -1,0 +1,203 @@
+"""The actions worker: claim requested executions, run them with their runner, record.
+
+Each execution is claimed with a lease that a heartbeat extends while it runs; the final
+status is written with the lease token, so a worker that lost its lease cannot overwrite
+the new owner's result. A worker killed mid-run leaves a running execution whose lease
+expires: it is claimed again as attempt 2, or marked abandoned for `retry: never` actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from engine.errors import ActionError, EngineError, LeaseLost, StoreError
+from engine.model import ABANDONED, FAILED, Execution
+from engine.rules import templates
+from engine.runners.base import RunRequest
+from engine.runtime import Runtime
+from engine.workers import sleep_until
+
+log = logging.getLogger(__name__)
+
+SHELL_COMMAND_RUNNER = "local-shell-cmd"
+
+
+async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
+    settings = runtime.settings.workers
+    store = runtime.store
+    running: set[asyncio.Task] = set()
+    log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
+    try:
+        while not stop.is_set():
+            free = settings.actions_concurrency - len(running)
+            if free <= 0:
+                await sleep_until(stop, asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED))
+                continue
+            try:
+                batch = await store.claim_executions(
+                    free, settings.lease_seconds, settings.max_attempts
+                )
+            except StoreError as exc:
+                log.error("actions worker cannot claim executions: %s", exc)
+                await sleep_until(stop, asyncio.sleep(settings.poll_interval))
+                continue
+            for execution in batch:
+                task = asyncio.create_task(run_execution(runtime, execution))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if not batch:
+                await sleep_until(stop, store.wait_for_work("executions", settings.poll_interval))
+    finally:
+        if running:
+            # In-flight executions finish within the role's grace period; past it they are
+            # cancelled, their process groups killed and their leases left to expire.
+            await asyncio.gather(*running, return_exceptions=True)
+        log.info("actions worker stopped")
+
+
+async def run_execution(runtime: Runtime, execution: Execution) -> None:
+    extra = {"execution": execution.id, "action": execution.action, **_context_ids(execution)}
+    token = execution.lease_token or ""
+    store = runtime.store
+    try:
+        request, action = prepare(runtime, execution)
+    except ActionError as exc:
+        await _finish(runtime, execution, FAILED, {"error": str(exc)}, extra)
+        return
+    if execution.attempt > 1 and action.retry == "never":
+        await _finish(
+            runtime,
+            execution,
+            ABANDONED,
+            {
+                "error": f"the worker running attempt {execution.attempt - 1} stopped mid-run and "
+                f"{action.ref} is declared retry: never"
+            },
+            extra,
+        )
+        return
+    try:
+        await store.start_execution(execution.id, token)
+    except LeaseLost:
+        log.warning("execution %s was re-claimed before it started", execution.id, extra=extra)
+        return
+    log.info(
+        "execution %s of %s running (attempt %d)",
+        execution.id,
+        action.ref,
+        execution.attempt,
+        extra=extra,
+    )
+    runner = runtime.runners.get(action.runner_type)
+    run_task = asyncio.create_task(runner.run(request))
+    heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task))
+    try:
+        result = await run_task
+    except asyncio.CancelledError:
+        if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
+            log.warning(
+                "execution %s lost its lease while running; stopped", execution.id, extra=extra
+            )
+            return
+        raise
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError, LeaseLost, StoreError):
+            await heartbeat
+    await _finish(runtime, execution, result.status, result.result, extra)
+
+
+def prepare(runtime: Runtime, execution: Execution) -> tuple[RunRequest, Any]:
+    """Resolve the action, validate parameters and build the runner request (ActionError)."""
+    action = runtime.packs.action(execution.action)
+    if not action.enabled:
+        raise ActionError(f"action {action.ref!r} is disabled")
+    runner_params, action_params = action.prepare_parameters(execution.parameters or {})
+    runner_params, action_params = _render_metadata_templates(action, runner_params, action_params)
+    workers = runtime.settings.workers
+    timeout = runner_params.get("timeout") or action.timeout or workers.default_timeout
+    request = RunRequest(
+        execution_id=execution.id,
+        runner_parameters=runner_params,
+        action_parameters=action_params,
+        entry_point=action.entry_point,
+        parameter_positions=action.positions,
+        secret_parameters=action.secret_parameters,
+        timeout=float(timeout),
+        action_config=dict(runtime.packs.packs[action.pack].config or {}),
+        max_output=workers.max_output,
+    )
+    return request, action
+
+
+def _render_metadata_templates(action, runner_params: dict, action_params: dict):
+    """Action metadata may template parameters on others (core.echo: cmd "echo {{message}}").
+
+    Rendered against all parameter values; a shell command's inserted values are quoted.
+    """
+    context = {**runner_params, **action_params}
+    if not any(isinstance(v, str) and templates.is_template(v) for v in context.values()):
+        return runner_params, action_params
+
+    def render(name: str, value: Any) -> Any:
+        if not isinstance(value, str) or not templates.is_template(value):
+            return value
+        try:
+            if name == "cmd" and action.runner_type == SHELL_COMMAND_RUNNER:
+                return templates.render_shell_command(value, context)
+            return templates.render_value(value, context)
+        except EngineError as exc:
+            raise ActionError(f"parameter {name!r} did not render: {exc}") from None
+
+    return (
+        {k: render(k, v) for k, v in runner_params.items()},
+        {k: render(k, v) for k, v in action_params.items()},
+    )
+
+
+async def _heartbeat(runtime: Runtime, execution: Execution, run_task: asyncio.Task) -> None:
+    lease = runtime.settings.workers.lease_seconds
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            await runtime.store.heartbeat_execution(
+                execution.id, execution.lease_token or "", lease
+            )
+        except LeaseLost:
+            run_task.cancel()
+            raise
+        except StoreError as exc:
+            log.warning("heartbeat of execution %s failed: %s", execution.id, exc)
+
+
+async def _finish(
+    runtime: Runtime, execution: Execution, status: str, result: Any, extra: dict[str, Any]
+) -> None:
+    try:
+        await runtime.store.finish_execution(
+            execution.id, execution.lease_token or "", status, result
+        )
+    except LeaseLost:
+        log.warning(
+            "execution %s finished but another worker owns it now; result dropped",
+            execution.id,
+            extra=extra,
+        )
+        return
+    except StoreError as exc:
+        log.error("recording the end of execution %s failed: %s", execution.id, exc, extra=extra)
+        return
+    log.info("execution %s %s", execution.id, status, extra=extra)
+
+
+def _context_ids(execution: Execution) -> dict[str, Any]:
+    context = execution.context or {}
+    ids = {}
+    if (context.get("trigger_instance") or {}).get("id"):
+        ids["trigger_instance"] = context["trigger_instance"]["id"]
+    if (context.get("rule") or {}).get("ref"):
+        ids["rule"] = context["rule"]["ref"]
+    return ids
