@@ -193,7 +193,9 @@ async def test_post_execution_validates_and_queues(client):
     )
     assert created.status == 201
     body = await created.json()
-    assert body["status"] == "requested" and body["context"]["user"] == "api"
+    # The worker may already have picked it up by the time the reply is built.
+    assert body["status"] in ("requested", "scheduled", "running", "succeeded")
+    assert body["context"]["user"] == "api"
     done = await wait_execution(client, body["id"])
     assert done["result"]["result"] == {"greeting": "hello bob hello bob"}
 
