@@ -80,10 +80,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     """The application for `settings`; its store opens and roles start on app startup."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.ingest.max_body)
+    from engine.http import auth
+
+    app = web.Application(
+        middlewares=[errors_middleware, auth.middleware], client_max_size=settings.ingest.max_body
+    )
     runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_store_context)
+    # Webhook definitions are checked here (a bad one fails the start); keys after open.
+    auth.install(app, settings, runtime.store)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     if "api" in settings.roles:
@@ -92,6 +98,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         webhooks.add_routes(app)
         api.add_routes(app)
         actions_api.add_routes(app)
+        from engine.http import apikeys_api
+
+        apikeys_api.add_routes(app)
     from engine.workers import role_contexts
 
     for context in role_contexts(settings.roles):

@@ -1,23 +1,37 @@
 """Webhook ingest: a request becomes a durable trigger instance, answered 202 after commit.
 
-`POST /webhooks/{name}` (named hooks declared by core.st2.webhook rules) and
-`POST /webhooks/st2` (generic: {"trigger": ref, "payload": {...}}), each also under
-/api/v1. Nothing is stored unless the whole request is valid; a 202 means committed.
+`POST /webhooks/{name}` (named hooks declared by core.st2.webhook rules or a webhook
+definition) and `POST /webhooks/st2` (generic: {"trigger": ref, "payload": {...}}), each
+also under /api/v1. Nothing is stored unless the whole request is valid; a 202 means
+committed.
+
+Per request, in this order: find the hook → its body size limit → read the raw body →
+authenticate (signature over the raw bytes, JWT, or API key; see engine.http.auth) →
+parse → dedupe key → store. Credentials never reach the stored payload.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 from aiohttp import web
 
-from engine.errors import IngestError, StoreBusy
+from engine.errors import EngineError, IngestError, StoreBusy
 from engine.http.app import RUNTIME, json_response
+from engine.http.auth import GATEKEEPER, KEY_HEADER, Caller, Gatekeeper
 from engine.http.bodies import header_maps, parse_body
-from engine.model import WEBHOOK_TRIGGER, NewTriggerInstance
+from engine.http.hookdefs import WebhookDefinition
+from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.rules.rule import normalize_webhook_name
+from engine.rules.templates import render_value
+
+log = logging.getLogger(__name__)
 
 GENERIC_HOOK = "st2"
+# Dedupe values longer than this are stored hashed (the column is an index key).
+_MAX_PLAIN_DEDUPE = 200
 
 
 def add_routes(app: web.Application) -> None:
@@ -27,34 +41,111 @@ def add_routes(app: web.Application) -> None:
 
 async def receive(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    name = normalize_webhook_name(request.match_info["name"])
+    gate = request.app[GATEKEEPER]
+    name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
+    definition = gate.definition(name)
+    raw = await read_body(request, definition.max_body or runtime.settings.ingest.max_body)
+    content_type = request.headers.get("Content-Type", "")
+    placement = definition.apikey
+    key_in_body = placement is not None and placement.place == "body"
+    body = parse_body(content_type, raw) if key_in_body else None
+    caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
+    if body is None:
+        body = parse_body(content_type, raw)
+    if key_in_body and isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k != placement.name}
     if name == GENERIC_HOOK:
-        raw = await read_body(request, runtime.settings.ingest.max_body)
-        item = _generic_instance(request, raw, runtime.known_trigger_types)
+        item = _generic_instance(body, runtime.known_trigger_types)
+        Gatekeeper.check_fires(caller, {item.trigger})
     else:
-        rules = runtime.ruleset.webhooks.get(name)
-        if not rules:
-            raise IngestError(
-                f"no webhook named {name!r}: no enabled rule has trigger core.st2.webhook "
-                f"with url {name!r} (GET /api/v1/webhooks lists them)",
-                404,
-            )
-        raw = await read_body(request, runtime.settings.ingest.max_body)
-        headers, headers_lower = header_maps(request.headers)
-        body = parse_body(request.headers.get("Content-Type", ""), raw)
+        rules = runtime.ruleset.webhooks.get(name) or []
+        Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
+        headers, headers_lower = header_maps(request.headers, drop=_dropped(definition))
         payload = {"headers": headers, "headers_lower": headers_lower, "body": body}
         item = NewTriggerInstance(trigger=WEBHOOK_TRIGGER, payload=payload, webhook=name)
+    dedupe_key = _dedupe_key(request, definition, raw, caller)
+    if dedupe_key is not None:
+        item = NewTriggerInstance(
+            trigger=item.trigger, payload=item.payload, webhook=item.webhook, dedupe_key=dedupe_key
+        )
     await _shed_load(runtime)
     accepted = await runtime.store.add_trigger_instance(item)
-    return json_response(
-        {
-            "id": accepted.id,
-            "trigger": item.trigger,
-            "webhook": item.webhook,
-            "duplicate": accepted.duplicate,
-        },
-        202,
+    return _answer(definition, item, accepted, body, request)
+
+
+def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:
+    """(hook name, key from the path). Hook names may contain slashes, so a path key is
+    only the last segment after a hook whose definition puts its key in the path."""
+    if name == GENERIC_HOOK or name in runtime.ruleset.webhooks or name in gate.definitions:
+        return name, None
+    head, _, tail = name.rpartition("/")
+    definition = gate.definitions.get(head) if head else None
+    placement = definition.apikey if definition is not None else None
+    if placement is not None and placement.place == "path" and tail:
+        return head, tail
+    raise IngestError(
+        f"no webhook named {name!r}: no enabled rule has trigger core.st2.webhook "
+        f"with url {name!r} and no webhooks.{name} is defined (GET /api/v1/webhooks lists them)",
+        404,
     )
+
+
+def _dropped(definition: WebhookDefinition) -> tuple[str, ...]:
+    return (KEY_HEADER, *definition.credential_headers)
+
+
+def _dedupe_key(
+    request: web.Request, definition: WebhookDefinition, raw: bytes, caller: Caller
+) -> str | None:
+    """The hook-namespaced dedupe key: configured header, body hash or the sender's id."""
+    spec = definition.dedupe
+    value: str | None = None
+    if spec is None or spec.source == "delivery_id":
+        value = caller.delivery_id
+    elif spec.header is not None:
+        value = request.headers.get(spec.header) or None
+    elif spec.source == "body_hash":
+        value = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if value is None:
+        return None
+    if len(value) > _MAX_PLAIN_DEDUPE:
+        value = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    return f"{definition.name}:{value}"
+
+
+def _answer(
+    definition: WebhookDefinition,
+    item: NewTriggerInstance,
+    accepted: Accepted,
+    body: Any,
+    request: web.Request,
+) -> web.Response:
+    standard = {
+        "id": accepted.id,
+        "trigger": item.trigger,
+        "webhook": item.webhook,
+        "duplicate": accepted.duplicate,
+    }
+    custom = definition.response
+    if custom is None:
+        return json_response(standard, 202)
+    context = {
+        "trigger_instance": {"id": accepted.id, "duplicate": accepted.duplicate},
+        "body": body,
+        "headers": item.payload.get("headers", {}) if isinstance(item.payload, dict) else {},
+    }
+    try:
+        rendered = render_value(custom.body, context)
+    except EngineError as exc:
+        # Stored already: the sender must not retry, so answer the standard 202.
+        log.warning(
+            "webhook response template failed; answered the standard reply",
+            extra={"webhook": definition.name, "trigger_instance": accepted.id, "error": str(exc)},
+        )
+        return json_response(standard, 202)
+    if isinstance(rendered, str):
+        return web.Response(text=rendered, status=custom.status, content_type="text/plain")
+    return json_response(rendered, custom.status)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -72,11 +163,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _generic_instance(
-    request: web.Request, raw: bytes, known_triggers: set[str]
-) -> NewTriggerInstance:
-    content_type = request.headers.get("Content-Type", "")
-    body = parse_body(content_type, raw)
+def _generic_instance(body: Any, known_triggers: set[str]) -> NewTriggerInstance:
     if not isinstance(body, dict):
         raise IngestError(
             'the st2 webhook needs a JSON object body: {"trigger": "<pack>.<name>", '

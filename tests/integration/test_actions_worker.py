@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import Settings, StoreSettings, WorkerSettings
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import RUNTIME, create_app
 from engine.model import NewExecution
 
@@ -113,6 +113,7 @@ async def client(tmp_path):
     settings = Settings(
         store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
         workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
+        auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
         rules_dirs=(str(rules),),
         packs_dirs=(str(REPO_PACKS), str(packs)),
         roles=("api", "rules", "actions"),

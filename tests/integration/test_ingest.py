@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import IngestSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 
 RULE = """\
@@ -49,6 +49,7 @@ def settings_for(tmp_path: Path, **ingest) -> Settings:
     return Settings(
         store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
         ingest=IngestSettings(**ingest),
+        auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
         packs_dirs=(str(Path(__file__).parents[2] / "packs"),),

@@ -1,0 +1,125 @@
+"""REST for API keys under /api/v1/apikeys, StackStorm-like; every route needs an admin key.
+
+The key itself is in the creation answer only; lists and updates never show it or its hash.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.apikeys import ApiKeyError, lifetime_from_api, new_api_key
+from engine.errors import IngestError, NotFound
+from engine.http.app import RUNTIME, json_response
+from engine.http.auth import GATEKEEPER
+
+_CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin")
+
+
+def add_routes(app: web.Application) -> None:
+    for path in ("/api/v1/apikeys", "/api/v1/apikeys/"):
+        app.router.add_post(path, create)
+        app.router.add_get(path, list_keys)
+        app.router.add_delete(path, delete_many)
+    app.router.add_patch("/api/v1/apikeys/{id}/extend", extend)
+    app.router.add_put("/api/v1/apikeys/{id}", update)
+    app.router.add_get("/api/v1/apikeys/{id}", get_key)
+    app.router.add_delete("/api/v1/apikeys/{id}", delete_one)
+
+
+async def _admin(request: web.Request) -> None:
+    await request.app[GATEKEEPER].require_key(request, admin=True)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        data = json.loads(await request.read() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IngestError("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise IngestError("the body must be a JSON object")
+    return data
+
+
+def _api_error(exc: ApiKeyError) -> IngestError:
+    return IngestError(str(exc), 400)
+
+
+async def create(request: web.Request) -> web.Response:
+    await _admin(request)
+    data = await _json_object(request)
+    unknown = sorted(set(data) - set(_CREATE_FIELDS))
+    if unknown:
+        raise IngestError(f"unknown field {unknown[0]!r}; known: {', '.join(_CREATE_FIELDS)}")
+    admin = data.get("admin", False)
+    if not isinstance(admin, bool):
+        raise IngestError("'admin' must be true or false")
+    try:
+        lifetime = None
+        if data.get("expiration") is not None:
+            lifetime = lifetime_from_api(data["expiration"])
+        record, key = new_api_key(
+            data.get("name"),
+            admin=admin,
+            webhooks=data.get("webhooks") or (),
+            triggers=data.get("triggers") or (),
+            lifetime=lifetime,
+        )
+    except ApiKeyError as exc:
+        raise _api_error(exc) from None
+    await request.app[RUNTIME].store.create_api_key(record)
+    return json_response({**record.to_api(), "key": key}, 201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    await _admin(request)
+    keys = await request.app[RUNTIME].store.list_api_keys()
+    return json_response([k.to_api() for k in keys], headers={"X-Total-Count": str(len(keys))})
+
+
+async def get_key(request: web.Request) -> web.Response:
+    await _admin(request)
+    record = await request.app[RUNTIME].store.get_api_key(request.match_info["id"])
+    return json_response(record.to_api())
+
+
+async def extend(request: web.Request) -> web.Response:
+    await _admin(request)
+    data = await _json_object(request)
+    try:
+        by = lifetime_from_api(data, "the body")
+    except ApiKeyError as exc:
+        raise _api_error(exc) from None
+    record = await request.app[RUNTIME].store.extend_api_key(request.match_info["id"], by)
+    return json_response(record.to_api())
+
+
+async def update(request: web.Request) -> web.Response:
+    await _admin(request)
+    data = await _json_object(request)
+    enabled = data.get("enabled")
+    if set(data) - {"enabled", "id", "name"} or not isinstance(enabled, bool):
+        raise IngestError('only {"enabled": true|false} can be changed')
+    store = request.app[RUNTIME].store
+    record = await store.set_api_key_enabled(request.match_info["id"], enabled)
+    return json_response(record.to_api())
+
+
+async def delete_one(request: web.Request) -> web.Response:
+    await _admin(request)
+    key_id = request.match_info["id"]
+    if not await request.app[RUNTIME].store.delete_api_keys([key_id]):
+        raise NotFound(f"no API key with id {key_id!r}")
+    return web.Response(status=204)
+
+
+async def delete_many(request: web.Request) -> web.Response:
+    await _admin(request)
+    ids = (await _json_object(request)).get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise IngestError('the body must be {"ids": ["<id>", ...]}')
+    deleted = await request.app[RUNTIME].store.delete_api_keys(ids)
+    missing = [i for i in ids if i not in deleted]
+    return json_response({"deleted": deleted, "not_found": missing})

@@ -1,0 +1,260 @@
+"""Who may post and read: API keys, per-webhook signatures and tokens, request limits.
+
+`install(app, settings)` puts a `Gatekeeper` on the app, a middleware that limits header
+counts and requires a key for the API under /api/v1, and a start-up step that creates and
+prints the first admin key on an empty store (or warns loudly when auth is disabled).
+
+Statuses: no credential, an unknown key or a bad signature/token → 401; a valid key that
+is expired, disabled, or not allowed this webhook or trigger → 403. Messages never contain
+a key, a secret or a signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from engine.apikeys import ApiKey, key_prefix, new_api_key
+from engine.config import Settings
+from engine.errors import AuthError, ConfigError, IngestError
+from engine.http.hookdefs import WebhookDefinition, load_definitions
+from engine.logs import register_secrets
+from engine.model import utcnow
+from engine.store.base import Store
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "St2-Api-Key"
+KEY_QUERY = "st2-api-key"
+_WHERE_KEYS_GO = (
+    f"send one in the {KEY_HEADER} header, the {KEY_QUERY} query parameter or Authorization: Bearer"
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a webhook request was accepted from."""
+
+    key: ApiKey | None = None
+    # The sender's delivery id from a verified signature (for dedupe).
+    delivery_id: str | None = None
+
+
+class Gatekeeper:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.enabled = settings.auth.enabled
+        self.max_headers = settings.ingest.max_headers
+        self.store = store
+        self.definitions: dict[str, WebhookDefinition] = load_definitions(
+            settings.webhooks, settings.config_file
+        )
+        self._register_secrets()
+
+    def add_pack_definitions(self, specs) -> None:
+        """Definitions from packs' webhooks/*.yaml (a name defined twice is an error)."""
+        specs = list(specs)
+        specs_by_name = {spec.name: spec for spec in specs}
+        added = load_definitions({}, None, specs)
+        for name, definition in added.items():
+            if name in self.definitions:
+                raise ConfigError(
+                    f"{_pack_file(specs_by_name, name)}: webhook {name!r} is also defined in "
+                    "the config file's webhooks; a hook has one definition"
+                )
+            self.definitions[name] = definition
+        self._register_secrets()
+
+    def _register_secrets(self) -> None:
+        for definition in self.definitions.values():
+            register_secrets(*definition.secrets)
+
+    def definition(self, name: str) -> WebhookDefinition:
+        return self.definitions.get(name) or WebhookDefinition(name)
+
+    # --- API keys ---------------------------------------------------------------------
+
+    async def api_key(self, presented: str | None) -> ApiKey:
+        """The valid, enabled, unexpired key record for `presented`, or AuthError."""
+        if not presented:
+            raise AuthError(f"an API key is required: {_WHERE_KEYS_GO}", 401)
+        prefix = key_prefix(presented)
+        record = await self.store.find_api_key(prefix) if prefix else None
+        if record is None or not record.matches(presented):
+            raise AuthError("invalid API key", 401)
+        if not record.enabled:
+            raise AuthError(f"API key {record.name!r} (id {record.id}) is disabled", 403)
+        if record.expired(utcnow()):
+            raise AuthError(
+                f"API key {record.name!r} (id {record.id}) expired at "
+                f"{record.expires_at.isoformat()}; extend it or create another",
+                403,
+            )
+        return record
+
+    async def require_key(self, request: web.Request, *, admin: bool = False) -> ApiKey | None:
+        """The request's key from the standard places (None when auth is disabled)."""
+        if not self.enabled:
+            return None
+        record = await self.api_key(standard_key(request))
+        if admin and not record.admin:
+            raise AuthError("this needs an admin API key", 403)
+        return record
+
+    # --- webhooks ---------------------------------------------------------------------
+
+    async def check_webhook(
+        self,
+        request: web.Request,
+        definition: WebhookDefinition,
+        raw: bytes,
+        *,
+        path_key: str | None = None,
+        body: object = None,
+    ) -> Caller:
+        """Verify the request for `definition` over the raw body; AuthError if refused."""
+        if not self.enabled or definition.auth == "none":
+            return Caller()
+        if definition.auth == "signature":
+            assert definition.signature is not None
+            verified = definition.signature.verify(request.headers, raw, time.time())
+            return Caller(delivery_id=verified.delivery_id)
+        if definition.auth == "jwt":
+            assert definition.jwt is not None
+            definition.jwt.verify(request.headers)
+            return Caller()
+        presented = _placed_key(request, definition, path_key, body) or standard_key(request)
+        record = await self.api_key(presented)
+        if record.webhooks and definition.name not in record.webhooks:
+            raise AuthError(f"this API key may not post to webhook {definition.name!r}", 403)
+        return Caller(key=record)
+
+    @staticmethod
+    def check_fires(caller: Caller, fires: Collection[str]) -> None:
+        """403 unless the caller's key may fire one of `fires` (trigger types, rule refs)."""
+        key = caller.key
+        if key is None or not key.triggers:
+            return
+        if not set(key.triggers) & set(fires):
+            shown = ", ".join(sorted(fires)[:3]) or "nothing"
+            raise AuthError(f"this API key may not fire {shown}", 403)
+
+
+def _pack_file(specs_by_name, name: str) -> str:
+    spec = specs_by_name[name]
+    return spec.source or f"pack {spec.pack}"
+
+
+def standard_key(request: web.Request) -> str | None:
+    """A key in St2-Api-Key, ?st2-api-key= or Authorization: Bearer, as StackStorm reads."""
+    header = request.headers.get(KEY_HEADER)
+    if header:
+        return header.strip()
+    query = request.query.get(KEY_QUERY)
+    if query:
+        return query.strip()
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _placed_key(
+    request: web.Request, definition: WebhookDefinition, path_key: str | None, body: object
+) -> str | None:
+    placement = definition.apikey
+    if placement is None:
+        return None
+    if placement.place == "path":
+        return path_key
+    if placement.place == "header":
+        return request.headers.get(placement.name)
+    if placement.place == "query":
+        return request.query.get(placement.name)
+    value = body.get(placement.name) if isinstance(body, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+# --- app wiring --------------------------------------------------------------------------
+
+GATEKEEPER = web.AppKey("gatekeeper", Gatekeeper)
+
+
+def install(app: web.Application, settings: Settings, store: Store) -> None:
+    """Build the webhook definitions now (bad ones fail the start) and add the start-up step."""
+    app[GATEKEEPER] = Gatekeeper(settings, store)
+    app.cleanup_ctx.append(_on_start)
+
+
+async def _on_start(app: web.Application) -> AsyncIterator[None]:
+    from engine.http.app import RUNTIME
+
+    gate = app[GATEKEEPER]
+    runtime = app[RUNTIME]
+    packs = getattr(runtime, "packs", None)
+    if packs is not None:
+        gate.add_pack_definitions(
+            spec for pack in packs.packs.values() for spec in pack.webhooks.values()
+        )
+    if "api" in runtime.settings.roles:
+        if gate.enabled:
+            await create_first_admin_key(gate.store)
+        else:
+            log.warning(
+                "AUTH IS DISABLED (auth.enabled: false): anyone who can reach this port may "
+                "post to every webhook and read the API. Use this for local experiments only."
+            )
+    yield
+
+
+async def create_first_admin_key(store: Store) -> str | None:
+    """On an empty key table: create an admin key and print it once to stdout."""
+    record, key = new_api_key("admin (created on first start)", admin=True)
+    if not await store.create_api_key(record, only_if_none=True):
+        return None
+    print(
+        "\n".join(
+            (
+                "",
+                "An admin API key was created because the store had none. It is shown only",
+                "this once; keep it somewhere safe:",
+                "",
+                f"    {key}",
+                "",
+                "Send it as the St2-Api-Key header (or Authorization: Bearer). Create more with",
+                "    hookyard apikey create NAME [--webhook NAME]... [--expires-in 30d]",
+                "or POST /api/v1/apikeys with this key.",
+                "",
+            )
+        ),
+        file=sys.stdout,
+        flush=True,
+    )
+    log.info("first admin API key created", extra={"api_key_id": record.id})
+    return key
+
+
+@web.middleware
+async def middleware(request: web.Request, handler) -> web.StreamResponse:
+    gate = request.app[GATEKEEPER]
+    if len(request.headers) > gate.max_headers:
+        raise IngestError(
+            f"too many request headers: {len(request.headers)} (limit ingest.max_headers = "
+            f"{gate.max_headers})",
+            431,
+        )
+    if _needs_key(request):
+        await gate.require_key(request)
+    return await handler(request)
+
+
+def _needs_key(request: web.Request) -> bool:
+    path = request.path
+    if not path.startswith("/api/v1"):
+        return False  # /webhooks/* check their own hook's auth; /health, /ready are open
+    # Posts to /api/v1/webhooks/<name> are webhooks: their hook's auth decides.
+    return not (request.method == "POST" and path.startswith("/api/v1/webhooks/"))

@@ -1,0 +1,327 @@
+"""Webhook definitions: who may post to a hook and how it answers, checked at start.
+
+From ``webhooks.<name>`` in config.yaml and a pack's ``webhooks/*.yaml`` (the same keys).
+Unknown keys, schemes and placements fail at start with the file and line; secrets may be
+``${ENV_VAR}`` references, expanded once from the environment (a missing one is an error
+naming it). A hook without a definition takes an API key in the standard places.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, EngineError
+from engine.http.jwt_auth import JwtVerifier
+from engine.http.signatures import SignatureScheme, build_scheme
+from engine.rules.rule import normalize_webhook_name
+from engine.rules.templates import compile_template, is_template
+from engine.rules.yamlsource import KEY, Located, format_path, parse_yaml
+
+AUTH_MODES = ("apikey", "signature", "jwt", "none")
+KEY_PLACES = ("header", "query", "path", "body")
+DEDUPE_SOURCES = ("body_hash", "delivery_id")
+SETTINGS = ("auth", "apikey", "signature", "jwt", "dedupe", "max_body", "response")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class KeyPlacement:
+    place: str  # header | query | path | body
+    name: str = ""  # header, query parameter or body field name (unused for path)
+
+
+@dataclass(frozen=True)
+class Dedupe:
+    header: str | None = None
+    source: str | None = None  # body_hash | delivery_id
+
+
+@dataclass(frozen=True)
+class CustomResponse:
+    status: int
+    body: Any
+
+
+@dataclass(frozen=True)
+class WebhookDefinition:
+    name: str
+    auth: str = "apikey"
+    apikey: KeyPlacement | None = None
+    signature: SignatureScheme | None = None
+    jwt: JwtVerifier | None = None
+    dedupe: Dedupe | None = None
+    max_body: int | None = None
+    response: CustomResponse | None = None
+    # Expanded secret values, registered with the log scrubber.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def credential_headers(self) -> tuple[str, ...]:
+        """Headers that carry a credential and are never stored."""
+        names: list[str] = []
+        if self.signature is not None:
+            names.extend(self.signature.header_names)
+        if self.jwt is not None:
+            names.append(self.jwt.header)
+        if self.apikey is not None and self.apikey.place == "header":
+            names.append(self.apikey.name)
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one hook's settings were written: located data and its path inside."""
+
+    located: Located | None
+    path: tuple[Any, ...]
+    file: str
+
+    def where(self, *path: Any, at_key: bool = False) -> str:
+        full = (*self.path, *path)
+        line = column = None
+        if self.located is not None:
+            line, column = self.located.position((*full, KEY) if at_key else full)
+        place = ":".join(str(p) for p in (self.file, line, column) if p is not None)
+        return f"{place}: {format_path(full)}"
+
+
+def load_definitions(
+    config: Mapping[str, Any] | None,
+    config_file: str | None,
+    pack_specs: Iterable[Any] = (),
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, WebhookDefinition]:
+    """Every defined hook by name; ConfigError (with file:line) on the first problem.
+
+    `pack_specs` are engine.packs WebhookSpec-like objects (name, settings, source, pack).
+    """
+    environ = os.environ if environ is None else environ
+    definitions: dict[str, WebhookDefinition] = {}
+    config = config or {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{config_file or '<settings>'}: webhooks: expected a mapping of hooks")
+    located = _locate(config_file)
+    for raw_name, settings in config.items():
+        source = _Source(located, ("webhooks", raw_name), config_file or "<settings>")
+        definition = build_definition(str(raw_name), settings, source, environ)
+        definitions[definition.name] = definition
+    for spec in pack_specs:
+        file = spec.source or f"pack {spec.pack}"
+        source = _Source(_locate(spec.source), (), file)
+        if spec.name in definitions:
+            raise ConfigError(
+                f"{file}: webhook {spec.name!r} is also defined in "
+                f"{config_file or 'the settings'}; a hook has one definition"
+            )
+        definitions[spec.name] = build_definition(spec.name, spec.settings, source, environ)
+    return definitions
+
+
+def _locate(file: str | None) -> Located | None:
+    if not file:
+        return None
+    try:
+        return parse_yaml(Path(file).read_text(encoding="utf-8"), file)
+    except (OSError, EngineError):
+        return None  # the settings loaded already; positions are a courtesy
+
+
+def build_definition(
+    raw_name: str, settings: Any, source: _Source, environ: Mapping[str, str]
+) -> WebhookDefinition:
+    name = normalize_webhook_name(raw_name)
+    if not name:
+        raise ConfigError(f"{source.where(at_key=True)}: a hook needs a name")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{source.where()}: expected a mapping of {', '.join(SETTINGS)}")
+    for key in settings:
+        if key not in SETTINGS:
+            raise ConfigError(
+                f"{source.where(key, at_key=True)}: unknown webhook setting; "
+                f"valid: {', '.join(SETTINGS)}"
+            )
+    secrets: list[str] = []
+    expanded = {k: _expand(v, source, (k,), environ, secrets) for k, v in settings.items()}
+    auth = _auth_mode(expanded, source)
+    signature = jwt = None
+    if expanded.get("signature") is not None:
+        signature = _built(build_scheme, expanded["signature"], source, "signature")
+    if expanded.get("jwt") is not None:
+        jwt = _built(_jwt, expanded["jwt"], source, "jwt")
+    return WebhookDefinition(
+        name=name,
+        auth=auth,
+        apikey=_placement(expanded.get("apikey"), source),
+        signature=signature,
+        jwt=jwt,
+        dedupe=_dedupe(expanded.get("dedupe"), source, signature),
+        max_body=_max_body(expanded.get("max_body"), source),
+        response=_response(expanded.get("response"), source),
+        secrets=tuple(secrets),
+    )
+
+
+def _jwt(config: Any, *, where: str) -> JwtVerifier:
+    return JwtVerifier(config, where=where)
+
+
+def _built(factory, config: Any, source: _Source, key: str):
+    where = format_path((*source.path, key))
+    try:
+        return factory(config, where=where)
+    except ConfigError as exc:
+        # The builders name the option as `<where>.<option>: ...`; point at its line.
+        message = str(exc)
+        option = re.match(re.escape(where) + r"\.([A-Za-z_]+)", message)
+        path = (key, option.group(1)) if option else (key,)
+        prefix = source.where(*path).rsplit(": ", 1)[0]
+        raise ConfigError(f"{prefix}: {message}") from None
+
+
+def _expand(
+    value: Any, source: _Source, path: tuple[Any, ...], environ: Mapping[str, str], seen: list
+) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            variable = match.group(1)
+            if variable not in environ:
+                raise ConfigError(
+                    f"{source.where(*path)}: environment variable {variable} is not set"
+                )
+            seen.append(environ[variable])
+            return environ[variable]
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: _expand(v, source, (*path, k), environ, seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, source, (*path, i), environ, seen) for i, v in enumerate(value)]
+    return value
+
+
+def _auth_mode(settings: Mapping[str, Any], source: _Source) -> str:
+    auth = settings.get("auth")
+    if auth is None:
+        # Omitted: the one method configured, else an API key.
+        given = [m for m in ("signature", "jwt") if settings.get(m) is not None]
+        auth = given[0] if len(given) == 1 else "apikey"
+    if auth not in AUTH_MODES:
+        raise ConfigError(
+            f"{source.where('auth')}: unknown auth {auth!r}; valid: {', '.join(AUTH_MODES)}"
+        )
+    for method in ("signature", "jwt"):
+        if auth == method and settings.get(method) is None:
+            raise ConfigError(f"{source.where('auth')}: auth {method} needs a '{method}:' mapping")
+        if auth != method and settings.get(method) is not None:
+            raise ConfigError(
+                f"{source.where(method, at_key=True)}: '{method}' is set but auth is {auth!r}; "
+                f"set auth: {method} or remove it"
+            )
+    if auth != "apikey" and settings.get("apikey") is not None:
+        raise ConfigError(
+            f"{source.where('apikey', at_key=True)}: 'apikey' placement is set but auth is {auth!r}"
+        )
+    return auth
+
+
+def _placement(value: Any, source: _Source) -> KeyPlacement | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source.where('apikey')}: expected {{in: header|query|path|body}}")
+    for key in value:
+        if key not in ("in", "name"):
+            raise ConfigError(
+                f"{source.where('apikey', key, at_key=True)}: unknown option; valid: in, name"
+            )
+    place = value.get("in")
+    if place not in KEY_PLACES:
+        raise ConfigError(
+            f"{source.where('apikey', 'in')}: {place!r} is not one of: {', '.join(KEY_PLACES)}"
+        )
+    name = value.get("name")
+    if place == "path":
+        if name is not None:
+            raise ConfigError(
+                f"{source.where('apikey', 'name')}: a path key is the last segment; no name"
+            )
+        return KeyPlacement("path")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{source.where('apikey', 'name')}: required for in: {place}")
+    return KeyPlacement(place, name.strip())
+
+
+def _dedupe(value: Any, source: _Source, signature: SignatureScheme | None) -> Dedupe | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ConfigError(
+            f"{source.where('dedupe')}: expected {{header: <name>}} or "
+            f"{{source: {' | '.join(DEDUPE_SOURCES)}}}"
+        )
+    (key, setting), *_ = value.items()
+    if key == "header" and isinstance(setting, str) and setting.strip():
+        return Dedupe(header=setting.strip())
+    if key == "source" and setting in DEDUPE_SOURCES:
+        if setting == "delivery_id" and signature is None:
+            raise ConfigError(
+                f"{source.where('dedupe', 'source')}: delivery_id comes from a signature "
+                "scheme; this hook has none"
+            )
+        return Dedupe(source=setting)
+    if key not in ("header", "source"):
+        raise ConfigError(
+            f"{source.where('dedupe', key, at_key=True)}: unknown option; valid: header, source"
+        )
+    raise ConfigError(
+        f"{source.where('dedupe', key)}: expected a header name or one of "
+        f"{', '.join(DEDUPE_SOURCES)}"
+    )
+
+
+def _max_body(value: Any, source: _Source) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{source.where('max_body')}: expected a positive number of bytes")
+    return value
+
+
+def _response(value: Any, source: _Source) -> CustomResponse | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source.where('response')}: expected {{status: 200, body: ...}}")
+    for key in value:
+        if key not in ("status", "body"):
+            raise ConfigError(
+                f"{source.where('response', key, at_key=True)}: unknown option; valid: status, body"
+            )
+    status = value.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 299:
+        raise ConfigError(f"{source.where('response', 'status')}: expected a 2xx status")
+    body = value.get("body")
+    _check_templates(body, source, ("response", "body"))
+    return CustomResponse(status, body)
+
+
+def _check_templates(value: Any, source: _Source, path: tuple[Any, ...]) -> None:
+    if isinstance(value, str) and is_template(value):
+        try:
+            compile_template(value)
+        except EngineError as exc:
+            raise ConfigError(f"{source.where(*path)}: {exc}") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_templates(item, source, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_templates(item, source, (*path, index))
