@@ -6,7 +6,6 @@ Pack, action, webhook and config files share the rule loader's YAML reader
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import PackError, RuleLoadError
-from engine.rules.yamlsource import Located, parse_yaml
+from engine.rules.yamlsource import Located, parse_yaml, suggestion, type_name
 from engine.rules.yamlsource import Path as FieldPath
 
 METADATA_SUFFIXES = (".yaml", ".yml")
@@ -93,23 +92,6 @@ def schema_error(located: Located, error: jsonschema.ValidationError) -> PackErr
 
 def expected_types(expected: Any) -> str:
     return " or ".join(expected) if isinstance(expected, list) else str(expected)
-
-
-def suggestion(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def type_name(value: Any) -> str:
-    return {
-        type(None): "null",
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
 
 
 def metadata_files(folder: Path) -> list[Path]:

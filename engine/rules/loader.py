@@ -7,7 +7,6 @@ file: one bad file never stops the others.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from engine.rules.criteria import Criterion
 from engine.rules.index import RuleSet
 from engine.rules.rule import BACKSTOP, STANDARD, Rule
 from engine.rules.schema import RULE_KEYS, RULE_VALIDATOR
-from engine.rules.yamlsource import Located, parse_yaml
+from engine.rules.yamlsource import Located, parse_yaml, suggestion, type_name
 from engine.rules.yamlsource import Path as FieldPath
 
 DEFAULT_PACK = "default"
@@ -97,11 +96,11 @@ def iter_rule_files(
 def build_rule(located: Located, *, default_pack: str | None = None) -> Rule:
     data = located.data
     if not isinstance(data, dict):
-        raise located.error(f"a rule file must be a mapping of rule fields, got {_type_name(data)}")
+        raise located.error(f"a rule file must be a mapping of rule fields, got {type_name(data)}")
     for key in data:
         if key not in RULE_KEYS:
             raise located.error(
-                f"unknown rule field {key!r}{_suggest(str(key), RULE_KEYS)}",
+                f"unknown rule field {key!r}{suggestion(str(key), RULE_KEYS)}",
                 (key,),
                 at_key=True,
             )
@@ -206,7 +205,7 @@ def _compile_criteria(
 
 def _compile_template(located: Located, source: Any, path: FieldPath) -> templates.Template:
     if not isinstance(source, str):
-        raise located.error(f"expected a template string, got {_type_name(source)}", path)
+        raise located.error(f"expected a template string, got {type_name(source)}", path)
     try:
         return templates.compile_template(source)
     except TemplateError as exc:
@@ -237,12 +236,12 @@ def _schema_error(located: Located, error: jsonschema.ValidationError) -> RuleLo
         known = list(error.schema.get("properties", {}))
         bad = extra[0] if extra else "?"
         return located.error(
-            f"unknown field {bad!r}{_suggest(str(bad), known)}", (*path, bad), at_key=True
+            f"unknown field {bad!r}{suggestion(str(bad), known)}", (*path, bad), at_key=True
         )
     elif validator == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
-        message = f"expected {expected}, got {_type_name(error.instance)}"
+        message = f"expected {expected}, got {type_name(error.instance)}"
     elif validator == "enum":
         message = (
             f"expected one of {', '.join(map(str, error.validator_value))}, got {error.instance!r}"
@@ -254,23 +253,6 @@ def _schema_error(located: Located, error: jsonschema.ValidationError) -> RuleLo
     else:
         message = error.message
     return located.error(message, path)
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _type_name(value: Any) -> str:
-    return {
-        type(None): "null",
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
 
 
 # Backstop is a rule type StackStorm documents; exported for callers that check it.

@@ -7,6 +7,8 @@ lets any later check (schema, operators, templates) point back at the source.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,3 +145,22 @@ def _scalar_key(node: yaml.ScalarNode) -> Any:
     if tag == "tag:yaml.org,2002:null":
         return None
     return value
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    """``; did you mean 'x'?`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def type_name(value: Any) -> str:
+    """How an error message names the type of a YAML value."""
+    return {
+        type(None): "null",
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
