@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from engine.cli.apikeys import apikey_group
 from engine.cli.rules import rule_group
 from engine.cli.serve import serve_command
 
@@ -20,6 +21,7 @@ def cli() -> None:
 
 cli.add_command(rule_group)
 cli.add_command(serve_command)
+cli.add_command(apikey_group)
 
 
 def main() -> None:
