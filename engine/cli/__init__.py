@@ -9,7 +9,16 @@ from __future__ import annotations
 import click
 
 from engine.cli.apikeys import apikey_group
+from engine.cli.resources import (
+    enforcement_group,
+    execution_group,
+    rule_get,
+    rule_list,
+    trigger_instance_group,
+    webhook_group,
+)
 from engine.cli.rules import rule_group
+from engine.cli.run import run_command
 from engine.cli.serve import serve_command
 
 
@@ -21,6 +30,14 @@ def cli() -> None:
 
 cli.add_command(rule_group)
 cli.add_command(serve_command)
+# Server-side commands: `hookyard rule list|get` join the local validate/test.
+rule_group.add_command(rule_list)
+rule_group.add_command(rule_get)
+cli.add_command(run_command)
+cli.add_command(execution_group)
+cli.add_command(trigger_instance_group)
+cli.add_command(enforcement_group)
+cli.add_command(webhook_group)
 cli.add_command(apikey_group)
 
 

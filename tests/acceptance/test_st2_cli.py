@@ -1,0 +1,249 @@
+"""The official StackStorm CLI (`st2`, st2client 3.9.0) against a real `hookyard serve`.
+
+st2client pins versions that clash with ours, so it lives in its own virtualenv at
+`<repo>/.st2venv`, created once and reused across runs. Each `st2` runs with an isolated
+HOME and config file, pointed at the server with ST2_API_URL (and ST2_API_KEY when the
+server has API keys on: the first admin key it prints at start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.apikeys import KEY_PATTERN
+from engine.config import Settings
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE_RULES = ROOT / "rules"
+GITHUB_PUSH = json.loads((EXAMPLE_RULES / "samples" / "github_push.json").read_text())
+ST2CLIENT = "st2client==3.9.0"
+ST2_VENV = ROOT / ".st2venv"
+ST2 = ST2_VENV / "bin" / "st2"
+ALL_ROLES = "api,rules,actions"
+INSTALL_TIMEOUT = 480
+COMMAND_TIMEOUT = 60
+WAIT_TIMEOUT = 20.0
+# The first test may have to install st2client; a cached venv makes it a matter of seconds.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(INSTALL_TIMEOUT + 120)]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def st2client_installed() -> bool:
+    if not ST2.exists():
+        return False
+    probe = subprocess.run(
+        [str(ST2_VENV / "bin" / "python"), "-c", "import st2client; print(st2client.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    return probe.returncode == 0 and probe.stdout.strip() == ST2CLIENT.split("==")[1]
+
+
+@pytest.fixture(scope="session")
+def st2_cli() -> Path:
+    if not st2client_installed():
+        steps = (
+            [sys.executable, "-m", "venv", "--clear", str(ST2_VENV)],
+            [str(ST2_VENV / "bin" / "python"), "-m", "pip", "install", "-q", ST2CLIENT],
+        )
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+            if result.returncode != 0:
+                pytest.fail(
+                    f"installing {ST2CLIENT} failed: {' '.join(step)}\n"
+                    f"{result.stdout}\n{result.stderr}"
+                )
+        assert st2client_installed(), f"{ST2} missing after installing {ST2CLIENT}"
+    return ST2
+
+
+class St2:
+    """Runs the official `st2` against one Hookyard server."""
+
+    def __init__(self, cli: Path, url: str, api_key: str | None, home: Path) -> None:
+        self.cli = cli
+        self.url = url
+        self.api_key = api_key
+        self.home = home
+        (home / ".st2").mkdir(parents=True, exist_ok=True)
+        self.config_file = home / ".st2" / "config"
+        self.config_file.write_text("[general]\nsilence_ssl_warnings = True\n")
+
+    def env(self, with_key: bool = True) -> dict[str, str]:
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("ST2_", "HOOKYARD_", "HOME"))
+        }
+        env.update(
+            HOME=str(self.home),
+            ST2_CONFIG_FILE=str(self.config_file),
+            ST2_BASE_URL=self.url,
+            ST2_API_URL=self.url + "/api/v1",
+            ST2_AUTH_URL=self.url + "/auth/v1",
+            ST2_STREAM_URL=self.url + "/stream/v1",
+        )
+        if self.api_key and with_key:
+            env["ST2_API_KEY"] = self.api_key
+        return env
+
+    def __call__(self, *args: str, with_key: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.cli), *args],
+            env=self.env(with_key),
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
+        result.stdout = ANSI.sub("", result.stdout)
+        return result
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        return result.stdout
+
+    def json(self, *args: str) -> Any:
+        # `st2 run -j` prints a blank line before the JSON.
+        return json.loads(self.ok(*args, "-j"))
+
+    def api(self, path: str, body: Any = None) -> Any:
+        """Hookyard's API directly (to set the scene and to check st2's effects)."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["St2-Api-Key"] = self.api_key
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+def start_server(serve):
+    """Serve with the example rules and, where the server has API keys, auth on.
+
+    A server with auth on prints its first admin key once, at start, on stdout: that key
+    is what the client sends.
+    """
+    has_auth = "auth" in {f.name for f in dataclasses.fields(Settings)}
+    env = {"HOOKYARD_AUTH__ENABLED": "true"} if has_auth else {}
+    server = serve.start(roles=ALL_ROLES, env=env, args=["--rules", str(EXAMPLE_RULES)])
+    found = KEY_PATTERN.search(server.log_text())
+    assert found or not has_auth, f"no admin key printed at start:\n{server.log_tail()}"
+    return server, found.group(0) if found else None
+
+
+def start(serve, st2_cli: Path, tmp_path: Path) -> St2:
+    server, api_key = start_server(serve)
+    return St2(st2_cli, server.url, api_key, tmp_path / "home")
+
+
+def push_and_wait(st2: St2) -> tuple[str, dict[str, Any]]:
+    """POST the GitHub sample push; return the trigger instance id and its execution."""
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push"}
+    if st2.api_key:
+        headers["St2-Api-Key"] = st2.api_key
+    request = urllib.request.Request(
+        st2.url + "/webhooks/github-push",
+        data=json.dumps(GITHUB_PUSH["body"]).encode(),
+        headers=headers,
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        accepted = json.load(response)
+    instance_id = accepted.get("id") or accepted.get("trigger_instance")
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while True:
+        executions = st2.api(f"/api/v1/executions?trigger_instance={instance_id}")
+        if executions and executions[0]["status"] in ("succeeded", "failed"):
+            return instance_id, executions[0]
+        assert time.monotonic() < deadline, f"no finished execution after {WAIT_TIMEOUT} s"
+        time.sleep(0.1)
+
+
+def test_st2_run_and_execution_commands(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+
+    ran = st2("run", "core.local", "cmd=date")
+    assert ran.returncode == 0, (ran.stdout, ran.stderr)
+    assert re.search(r"^status: succeeded", ran.stdout, re.MULTILINE), ran.stdout
+    assert re.search(r"^\s+return_code: 0", ran.stdout, re.MULTILINE), ran.stdout
+    execution_id = re.search(r"^id: ([0-9a-f]+)$", ran.stdout, re.MULTILINE).group(1)
+
+    failed = st2("run", "core.local", "cmd=exit 3", "-j")
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    failed_json = json.loads(failed.stdout)
+    assert failed_json["status"] == "failed" and failed_json["result"]["return_code"] == 3
+
+    listed = st2.json("execution", "list")
+    assert {e["id"]: e["status"] for e in listed} == {
+        execution_id: "succeeded",
+        failed_json["id"]: "failed",
+    }
+    assert listed[0]["action"] == {"ref": "core.local"}
+    table = st2.ok("execution", "list")
+    row = next(line for line in table.splitlines() if execution_id in line)
+    assert "core.local" in row and "succeeded" in row
+
+    got = st2.json("execution", "get", execution_id)
+    assert got["status"] == "succeeded" and got["parameters"] == {"cmd": "date"}
+    assert "succeeded" in st2.ok("execution", "get", execution_id)
+
+    action = st2.ok("action", "get", "core.local")
+    assert re.search(r"\|\s*runner_type\s*\|\s*local-shell-cmd\s*\|", action), action
+    missing = st2("action", "get", "core.nope")
+    assert missing.returncode != 0 and 'Action "core.nope" is not found.' in missing.stdout
+
+
+def test_st2_rule_webhook_trigger_instance_and_enforcement_lists(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+    instance_id, execution = push_and_wait(st2)
+    assert execution["status"] == "succeeded", execution
+
+    rules = st2.ok("rule", "list")
+    for ref in (
+        "examples.github_push_deploy",
+        "examples.stripe_large_payment",
+        "examples.deploy_failed_alert",
+    ):
+        assert ref in rules
+    assert {r["ref"] for r in st2.json("rule", "list", "--pack", "examples")} >= {
+        "examples.github_push_deploy"
+    }
+    rule = st2.json("rule", "get", "examples.github_push_deploy")
+    assert rule["action"]["ref"] == "core.local"
+
+    hooks = st2.ok("webhook", "list")
+    assert re.search(r"\|\s*github-push\s*\|\s*core\.st2\.webhook\s*\|", hooks), hooks
+    assert "stripe" in hooks
+
+    instances = st2.ok("trigger-instance", "list")
+    assert instance_id in instances and "core.st2.webhook" in instances
+    instance = st2.json("trigger-instance", "get", instance_id)
+    assert instance["payload"]["body"]["after"] == GITHUB_PUSH["body"]["after"]
+
+    enforcements = st2.json("rule-enforcement", "list")
+    assert [
+        (e["rule"]["ref"], e["trigger_instance_id"], e["execution_id"]) for e in enforcements
+    ] == [("examples.github_push_deploy", instance_id, execution["id"])]
+    assert execution["id"] in st2.ok("rule-enforcement", "list")
+
+    re_emitted = st2("trigger-instance", "re-emit", instance_id)
+    assert re_emitted.returncode == 0, (re_emitted.stdout, re_emitted.stderr)
+    assert f"Trigger instance {instance_id} successfully re-sent" in re_emitted.stdout
+    assert len(st2.api("/api/v1/triggerinstances?webhook=github-push")) == 2
+
+    if st2.api_key:  # the server checks keys: without one st2 gets the faultstring
+        refused = st2("rule", "list", with_key=False)
+        assert refused.returncode == 1
+        assert "401 Client Error" in refused.stdout + refused.stderr
