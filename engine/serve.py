@@ -31,7 +31,13 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     site = web.TCPSite(
         runner, settings.server.host, settings.server.port, backlog=2048, reuse_address=True
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        # The store and the roles started with the app: stop them (releasing claims)
+        # before the CLI reports the busy port.
+        await runner.cleanup()
+        raise
     log.info(
         "hookyard serving roles %s on http://%s:%d (store %s)",
         ",".join(settings.roles),
