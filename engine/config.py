@@ -79,6 +79,34 @@ class OutboundSettings:
     # Networks outbound requests (HTTP runner, webhooks) may reach despite the SSRF guard,
     # e.g. ["127.0.0.1/32"] for tests or ["10.0.0.0/8"] for internal deployments.
     allow_private: tuple[str, ...] = ()
+    # Delays before each delivery attempt of an event ("0s" = at once; s, m, h, d units);
+    # its length is the number of attempts. Default close to Svix's; Identus' "3 attempts
+    # 5 s apart" is ["0s", "5s", "5s"]. Checked at start by engine.outbound.policy.
+    retry_schedule: tuple[str, ...] = ("0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h")
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter].
+    retry_jitter: float = 0.1
+    # Seconds a receiver has to answer with a 2xx; slower is a failed attempt.
+    delivery_timeout: float = 15.0
+    # Deliveries one process sends at once, and at most this many to one subscription.
+    delivery_concurrency: int = 32
+    per_subscription_concurrency: int = 4
+    # A subscription whose deliveries only failed for this many seconds is disabled when
+    # another delivery is exhausted (0: never). Svix uses 5 days.
+    auto_disable_after: float = 432000.0
+    # Seconds the old secret keeps signing next to the new one after rotate-secret.
+    secret_rotation_grace: float = 86400.0
+    # Bytes of a receiver's response body kept on the delivery record.
+    response_excerpt: int = 1024
+    # The RSA key ring for rsa-sha256 signatures (JWKS at /.well-known/jwks.json):
+    # generated on first use, encrypted with the passphrase when one is set.
+    keyring_dir: str = "data/keys"
+    keyring_passphrase: str | None = None
+    # Seconds a rotated-out public key stays in the JWKS.
+    key_rotation_grace: float = 604800.0
+    # A subscription to every event from configuration; set from the environment with
+    # HOOKYARD_GLOBAL_WEBHOOK_URL and HOOKYARD_GLOBAL_WEBHOOK_API_KEY (sent as Bearer).
+    global_webhook_url: str | None = None
+    global_webhook_api_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +135,7 @@ class Settings:
     webhooks: dict[str, Any] = field(default_factory=dict)
     rules_dirs: tuple[str, ...] = ("rules",)
     packs_dirs: tuple[str, ...] = ("packs",)
-    roles: tuple[str, ...] = ("api", "rules", "actions")
+    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
     # The file these settings came from (None: defaults only), for file:line in errors.
@@ -126,7 +154,7 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions")
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries")
 
 
 def load_settings(
@@ -165,6 +193,10 @@ def load_settings(
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         _set_dotted(data, keys, _parse_env_value(raw), source=f"environment variable {name}")
+    for name, key in _GLOBAL_WEBHOOK_VARS.items():
+        # Documented names outside the SECTION__KEY pattern; the raw text, not YAML.
+        if environ.get(name):
+            _set_dotted(data, ["outbound", key], environ[name], source=f"environment {name}")
     settings = _build(Settings, data, source, ())
     validate_roles(settings.roles, f"{source}: roles")
     return settings
@@ -182,8 +214,19 @@ def validate_roles(roles: tuple[str, ...], where: str) -> None:
 
 # Variables with the prefix that are not settings (read by tests, CLI clients...).
 _NON_SETTING_VARS = frozenset(
-    {"HOOKYARD_TEST_PG", "HOOKYARD_URL", "HOOKYARD_API_KEY", "HOOKYARD_CONFIG"}
+    {
+        "HOOKYARD_TEST_PG",
+        "HOOKYARD_URL",
+        "HOOKYARD_API_KEY",
+        "HOOKYARD_CONFIG",
+        "HOOKYARD_GLOBAL_WEBHOOK_URL",
+        "HOOKYARD_GLOBAL_WEBHOOK_API_KEY",
+    }
 )
+_GLOBAL_WEBHOOK_VARS = {
+    "HOOKYARD_GLOBAL_WEBHOOK_URL": "global_webhook_url",
+    "HOOKYARD_GLOBAL_WEBHOOK_API_KEY": "global_webhook_api_key",
+}
 
 
 def _parse_env_value(raw: str) -> Any:

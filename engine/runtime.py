@@ -39,10 +39,12 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.runners is None:
+            from engine.outbound.sender import KeyRingProvider
             from engine.outbound.ssrf import DestinationGuard
 
             guard = DestinationGuard(self.settings.outbound.allow_private)
-            self.runners = default_runners(guard.check_url, guard.connector)
+            keyrings = KeyRingProvider(self.settings)
+            self.runners = default_runners(guard.check_url, guard.connector, keyrings.get)
 
     def load_rules(self) -> None:
         """(Re)load packs and rules directories; bad files are reported and skipped.

@@ -57,18 +57,21 @@ class RunnerRegistry:
 def default_runners(
     destination_guard: DestinationGuard | None = None,
     http_connector_factory: Callable[[], Any] | None = None,
+    keyring: Callable[[], Any] | None = None,
 ) -> RunnerRegistry:
     """A registry of the built-in runners.
 
     ``destination_guard`` checks every URL http-request is about to request, and
     ``http_connector_factory`` builds its aiohttp connector for each run; with the SSRF
-    guard: ``default_runners(guard.check_url, guard.connector)``.
+    guard: ``default_runners(guard.check_url, guard.connector)``. ``keyring`` (an async
+    callable returning the engine's RSA key ring) lets sendwebhook sign with rsa-sha256.
     """
     # Imported here so that the python-script child, which imports this package on its
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
     from engine.runners.python_script import PythonScriptRunner
+    from engine.runners.sendwebhook import SendWebhookRunner
     from engine.runners.shell import LocalShellCommandRunner, LocalShellScriptRunner
 
     registry = RunnerRegistry()
@@ -77,6 +80,7 @@ def default_runners(
         LocalShellScriptRunner(),
         PythonScriptRunner(),
         HttpRequestRunner(destination_guard, http_connector_factory),
+        SendWebhookRunner(destination_guard, http_connector_factory, keyring),
         NoopRunner(),
     ):
         registry.register(runner)

@@ -26,9 +26,10 @@ from engine.model import (
     Page,
     TriggerInstance,
 )
+from engine.store.outbound_base import OutboundStore
 
 
-class Store(abc.ABC):
+class Store(OutboundStore, abc.ABC):
     """Abstract store; see the module docstring for the lease and error contract."""
 
     # --- lifecycle ---------------------------------------------------------

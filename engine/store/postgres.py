@@ -39,6 +39,7 @@ from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.postgres import MIGRATIONS
+from engine.store.postgres_outbound import PostgresOutbound
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ _BUSY = (
 )
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresOutbound, Store):
     def __init__(self, url: str, settings: StoreSettings) -> None:
         self.url = url
         self.settings = settings

@@ -27,9 +27,12 @@ from engine.model import (
     NewTriggerInstance,
     Page,
     TriggerInstance,
+    utcnow,
 )
+from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import Condition, dumps
+from engine.store.postgres_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
     "id, trigger, payload::text AS payload, occurrence_time, status, webhook, dedupe_key,"
@@ -121,6 +124,7 @@ async def insert_trigger_instances(
             raise StoreError(f"trigger instance {item.id}: neither stored nor a duplicate")
     if inserted:
         await _notify(conn, "trigger_instances")
+        await emit(conn, utcnow(), lambda: outbound_events.instances_created(batch, inserted))
     return codec.answers_for_batch(first_of, stored), len(inserted)
 
 
@@ -195,6 +199,11 @@ async def record_enforcements(
         written.append(outcome.id)
     if executions:
         await _notify(conn, "executions")
+    await emit(
+        conn,
+        now,
+        lambda: outbound_events.enforcements_recorded(instance_id, final_status, outcomes, written),
+    )
     return written
 
 
@@ -235,16 +244,20 @@ async def insert_execution(
         now,
         _log_param(REQUESTED, now),
     )
+    await emit(
+        conn, now, lambda: [outbound_events.execution_created(new, linked_instance, linked_rule)]
+    )
 
 
 async def claim_executions(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
 ) -> list[Execution]:
-    await conn.execute(
+    abandoned = await conn.fetch(
         "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
         " WHERE id IN (SELECT id FROM executions WHERE status IN ('scheduled', 'running')"
-        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)",
+        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {EXECUTION_COLUMNS}",
         ABANDONED,
         now,
         _log_param(ABANDONED, now),
@@ -266,6 +279,11 @@ async def claim_executions(
         _log_param(SCHEDULED, now),
         limit,
     )
+    if abandoned or rows:
+        changed = [*abandoned, *rows]
+        await emit(
+            conn, now, lambda: [outbound_events.execution_updated(_execution(r)) for r in changed]
+        )
     return sorted((_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
@@ -285,7 +303,9 @@ async def start_execution(
     )
     if row is None:
         raise await _missing_or_lost(conn, "executions", "execution", execution_id)
-    return _execution(row)
+    execution = _execution(row)
+    await emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    return execution
 
 
 async def heartbeat_execution(
@@ -327,7 +347,9 @@ async def finish_execution(
     )
     if row is None:
         raise await _missing_or_lost(conn, "executions", "execution", execution_id)
-    return _execution(row)
+    execution = _execution(row)
+    await emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    return execution
 
 
 async def _missing_or_lost(

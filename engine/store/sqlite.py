@@ -41,6 +41,7 @@ from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.sqlite import MIGRATIONS
+from engine.store.sqlite_outbound import SqliteOutbound
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ _UNAVAILABLE_PREFIXES = (
 )
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteOutbound, Store):
     def __init__(self, path: Path, settings: StoreSettings) -> None:
         self.path = path
         self.settings = settings

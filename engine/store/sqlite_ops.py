@@ -27,8 +27,10 @@ from engine.model import (
     Page,
     TriggerInstance,
 )
+from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import Condition, dumps, time_from_text, time_to_text
+from engine.store.sqlite_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
     "id, trigger, payload, occurrence_time, status, webhook, dedupe_key, lease_token"
@@ -103,6 +105,9 @@ def insert_trigger_instances(
         " webhook, dedupe_key, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
         rows,
     )
+    if rows:
+        stored_ids = {row[0] for row in rows}
+        emit(conn, now, lambda: outbound_events.instances_created(batch, stored_ids))
     return codec.answers_for_batch(first_of, stored), len(rows)
 
 
@@ -170,6 +175,11 @@ def record_enforcements(
             ),
         )
         written.append(outcome.id)
+    emit(
+        conn,
+        now,
+        lambda: outbound_events.enforcements_recorded(instance_id, final_status, outcomes, written),
+    )
     return written, executions
 
 
@@ -213,6 +223,7 @@ def insert_execution(
             at,
         ),
     )
+    emit(conn, now, lambda: [outbound_events.execution_created(new, linked_instance, linked_rule)])
 
 
 def claim_executions(
@@ -223,13 +234,14 @@ def claim_executions(
         "SELECT id FROM executions INDEXED BY executions_active"
         " WHERE status IN ('requested', 'scheduled', 'running')"
     )
-    conn.execute(
+    abandoned = conn.execute(
         f"UPDATE executions SET status = ?, finished_at = ?, lease_token = NULL,"
         f" lease_expires_at = NULL, updated_at = ?, {_APPEND_LOG}"
         f" WHERE id IN ({active} AND status <> 'requested' AND lease_expires_at < ?"
-        "  AND attempt >= ?)",
+        "  AND attempt >= ?)"
+        f" RETURNING {EXECUTION_COLUMNS}",
         (ABANDONED, at, at, _log_param(ABANDONED, now), at, max_attempts),
-    )
+    ).fetchall()
     rows = conn.execute(
         "UPDATE executions SET"
         " attempt = CASE WHEN status = 'requested' THEN attempt ELSE attempt + 1 END,"
@@ -247,6 +259,9 @@ def claim_executions(
             limit,
         ),
     ).fetchall()
+    if abandoned or rows:
+        changed = [*abandoned, *rows]
+        emit(conn, now, lambda: [outbound_events.execution_updated(_execution(r)) for r in changed])
     return sorted((_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
@@ -262,7 +277,9 @@ def start_execution(
     ).fetchone()
     if row is None:
         raise _missing_or_lost(conn, "executions", "execution", execution_id)
-    return _execution(row)
+    execution = _execution(row)
+    emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    return execution
 
 
 def heartbeat_execution(
@@ -304,7 +321,9 @@ def finish_execution(
     ).fetchone()
     if row is None:
         raise _missing_or_lost(conn, "executions", "execution", execution_id)
-    return _execution(row)
+    execution = _execution(row)
+    emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    return execution
 
 
 def _missing_or_lost(conn: sqlite3.Connection, table: str, what: str, row_id: str) -> Exception:

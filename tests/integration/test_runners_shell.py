@@ -87,6 +87,7 @@ def test_registry_knows_the_builtin_runners_and_each_parameter_has_a_type():
         "local-shell-script",
         "noop",
         "python-script",
+        "sendwebhook",
     ]
     for name in runner_names():
         for parameter, schema in get_runner(name).parameters.items():

@@ -525,7 +525,7 @@ def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
         "core.echo": "local-shell-cmd",
         "core.http": "http-request",
         "core.noop": "noop",
-        "core.sendwebhook": "http-request",
+        "core.sendwebhook": "sendwebhook",
     }
     assert packs.action("core.local").parameter_specs["cmd"].required
     assert packs.action("core.http").parameter_specs["url"].required

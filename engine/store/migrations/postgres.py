@@ -103,3 +103,64 @@ _API_KEYS = (
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _API_KEYS)
+
+# Version N (outbound webhooks): subscriptions to engine events, the events (an outbox
+# written in the transaction that causes them) and one delivery per event and
+# subscription. A claimed delivery's next_attempt_at is its lease expiry, so one index
+# finds both due and abandoned deliveries. Event data is text: sent verbatim.
+_OUTBOUND = (
+    """
+    CREATE TABLE subscriptions (
+        id text PRIMARY KEY,
+        url text NOT NULL,
+        custom_headers text NOT NULL,
+        events text NOT NULL,
+        secrets text NOT NULL,
+        description text NOT NULL DEFAULT '',
+        enabled boolean NOT NULL DEFAULT true,
+        signing_scheme text NOT NULL,
+        signing_options text NOT NULL,
+        created_at timestamptz NOT NULL,
+        failing_since timestamptz,
+        disabled_reason text,
+        next_sequence bigint NOT NULL DEFAULT 1
+    )
+    """,
+    """
+    CREATE TABLE events (
+        id text PRIMARY KEY,
+        type text NOT NULL,
+        ts timestamptz NOT NULL,
+        data text NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE deliveries (
+        id text PRIMARY KEY,
+        subscription_id text NOT NULL,
+        event_id text NOT NULL REFERENCES events (id),
+        event_type text NOT NULL,
+        sequence bigint NOT NULL,
+        status text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        created_at timestamptz NOT NULL,
+        next_attempt_at timestamptz,
+        last_status_code integer,
+        last_error text,
+        last_response_ms double precision,
+        last_response_excerpt text,
+        attempt_log text NOT NULL DEFAULT '[]',
+        redelivery_of text,
+        redelivered_as text,
+        lease_token text
+    )
+    """,
+    """
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
+    WHERE status IN ('pending', 'delivering')
+    """,
+    "CREATE INDEX deliveries_time ON deliveries (created_at)",
+    "CREATE INDEX deliveries_subscription_time ON deliveries (subscription_id, created_at)",
+    "CREATE INDEX deliveries_event ON deliveries (event_id)",
+)
+MIGRATIONS = (*MIGRATIONS, _OUTBOUND)

@@ -103,3 +103,64 @@ _API_KEYS = (
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (_INITIAL, _API_KEYS)
+
+# Version N (outbound webhooks): subscriptions to engine events, the events (an outbox
+# written in the transaction that causes them) and one delivery per event and
+# subscription. A claimed delivery's next_attempt_at is its lease expiry, so one index
+# finds both due and abandoned deliveries.
+_OUTBOUND = (
+    """
+    CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        custom_headers TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secrets TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        enabled INTEGER NOT NULL DEFAULT 1,
+        signing_scheme TEXT NOT NULL,
+        signing_options TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        failing_since TEXT,
+        disabled_reason TEXT,
+        next_sequence INTEGER NOT NULL DEFAULT 1
+    )
+    """,
+    """
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        data TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        subscription_id TEXT NOT NULL,
+        event_id TEXT NOT NULL REFERENCES events (id),
+        event_type TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        next_attempt_at TEXT,
+        last_status_code INTEGER,
+        last_error TEXT,
+        last_response_ms REAL,
+        last_response_excerpt TEXT,
+        attempt_log TEXT NOT NULL DEFAULT '[]',
+        redelivery_of TEXT,
+        redelivered_as TEXT,
+        lease_token TEXT
+    )
+    """,
+    """
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
+    WHERE status IN ('pending', 'delivering')
+    """,
+    "CREATE INDEX deliveries_time ON deliveries (created_at)",
+    "CREATE INDEX deliveries_subscription_time ON deliveries (subscription_id, created_at)",
+    "CREATE INDEX deliveries_event ON deliveries (event_id)",
+)
+MIGRATIONS = (*MIGRATIONS, _OUTBOUND)
