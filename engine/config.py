@@ -116,6 +116,24 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class ExplainSettings:
+    # Share of trigger instances that matched nothing whose candidate traces are kept
+    # (0..1); traces of instances with a match or an evaluation error are always kept.
+    sample_rate: float = 1.0
+    # Most candidate-rule traces kept per trigger instance (matches and errors first).
+    max_candidates: int = 50
+
+
+@dataclass(frozen=True)
+class TimerSettings:
+    # Ticks that fell while no process ran the timers role: fire_once (the latest missed
+    # tick fires once on start) or skip (resume with the next future tick).
+    missed: str = "fire_once"
+    # Longest sleep between two checks of the timer schedule, seconds.
+    check_interval: float = 1.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -130,12 +148,14 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    timers: TimerSettings = field(default_factory=TimerSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)
     rules_dirs: tuple[str, ...] = ("rules",)
     packs_dirs: tuple[str, ...] = ("packs",)
-    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries")
+    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
     # The file these settings came from (None: defaults only), for file:line in errors.
@@ -154,7 +174,7 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries")
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers")
 
 
 def load_settings(
@@ -199,6 +219,11 @@ def load_settings(
             _set_dotted(data, ["outbound", key], environ[name], source=f"environment {name}")
     settings = _build(Settings, data, source, ())
     validate_roles(settings.roles, f"{source}: roles")
+    if settings.timers.missed not in ("fire_once", "skip"):
+        raise ConfigError(
+            f"{source}: timers.missed: {settings.timers.missed!r} is not a policy; "
+            "use fire_once or skip"
+        )
     return settings
 
 

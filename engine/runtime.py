@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.config import Settings
 from engine.errors import EngineError
@@ -33,6 +35,18 @@ class Runtime:
     draining: bool = False
     # Background role tasks by role name; a finished task means the role died.
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+
+    # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
+    # "execution_finished", "delivery_finished"...); engine.metrics subscribes. An observer
+    # must never break the role that reports to it.
+    observers: list[Callable[..., None]] = field(default_factory=list)
+
+    def observe(self, event: str, *details: Any) -> None:
+        for observer in self.observers:
+            try:
+                observer(event, *details)
+            except Exception:
+                log.exception("observer of %s failed", event)
 
     def worker_problems(self) -> list[str]:
         return [f"role {name} is not running" for name, task in self.tasks.items() if task.done()]

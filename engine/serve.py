@@ -19,7 +19,11 @@ from engine.http.app import RUNTIME, create_app
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, ready: asyncio.Event | None = None, *, watch: bool = False
+) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads rules, packs and webhook definitions;
+    `watch` also reloads when one of their files changes."""
     app = create_app(settings)
     runner = web.AppRunner(
         app,
@@ -49,6 +53,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = _start_reloading(app, loop, stop, watch)
     if ready is not None:
         ready.set()
     try:
@@ -56,8 +61,29 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     finally:
         log.info("shutting down: draining requests and workers")
         app[RUNTIME].draining = True
+        if watcher is not None:
+            await watcher
         await runner.cleanup()
         log.info("stopped")
+
+
+def _start_reloading(
+    app: web.Application, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, watch: bool
+) -> asyncio.Task | None:
+    """SIGHUP reloads; with `watch`, a task polls the rule and pack files for changes."""
+    from engine.http.operations_api import reload_app, watch_app
+
+    def on_sighup() -> None:
+        log.info("SIGHUP: reloading rules, packs and webhook definitions")
+        try:
+            reload_app(app)
+        except Exception:  # a reload bug must not kill the server
+            log.exception("reload failed; the previous rules stay in service")
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    if not watch:
+        return None
+    return asyncio.create_task(watch_app(app, stop), name="hookyard-watch")
 
 
 def _redact(url: str) -> str:

@@ -40,6 +40,10 @@ cli.add_command(enforcement_group)
 cli.add_command(webhook_group)
 cli.add_command(apikey_group)
 
+from engine.cli.explain import explain_command  # noqa: E402  (kept beside its registration)
+
+cli.add_command(explain_command)
+
 
 def main() -> None:
     cli(prog_name="hookyard")

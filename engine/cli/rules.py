@@ -24,18 +24,36 @@ def rule_group() -> None:
 
 @rule_group.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def validate(paths: tuple[str, ...]) -> None:
-    """Check rule files or directories; print every error as file:line:col: message."""
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="HOOKYARD_CONFIG",
+    help="Config file whose packs_dirs hold the known actions (default: ./config.yaml).",
+)
+@click.option(
+    "--packs", "packs_dirs", multiple=True, type=click.Path(), help="Packs folder (repeatable)."
+)
+def validate(paths: tuple[str, ...], config_file: str | None, packs_dirs: tuple[str, ...]) -> None:
+    """Check rule files or directories; print every error as file:line:col: message.
+
+    Rules that load but reference an unknown action or trigger type, or whose criteria can
+    never all match, are printed as warnings; warnings alone exit 0.
+    """
     errors: list[RuleLoadError] = []
     files = iter_rule_files(paths, errors)
     ruleset, load_errors = load_rules(*[f for f in files])
     errors.extend(load_errors)
     for error in errors:
         click.echo(str(error), err=True)
+    warnings = rule_warnings(ruleset, config_file, packs_dirs)
+    for warning in warnings:
+        click.echo(warning, err=True)
     if errors:
         click.echo(f"{len(errors)} error(s) in {len(files)} file(s)", err=True)
         raise SystemExit(1)
-    click.echo(f"ok: {len(ruleset)} rule(s) in {len(files)} file(s)")
+    suffix = f", {len(warnings)} warning(s)" if warnings else ""
+    click.echo(f"ok: {len(ruleset)} rule(s) in {len(files)} file(s){suffix}")
 
 
 @rule_group.command("test")
@@ -43,24 +61,49 @@ def validate(paths: tuple[str, ...]) -> None:
 @click.option(
     "--payload",
     "payload_file",
-    required=True,
     type=click.Path(dir_okay=False),
     help="JSON or YAML file holding the trigger payload.",
+)
+@click.option(
+    "--trigger-instance",
+    "instance_id",
+    help="Use the payload of this stored trigger instance (from the server at --url).",
+)
+@click.option(
+    "--url",
+    envvar="HOOKYARD_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="Server holding --trigger-instance (also HOOKYARD_URL; key from HOOKYARD_API_KEY).",
 )
 @click.option(
     "--trigger", "trigger_type", help="Trigger type of the payload (default: the rule's)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def test(rule: str, payload_file: str, trigger_type: str | None, as_json: bool) -> None:
+def test(
+    rule: str,
+    payload_file: str | None,
+    instance_id: str | None,
+    url: str,
+    trigger_type: str | None,
+    as_json: bool,
+) -> None:
     """Evaluate RULE against a payload without firing anything.
 
-    Exit 0 if it matched, 1 if not, 2 on an error.
+    The payload comes from a file (--payload) or a stored trigger instance
+    (--trigger-instance). Exit 0 if it matched, 1 if not, 2 on an error.
     """
+    if (payload_file is None) == (instance_id is None):
+        fail("give exactly one of --payload FILE or --trigger-instance ID", EXIT_ERROR)
     try:
         loaded = load_rule(Path(rule))
     except RuleError as exc:
         fail(str(exc), EXIT_ERROR)
-    payload = _read_payload(payload_file)
+    if instance_id is not None:
+        payload, stored_trigger = _fetch_instance(url, instance_id)
+        trigger_type = trigger_type or stored_trigger
+    else:
+        payload = _read_payload(payload_file)
     report = evaluate_for_report(loaded, payload, trigger_type)
     if as_json:
         print_json(report)
@@ -91,6 +134,51 @@ def evaluate_for_report(rule, payload: Any, trigger_type: str | None) -> dict[st
             report["matched"] = False
             report["reason"] = f"action parameters did not render: {exc}"
     return report
+
+
+def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
+    """The payload and trigger type of a stored trigger instance, read from the server."""
+    import os
+    from urllib.parse import quote
+
+    from engine.cli.client import API_KEY_VARIABLE, ApiClient, ClientError
+
+    client = ApiClient(url, os.environ.get(API_KEY_VARIABLE))
+    try:
+        data = client.get(f"/triggerinstances/{quote(instance_id, safe='')}").data
+    except ClientError as exc:
+        fail(str(exc), EXIT_ERROR)
+    trigger = data.get("trigger")
+    if isinstance(trigger, dict):
+        trigger = trigger.get("ref") or trigger.get("type")
+    # A timer instance carries its trigger ref (type:digest); the rule names the type.
+    return data.get("payload"), str(trigger or "").partition(":")[0]
+
+
+def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, ...]) -> list[str]:
+    """Lint warnings, with the actions of the packs from --packs or the config's packs_dirs."""
+    from engine.config import load_settings
+    from engine.errors import EngineError
+    from engine.packs import load_packs
+    from engine.rules.lint import lint_rules
+
+    dirs = [Path(d) for d in packs_dirs]
+    if not dirs:
+        try:
+            settings = load_settings(config_file)
+        except EngineError as exc:
+            click.echo(f"warning: packs not checked: {exc}", err=True)
+            settings = None
+        if settings is not None:
+            dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
+    dirs = [d for d in dirs if d.exists()]
+    known_actions = known_packs = None
+    rules = list(ruleset)
+    if dirs:
+        packs, _ = load_packs(dirs)
+        known_actions = {action.ref for action in packs.actions()}
+        known_packs = {*packs.packs, "core"}
+    return [str(w) for w in lint_rules(rules, known_actions=known_actions, known_packs=known_packs)]
 
 
 def _read_payload(file: str) -> Any:

@@ -40,8 +40,13 @@ from engine.logs import configure_logging
 @click.option("--roles", help="Comma-separated roles to run here: api,rules")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Log line format.")
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Reload rules, packs and webhook definitions when their files change.",
+)
 def serve_command(
-    config_file, host, port, store_url, rules_dirs, packs_dirs, roles, log_format, log_level
+    config_file, host, port, store_url, rules_dirs, packs_dirs, roles, log_format, log_level, watch
 ) -> None:
     """Accept webhooks, evaluate rules and record what they decided."""
     try:
@@ -67,7 +72,7 @@ def serve_command(
         from engine.serve import serve
 
         validate_roles(settings.roles, "--roles")
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, watch=watch))
     except EngineError as exc:
         fail(str(exc))
     except OSError as exc:  # port in use, permission denied

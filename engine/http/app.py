@@ -104,6 +104,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         from engine.http import outbound_api
 
         outbound_api.add_routes(app)
+    if "api" in settings.roles:
+        from engine.http import operations_api
+
+        operations_api.add_routes(app)
+    from engine import metrics
+
+    metrics.install(app)
     from engine.workers import role_contexts
 
     for context in role_contexts(settings.roles):

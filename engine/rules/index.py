@@ -14,6 +14,7 @@ from typing import Any
 from engine.errors import RuleError, RuleLoadError
 from engine.model import WEBHOOK_TRIGGER
 from engine.rules.rule import BACKSTOP, Evaluation, Rule, normalize_webhook_name
+from engine.rules.timers import trigger_key
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,10 @@ class RuleSet:
             if rule.trigger_type == WEBHOOK_TRIGGER:
                 self._by_webhook.setdefault(rule.webhook_url or "", []).append(rule)
             else:
-                self._by_trigger.setdefault(rule.trigger_type, []).append(rule)
+                # Timer rules are keyed by their trigger ref (type and parameters), so a
+                # tick reaches only the rules of its own schedule.
+                key = trigger_key(rule.trigger_type, rule.trigger_parameters)
+                self._by_trigger.setdefault(key, []).append(rule)
 
     @classmethod
     def build(cls, rules: Iterable[Rule]) -> tuple[RuleSet, list[RuleLoadError]]:

@@ -12,7 +12,7 @@ worker; completion is accepted only with the current token (else LeaseLost).
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +45,15 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers now."""
+
+    def add_commit_observer(self, observer: Callable[[int, float], None]) -> None:
+        """Call `observer(batch_size, seconds)` after each committed trigger-instance batch
+        (group commit); metrics subscribe here."""
+        self.__dict__.setdefault("_commit_observers", []).append(observer)
+
+    def observe_commit(self, size: int, seconds: float) -> None:
+        for observer in self.__dict__.get("_commit_observers", ()):
+            observer(size, seconds)
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
         """Sleep until a wake-up hint for `queue` arrives or `timeout` passes.
@@ -96,14 +105,25 @@ class Store(OutboundStore, abc.ABC):
         lease_token: str,
         outcomes: Sequence[EnforcementOutcome],
         final_status: str,
+        evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
-        """In one transaction: enforcements, their requested executions, once_per keys and
-        the instance's final status (processed | processing_failed).
+        """In one transaction: enforcements, their requested executions, once_per keys,
+        the instance's final status (processed | processing_failed) and, when given, the
+        candidate rules' evaluation traces (what `get_rule_evaluations` returns).
 
         An outcome with a once_per_key already remembered for its rule is skipped entirely
         (no enforcement, no execution). Returns the ids of the enforcements written.
         Raises LeaseLost if `lease_token` is no longer the instance's token (nothing written).
         """
+
+    @abc.abstractmethod
+    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
+        """The evaluations stored with the instance's enforcements; None if none were kept."""
+
+    @abc.abstractmethod
+    async def queue_stats(self) -> dict[str, dict[str, float]]:
+        """Per queue ("trigger_instances", "executions"): `depth` (items waiting) and
+        `oldest_age_seconds` (age of the oldest waiting item, 0 when empty). Cheap."""
 
     @abc.abstractmethod
     async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:

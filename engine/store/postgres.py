@@ -33,7 +33,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec
+from engine.store import apikey_ops, codec, explain_ops
 from engine.store import postgres_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -233,8 +233,10 @@ class PostgresStore(PostgresOutbound, Store):
     ) -> list[Accepted]:
         if not batch:
             return []
+        started = time.perf_counter()
         answers, inserted = await self._transaction(ops.insert_trigger_instances, batch)
         self.commit_batches += 1
+        self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:
             self._backlog.added(inserted)
             self._work["trigger_instances"].set()
@@ -259,14 +261,27 @@ class PostgresStore(PostgresOutbound, Store):
         lease_token: str,
         outcomes: Sequence[EnforcementOutcome],
         final_status: str,
+        evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
         written = await self._transaction(
-            ops.record_enforcements, instance_id, lease_token, outcomes, final_status, utcnow()
+            explain_ops.pg_record_enforcements,
+            instance_id,
+            lease_token,
+            outcomes,
+            final_status,
+            utcnow(),
+            evaluations,
         )
         if any(outcome.execution is not None for outcome in outcomes):
             self._work["executions"].set()
         return written
+
+    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
+        return await self._read(explain_ops.pg_get_evaluations, instance_id)
+
+    async def queue_stats(self) -> dict[str, dict[str, float]]:
+        return await self._read(explain_ops.pg_queue_stats)
 
     async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
         if leases:

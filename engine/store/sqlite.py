@@ -16,6 +16,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -35,7 +36,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec
+from engine.store import apikey_ops, codec, explain_ops
 from engine.store import sqlite_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -142,8 +143,10 @@ class SqliteStore(SqliteOutbound, Store):
     ) -> list[Accepted]:
         if not batch:
             return []
+        started = time.perf_counter()
         answers, inserted = await self._write(ops.insert_trigger_instances, batch, utcnow())
         self.commit_batches += 1
+        self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:
             self._backlog.added(inserted)
             self._work["trigger_instances"].set()
@@ -168,14 +171,27 @@ class SqliteStore(SqliteOutbound, Store):
         lease_token: str,
         outcomes: Sequence[EnforcementOutcome],
         final_status: str,
+        evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
         written, executions = await self._write(
-            ops.record_enforcements, instance_id, lease_token, outcomes, final_status, utcnow()
+            explain_ops.sqlite_record_enforcements,
+            instance_id,
+            lease_token,
+            outcomes,
+            final_status,
+            utcnow(),
+            evaluations,
         )
         if executions:
             self._work["executions"].set()
         return written
+
+    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
+        return await self._read(explain_ops.sqlite_get_evaluations, instance_id)
+
+    async def queue_stats(self) -> dict[str, dict[str, float]]:
+        return await self._read(explain_ops.sqlite_queue_stats)
 
     async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
         if leases:

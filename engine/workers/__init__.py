@@ -19,6 +19,9 @@ def role_contexts(roles: Sequence[str]) -> list[Callable[[web.Application], Asyn
     from engine.workers.rules import run_rules_worker
 
     mains: dict[str, RoleMain] = {"rules": run_rules_worker, "actions": run_actions_worker}
+    from engine.workers.timers import run_timers_worker
+
+    mains["timers"] = run_timers_worker
     from engine.workers.deliveries import run_deliveries_worker
 
     mains["deliveries"] = run_deliveries_worker

@@ -177,7 +177,7 @@ async def _finish(
     runtime: Runtime, execution: Execution, status: str, result: Any, extra: dict[str, Any]
 ) -> None:
     try:
-        await runtime.store.finish_execution(
+        finished = await runtime.store.finish_execution(
             execution.id, execution.lease_token or "", status, result
         )
     except LeaseLost:
@@ -190,6 +190,7 @@ async def _finish(
     except StoreError as exc:
         log.error("recording the end of execution %s failed: %s", execution.id, exc, extra=extra)
         return
+    runtime.observe("execution_finished", finished)
     log.info("execution %s %s", execution.id, status, extra=extra)
 
 

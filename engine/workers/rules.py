@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 from engine.errors import LeaseLost, StoreError
 from engine.model import PROCESSED, PROCESSING_FAILED, TriggerInstance
 from engine.rules.enforce import decide
+from engine.rules.explain import traces_to_keep
 from engine.runtime import Runtime
 from engine.workers import sleep_until
 
@@ -48,7 +50,7 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:
     extra = {"trigger_instance": instance.id, "trigger": instance.trigger}
     try:
-        outcomes, _ = decide(
+        outcomes, evaluations = decide(
             runtime.ruleset,
             instance,
             action_known=runtime.action_known,
@@ -57,10 +59,18 @@ async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:
         status = PROCESSED
     except Exception:  # a bug in evaluation must not lose the instance
         log.exception("evaluating trigger instance %s failed", instance.id, extra=extra)
-        outcomes, status = [], PROCESSING_FAILED
+        outcomes, evaluations, status = [], [], PROCESSING_FAILED
+    explain = runtime.settings.explain
+    traces = traces_to_keep(
+        evaluations,
+        outcomes,
+        failed=status == PROCESSING_FAILED,
+        sampled=random.random() < explain.sample_rate,
+        max_candidates=explain.max_candidates,
+    )
     try:
         await runtime.store.record_enforcements(
-            instance.id, instance.lease_token or "", outcomes, status
+            instance.id, instance.lease_token or "", outcomes, status, traces
         )
     except LeaseLost:
         log.warning(
@@ -72,6 +82,7 @@ async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:
         # The lease will expire and the instance is processed again: nothing is lost.
         log.error("recording enforcements of %s failed: %s", instance.id, exc, extra=extra)
     else:
+        runtime.observe("rules_evaluated", status, evaluations)
         for outcome in outcomes:
             log.info(
                 "rule %s enforced on %s: %s%s",

@@ -164,3 +164,16 @@ _OUTBOUND = (
     "CREATE INDEX deliveries_event ON deliveries (event_id)",
 )
 MIGRATIONS = (*MIGRATIONS, _OUTBOUND)
+
+# Version N (explain): per trigger instance, the evaluation trace of every candidate rule,
+# written with its enforcements (engine.store.explain_ops).
+_RULE_EVALUATIONS = (
+    """
+    CREATE TABLE rule_evaluations (
+        trigger_instance_id text PRIMARY KEY REFERENCES trigger_instances (id),
+        evaluations jsonb NOT NULL,
+        recorded_at timestamptz NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _RULE_EVALUATIONS)

@@ -164,3 +164,16 @@ _OUTBOUND = (
     "CREATE INDEX deliveries_event ON deliveries (event_id)",
 )
 MIGRATIONS = (*MIGRATIONS, _OUTBOUND)
+
+# Version N (explain): per trigger instance, the evaluation trace of every candidate rule,
+# written with its enforcements (engine.store.explain_ops).
+_RULE_EVALUATIONS = (
+    """
+    CREATE TABLE rule_evaluations (
+        trigger_instance_id TEXT PRIMARY KEY REFERENCES trigger_instances (id),
+        evaluations TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _RULE_EVALUATIONS)

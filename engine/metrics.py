@@ -1,0 +1,207 @@
+"""`GET /metrics` in Prometheus' text format, from a registry owned by one app.
+
+Counters move where the work happens: an aiohttp middleware counts webhook requests by
+hook and status; the roles report through `Runtime.observe` (trigger instances processed,
+rule matches, executions finished, deliveries); the store reports each group-commit batch.
+Queue depths and the age of the oldest waiting item are read from the store (one cheap
+query per queue) when /metrics is scraped. Each app has its own CollectorRegistry, so
+several apps in one process (tests) never share or collide on metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from engine.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+METRICS = web.AppKey("metrics", object)
+WEBHOOK_PREFIXES = ("/webhooks/", "/api/v1/webhooks/")
+# Hook names not defined anywhere are counted under one label, so a scanner posting
+# random paths cannot grow the metric without bound.
+UNKNOWN_WEBHOOK = "<unknown>"
+_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+
+class Metrics:
+    """The metrics of one app; `observe` is the Runtime observer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "hookyard_webhooks_received",
+            "Webhook requests by hook name and HTTP status code.",
+            ["webhook", "status"],
+            registry=r,
+        )
+        self.trigger_instances = Counter(
+            "hookyard_trigger_instances_processed",
+            "Trigger instances the rules worker finished, by final status.",
+            ["status"],
+            registry=r,
+        )
+        self.rule_matches = Counter(
+            "hookyard_rule_matches",
+            "Trigger instances a rule matched, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.executions = Counter(
+            "hookyard_executions_finished",
+            "Executions that reached a final status, by action and status.",
+            ["action", "status"],
+            registry=r,
+        )
+        self.execution_seconds = Histogram(
+            "hookyard_execution_duration_seconds",
+            "Run time of finished executions (start to end), by action and status.",
+            ["action", "status"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        # The outbound deliveries worker reports here: runtime.observe("delivery_finished",
+        # subscription, outcome).
+        self.deliveries = Counter(
+            "hookyard_deliveries",
+            "Outbound webhook delivery attempts by subscription and outcome.",
+            ["subscription", "outcome"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "hookyard_queue_depth", "Items waiting in a queue.", ["queue"], registry=r
+        )
+        self.queue_oldest = Gauge(
+            "hookyard_queue_oldest_age_seconds",
+            "Age of the oldest item waiting in a queue (0 when empty).",
+            ["queue"],
+            registry=r,
+        )
+        self.commit_batch = Histogram(
+            "hookyard_store_commit_batch_size",
+            "Trigger instances per group-commit transaction.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "hookyard_store_commit_seconds",
+            "Time to write and commit one group-commit batch.",
+            buckets=_COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.reloads = Counter(
+            "hookyard_reloads",
+            "Rule and pack reloads by outcome (ok, errors).",
+            ["outcome"],
+            registry=r,
+        )
+
+    # --- observers ------------------------------------------------------------------------
+
+    def observe(self, event: str, *details: Any) -> None:
+        handler = getattr(self, f"_on_{event}", None)
+        if handler is not None:
+            handler(*details)
+
+    def _on_rules_evaluated(self, status: str, evaluations: Any) -> None:
+        self.trigger_instances.labels(status).inc()
+        for result in evaluations:
+            if result.matched:
+                self.rule_matches.labels(result.rule.ref).inc()
+
+    def _on_execution_finished(self, execution: Any) -> None:
+        self.executions.labels(execution.action, execution.status).inc()
+        if execution.started_at is not None and execution.finished_at is not None:
+            seconds = (execution.finished_at - execution.started_at).total_seconds()
+            self.execution_seconds.labels(execution.action, execution.status).observe(
+                max(0.0, seconds)
+            )
+
+    def _on_delivery_finished(self, subscription: str, outcome: str) -> None:
+        self.deliveries.labels(subscription, outcome).inc()
+
+    def _on_reloaded(self, errors: int) -> None:
+        self.reloads.labels("errors" if errors else "ok").inc()
+
+    def commit(self, size: int, seconds: float) -> None:
+        self.commit_batch.observe(size)
+        self.commit_seconds.observe(seconds)
+
+    async def render(self, store: Any) -> bytes:
+        try:
+            stats = await store.queue_stats()
+        except StoreError as exc:
+            log.warning("metrics: queue statistics unavailable: %s", exc)
+            stats = {}
+        for queue, values in stats.items():
+            self.queue_depth.labels(queue).set(values["depth"])
+            self.queue_oldest.labels(queue).set(values["oldest_age_seconds"])
+        return generate_latest(self.registry)
+
+
+def install(app: web.Application) -> Metrics:
+    """Add /metrics, the webhook-counting middleware and the observers to `app`."""
+    from engine.http.app import RUNTIME
+
+    metrics = Metrics()
+    runtime = app[RUNTIME]
+    app[METRICS] = metrics
+    runtime.observers.append(metrics.observe)
+    runtime.store.add_commit_observer(metrics.commit)
+    app.middlewares.insert(0, _count_webhooks)
+    app.router.add_get("/metrics", _metrics_handler)
+    return metrics
+
+
+async def _metrics_handler(request: web.Request) -> web.Response:
+    from engine.http.app import RUNTIME
+
+    metrics = request.app[METRICS]
+    body = await metrics.render(request.app[RUNTIME].store)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@web.middleware
+async def _count_webhooks(request: web.Request, handler) -> web.StreamResponse:
+    if request.method != "POST" or not request.path.startswith(WEBHOOK_PREFIXES):
+        return await handler(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[METRICS].webhooks.labels(_hook_label(request), str(status)).inc()
+
+
+def _hook_label(request: web.Request) -> str:
+    """The defined hook a path names (never a key placed in the path), else <unknown>."""
+    from engine.http.app import RUNTIME
+
+    path = request.path
+    prefix = next(p for p in WEBHOOK_PREFIXES if path.startswith(p))
+    name = path[len(prefix) :].strip("/")
+    known = set(request.app[RUNTIME].ruleset.webhooks)
+    try:
+        from engine.http.auth import GATEKEEPER
+
+        known |= set(request.app[GATEKEEPER].definitions)
+    except (ImportError, KeyError):
+        pass
+    if name == "st2" or name in known:
+        return name
+    candidates = [k for k in known if name.startswith(k + "/")]
+    return max(candidates, key=len) if candidates else UNKNOWN_WEBHOOK

@@ -1,0 +1,122 @@
+"""Warnings about rules that load but will probably never do what their author meant.
+
+Pure: callers pass what is known (actions, packs). `hookyard rule validate` prints these
+as warnings; they never fail a load, because a missing pack may simply not be installed
+on the machine running the check.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from engine.model import WEBHOOK_TRIGGER
+from engine.rules.criteria import Criterion
+from engine.rules.paths import strip_suffix
+from engine.rules.rule import Rule
+from engine.rules.timers import TIMER_TRIGGER_TYPES, TimerError, is_timer, schedule_for
+
+BUILTIN_TRIGGER_TYPES = (WEBHOOK_TRIGGER, *TIMER_TRIGGER_TYPES)
+
+
+@dataclass(frozen=True)
+class RuleWarning:
+    rule: Rule
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.rule.source}:{self.rule.line or 1}: " if self.rule.source else ""
+        return f"{where}warning: rule {self.rule.ref}: {self.message}"
+
+
+def lint_rules(
+    rules: Iterable[Rule],
+    *,
+    known_actions: set[str] | None = None,
+    known_packs: set[str] | None = None,
+) -> list[RuleWarning]:
+    """Warnings for every rule; `known_actions`/`known_packs` None skips those checks."""
+    warnings: list[RuleWarning] = []
+    for rule in rules:
+        warnings.extend(
+            RuleWarning(rule, m) for m in _rule_messages(rule, known_actions, known_packs)
+        )
+    return warnings
+
+
+def _rule_messages(
+    rule: Rule, known_actions: set[str] | None, known_packs: set[str] | None
+) -> list[str]:
+    messages = []
+    if known_actions is not None and rule.action_ref not in known_actions:
+        close = difflib.get_close_matches(rule.action_ref, sorted(known_actions), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (is its pack in packs_dirs?)"
+        messages.append(f"action {rule.action_ref!r} is not a known action{hint}")
+    messages.extend(_trigger_messages(rule, known_packs))
+    messages.extend(never_matching(rule.criteria))
+    return messages
+
+
+def _trigger_messages(rule: Rule, known_packs: set[str] | None) -> list[str]:
+    trigger = rule.trigger_type
+    if trigger == WEBHOOK_TRIGGER:
+        if not rule.webhook_url:
+            return ["a core.st2.webhook rule without trigger.parameters.url listens to no hook"]
+        return []
+    if is_timer(trigger):
+        try:
+            schedule_for(trigger, rule.trigger_parameters)
+        except TimerError as exc:
+            return [f"timer never fires: {exc}"]
+        return []
+    if trigger.startswith("core."):
+        close = difflib.get_close_matches(trigger, BUILTIN_TRIGGER_TYPES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return [f"trigger type {trigger!r} is not a built-in trigger{hint}"]
+    pack = trigger.partition(".")[0]
+    if known_packs is not None and pack not in known_packs:
+        return [
+            f"trigger type {trigger!r} is neither built in nor from a loaded pack; it fires "
+            f"only when something posts it to /webhooks/st2"
+        ]
+    return []
+
+
+def never_matching(criteria: Iterable[Criterion]) -> list[str]:
+    """Pairs of criteria on one field (``#`` tags stripped) that cannot both hold."""
+    by_field: dict[str, list[Criterion]] = {}
+    for criterion in criteria:
+        by_field.setdefault(strip_suffix(criterion.key), []).append(criterion)
+    messages = []
+    for field, group in by_field.items():
+        problem = _contradiction(group)
+        if problem:
+            messages.append(f"criteria on {field} can never all match: {problem}")
+    return messages
+
+
+def _literal(criterion: Criterion) -> tuple[bool, object]:
+    """(True, pattern) when the pattern is fixed (not a template rendered per event)."""
+    return criterion.pattern_template is None, criterion.pattern
+
+
+def _contradiction(group: list[Criterion]) -> str | None:
+    names = {c.operator.name for c in group}
+    if {"exists", "nexists"} <= names:
+        return "exists and nexists"
+    fixed = [(c.operator.name, c.pattern) for c in group if _literal(c)[0]]
+    equals = {repr(p) for name, p in fixed if name == "equals"}
+    if len(equals) > 1:
+        return f"equals {' and '.join(sorted(equals))}"
+    iequals = {str(p).lower() for name, p in fixed if name == "iequals"}
+    if len(iequals) > 1:
+        return f"iequals {' and '.join(repr(v) for v in sorted(iequals))}"
+    for name, pattern in fixed:
+        if name == "nequals" and repr(pattern) in equals:
+            return f"equals and nequals {pattern!r}"
+    if "nexists" in names and names - {"nexists", "nequals", "ncontains", "ninside"}:
+        other = sorted(names - {"nexists", "nequals", "ncontains", "ninside"})[0]
+        if other in ("equals", "iequals", "contains", "startswith", "endswith", "exists"):
+            return f"nexists and {other}"
+    return None

@@ -1,0 +1,93 @@
+"""Rule warnings: unknown actions and trigger types, criteria that can never match."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.rules import load_rule
+from engine.rules.lint import lint_rules
+
+
+def rule(criteria=None, trigger=None, action="core.noop"):
+    return load_rule(
+        {
+            "name": "r",
+            "pack": "t",
+            "trigger": trigger or {"type": "core.st2.webhook", "parameters": {"url": "h"}},
+            "criteria": criteria or {},
+            "action": {"ref": action},
+        }
+    )
+
+
+def messages(r, **known) -> list[str]:
+    return [w.message for w in lint_rules([r], **known)]
+
+
+def test_a_sound_rule_has_no_warning():
+    r = rule({"trigger.body.a": {"type": "equals", "pattern": 1}})
+    assert messages(r, known_actions={"core.noop"}, known_packs={"core"}) == []
+
+
+def test_unknown_action_suggests_a_close_one():
+    found = messages(rule(action="core.noopp"), known_actions={"core.noop", "core.local"})
+    assert found == ["action 'core.noopp' is not a known action; did you mean 'core.noop'?"]
+
+
+def test_unknown_trigger_types():
+    assert (
+        "did you mean 'core.st2.webhook'"
+        in messages(rule(trigger={"type": "core.st2.webhooks"}))[0]
+    )
+    assert (
+        "neither built in nor from a loaded pack"
+        in messages(rule(trigger={"type": "github.push"}), known_packs={"core"})[0]
+    )
+    assert messages(rule(trigger={"type": "github.push"}), known_packs={"core", "github"}) == []
+    bad_timer = {"type": "core.st2.IntervalTimer", "parameters": {"unit": "ages", "delta": 1}}
+    assert "timer never fires" in messages(rule(trigger=bad_timer))[0]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        (
+            {
+                "trigger.body.a": {"type": "equals", "pattern": "x"},
+                "trigger.body.a#2": {"type": "eq", "pattern": "y"},
+            },
+            "equals 'x' and 'y'",
+        ),
+        (
+            {"trigger.body.a": {"type": "exists"}, "trigger.body.a#x": {"type": "nexists"}},
+            "exists and nexists",
+        ),
+        (
+            {
+                "trigger.body.a": {"type": "equals", "pattern": "x"},
+                "trigger.body.a#n": {"type": "nequals", "pattern": "x"},
+            },
+            "equals and nequals 'x'",
+        ),
+        (
+            {
+                "trigger.body.a": {"type": "iequals", "pattern": "X"},
+                "trigger.body.a#2": {"type": "iequals", "pattern": "y"},
+            },
+            "iequals 'x' and 'y'",
+        ),
+    ],
+)
+def test_criteria_that_can_never_match(criteria, expected):
+    found = messages(rule(criteria))
+    assert found == [f"criteria on trigger.body.a can never all match: {expected}"]
+
+
+def test_templated_patterns_and_different_fields_are_not_contradictions():
+    criteria = {
+        "trigger.body.a": {"type": "equals", "pattern": "x"},
+        "trigger.body.a#2": {"type": "equals", "pattern": "{{ trigger.body.b }}"},
+        "trigger.body.b": {"type": "equals", "pattern": "y"},
+        "trigger.body.a#3": {"type": "equals", "pattern": "x"},
+    }
+    assert messages(rule(criteria)) == []
