@@ -212,3 +212,20 @@ async def test_sigterm_during_a_burst_loses_nothing(serve):
     assert len(enforced) == len(set(enforced)), "an instance was enforced twice"
     assert set(result.accepted.values()) <= set(enforced)
     assert again.terminate() == 0
+
+
+async def test_sighup_reloads_rules(serve):
+    rule_file = serve.rules_dir / "watched.yaml"
+    rule_file.write_text(WATCHED_RULE.format(pattern="1"))
+    server = serve.start()
+    rule_file.write_text(WATCHED_RULE.format(pattern="2"))
+    server.proc.send_signal(1)  # SIGHUP
+    deadline = time.monotonic() + PATIENCE
+    while "reloaded " not in server.log_text():
+        assert time.monotonic() < deadline, server.log_tail()
+        await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as session:
+        instance_id = await post_hook(session, server.url, "watched", {"v": "2"})
+        report = await explain_when_processed(session, server.url, instance_id)
+    assert report["matched"] == ["ops.watched"]
+    assert server.terminate() == 0

@@ -297,3 +297,31 @@ async def test_two_processes_on_postgresql_fire_each_tick_once(tmp_path, rules, 
         times = [i.occurrence_time for i in page.items if i.trigger.startswith("core.st2.")]
         assert len(times) >= 3
         assert len(times) == len(set(times)), "a tick was stored twice"
+
+
+def test_reload_keeps_the_previous_action_and_pack_of_broken_files(tmp_path, rules):
+    from engine.reload import reload_runtime
+    from engine.runtime import Runtime
+    from engine.store import create_store
+
+    pack = tmp_path / "packs" / "ops"
+    (pack / "actions").mkdir(parents=True)
+    pack_yaml = "name: ops\ndescription: d\nversion: 1.0.0\nauthor: a\n"
+    (pack / "pack.yaml").write_text(pack_yaml)
+    action = "name: hello\nrunner_type: local-shell-cmd\nparameters: {cmd: {default: 'true'}}\n"
+    (pack / "actions" / "hello.yaml").write_text(action)
+    settings = settings_for(tmp_path, rules, packs_dirs=(str(REPO_PACKS), str(tmp_path / "packs")))
+    runtime = Runtime(settings, create_store(settings.store, tmp_path))
+    assert reload_runtime(runtime).errors == []
+    assert runtime.action_known("ops.hello")
+
+    (pack / "actions" / "hello.yaml").write_text("name: hello\nrunner_type: no-such-runner\n")
+    report = reload_runtime(runtime)
+    assert any("hello.yaml" in error for error in report.errors)
+    assert runtime.action_known("ops.hello"), "the previous action stays in service"
+
+    (pack / "pack.yaml").write_text("name: ops\n")  # missing required fields
+    report = reload_runtime(runtime)
+    assert any("pack.yaml" in error for error in report.errors)
+    assert "ops" in runtime.packs.packs and runtime.action_known("ops.hello")
+    assert str(pack) in report.kept_previous
