@@ -134,6 +134,16 @@ class TimerSettings:
 
 
 @dataclass(frozen=True)
+class DatastoreSettings:
+    # Fernet key(s) for secret datastore values; several comma-separated to rotate (the
+    # first encrypts, all decrypt). Empty: the first secret generates one into key_file.
+    encryption_key: str = ""
+    key_file: str = "data/datastore.key"
+    # Seconds a worker reuses one loaded copy of the datastore for st2kv in templates.
+    cache_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -148,6 +158,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    datastore: DatastoreSettings = field(default_factory=DatastoreSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,

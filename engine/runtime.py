@@ -7,6 +7,7 @@ consistent set without locks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
+from engine.datastore import Datastore
 from engine.errors import EngineError
 from engine.packs import PackSet, load_packs
 from engine.rules import RuleSet, load_rules
@@ -85,6 +87,11 @@ class Runtime:
             len(ruleset.webhooks),
             len(errors),
         )
+
+    @functools.cached_property
+    def datastore(self) -> Datastore:
+        """The st2kv datastore on this process's store (one cached view for all roles)."""
+        return Datastore(self.store, self.settings)
 
     def action_known(self, ref: str) -> bool:
         pack_ref, _, name = ref.partition(".")

@@ -101,6 +101,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         from engine.http import apikeys_api
 
         apikeys_api.add_routes(app)
+        from engine.http import keys_api
+
+        keys_api.add_routes(app)
         from engine.http import outbound_api
 
         outbound_api.add_routes(app)

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine.apikeys import ApiKey
+from engine.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model import (
     Accepted,
     EnforcementOutcome,
@@ -219,3 +220,33 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         """Delete these keys; returns the ids that existed (and are now gone)."""
+
+    # --- datastore (st2kv key-value pairs; see engine.kv) ---------------------------------
+    # Scopes are full names (engine.kv.SYSTEM_SCOPE / USER_SCOPE); `user` is ignored in the
+    # system scope. An expired pair is invisible to every read, as if deleted.
+
+    @abc.abstractmethod
+    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
+        """Create or replace the pair (scope, user, name); returns it as stored. A
+        replaced pair keeps its id and created_at; its value, secret flag and expiry
+        are the new ones. A secret's value must already be ciphertext."""
+
+    @abc.abstractmethod
+    async def get_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> KeyValuePair:
+        """Raise NotFound if absent or expired."""
+
+    @abc.abstractmethod
+    async def list_kv(
+        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
+    ) -> list[KeyValuePair]:
+        """Live pairs ordered by scope, user, name (byte order). `scope` None means both;
+        `user` narrows the user scope to that user (system pairs stay); `prefix` matches
+        the start of names literally."""
+
+    @abc.abstractmethod
+    async def delete_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> bool:
+        """Delete the pair; returns whether a live one existed."""

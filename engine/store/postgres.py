@@ -23,6 +23,7 @@ import asyncpg
 from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
+from engine.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model import (
     Accepted,
     EnforcementOutcome,
@@ -33,7 +34,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec, explain_ops
+from engine.store import apikey_ops, codec, explain_ops, kv_ops
 from engine.store import postgres_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -368,6 +369,26 @@ class PostgresStore(PostgresOutbound, Store):
 
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         return await self._transaction(apikey_ops.pg_delete, list(key_ids))
+
+    # --- datastore (st2kv) -----------------------------------------------------------------
+
+    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
+        return await self._transaction(kv_ops.pg_put, pair, utcnow())
+
+    async def get_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> KeyValuePair:
+        return await self._read(kv_ops.pg_get, name, scope, user, utcnow())
+
+    async def list_kv(
+        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
+    ) -> list[KeyValuePair]:
+        return await self._read(kv_ops.pg_list, prefix, scope, user, utcnow())
+
+    async def delete_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> bool:
+        return await self._transaction(kv_ops.pg_delete, name, scope, user, utcnow())
 
     # --- connections and errors -----------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
+from engine.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model import (
     Accepted,
     EnforcementOutcome,
@@ -36,7 +37,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec, explain_ops
+from engine.store import apikey_ops, codec, explain_ops, kv_ops
 from engine.store import sqlite_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -273,6 +274,26 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         return await self._write(apikey_ops.sqlite_delete, list(key_ids))
+
+    # --- datastore (st2kv) -----------------------------------------------------------------
+
+    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
+        return await self._write(kv_ops.sqlite_put, pair, utcnow())
+
+    async def get_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> KeyValuePair:
+        return await self._read(kv_ops.sqlite_get, name, scope, user, utcnow())
+
+    async def list_kv(
+        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
+    ) -> list[KeyValuePair]:
+        return await self._read(kv_ops.sqlite_list, prefix, scope, user, utcnow())
+
+    async def delete_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> bool:
+        return await self._write(kv_ops.sqlite_delete, name, scope, user, utcnow())
 
     # --- threads and connections ---------------------------------------------------------
 

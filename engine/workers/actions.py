@@ -63,7 +63,13 @@ async def run_execution(runtime: Runtime, execution: Execution) -> None:
     token = execution.lease_token or ""
     store = runtime.store
     try:
-        request, action = prepare(runtime, execution)
+        # st2kv for metadata templates, as the execution's user (engine.datastore).
+        kv = await runtime.datastore.st2kv(_execution_user(execution))
+    except StoreError as exc:
+        log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
+        return  # its lease expires and it is claimed again
+    try:
+        request, action = prepare(runtime, execution, kv)
     except ActionError as exc:
         await _finish(runtime, execution, FAILED, {"error": str(exc)}, extra)
         return
@@ -110,13 +116,15 @@ async def run_execution(runtime: Runtime, execution: Execution) -> None:
     await _finish(runtime, execution, result.status, result.result, extra)
 
 
-def prepare(runtime: Runtime, execution: Execution) -> tuple[RunRequest, Any]:
+def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[RunRequest, Any]:
     """Resolve the action, validate parameters and build the runner request (ActionError)."""
     action = runtime.packs.action(execution.action)
     if not action.enabled:
         raise ActionError(f"action {action.ref!r} is disabled")
     runner_params, action_params = action.prepare_parameters(execution.parameters or {})
-    runner_params, action_params = _render_metadata_templates(action, runner_params, action_params)
+    runner_params, action_params = _render_metadata_templates(
+        action, runner_params, action_params, kv
+    )
     workers = runtime.settings.workers
     timeout = runner_params.get("timeout") or action.timeout or workers.default_timeout
     request = RunRequest(
@@ -133,7 +141,7 @@ def prepare(runtime: Runtime, execution: Execution) -> tuple[RunRequest, Any]:
     return request, action
 
 
-def _render_metadata_templates(action, runner_params: dict, action_params: dict):
+def _render_metadata_templates(action, runner_params: dict, action_params: dict, kv: Any = None):
     """Action metadata may template parameters on others (core.echo: cmd "echo {{message}}").
 
     Rendered against all parameter values; a shell command's inserted values are quoted.
@@ -141,6 +149,7 @@ def _render_metadata_templates(action, runner_params: dict, action_params: dict)
     context = {**runner_params, **action_params}
     if not any(isinstance(v, str) and templates.is_template(v) for v in context.values()):
         return runner_params, action_params
+    context["st2kv"] = kv  # StackStorm reserves the name: the datastore wins
 
     def render(name: str, value: Any) -> Any:
         if not isinstance(value, str) or not templates.is_template(value):
@@ -202,3 +211,12 @@ def _context_ids(execution: Execution) -> dict[str, Any]:
     if (context.get("rule") or {}).get("ref"):
         ids["rule"] = context["rule"]["ref"]
     return ids
+
+
+def _execution_user(execution: Execution) -> str:
+    """Whose st2kv.user keys an execution's templates see: its context user, else the
+    rule user."""
+    from engine.rules.enforce import RULE_USER
+
+    user = (execution.context or {}).get("user")
+    return user if isinstance(user, str) and user else RULE_USER

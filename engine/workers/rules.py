@@ -13,7 +13,7 @@ import random
 
 from engine.errors import LeaseLost, StoreError
 from engine.model import PROCESSED, PROCESSING_FAILED, TriggerInstance
-from engine.rules.enforce import decide
+from engine.rules.enforce import RULE_USER, decide
 from engine.rules.explain import traces_to_keep
 from engine.runtime import Runtime
 from engine.workers import sleep_until
@@ -50,9 +50,17 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:
     extra = {"trigger_instance": instance.id, "trigger": instance.trigger}
     try:
+        # st2kv for the rule user: loaded once and shared by a batch (engine.datastore).
+        kv = await runtime.datastore.st2kv(RULE_USER)
+    except StoreError as exc:
+        # Unprocessed, its lease expires and it is claimed again: nothing is lost.
+        log.error("loading the datastore for %s failed: %s", instance.id, exc, extra=extra)
+        return
+    try:
         outcomes, evaluations = decide(
             runtime.ruleset,
             instance,
+            kv=kv,
             action_known=runtime.action_known,
             shell_parameters=runtime.shell_parameters,
         )

@@ -177,3 +177,27 @@ _RULE_EVALUATIONS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _RULE_EVALUATIONS)
+
+# Version N (datastore): st2kv key-value pairs (engine.store.kv_ops). `user_name` is ''
+# in the system scope so the primary key has no NULL; a secret's `value` is ciphertext.
+_KV_PAIRS = (
+    """
+    CREATE TABLE kv_pairs (
+        scope TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        name TEXT NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        value TEXT NOT NULL,
+        secret INTEGER NOT NULL DEFAULT 0,
+        expire_timestamp TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (scope, user_name, name)
+    )
+    """,
+    """
+    CREATE INDEX kv_pairs_expiry ON kv_pairs (expire_timestamp)
+    WHERE expire_timestamp IS NOT NULL
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _KV_PAIRS)
