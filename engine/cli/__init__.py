@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from engine.cli.apikeys import apikey_group
+from engine.cli.deliveries import delivery_group
 from engine.cli.keys import key_group
 from engine.cli.resources import (
     enforcement_group,
@@ -39,6 +40,7 @@ cli.add_command(execution_group)
 cli.add_command(trigger_instance_group)
 cli.add_command(enforcement_group)
 cli.add_command(webhook_group)
+cli.add_command(delivery_group)
 cli.add_command(apikey_group)
 cli.add_command(key_group)
 

@@ -112,6 +112,9 @@ async def deliver(
     except StoreError as exc:
         log.error("recording delivery %s failed: %s", delivery.id, exc, extra=extra)
         return
+    # Metrics: one attempt of this subscription ended as succeeded, pending (will retry)
+    # or failed (exhausted).
+    runtime.observe("delivery_finished", delivery.subscription_id, recorded.status)
     log.info(
         "delivery %s attempt %d: %s",
         delivery.id,
