@@ -1,0 +1,412 @@
+"""Ingest benchmark: durable webhooks accepted per second and p50/p99 latency, on loopback.
+
+    python bench/bench_ingest.py [--duration 10] [--repeat 3] [--connections 64]
+        [--targets bare,sqlite,postgres,webhook]
+        [--pg-admin-url postgresql://postgres@127.0.0.1:5432/postgres]
+
+Starts every target once, side by side, then runs `wrk` (Debian package `wrk`, with
+bench/post_json.lua: one ~700-byte GitHub-push-like JSON body per POST) against each in
+turn for --repeat rounds, the order rotating each round:
+
+  bare      bench/bare_server.py: aiohttp parses the JSON and answers 202 (the ceiling)
+  sqlite    `hookyard serve --roles api,rules` on a fresh SQLite file
+  postgres  `hookyard serve --roles api,rules` on a fresh PostgreSQL database, created
+            here on --pg-admin-url and dropped at the end
+  webhook   adnanh/webhook (Debian package `webhook`, Go) with a hook that runs /bin/true
+
+Hookyard's hook is declared `auth: none` in a generated config file, like the other two
+targets, which check no credential either. Between two runs the driver waits until the
+target is quiet — Hookyard's rules worker has processed the backlog (counted in the
+database), webhook has finished its /bin/true runs — so no target is measured while
+another is still working.
+Each figure is the median over the rounds; the ratio to `bare` is the median of the
+per-round ratios (both measured in the same round). At the end the driver checks, for
+each Hookyard target, that the store holds at least as many trigger instances as wrk
+counted 2xx answers (a 202 means committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+LUA_SCRIPT = BENCH_DIR / "post_json.lua"
+HOOKS_FILE = BENCH_DIR / "webhook_hooks.json"
+TARGET_NAMES = ("bare", "sqlite", "postgres", "webhook")
+
+# The benchmark's hook takes no credential, like the bare server and the webhook hook;
+# API-key checking (one SHA-256 and a lookup per request) is therefore not measured.
+CONFIG_YAML = """\
+webhooks:
+  bench:
+    auth: none
+"""
+
+RULE_YAML = """\
+---
+name: bench_hook
+pack: bench
+description: The benchmark's named webhook; matches every event, runs nothing.
+trigger:
+  type: core.st2.webhook
+  parameters:
+    url: bench
+action:
+  ref: core.noop
+"""
+
+
+@dataclass
+class Run:
+    accepted_per_second: float
+    p50_ms: float
+    p99_ms: float
+    accepted: int
+    errors: int
+    non_2xx: int
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    command: list[str]
+    cwd: Path
+    ready_path: str | None = None
+    database: str | None = None  # Hookyard only: to wait for the backlog and count rows
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    runs: list[Run] = field(default_factory=list)
+    accepted_total: int = 0
+    drain_seconds: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def wait_ready(target: Target, port: int, deadline_seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if target.process is not None and target.process.poll() is not None:
+            raise SystemExit(f"{target.name} exited early; see {target.log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                pass
+            if target.ready_path is None:
+                return
+            status, _, _ = http_get(f"http://127.0.0.1:{port}{target.ready_path}")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{target.name} not ready after {deadline_seconds:g}s; see {target.log_path}")
+
+
+def start(target: Target, port: int, workdir: Path) -> None:
+    target.log_path = workdir / f"{target.name}.log"
+    with target.log_path.open("wb") as log:
+        target.process = subprocess.Popen(
+            target.command,
+            cwd=target.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **target.env},
+            start_new_session=True,
+        )
+    wait_ready(target, port)
+
+
+def stop(target: Target) -> None:
+    if target.process is None or target.process.poll() is not None:
+        return
+    target.process.send_signal(signal.SIGTERM)
+    try:
+        target.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        target.process.kill()
+        target.process.wait()
+
+
+def run_wrk(url: str, args: argparse.Namespace, seconds: float) -> Run:
+    command = [
+        args.wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next(row for row in out.stdout.splitlines() if row.startswith("BENCH "))
+    data = json.loads(line.removeprefix("BENCH "))
+    socket_errors = (
+        data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"]
+    )
+    accepted = data["requests"] - data["status_errors"]
+    return Run(
+        accepted_per_second=accepted / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        accepted=accepted,
+        errors=socket_errors + data["status_errors"],
+        non_2xx=data["status_errors"],
+    )
+
+
+def status_counts(target: Target) -> dict[str, int]:
+    """Trigger instances by status, read from the database itself (the read API needs a
+    key, and the count should not depend on the server under test)."""
+    query = "SELECT status, count(*) FROM trigger_instances GROUP BY status"
+    if target.database.startswith("sqlite:///"):
+        conn = sqlite3.connect(target.database.removeprefix("sqlite:///"), timeout=30)
+        try:
+            return dict(conn.execute(query).fetchall())
+        finally:
+            conn.close()
+    return asyncio.run(_pg_fetch(target.database, query))
+
+
+async def _pg_fetch(url: str, query: str) -> dict[str, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return {row[0]: row[1] for row in await conn.fetch(query)}
+    finally:
+        await conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its reaped children (webhook's /bin/true runs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(target: Target, limit_seconds: float) -> float:
+    """Seconds until the target has no work left: Hookyard's backlog is processed and the
+    process stops using CPU (webhook keeps running /bin/true after answering). Bounded."""
+    started = time.monotonic()
+    last = cpu_seconds(target.process.pid)
+    while time.monotonic() - started < limit_seconds:
+        time.sleep(0.5)
+        now = cpu_seconds(target.process.pid)
+        busy, last = now - last, now
+        if busy > 0.05:
+            continue
+        if target.database is None:
+            break
+        counts = status_counts(target)
+        if not counts.get("pending") and not counts.get("processing"):
+            break
+    return time.monotonic() - started
+
+
+async def _pg_admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def pg_database_url(admin_url: str, database: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{database}"
+
+
+def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]) -> list[Target]:
+    python = sys.executable
+    hookyard = [python, "-m", "engine", "serve", "--roles", "api,rules"]
+    rules_dir = workdir / "rules"
+    packs_dir = workdir / "packs"
+    rules_dir.mkdir()
+    packs_dir.mkdir()
+    (rules_dir / "bench.yaml").write_text(RULE_YAML)
+    config_file = workdir / "config.yaml"
+    config_file.write_text(CONFIG_YAML)
+    common = ["--config", str(config_file), "--rules", str(rules_dir), "--packs", str(packs_dir)]
+    # The engine package is imported from the checkout, whatever the current folder.
+    env = {"PYTHONPATH": str(REPO)}
+    targets = []
+    for name in args.targets:
+        port = ports[name]
+        base = f"http://127.0.0.1:{port}"
+        if name == "bare":
+            command = [python, str(BENCH_DIR / "bare_server.py"), "--port", str(port)]
+            targets.append(Target(name, f"{base}/webhooks/bench", command, workdir, "/health"))
+        elif name in ("sqlite", "postgres"):
+            store = (
+                f"sqlite:///{workdir / 'hookyard.db'}"
+                if name == "sqlite"
+                else pg_database_url(args.pg_admin_url, args.pg_database)
+            )
+            command = [*hookyard, "--store", store, "--port", str(port), *common]
+            targets.append(
+                Target(name, f"{base}/webhooks/bench", command, workdir, "/ready", store, env)
+            )
+        elif name == "webhook":
+            command = [
+                args.webhook,
+                "-hooks",
+                str(HOOKS_FILE),
+                "-ip",
+                "127.0.0.1",
+                "-port",
+                str(port),
+                "-http-methods",
+                "POST",
+            ]
+            targets.append(Target(name, f"{base}/hooks/bench", command, workdir))
+    return targets
+
+
+def summarise(targets: list[Target], rounds: int) -> str:
+    bare = next((t for t in targets if t.name == "bare"), None)
+    lines = [
+        "| target | accepted/s | p50 ms | p99 ms | errors (non-2xx) | vs bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for target in targets:
+        runs = target.runs
+        ratio = "—"
+        if bare is not None and target is not bare:
+            ratios = [
+                mine.accepted_per_second / theirs.accepted_per_second
+                for mine, theirs in zip(runs, bare.runs, strict=True)
+            ]
+            ratio = f"{statistics.median(ratios):.0%}"
+        elif target is bare:
+            ratio = "100%"
+        lines.append(
+            f"| {target.name} "
+            f"| {statistics.median(r.accepted_per_second for r in runs):,.0f} "
+            f"| {statistics.median(r.p50_ms for r in runs):.1f} "
+            f"| {statistics.median(r.p99_ms for r in runs):.1f} "
+            f"| {sum(r.errors for r in runs)} ({sum(r.non_2xx for r in runs)}) "
+            f"| {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGET_NAMES),
+        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
+    )
+    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg-database", default=f"hookyard_bench_{os.getpid()}")
+    parser.add_argument("--drain-limit", type=float, default=120.0, help="max wait for backlog")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
+    parser.add_argument("--webhook", default=shutil.which("webhook") or "webhook")
+    args = parser.parse_args()
+    unknown = set(args.targets) - set(TARGET_NAMES)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_NAMES)}")
+
+    workdir = Path(tempfile.mkdtemp(prefix="hookyard-bench-"))
+    ports = {name: free_port() for name in args.targets}
+    targets = build_targets(args, workdir, ports)
+    pg_created = False
+    try:
+        if "postgres" in args.targets:
+            asyncio.run(_pg_admin(args.pg_admin_url, f'CREATE DATABASE "{args.pg_database}"'))
+            pg_created = True
+        for target in targets:
+            start(target, ports[target.name], workdir)
+            warm = run_wrk(target.url, args, args.warmup)
+            target.accepted_total += warm.accepted
+            wait_quiet(target, args.drain_limit)
+        for round_index in range(args.repeat):
+            shift = round_index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                run = run_wrk(target.url, args, args.duration)
+                target.runs.append(run)
+                target.accepted_total += run.accepted
+                print(
+                    f"round {round_index + 1} {target.name:9s} {run.accepted_per_second:9,.0f}/s"
+                    f"  p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms"
+                    f"  errors {run.errors} (non-2xx {run.non_2xx})",
+                    flush=True,
+                )
+                quiet = wait_quiet(target, args.drain_limit)
+                if target.database:
+                    target.drain_seconds.append(quiet)
+        print()
+        print(
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
+            f"{args.repeat} rounds, medians; {os.cpu_count()} CPUs"
+        )
+        print(summarise(targets, args.repeat))
+        print()
+        for target in targets:
+            if not target.database:
+                continue
+            counts = status_counts(target)
+            stored = sum(counts.values())
+            processed = counts.get("processed", 0)
+            verdict = "ok" if stored >= target.accepted_total else "LOST WRITES"
+            drain = statistics.median(target.drain_seconds) if target.drain_seconds else 0.0
+            print(
+                f"{target.name}: {target.accepted_total} answered 2xx, {stored} stored, "
+                f"{processed} processed by the rules worker [{verdict}]; median wait for the "
+                f"backlog after a run {drain:.1f}s"
+            )
+    finally:
+        for target in targets:
+            stop(target)
+        if pg_created:
+            asyncio.run(
+                _pg_admin(args.pg_admin_url, f'DROP DATABASE "{args.pg_database}" WITH (FORCE)')
+            )
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
