@@ -101,6 +101,9 @@ class OutboundSettings:
     # generated on first use, encrypted with the passphrase when one is set.
     keyring_dir: str = "data/keys"
     keyring_passphrase: str | None = None
+    # A PEM private key file to sign with instead of the generated key ring (rotate by
+    # configuring another file; keyring_passphrase decrypts it when it is encrypted).
+    signing_key_pem: str | None = None
     # Seconds a rotated-out public key stays in the JWKS.
     key_rotation_grace: float = 604800.0
     # A subscription to every event from configuration; set from the environment with

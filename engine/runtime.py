@@ -54,13 +54,15 @@ class Runtime:
         return [f"role {name} is not running" for name, task in self.tasks.items() if task.done()]
 
     def __post_init__(self) -> None:
+        from engine.outbound.sender import KeyRingProvider
+
+        # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
+        self.keyrings = KeyRingProvider(self.settings)
         if self.runners is None:
-            from engine.outbound.sender import KeyRingProvider
             from engine.outbound.ssrf import DestinationGuard
 
             guard = DestinationGuard(self.settings.outbound.allow_private)
-            keyrings = KeyRingProvider(self.settings)
-            self.runners = default_runners(guard.check_url, guard.connector, keyrings.get)
+            self.runners = default_runners(guard.check_url, guard.connector, self.keyrings.get)
 
     def load_rules(self) -> None:
         """(Re)load packs and rules directories; bad files are reported and skipped.

@@ -51,3 +51,7 @@ cli.add_command(explain_command)
 
 def main() -> None:
     cli(prog_name="hookyard")
+
+from engine.cli.signing import signing_key_group  # noqa: E402  (grouped with its registration)
+
+cli.add_command(signing_key_group)

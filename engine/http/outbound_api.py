@@ -30,7 +30,7 @@ MAX_LIMIT = 1000
 
 
 def add_routes(app: web.Application) -> None:
-    app[KEYRINGS] = KeyRingProvider(app[RUNTIME].settings)
+    app[KEYRINGS] = app[RUNTIME].keyrings
     base = "/api/v1/events/webhooks"
     for path in (base, base + "/"):
         app.router.add_post(path, create)
@@ -45,6 +45,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/deliveries/{id}", get_delivery)
     app.router.add_post("/api/v1/deliveries/{id}/redeliver", redeliver)
     app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_post("/api/v1/events/signing-keys/rotate", rotate_signing_key)
 
 
 async def _admin(request: web.Request) -> None:
@@ -208,3 +209,17 @@ async def redeliver(request: web.Request) -> web.Response:
 async def jwks(request: web.Request) -> web.Response:
     keys = await request.app[KEYRINGS].jwks()
     return json_response(keys, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def rotate_signing_key(request: web.Request) -> web.Response:
+    """A new rsa-sha256 signing key; the old public key stays published for the grace."""
+    await _admin(request)
+    keyrings = request.app[KEYRINGS]
+    if keyrings.pem_file is not None:
+        raise IngestError(
+            "the signing key is the configured PEM outbound.signing_key_pem: rotate it by "
+            "configuring another file",
+            409,
+        )
+    kid = await keyrings.rotate()
+    return json_response({"kid": kid, "jwks": await keyrings.jwks()}, 201)

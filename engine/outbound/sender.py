@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from engine.config import Settings
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 from engine.model import isoformat, utcnow
 from engine.outbound import signing
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery
@@ -34,26 +34,51 @@ _READ_CHUNK = 16384
 
 
 class KeyRingProvider:
-    """The engine's RSA key ring from outbound settings, loaded once on first use."""
+    """The engine's RSA key ring from outbound settings, loaded once on first use.
+
+    Either a configured PEM (`outbound.signing_key_pem`) or a generated ring kept in
+    `outbound.keyring_dir`. A ring shared by several processes is re-read from disk at most
+    every RELOAD_SECONDS, so a rotation made by one process (or the CLI) reaches the others.
+    """
+
+    RELOAD_SECONDS = 5.0
 
     def __init__(self, settings: Settings) -> None:
         outbound = settings.outbound
         self.directory: Path = settings.resolve_path(outbound.keyring_dir)
+        self.pem_file: Path | None = (
+            settings.resolve_path(outbound.signing_key_pem) if outbound.signing_key_pem else None
+        )
         passphrase = outbound.keyring_passphrase
         self._passphrase = None if passphrase is None else str(passphrase).encode()
         self._grace = outbound.key_rotation_grace
         self._ring: KeyRing | None = None
+        self._loaded_at = 0.0
         self._lock = asyncio.Lock()
+
+    def load(self) -> KeyRing:
+        """Load synchronously (CLI use); raises ConfigError for a bad PEM or passphrase."""
+        if self.pem_file is not None:
+            try:
+                pem = self.pem_file.read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"outbound.signing_key_pem: cannot read {self.pem_file}: {exc.strerror}"
+                ) from None
+            return KeyRing.from_pem(pem, self._passphrase, grace_seconds=self._grace)
+        return KeyRing.load_or_create(
+            self.directory, passphrase=self._passphrase, grace_seconds=self._grace
+        )
 
     async def get(self) -> KeyRing:
         async with self._lock:
+            now = time.monotonic()
             if self._ring is None:
-                self._ring = await asyncio.to_thread(
-                    KeyRing.load_or_create,
-                    self.directory,
-                    passphrase=self._passphrase,
-                    grace_seconds=self._grace,
-                )
+                self._ring = await asyncio.to_thread(self.load)
+                self._loaded_at = now
+            elif self.pem_file is None and now - self._loaded_at > self.RELOAD_SECONDS:
+                await asyncio.to_thread(self._ring.reload)
+                self._loaded_at = now
             return self._ring
 
     async def jwks(self) -> dict:
@@ -61,6 +86,12 @@ class KeyRingProvider:
         # Another process sharing the directory may have rotated: publish what is on disk.
         await asyncio.to_thread(ring.reload)
         return ring.jwks()
+
+    async def rotate(self) -> str:
+        """A new current signing key; the old public key stays in the JWKS for the grace."""
+        ring = await self.get()
+        async with self._lock:
+            return await asyncio.to_thread(ring.rotate)
 
 
 def body_of(claimed: ClaimedDelivery) -> bytes:

@@ -20,7 +20,7 @@ from engine.errors import DestinationRefused, LeaseLost, OutboundError, StoreErr
 from engine.model import utcnow
 from engine.outbound.delivery import ClaimedDelivery
 from engine.outbound.policy import RetryPolicy
-from engine.outbound.sender import KeyRingProvider, Sender
+from engine.outbound.sender import Sender
 from engine.outbound.signing import generate_secret
 from engine.outbound.ssrf import DestinationGuard
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Secret, Subscription
@@ -49,7 +49,7 @@ async def run_deliveries_worker(runtime: Runtime, stop: asyncio.Event) -> None:
         settings.per_subscription_concurrency,
         policy.max_attempts,
     )
-    keyrings = KeyRingProvider(runtime.settings)
+    keyrings = runtime.keyrings
     sender = Sender(guard, keyrings, settings.delivery_timeout, settings.response_excerpt)
     async with sender:
         try:
