@@ -28,11 +28,14 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMEOUT = "timeout"
 CANCELED = "canceled"
+# Cancel requested while running: the worker stops the run and records `canceled`.
+CANCELING = "canceling"
 ABANDONED = "abandoned"
 EXECUTION_STATUSES = (
     REQUESTED,
     SCHEDULED,
     RUNNING,
+    CANCELING,
     SUCCEEDED,
     FAILED,
     TIMEOUT,

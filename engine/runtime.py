@@ -18,7 +18,7 @@ from engine.config import Settings
 from engine.datastore import Datastore
 from engine.errors import EngineError
 from engine.packs import PackSet, load_packs
-from engine.rules import RuleSet, load_rules
+from engine.rules import Rule, RuleSet, load_rules
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
 
@@ -33,6 +33,9 @@ class Runtime:
     packs: PackSet = field(default_factory=PackSet)
     runners: RunnerRegistry | None = None
     load_errors: list[EngineError] = field(default_factory=list)
+    # Rules stored through /api/v1/rules (engine.workers.rule_sync keeps them current);
+    # merged after file and pack rules, so a file rule wins a ref both define.
+    api_rules: tuple[Rule, ...] = ()
     # Set while the process drains on SIGTERM: readiness turns false, nothing new is claimed.
     draining: bool = False
     # Background role tasks by role name; a finished task means the role died.
@@ -74,7 +77,7 @@ class Runtime:
         dirs = [self.settings.resolve_path(d) for d in self.settings.rules_dirs]
         existing = [d for d in dirs if Path(d).exists()]
         file_ruleset, rule_errors = load_rules(*existing)
-        ruleset, duplicate_errors = RuleSet.build([*file_ruleset, *packs.rules()])
+        ruleset, duplicate_errors = RuleSet.build([*file_ruleset, *packs.rules(), *self.api_rules])
         errors = [*pack_errors, *rule_errors, *duplicate_errors]
         for error in errors:
             log.error("not loaded: %s", error)

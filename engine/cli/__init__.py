@@ -48,6 +48,14 @@ from engine.cli.explain import explain_command  # noqa: E402  (kept beside its r
 
 cli.add_command(explain_command)
 
+from engine.cli import changes  # noqa: E402  (kept beside its registration)
+
+rule_group.add_command(changes.rule_enable)
+rule_group.add_command(changes.rule_disable)
+rule_group.add_command(changes.rule_delete)
+execution_group.add_command(changes.execution_cancel)
+trigger_instance_group.add_command(changes.trigger_instance_re_emit)
+
 
 def main() -> None:
     cli(prog_name="hookyard")

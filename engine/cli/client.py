@@ -55,7 +55,7 @@ class Reply:
 
 
 class ApiClient:
-    """GET and POST JSON under `<url>/api/v1`."""
+    """GET, POST, PUT and DELETE JSON under `<url>/api/v1`."""
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
         url = url.rstrip("/")
@@ -72,6 +72,12 @@ class ApiClient:
 
     def post(self, path: str, body: Any) -> Reply:
         return self._request("POST", path, json.dumps(body).encode())
+
+    def put(self, path: str, body: Any) -> Reply:
+        return self._request("PUT", path, json.dumps(body).encode())
+
+    def delete(self, path: str) -> Reply:
+        return self._request("DELETE", path, None)
 
     def _request(self, method: str, path: str, body: bytes | None) -> Reply:
         headers = {"Accept": "application/json"}

@@ -235,16 +235,8 @@ def trigger_instance_get(client: ApiClient, as_json: bool, instance_id: str) -> 
     show_object(data, as_json, ("id", "trigger", "webhook", "status", "occurrence_time"))
 
 
-@trigger_instance_group.command("re-emit")
-@click.argument("instance_id")
-@server_command
-def trigger_instance_re_emit(client: ApiClient, as_json: bool, instance_id: str) -> None:
-    """Store a copy of a trigger instance as a new event, so rules evaluate it again."""
-    data = client.post(f"/triggerinstances/{path_part(instance_id)}/re_emit", None).data
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(data.get("message") if isinstance(data, dict) else "re-emitted")
+# `hookyard trigger-instance re-emit` (many ids, filters, a progress bar) is in
+# engine.cli.changes with the other commands that change things on the server.
 
 
 # --- enforcements ------------------------------------------------------------

@@ -88,6 +88,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_store_context)
+    from engine.workers import rule_sync
+
+    rule_sync.install(app, runtime)  # rules stored through the API, after file rules load
     # Webhook definitions are checked here (a bad one fails the start); keys after open.
     auth.install(app, settings, runtime.store)
     app.router.add_get("/health", health)
@@ -107,6 +110,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         from engine.http import outbound_api
 
         outbound_api.add_routes(app)
+        from engine.http import cancel_api, rules_api
+
+        rules_api.add_routes(app)
+        cancel_api.add_routes(app)
     if "api" in settings.roles:
         from engine.http import operations_api
 

@@ -28,6 +28,7 @@ from engine.model import (
     TriggerInstance,
 )
 from engine.store.outbound_base import OutboundStore
+from engine.stored_rules import StoredRule
 
 
 class Store(OutboundStore, abc.ABC):
@@ -171,14 +172,16 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def heartbeat_execution(
         self, execution_id: str, lease_token: str, lease_seconds: float
-    ) -> None:
-        """Extend the lease of a running execution. LeaseLost on a stale token."""
+    ) -> str:
+        """Extend the lease of a scheduled, running or canceling execution; returns its
+        status (`canceling` tells the worker to stop the run). LeaseLost on a stale token."""
 
     @abc.abstractmethod
     async def finish_execution(
         self, execution_id: str, lease_token: str, status: str, result: Any
     ) -> Execution:
-        """Record the final status, result and end time. LeaseLost on a stale token."""
+        """Record the final status, result and end time (also of a canceling execution).
+        LeaseLost on a stale token."""
 
     @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:
@@ -250,3 +253,31 @@ class Store(OutboundStore, abc.ABC):
         self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
     ) -> bool:
         """Delete the pair; returns whether a live one existed."""
+
+    # --- cancel and rules stored through the API (engine.store.cancel_ops, rule_ops) ------
+
+    @abc.abstractmethod
+    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
+        """Cancel an execution: requested/scheduled → canceled at once, running → canceling
+        (its worker stops it and records canceled), anything else unchanged. Returns the
+        execution after the request and its status before it. NotFound if absent."""
+
+    @abc.abstractmethod
+    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        """Store a new API rule. Conflict if `ref` is stored already."""
+
+    @abc.abstractmethod
+    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        """Replace a stored rule's definition (created_at kept). NotFound if absent."""
+
+    @abc.abstractmethod
+    async def delete_rule(self, ref: str) -> None:
+        """NotFound if absent."""
+
+    @abc.abstractmethod
+    async def list_rules(self) -> list[StoredRule]:
+        """Every stored rule, by ref."""
+
+    @abc.abstractmethod
+    async def rules_version(self) -> int:
+        """A counter every rule write bumps in its transaction (cheap; processes poll it)."""

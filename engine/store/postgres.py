@@ -34,13 +34,14 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec, explain_ops, kv_ops
+from engine.store import apikey_ops, cancel_ops, codec, explain_ops, kv_ops, rule_ops
 from engine.store import postgres_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.postgres import MIGRATIONS
 from engine.store.postgres_outbound import PostgresOutbound
+from engine.stored_rules import StoredRule
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ class PostgresStore(PostgresOutbound, Store):
         self, limit: int, lease_seconds: float, max_attempts: int = 2
     ) -> list[Execution]:
         return await self._transaction(
-            ops.claim_executions, limit, lease_seconds, max_attempts, utcnow()
+            cancel_ops.pg_claim_executions, limit, lease_seconds, max_attempts, utcnow()
         )
 
     async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
@@ -329,8 +330,10 @@ class PostgresStore(PostgresOutbound, Store):
 
     async def heartbeat_execution(
         self, execution_id: str, lease_token: str, lease_seconds: float
-    ) -> None:
-        await self._transaction(ops.heartbeat_execution, execution_id, lease_token, lease_seconds)
+    ) -> str:
+        return await self._transaction(
+            ops.heartbeat_execution, execution_id, lease_token, lease_seconds
+        )
 
     async def finish_execution(
         self, execution_id: str, lease_token: str, status: str, result: Any
@@ -389,6 +392,26 @@ class PostgresStore(PostgresOutbound, Store):
         self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
     ) -> bool:
         return await self._transaction(kv_ops.pg_delete, name, scope, user, utcnow())
+
+    # --- cancel and API rules ------------------------------------------------------------
+
+    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
+        return await self._transaction(cancel_ops.pg_request_cancel, execution_id, utcnow())
+
+    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._transaction(rule_ops.pg_create, ref, definition, utcnow())
+
+    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._transaction(rule_ops.pg_replace, ref, definition, utcnow())
+
+    async def delete_rule(self, ref: str) -> None:
+        await self._transaction(rule_ops.pg_delete, ref)
+
+    async def list_rules(self) -> list[StoredRule]:
+        return await self._read(rule_ops.pg_list)
+
+    async def rules_version(self) -> int:
+        return await self._read(rule_ops.pg_version)
 
     # --- connections and errors -----------------------------------------------------------
 

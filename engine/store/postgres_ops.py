@@ -310,18 +310,19 @@ async def start_execution(
 
 async def heartbeat_execution(
     conn: asyncpg.Connection, execution_id: str, lease_token: str, lease_seconds: float
-) -> None:
-    updated = await conn.fetchval(
+) -> str:
+    status = await conn.fetchval(
         "UPDATE executions SET lease_expires_at = now() + make_interval(secs => $3),"
         " updated_at = now()"
-        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running')"
-        " RETURNING id",
+        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running', 'canceling')"
+        " RETURNING status",
         execution_id,
         lease_token,
         float(lease_seconds),
     )
-    if updated is None:
+    if status is None:
         raise await _missing_or_lost(conn, "executions", "execution", execution_id)
+    return status
 
 
 async def finish_execution(
@@ -336,7 +337,7 @@ async def finish_execution(
         "UPDATE executions SET status = $3, result = $4::jsonb, finished_at = $5,"
         " lease_token = NULL, lease_expires_at = NULL, updated_at = now(),"
         " log = log || $6::jsonb"
-        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running')"
+        " WHERE id = $1 AND lease_token = $2 AND status IN ('scheduled', 'running', 'canceling')"
         f" RETURNING {EXECUTION_COLUMNS}",
         execution_id,
         lease_token,

@@ -37,13 +37,14 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, codec, explain_ops, kv_ops
+from engine.store import apikey_ops, cancel_ops, codec, explain_ops, kv_ops, rule_ops
 from engine.store import sqlite_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.sqlite import MIGRATIONS
 from engine.store.sqlite_outbound import SqliteOutbound
+from engine.stored_rules import StoredRule
 
 log = logging.getLogger(__name__)
 
@@ -225,15 +226,17 @@ class SqliteStore(SqliteOutbound, Store):
     async def claim_executions(
         self, limit: int, lease_seconds: float, max_attempts: int = 2
     ) -> list[Execution]:
-        return await self._write(ops.claim_executions, limit, lease_seconds, max_attempts, utcnow())
+        return await self._write(
+            cancel_ops.sqlite_claim_executions, limit, lease_seconds, max_attempts, utcnow()
+        )
 
     async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
         return await self._write(ops.start_execution, execution_id, lease_token, utcnow())
 
     async def heartbeat_execution(
         self, execution_id: str, lease_token: str, lease_seconds: float
-    ) -> None:
-        await self._write(
+    ) -> str:
+        return await self._write(
             ops.heartbeat_execution, execution_id, lease_token, lease_seconds, utcnow()
         )
 
@@ -294,6 +297,26 @@ class SqliteStore(SqliteOutbound, Store):
         self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
     ) -> bool:
         return await self._write(kv_ops.sqlite_delete, name, scope, user, utcnow())
+
+    # --- cancel and API rules ------------------------------------------------------------
+
+    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
+        return await self._write(cancel_ops.sqlite_request_cancel, execution_id, utcnow())
+
+    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._write(rule_ops.sqlite_create, ref, definition, utcnow())
+
+    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._write(rule_ops.sqlite_replace, ref, definition, utcnow())
+
+    async def delete_rule(self, ref: str) -> None:
+        await self._write(rule_ops.sqlite_delete, ref)
+
+    async def list_rules(self) -> list[StoredRule]:
+        return await self._read(rule_ops.sqlite_list)
+
+    async def rules_version(self) -> int:
+        return await self._read(rule_ops.sqlite_version)
 
     # --- threads and connections ---------------------------------------------------------
 

@@ -288,19 +288,21 @@ def heartbeat_execution(
     lease_token: str,
     lease_seconds: float,
     now: datetime,
-) -> None:
-    cursor = conn.execute(
+) -> str:
+    row = conn.execute(
         "UPDATE executions SET lease_expires_at = ?, updated_at = ?"
-        " WHERE id = ? AND lease_token = ? AND status IN ('scheduled', 'running')",
+        " WHERE id = ? AND lease_token = ? AND status IN ('scheduled', 'running', 'canceling')"
+        " RETURNING status",
         (
             time_to_text(now + timedelta(seconds=lease_seconds)),
             time_to_text(now),
             execution_id,
             lease_token,
         ),
-    )
-    if cursor.rowcount == 0:
+    ).fetchone()
+    if row is None:
         raise _missing_or_lost(conn, "executions", "execution", execution_id)
+    return row["status"]
 
 
 def finish_execution(
@@ -315,7 +317,7 @@ def finish_execution(
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, lease_token = NULL,"
         f" lease_expires_at = NULL, updated_at = ?, {_APPEND_LOG}"
-        " WHERE id = ? AND lease_token = ? AND status IN ('scheduled', 'running')"
+        " WHERE id = ? AND lease_token = ? AND status IN ('scheduled', 'running', 'canceling')"
         f" RETURNING {EXECUTION_COLUMNS}",
         (status, result_json, at, at, _log_param(status, now), execution_id, lease_token),
     ).fetchone()

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
-from engine.model import ABANDONED, FAILED, Execution
+from engine.model import ABANDONED, CANCELED, CANCELING, FAILED, Execution
 from engine.rules import templates
 from engine.runners.base import RunRequest
 from engine.runtime import Runtime
@@ -24,11 +24,25 @@ log = logging.getLogger(__name__)
 
 SHELL_COMMAND_RUNNER = "local-shell-cmd"
 
+# Observed event (engine.runtime observers) carrying an execution id: a cancel was
+# requested through this process's API. Workers in other processes learn it from the
+# `canceling` status their next heartbeat returns.
+CANCEL_REQUESTED = "execution_cancel_requested"
+CANCELED_BY_USER = {"message": "Action canceled by user."}
+
 
 async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     settings = runtime.settings.workers
     store = runtime.store
     running: set[asyncio.Task] = set()
+    # Execution id → its cancel signal, for the executions this worker runs now.
+    cancels: dict[str, asyncio.Event] = {}
+
+    def on_cancel_requested(event: str, *details: Any) -> None:
+        if event == CANCEL_REQUESTED and details and details[0] in cancels:
+            cancels[details[0]].set()
+
+    runtime.observers.append(on_cancel_requested)
     log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
     try:
         while not stop.is_set():
@@ -45,9 +59,11 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 await sleep_until(stop, asyncio.sleep(settings.poll_interval))
                 continue
             for execution in batch:
-                task = asyncio.create_task(run_execution(runtime, execution))
+                cancel = cancels[execution.id] = asyncio.Event()
+                task = asyncio.create_task(run_execution(runtime, execution, cancel))
                 running.add(task)
                 task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _, key=execution.id: cancels.pop(key, None))
             if not batch:
                 await sleep_until(stop, store.wait_for_work("executions", settings.poll_interval))
     finally:
@@ -55,10 +71,16 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             # In-flight executions finish within the role's grace period; past it they are
             # cancelled, their process groups killed and their leases left to expire.
             await asyncio.gather(*running, return_exceptions=True)
+        runtime.observers.remove(on_cancel_requested)
         log.info("actions worker stopped")
 
 
-async def run_execution(runtime: Runtime, execution: Execution) -> None:
+async def run_execution(
+    runtime: Runtime, execution: Execution, cancel: asyncio.Event | None = None
+) -> None:
+    """Run one claimed execution; setting `cancel` (or a `canceling` status seen by the
+    heartbeat) stops the run, kills its process group and records `canceled`."""
+    cancel = cancel or asyncio.Event()
     extra = {"execution": execution.id, "action": execution.action, **_context_ids(execution)}
     token = execution.lease_token or ""
     store = runtime.store
@@ -99,7 +121,8 @@ async def run_execution(runtime: Runtime, execution: Execution) -> None:
     )
     runner = runtime.runners.get(action.runner_type)
     run_task = asyncio.create_task(runner.run(request))
-    heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task))
+    heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task, cancel))
+    stopper = asyncio.create_task(_stop_when(cancel, run_task))
     try:
         result = await run_task
     except asyncio.CancelledError:
@@ -108,11 +131,17 @@ async def run_execution(runtime: Runtime, execution: Execution) -> None:
                 "execution %s lost its lease while running; stopped", execution.id, extra=extra
             )
             return
+        current = asyncio.current_task()
+        if cancel.is_set() and not (current and current.cancelling()):
+            log.info("execution %s canceled by request; stopped", execution.id, extra=extra)
+            await _finish(runtime, execution, CANCELED, CANCELED_BY_USER, extra)
+            return
         raise
     finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError, LeaseLost, StoreError):
-            await heartbeat
+        for helper in (heartbeat, stopper):
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LeaseLost, StoreError):
+                await helper
     await _finish(runtime, execution, result.status, result.result, extra)
 
 
@@ -167,14 +196,23 @@ def _render_metadata_templates(action, runner_params: dict, action_params: dict,
     )
 
 
-async def _heartbeat(runtime: Runtime, execution: Execution, run_task: asyncio.Task) -> None:
+async def _stop_when(cancel: asyncio.Event, run_task: asyncio.Task) -> None:
+    await cancel.wait()
+    run_task.cancel()  # runners kill the process group when cancelled
+
+
+async def _heartbeat(
+    runtime: Runtime, execution: Execution, run_task: asyncio.Task, cancel: asyncio.Event
+) -> None:
     lease = runtime.settings.workers.lease_seconds
     while True:
         await asyncio.sleep(lease / 3)
         try:
-            await runtime.store.heartbeat_execution(
+            status = await runtime.store.heartbeat_execution(
                 execution.id, execution.lease_token or "", lease
             )
+            if status == CANCELING:
+                cancel.set()
         except LeaseLost:
             run_task.cancel()
             raise

@@ -247,3 +247,50 @@ def test_st2_rule_webhook_trigger_instance_and_enforcement_lists(serve, st2_cli,
         refused = st2("rule", "list", with_key=False)
         assert refused.returncode == 1
         assert "401 Client Error" in refused.stdout + refused.stderr
+
+
+API_RULE = {
+    "name": "st2_made",
+    "pack": "accept",
+    "trigger": {"type": "core.st2.webhook", "parameters": {"url": "st2-made"}},
+    "action": {"ref": "core.local", "parameters": {"cmd": "true"}},
+}
+
+
+def test_st2_rule_create_disable_enable_delete(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+    rule_file = tmp_path / "st2_made.json"
+    rule_file.write_text(json.dumps(API_RULE))
+    created = st2.json("rule", "create", str(rule_file))
+    assert created["ref"] == "accept.st2_made" and created["source"] == "api"
+
+    st2.ok("rule", "disable", "accept.st2_made")
+    assert st2.api("/api/v1/rules/accept.st2_made")["enabled"] is False
+    st2.ok("rule", "enable", "accept.st2_made")
+    assert st2.api("/api/v1/rules/accept.st2_made")["enabled"] is True
+
+    # A rule from a file: Hookyard refuses (409) and names the file to edit.
+    refused = st2("rule", "disable", "examples.github_push_deploy")
+    assert refused.returncode != 0
+    assert "github_push_deploy" in refused.stdout + refused.stderr
+
+    st2.ok("rule", "delete", "accept.st2_made")
+    assert "accept.st2_made" not in st2.ok("rule", "list")
+
+
+def test_st2_execution_cancel(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+    started = st2.ok("run", "core.local", "cmd=sleep 30", "--async")
+    execution_id = re.search(r"st2 execution get ([0-9a-f]+)", started).group(1)
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while st2.api(f"/api/v1/executions/{execution_id}")["status"] != "running":
+        assert time.monotonic() < deadline, "the sleep never started"
+        time.sleep(0.1)
+
+    out = st2.ok("execution", "cancel", execution_id)
+    assert f"execution with id {execution_id} canceled." in out.lower()
+    while st2.api(f"/api/v1/executions/{execution_id}")["status"] != "canceled":
+        assert time.monotonic() < deadline + WAIT_TIMEOUT, "never canceled"
+        time.sleep(0.1)
+    again = st2.ok("execution", "cancel", execution_id)
+    assert 'already in "canceled" state' in again

@@ -201,3 +201,25 @@ _KV_PAIRS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _KV_PAIRS)
+
+# Version N (rules API): rules created through /api/v1/rules (engine.store.rule_ops); the
+# definition is the rule as StackStorm's API shapes it. `rules_version` holds one counter,
+# bumped by every write, that processes poll to pick up other processes' changes.
+_STORED_RULES = (
+    """
+    CREATE TABLE rules (
+        ref TEXT PRIMARY KEY,
+        definition TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE rules_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    )
+    """,
+    "INSERT INTO rules_version (id, version) VALUES (1, 0)",
+)
+MIGRATIONS = (*MIGRATIONS, _STORED_RULES)

@@ -1,0 +1,48 @@
+"""Cancel an execution: `DELETE /api/v1/executions/{id}` (what `st2 execution cancel`
+sends) or `PUT /api/v1/executions/{id}` with `{"status": "canceled"}`.
+
+Answers as StackStorm does: 200 with the execution (now `canceled`, or `canceling` while
+its worker stops a running one); 200 with a `faultstring` when it has already finished;
+404 when there is no such execution.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from engine.errors import IngestError
+from engine.http.actions_api import execution_api
+from engine.http.app import RUNTIME, json_response
+from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
+from engine.workers.actions import CANCEL_REQUESTED
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_delete("/api/v1/executions/{id}", cancel_execution)
+    app.router.add_put("/api/v1/executions/{id}", update_execution)
+
+
+async def update_execution(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or body.get("status") != CANCELED or set(body) != {"status"}:
+        raise IngestError(
+            'an execution can only be updated to cancel it: send {"status": "canceled"}'
+        )
+    return await cancel_execution(request)
+
+
+async def cancel_execution(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    execution, previous = await runtime.store.request_cancel(request.match_info["id"])
+    if execution.status == CANCELING:
+        runtime.observe(CANCEL_REQUESTED, execution.id)
+    elif previous == CANCELED:
+        return json_response({"faultstring": 'Action is already in "canceled" state.'})
+    elif previous not in (REQUESTED, SCHEDULED):
+        return json_response({"faultstring": f"Action cannot be canceled. State = {previous}."})
+    return json_response(execution_api(runtime, execution))

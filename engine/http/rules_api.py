@@ -1,0 +1,117 @@
+"""Rule writes under /api/v1/rules in StackStorm's shapes (reads are in engine.http.api).
+
+`POST /api/v1/rules` stores a new rule, `PUT /api/v1/rules/{ref}` replaces one (a body of
+only `{"enabled": ...}` just enables or disables it), `DELETE /api/v1/rules/{ref}` removes
+one. Each needs an admin API key. Stored rules are shared by every process on the store
+and survive restarts (engine.workers.rule_sync).
+
+Rules from files and packs stay owned by their files: PUT and DELETE on them answer 409
+naming the file to edit (and reload), so the file on disk is never contradicted by a
+database row. A new rule whose ref a file already defines is refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import Conflict, IngestError, NotFound, RuleLoadError
+from engine.http.app import RUNTIME, json_response
+from engine.http.auth import GATEKEEPER
+from engine.rules import Rule
+from engine.runtime import Runtime
+from engine.stored_rules import build_api_rule, is_api_rule, normalize_definition
+from engine.workers.rule_sync import RULE_SYNC
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/rules", create_rule)
+    app.router.add_post("/api/v1/rules/", create_rule)
+    app.router.add_put("/api/v1/rules/{ref}", update_rule)
+    app.router.add_delete("/api/v1/rules/{ref}", delete_rule)
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    await request.app[GATEKEEPER].require_key(request, admin=True)
+    runtime = request.app[RUNTIME]
+    definition = normalize_definition(await _json_object(request))
+    rule = _build(runtime, definition)
+    _refuse_file_rule(runtime, rule.ref, "a rule with this ref")
+    try:
+        await runtime.store.create_rule(rule.ref, definition)
+    except Conflict as exc:
+        raise IngestError(str(exc), 409) from None
+    await request.app[RULE_SYNC].refresh()
+    return json_response(rule.to_api(), 201)
+
+
+async def update_rule(request: web.Request) -> web.Response:
+    await request.app[GATEKEEPER].require_key(request, admin=True)
+    runtime = request.app[RUNTIME]
+    ref = request.match_info["ref"]
+    _refuse_file_rule(runtime, ref, "this rule")
+    body = await _json_object(request)
+    if set(body) == {"enabled"}:
+        stored = {record.ref: record for record in await runtime.store.list_rules()}
+        if ref not in stored:
+            raise NotFound(f"no rule {ref!r}")
+        body = {**stored[ref].definition, "enabled": body["enabled"]}
+    definition = normalize_definition(body)
+    rule = _build(runtime, definition)
+    if rule.ref != ref:
+        raise IngestError(
+            f"the body names rule {rule.ref!r} but the URL names {ref!r}; a rule's pack and "
+            "name cannot change: create the new rule, then delete the old one"
+        )
+    await runtime.store.replace_rule(ref, definition)
+    await request.app[RULE_SYNC].refresh()
+    return json_response(rule.to_api())
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    await request.app[GATEKEEPER].require_key(request, admin=True)
+    runtime = request.app[RUNTIME]
+    ref = request.match_info["ref"]
+    _refuse_file_rule(runtime, ref, "this rule")
+    await runtime.store.delete_rule(ref)
+    await request.app[RULE_SYNC].refresh()
+    return web.Response(status=204)
+
+
+def _build(runtime: Runtime, definition: dict[str, Any]) -> Rule:
+    try:
+        rule = build_api_rule(definition)
+    except RuleLoadError as exc:
+        where = f"{exc.field}: " if exc.field else ""
+        raise IngestError(f"invalid rule: {where}{exc.message}") from None
+    if not runtime.action_known(rule.action_ref):
+        raise IngestError(
+            f"invalid rule: action.ref: no action {rule.action_ref!r} is installed"
+            " (see GET /api/v1/actions)"
+        )
+    return rule
+
+
+def _refuse_file_rule(runtime: Runtime, ref: str, what: str) -> None:
+    existing = runtime.ruleset.get(ref)
+    if existing is not None and not is_api_rule(existing):
+        where = existing.source or "a rules directory"
+        if existing.line:
+            where = f"{where}:{existing.line}"
+        raise IngestError(
+            f"{what} ({ref}) is defined in {where}; rules from files are changed by editing "
+            "the file and reloading (SIGHUP, POST /api/v1/reload or serve --watch)",
+            409,
+        )
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IngestError("the request body must be a JSON object (a rule)") from None
+    if not isinstance(body, dict):
+        raise IngestError("the request body must be a JSON object (a rule)")
+    return body

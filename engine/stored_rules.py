@@ -1,0 +1,66 @@
+"""Rules created through the API (`/api/v1/rules`): the stored record and its definition.
+
+A stored rule keeps the rule as StackStorm's API shapes it (what `st2 rule get -j` prints
+and `st2 rule create` sends). Read-only fields of that shape are dropped before storing, so
+a rule fetched, edited and sent back stores the same definition. Stored rules load with
+`source: "api"`; rules from files keep their file path as `source`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engine.errors import RuleLoadError
+from engine.rules import Rule, load_rule
+from engine.rules.loader import DEFAULT_PACK
+from engine.rules.timers import TimerError, is_timer, schedule_for
+
+API_SOURCE = "api"
+
+# Fields the API returns but a definition does not hold: identity is pack.name, and
+# `source` says where the rule came from.
+_READ_ONLY = ("id", "ref", "uid", "source")
+# Optional fields our API prints as null when unset; a null there means "not set".
+_NULL_MEANS_UNSET = ("once_per", "metadata_file", "description", "context", "tags", "criteria")
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    ref: str
+    definition: Mapping[str, Any]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def normalize_definition(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The definition to store for an API body: read-only fields dropped, pack filled in."""
+    definition = {
+        key: value
+        for key, value in body.items()
+        if key not in _READ_ONLY and not (key in _NULL_MEANS_UNSET and value is None)
+    }
+    if isinstance(definition.get("trigger"), Mapping):
+        # `trigger.ref` is printed beside `trigger.type` and always equal to it.
+        definition["trigger"] = {k: v for k, v in definition["trigger"].items() if k != "ref"}
+    if not definition.get("pack"):
+        definition["pack"] = DEFAULT_PACK
+    return definition
+
+
+def build_api_rule(definition: Mapping[str, Any]) -> Rule:
+    """Load a definition the way a rule file loads, plus the timer schedule check reload
+    does for files. Raises RuleLoadError naming the field path."""
+    rule = load_rule(definition, origin=API_SOURCE)
+    if is_timer(rule.trigger_type):
+        try:
+            schedule_for(rule.trigger_type, rule.trigger_parameters)
+        except TimerError as exc:
+            raise RuleLoadError(str(exc), file=API_SOURCE, field="trigger.parameters") from None
+    return rule
+
+
+def is_api_rule(rule: Rule) -> bool:
+    return rule.source == API_SOURCE
