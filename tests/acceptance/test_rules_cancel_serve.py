@@ -8,6 +8,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,32 @@ def test_cancel_a_running_sleep_kills_it(serve, tmp_path: Path):
     # Canceling it again is refused with StackStorm's message, on stderr, exit 1.
     again = client("execution", "cancel", execution_id)
     assert again.returncode == 1 and "already" in again.stderr
+
+
+@pytest.mark.slow
+def test_re_emit_many_ids_and_by_time(serve):
+    client = start_client(serve)
+    assert api(client, "POST", "/rules", RULE)[0] == 201
+    first, second = post_hook(client, 1), post_hook(client, 2)
+    for instance_id in (first, second):
+        processed(client, instance_id)
+
+    missing = "0" * 24
+    result = client("trigger-instance", "re-emit", first, second, missing)
+    # The good ones are re-emitted; the bad one is reported on stderr with exit 1.
+    assert result.returncode == 1, result
+    assert f"{first} -> " in result.stdout and f"{second} -> " in result.stdout
+    assert "re-emitted 2 of 3 trigger instance(s)" in result.stdout
+    assert f"error: {missing}: " in result.stderr and "404" in result.stderr
+    copies = [line.split(" -> ")[1] for line in result.stdout.splitlines() if " -> " in line]
+    for copy in copies:
+        assert client.json("trigger-instance", "get", copy)["payload"]["body"]["go"] is True
+
+    time.sleep(0.05)
+    since = datetime.now(UTC).isoformat()
+    third = post_hook(client, 3)
+    processed(client, third)
+    replayed = client.json("trigger-instance", "re-emit", "--since", since)
+    assert replayed["original"] == third
+    nothing = client("trigger-instance", "re-emit", "--all-failed")
+    assert nothing.returncode == 0 and "no trigger instance matches" in nothing.stderr
