@@ -294,3 +294,29 @@ def test_st2_execution_cancel(serve, st2_cli, tmp_path):
         time.sleep(0.1)
     again = st2.ok("execution", "cancel", execution_id)
     assert 'already in "canceled" state' in again
+
+
+def test_st2_key_set_get_list_delete(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+    assert "deploy_target" in st2.ok("key", "set", "deploy_target", "staging")
+    got = st2.json("key", "get", "deploy_target")
+    assert (got["name"], got["value"]) == ("deploy_target", "staging")
+    assert got["scope"] in ("system", "st2kv.system")
+
+    # A secret is stored encrypted and comes back masked unless decrypted by an admin.
+    st2.ok("key", "set", "api_token", "s3cr3t-value", "-e")
+    hidden = st2.json("key", "get", "api_token")
+    assert hidden["secret"] is True and hidden["value"] != "s3cr3t-value"
+    revealed = st2.json("key", "get", "api_token", "-d")
+    assert revealed["value"] == "s3cr3t-value"
+
+    listed = st2.ok("key", "list")
+    assert "deploy_target" in listed and "api_token" in listed
+    assert "s3cr3t-value" not in listed
+
+    deleted = st2("key", "delete", "deploy_target")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "successfully deleted" in deleted.stdout
+    missing = st2("key", "get", "deploy_target")
+    assert missing.returncode != 0
+    assert "deploy_target" not in st2.ok("key", "list")
