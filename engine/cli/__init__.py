@@ -1,15 +1,19 @@
 """The `hookyard` command: parses arguments and calls engine functions.
 
 Each command group lives in its own module; errors a user can cause are one line on
-stderr and a non-zero exit, never a traceback.
+stderr and a non-zero exit, never a traceback. Local commands (rule validate/test, serve,
+apikey, key, signing-key) work on the config and store directly; the others talk to a
+running server (--url / HOOKYARD_URL, HOOKYARD_API_KEY).
 """
 
 from __future__ import annotations
 
 import click
 
+from engine.cli import changes
 from engine.cli.apikeys import apikey_group
 from engine.cli.deliveries import delivery_group
+from engine.cli.explain import explain_command
 from engine.cli.keys import key_group
 from engine.cli.resources import (
     enforcement_group,
@@ -22,6 +26,7 @@ from engine.cli.resources import (
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
 from engine.cli.serve import serve_command
+from engine.cli.signing import signing_key_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,36 +35,34 @@ def cli() -> None:
     """Hookyard: webhooks in, StackStorm-compatible rules, actions out."""
 
 
-cli.add_command(rule_group)
-cli.add_command(serve_command)
-# Server-side commands: `hookyard rule list|get` join the local validate/test.
-rule_group.add_command(rule_list)
-rule_group.add_command(rule_get)
-cli.add_command(run_command)
-cli.add_command(execution_group)
-cli.add_command(trigger_instance_group)
-cli.add_command(enforcement_group)
-cli.add_command(webhook_group)
-cli.add_command(delivery_group)
-cli.add_command(apikey_group)
-cli.add_command(key_group)
+for command in (
+    serve_command,
+    rule_group,
+    run_command,
+    execution_group,
+    trigger_instance_group,
+    enforcement_group,
+    webhook_group,
+    delivery_group,
+    explain_command,
+    apikey_group,
+    key_group,
+    signing_key_group,
+):
+    cli.add_command(command)
 
-from engine.cli.explain import explain_command  # noqa: E402  (kept beside its registration)
-
-cli.add_command(explain_command)
-
-from engine.cli import changes  # noqa: E402  (kept beside its registration)
-
-rule_group.add_command(changes.rule_enable)
-rule_group.add_command(changes.rule_disable)
-rule_group.add_command(changes.rule_delete)
+# Server-side rule commands join the local validate/test in one `hookyard rule` group.
+for command in (
+    rule_list,
+    rule_get,
+    changes.rule_enable,
+    changes.rule_disable,
+    changes.rule_delete,
+):
+    rule_group.add_command(command)
 execution_group.add_command(changes.execution_cancel)
 trigger_instance_group.add_command(changes.trigger_instance_re_emit)
 
 
 def main() -> None:
     cli(prog_name="hookyard")
-
-from engine.cli.signing import signing_key_group  # noqa: E402  (grouped with its registration)
-
-cli.add_command(signing_key_group)
