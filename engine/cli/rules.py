@@ -19,7 +19,7 @@ EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
 
 @click.group("rule")
 def rule_group() -> None:
-    """Validate and test rule files."""
+    """Rules: validate and test files locally; list, get, enable, disable, delete on a server."""
 
 
 @rule_group.command("validate")
