@@ -257,40 +257,115 @@ def _unquoted(value: Any) -> Unquoted:
     return Unquoted("" if value is None else value)
 
 
-def _shell_quoted(value: Any) -> str:
-    """finalize for shell commands: each `{{ expr }}` becomes one quoted shell word."""
+def _shell_text(value: Any) -> str:
     value = _require_data(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return _json_dumps(value)
+    return str(value)
+
+
+def _shell_word(value: Any) -> str:
+    """A value standing outside quotes: one shell word, single-quoted."""
     if isinstance(value, Unquoted):
         return str(value)
-    if value is None:
-        return "''"
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    elif isinstance(value, dict | list | tuple):
-        value = _json_dumps(value)
-    return shlex.quote(str(value))
+    return shlex.quote(_shell_text(value))
 
 
-def _new_environment(finalize: Callable[[Any], Any] = _require_data) -> _HookyardSandbox:
+def _shell_in_double_quotes(value: Any) -> str:
+    """A value inside the author's "...": the characters sh treats specially there, escaped."""
+    if isinstance(value, Unquoted):
+        return str(value)
+    return re.sub(r'([\\"$`])', r"\\\1", _shell_text(value))
+
+
+def _shell_in_single_quotes(value: Any) -> str:
+    """A value inside the author's '...': nothing is special but the closing quote."""
+    if isinstance(value, Unquoted):
+        return str(value)
+    return _shell_text(value).replace("'", "'\\''")
+
+
+_OUTSIDE, _IN_SINGLE, _IN_DOUBLE = "outside", "single", "double"
+_SHELL_FILTERS = {
+    _OUTSIDE: "_shell_word",
+    _IN_SINGLE: "_shell_in_single_quotes",
+    _IN_DOUBLE: "_shell_in_double_quotes",
+}
+_JINJA_MARKUP = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)
+
+
+def _quote_state_after(text: str, state: str) -> str:
+    """The sh quoting state after literal `text`, starting in `state`."""
+    escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif state == _IN_SINGLE:
+            if char == "'":
+                state = _OUTSIDE
+        elif char == "\\":
+            escaped = True
+        elif state == _IN_DOUBLE:
+            if char == '"':
+                state = _OUTSIDE
+        elif char == "'":
+            state = _IN_SINGLE
+        elif char == '"':
+            state = _IN_DOUBLE
+    return state
+
+
+def shell_command_source(source: str) -> str:
+    """`source` with each `{{ expr }}` piped through the quoting its shell context needs.
+
+    Outside quotes a value becomes one single-quoted word; inside the author's double
+    quotes backslash, double quote, dollar and backtick are escaped; inside single quotes a
+    `'` is closed and reopened. So
+    `echo "{{ x }}"` and `echo {{ x }}` are both safe whatever x holds.
+    """
+    pieces = []
+    state = _OUTSIDE
+    for piece in _JINJA_MARKUP.split(source):
+        if piece.startswith("{{") and piece.endswith("}}") and len(piece) >= 4:
+            left = "{{-" if piece.startswith("{{-") else "{{"
+            right = "-}}" if piece.endswith("-}}") and len(piece) >= len(left) + 3 else "}}"
+            inner = piece[len(left) : len(piece) - len(right)]
+            pieces.append(f"{left} ({inner}) | {_SHELL_FILTERS[state]} {right}")
+        elif piece.startswith(("{%", "{#")):
+            pieces.append(piece)
+        else:
+            pieces.append(piece)
+            state = _quote_state_after(piece, state)
+    return "".join(pieces)
+
+
+def _new_environment(shell: bool = False) -> _HookyardSandbox:
     # trim_blocks/lstrip_blocks as StackStorm sets them, so block templates render alike.
     environment = _HookyardSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=finalize,
+        finalize=_require_data,
     )
     environment.globals["lipsum"] = _bounded_lipsum
     environment.globals["range"] = _bounded_range
     environment.filters.update(_STACKSTORM_FILTERS)
     environment.filters["unquoted"] = _unquoted
+    if shell:
+        environment.filters.update({name: globals()[name] for name in _SHELL_FILTERS.values()})
     return environment
 
 
 _ENVIRONMENT = _new_environment()
-# Renders shell command strings (local-shell-cmd `cmd`): values inserted by expressions
-# are shlex-quoted unless the author writes `{{ value | unquoted }}`.
-_SHELL_ENVIRONMENT = _new_environment(_shell_quoted)
+# Renders shell command strings (local-shell-cmd `cmd`): every value an expression inserts
+# is quoted for the shell context it stands in (see shell_command_source), unless the
+# author writes `{{ value | unquoted }}`.
+_SHELL_ENVIRONMENT = _new_environment(shell=True)
 
 
 def register_filter(name: str, func: Callable[..., Any]) -> None:
@@ -357,7 +432,7 @@ class Template:
         self.source = source
         environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
         try:
-            tree = environment.parse(source)
+            tree = environment.parse(shell_command_source(source) if shell else source)
             native_source = _NATIVE_SOURCE.match(source)
             # A shell command is always text: its values are quoted words in it.
             self.native = not shell and native_source is not None and _is_single_expression(tree)

@@ -151,8 +151,9 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     if not action.enabled:
         raise ActionError(f"action {action.ref!r} is disabled")
     runner_params, action_params = action.prepare_parameters(execution.parameters or {})
+    given = {name for name, value in (execution.parameters or {}).items() if value is not None}
     runner_params, action_params = _render_metadata_templates(
-        action, runner_params, action_params, kv
+        action, runner_params, action_params, given, kv
     )
     workers = runtime.settings.workers
     timeout = runner_params.get("timeout") or action.timeout or workers.default_timeout
@@ -170,18 +171,27 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     return request, action
 
 
-def _render_metadata_templates(action, runner_params: dict, action_params: dict, kv: Any = None):
+def _render_metadata_templates(
+    action, runner_params: dict, action_params: dict, given: set[str], kv: Any = None
+):
     """Action metadata may template parameters on others (core.echo: cmd "echo {{message}}").
 
-    Rendered against all parameter values; a shell command's inserted values are quoted.
+    Only values that came from the action's own metadata (defaults) are templates. Values
+    the execution was given — rendered by a rule from a payload, or sent to the API — are
+    data: rendering them again would let a payload's `{{ ... }}` run as template code.
+    A shell command's inserted values are quoted.
     """
     context = {**runner_params, **action_params}
-    if not any(isinstance(v, str) and templates.is_template(v) for v in context.values()):
+
+    def is_metadata_template(name: str, value: Any) -> bool:
+        return name not in given and isinstance(value, str) and templates.is_template(value)
+
+    if not any(is_metadata_template(name, value) for name, value in context.items()):
         return runner_params, action_params
     context["st2kv"] = kv  # StackStorm reserves the name: the datastore wins
 
     def render(name: str, value: Any) -> Any:
-        if not isinstance(value, str) or not templates.is_template(value):
+        if not is_metadata_template(name, value):
             return value
         try:
             if name == "cmd" and action.runner_type == SHELL_COMMAND_RUNNER:

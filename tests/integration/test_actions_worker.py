@@ -277,3 +277,27 @@ async def test_actions_runners_and_packs_api_shapes(client):
     packs = await (await client.get("/api/v1/packs")).json()
     assert {p["ref"] for p in packs} == {"core", "ops"}
     assert (await client.get("/api/v1/actions/core.nope")).status == 404
+
+
+async def test_payload_template_text_is_never_rendered_again_by_the_worker(client, tmp_path):
+    marker = tmp_path / "pwned"
+    hostile = "{{ \"'; touch " + str(marker) + "; '\" | unquoted }}"
+    accepted = await (await client.post("/webhooks/deploy", json={"service": hostile})).json()
+    execution = await execution_of(client, accepted["id"])
+    assert execution["status"] == "succeeded"
+    assert not marker.exists()
+    assert execution["result"]["stdout"] == f"deploying {hostile}"
+
+
+async def test_core_echo_metadata_template_renders_and_quotes(client, tmp_path):
+    marker = tmp_path / "pwned"
+    created = await (
+        await client.post(
+            "/api/v1/executions",
+            json={"action": "core.echo", "parameters": {"message": f"hi $(touch {marker})"}},
+        )
+    ).json()
+    done = await wait_execution(client, created["id"])
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["stdout"] == f"hi $(touch {marker})"
+    assert not marker.exists()
