@@ -14,6 +14,7 @@ from engine.errors import ActionError, IngestError, NotFound
 from engine.http import shapes
 from engine.http.api import EXECUTION_FILTERS, filters, paging
 from engine.http.app import RUNTIME, json_response
+from engine.http.auth import API_KEY
 from engine.model import NewExecution, NewTriggerInstance
 from engine.runtime import Runtime
 
@@ -150,9 +151,15 @@ async def create_execution(request: web.Request) -> web.Response:
         action.prepare_parameters(parameters)
     except ActionError as exc:
         raise IngestError(str(exc)) from None
-    context: dict[str, Any] = {"user": body.get("user") or API_USER}
-    if isinstance(body.get("context"), dict):
-        context = {**body["context"], **context}
+    key = request.get(API_KEY)
+    if key is not None and not key.admin:
+        # Only an admin may act for another user or attach a context (which could claim
+        # a rule or trigger instance caused the execution): others run as themselves.
+        context: dict[str, Any] = {"user": key.name}
+    else:
+        context = {"user": body.get("user") or API_USER}
+        if isinstance(body.get("context"), dict):
+            context = {**body["context"], **context}
     record = await runtime.store.create_execution(
         NewExecution(action=action.ref, parameters=parameters, context=context)
     )

@@ -248,8 +248,37 @@ async def middleware(request: web.Request, handler) -> web.StreamResponse:
             431,
         )
     if _needs_key(request):
-        await gate.require_key(request)
+        record = await gate.require_key(request)
+        if record is not None:
+            _check_api_rights(request, record)
+        request[API_KEY] = record
     return await handler(request)
+
+
+# The key a /api/v1 request was authenticated with (None when auth is disabled).
+API_KEY = web.RequestKey("api_key", ApiKey | None)
+
+
+def _check_api_rights(request: web.Request, record: ApiKey) -> None:
+    """What a valid key may do on /api/v1 besides what admin-only routes check themselves.
+
+    A key limited to some webhooks or triggers is an ingest credential handed to an
+    external system: it may post those webhooks and nothing else, so a leaked partner key
+    cannot run actions, read payloads or write the datastore. Writing the datastore
+    changes what every rule sees, so it needs an admin key.
+    """
+    if record.webhooks or record.triggers:
+        raise AuthError(
+            "this API key is limited to posting webhooks "
+            f"({', '.join(record.webhooks or record.triggers)}); the API needs an unscoped key",
+            403,
+        )
+    if (
+        request.method in ("PUT", "DELETE", "POST")
+        and request.path.startswith("/api/v1/keys")
+        and not record.admin
+    ):
+        raise AuthError("writing the datastore needs an admin API key", 403)
 
 
 def _needs_key(request: web.Request) -> bool:

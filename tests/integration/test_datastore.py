@@ -257,7 +257,7 @@ async def test_bad_key_set_is_400_with_faultstring(client, body, message):
     assert (await client.get("/api/v1/keys/bad")).status == 404
 
 
-async def test_revealing_a_secret_needs_an_admin_key(tmp_path):
+async def test_writing_and_revealing_secrets_need_an_admin_key(tmp_path):
     async with TestClient(TestServer(create_app(settings_for(tmp_path, auth=True)))) as c:
         store = c.app[RUNTIME].store
         admin, admin_key = new_api_key("root", admin=True)
@@ -265,8 +265,15 @@ async def test_revealing_a_secret_needs_an_admin_key(tmp_path):
         await store.create_api_key(admin)
         await store.create_api_key(plain)
         as_plain = {"St2-Api-Key": plain_key}
-        reply = await c.put(
+        # Writing the datastore changes what every rule sees: admin only.
+        refused_write = await c.put(
             "/api/v1/keys/pw", json={"value": "hunter2", "secret": True}, headers=as_plain
+        )
+        assert refused_write.status == 403
+        reply = await c.put(
+            "/api/v1/keys/pw",
+            json={"value": "hunter2", "secret": True},
+            headers={"St2-Api-Key": admin_key},
         )
         assert reply.status == 200
         assert (await c.get("/api/v1/keys/pw", headers=as_plain)).status == 200

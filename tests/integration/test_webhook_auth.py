@@ -437,3 +437,54 @@ def test_a_defined_secret_is_scrubbed_from_logs(settings):
     record = logging.LogRecord("x", logging.INFO, "f", 1, "secret is %s", (GITHUB_SECRET,), None)
     scrubber.filter(record)
     assert GITHUB_SECRET not in record.getMessage()
+
+
+# --- what a key may do on the API ------------------------------------------------------------
+
+
+async def test_a_webhook_scoped_key_may_post_its_hook_and_nothing_else(client):
+    key = await make_key(client, webhooks=("plain",))
+    headers = {"St2-Api-Key": key}
+    assert (await client.post("/webhooks/plain", json={}, headers=headers)).status == 202
+    refused = [
+        await client.post(
+            "/api/v1/executions",
+            headers=headers,
+            json={"action": "core.local", "parameters": {"cmd": "id"}},
+        ),
+        await client.get("/api/v1/triggerinstances", headers=headers),
+        await client.put("/api/v1/keys/x", headers=headers, json={"name": "x", "value": "1"}),
+        await client.get("/api/v1/executions", headers=headers),
+    ]
+    for response in refused:
+        assert response.status == 403, response.url
+        assert "limited to posting webhooks" in (await response.json())["faultstring"]
+    executions = await client.get("/api/v1/executions", headers={"St2-Api-Key": client.first_key})
+    assert executions.headers["X-Total-Count"] == "0"
+
+
+async def test_an_unscoped_key_runs_actions_as_itself_and_cannot_write_the_datastore(client):
+    from engine.packs import load_packs
+
+    runtime = client.server.app[RUNTIME]
+    runtime.packs, _ = load_packs([Path(__file__).parents[2] / "packs"], runners=runtime.runners)
+    key = await make_key(client, name="ci-bot")
+    headers = {"St2-Api-Key": key}
+    response = await client.post(
+        "/api/v1/executions",
+        headers=headers,
+        json={"action": "core.noop", "user": "admin", "context": {"rule": {"ref": "t.plain"}}},
+    )
+    assert response.status == 201
+    created = await response.json()
+    assert created["context"] == {"user": "ci-bot"}
+    write = await client.put("/api/v1/keys/x", headers=headers, json={"name": "x", "value": "1"})
+    assert write.status == 403 and "admin" in (await write.json())["faultstring"]
+    admin = {"St2-Api-Key": client.first_key}
+    assert (
+        await client.put("/api/v1/keys/x", headers=admin, json={"name": "x", "value": "1"})
+    ).status == 200
+    as_admin = await client.post(
+        "/api/v1/executions", headers=admin, json={"action": "core.noop", "user": "alice"}
+    )
+    assert (await as_admin.json())["context"]["user"] == "alice"
