@@ -215,12 +215,18 @@ async def _heartbeat(
     runtime: Runtime, execution: Execution, run_task: asyncio.Task, cancel: asyncio.Event
 ) -> None:
     lease = runtime.settings.workers.lease_seconds
+    loop = asyncio.get_running_loop()
+    # Our own view of when the lease runs out. If heartbeats keep failing (store busy or
+    # unreachable) until then, another worker may claim the execution and run attempt 2:
+    # stop this run first, so the action never runs twice at once.
+    lease_ends = loop.time() + lease
     while True:
         await asyncio.sleep(lease / 3)
         try:
             status = await runtime.store.heartbeat_execution(
                 execution.id, execution.lease_token or "", lease
             )
+            lease_ends = loop.time() + lease
             if status == CANCELING:
                 cancel.set()
         except LeaseLost:
@@ -228,6 +234,11 @@ async def _heartbeat(
             raise
         except StoreError as exc:
             log.warning("heartbeat of execution %s failed: %s", execution.id, exc)
+            if loop.time() + lease / 3 >= lease_ends:
+                run_task.cancel()
+                raise LeaseLost(
+                    f"execution {execution.id}: heartbeats failed until the lease ran out"
+                ) from exc
 
 
 async def _finish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import textwrap
 from pathlib import Path
 
@@ -301,3 +302,45 @@ async def test_core_echo_metadata_template_renders_and_quotes(client, tmp_path):
     assert done["status"] == "succeeded", done["result"]
     assert done["result"]["stdout"] == f"hi $(touch {marker})"
     assert not marker.exists()
+
+
+async def test_a_run_whose_heartbeats_keep_failing_stops_before_its_lease_can_be_taken(
+    client, tmp_path
+):
+    """Store trouble outlasting the lease: the run is stopped, so attempts never overlap."""
+    from engine.errors import StoreBusy
+
+    runtime = client.app[RUNTIME]
+    real_heartbeat = runtime.store.heartbeat_execution
+    failing = {"on": True}
+
+    async def heartbeat(*args, **kwargs):
+        if failing["on"]:
+            raise StoreBusy("injected: the database is locked")
+        return await real_heartbeat(*args, **kwargs)
+
+    runtime.store.heartbeat_execution = heartbeat
+    pids = tmp_path / "pids"
+    created = await (
+        await client.post(
+            "/api/v1/executions",
+            json={
+                "action": "core.local",
+                "parameters": {"cmd": f"echo $$ >> {pids}; exec sleep 30", "timeout": 60},
+            },
+        )
+    ).json()
+    for _ in range(1000):
+        if pids.exists() and len(pids.read_text().split()) >= 2:
+            break
+        await asyncio.sleep(0.03)
+    failing["on"] = False
+    first = int(pids.read_text().split()[0])
+    # The first attempt's process was killed before the second attempt started.
+    with pytest.raises(ProcessLookupError):
+        os.kill(first, 0)
+    running = await (await client.get(f"/api/v1/executions/{created['id']}")).json()
+    assert running["attempt"] == 2
+    await client.delete(f"/api/v1/executions/{created['id']}")
+    done = await wait_execution(client, created["id"], ("canceled",))
+    assert done["status"] == "canceled"
