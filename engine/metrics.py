@@ -194,14 +194,14 @@ def _hook_label(request: web.Request) -> str:
     path = request.path
     prefix = next(p for p in WEBHOOK_PREFIXES if path.startswith(p))
     name = path[len(prefix) :].strip("/")
-    known = set(request.app[RUNTIME].ruleset.webhooks)
-    try:
-        from engine.http.auth import GATEKEEPER
+    hooks = request.app[RUNTIME].ruleset.webhooks
+    from engine.http.auth import GATEKEEPER
 
-        known |= set(request.app[GATEKEEPER].definitions)
-    except (ImportError, KeyError):
-        pass
-    if name == "st2" or name in known:
+    gate = request.app.get(GATEKEEPER)
+    definitions = gate.definitions if gate is not None else {}
+    # Checked in place first: copying every hook name per request cost more than counting.
+    if name == "st2" or name in hooks or name in definitions:
         return name
+    known = {*hooks, *definitions}
     candidates = [k for k in known if name.startswith(k + "/")]
     return max(candidates, key=len) if candidates else UNKNOWN_WEBHOOK

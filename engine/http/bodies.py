@@ -22,7 +22,7 @@ MAX_JSON_DEPTH = 64
 
 def parse_body(content_type: str, raw: bytes) -> Any:
     """The body as data: JSON (any root), form fields, or text. IngestError otherwise."""
-    if not raw.strip():
+    if not raw or raw.isspace():
         return {}
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime in ("", "application/json") or mime.endswith("+json"):
@@ -54,7 +54,9 @@ def _parse_json(raw: bytes, *, assumed: bool) -> Any:
         raise IngestError(f"malformed JSON body{where}: {_reason(exc)}{hint}") from None
     except RecursionError:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    # Nesting needs an opening bracket per level, so counting them (in C) spares the walk
+    # for every body that could not nest too deep; brackets inside strings only over-count.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     return value
 

@@ -40,6 +40,10 @@ class UnstorableValue(StoreError):
     """
 
 
+# Built once: json.dumps with options builds a new encoder per call, which costs a third
+# of encoding a webhook payload. Encoding keeps no state, so threads may share it.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
 # A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -51,7 +55,7 @@ def dumps(value: Any, what: str = "value") -> str:
     payload is stored or refused the same way on SQLite and on PostgreSQL.
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise UnstorableValue(f"cannot store {what} as JSON: {exc}") from exc
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
