@@ -43,6 +43,7 @@ from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.sqlite import MIGRATIONS
+from engine.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
 from engine.store.sqlite_outbound import SqliteOutbound
 from engine.stored_rules import StoredRule
 
@@ -79,6 +80,7 @@ class SqliteStore(SqliteOutbound, Store):
         self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
         self._work = {queue: asyncio.Event() for queue in QUEUES}
         self._backlog = BacklogGauge(self._count_pending)
+        self._checkpoints = WalCheckpointer(self._connect, f"sqlite checkpoint {path.name}")
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------
@@ -105,6 +107,7 @@ class SqliteStore(SqliteOutbound, Store):
             name=f"sqlite group commit {self.path.name}",
         )
         self._committer.start()
+        self._checkpoints.start()
 
     async def close(self) -> None:
         if self._closed:
@@ -112,6 +115,7 @@ class SqliteStore(SqliteOutbound, Store):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        await self._checkpoints.stop()
         await self._shutdown_threads()
         for event in self._work.values():
             event.set()  # waiters re-check and find the store closed
@@ -336,7 +340,9 @@ class SqliteStore(SqliteOutbound, Store):
         if self._writer is None:
             raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._in_transaction, operation, args)
+        result = await loop.run_in_executor(self._writer, self._in_transaction, operation, args)
+        self._checkpoints.wrote()
+        return result
 
     def _in_transaction(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
         conn = self._write_conn
@@ -392,6 +398,8 @@ class SqliteStore(SqliteOutbound, Store):
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # Checkpoints run beside the writer (engine.store.sqlite_checkpoint).
+                conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
                 conn.execute("PRAGMA foreign_keys = ON")
                 self._migrate(conn)
             except BaseException:
