@@ -159,10 +159,12 @@ class Store(OutboundStore, abc.ABC):
         self, limit: int, lease_seconds: float, max_attempts: int = 2
     ) -> list[Execution]:
         """Claim requested executions (status becomes scheduled) and lease-expired
-        scheduled/running ones (a worker died: attempt + 1, status scheduled).
+        scheduled/running ones (a worker died), status scheduled. Only an expired running
+        one counts as a failed attempt (attempt + 1); a scheduled one never started and
+        keeps its attempt.
 
-        An expired one already at `max_attempts` becomes `abandoned` instead of being
-        returned. Returned executions carry lease_token.
+        An expired running one already at `max_attempts` becomes `abandoned` instead of
+        being returned. Returned executions carry lease_token.
         """
 
     @abc.abstractmethod

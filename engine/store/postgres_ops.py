@@ -252,10 +252,12 @@ async def insert_execution(
 async def claim_executions(
     conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
 ) -> list[Execution]:
+    # Only an expired `running` execution was a failed attempt (its action may have run);
+    # an expired `scheduled` one never started, so it is claimed again at the same attempt.
     abandoned = await conn.fetch(
         "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
-        " WHERE id IN (SELECT id FROM executions WHERE status IN ('scheduled', 'running')"
+        " WHERE id IN (SELECT id FROM executions WHERE status = 'running'"
         "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {EXECUTION_COLUMNS}",
         ABANDONED,
@@ -265,7 +267,7 @@ async def claim_executions(
     )
     rows = await conn.fetch(
         "UPDATE executions SET"
-        " attempt = CASE WHEN status = 'requested' THEN attempt ELSE attempt + 1 END,"
+        " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
         f" status = $1, lease_token = {_NEW_TOKEN},"
         " lease_expires_at = now() + make_interval(secs => $2), updated_at = now(),"
         " log = log || $3::jsonb"

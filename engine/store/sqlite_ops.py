@@ -234,17 +234,19 @@ def claim_executions(
         "SELECT id FROM executions INDEXED BY executions_active"
         " WHERE status IN ('requested', 'scheduled', 'running')"
     )
+    # Only an expired `running` execution was a failed attempt (its action may have run);
+    # an expired `scheduled` one never started, so it is claimed again at the same attempt.
     abandoned = conn.execute(
         f"UPDATE executions SET status = ?, finished_at = ?, lease_token = NULL,"
         f" lease_expires_at = NULL, updated_at = ?, {_APPEND_LOG}"
-        f" WHERE id IN ({active} AND status <> 'requested' AND lease_expires_at < ?"
+        f" WHERE id IN ({active} AND status = 'running' AND lease_expires_at < ?"
         "  AND attempt >= ?)"
         f" RETURNING {EXECUTION_COLUMNS}",
         (ABANDONED, at, at, _log_param(ABANDONED, now), at, max_attempts),
     ).fetchall()
     rows = conn.execute(
         "UPDATE executions SET"
-        " attempt = CASE WHEN status = 'requested' THEN attempt ELSE attempt + 1 END,"
+        " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
         " status = ?, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
         f" updated_at = ?, {_APPEND_LOG}"
         f" WHERE id IN ({active} AND (status = 'requested' OR lease_expires_at < ?)"
