@@ -40,6 +40,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 DEFAULT_MAX_REDIRECTS = 5
+# What a cross-origin redirect hop keeps of the caller's headers: none that can carry a
+# credential (custom headers such as X-Api-Key, Cookie and Authorization are all dropped).
+SAFE_REDIRECT_HEADERS = frozenset({"user-agent", "accept", "accept-language", "content-type"})
 
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
@@ -320,7 +323,8 @@ async def request_with_checked_redirects(
 
     The caller owns the returned response (``async with`` it or release it). Follows
     browser rules: 303, and 301/302 after a POST, become a GET without a body; 307/308 keep
-    method and body. Credentials are dropped when a redirect leaves the original origin.
+    method and body. When a redirect leaves the original origin, every header but
+    SAFE_REDIRECT_HEADERS is dropped, and so are the `auth` and `cookies` options.
     """
     request_options.pop("allow_redirects", None)
     method = method.upper()
@@ -351,6 +355,8 @@ async def request_with_checked_redirects(
             headers = {
                 name: value
                 for name, value in headers.items()
-                if name.lower() not in ("authorization", "cookie")
+                if name.lower() in SAFE_REDIRECT_HEADERS
             }
+            request_options.pop("auth", None)
+            request_options.pop("cookies", None)
     raise OutboundError(f"too many redirects (more than {max_redirects}) starting at {url}")

@@ -6,7 +6,12 @@ status ``failed``; an unreachable host is ``failed`` and a slow one ``timeout``,
 ``error`` string. aiohttp exceptions never leave this module.
 
 Redirects are followed here, not by aiohttp, so that every hop passes the destination
-guard (the SSRF check) and credentials are not sent on to another origin.
+guard (the SSRF check) and nothing the action set is sent on to another origin: a
+cross-origin hop carries only the safe default headers, no cookies, no credentials.
+
+Proxies (``http_proxy``/``https_proxy``) are refused while a destination guard is active:
+through a proxy the guard could only check the proxy's address, never where the proxy
+connects. They work with a runner built without a guard.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ MAX_REDIRECTS = 10
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _READ_CHUNK = 65536
 _USER_AGENT = "Hookyard"
+# What a cross-origin redirect hop keeps of the request's headers: none that can carry a
+# credential (as engine.outbound.ssrf.SAFE_REDIRECT_HEADERS).
+_SAFE_REDIRECT_HEADERS = frozenset({"user-agent", "accept", "accept-language", "content-type"})
+_PROXY_PARAMETERS = ("http_proxy", "https_proxy")
 
 
 class HttpRequestRunner:
@@ -110,6 +119,14 @@ class HttpRequestRunner:
         url = request.parameter("url")
         if not isinstance(url, str) or not url:
             raise RunnerError("http-request needs a 'url' parameter")
+        if guard is not None or self._connector_factory is not None:
+            for name in _PROXY_PARAMETERS:
+                if request.parameter(name):
+                    raise RunnerError(
+                        f"parameter {name!r}: proxies are refused while the outbound "
+                        "destination guard is on, because it could check only the proxy's "
+                        "address and not where the proxy connects; remove the parameter"
+                    )
         method = str(request.parameter("method", "GET")).upper()
         headers = CIMultiDict(
             {str(k): str(v) for k, v in (request.parameter("headers") or {}).items()}
@@ -123,11 +140,12 @@ class HttpRequestRunner:
         verify = bool(request.parameter("verify_ssl_cert", True))
         timeout = aiohttp.ClientTimeout(total=float(request.timeout))
         query = request.parameter("params") or None
+        # Sent with each request rather than kept in the session's jar, so that they stop
+        # at the first hop to another origin.
+        cookies = request.parameter("cookies") or None
 
         connector = self._connector_factory() if self._connector_factory else None
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout, cookies=request.parameter("cookies") or None
-        ) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             for _hop in range(MAX_REDIRECTS + 1):
                 await _check_destination(url, request, guard)
                 async with session.request(
@@ -136,6 +154,7 @@ class HttpRequestRunner:
                     params=query,
                     data=data,
                     headers=headers,
+                    cookies=cookies,
                     allow_redirects=False,
                     ssl=verify,
                     proxy=_proxy_for(url, request),
@@ -144,8 +163,14 @@ class HttpRequestRunner:
                     if allow_redirects and response.status in _REDIRECT_STATUSES and location:
                         next_url = urljoin(url, location)
                         if _origin(next_url) != _origin(url):
-                            # Credentials are for the origin they were configured for.
-                            headers.popall("Authorization", None)
+                            # Headers, cookies and credentials are for the origin the action
+                            # configured them for; another origin gets only safe defaults.
+                            headers = CIMultiDict(
+                                (name, value)
+                                for name, value in headers.items()
+                                if name.lower() in _SAFE_REDIRECT_HEADERS
+                            )
+                            cookies = None
                         # As browsers and requests do: 303 always, and 301/302 after a
                         # POST, repeat as a GET without the body.
                         if response.status == 303 or (

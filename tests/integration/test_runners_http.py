@@ -17,6 +17,25 @@ from engine.runners import RunRequest, default_runners, get_runner
 from engine.runners.http_request import HttpRequestRunner
 
 SEEN = web.AppKey("seen", list)
+HEARD = web.AppKey("heard", list)
+
+
+async def record_everything(request: web.Request) -> web.Response:
+    request.app[HEARD].append(
+        {
+            "path": request.path,
+            "host": request.host,
+            "url": str(request.url),
+            "headers": dict(request.headers),
+            "cookies": dict(request.cookies),
+        }
+    )
+    return web.json_response({"ok": True})
+
+
+async def redirect_elsewhere(request: web.Request) -> web.Response:
+    request.app[SEEN].append(request.path)
+    raise web.HTTPTemporaryRedirect(request.query["to"])
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -54,11 +73,14 @@ async def redirect(request: web.Request) -> web.Response:
 async def server() -> AsyncIterator[tuple[str, web.Application]]:
     app = web.Application()
     app[SEEN] = []
+    app[HEARD] = []
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/text", text)
     app.router.add_get("/broken", broken)
     app.router.add_get("/slow", slow)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/elsewhere", redirect_elsewhere)
+    app.router.add_get("/landing", record_everything)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -239,3 +261,104 @@ async def test_ssrf_guard_refuses_loopback_by_url_and_at_connect_time(server):
         .run(make_request({"url": base + "/echo"}))
     )
     assert result.status == "succeeded"
+
+
+# --- cross-origin redirects and proxies ---------------------------------------------------
+
+
+@pytest.fixture
+async def other_origin() -> AsyncIterator[tuple[str, web.Application]]:
+    """A second server, reached as `localhost` (another origin than 127.0.0.1:<port>)."""
+    app = web.Application()
+    app[HEARD] = []
+    app.router.add_route("*", "/{tail:.*}", record_everything)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://localhost:{runner.addresses[0][1]}", app
+    await runner.cleanup()
+
+
+async def allow_everything(url: str) -> None:
+    return None
+
+
+async def test_cross_origin_redirect_sends_no_header_cookie_or_credential_of_the_action(
+    server, other_origin
+):
+    base, _ = server
+    target, other = other_origin
+    runner = HttpRequestRunner(destination_guard=allow_everything)
+    result = await runner.run(
+        make_request(
+            {
+                "url": base + "/elsewhere",
+                "allow_redirects": True,
+                "headers": {"X-Api-Key": "k-123", "Authorization": "Bearer b-456"},
+                "cookies": {"session": "c-789"},
+                "username": "bob",
+                "password": "pw-1",
+            },
+            {"params": {"to": target + "/landing"}},
+        )
+    )
+    assert result.status == "succeeded", result.result
+    [heard] = other[HEARD]
+    assert heard["path"] == "/landing"
+    sent = {name.lower(): value for name, value in heard["headers"].items()}
+    assert "x-api-key" not in sent and "authorization" not in sent and "cookie" not in sent
+    assert heard["cookies"] == {}
+    assert sent["user-agent"] == "Hookyard"
+    basic = "Ym9iOnB3LTE="  # bob:pw-1
+    assert not [secret for secret in ("k-123", "b-456", "c-789", basic) if secret in str(heard)]
+
+
+async def test_same_origin_redirect_keeps_the_actions_headers_and_cookies(server):
+    base, app = server
+    runner = HttpRequestRunner(destination_guard=allow_everything)
+    result = await runner.run(
+        make_request(
+            {
+                "url": base + "/elsewhere",
+                "allow_redirects": True,
+                "headers": {"X-Api-Key": "k-123"},
+                "cookies": {"session": "c-789"},
+            },
+            {"params": {"to": base + "/landing"}},
+        )
+    )
+    assert result.status == "succeeded", result.result
+    [heard] = app[HEARD]
+    assert heard["headers"]["X-Api-Key"] == "k-123"
+    assert heard["cookies"] == {"session": "c-789"}
+
+
+@pytest.mark.parametrize("parameter", ["http_proxy", "https_proxy"])
+async def test_a_proxy_is_refused_while_the_destination_guard_is_on(
+    server, other_origin, parameter
+):
+    base, app = server
+    proxy, other = other_origin
+    runner = HttpRequestRunner(destination_guard=allow_everything)
+    result = await runner.run(make_request({"url": base + "/echo", parameter: proxy}))
+    assert result.status == "failed"
+    assert repr(parameter) in result.result["error"] and "proxies" in result.result["error"]
+    assert app[SEEN] == [] and other[HEARD] == []
+    # The real SSRF guard, allowing loopback, refuses it just the same.
+    allowed = SsrfGuard(allow_private=["127.0.0.0/8"])
+    guarded = default_runners(allowed.check_url, allowed.connector).get("http-request")
+    result = await guarded.run(make_request({"url": base + "/echo", parameter: proxy}))
+    assert result.status == "failed" and repr(parameter) in result.result["error"]
+    assert app[SEEN] == [] and other[HEARD] == []
+
+
+async def test_a_proxy_is_used_by_a_runner_without_a_guard(other_origin):
+    proxy, other = other_origin
+    runner = HttpRequestRunner()
+    result = await runner.run(
+        make_request({"url": "http://unreachable.invalid/through", "http_proxy": proxy})
+    )
+    assert result.status == "succeeded", result.result
+    [heard] = other[HEARD]
+    assert heard["path"] == "/through" and heard["host"] == "unreachable.invalid"

@@ -140,6 +140,7 @@ class Receiver:
     base: str  # http://127.0.0.1:<port>
     port: int
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each request's, in order
 
 
 @pytest.fixture
@@ -149,6 +150,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     async def record(request: web.Request) -> None:
         state["r"].seen.append((request.method, request.path, request.headers.get("Authorization")))
+        state["r"].headers.append({k.lower(): v for k, v in request.headers.items()})
 
     async def ok(request: web.Request) -> web.Response:
         await record(request)
@@ -224,6 +226,29 @@ async def test_credentials_are_dropped_when_a_redirect_changes_origin(receiver):
         )
         response.release()
     assert receiver.seen == [("GET", "/to-localhost", "Bearer t0ken"), ("GET", "/ok", None)]
+
+
+# aiohttp deprecates BasicAuth, yet callers may still pass `auth=`: it must not cross over.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_a_redirect_to_another_origin_keeps_only_safe_headers(receiver):
+    guard = DestinationGuard(["127.0.0.1/32"])
+    async with aiohttp.ClientSession(connector=guard.connector()) as session:
+        response = await request_with_checked_redirects(
+            guard,
+            session,
+            "GET",
+            receiver.base + "/to-localhost",
+            headers={"X-Api-Key": "k-123", "User-Agent": "hookyard-test"},
+            cookies={"session": "c-789"},
+            auth=aiohttp.BasicAuth("bob", "pw-1"),
+        )
+        response.release()
+    first, second = receiver.headers
+    assert (first["x-api-key"], first["cookie"]) == ("k-123", "session=c-789")
+    assert first["authorization"].startswith("Basic ")
+    assert "x-api-key" not in second and "cookie" not in second
+    assert "authorization" not in second
+    assert second["user-agent"] == "hookyard-test"
 
 
 async def test_redirect_loops_end_with_an_error(receiver):
