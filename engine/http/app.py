@@ -25,6 +25,15 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# A store error's own text names database files, hosts and driver details: it is logged,
+# and the client gets only these.
+STORE_BUSY = "the store is busy; retry later"
+STORE_UNAVAILABLE = "the store is unavailable; retry later"
+
+
+class BacklogFull(StoreBusy):
+    """Raised when ingest sheds load: too many trigger instances wait to be processed."""
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None):
     return web.Response(
@@ -60,15 +69,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(str(exc), 404)
     except UnstorableValue as exc:
         return error_response(f"the body cannot be stored: {exc}", 400)
-    except StoreBusy as exc:
+    except BacklogFull as exc:  # about the engine's queue, not the database: said as is
         retry = max(1, round(exc.retry_after))
-        return error_response(
-            f"the store is busy: {exc}; retry later", 503, {"Retry-After": str(retry)}
-        )
+        return error_response(f"{exc}; retry later", 503, {"Retry-After": str(retry)})
+    except StoreBusy as exc:
+        log.warning("store busy on %s %s: %s", request.method, request.path, exc)
+        retry = max(1, round(exc.retry_after))
+        return error_response(STORE_BUSY, 503, {"Retry-After": str(retry)})
     except StoreError as exc:
         log.error("store error on %s %s: %s", request.method, request.path, exc)
         retry = request.app[RUNTIME].settings.ingest.retry_after
-        return error_response(f"the store is unavailable: {exc}", 503, {"Retry-After": str(retry)})
+        return error_response(STORE_UNAVAILABLE, 503, {"Retry-After": str(retry)})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -150,7 +161,8 @@ async def ready(request: web.Request) -> web.Response:
     try:
         await runtime.store.ping()
     except StoreError as exc:
-        problems.append(f"store unreachable: {exc}")
+        log.error("readiness: store unreachable: %s", exc)
+        problems.append("store unreachable")
     problems.extend(runtime.worker_problems())
     if problems:
         return json_response({"ready": False, "problems": problems}, 503)

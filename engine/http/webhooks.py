@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.errors import EngineError, IngestError, StoreBusy
-from engine.http.app import RUNTIME, json_response
+from engine.errors import EngineError, IngestError
+from engine.http.app import RUNTIME, BacklogFull, json_response
 from engine.http.auth import GATEKEEPER, KEY_HEADER, Caller, Gatekeeper
 from engine.http.bodies import header_maps, parse_body
 from engine.http.hookdefs import WebhookDefinition
@@ -218,7 +218,7 @@ def _generic_instance(body: Any, known_triggers: set[str]) -> NewTriggerInstance
 async def _shed_load(runtime) -> None:
     backlog = await runtime.store.pending_backlog()
     if backlog >= runtime.settings.ingest.max_backlog:
-        raise StoreBusy(
+        raise BacklogFull(
             f"{backlog} trigger instances are waiting to be processed "
             f"(limit {runtime.settings.ingest.max_backlog})",
             retry_after=runtime.settings.ingest.retry_after,
