@@ -28,6 +28,12 @@ _CREATE_FIELDS = frozenset(
     {"url", "customHeaders", "events", "secret", "description", "signing", "enabled"}
 )
 _PATCH_FIELDS = frozenset({"url", "customHeaders", "events", "description", "enabled", "signing"})
+# Custom headers whose names say they carry a credential are shown masked by the API (the
+# stored value is sent on delivery); a PATCH giving the mask back keeps the stored value.
+HEADER_MASK = "********"
+_SECRET_HEADER_WORDS = (
+    "auth", "token", "key", "secret", "passw", "cookie", "session", "credential", "signature"
+)  # fmt: skip
 
 
 class SubscriptionError(ConfigError):
@@ -68,7 +74,7 @@ class Subscription:
         shown = {
             "id": self.id,
             "url": self.url,
-            "customHeaders": self.custom_headers,
+            "customHeaders": masked_headers(self.custom_headers),
             "events": list(self.events),
             "description": self.description,
             "enabled": self.enabled,
@@ -118,7 +124,7 @@ def changes(body: Any, current: Subscription) -> dict[str, Any]:
     if "url" in data:
         changed["url"] = _url(data["url"])
     if "customHeaders" in data:
-        changed["custom_headers"] = _headers(data["customHeaders"])
+        changed["custom_headers"] = _unmasked(_headers(data["customHeaders"]), current)
     if "events" in data:
         changed["events"] = _events(data["events"])
     if "description" in data:
@@ -152,6 +158,29 @@ def rotated_secrets(
         if s.expires_at is None or s.expires_at > now
     ]
     return (Secret(secret), *kept), secret
+
+
+def is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+
+
+def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: HEADER_MASK if is_secret_header(name) else value for name, value in headers.items()
+    }
+
+
+def _unmasked(headers: dict[str, str], current: Subscription) -> dict[str, str]:
+    """`headers` with each masked secret header replaced by its stored value (a client
+    that read the subscription and sends its headers back must not store the mask)."""
+    stored = {name.lower(): value for name, value in current.custom_headers.items()}
+    return {
+        name: stored[name.lower()]
+        if value == HEADER_MASK and is_secret_header(name) and name.lower() in stored
+        else value
+        for name, value in headers.items()
+    }
 
 
 # --- field checks ---------------------------------------------------------------------

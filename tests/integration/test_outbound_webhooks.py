@@ -364,3 +364,47 @@ async def test_subscription_bodies_are_checked(tmp_path: Path) -> None:
         assert deleted.status == 204
         missing = await client.get(f"/api/v1/events/webhooks/{created['id']}")
         assert missing.status == 404
+
+
+async def test_credential_headers_are_masked_by_the_api_yet_sent_on_delivery(tmp_path: Path):
+    receiver = Receiver([answer(200)])
+    async with receiver:
+        settings = settings_for(
+            tmp_path,
+            global_webhook_url=receiver.url("/global"),
+            global_webhook_api_key="gk-bearer-1",
+        )
+        async with TestClient(TestServer(create_app(settings))) as client:
+            created = await subscribe(
+                client,
+                url=receiver.url("/own"),
+                events=["trigger_instance.created"],
+                customHeaders={"X-Api-Key": "ak-2", "X-Auth-Token": "at-3", "X-Team": "ops"},
+            )
+            masked = {"X-Api-Key": "********", "X-Auth-Token": "********", "X-Team": "ops"}
+            assert created["customHeaders"] == masked
+            for _ in range(200):  # the deliveries role saves the global subscription
+                listing = await client.get("/api/v1/events/webhooks")
+                if "global" in {s["id"] for s in await listing.json()}:
+                    break
+                await asyncio.sleep(0.03)
+            text = await listing.text()
+            assert not [s for s in ("gk-bearer-1", "ak-2", "at-3") if s in text], text
+            by_id = {s["id"]: s for s in json.loads(text)}
+            assert by_id["global"]["customHeaders"] == {"Authorization": "********"}
+            one = await (await client.get(f"/api/v1/events/webhooks/{created['id']}")).json()
+            assert one["customHeaders"] == masked
+            # A client sending back what it read (masks included) keeps the stored values.
+            patched = await client.patch(
+                f"/api/v1/events/webhooks/{created['id']}",
+                json={"customHeaders": {**one["customHeaders"], "X-Team": "sre"}},
+            )
+            assert (await patched.json())["customHeaders"] == {**masked, "X-Team": "sre"}
+
+            await client.post("/webhooks/in", json={})
+            await wait_deliveries(client, created["id"], finished)
+            await wait_deliveries(client, "global", finished)
+    own = [headers for headers, _ in receiver.requests if headers.get("X-Team") == "sre"]
+    assert own and all((h["X-Api-Key"], h["X-Auth-Token"]) == ("ak-2", "at-3") for h in own)
+    to_global = [h for h, _ in receiver.requests if "X-Team" not in h]
+    assert to_global and all(h["Authorization"] == "Bearer gk-bearer-1" for h in to_global)
