@@ -153,6 +153,19 @@ class EnforcementOutcome:
 
 
 @dataclass(frozen=True)
+class InstanceDecision:
+    """Everything the rules worker decided for one claimed trigger instance: recorded
+    together (Store.record_decisions), or not at all."""
+
+    instance_id: str
+    lease_token: str
+    outcomes: list[EnforcementOutcome]
+    final_status: str  # PROCESSED | PROCESSING_FAILED
+    # The explain traces to keep with it (engine.rules.explain), or None.
+    evaluations: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class Enforcement:
     id: str
     trigger_instance_id: str

@@ -17,11 +17,13 @@ from datetime import timedelta
 from typing import Any
 
 from engine.apikeys import ApiKey
+from engine.errors import StoreError
 from engine.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model import (
     Accepted,
     EnforcementOutcome,
     Execution,
+    InstanceDecision,
     NewExecution,
     NewTriggerInstance,
     Page,
@@ -116,6 +118,16 @@ class Store(OutboundStore, abc.ABC):
         An outcome with a once_per_key already remembered for its rule is skipped entirely
         (no enforcement, no execution). Returns the ids of the enforcements written.
         Raises LeaseLost if `lease_token` is no longer the instance's token (nothing written).
+        """
+
+    @abc.abstractmethod
+    async def record_decisions(
+        self, decisions: Sequence[InstanceDecision]
+    ) -> list[list[str] | StoreError]:
+        """`record_enforcements` for several instances in one transaction, each decision
+        all-or-nothing on its own: per decision, in order, the enforcement ids written or
+        the error that refused it alone (LeaseLost, NotFound, Conflict, UnstorableValue;
+        nothing of it written). A database failure writes nothing and is raised.
         """
 
     @abc.abstractmethod

@@ -28,13 +28,22 @@ from engine.model import (
     Accepted,
     EnforcementOutcome,
     Execution,
+    InstanceDecision,
     NewExecution,
     NewTriggerInstance,
     Page,
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, cancel_ops, codec, explain_ops, kv_ops, rule_ops
+from engine.store import (
+    apikey_ops,
+    cancel_ops,
+    codec,
+    decision_ops,
+    explain_ops,
+    kv_ops,
+    rule_ops,
+)
 from engine.store import postgres_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -278,6 +287,19 @@ class PostgresStore(PostgresOutbound, Store):
         if any(outcome.execution is not None for outcome in outcomes):
             self._work["executions"].set()
         return written
+
+    async def record_decisions(
+        self, decisions: Sequence[InstanceDecision]
+    ) -> list[list[str] | StoreError]:
+        for decision in decisions:
+            codec.check_final_status(decision.final_status)
+        results = await self._transaction(decision_ops.pg_record_decisions, decisions, utcnow())
+        if any(
+            not isinstance(result, StoreError) and any(o.execution for o in decision.outcomes)
+            for decision, result in zip(decisions, results, strict=True)
+        ):
+            self._work["executions"].set()
+        return results
 
     async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
         return await self._read(explain_ops.pg_get_evaluations, instance_id)

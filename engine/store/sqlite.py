@@ -31,13 +31,22 @@ from engine.model import (
     Accepted,
     EnforcementOutcome,
     Execution,
+    InstanceDecision,
     NewExecution,
     NewTriggerInstance,
     Page,
     TriggerInstance,
     utcnow,
 )
-from engine.store import apikey_ops, cancel_ops, codec, explain_ops, kv_ops, rule_ops
+from engine.store import (
+    apikey_ops,
+    cancel_ops,
+    codec,
+    decision_ops,
+    explain_ops,
+    kv_ops,
+    rule_ops,
+)
 from engine.store import sqlite_ops as ops
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
@@ -192,6 +201,18 @@ class SqliteStore(SqliteOutbound, Store):
         if executions:
             self._work["executions"].set()
         return written
+
+    async def record_decisions(
+        self, decisions: Sequence[InstanceDecision]
+    ) -> list[list[str] | StoreError]:
+        for decision in decisions:
+            codec.check_final_status(decision.final_status)
+        results, executions = await self._write(
+            decision_ops.sqlite_record_decisions, decisions, utcnow()
+        )
+        if executions:
+            self._work["executions"].set()
+        return results
 
     async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
         return await self._read(explain_ops.sqlite_get_evaluations, instance_id)
