@@ -58,6 +58,13 @@ class Runtime:
 
     def __post_init__(self) -> None:
         from engine.outbound.sender import KeyRingProvider
+        from engine.secret_parameters import ParameterSealer, SealingStore
+
+        # Secret action parameters are written sealed by whatever creates an execution
+        # (rules, the API) and unsealed by the actions worker (engine.secret_parameters).
+        self.sealer = ParameterSealer(self.settings, self.secret_parameters)
+        if not isinstance(self.store, SealingStore):
+            self.store = SealingStore(self.store, self.sealer)  # type: ignore[assignment]
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)
@@ -102,6 +109,12 @@ class Runtime:
         pack_ref, _, name = ref.partition(".")
         pack = self.packs.packs.get(pack_ref)
         return pack is not None and name in pack.actions
+
+    def secret_parameters(self, ref: str) -> frozenset[str]:
+        """Parameters of action `ref` declared `secret: true` (none for an unknown action)."""
+        if not self.action_known(ref):
+            return frozenset()
+        return self.packs.action(ref).secret_parameters
 
     def shell_parameters(self, ref: str) -> frozenset[str]:
         """Parameters of action `ref` that are shell command strings (quoted on render)."""

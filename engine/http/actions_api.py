@@ -17,6 +17,7 @@ from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
 from engine.model import NewExecution, NewTriggerInstance
 from engine.runtime import Runtime
+from engine.secret_parameters import is_sealed
 
 MASK = "********"
 API_USER = "api"
@@ -51,9 +52,11 @@ def execution_api(runtime: Runtime, record) -> dict[str, Any]:
         action_api = action.to_api()
         secrets = action.secret_parameters
     data = shapes.execution(record, action_api)
-    if secrets and isinstance(data["parameters"], dict):
+    if isinstance(data["parameters"], dict):
+        # Sealed values (engine.secret_parameters) are masked too, should the action that
+        # declared them secret be gone.
         data["parameters"] = {
-            name: MASK if name in secrets and value is not None else value
+            name: MASK if (name in secrets and value is not None) or is_sealed(value) else value
             for name, value in data["parameters"].items()
         }
     return data

@@ -150,8 +150,10 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     action = runtime.packs.action(execution.action)
     if not action.enabled:
         raise ActionError(f"action {action.ref!r} is disabled")
-    runner_params, action_params = action.prepare_parameters(execution.parameters or {})
-    given = {name for name, value in (execution.parameters or {}).items() if value is not None}
+    # Secret parameters are stored sealed (engine.secret_parameters): opened only here.
+    parameters = runtime.sealer.unseal(execution.parameters or {})
+    runner_params, action_params = action.prepare_parameters(parameters)
+    given = {name for name, value in parameters.items() if value is not None}
     runner_params, action_params = _render_metadata_templates(
         action, runner_params, action_params, given, kv
     )
