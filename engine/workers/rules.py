@@ -11,11 +11,19 @@ import asyncio
 import logging
 import random
 
-from engine.errors import LeaseLost, StoreError
-from engine.model import PROCESSED, PROCESSING_FAILED, InstanceDecision, TriggerInstance
+from engine.errors import Conflict, LeaseLost, StoreError
+from engine.model import (
+    ENFORCEMENT_FAILED,
+    PROCESSED,
+    PROCESSING_FAILED,
+    EnforcementOutcome,
+    InstanceDecision,
+    TriggerInstance,
+)
 from engine.rules.enforce import RULE_USER, decide
 from engine.rules.explain import traces_to_keep
 from engine.runtime import Runtime
+from engine.store import UnstorableValue
 from engine.workers import sleep_until
 
 log = logging.getLogger(__name__)
@@ -73,8 +81,54 @@ async def process_instances(runtime: Runtime, instances: list[TriggerInstance]) 
         # The leases will expire and the instances are processed again: nothing is lost.
         log.error("recording the decisions on %d instance(s) failed: %s", len(instances), exc)
         return
+    poisoned = []
     for instance, (decision, evaluations), result in zip(instances, decided, results, strict=True):
+        if isinstance(result, UnstorableValue | Conflict):
+            poisoned.append((instance, _refused_decision(decision, result)))
+            continue
         _report(runtime, instance, decision, evaluations, result)
+    if poisoned:
+        await _record_refused(runtime, poisoned)
+
+
+def _refused_decision(decision: InstanceDecision, error: StoreError) -> InstanceDecision:
+    """What to record when the store refuses a decision for its content (NaN, a NUL...).
+
+    Retrying cannot help — the same payload decides the same way — so instead of leaving
+    the instance to be re-claimed for ever, every enforcement is recorded as failed with the
+    reason, without executions or traces (they may hold the unstorable value), and the
+    instance ends processing_failed: visible in the API and in explain.
+    """
+    reason = f"the decision could not be stored: {error}"
+    outcomes = [
+        EnforcementOutcome(
+            rule_ref=outcome.rule_ref,
+            status=ENFORCEMENT_FAILED,
+            failure_reason=reason,
+            rule_id=outcome.rule_id,
+        )
+        for outcome in decision.outcomes
+    ]
+    return InstanceDecision(
+        decision.instance_id, decision.lease_token, outcomes, PROCESSING_FAILED, None
+    )
+
+
+async def _record_refused(
+    runtime: Runtime, refused: list[tuple[TriggerInstance, InstanceDecision]]
+) -> None:
+    try:
+        results = await runtime.store.record_decisions([decision for _, decision in refused])
+    except StoreError as exc:
+        log.error("recording %d refused decision(s) failed: %s", len(refused), exc)
+        return
+    for (instance, decision), result in zip(refused, results, strict=True):
+        log.error(
+            "trigger instance %s: its decision could not be stored; marked processing_failed",
+            instance.id,
+            extra={"trigger_instance": instance.id, "trigger": instance.trigger},
+        )
+        _report(runtime, instance, decision, [], result)
 
 
 def _decide(runtime: Runtime, instance: TriggerInstance, kv) -> tuple[InstanceDecision, list]:

@@ -1,0 +1,60 @@
+"""A trigger instance whose decision the store refuses ends processing_failed, not re-tried
+for ever: its failed enforcements say why."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.app import create_app
+
+RULE = """\
+name: to_float
+pack: t
+trigger: {type: core.st2.webhook, parameters: {url: numbers}}
+action:
+  ref: core.noop
+  parameters:
+    # A payload "nan" renders to float NaN, which no store can hold as JSON.
+    value: "{{ trigger.body.x | float }}"
+"""
+
+
+async def test_an_unstorable_decision_marks_the_instance_processing_failed(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent(RULE))
+    settings = Settings(
+        store=StoreSettings(url=f"sqlite:///{tmp_path}/h.db"),
+        auth=AuthSettings(enabled=False),
+        workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.5),
+        rules_dirs=(str(rules),),
+        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
+        roles=("api", "rules"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        good = await (await client.post("/webhooks/numbers", json={"x": "1.5"})).json()
+        bad = await (await client.post("/webhooks/numbers", json={"x": "nan"})).json()
+        for _ in range(300):
+            instance = await (await client.get(f"/api/v1/triggerinstances/{bad['id']}")).json()
+            if instance["status"] not in ("pending", "processing"):
+                break
+            await asyncio.sleep(0.03)
+        assert instance["status"] == "processing_failed"
+        (enforcement,) = await (
+            await client.get("/api/v1/ruleenforcements", params={"trigger_instance": bad["id"]})
+        ).json()
+        assert enforcement["status"] == "failed"
+        assert "could not be stored" in enforcement["failure_reason"]
+        assert enforcement["execution_id"] is None
+        ok = await (await client.get(f"/api/v1/triggerinstances/{good['id']}")).json()
+        assert ok["status"] == "processed"
+        # Not claimed again: after several lease periods it is still the one failed record.
+        await asyncio.sleep(1.2)
+        again = await client.get("/api/v1/ruleenforcements", params={"trigger_instance": bad["id"]})
+        assert again.headers["X-Total-Count"] == "1"
