@@ -28,7 +28,9 @@ async def test_committed_rows_are_checkpointed_without_closing_the_store(tmp_pat
     store = create_store(StoreSettings(url=f"sqlite:///{db}"), tmp_path)
     await store.open()
     try:
-        items = [NewTriggerInstance(trigger="core.st2.webhook", payload={"i": i}) for i in range(20)]
+        items = [
+            NewTriggerInstance(trigger="core.st2.webhook", payload={"i": i}) for i in range(20)
+        ]
         await asyncio.gather(*(store.add_trigger_instance(item) for item in items))
         # A few rows are far below SQLite's automatic threshold: only the checkpointer
         # copies them into the database file while the store stays open.
