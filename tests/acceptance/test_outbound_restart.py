@@ -72,7 +72,10 @@ async def test_retry_happens_after_the_engine_is_killed_between_attempts(
             await asyncio.to_thread(first.kill)
 
             second = await asyncio.to_thread(serve.start, roles=roles, env=OUTBOUND_ENV)
-            delivered = await wait_delivery(session, second.url, lambda d: d["status"] != "pending")
+            # Wait for a final status: "delivering" (claimed, in flight) is not an outcome.
+            delivered = await wait_delivery(
+                session, second.url, lambda d: d["status"] in ("succeeded", "failed")
+            )
             listed = await asyncio.to_thread(cli, "delivery", "list", "--json", "--url", second.url)
             again = await asyncio.to_thread(
                 cli, "delivery", "redeliver", delivered["id"], "--url", second.url
