@@ -254,9 +254,10 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
     python = sys.executable
     hookyard = [python, "-m", "engine", "serve", "--roles", "api,rules"]
     rules_dir = workdir / "rules"
-    packs_dir = workdir / "packs"
+    # The repository's packs: the rule's core.noop must resolve, so each match records a
+    # succeeded enforcement and a requested execution — the real work of a match.
+    packs_dir = REPO / "packs"
     rules_dir.mkdir()
-    packs_dir.mkdir()
     (rules_dir / "bench.yaml").write_text(RULE_YAML)
     config_file = workdir / "config.yaml"
     config_file.write_text(CONFIG_YAML)
