@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -32,6 +31,7 @@ from engine.model import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import Condition, dumps
+from engine.store.paging import postgres_page
 from engine.store.postgres_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
@@ -409,23 +409,8 @@ async def list_rows(
     limit: int,
     offset: int,
 ) -> Page:
-    """One page, newest first, with the total (run in one repeatable-read transaction)."""
+    """One page of a listed table (trigger instances, enforcements, executions)."""
     columns, time_column, to_record = _LISTS[table]
-    clauses: list[str] = []
-    params: list[Any] = []
-    for condition in conditions:
-        params.append(condition.value)
-        if condition.op == "in":
-            clauses.append(f"{condition.column} = ANY(${len(params)}::text[])")
-        else:
-            clauses.append(f"{condition.column} {condition.op} ${len(params)}")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    total = await conn.fetchval(f"SELECT count(*) FROM {table}{where}", *params)
-    rows = await conn.fetch(
-        f"SELECT {columns} FROM {table}{where}"
-        f" ORDER BY {time_column} DESC, id DESC LIMIT ${len(params) + 1} OFFSET ${len(params) + 2}",
-        *params,
-        limit,
-        offset,
+    return await postgres_page(
+        conn, table, columns, f"{time_column} DESC, id DESC", to_record, conditions, limit, offset
     )
-    return Page(items=[to_record(row) for row in rows], total=total)

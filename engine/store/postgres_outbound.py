@@ -21,6 +21,7 @@ from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
 from engine.store import outbound_rows as rows
 from engine.store.codec import Condition, as_utc, dumps, parse_filters
+from engine.store.paging import postgres_page
 
 SUBSCRIPTION_COLUMNS = ", ".join(rows.SUBSCRIPTION_FIELDS)
 DELIVERY_COLUMNS = ", ".join(rows.DELIVERY_FIELDS)
@@ -306,25 +307,16 @@ async def get_delivery(conn: asyncpg.Connection, delivery_id: str) -> Delivery:
 async def list_deliveries(
     conn: asyncpg.Connection, conditions: Sequence[Condition], limit: int, offset: int
 ) -> Page:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for condition in conditions:
-        params.append(condition.value)
-        if condition.op == "in":
-            clauses.append(f"{condition.column} = ANY(${len(params)}::text[])")
-        else:
-            clauses.append(f"{condition.column} {condition.op} ${len(params)}")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    total = await conn.fetchval(f"SELECT count(*) FROM deliveries{where}", *params)
-    found = await conn.fetch(
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries{where}"
-        f" ORDER BY created_at DESC, sequence DESC LIMIT ${len(params) + 1}"
-        f" OFFSET ${len(params) + 2}",
-        *params,
+    return await postgres_page(
+        conn,
+        "deliveries",
+        DELIVERY_COLUMNS,
+        "created_at DESC, sequence DESC",
+        _delivery,
+        conditions,
         limit,
         offset,
     )
-    return Page(items=[_delivery(row) for row in found], total=total)
 
 
 async def redeliver(conn: asyncpg.Connection, delivery_id: str, now: datetime) -> Delivery:

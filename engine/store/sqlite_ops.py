@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from engine.errors import LeaseLost, NotFound
 from engine.model import (
@@ -30,6 +29,7 @@ from engine.model import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import Condition, dumps, time_from_text, time_to_text
+from engine.store.paging import sqlite_page
 from engine.store.sqlite_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
@@ -381,27 +381,8 @@ def list_rows(
     limit: int,
     offset: int,
 ) -> Page:
-    """One page, newest first, with the total; read in one snapshot so both agree."""
+    """One page of a listed table (trigger instances, enforcements, executions)."""
     columns, time_column, to_record = _LISTS[table]
-    clauses: list[str] = []
-    params: list[Any] = []
-    for condition in conditions:
-        value = condition.value
-        if condition.op == "in":
-            clauses.append(f"{condition.column} IN ({','.join('?' * len(value))})")
-            params.extend(value)
-        else:
-            clauses.append(f"{condition.column} {condition.op} ?")
-            params.append(time_to_text(value) if isinstance(value, datetime) else value)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    conn.execute("BEGIN")
-    try:
-        total = conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT {columns} FROM {table}{where}"
-            f" ORDER BY {time_column} DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    return Page(items=[to_record(row) for row in rows], total=total)
+    return sqlite_page(
+        conn, table, columns, f"{time_column} DESC, id DESC", to_record, conditions, limit, offset
+    )

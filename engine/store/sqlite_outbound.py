@@ -25,6 +25,7 @@ from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
 from engine.store import outbound_rows as rows
 from engine.store.codec import Condition, dumps, parse_filters, time_from_text, time_to_text
+from engine.store.paging import sqlite_page
 
 SUBSCRIPTION_COLUMNS = ", ".join(rows.SUBSCRIPTION_FIELDS)
 DELIVERY_COLUMNS = ", ".join(rows.DELIVERY_FIELDS)
@@ -310,28 +311,16 @@ def get_delivery(conn: sqlite3.Connection, delivery_id: str) -> Delivery:
 def list_deliveries(
     conn: sqlite3.Connection, conditions: Sequence[Condition], limit: int, offset: int
 ) -> Page:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for condition in conditions:
-        if condition.op == "in":
-            clauses.append(f"{condition.column} IN ({','.join('?' * len(condition.value))})")
-            params.extend(condition.value)
-        else:
-            clauses.append(f"{condition.column} {condition.op} ?")
-            value = condition.value
-            params.append(_t(value) if isinstance(value, datetime) else value)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    conn.execute("BEGIN")
-    try:
-        total = conn.execute(f"SELECT count(*) FROM deliveries{where}", params).fetchone()[0]
-        found = conn.execute(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries{where}"
-            " ORDER BY created_at DESC, sequence DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
-    finally:
-        conn.execute("COMMIT")
-    return Page(items=[_delivery(row) for row in found], total=total)
+    return sqlite_page(
+        conn,
+        "deliveries",
+        DELIVERY_COLUMNS,
+        "created_at DESC, sequence DESC",
+        _delivery,
+        conditions,
+        limit,
+        offset,
+    )
 
 
 def redeliver(conn: sqlite3.Connection, delivery_id: str, now: datetime) -> Delivery:
