@@ -22,6 +22,9 @@ from engine.errors import StoreError
 log = logging.getLogger(__name__)
 
 METRICS = web.AppKey("metrics", object)
+# The hook a webhook request was resolved to, set by the ingest handler; requests that
+# fail before (unknown hook) are labelled from their path.
+WEBHOOK_LABEL = web.RequestKey("webhook_label", str)
 WEBHOOK_PREFIXES = ("/webhooks/", "/api/v1/webhooks/")
 # Hook names not defined anywhere are counted under one label, so a scanner posting
 # random paths cannot grow the metric without bound.
@@ -43,6 +46,9 @@ class Metrics:
             ["webhook", "status"],
             registry=r,
         )
+        # Children by (hook, status): `labels()` per request (a lock, a tuple of strings,
+        # validation) cost more than the count; hook labels are bounded (see UNKNOWN).
+        self._webhook_counters: dict[tuple[str, int], Any] = {}
         self.trigger_instances = Counter(
             "hookyard_trigger_instances_processed",
             "Trigger instances the rules worker finished, by final status.",
@@ -103,6 +109,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def count_webhook(self, hook: str, status: int) -> None:
+        counter = self._webhook_counters.get((hook, status))
+        if counter is None:
+            counter = self._webhook_counters[hook, status] = self.webhooks.labels(hook, str(status))
+        counter.inc()
 
     # --- observers ------------------------------------------------------------------------
 
@@ -184,7 +196,9 @@ async def _count_webhooks(request: web.Request, handler) -> web.StreamResponse:
         status = exc.status
         raise
     finally:
-        request.app[METRICS].webhooks.labels(_hook_label(request), str(status)).inc()
+        request.app[METRICS].count_webhook(
+            request.get(WEBHOOK_LABEL) or _hook_label(request), status
+        )
 
 
 def _hook_label(request: web.Request) -> str:

@@ -86,6 +86,9 @@ class NewTriggerInstance:
     dedupe_key: str | None = None
     occurrence_time: datetime = field(default_factory=utcnow)
     id: str = field(default_factory=new_id)
+    # `payload` already as storable JSON text, when ingest could build it without
+    # re-encoding the body (engine.http.bodies.parse_body_and_text); None: the store encodes it.
+    payload_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

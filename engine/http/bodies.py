@@ -22,20 +22,39 @@ MAX_JSON_DEPTH = 64
 
 def parse_body(content_type: str, raw: bytes) -> Any:
     """The body as data: JSON (any root), form fields, or text. IngestError otherwise."""
+    return parse_body_and_text(content_type, raw)[0]
+
+
+def parse_body_and_text(content_type: str, raw: bytes) -> tuple[Any, str | None]:
+    """(the body as data, its JSON text when that may be stored verbatim, else None).
+
+    The text is given when the body is JSON the store may keep as the sender wrote it:
+    it decodes to exactly the data (NaN, Infinity and out-of-range numbers are refused
+    while parsing, so both agree) and holds no escaped NUL, which PostgreSQL cannot
+    store. Re-encoding the parsed body was the largest cost of storing a webhook.
+    """
     if not raw or raw.isspace():
-        return {}
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if mime in ("", "application/json") or mime.endswith("+json"):
+        return {}, None
+    mime = _mime(content_type)
+    if _is_json(mime):
         return _parse_json(raw, assumed=not mime)
     if mime == "application/x-www-form-urlencoded":
-        return _parse_form(raw)
+        return _parse_form(raw), None
     if mime == "text/plain":
-        return _decode(raw, "text/plain")
+        return _decode(raw, "text/plain"), None
     raise IngestError(
         f"unsupported Content-Type {mime!r}; send application/json, "
         "application/x-www-form-urlencoded or text/plain",
         415,
     )
+
+
+def _mime(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json(mime: str) -> bool:
+    return mime in ("", "application/json") or mime.endswith("+json")
 
 
 def _decode(raw: bytes, what: str) -> str:
@@ -45,9 +64,41 @@ def _decode(raw: bytes, what: str) -> str:
         raise IngestError(f"{what} body is not valid UTF-8 (byte {exc.start})") from None
 
 
-def _parse_json(raw: bytes, *, assumed: bool) -> Any:
+class _UnstorableNumber(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise _UnstorableNumber(f"number {text[:40]} is out of range")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise _UnstorableNumber(f"{name} is not a JSON number")
+
+
+_INF = float("inf")
+# Built once (json.loads with hooks builds a decoder per call). NaN and Infinity are not
+# JSON, and a number too large for a float would be stored as infinity: both refused.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
+
+
+def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
     try:
-        value = json.loads(raw)
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None  # UTF-16/32 (which json.loads detects) or not text at all
+    if text is not None and text.startswith("\ufeff"):
+        text = None
+    try:
+        if text is not None:
+            value = _DECODER.decode(text)
+        else:
+            value = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
+    except _UnstorableNumber as exc:
+        raise IngestError(f"JSON body cannot be stored: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
         hint = " (no Content-Type was given, so JSON was assumed)" if assumed else ""
@@ -58,7 +109,9 @@ def _parse_json(raw: bytes, *, assumed: bool) -> Any:
     # for every body that could not nest too deep; brackets inside strings only over-count.
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
-    return value
+    if text is not None and "\\u0000" in text:
+        text = None  # left to the store's encoder, which tells a NUL from an escaped backslash
+    return value, text
 
 
 def _reason(exc: Exception) -> str:

@@ -13,6 +13,7 @@ parse → dedupe key → store. Credentials never reach the stored payload.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -23,11 +24,13 @@ from aiohttp import web
 from engine.errors import EngineError, IngestError
 from engine.http.app import RUNTIME, BacklogFull, json_response
 from engine.http.auth import GATEKEEPER, KEY_HEADER, Caller, Gatekeeper
-from engine.http.bodies import header_maps, parse_body
+from engine.http.bodies import header_maps, parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
+from engine.metrics import WEBHOOK_LABEL
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
+from engine.store.codec import dumps
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ async def receive(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     gate = request.app[GATEKEEPER]
     name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
+    request[WEBHOOK_LABEL] = name
     definition = gate.definition(name)
     raw = await read_body(request, definition.max_body or runtime.settings.ingest.max_body)
     content_type = request.headers.get("Content-Type", "")
@@ -52,8 +56,9 @@ async def receive(request: web.Request) -> web.Response:
     key_in_body = placement is not None and placement.place == "body"
     body = parse_body(content_type, raw) if key_in_body else None
     caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
+    body_text = None  # the body's JSON text, stored verbatim when it may be
     if body is None:
-        body = parse_body(content_type, raw)
+        body, body_text = parse_body_and_text(content_type, raw)
     if key_in_body and isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != placement.name}
     if name == GENERIC_HOOK:
@@ -65,12 +70,15 @@ async def receive(request: web.Request) -> web.Response:
             Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
         headers, headers_lower = header_maps(request.headers, drop=_dropped(definition))
         payload = {"headers": headers, "headers_lower": headers_lower, "body": body}
-        item = NewTriggerInstance(trigger=WEBHOOK_TRIGGER, payload=payload, webhook=name)
+        item = NewTriggerInstance(
+            trigger=WEBHOOK_TRIGGER,
+            payload=payload,
+            webhook=name,
+            payload_json=None if body_text is None else _payload_json(payload, body_text),
+        )
     dedupe_key = _dedupe_key(request, definition, raw, caller)
     if dedupe_key is not None:
-        item = NewTriggerInstance(
-            trigger=item.trigger, payload=item.payload, webhook=item.webhook, dedupe_key=dedupe_key
-        )
+        item = dataclasses.replace(item, dedupe_key=dedupe_key)
     await _shed_load(runtime)
     accepted = await runtime.store.add_trigger_instance(item)
     return _answer(definition, item, accepted, body, request)
@@ -90,6 +98,14 @@ def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:
         f"no webhook named {name!r}: no enabled rule has trigger core.st2.webhook "
         f"with url {name!r} and no webhooks.{name} is defined (GET /api/v1/webhooks lists them)",
         404,
+    )
+
+
+def _payload_json(payload: dict[str, Any], body_text: str) -> str:
+    """The named-hook payload as stored JSON, the body spliced in as the sender wrote it."""
+    return (
+        f'{{"headers":{dumps(payload["headers"])},'
+        f'"headers_lower":{dumps(payload["headers_lower"])},"body":{body_text}}}'
     )
 
 

@@ -74,18 +74,22 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-# SQLite keeps timestamps as fixed-width text so that string order is time order.
-_SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# SQLite keeps timestamps as fixed-width text so that string order is time order:
+# YYYY-MM-DDTHH:MM:SS.ffffffZ in UTC.
 
 
 def time_to_text(moment: datetime | None) -> str | None:
-    return None if moment is None else as_utc(moment).strftime(_SQLITE_TIME_FORMAT)
+    # isoformat with fixed microseconds is that layout ("+00:00" cut to
+    # "Z") at half the cost of strftime; two of these are written per webhook.
+    if moment is None:
+        return None
+    return as_utc(moment).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def time_from_text(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.strptime(text, _SQLITE_TIME_FORMAT).replace(tzinfo=UTC)
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
 
 
 def parse_time(value: datetime | str, name: str) -> datetime:
@@ -158,6 +162,8 @@ def answers_for_batch(first_of: list[int], stored: Mapping[int, Accepted]) -> li
 def prepare_trigger_instance(item: NewTriggerInstance) -> tuple[NewTriggerInstance, str]:
     """The item with its payload encoded: done before queueing for group commit, so an
     unstorable payload fails its own caller only."""
+    if item.payload_json is not None:
+        return item, item.payload_json
     return item, dumps(item.payload, f"payload of trigger instance {item.id}")
 
 
