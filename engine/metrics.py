@@ -1,8 +1,9 @@
 """`GET /metrics` in Prometheus' text format, from a registry owned by one app.
 
-Counters move where the work happens: an aiohttp middleware counts webhook requests by
-hook and status; the roles report through `Runtime.observe` (trigger instances processed,
-rule matches, executions finished, deliveries); the store reports each group-commit batch.
+Counters move where the work happens: the ingest handler counts webhook requests by
+hook and status (`count_webhook`); the roles report through `Runtime.observe` (trigger
+instances processed, rule matches, executions finished, deliveries); the store reports
+each group-commit batch.
 Queue depths and the age of the oldest waiting item are read from the store (one cheap
 query per queue) when /metrics is scraped. Each app has its own CollectorRegistry, so
 several apps in one process (tests) never share or collide on metrics.
@@ -160,7 +161,7 @@ class Metrics:
 
 
 def install(app: web.Application) -> Metrics:
-    """Add /metrics, the webhook-counting middleware and the observers to `app`."""
+    """Add /metrics and the observers to `app`."""
     from engine.http.app import RUNTIME
 
     metrics = Metrics()
@@ -168,7 +169,6 @@ def install(app: web.Application) -> Metrics:
     app[METRICS] = metrics
     runtime.observers.append(metrics.observe)
     runtime.store.add_commit_observer(metrics.commit)
-    app.middlewares.insert(0, _count_webhooks)
     app.router.add_get("/metrics", _metrics_handler)
     return metrics
 
@@ -183,25 +183,7 @@ async def _metrics_handler(request: web.Request) -> web.Response:
     return response
 
 
-@web.middleware
-async def _count_webhooks(request: web.Request, handler) -> web.StreamResponse:
-    if request.method != "POST" or not request.path.startswith(WEBHOOK_PREFIXES):
-        return await handler(request)
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        request.app[METRICS].count_webhook(
-            request.get(WEBHOOK_LABEL) or _hook_label(request), status
-        )
-
-
-def _hook_label(request: web.Request) -> str:
+def hook_label(request: web.Request) -> str:
     """The defined hook a path names (never a key placed in the path), else <unknown>."""
     from engine.http.app import RUNTIME
 

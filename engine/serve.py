@@ -8,6 +8,7 @@ release the leases of claimed-but-unstarted work, the store flushes; exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -54,6 +55,11 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = _start_reloading(app, loop, stop, watch)
+    # Everything loaded at start (rules, packs, templates, libraries) lives as long as the
+    # process: moved out of the collector's reach, so the full collections that request
+    # garbage triggers no longer walk it again and again.
+    gc.collect()
+    gc.freeze()
     if ready is not None:
         ready.set()
     try:

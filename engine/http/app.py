@@ -63,30 +63,41 @@ def _json_default(value: Any) -> Any:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except IngestError as exc:
+    except Exception as exc:
+        response = error_response_for(request, exc)
+        if response is None:
+            raise
+        return response
+
+
+def error_response_for(request: web.Request, exc: Exception) -> web.Response | None:
+    """The JSON error answer for `exc`, or None for what is not an error answer (a
+    redirect, a bug: re-raised by the caller)."""
+    if isinstance(exc, IngestError):
         return error_response(str(exc), exc.status)
-    except NotFound as exc:
+    if isinstance(exc, NotFound):
         return error_response(str(exc), 404)
-    except UnstorableValue as exc:
+    if isinstance(exc, UnstorableValue):
         return error_response(f"the body cannot be stored: {exc}", 400)
-    except BacklogFull as exc:  # about the engine's queue, not the database: said as is
+    if isinstance(exc, BacklogFull):  # about the engine's queue, not the database: said as is
         retry = max(1, round(exc.retry_after))
         return error_response(f"{exc}; retry later", 503, {"Retry-After": str(retry)})
-    except StoreBusy as exc:
+    if isinstance(exc, StoreBusy):
         log.warning("store busy on %s %s: %s", request.method, request.path, exc)
         retry = max(1, round(exc.retry_after))
         return error_response(STORE_BUSY, 503, {"Retry-After": str(retry)})
-    except StoreError as exc:
+    if isinstance(exc, StoreError):
         log.error("store error on %s %s: %s", request.method, request.path, exc)
         retry = request.app[RUNTIME].settings.ingest.retry_after
         return error_response(STORE_UNAVAILABLE, 503, {"Retry-After": str(retry)})
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         return error_response(f"{message}: {request.method} {request.path}", exc.status)
-    except EngineError as exc:
+    if isinstance(exc, EngineError):
         return error_response(str(exc), 400)
+    return None
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:

@@ -7,7 +7,6 @@ stored payload.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -147,13 +146,13 @@ def _parse_form(raw: bytes) -> dict[str, Any]:
 
 
 def header_maps(
-    headers: CIMultiDictProxy[str], drop: Iterable[str] = ()
+    headers: CIMultiDictProxy[str], dropped: frozenset[str] = CREDENTIAL_HEADERS
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """(headers as sent, headers with lower-case names), credentials and `drop` removed.
+    """(headers as sent, headers with lower-case names), without the `dropped` ones
+    (lower-case names; a hook's WebhookDefinition.credential_headers).
 
     A header sent several times is joined with ", " (RFC 9110 field combination).
     """
-    dropped = CREDENTIAL_HEADERS | {name.lower() for name in drop}
     original: dict[str, str] = {}
     lower: dict[str, str] = {}
     for name, value in headers.items():

@@ -8,6 +8,7 @@ naming it). A hook without a definition takes an API key in the standard places.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, EngineError
+from engine.http.bodies import CREDENTIAL_HEADERS
 from engine.http.jwt_auth import JwtVerifier
 from engine.http.signatures import SignatureScheme, build_scheme
 from engine.rules.rule import normalize_webhook_name
@@ -60,17 +62,18 @@ class WebhookDefinition:
     # Expanded secret values, registered with the log scrubber.
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
-    @property
-    def credential_headers(self) -> tuple[str, ...]:
-        """Headers that carry a credential and are never stored."""
-        names: list[str] = []
+    @functools.cached_property
+    def credential_headers(self) -> frozenset[str]:
+        """Headers (lower-case) that carry a credential and are never stored: the ones
+        every hook drops (engine.http.bodies.CREDENTIAL_HEADERS) and this hook's own."""
+        names = set(CREDENTIAL_HEADERS)
         if self.signature is not None:
-            names.extend(self.signature.header_names)
+            names.update(self.signature.header_names)
         if self.jwt is not None:
-            names.append(self.jwt.header)
+            names.add(self.jwt.header)
         if self.apikey is not None and self.apikey.place == "header":
-            names.append(self.apikey.name)
-        return tuple(names)
+            names.add(self.apikey.name)
+        return frozenset(name.lower() for name in names)
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import EngineError, IngestError
-from engine.http.app import RUNTIME, BacklogFull, json_response
-from engine.http.auth import GATEKEEPER, KEY_HEADER, Caller, Gatekeeper
+from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
+from engine.http.auth import GATEKEEPER, Caller, Gatekeeper
 from engine.http.bodies import header_maps, parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
-from engine.metrics import WEBHOOK_LABEL
+from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
@@ -45,6 +45,25 @@ def add_routes(app: web.Application) -> None:
 
 
 async def receive(request: web.Request) -> web.Response:
+    """One webhook, answered and counted by hook and status (hookyard_webhooks_received).
+
+    Errors are answered here rather than by the app's middleware so that the count sees
+    the final status without a middleware around every request.
+    """
+    metrics = request.app[METRICS]
+    try:
+        response = await _receive(request)
+    except Exception as exc:
+        answer = error_response_for(request, exc)
+        if answer is None:
+            metrics.count_webhook(request.get(WEBHOOK_LABEL) or hook_label(request), 500)
+            raise
+        response = answer
+    metrics.count_webhook(request.get(WEBHOOK_LABEL) or hook_label(request), response.status)
+    return response
+
+
+async def _receive(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     gate = request.app[GATEKEEPER]
     name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
@@ -68,7 +87,7 @@ async def receive(request: web.Request) -> web.Response:
         if caller.key is not None:  # only a key can limit what a caller fires
             rules = runtime.ruleset.webhooks.get(name) or []
             Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
-        headers, headers_lower = header_maps(request.headers, drop=_dropped(definition))
+        headers, headers_lower = header_maps(request.headers, definition.credential_headers)
         payload = {"headers": headers, "headers_lower": headers_lower, "body": body}
         item = NewTriggerInstance(
             trigger=WEBHOOK_TRIGGER,
@@ -107,10 +126,6 @@ def _payload_json(payload: dict[str, Any], body_text: str) -> str:
         f'{{"headers":{dumps(payload["headers"])},'
         f'"headers_lower":{dumps(payload["headers_lower"])},"body":{body_text}}}'
     )
-
-
-def _dropped(definition: WebhookDefinition) -> tuple[str, ...]:
-    return (KEY_HEADER, *definition.credential_headers)
 
 
 def _dedupe_key(
@@ -168,18 +183,21 @@ def _answer(
 
 
 # The standard 202 body, byte for byte what json_response writes for the same dict, built
-# without a dict and an encoder per request (the hot path of ingest).
-_STANDARD_TEMPLATE = '{"id": %s, "trigger": %s, "webhook": %s, "duplicate": %s}'
+# without a dict and an encoder per request (the hot path of ingest): the part after the
+# id is encoded once per (trigger, webhook); ids are hex, so they need no escaping.
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_standard_tails: dict[tuple[str, str | None], str] = {}
 
 
 def _standard_response(item: NewTriggerInstance, accepted: Accepted) -> web.Response:
-    body = _STANDARD_TEMPLATE % (
-        json.dumps(accepted.id),
-        json.dumps(item.trigger),
-        json.dumps(item.webhook),
-        "true" if accepted.duplicate else "false",
-    )
+    key = (item.trigger, item.webhook)
+    tail = _standard_tails.get(key)
+    if tail is None:
+        tail = f'", "trigger": {json.dumps(item.trigger)}, "webhook": {json.dumps(item.webhook)}'
+        if len(_standard_tails) < 10_000:  # trigger and hook names are few; bounded anyway
+            _standard_tails[key] = tail
+    duplicate = ', "duplicate": true}' if accepted.duplicate else ', "duplicate": false}'
+    body = '{"id": "' + accepted.id + tail + duplicate
     return web.Response(body=body.encode(), status=202, headers=_JSON_HEADERS)
 
 

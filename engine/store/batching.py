@@ -49,7 +49,8 @@ class GroupCommitStats:
 
 
 class GroupCommitter(Generic[Item, Result]):
-    """Batches `submit(item)` calls into `write_batch(items)` calls made by one task."""
+    """Batches `submit(item)` calls into `write_batch(items)` calls made by one task
+    (at most `concurrency` calls at a time)."""
 
     def __init__(
         self,
@@ -58,11 +59,19 @@ class GroupCommitter(Generic[Item, Result]):
         batch_max: int,
         timeout: float,
         name: str = "group-commit",
+        concurrency: int = 1,
     ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._write_batch = write_batch
         self._batch_max = batch_max
+        # Batches written at once: 1 for SQLite (one writer); PostgreSQL commits several
+        # on separate connections, so the next batch need not wait for a commit's fsync.
+        self._concurrency = concurrency
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot_free = asyncio.Event()
         self._timeout = timeout
         self._name = name
         self._queue: deque[_Waiting[Item]] = deque()
@@ -133,19 +142,37 @@ class GroupCommitter(Generic[Item, Result]):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                if len(self._in_flight) >= self._concurrency:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
                 batch = self._take()
                 if batch:
-                    try:
-                        await self._write(batch)
-                    except Exception as exc:  # a bug in write_batch must not stop the writer
-                        log.exception("group commit writer error")
-                        for waiting in batch:
-                            _set_exception(waiting.future, _as_store_error(exc))
+                    if self._concurrency == 1:
+                        await self._write_guarded(batch)
+                    else:
+                        task = asyncio.get_running_loop().create_task(self._write_guarded(batch))
+                        self._in_flight.add(task)
+                        task.add_done_callback(self._batch_done)
                 # Let callers that were just answered (and new arrivals) run before the
                 # next batch, so a busy writer does not monopolise the loop.
                 await asyncio.sleep(0)
             if self._closing:
+                while self._in_flight:
+                    await asyncio.wait(set(self._in_flight))
                 return
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_free.set()
+
+    async def _write_guarded(self, batch: list[_Waiting[Item]]) -> None:
+        try:
+            await self._write(batch)
+        except Exception as exc:  # a bug in write_batch must not stop the writer
+            log.exception("group commit writer error")
+            for waiting in batch:
+                _set_exception(waiting.future, _as_store_error(exc))
 
     def _take(self) -> list[_Waiting[Item]]:
         batch: list[_Waiting[Item]] = []

@@ -60,6 +60,9 @@ QUEUES = ("trigger_instances", "executions", "deliveries")
 MIGRATION_LOCK = 0x686F6F6B79617264
 CONNECT_TIMEOUT = 10.0
 LISTENER_RETRY_SECONDS = 1.0
+# Group-commit batches of webhooks in flight at once (each on its own pool connection):
+# while one waits for its commit to reach the disk, the next is already being written.
+_COMMIT_CONCURRENCY = 3
 
 _UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
@@ -122,6 +125,7 @@ class PostgresStore(PostgresOutbound, Store):
             batch_max=self.settings.batch_max,
             timeout=self.settings.busy_timeout,
             name="postgresql group commit",
+            concurrency=_COMMIT_CONCURRENCY,
         )
         self._committer.start()
         await self._connect_listener()

@@ -282,8 +282,11 @@ async def test_health_ready_and_unknown_routes(client):
 
 
 async def test_unstorable_values_are_400_not_503(client):
-    response = await client.post("/webhooks/anything", data=b'{"x": NaN, "y": "a\\u0000b"}',
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/webhooks/anything",
+        data=b'{"x": NaN, "y": "a\\u0000b"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status == 400
     assert "cannot be stored" in (await response.json())["faultstring"]
     assert (await client.get("/api/v1/triggerinstances")).headers["X-Total-Count"] == "0"

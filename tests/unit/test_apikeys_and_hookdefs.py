@@ -84,7 +84,7 @@ def test_definitions_from_config_and_packs_with_env_secrets():
     assert set(defs) == {"github-push", "partner", "open", "from-pack"}
     github = defs["github-push"]
     assert github.secrets == ("gh-secret-value",)
-    assert "X-Hub-Signature-256" in github.credential_headers
+    assert "x-hub-signature-256" in github.credential_headers
     assert defs["from-pack"].auth == "jwt"  # inferred from the one method given
     assert defs["partner"].apikey.place == "query"
 

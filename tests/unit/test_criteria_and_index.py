@@ -166,8 +166,12 @@ def test_render_errors_are_template_errors():
 
 
 def test_shell_command_parameters_quote_every_inserted_value():
-    r = rule(action_params={"cmd": "echo {{ trigger.body.msg }} {{ trigger.body.dir | unquoted }}",
-                            "other": "{{ trigger.body.msg }}"})
+    r = rule(
+        action_params={
+            "cmd": "echo {{ trigger.body.msg }} {{ trigger.body.dir | unquoted }}",
+            "other": "{{ trigger.body.msg }}",
+        }
+    )
     payload = {"body": {"msg": "hi; touch /tmp/pwned $(id)", "dir": "$HOME"}}
     params = render_parameters(r, payload, shell_parameters=frozenset({"cmd"}))
     assert params["cmd"] == "echo 'hi; touch /tmp/pwned $(id)' $HOME"
