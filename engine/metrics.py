@@ -163,13 +163,14 @@ class Metrics:
 def install(app: web.Application) -> Metrics:
     """Add /metrics and the observers to `app`."""
     from engine.http.app import RUNTIME
+    from engine.http.guard import guarded
 
     metrics = Metrics()
     runtime = app[RUNTIME]
     app[METRICS] = metrics
     runtime.observers.append(metrics.observe)
     runtime.store.add_commit_observer(metrics.commit)
-    app.router.add_get("/metrics", _metrics_handler)
+    app.router.add_get("/metrics", guarded(_metrics_handler))
     return metrics
 
 

@@ -15,6 +15,7 @@ from engine.http import shapes
 from engine.http.api import EXECUTION_FILTERS, filters, paging
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
+from engine.http.guard import guarded
 from engine.model import NewExecution, NewTriggerInstance
 from engine.runtime import Runtime
 from engine.secret_parameters import is_sealed
@@ -32,15 +33,15 @@ def add_routes(app: web.Application) -> None:
         ("/api/v1/packs", list_packs),
         ("/api/v1/packs/{ref}", get_pack),
     ):
-        app.router.add_get(path, handler)
-        app.router.add_get(path + "/", handler)
+        app.router.add_get(path, guarded(handler))
+        app.router.add_get(path + "/", guarded(handler))
     # GET /api/v1/executions[/{id}] are served here too, with the action shape and masking.
-    app.router.add_get("/api/v1/executions", list_executions)
-    app.router.add_get("/api/v1/executions/", list_executions)
-    app.router.add_get("/api/v1/executions/{id}", get_execution)
-    app.router.add_post("/api/v1/executions", create_execution)
-    app.router.add_post("/api/v1/executions/", create_execution)
-    app.router.add_post("/api/v1/triggerinstances/{id}/re_emit", re_emit)
+    app.router.add_get("/api/v1/executions", guarded(list_executions))
+    app.router.add_get("/api/v1/executions/", guarded(list_executions))
+    app.router.add_get("/api/v1/executions/{id}", guarded(get_execution))
+    app.router.add_post("/api/v1/executions", guarded(create_execution))
+    app.router.add_post("/api/v1/executions/", guarded(create_execution))
+    app.router.add_post("/api/v1/triggerinstances/{id}/re_emit", guarded(re_emit))
 
 
 def execution_api(runtime: Runtime, record) -> dict[str, Any]:

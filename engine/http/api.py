@@ -13,6 +13,7 @@ from aiohttp import web
 from engine.errors import IngestError, NotFound
 from engine.http import shapes
 from engine.http.app import RUNTIME, Handler, json_response
+from engine.http.guard import guarded
 from engine.model import Page
 
 DEFAULT_LIMIT = 100
@@ -43,8 +44,8 @@ def add_routes(app: web.Application) -> None:
 
 def _both_slashes(app: web.Application):
     def add(path: str, handler: Handler) -> None:
-        app.router.add_get(path, handler)
-        app.router.add_get(path + "/", handler)
+        app.router.add_get(path, guarded(handler))
+        app.router.add_get(path + "/", guarded(handler))
 
     return add
 

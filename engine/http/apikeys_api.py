@@ -14,19 +14,20 @@ from engine.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.errors import IngestError, NotFound
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.guard import guarded
 
 _CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin")
 
 
 def add_routes(app: web.Application) -> None:
     for path in ("/api/v1/apikeys", "/api/v1/apikeys/"):
-        app.router.add_post(path, create)
-        app.router.add_get(path, list_keys)
-        app.router.add_delete(path, delete_many)
-    app.router.add_patch("/api/v1/apikeys/{id}/extend", extend)
-    app.router.add_put("/api/v1/apikeys/{id}", update)
-    app.router.add_get("/api/v1/apikeys/{id}", get_key)
-    app.router.add_delete("/api/v1/apikeys/{id}", delete_one)
+        app.router.add_post(path, guarded(create))
+        app.router.add_get(path, guarded(list_keys))
+        app.router.add_delete(path, guarded(delete_many))
+    app.router.add_patch("/api/v1/apikeys/{id}/extend", guarded(extend))
+    app.router.add_put("/api/v1/apikeys/{id}", guarded(update))
+    app.router.add_get("/api/v1/apikeys/{id}", guarded(get_key))
+    app.router.add_delete("/api/v1/apikeys/{id}", guarded(delete_one))
 
 
 async def _admin(request: web.Request) -> None:

@@ -59,17 +59,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        response = error_response_for(request, exc)
-        if response is None:
-            raise
-        return response
-
-
 def error_response_for(request: web.Request, exc: Exception) -> web.Response | None:
     """The JSON error answer for `exc`, or None for what is not an error answer (a
     redirect, a bug: re-raised by the caller)."""
@@ -103,10 +92,10 @@ def error_response_for(request: web.Request, exc: Exception) -> web.Response | N
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     """The application for `settings`; its store opens and roles start on app startup."""
     from engine.http import auth
+    from engine.http.guard import add_unknown_route, check_all_guarded, guarded, unknown_route
 
-    app = web.Application(
-        middlewares=[errors_middleware, auth.middleware], client_max_size=settings.ingest.max_body
-    )
+    # No middlewares: each route's handler is wrapped (engine.http.guard explains why).
+    app = web.Application(client_max_size=settings.ingest.max_body)
     runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_store_context)
@@ -115,8 +104,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     rule_sync.install(app, runtime)  # rules stored through the API, after file rules load
     # Webhook definitions are checked here (a bad one fails the start); keys after open.
     auth.install(app, settings, runtime.store)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
+    app.router.add_get("/health", guarded(health))
+    app.router.add_get("/ready", guarded(ready))
     if "api" in settings.roles:
         from engine.http import actions_api, api, webhooks
 
@@ -147,6 +136,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
 
     for context in role_contexts(settings.roles):
         app.cleanup_ctx.append(context)
+    add_unknown_route(app)
+    from engine.http.webhooks import receive
+
+    check_all_guarded(app, unguarded={receive, unknown_route})
     return app
 
 

@@ -238,21 +238,25 @@ async def create_first_admin_key(store: Store) -> str | None:
     return key
 
 
-@web.middleware
-async def middleware(request: web.Request, handler) -> web.StreamResponse:
+async def check_request(request: web.Request) -> None:
+    """The header limit, and for the API the caller's key and its rights (the key is put
+    in request[API_KEY]). Run by engine.http.guard for every route but the webhooks'."""
     gate = request.app[GATEKEEPER]
+    check_header_count(request, gate)
+    if _needs_key(request):
+        record = await gate.require_key(request)
+        if record is not None:
+            _check_api_rights(request, record)
+        request[API_KEY] = record
+
+
+def check_header_count(request: web.Request, gate: Gatekeeper) -> None:
     if len(request.headers) > gate.max_headers:
         raise IngestError(
             f"too many request headers: {len(request.headers)} (limit ingest.max_headers = "
             f"{gate.max_headers})",
             431,
         )
-    if _needs_key(request):
-        record = await gate.require_key(request)
-        if record is not None:
-            _check_api_rights(request, record)
-        request[API_KEY] = record
-    return await handler(request)
 
 
 # The key a /api/v1 request was authenticated with (None when auth is disabled).

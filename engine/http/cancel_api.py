@@ -15,13 +15,14 @@ from aiohttp import web
 from engine.errors import IngestError
 from engine.http.actions_api import execution_api
 from engine.http.app import RUNTIME, json_response
+from engine.http.guard import guarded
 from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
 from engine.workers.actions import CANCEL_REQUESTED
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_delete("/api/v1/executions/{id}", cancel_execution)
-    app.router.add_put("/api/v1/executions/{id}", update_execution)
+    app.router.add_delete("/api/v1/executions/{id}", guarded(cancel_execution))
+    app.router.add_put("/api/v1/executions/{id}", guarded(update_execution))
 
 
 async def update_execution(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from engine.errors import IngestError
 from engine.http.api import paging
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.guard import guarded
 from engine.kv import KeyValuePair
 from engine.rules.enforce import RULE_USER
 
@@ -29,11 +30,11 @@ _ECHOED_FIELDS = frozenset(
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/keys", list_keys)
-    app.router.add_get("/api/v1/keys/", list_keys)
-    app.router.add_get("/api/v1/keys/{name}", get_key)
-    app.router.add_put("/api/v1/keys/{name}", put_key)
-    app.router.add_delete("/api/v1/keys/{name}", delete_key)
+    app.router.add_get("/api/v1/keys", guarded(list_keys))
+    app.router.add_get("/api/v1/keys/", guarded(list_keys))
+    app.router.add_get("/api/v1/keys/{name}", guarded(get_key))
+    app.router.add_put("/api/v1/keys/{name}", guarded(put_key))
+    app.router.add_delete("/api/v1/keys/{name}", guarded(delete_key))
 
 
 def _decrypt(query: Mapping[str, str]) -> bool:

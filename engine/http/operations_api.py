@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.http.app import RUNTIME, json_response
+from engine.http.guard import guarded
 from engine.reload import ReloadReport, reload_runtime, watch_files
 from engine.rules.explain import explain
 
@@ -23,8 +24,8 @@ _MAX_ENFORCEMENTS = 1000
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/triggerinstances/{id}/explain", explain_handler)
-    app.router.add_post("/api/v1/reload", reload_handler)
+    app.router.add_get("/api/v1/triggerinstances/{id}/explain", guarded(explain_handler))
+    app.router.add_post("/api/v1/reload", guarded(reload_handler))
 
 
 def _gate(app: web.Application) -> Any:

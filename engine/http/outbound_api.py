@@ -17,6 +17,7 @@ from aiohttp import web
 from engine.errors import ConfigError, IngestError, OutboundError, StoreError
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.guard import guarded
 from engine.model import utcnow
 from engine.outbound import subscriptions
 from engine.outbound.sender import KeyRingProvider
@@ -33,19 +34,19 @@ def add_routes(app: web.Application) -> None:
     app[KEYRINGS] = app[RUNTIME].keyrings
     base = "/api/v1/events/webhooks"
     for path in (base, base + "/"):
-        app.router.add_post(path, create)
-        app.router.add_get(path, list_subscriptions)
-    app.router.add_get(base + "/{id}", get_subscription)
-    app.router.add_patch(base + "/{id}", update_subscription)
-    app.router.add_delete(base + "/{id}", delete_subscription)
-    app.router.add_post(base + "/{id}/rotate-secret", rotate_secret)
-    app.router.add_post(base + "/{id}/recover", recover)
+        app.router.add_post(path, guarded(create))
+        app.router.add_get(path, guarded(list_subscriptions))
+    app.router.add_get(base + "/{id}", guarded(get_subscription))
+    app.router.add_patch(base + "/{id}", guarded(update_subscription))
+    app.router.add_delete(base + "/{id}", guarded(delete_subscription))
+    app.router.add_post(base + "/{id}/rotate-secret", guarded(rotate_secret))
+    app.router.add_post(base + "/{id}/recover", guarded(recover))
     for path in ("/api/v1/deliveries", "/api/v1/deliveries/"):
-        app.router.add_get(path, list_deliveries)
-    app.router.add_get("/api/v1/deliveries/{id}", get_delivery)
-    app.router.add_post("/api/v1/deliveries/{id}/redeliver", redeliver)
-    app.router.add_get("/.well-known/jwks.json", jwks)
-    app.router.add_post("/api/v1/events/signing-keys/rotate", rotate_signing_key)
+        app.router.add_get(path, guarded(list_deliveries))
+    app.router.add_get("/api/v1/deliveries/{id}", guarded(get_delivery))
+    app.router.add_post("/api/v1/deliveries/{id}/redeliver", guarded(redeliver))
+    app.router.add_get("/.well-known/jwks.json", guarded(jwks))
+    app.router.add_post("/api/v1/events/signing-keys/rotate", guarded(rotate_signing_key))
 
 
 async def _admin(request: web.Request) -> None:

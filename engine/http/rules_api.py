@@ -20,6 +20,7 @@ from aiohttp import web
 from engine.errors import Conflict, IngestError, NotFound, RuleLoadError
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.guard import guarded
 from engine.rules import Rule
 from engine.runtime import Runtime
 from engine.stored_rules import build_api_rule, is_api_rule, normalize_definition
@@ -27,10 +28,10 @@ from engine.workers.rule_sync import RULE_SYNC
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/rules", create_rule)
-    app.router.add_post("/api/v1/rules/", create_rule)
-    app.router.add_put("/api/v1/rules/{ref}", update_rule)
-    app.router.add_delete("/api/v1/rules/{ref}", delete_rule)
+    app.router.add_post("/api/v1/rules", guarded(create_rule))
+    app.router.add_post("/api/v1/rules/", guarded(create_rule))
+    app.router.add_put("/api/v1/rules/{ref}", guarded(update_rule))
+    app.router.add_delete("/api/v1/rules/{ref}", guarded(delete_rule))
 
 
 async def create_rule(request: web.Request) -> web.Response:

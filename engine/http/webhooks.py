@@ -23,7 +23,7 @@ from aiohttp import web
 
 from engine.errors import EngineError, IngestError
 from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
-from engine.http.auth import GATEKEEPER, Caller, Gatekeeper
+from engine.http.auth import GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.bodies import header_maps, parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
@@ -66,6 +66,7 @@ async def receive(request: web.Request) -> web.Response:
 async def _receive(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     gate = request.app[GATEKEEPER]
+    check_header_count(request, gate)
     name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
     request[WEBHOOK_LABEL] = name
     definition = gate.definition(name)
