@@ -11,11 +11,13 @@ several apps in one process (tests) never share or collide on metrics.
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.errors import StoreError
@@ -41,15 +43,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.webhooks = Counter(
-            "hookyard_webhooks_received",
-            "Webhook requests by hook name and HTTP status code.",
-            ["webhook", "status"],
-            registry=r,
-        )
-        # Children by (hook, status): `labels()` per request (a lock, a tuple of strings,
-        # validation) cost more than the count; hook labels are bounded (see UNKNOWN).
-        self._webhook_counters: dict[tuple[str, int], Any] = {}
+        # Webhook requests by (hook, status): a plain count per request, turned into the
+        # counter family when scraped (a prometheus_client child per request — labels(),
+        # a lock — cost more than the rest of counting). Hook labels are bounded (see
+        # UNKNOWN_WEBHOOK), statuses too.
+        self._webhook_counts: collections.Counter[tuple[str, int]] = collections.Counter()
+        r.register(_WebhookCounts(self._webhook_counts))
         self.trigger_instances = Counter(
             "hookyard_trigger_instances_processed",
             "Trigger instances the rules worker finished, by final status.",
@@ -112,10 +111,7 @@ class Metrics:
         )
 
     def count_webhook(self, hook: str, status: int) -> None:
-        counter = self._webhook_counters.get((hook, status))
-        if counter is None:
-            counter = self._webhook_counters[hook, status] = self.webhooks.labels(hook, str(status))
-        counter.inc()
+        self._webhook_counts[hook, status] += 1
 
     # --- observers ------------------------------------------------------------------------
 
@@ -158,6 +154,23 @@ class Metrics:
             self.queue_depth.labels(queue).set(values["depth"])
             self.queue_oldest.labels(queue).set(values["oldest_age_seconds"])
         return generate_latest(self.registry)
+
+
+class _WebhookCounts:
+    """hookyard_webhooks_received{webhook, status}, read from the counts at scrape time."""
+
+    def __init__(self, counts: collections.Counter[tuple[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "hookyard_webhooks_received",
+            "Webhook requests by hook name and HTTP status code.",
+            labels=["webhook", "status"],
+        )
+        for (hook, status), count in sorted(self._counts.items()):
+            family.add_metric([hook, str(status)], count)
+        yield family
 
 
 def install(app: web.Application) -> Metrics:

@@ -45,6 +45,10 @@ class Caller:
     delivery_id: str | None = None
 
 
+# A request to a hook that checks no credential (or with auth disabled).
+ANONYMOUS = Caller()
+
+
 class Gatekeeper:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.enabled = settings.auth.enabled
@@ -118,7 +122,7 @@ class Gatekeeper:
     ) -> Caller:
         """Verify the request for `definition` over the raw body; AuthError if refused."""
         if not self.enabled or definition.auth == "none":
-            return Caller()
+            return ANONYMOUS
         if definition.auth == "signature":
             assert definition.signature is not None
             verified = definition.signature.verify(request.headers, raw, time.time())

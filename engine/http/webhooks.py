@@ -23,7 +23,7 @@ from aiohttp import web
 
 from engine.errors import EngineError, IngestError
 from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
-from engine.http.auth import GATEKEEPER, Caller, Gatekeeper, check_header_count
+from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.bodies import header_maps, parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
@@ -52,18 +52,21 @@ async def receive(request: web.Request) -> web.Response:
     """
     metrics = request.app[METRICS]
     try:
-        response = await _receive(request)
+        name, response = await _receive(request)
     except Exception as exc:
         answer = error_response_for(request, exc)
         if answer is None:
             metrics.count_webhook(request.get(WEBHOOK_LABEL) or hook_label(request), 500)
             raise
-        response = answer
-    metrics.count_webhook(request.get(WEBHOOK_LABEL) or hook_label(request), response.status)
+        metrics.count_webhook(request.get(WEBHOOK_LABEL) or hook_label(request), answer.status)
+        return answer
+    metrics.count_webhook(name, response.status)
     return response
 
 
-async def _receive(request: web.Request) -> web.Response:
+async def _receive(request: web.Request) -> tuple[str, web.Response]:
+    """(the hook's name, the answer); the name is also put in request[WEBHOOK_LABEL] as
+    soon as it is known, for the count of a request that fails later."""
     runtime = request.app[RUNTIME]
     gate = request.app[GATEKEEPER]
     check_header_count(request, gate)
@@ -75,7 +78,10 @@ async def _receive(request: web.Request) -> web.Response:
     placement = definition.apikey
     key_in_body = placement is not None and placement.place == "body"
     body = parse_body(content_type, raw) if key_in_body else None
-    caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
+    if gate.enabled and definition.auth != "none":
+        caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
+    else:
+        caller = ANONYMOUS
     body_text = None  # the body's JSON text, stored verbatim when it may be
     if body is None:
         body, body_text = parse_body_and_text(content_type, raw)
@@ -101,7 +107,7 @@ async def _receive(request: web.Request) -> web.Response:
         item = dataclasses.replace(item, dedupe_key=dedupe_key)
     await _shed_load(runtime)
     accepted = await runtime.store.add_trigger_instance(item)
-    return _answer(definition, item, accepted, body, request)
+    return name, _answer(definition, item, accepted, body, request)
 
 
 def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:
@@ -123,10 +129,8 @@ def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:
 
 def _payload_json(payload: dict[str, Any], body_text: str) -> str:
     """The named-hook payload as stored JSON, the body spliced in as the sender wrote it."""
-    return (
-        f'{{"headers":{dumps(payload["headers"])},'
-        f'"headers_lower":{dumps(payload["headers_lower"])},"body":{body_text}}}'
-    )
+    headers = dumps({"headers": payload["headers"], "headers_lower": payload["headers_lower"]})
+    return f'{headers[:-1]},"body":{body_text}}}'
 
 
 def _dedupe_key(

@@ -7,6 +7,7 @@ process, and other processes wait on SQLite's file lock. Raising rolls back.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -66,6 +67,20 @@ def _log_param(status: str, now: datetime) -> str:
 # --- trigger instances ---------------------------------------------------------------
 
 
+# One INSERT statement per up to this many rows (7 parameters each, under SQLite's oldest
+# limit of 999): one statement step per batch instead of one per row.
+_ROWS_PER_INSERT = 128
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_instances_sql(rows: int) -> str:
+    values = ",".join(["(?, ?, ?, ?, 'pending', ?, ?, ?)"] * rows)
+    return (
+        "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time, status,"
+        f" webhook, dedupe_key, updated_at) VALUES {values}"
+    )
+
+
 def insert_trigger_instances(
     conn: sqlite3.Connection, batch: Sequence[tuple[NewTriggerInstance, str]], now: datetime
 ) -> tuple[list[Accepted], int]:
@@ -100,11 +115,9 @@ def insert_trigger_instances(
             (item.id, item.trigger, payload, occurred, item.webhook, item.dedupe_key, updated_at)
         )
         stored[index] = Accepted(item.id)
-    conn.executemany(
-        "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time, status,"
-        " webhook, dedupe_key, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-        rows,
-    )
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        conn.execute(_insert_instances_sql(len(chunk)), [v for row in chunk for v in row])
     if rows:
         stored_ids = {row[0] for row in rows}
         emit(conn, now, lambda: outbound_events.instances_created(batch, stored_ids))
