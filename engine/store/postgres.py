@@ -64,6 +64,11 @@ LISTENER_RETRY_SECONDS = 1.0
 # while one waits for its commit to reach the disk, the next is already being written.
 _COMMIT_CONCURRENCY = 3
 
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool `reset` that sends nothing (see PostgresStore.open)."""
+
+
 _UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
@@ -88,6 +93,8 @@ class PostgresStore(PostgresOutbound, Store):
         # Committed add_trigger_instances transactions (tests and metrics read it).
         self.commit_batches = 0
         self._pool: asyncpg.Pool | None = None
+        # The group committer's own connections (see _add_prepared).
+        self._ingest_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         # When the last LISTEN connection attempt failed (reconnects are spaced after failures).
         self._listener_failed_at: float | None = None
@@ -120,6 +127,22 @@ class PostgresStore(PostgresOutbound, Store):
             await self._pool.close()
             self._pool = None
             raise
+        try:
+            self._ingest_pool = await asyncpg.create_pool(
+                self.url,
+                min_size=1,
+                max_size=_COMMIT_CONCURRENCY,
+                timeout=CONNECT_TIMEOUT,
+                server_settings={"lock_timeout": f"{int(self.settings.busy_timeout * 1000)}"},
+                # These connections only ever run the insert transaction, which leaves no
+                # session state behind: the reset query on every release (a round trip
+                # per group commit) is skipped.
+                reset=_keep_session,
+            )
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            await self._pool.close()
+            self._pool = None
+            raise StoreUnavailable(f"{self.where}: cannot connect: {exc}") from exc
         self._committer = GroupCommitter(
             self._add_prepared,
             batch_max=self.settings.batch_max,
@@ -165,12 +188,13 @@ class PostgresStore(PostgresOutbound, Store):
         if listener is not None:
             with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
                 await listener.close(timeout=CONNECT_TIMEOUT)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
-            except TimeoutError:
-                pool.terminate()
+        for pool in (self._ingest_pool, self._pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+                except TimeoutError:
+                    pool.terminate()
+        self._pool = self._ingest_pool = None
         for event in self._work.values():
             event.set()
 
@@ -249,7 +273,7 @@ class PostgresStore(PostgresOutbound, Store):
         if not batch:
             return []
         started = time.perf_counter()
-        answers, inserted = await self._transaction(ops.insert_trigger_instances, batch)
+        answers, inserted = await self._ingest_transaction(batch)
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:
@@ -474,6 +498,19 @@ class PostgresStore(PostgresOutbound, Store):
             ):
                 return await operation(conn, *args)
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+    async def _ingest_transaction(
+        self, batch: Sequence[tuple[NewTriggerInstance, str]]
+    ) -> tuple[list[Accepted], int]:
+        # The committer never has more batches in flight than this pool has connections,
+        # so acquiring does not wait (and needs no timeout task per batch).
+        pool = self._ingest_pool
+        if pool is None:
+            raise StoreUnavailable(f"{self.where}: the store is not open")
+        with self._translated():
+            async with pool.acquire() as conn, conn.transaction():
+                return await ops.insert_trigger_instances(conn, batch)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
         pool = self._require_pool()
