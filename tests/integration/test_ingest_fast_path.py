@@ -9,6 +9,7 @@ lock, and the real app behind aiohttp's test server.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import textwrap
@@ -124,7 +125,7 @@ async def test_add_waits_for_another_connections_write_lock_without_blocking_the
     ticker.cancel()
     with pytest.raises(asyncio.CancelledError):
         await ticker
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert len(ticks) > 5 and max(gaps) < 0.3, "the event loop must not wait for the lock"
     # Readers are not held up by the writer lock (WAL).
     assert (await store.list_trigger_instances({}, limit=10, offset=0)).total == 0
@@ -299,6 +300,19 @@ async def test_unstorable_numbers_are_400_and_nothing_is_stored(client, body) ->
     assert await total(client) == 0
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: bodies._parse_json lets int()'s ValueError for a number of more "
+    "than 4300 digits escape (sys.get_int_max_str_digits), so the hook answers a plain-text "
+    "500 instead of a JSON 400",
+)
+async def test_integer_with_too_many_digits_is_a_json_400(client) -> None:
+    response = await post_json(client, b'{"n": ' + b"1" * 5000 + b"}")
+    assert await total(client) == 0
+    assert response.status == 400
+    assert "faultstring" in await response.json()
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
 async def test_json_in_other_unicode_encodings_is_stored_decoded(client, encoding) -> None:
     text = '{"name": "café \U0001f600", "list": [1, 2.5, {"deep": [null]}], "big": 2e300}'
@@ -387,14 +401,14 @@ def test_check_all_guarded_accepts_wrapped_routes() -> None:
         ("POST", "/ready", {"GET", "HEAD"}),
         ("GET", "/webhooks/x", {"POST"}),
         ("PUT", "/api/v1/webhooks/anything", {"POST", "GET", "HEAD"}),
+        ("DELETE", "/metrics", {"GET", "HEAD"}),
     ],
 )
 async def test_wrong_method_is_json_405_with_allow(client, method, path, allowed) -> None:
     response = await client.request(method, path)
     assert response.status == 405
     assert response.content_type == "application/json"
-    assert set(response.headers["Allow"].split(",")) >= allowed
-    assert "GET" not in allowed or "GET" in response.headers["Allow"]
+    assert set(response.headers["Allow"].split(",")) == allowed
     error = await response.json()
     assert "Method Not Allowed" in error["faultstring"]
     assert method in error["faultstring"]
@@ -425,7 +439,7 @@ async def test_api_needs_a_key_when_auth_is_enabled(tmp_path, capsys) -> None:
         assert allowed.headers["X-Total-Count"] == "0"
         # Open routes stay open; an unknown path is 404 rather than a demand for a key.
         assert (await c.get("/health")).status == 200
-        assert (await c.get("/api/v1/nothing-here")).status in (401, 404)
+        assert (await c.get("/api/v1/nothing-here")).status == 404
         assert (await c.get("/nothing-here")).status == 404
 
 
@@ -461,21 +475,17 @@ async def test_webhook_counts_by_hook_and_status(client) -> None:
     assert bad.status == 400
     nested = await post_json(client, b"[]", "/webhooks/team/alerts")
     assert nested.status == 202
-    under_nested = await post_json(client, b"[]", "/webhooks/team/alerts/extra")
-    assert under_nested.status == 404
 
     response = await client.get("/metrics")
     text = await response.text()
-    assert "# TYPE hookyard_webhooks_received counter" in text
+    assert "# TYPE hookyard_webhooks_received_total counter" in text
     assert webhook_counts(text) == {
         ("anything", "202"): 2.0,
         ("anything", "415"): 1.0,
         ("anything", "400"): 1.0,
         ("<unknown>", "404"): 1.0,
         ("team/alerts", "202"): 1.0,
-        ("team/alerts", "404"): 1.0,
     }
-    lines = [line for line in text.splitlines() if line.startswith("hookyard_webhooks_received")]
-    assert 'hookyard_webhooks_received_total{status="404",webhook="<unknown>"} 1.0' in lines or (
-        'hookyard_webhooks_received_total{webhook="<unknown>",status="404"} 1.0' in lines
-    )
+    lines = text.splitlines()
+    assert 'hookyard_webhooks_received_total{status="404",webhook="<unknown>"} 1.0' in lines
+    assert 'hookyard_webhooks_received_total{status="202",webhook="anything"} 2.0' in lines

@@ -222,9 +222,7 @@ async def test_sweeper_answers_busy_to_items_left_queued_and_they_are_never_writ
     loop = asyncio.get_running_loop()
     began = loop.time()
     queued = [asyncio.create_task(committer.submit(f"q{n}")) for n in range(4)]
-    results = await asyncio.wait_for(
-        asyncio.gather(*queued, return_exceptions=True), DEADLINE
-    )
+    results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), DEADLINE)
     waited = loop.time() - began
     assert all(isinstance(result, StoreBusy) for result in results), results
     assert all(result.retry_after >= 1.0 for result in results)
