@@ -305,6 +305,16 @@ def _build(cls: type, data: Any, source: str, path: tuple[str, ...]) -> Any:
     return cls(**kwargs)
 
 
+# Sizes and waits that mean nothing at zero or below (a zero busy_timeout would refuse
+# every write; a zero batch or pool could hold nothing).
+_POSITIVE = {
+    ("store", "busy_timeout"),
+    ("store", "batch_max"),
+    ("store", "pool_size"),
+    ("ingest", "max_body"),
+}
+
+
 def _coerce(hint: Any, value: Any, source: str, path: tuple[str, ...]) -> Any:
     where = ".".join(path)
     if dataclasses.is_dataclass(hint):
@@ -327,6 +337,8 @@ def _coerce(hint: Any, value: Any, source: str, path: tuple[str, ...]) -> Any:
             raise ConfigError(f"{source}: {where}: expected a number, got {value!r}")
         if hint is int and not float(value).is_integer():
             raise ConfigError(f"{source}: {where}: expected a whole number, got {value!r}")
+        if path in _POSITIVE and value <= 0:
+            raise ConfigError(f"{source}: {where}: must be greater than 0, got {value!r}")
         return hint(value)
     if hint is str:
         if not isinstance(value, str | int | float) or isinstance(value, bool):

@@ -102,6 +102,8 @@ def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
         where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
         hint = " (no Content-Type was given, so JSON was assumed)" if assumed else ""
         raise IngestError(f"malformed JSON body{where}: {_reason(exc)}{hint}") from None
+    except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+        raise IngestError(f"JSON body cannot be read: {exc}") from None
     except RecursionError:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
     # Nesting needs an opening bracket per level, so counting them (in C) spares the walk

@@ -120,7 +120,7 @@ class GroupCommitter(Generic[Item, Result]):
     async def _sweep(self) -> None:
         """Answer StoreBusy to queued items that waited `timeout` seconds untaken."""
         loop = asyncio.get_running_loop()
-        period = min(0.25, self._timeout / 4)
+        period = max(0.01, min(0.25, self._timeout / 4))
         while True:
             await asyncio.sleep(period)
             deadline = loop.time() - self._timeout

@@ -300,12 +300,6 @@ async def test_unstorable_numbers_are_400_and_nothing_is_stored(client, body) ->
     assert await total(client) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: bodies._parse_json lets int()'s ValueError for a number of more "
-    "than 4300 digits escape (sys.get_int_max_str_digits), so the hook answers a plain-text "
-    "500 instead of a JSON 400",
-)
 async def test_integer_with_too_many_digits_is_a_json_400(client) -> None:
     response = await post_json(client, b'{"n": ' + b"1" * 5000 + b"}")
     assert await total(client) == 0

@@ -50,6 +50,8 @@ def test_settings_are_frozen():
         ("", {"HOOKYARD_NOPE": "1"}, "nope: unknown setting"),
         ("roles: [api, cooking]\n", {}, "unknown role 'cooking'"),
         ("server: [1]\n", {}, "server: expected a mapping"),
+        ("store: {busy_timeout: 0}\n", {}, "store.busy_timeout: must be greater than 0"),
+        ("", {"HOOKYARD_STORE__BATCH_MAX": "-1"}, "store.batch_max: must be greater than 0"),
     ],
 )
 def test_invalid_settings_name_the_key(tmp_path, text, env, message):
