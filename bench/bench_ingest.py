@@ -9,9 +9,15 @@ bench/post_json.lua: one ~700-byte GitHub-push-like JSON body per POST) against 
 turn for --repeat rounds, the order rotating each round:
 
   bare      bench/bare_server.py: aiohttp parses the JSON and answers 202 (the ceiling)
-  sqlite    `hookyard serve --roles api,rules` on a fresh SQLite file
-  postgres  `hookyard serve --roles api,rules` on a fresh PostgreSQL database, created
-            here on --pg-admin-url and dropped at the end
+  sqlite    Hookyard on a fresh SQLite file
+  postgres  Hookyard on a fresh PostgreSQL database, created here on --pg-admin-url
+            and dropped at the end
+
+Hookyard runs as --topology says: `single` (the default, the product's one process):
+one `hookyard serve --roles api,rules` process takes the webhooks and evaluates them,
+the rules worker yielding to ingest while webhooks arrive (engine.ingest_pressure) and
+working off the backlog after; `split`: a `hookyard serve --roles api` process takes the
+webhooks and a second `hookyard serve --roles rules` process, at nice 10, evaluates them.
   webhook   adnanh/webhook (Debian package `webhook`, Go) with a hook that runs /bin/true
 
 Hookyard's hook is declared `auth: none` in a generated config file, like the other two
@@ -92,6 +98,9 @@ class Target:
     ready_path: str | None = None
     database: str | None = None  # Hookyard only: to wait for the backlog and count rows
     env: dict[str, str] = field(default_factory=dict)
+    # Started beside the target and stopped with it (Hookyard's rules process).
+    helpers: list[list[str]] = field(default_factory=list)
+    helper_processes: list[subprocess.Popen] = field(default_factory=list)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     runs: list[Run] = field(default_factory=list)
@@ -144,17 +153,30 @@ def start(target: Target, port: int, workdir: Path) -> None:
             start_new_session=True,
         )
     wait_ready(target, port)
+    for index, command in enumerate(target.helpers):
+        with (workdir / f"{target.name}-helper{index}.log").open("wb") as log:
+            target.helper_processes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=target.cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **target.env},
+                    start_new_session=True,
+                )
+            )
 
 
 def stop(target: Target) -> None:
-    if target.process is None or target.process.poll() is not None:
-        return
-    target.process.send_signal(signal.SIGTERM)
-    try:
-        target.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        target.process.kill()
-        target.process.wait()
+    for process in [*target.helper_processes, target.process]:
+        if process is None or process.poll() is not None:
+            continue
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_wrk(url: str, args: argparse.Namespace, seconds: float) -> Run:
@@ -252,7 +274,8 @@ def pg_database_url(admin_url: str, database: str) -> str:
 
 def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]) -> list[Target]:
     python = sys.executable
-    hookyard = [python, "-m", "engine", "serve", "--roles", "api,rules"]
+    roles = "api" if args.topology == "split" else "api,rules"
+    hookyard = [python, "-m", "engine", "serve", "--roles", roles]
     rules_dir = workdir / "rules"
     # The repository's packs: the rule's core.noop must resolve, so each match records a
     # succeeded enforcement and a requested execution — the real work of a match.
@@ -278,9 +301,13 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
                 else pg_database_url(args.pg_admin_url, args.pg_database)
             )
             command = [*hookyard, "--store", store, "--port", str(port), *common]
-            targets.append(
-                Target(name, f"{base}/webhooks/bench", command, workdir, "/ready", store, env)
-            )
+            target = Target(name, f"{base}/webhooks/bench", command, workdir, "/ready", store, env)
+            if args.topology == "split":
+                rules_port = str(free_port())
+                rules_process = ["nice", "-n", "10", python, "-m", "engine", "serve", "--roles"]
+                rules_process += ["rules", "--store", store, "--port", rules_port, *common]
+                target.helpers.append(rules_process)
+            targets.append(target)
         elif name == "webhook":
             command = [
                 args.webhook,
@@ -331,6 +358,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--topology",
+        choices=("single", "split"),
+        default="single",
+        help="Hookyard as one process (single) or an api process and a rules process",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(
         "--targets",
@@ -379,7 +412,7 @@ def main() -> None:
         print()
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-            f"{args.repeat} rounds, medians; {os.cpu_count()} CPUs"
+            f"{args.repeat} rounds, medians; {os.cpu_count()} CPUs; Hookyard {args.topology}"
         )
         print(summarise(targets, args.repeat))
         print()

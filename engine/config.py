@@ -62,6 +62,9 @@ class WorkerSettings:
     lease_seconds: float = 30.0
     # Trigger instances claimed per rules-worker batch.
     rules_batch: int = 200
+    # Share of the process's time the rules worker takes while webhooks are arriving in
+    # the same process (engine.ingest_pressure); 1 = no yielding to ingest.
+    rules_share_while_ingesting: float = 0.25
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.
@@ -312,6 +315,7 @@ _POSITIVE = {
     ("store", "batch_max"),
     ("store", "pool_size"),
     ("ingest", "max_body"),
+    ("workers", "rules_share_while_ingesting"),
 }
 
 

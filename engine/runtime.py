@@ -57,6 +57,7 @@ class Runtime:
         return [f"role {name} is not running" for name, task in self.tasks.items() if task.done()]
 
     def __post_init__(self) -> None:
+        from engine.ingest_pressure import IngestPressure
         from engine.outbound.sender import KeyRingProvider
         from engine.secret_parameters import ParameterSealer, SealingStore
 
@@ -68,6 +69,8 @@ class Runtime:
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)
+        # Webhooks in this process come before its rules work (engine.ingest_pressure).
+        self.ingest_pressure = IngestPressure(self.settings.workers.rules_share_while_ingesting)
         if self.runners is None:
             from engine.outbound.ssrf import DestinationGuard
 

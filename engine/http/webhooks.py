@@ -68,6 +68,7 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
     """(the hook's name, the answer); the name is also put in request[WEBHOOK_LABEL] as
     soon as it is known, for the count of a request that fails later."""
     runtime = request.app[RUNTIME]
+    runtime.ingest_pressure.saw_request()
     gate = request.app[GATEKEEPER]
     check_header_count(request, gate)
     name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)

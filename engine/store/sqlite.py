@@ -63,6 +63,9 @@ QUEUES = ("trigger_instances", "executions", "deliveries")
 _READER_THREADS = 4
 
 _BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+# Pauses between a group commit's tries while another connection holds the write lock.
+_INGEST_RETRY_FIRST = 0.001
+_INGEST_RETRY_MAX = 0.005
 _UNAVAILABLE_PREFIXES = (
     "SQLITE_CANTOPEN",
     "SQLITE_IOERR",
@@ -166,16 +169,26 @@ class SqliteStore(SqliteOutbound, Store):
         it to the writer thread cost more than the insert (a thread switch per batch and
         the two threads taking turns at the GIL per row). When another connection holds
         the write lock — the writer thread's rules or actions transaction, another
-        process — the batch is handed to the writer thread, which waits busy_timeout.
+        process — the batch tries again every few milliseconds until busy_timeout. SQLite's
+        own busy handler, which the writer thread uses, sleeps up to 100 ms between tries:
+        webhooks would wait that long behind a rules transaction of a few milliseconds.
         """
         if not batch:
             return []
         started = time.perf_counter()
         now = utcnow()
-        try:
-            answers, inserted = self._write_on_loop(ops.insert_trigger_instances, batch, now)
-        except StoreBusy:
-            answers, inserted = await self._write(ops.insert_trigger_instances, batch, now)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.busy_timeout
+        pause = _INGEST_RETRY_FIRST
+        while True:
+            try:
+                answers, inserted = self._write_on_loop(ops.insert_trigger_instances, batch, now)
+                break
+            except StoreBusy:
+                if loop.time() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _INGEST_RETRY_MAX)
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:

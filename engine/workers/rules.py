@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 
 from engine.errors import Conflict, LeaseLost, StoreError
 from engine.model import (
@@ -57,7 +58,9 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             if stop.is_set():
                 await _release(runtime, batch[start:])
                 break
+            began = time.monotonic()
             await process_instances(runtime, batch[start : start + RECORD_CHUNK])
+            await runtime.ingest_pressure.yield_to_ingest(time.monotonic() - began)
     log.info("rules worker stopped")
 
 
