@@ -63,8 +63,9 @@ class WorkerSettings:
     # Trigger instances claimed per rules-worker batch.
     rules_batch: int = 200
     # Share of the process's time the rules worker takes while webhooks are arriving in
-    # the same process (engine.ingest_pressure); 1 = no yielding to ingest.
-    rules_share_while_ingesting: float = 0.25
+    # the same process and the backlog is empty; it grows with the backlog, to all of it
+    # at ingest.max_backlog (engine.ingest_pressure). 1 = never yield to ingest.
+    rules_share_while_ingesting: float = 0.05
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.

@@ -1,12 +1,14 @@
 """Ingest before rules: while webhooks arrive, the rules worker in the same process takes
-only a share of the event loop's time.
+only a share of the event loop's time, a share that grows with the backlog.
 
 Both run on one loop, so every millisecond spent deciding rules is a millisecond no
 webhook is answered. Accepting a webhook durably is what a sender waits for; deciding it
 can follow a little later (the instance is stored). While requests keep arriving, the
-rules worker pauses after each chunk so that it takes at most `share` of the time; when
-ingest goes quiet it runs flat out and works off the backlog. The backlog stays bounded
-by ingest.max_backlog, above which ingest answers 503.
+rules worker pauses after each chunk so that it takes at most its share of the time: the
+configured share with an empty backlog, rising to all of it as the backlog approaches
+ingest.max_backlog (above which ingest answers 503) — so a burst is accepted at full
+speed and a sustained flood is not shed while the rules worker could still keep up.
+When ingest goes quiet the rules worker runs flat out and works off the backlog.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ MAX_PAUSE = 0.25
 
 
 class IngestPressure:
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, max_backlog: int) -> None:
         self.share = share
+        self.max_backlog = max_backlog
         self._last_request = float("-inf")
 
     def saw_request(self) -> None:
@@ -31,13 +34,19 @@ class IngestPressure:
     def busy(self) -> bool:
         return time.monotonic() - self._last_request < BUSY_WINDOW
 
-    def pause_after(self, worked_seconds: float) -> float:
-        """Seconds to pause after `worked_seconds` of rules work (0 when ingest is quiet)."""
-        if self.share >= 1.0 or not self.busy():
-            return 0.0
-        return min(MAX_PAUSE, worked_seconds * (1.0 - self.share) / self.share)
+    def share_at(self, backlog: int) -> float:
+        """The rules worker's share of the loop with `backlog` instances waiting."""
+        filled = min(1.0, max(0, backlog) / self.max_backlog) if self.max_backlog > 0 else 1.0
+        return min(1.0, self.share + (1.0 - self.share) * filled)
 
-    async def yield_to_ingest(self, worked_seconds: float) -> None:
-        pause = self.pause_after(worked_seconds)
+    def pause_after(self, worked_seconds: float, backlog: int) -> float:
+        """Seconds to pause after `worked_seconds` of rules work (0 when ingest is quiet)."""
+        share = self.share_at(backlog)
+        if share >= 1.0 or not self.busy():
+            return 0.0
+        return min(MAX_PAUSE, worked_seconds * (1.0 - share) / share)
+
+    async def yield_to_ingest(self, worked_seconds: float, backlog: int) -> None:
+        pause = self.pause_after(worked_seconds, backlog)
         if pause > 0:
             await asyncio.sleep(pause)

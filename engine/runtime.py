@@ -70,7 +70,9 @@ class Runtime:
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)
         # Webhooks in this process come before its rules work (engine.ingest_pressure).
-        self.ingest_pressure = IngestPressure(self.settings.workers.rules_share_while_ingesting)
+        self.ingest_pressure = IngestPressure(
+            self.settings.workers.rules_share_while_ingesting, self.settings.ingest.max_backlog
+        )
         if self.runners is None:
             from engine.outbound.ssrf import DestinationGuard
 

@@ -459,9 +459,16 @@ class SqliteStore(SqliteOutbound, Store):
             try:
                 self._migrate(conn)
                 ingest = self._connect_writer()
-                # Used on the event loop: never wait for a lock there (see _add_prepared).
-                ingest.execute("PRAGMA busy_timeout = 0")
             except BaseException:
+                conn.close()
+                raise
+            try:
+                # Used on the event loop (see _add_prepared): never wait for a lock there,
+                # and never checkpoint there either (the writer's safety net does).
+                ingest.execute("PRAGMA busy_timeout = 0")
+                ingest.execute("PRAGMA wal_autocheckpoint = 0")
+            except BaseException:
+                ingest.close()
                 conn.close()
                 raise
         except sqlite3.Error as exc:

@@ -60,8 +60,17 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 break
             began = time.monotonic()
             await process_instances(runtime, batch[start : start + RECORD_CHUNK])
-            await runtime.ingest_pressure.yield_to_ingest(time.monotonic() - began)
+            pressure = runtime.ingest_pressure
+            if pressure.busy():
+                await pressure.yield_to_ingest(time.monotonic() - began, await _backlog(runtime))
     log.info("rules worker stopped")
+
+
+async def _backlog(runtime: Runtime) -> int:
+    try:
+        return await runtime.store.pending_backlog()
+    except StoreError:
+        return 0  # unknown: yield as if it were empty; ingest sheds on its own reading
 
 
 async def process_instance(runtime: Runtime, instance: TriggerInstance) -> None:

@@ -2,54 +2,59 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from engine.ingest_pressure import BUSY_WINDOW, MAX_PAUSE, IngestPressure
 
 
+def busy(share: float, max_backlog: int = 1000) -> IngestPressure:
+    pressure = IngestPressure(share, max_backlog)
+    pressure.saw_request()
+    return pressure
+
+
 def test_quiet_ingest_means_no_pause() -> None:
-    pressure = IngestPressure(0.25)
+    pressure = IngestPressure(0.25, 1000)
     assert not pressure.busy()
-    assert pressure.pause_after(0.010) == 0.0
+    assert pressure.pause_after(0.010, backlog=0) == 0.0
 
 
 def test_busy_ingest_limits_rules_to_their_share() -> None:
-    pressure = IngestPressure(0.25)
-    pressure.saw_request()
-    assert pressure.busy()
     # 10 ms of rules work, then 30 ms for ingest: rules keep a quarter of the time.
-    assert abs(pressure.pause_after(0.010) - 0.030) < 1e-9
-    assert IngestPressure(0.5).pause_after(0.010) == 0.0  # never saw a request
+    assert abs(busy(0.25).pause_after(0.010, backlog=0) - 0.030) < 1e-9
+
+
+def test_the_share_grows_with_the_backlog_to_all_at_the_limit() -> None:
+    pressure = busy(0.2, max_backlog=1000)
+    assert pressure.share_at(0) == 0.2
+    assert abs(pressure.share_at(500) - 0.6) < 1e-9
+    assert pressure.share_at(1000) == 1.0
+    assert pressure.share_at(5000) == 1.0
+    assert pressure.pause_after(0.010, backlog=250) < pressure.pause_after(0.010, backlog=0)
+    assert pressure.pause_after(0.010, backlog=1000) == 0.0
 
 
 def test_a_pause_is_capped_so_rules_keep_moving() -> None:
-    pressure = IngestPressure(0.01)
-    pressure.saw_request()
-    assert pressure.pause_after(10.0) == MAX_PAUSE
+    assert busy(0.01).pause_after(10.0, backlog=0) == MAX_PAUSE
 
 
 def test_share_of_one_never_yields() -> None:
-    pressure = IngestPressure(1.0)
-    pressure.saw_request()
-    assert pressure.pause_after(0.5) == 0.0
+    assert busy(1.0).pause_after(0.5, backlog=0) == 0.0
 
 
 def test_busy_ends_after_the_window() -> None:
-    pressure = IngestPressure(0.25)
-    pressure.saw_request()
+    pressure = busy(0.25)
     time.sleep(BUSY_WINDOW * 1.5)
     assert not pressure.busy()
-    assert pressure.pause_after(0.010) == 0.0
+    assert pressure.pause_after(0.010, backlog=0) == 0.0
 
 
 async def test_yield_to_ingest_sleeps_only_while_busy() -> None:
-    pressure = IngestPressure(0.5)
+    quiet = IngestPressure(0.5, 1000)
     started = time.monotonic()
-    await pressure.yield_to_ingest(0.2)
+    await quiet.yield_to_ingest(0.2, backlog=0)
     assert time.monotonic() - started < 0.05
-    pressure.saw_request()
+    pressure = busy(0.5)
     started = time.monotonic()
-    await pressure.yield_to_ingest(0.04)
+    await pressure.yield_to_ingest(0.04, backlog=0)
     assert time.monotonic() - started >= 0.035
-    await asyncio.sleep(0)
