@@ -13,11 +13,16 @@ turn for --repeat rounds, the order rotating each round:
   postgres  Hookyard on a fresh PostgreSQL database, created here on --pg-admin-url
             and dropped at the end
 
-Hookyard runs as --topology says: `single` (the default, the product's one process):
-one `hookyard serve --roles api,rules` process takes the webhooks and evaluates them,
-the rules worker yielding to ingest while webhooks arrive (engine.ingest_pressure) and
-working off the backlog after; `split`: a `hookyard serve --roles api` process takes the
-webhooks and a second `hookyard serve --roles rules` process, at nice 10, evaluates them.
+Hookyard runs as --topology says:
+  single    (the default, the product's one process) one `hookyard serve --roles
+            api,rules` process takes the webhooks and evaluates them, the rules worker
+            yielding to ingest while webhooks arrive (engine.ingest_pressure) and working
+            off the backlog after;
+  split     a `hookyard serve --roles api` process takes the webhooks while a second
+            `hookyard serve --roles rules` process, at nice 10, evaluates them;
+  ingest    durable ingest alone: the `--roles api` process is measured with no rules
+            work beside it, and a `--roles rules` process is started after each run to
+            work off (and so verify) the backlog.
   webhook   adnanh/webhook (Debian package `webhook`, Go) with a hook that runs /bin/true
 
 Hookyard's hook is declared `auth: none` in a generated config file, like the other two
@@ -101,6 +106,8 @@ class Target:
     # Started beside the target and stopped with it (Hookyard's rules process).
     helpers: list[list[str]] = field(default_factory=list)
     helper_processes: list[subprocess.Popen] = field(default_factory=list)
+    # Run only while the driver waits for the backlog (topology "ingest").
+    drainer: list[str] | None = None
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     runs: list[Run] = field(default_factory=list)
@@ -241,6 +248,28 @@ def cpu_seconds(pid: int) -> float:
 def wait_quiet(target: Target, limit_seconds: float) -> float:
     """Seconds until the target has no work left: Hookyard's backlog is processed and the
     process stops using CPU (webhook keeps running /bin/true after answering). Bounded."""
+    if target.drainer is None:
+        return _wait_quiet(target, limit_seconds)
+    drainer = subprocess.Popen(
+        target.drainer,
+        cwd=target.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **target.env},
+        start_new_session=True,
+    )
+    try:
+        return _wait_quiet(target, limit_seconds)
+    finally:
+        drainer.send_signal(signal.SIGTERM)
+        try:
+            drainer.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            drainer.kill()
+            drainer.wait()
+
+
+def _wait_quiet(target: Target, limit_seconds: float) -> float:
     started = time.monotonic()
     last = cpu_seconds(target.process.pid)
     while time.monotonic() - started < limit_seconds:
@@ -274,7 +303,7 @@ def pg_database_url(admin_url: str, database: str) -> str:
 
 def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]) -> list[Target]:
     python = sys.executable
-    roles = "api" if args.topology == "split" else "api,rules"
+    roles = "api,rules" if args.topology == "single" else "api"
     hookyard = [python, "-m", "engine", "serve", "--roles", roles]
     rules_dir = workdir / "rules"
     # The repository's packs: the rule's core.noop must resolve, so each match records a
@@ -302,11 +331,12 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
             )
             command = [*hookyard, "--store", store, "--port", str(port), *common]
             target = Target(name, f"{base}/webhooks/bench", command, workdir, "/ready", store, env)
+            rules_process = [python, "-m", "engine", "serve", "--roles", "rules"]
+            rules_process += ["--store", store, "--port", str(free_port()), *common]
             if args.topology == "split":
-                rules_port = str(free_port())
-                rules_process = ["nice", "-n", "10", python, "-m", "engine", "serve", "--roles"]
-                rules_process += ["rules", "--store", store, "--port", rules_port, *common]
-                target.helpers.append(rules_process)
+                target.helpers.append(["nice", "-n", "10", *rules_process])
+            elif args.topology == "ingest":
+                target.drainer = rules_process
             targets.append(target)
         elif name == "webhook":
             command = [
@@ -360,9 +390,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--topology",
-        choices=("single", "split"),
+        choices=("single", "split", "ingest"),
         default="single",
-        help="Hookyard as one process (single) or an api process and a rules process",
+        help="Hookyard as one process, as api and rules processes, or ingest alone",
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument(

@@ -63,9 +63,9 @@ QUEUES = ("trigger_instances", "executions", "deliveries")
 _READER_THREADS = 4
 
 _BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
-# Pauses between a group commit's tries while another connection holds the write lock.
-_INGEST_RETRY_FIRST = 0.001
-_INGEST_RETRY_MAX = 0.005
+# Pauses between a loop write's tries while another connection holds the write lock.
+_LOOP_RETRY_FIRST = 0.001
+_LOOP_RETRY_MAX = 0.005
 _UNAVAILABLE_PREFIXES = (
     "SQLITE_CANTOPEN",
     "SQLITE_IOERR",
@@ -86,9 +86,8 @@ class SqliteStore(SqliteOutbound, Store):
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
-        # Group commits of webhooks run on the event loop with this connection; see
-        # `_add_prepared`.
-        self._ingest_conn: sqlite3.Connection | None = None
+        # The hot writes run on the event loop with this connection (`_write_on_loop`).
+        self._loop_conn: sqlite3.Connection | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
@@ -162,33 +161,11 @@ class SqliteStore(SqliteOutbound, Store):
     async def _add_prepared(
         self, batch: Sequence[tuple[NewTriggerInstance, str]]
     ) -> list[Accepted]:
-        """One group commit of webhooks.
-
-        It runs on the event loop itself, on its own connection that never waits for a
-        lock: a batch of inserts into the WAL takes well under a millisecond, while handing
-        it to the writer thread cost more than the insert (a thread switch per batch and
-        the two threads taking turns at the GIL per row). When another connection holds
-        the write lock — the writer thread's rules or actions transaction, another
-        process — the batch tries again every few milliseconds until busy_timeout. SQLite's
-        own busy handler, which the writer thread uses, sleeps up to 100 ms between tries:
-        webhooks would wait that long behind a rules transaction of a few milliseconds.
-        """
+        """One group commit of webhooks, written on the event loop (see `_write_on_loop`)."""
         if not batch:
             return []
         started = time.perf_counter()
-        now = utcnow()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.busy_timeout
-        pause = _INGEST_RETRY_FIRST
-        while True:
-            try:
-                answers, inserted = self._write_on_loop(ops.insert_trigger_instances, batch, now)
-                break
-            except StoreBusy:
-                if loop.time() + pause > deadline:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _INGEST_RETRY_MAX)
+        answers, inserted = await self._write_on_loop(ops.insert_trigger_instances, batch, utcnow())
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:
@@ -205,7 +182,9 @@ class SqliteStore(SqliteOutbound, Store):
     async def claim_trigger_instances(
         self, limit: int, lease_seconds: float
     ) -> list[TriggerInstance]:
-        claimed = await self._write(ops.claim_trigger_instances, limit, lease_seconds, utcnow())
+        claimed = await self._write_on_loop(
+            ops.claim_trigger_instances, limit, lease_seconds, utcnow()
+        )
         self._backlog.claimed(len(claimed))
         return claimed
 
@@ -218,7 +197,7 @@ class SqliteStore(SqliteOutbound, Store):
         evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
-        written, executions = await self._write(
+        written, executions = await self._write_on_loop(
             explain_ops.sqlite_record_enforcements,
             instance_id,
             lease_token,
@@ -236,7 +215,7 @@ class SqliteStore(SqliteOutbound, Store):
     ) -> list[list[str] | StoreError]:
         for decision in decisions:
             codec.check_final_status(decision.final_status)
-        results, executions = await self._write(
+        results, executions = await self._write_on_loop(
             decision_ops.sqlite_record_decisions, decisions, utcnow()
         )
         if executions:
@@ -251,7 +230,7 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
         if leases:
-            await self._write(ops.release_trigger_instances, dict(leases), utcnow())
+            await self._write_on_loop(ops.release_trigger_instances, dict(leases), utcnow())
             self._backlog.forget()
             self._work["trigger_instances"].set()
 
@@ -397,12 +376,34 @@ class SqliteStore(SqliteOutbound, Store):
     def _in_transaction(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
         return self._transaction(self._write_conn, operation, args)
 
-    def _write_on_loop(self, operation: Callable[..., T], *args: Any) -> T:
-        """`operation` in a transaction of the ingest connection; StoreBusy at once if
-        another connection holds the write lock."""
-        result = self._transaction(self._ingest_conn, operation, args)
-        self._checkpoints.wrote()
-        return result
+    async def _write_on_loop(self, operation: Callable[..., T], *args: Any) -> T:
+        """`operation` in a transaction run on the event loop itself, on a connection of
+        its own that never waits for a lock — for the hot writes: webhooks' group commits
+        and the rules worker's claims and decisions.
+
+        A group commit takes well under a millisecond; handing it to the writer thread
+        cost more than the write (a thread switch per batch, and the two threads taking
+        turns at the GIL per statement, each turn up to the 5 ms switch interval while the
+        loop is busy). Written here, the rules worker's writes also count in the loop time
+        it yields to ingest (engine.ingest_pressure). When another connection holds the
+        write lock (the writer thread's actions or outbound work, another process), the
+        write is tried again every few milliseconds until busy_timeout: SQLite's own busy
+        handler, which the writer thread uses, sleeps up to 100 ms between tries.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.busy_timeout
+        pause = _LOOP_RETRY_FIRST
+        while True:
+            try:
+                result = self._transaction(self._loop_conn, operation, args)
+            except StoreBusy:
+                if loop.time() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LOOP_RETRY_MAX)
+                continue
+            self._checkpoints.wrote()
+            return result
 
     def _transaction(
         self, conn: sqlite3.Connection | None, operation: Callable[..., T], args: tuple[Any, ...]
@@ -458,24 +459,24 @@ class SqliteStore(SqliteOutbound, Store):
             conn = self._connect_writer()
             try:
                 self._migrate(conn)
-                ingest = self._connect_writer()
+                on_loop = self._connect_writer()
             except BaseException:
                 conn.close()
                 raise
             try:
-                # Used on the event loop (see _add_prepared): never wait for a lock there,
+                # Used on the event loop (`_write_on_loop`): never wait for a lock there,
                 # and never checkpoint there either (the writer's safety net does).
-                ingest.execute("PRAGMA busy_timeout = 0")
-                ingest.execute("PRAGMA wal_autocheckpoint = 0")
+                on_loop.execute("PRAGMA busy_timeout = 0")
+                on_loop.execute("PRAGMA wal_autocheckpoint = 0")
             except BaseException:
-                ingest.close()
+                on_loop.close()
                 conn.close()
                 raise
         except sqlite3.Error as exc:
             error = self._translate(exc)
             raise StoreUnavailable(f"sqlite {self.path}: cannot open: {error}") from exc
         self._write_conn = conn
-        self._ingest_conn = ingest
+        self._loop_conn = on_loop
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = self._connect()
@@ -528,10 +529,10 @@ class SqliteStore(SqliteOutbound, Store):
                 self._reader_conns.clear()
 
     def _close_writer(self) -> None:
-        for conn in (self._write_conn, self._ingest_conn):
+        for conn in (self._write_conn, self._loop_conn):
             if conn is not None:
                 conn.close()
-        self._write_conn = self._ingest_conn = None
+        self._write_conn = self._loop_conn = None
 
     def _translate(self, exc: sqlite3.Error) -> StoreError:
         name = getattr(exc, "sqlite_errorname", "") or ""
