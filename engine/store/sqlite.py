@@ -86,7 +86,8 @@ class SqliteStore(SqliteOutbound, Store):
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
-        # The hot writes run on the event loop with this connection (`_write_on_loop`).
+        # Webhooks' group commits run on the event loop with this connection
+        # (`_write_on_loop`).
         self._loop_conn: sqlite3.Connection | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -182,9 +183,7 @@ class SqliteStore(SqliteOutbound, Store):
     async def claim_trigger_instances(
         self, limit: int, lease_seconds: float
     ) -> list[TriggerInstance]:
-        claimed = await self._write_on_loop(
-            ops.claim_trigger_instances, limit, lease_seconds, utcnow()
-        )
+        claimed = await self._write(ops.claim_trigger_instances, limit, lease_seconds, utcnow())
         self._backlog.claimed(len(claimed))
         return claimed
 
@@ -197,7 +196,7 @@ class SqliteStore(SqliteOutbound, Store):
         evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
-        written, executions = await self._write_on_loop(
+        written, executions = await self._write(
             explain_ops.sqlite_record_enforcements,
             instance_id,
             lease_token,
@@ -215,7 +214,7 @@ class SqliteStore(SqliteOutbound, Store):
     ) -> list[list[str] | StoreError]:
         for decision in decisions:
             codec.check_final_status(decision.final_status)
-        results, executions = await self._write_on_loop(
+        results, executions = await self._write(
             decision_ops.sqlite_record_decisions, decisions, utcnow()
         )
         if executions:
@@ -230,7 +229,7 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
         if leases:
-            await self._write_on_loop(ops.release_trigger_instances, dict(leases), utcnow())
+            await self._write(ops.release_trigger_instances, dict(leases), utcnow())
             self._backlog.forget()
             self._work["trigger_instances"].set()
 
@@ -378,16 +377,15 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def _write_on_loop(self, operation: Callable[..., T], *args: Any) -> T:
         """`operation` in a transaction run on the event loop itself, on a connection of
-        its own that never waits for a lock — for the hot writes: webhooks' group commits
-        and the rules worker's claims and decisions.
+        its own that never waits for a lock — for the webhooks' group commits.
 
         A group commit takes well under a millisecond; handing it to the writer thread
         cost more than the write (a thread switch per batch, and the two threads taking
-        turns at the GIL per statement, each turn up to the 5 ms switch interval while the
-        loop is busy). Written here, the rules worker's writes also count in the loop time
-        it yields to ingest (engine.ingest_pressure). When another connection holds the
-        write lock (the writer thread's actions or outbound work, another process), the
-        write is tried again every few milliseconds until busy_timeout: SQLite's own busy
+        turns at the GIL per statement while the loop is busy). The rules worker's writes
+        stay on the writer thread: measured on the loop (bench_ingest, one process), they
+        cost ingest a fifth of its throughput. When another connection holds the write
+        lock (the writer thread's rules or actions transaction, another process), the write
+        is tried again every few milliseconds until busy_timeout: SQLite's own busy
         handler, which the writer thread uses, sleeps up to 100 ms between tries.
         """
         loop = asyncio.get_running_loop()
