@@ -5,9 +5,10 @@ Both run on one loop, so every millisecond spent deciding rules is a millisecond
 webhook is answered. Accepting a webhook durably is what a sender waits for; deciding it
 can follow a little later (the instance is stored). While requests keep arriving, the
 rules worker pauses after each chunk so that it takes at most its share of the time: the
-configured share with an empty backlog, rising to all of it as the backlog approaches
-ingest.max_backlog (above which ingest answers 503) — so a burst is accepted at full
-speed and a sustained flood is not shed while the rules worker could still keep up.
+configured share with an empty backlog, rising (with the square of how full the backlog
+is) to all of it as the backlog approaches ingest.max_backlog (above which ingest answers
+503) — so a burst is accepted at full speed and a sustained flood is not shed while the
+rules worker could still keep up.
 When ingest goes quiet the rules worker runs flat out and works off the backlog.
 """
 
@@ -35,9 +36,11 @@ class IngestPressure:
         return time.monotonic() - self._last_request < BUSY_WINDOW
 
     def share_at(self, backlog: int) -> float:
-        """The rules worker's share of the loop with `backlog` instances waiting."""
+        """The rules worker's share of the loop with `backlog` instances waiting: it grows
+        with the square of how full the backlog is, so that a burst filling a fraction of
+        it is still accepted at nearly full speed, and reaches 1 at the limit."""
         filled = min(1.0, max(0, backlog) / self.max_backlog) if self.max_backlog > 0 else 1.0
-        return min(1.0, self.share + (1.0 - self.share) * filled)
+        return min(1.0, self.share + (1.0 - self.share) * filled * filled)
 
     def pause_after(self, worked_seconds: float, backlog: int) -> float:
         """Seconds to pause after `worked_seconds` of rules work (0 when ingest is quiet)."""
