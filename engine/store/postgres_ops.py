@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -22,6 +23,7 @@ from engine.model import (
     Accepted,
     EnforcementOutcome,
     Execution,
+    InstanceDecision,
     NewExecution,
     NewTriggerInstance,
     Page,
@@ -210,6 +212,116 @@ async def record_enforcements(
         lambda: outbound_events.enforcements_recorded(instance_id, final_status, outcomes, written),
     )
     return written
+
+
+class NotTogether(Exception):
+    """A chunk of decisions cannot be written set-wise (a lease lost, an instance gone)."""
+
+
+async def record_decisions_together(
+    conn: asyncpg.Connection, decisions: Sequence[InstanceDecision], now: datetime
+) -> list[list[str]]:
+    """What record_enforcements and the explain trace write, for a whole chunk of
+    decisions without once_per outcomes, in a few statements; NotTogether unless every
+    instance's lease is still held (the caller then records them one by one)."""
+    finished = await conn.fetch(
+        "UPDATE trigger_instances t SET status = r.status, lease_token = NULL,"
+        " lease_expires_at = NULL, updated_at = now()"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS r(id, token, status)"
+        " WHERE t.id = r.id AND t.lease_token = r.token AND t.status = 'processing'"
+        " RETURNING t.id",
+        [d.instance_id for d in decisions],
+        [d.lease_token for d in decisions],
+        [d.final_status for d in decisions],
+    )
+    if len(finished) != len(decisions):
+        raise NotTogether(f"{len(decisions) - len(finished)} lease(s) lost")
+    executions = []
+    enforcements = []
+    events: list[Any] = []
+    for decision in decisions:
+        instance_id = decision.instance_id
+        for outcome in decision.outcomes:
+            execution_id = None
+            new = outcome.execution
+            if new is not None:
+                linked_instance, linked_rule = codec.execution_links(
+                    new, instance_id, outcome.rule_ref
+                )
+                executions.append(
+                    (
+                        new.id,
+                        new.action,
+                        dumps(new.parameters, "execution parameters"),
+                        REQUESTED,
+                        dumps(new.context, "execution context"),
+                        linked_instance,
+                        linked_rule,
+                        now,
+                        _log_param(REQUESTED, now),
+                    )
+                )
+                events.append(
+                    (outbound_events.execution_created, new, linked_instance, linked_rule)
+                )
+                execution_id = new.id
+            enforcements.append(
+                (
+                    outcome.id,
+                    instance_id,
+                    outcome.rule_ref,
+                    outcome.rule_id,
+                    outcome.status,
+                    outcome.failure_reason,
+                    execution_id,
+                    now,
+                    dumps(outcome.trace, "criteria trace"),
+                )
+            )
+        written = [outcome.id for outcome in decision.outcomes]
+        events.append(
+            (
+                outbound_events.enforcements_recorded,
+                instance_id,
+                decision.final_status,
+                decision.outcomes,
+                written,
+            )
+        )
+    if executions:
+        await conn.executemany(
+            "INSERT INTO executions (id, action, parameters, status, context,"
+            " trigger_instance_id, rule_ref, created_at, attempt, log, updated_at)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())",
+            executions,
+        )
+    if enforcements:
+        await conn.executemany(
+            "INSERT INTO enforcements (id, trigger_instance_id, rule_ref, rule_id, status,"
+            " failure_reason, execution_id, enforced_at, trace)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+            enforcements,
+        )
+    traces = [
+        (d.instance_id, dumps(list(d.evaluations), "rule evaluations"), now)
+        for d in decisions
+        if d.evaluations is not None
+    ]
+    if traces:
+        await conn.executemany(
+            "INSERT INTO rule_evaluations (trigger_instance_id, evaluations, recorded_at)"
+            " VALUES ($1, $2::jsonb, $3) ON CONFLICT (trigger_instance_id) DO UPDATE"
+            " SET evaluations = excluded.evaluations, recorded_at = excluded.recorded_at",
+            traces,
+        )
+    if executions:
+        await _notify(conn, "executions")
+    await emit(conn, now, lambda: [e for make, *args in events for e in _as_list(make(*args))])
+    return [[outcome.id for outcome in d.outcomes] for d in decisions]
+
+
+def _as_list(events: Any) -> list[Any]:
+    return events if isinstance(events, list) else [events]
 
 
 async def release_trigger_instances(conn: asyncpg.Connection, leases: Mapping[str, str]) -> None:
