@@ -176,14 +176,19 @@ def start(target: Target, port: int, workdir: Path) -> None:
 
 def stop(target: Target) -> None:
     for process in [*target.helper_processes, target.process]:
-        if process is None or process.poll() is not None:
-            continue
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate(process)
+
+
+def terminate(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_wrk(url: str, args: argparse.Namespace, seconds: float) -> Run:
@@ -261,12 +266,7 @@ def wait_quiet(target: Target, limit_seconds: float) -> float:
     try:
         return _wait_quiet(target, limit_seconds)
     finally:
-        drainer.send_signal(signal.SIGTERM)
-        try:
-            drainer.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            drainer.kill()
-            drainer.wait()
+        terminate(drainer)
 
 
 def _wait_quiet(target: Target, limit_seconds: float) -> float:

@@ -109,9 +109,7 @@ async def pg_record_enforcements(
     )
     if evaluations is not None:
         await conn.execute(
-            "INSERT INTO rule_evaluations (trigger_instance_id, evaluations, recorded_at)"
-            " VALUES ($1, $2::jsonb, $3) ON CONFLICT (trigger_instance_id) DO UPDATE"
-            " SET evaluations = excluded.evaluations, recorded_at = excluded.recorded_at",
+            postgres_ops.UPSERT_EVALUATIONS,
             instance_id,
             dumps(list(evaluations), "rule evaluations"),
             now,

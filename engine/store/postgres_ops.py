@@ -190,18 +190,7 @@ async def record_enforcements(
             execution_id = outcome.execution.id
             executions += 1
         await conn.execute(
-            "INSERT INTO enforcements (id, trigger_instance_id, rule_ref, rule_id, status,"
-            " failure_reason, execution_id, enforced_at, trace)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
-            outcome.id,
-            instance_id,
-            outcome.rule_ref,
-            outcome.rule_id,
-            outcome.status,
-            outcome.failure_reason,
-            execution_id,
-            now,
-            dumps(outcome.trace, "criteria trace"),
+            _INSERT_ENFORCEMENT, *_enforcement_row(outcome, instance_id, execution_id, now)
         )
         written.append(outcome.id)
     if executions:
@@ -212,6 +201,35 @@ async def record_enforcements(
         lambda: outbound_events.enforcements_recorded(instance_id, final_status, outcomes, written),
     )
     return written
+
+
+_INSERT_ENFORCEMENT = (
+    "INSERT INTO enforcements (id, trigger_instance_id, rule_ref, rule_id, status,"
+    " failure_reason, execution_id, enforced_at, trace)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)"
+)
+# A trigger instance's evaluation traces (engine.store.explain_ops).
+UPSERT_EVALUATIONS = (
+    "INSERT INTO rule_evaluations (trigger_instance_id, evaluations, recorded_at)"
+    " VALUES ($1, $2::jsonb, $3) ON CONFLICT (trigger_instance_id) DO UPDATE"
+    " SET evaluations = excluded.evaluations, recorded_at = excluded.recorded_at"
+)
+
+
+def _enforcement_row(
+    outcome: EnforcementOutcome, instance_id: str, execution_id: str | None, now: datetime
+) -> tuple[Any, ...]:
+    return (
+        outcome.id,
+        instance_id,
+        outcome.rule_ref,
+        outcome.rule_id,
+        outcome.status,
+        outcome.failure_reason,
+        execution_id,
+        now,
+        dumps(outcome.trace, "criteria trace"),
+    )
 
 
 class NotTogether(Exception):
@@ -245,39 +263,11 @@ async def record_decisions_together(
             execution_id = None
             new = outcome.execution
             if new is not None:
-                linked_instance, linked_rule = codec.execution_links(
-                    new, instance_id, outcome.rule_ref
-                )
-                executions.append(
-                    (
-                        new.id,
-                        new.action,
-                        dumps(new.parameters, "execution parameters"),
-                        REQUESTED,
-                        dumps(new.context, "execution context"),
-                        linked_instance,
-                        linked_rule,
-                        now,
-                        _log_param(REQUESTED, now),
-                    )
-                )
-                events.append(
-                    (outbound_events.execution_created, new, linked_instance, linked_rule)
-                )
+                row = _execution_row(new, now, instance_id, outcome.rule_ref)
+                executions.append(row)
+                events.append((outbound_events.execution_created, new, row[5], row[6]))
                 execution_id = new.id
-            enforcements.append(
-                (
-                    outcome.id,
-                    instance_id,
-                    outcome.rule_ref,
-                    outcome.rule_id,
-                    outcome.status,
-                    outcome.failure_reason,
-                    execution_id,
-                    now,
-                    dumps(outcome.trace, "criteria trace"),
-                )
-            )
+            enforcements.append(_enforcement_row(outcome, instance_id, execution_id, now))
         written = [outcome.id for outcome in decision.outcomes]
         events.append(
             (
@@ -289,31 +279,16 @@ async def record_decisions_together(
             )
         )
     if executions:
-        await conn.executemany(
-            "INSERT INTO executions (id, action, parameters, status, context,"
-            " trigger_instance_id, rule_ref, created_at, attempt, log, updated_at)"
-            " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())",
-            executions,
-        )
+        await conn.executemany(_INSERT_EXECUTION, executions)
     if enforcements:
-        await conn.executemany(
-            "INSERT INTO enforcements (id, trigger_instance_id, rule_ref, rule_id, status,"
-            " failure_reason, execution_id, enforced_at, trace)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
-            enforcements,
-        )
+        await conn.executemany(_INSERT_ENFORCEMENT, enforcements)
     traces = [
         (d.instance_id, dumps(list(d.evaluations), "rule evaluations"), now)
         for d in decisions
         if d.evaluations is not None
     ]
     if traces:
-        await conn.executemany(
-            "INSERT INTO rule_evaluations (trigger_instance_id, evaluations, recorded_at)"
-            " VALUES ($1, $2::jsonb, $3) ON CONFLICT (trigger_instance_id) DO UPDATE"
-            " SET evaluations = excluded.evaluations, recorded_at = excluded.recorded_at",
-            traces,
-        )
+        await conn.executemany(UPSERT_EVALUATIONS, traces)
     if executions:
         await _notify(conn, "executions")
     await emit(conn, now, lambda: [e for make, *args in events for e in _as_list(make(*args))])
@@ -346,11 +321,24 @@ async def insert_execution(
     instance_id: str | None = None,
     rule_ref: str | None = None,
 ) -> None:
+    row = _execution_row(new, now, instance_id, rule_ref)
+    await conn.execute(_INSERT_EXECUTION, *row)
+    await emit(conn, now, lambda: [outbound_events.execution_created(new, row[5], row[6])])
+
+
+_INSERT_EXECUTION = (
+    "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
+    " rule_ref, created_at, attempt, log, updated_at)"
+    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())"
+)
+
+
+def _execution_row(
+    new: NewExecution, now: datetime, instance_id: str | None, rule_ref: str | None
+) -> tuple[Any, ...]:
+    """_INSERT_EXECUTION's parameters; [5] and [6] are the linked instance and rule."""
     linked_instance, linked_rule = codec.execution_links(new, instance_id, rule_ref)
-    await conn.execute(
-        "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-        " rule_ref, created_at, attempt, log, updated_at)"
-        " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())",
+    return (
         new.id,
         new.action,
         dumps(new.parameters, "execution parameters"),
@@ -360,9 +348,6 @@ async def insert_execution(
         linked_rule,
         now,
         _log_param(REQUESTED, now),
-    )
-    await emit(
-        conn, now, lambda: [outbound_events.execution_created(new, linked_instance, linked_rule)]
     )
 
 

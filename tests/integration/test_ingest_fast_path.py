@@ -13,7 +13,6 @@ import itertools
 import json
 import sqlite3
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from engine.errors import StoreBusy
 from engine.http.app import RUNTIME, create_app
 from engine.http.guard import check_all_guarded, guarded
 from engine.model import NewTriggerInstance
-from engine.store import Store, create_store
 
 ANY_RULE = """\
 name: anything
@@ -51,18 +49,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def open_sqlite(db_path: Path, tmp_path: Path) -> AsyncIterator:
-    opened: list[Store] = []
+def store_url(db_path: Path) -> str:
+    """SQLite only here (overrides conftest's store_url): these tests lock its file."""
+    return f"sqlite:///{db_path}"
 
-    async def open_(**settings) -> Store:
-        store = create_store(StoreSettings(url=f"sqlite:///{db_path}", **settings), tmp_path)
-        await store.open()
-        opened.append(store)
-        return store
 
-    yield open_
-    for store in reversed(opened):
-        await store.close()
+@pytest.fixture
+def open_sqlite(open_store):
+    return open_store
 
 
 @pytest.fixture

@@ -13,18 +13,16 @@ import pytest
 
 from engine.errors import StoreBusy, StoreUnavailable
 from engine.store.batching import GroupCommitter
+from tests.unit.test_store_batching import Table as BaseTable
 
 DEADLINE = 5.0  # seconds any bounded wait below may take before the test fails
 
 
-class Table:
-    """A write_batch that waits at a gate, records each call and how many run at once."""
+class Table(BaseTable):
+    """test_store_batching's table, also counting how many writes run at once."""
 
     def __init__(self) -> None:
-        self.rows: list[str] = []
-        self.calls: list[list[str]] = []
-        self.gate = asyncio.Event()
-        self.gate.set()
+        super().__init__()
         self.running = 0
         self.peak = 0
 
@@ -32,12 +30,9 @@ class Table:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            await self.gate.wait()
+            return await super().write(items)
         finally:
             self.running -= 1
-        self.calls.append(list(items))
-        self.rows.extend(items)
-        return [f"ok:{item}" for item in items]
 
 
 def started(table: Table, **options) -> GroupCommitter[str, str]:
