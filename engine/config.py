@@ -66,6 +66,10 @@ class WorkerSettings:
     # the same process and the backlog is empty; it grows with the backlog, to all of it
     # at ingest.max_backlog (engine.ingest_pressure). 1 = never yield to ingest.
     rules_share_while_ingesting: float = 0.05
+    # A trigger instance claimed this many times without its decision being recorded (its
+    # worker died each time, e.g. a rule crashed the process) is marked processing_failed
+    # instead of being evaluated again.
+    rules_max_claims: int = 5
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.
@@ -317,6 +321,7 @@ _POSITIVE = {
     ("store", "pool_size"),
     ("ingest", "max_body"),
     ("workers", "rules_share_while_ingesting"),
+    ("workers", "rules_max_claims"),
 }
 
 

@@ -110,6 +110,8 @@ class TriggerInstance:
     dedupe_key: str | None = None
     # Set on instances returned by a claim: the fencing token completion must present.
     lease_token: str | None = None
+    # Times claimed, the current claim included (released claims do not count).
+    claims: int = 0
 
 
 @dataclass(frozen=True)

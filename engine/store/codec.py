@@ -199,6 +199,7 @@ def trigger_instance_from_row(row: Any, to_time: ToTime) -> TriggerInstance:
         webhook=row["webhook"],
         dedupe_key=row["dedupe_key"],
         lease_token=row["lease_token"],
+        claims=row["claims"],
     )
 
 

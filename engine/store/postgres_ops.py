@@ -38,7 +38,7 @@ from engine.store.postgres_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
     "id, trigger, payload::text AS payload, occurrence_time, status, webhook, dedupe_key,"
-    " lease_token"
+    " lease_token, claims"
 )
 EXECUTION_COLUMNS = (
     "id, action, parameters::text AS parameters, status, result::text AS result,"
@@ -140,7 +140,8 @@ async def claim_trigger_instances(
 ) -> list[TriggerInstance]:
     rows = await conn.fetch(
         f"UPDATE trigger_instances SET status = 'processing', lease_token = {_NEW_TOKEN},"
-        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now()"
+        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now(),"
+        " claims = claims + 1"
         " WHERE id IN (SELECT id FROM trigger_instances"
         "  WHERE status IN ('pending', 'processing')"
         "  AND (status = 'pending' OR lease_expires_at < now())"
@@ -302,7 +303,7 @@ def _as_list(events: Any) -> list[Any]:
 async def release_trigger_instances(conn: asyncpg.Connection, leases: Mapping[str, str]) -> None:
     await conn.execute(
         "UPDATE trigger_instances t SET status = 'pending', lease_token = NULL,"
-        " lease_expires_at = NULL, updated_at = now()"
+        " lease_expires_at = NULL, updated_at = now(), claims = greatest(t.claims - 1, 0)"
         " FROM unnest($1::text[], $2::text[]) AS r(id, token)"
         " WHERE t.id = r.id AND t.lease_token = r.token AND t.status = 'processing'",
         list(leases),

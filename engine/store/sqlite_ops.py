@@ -34,7 +34,7 @@ from engine.store.paging import sqlite_page
 from engine.store.sqlite_outbound import emit
 
 TRIGGER_INSTANCE_COLUMNS = (
-    "id, trigger, payload, occurrence_time, status, webhook, dedupe_key, lease_token"
+    "id, trigger, payload, occurrence_time, status, webhook, dedupe_key, lease_token, claims"
 )
 EXECUTION_COLUMNS = (
     "id, action, parameters, status, result, context, created_at, started_at, finished_at,"
@@ -129,7 +129,7 @@ def claim_trigger_instances(
 ) -> list[TriggerInstance]:
     expires = time_to_text(now + timedelta(seconds=lease_seconds))
     rows = conn.execute(
-        "UPDATE trigger_instances SET status = 'processing',"
+        "UPDATE trigger_instances SET status = 'processing', claims = claims + 1,"
         " lease_token = lower(hex(randomblob(16))), lease_expires_at = ?, updated_at = ?"
         " WHERE id IN (SELECT id FROM trigger_instances INDEXED BY trigger_instances_active"
         "  WHERE status IN ('pending', 'processing')"
@@ -201,7 +201,7 @@ def release_trigger_instances(
 ) -> None:
     conn.executemany(
         "UPDATE trigger_instances SET status = 'pending', lease_token = NULL,"
-        " lease_expires_at = NULL, updated_at = ?"
+        " lease_expires_at = NULL, updated_at = ?, claims = max(claims - 1, 0)"
         " WHERE id = ? AND lease_token = ? AND status = 'processing'",
         [(time_to_text(now), iid, token) for iid, token in leases.items()],
     )

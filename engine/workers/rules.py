@@ -145,6 +145,22 @@ async def _record_refused(
 
 def _decide(runtime: Runtime, instance: TriggerInstance, kv) -> tuple[InstanceDecision, list]:
     extra = {"trigger_instance": instance.id, "trigger": instance.trigger}
+    max_claims = runtime.settings.workers.rules_max_claims
+    if instance.claims > max_claims:
+        # Claimed that often without a recorded decision: every worker that took it died
+        # before recording (a rule that crashes or hangs the process). Evaluating it again
+        # would only do that again; it ends here, failed, for an operator to look at.
+        log.error(
+            "trigger instance %s was claimed %d times without a decision being recorded "
+            "(workers.rules_max_claims = %d): not evaluated again; marked processing_failed",
+            instance.id,
+            instance.claims - 1,
+            max_claims,
+            extra=extra,
+        )
+        return InstanceDecision(
+            instance.id, instance.lease_token or "", [], PROCESSING_FAILED, None
+        ), []
     try:
         outcomes, evaluations = decide(
             runtime.ruleset,

@@ -58,3 +58,54 @@ async def test_an_unstorable_decision_marks_the_instance_processing_failed(tmp_p
         await asyncio.sleep(1.2)
         again = await client.get("/api/v1/ruleenforcements", params={"trigger_instance": bad["id"]})
         assert again.headers["X-Total-Count"] == "1"
+
+
+async def test_an_instance_claimed_past_the_limit_is_failed_without_evaluation(tmp_path):
+    """Workers that died holding an instance (a rule crashing the process) leave claims
+    without decisions; past workers.rules_max_claims it is not evaluated again."""
+    from engine.model import NewTriggerInstance
+    from engine.store import create_store
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(textwrap.dedent(RULE))
+    store_settings = StoreSettings(url=f"sqlite:///{tmp_path}/h.db")
+    store = create_store(store_settings, tmp_path)
+    await store.open()
+    doomed = NewTriggerInstance(
+        trigger="core.st2.webhook",
+        payload={"headers": {}, "headers_lower": {}, "body": {"x": "1"}},
+        webhook="numbers",
+    )
+    await store.add_trigger_instances([doomed])
+    for _ in range(3):  # three workers claimed it and died: their leases ran out
+        (claimed,) = await store.claim_trigger_instances(10, 0.01)
+        await asyncio.sleep(0.03)
+    assert claimed.claims == 3
+    await store.close()
+
+    settings = Settings(
+        store=store_settings,
+        auth=AuthSettings(enabled=False),
+        workers=WorkerSettings(poll_interval=0.05, rules_max_claims=2),
+        rules_dirs=(str(rules),),
+        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
+        roles=("api", "rules"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        fresh = await (await client.post("/webhooks/numbers", json={"x": "2"})).json()
+        for _ in range(300):
+            states = [
+                (await (await client.get(f"/api/v1/triggerinstances/{i}")).json())["status"]
+                for i in (doomed.id, fresh["id"])
+            ]
+            if not {"pending", "processing"} & set(states):
+                break
+            await asyncio.sleep(0.03)
+        assert states == ["processing_failed", "processed"]
+        # Not evaluated: no enforcement and no execution for it; the fresh one has its own.
+        none = await client.get("/api/v1/ruleenforcements", params={"trigger_instance": doomed.id})
+        assert none.headers["X-Total-Count"] == "0"
+        one = await client.get("/api/v1/ruleenforcements", params={"trigger_instance": fresh["id"]})
+        assert one.headers["X-Total-Count"] == "1"

@@ -363,6 +363,21 @@ async def test_release_gives_back_only_rows_still_leased_by_the_caller(store: St
     assert [c.id for c in again] == [claimed[0].id]
 
 
+async def test_claims_are_counted_and_a_release_gives_its_claim_back(store: Store) -> None:
+    item = instance()
+    await store.add_trigger_instances([item])
+    assert (await store.get_trigger_instance(item.id)).claims == 0
+    first = (await store.claim_trigger_instances(10, 0.01))[0]
+    assert first.claims == 1
+    await asyncio.sleep(0.05)  # the lease expires: the worker is taken to have died
+    second = (await store.claim_trigger_instances(10, 30))[0]
+    assert second.claims == 2
+    await store.release_trigger_instances({item.id: second.lease_token})
+    assert (await store.get_trigger_instance(item.id)).claims == 1
+    third = (await store.claim_trigger_instances(10, 30))[0]
+    assert third.claims == 2
+
+
 async def test_two_claimers_never_take_the_same_row(store: Store, open_store) -> None:
     other = await open_store()
     items = [instance(payload={"i": i}) for i in range(200)]

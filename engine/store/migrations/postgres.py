@@ -223,3 +223,10 @@ _STORED_RULES = (
     "INSERT INTO rules_version (id, version) VALUES (1, 0)",
 )
 MIGRATIONS = (*MIGRATIONS, _STORED_RULES)
+
+# Version N (claim limit): how many times each trigger instance was claimed. A claim that
+# ends without a recorded decision (its worker died) counts; a released claim does not. An
+# instance claimed more than workers.rules_max_claims times is not evaluated again: it is
+# what killed the workers (engine.workers.rules).
+_INSTANCE_CLAIMS = ("ALTER TABLE trigger_instances ADD COLUMN claims integer NOT NULL DEFAULT 0",)
+MIGRATIONS = (*MIGRATIONS, _INSTANCE_CLAIMS)
