@@ -92,7 +92,7 @@ def error_response_for(request: web.Request, exc: Exception) -> web.Response | N
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     """The application for `settings`; its store opens and roles start on app startup."""
     from engine.http import auth
-    from engine.http.guard import add_unknown_route, check_all_guarded, guarded, unknown_route
+    from engine.http.guard import add_unknown_route, check_all_guarded, guarded
 
     # No middlewares: each route's handler is wrapped (engine.http.guard explains why).
     app = web.Application(client_max_size=settings.ingest.max_body)
@@ -139,7 +139,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     add_unknown_route(app)
     from engine.http.webhooks import receive
 
-    check_all_guarded(app, unguarded={receive, unknown_route})
+    check_all_guarded(app, unguarded={receive})
     return app
 
 

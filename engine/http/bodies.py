@@ -7,6 +7,7 @@ stored payload.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -71,6 +72,10 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if value in (_INF, -_INF):
         raise _UnstorableNumber(f"number {text[:40]} is out of range")
+    if len(text) > _PLAIN_FLOAT_MAX or "e" in text or "E" in text:
+        # Python reads 1e-16000 as 0.0, but PostgreSQL's jsonb keeps (or refuses) all its
+        # digits: a body with such numbers is stored as the encoder writes it (repr).
+        _parse_state.verbatim = False
     return value
 
 
@@ -79,18 +84,23 @@ def _refuse_constant(name: str) -> float:
 
 
 _INF = float("inf")
+# Longer float literals are stored re-encoded, never as sent (see _finite_float).
+_PLAIN_FLOAT_MAX = 32
+# Per thread: whether the body being parsed may be stored as sent.
+_parse_state = threading.local()
 # Built once (json.loads with hooks builds a decoder per call). NaN and Infinity are not
 # JSON, and a number too large for a float would be stored as infinity: both refused.
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_refuse_constant)
 
 
 def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None  # UTF-16/32 (which json.loads detects) or not text at all
-    if text is not None and text.startswith("\ufeff"):
-        text = None
+    text: str | None = None
+    if json.detect_encoding(raw) == "utf-8":  # not UTF-16/32, not UTF-8 with a BOM
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None  # not text at all: json.loads says where
+    _parse_state.verbatim = True
     try:
         if text is not None:
             value = _DECODER.decode(text)
@@ -110,6 +120,8 @@ def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
     # for every body that could not nest too deep; brackets inside strings only over-count.
     if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+    if not _parse_state.verbatim:
+        text = None
     if text is not None and "\\u0000" in text:
         text = None  # left to the store's encoder, which tells a NUL from an escaped backslash
     return value, text

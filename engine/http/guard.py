@@ -50,14 +50,15 @@ def check_all_guarded(app: web.Application, unguarded: set[Handler]) -> None:
 
 
 def add_unknown_route(app: web.Application) -> None:
-    """Registered last: answers what no other route serves."""
-    app.router.add_route("*", "/{unknown_path:.*}", unknown_route)
+    """Registered last: answers what no other route serves — after the same checks as
+    every route, so the API's paths cannot be mapped without a key."""
+    app.router.add_route("*", "/{unknown_path:.*}", guarded(unknown_route))
 
 
 async def unknown_route(request: web.Request) -> web.Response:
     allowed: set[str] = set()
     for resource in request.app.router.resources():
-        if any(route.handler is unknown_route for route in resource):
+        if any(getattr(route.handler, "__wrapped__", None) is unknown_route for route in resource):
             continue
         _, methods = await resource.resolve(request)
         allowed |= methods

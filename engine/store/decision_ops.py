@@ -66,7 +66,7 @@ async def pg_record_decisions(
     Anything unusual rolls that attempt back and takes the one-savepoint-per-decision
     path, which says which decision failed and why.
     """
-    if decisions and not any(o.once_per_key for d in decisions for o in d.outcomes):
+    if decisions and not any(o.once_per_key is not None for d in decisions for o in d.outcomes):
         try:
             async with conn.transaction():  # a savepoint: all of the chunk or none
                 return await postgres_ops.record_decisions_together(conn, decisions, now)

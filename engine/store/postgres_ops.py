@@ -96,6 +96,8 @@ async def insert_trigger_instances(
         " status, webhook, dedupe_key) SELECT i, t, p::jsonb, o, 'pending', w, d"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
         " $6::text[]) AS u(i, t, p, o, w, d)"
+        # In key order: concurrent batches with the same dedupe keys wait, not deadlock.
+        " ORDER BY d, i"
         " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
         " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
         " SELECT ins.id, (SELECT count(*) FROM hint) AS hinted,"

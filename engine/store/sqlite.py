@@ -63,8 +63,11 @@ QUEUES = ("trigger_instances", "executions", "deliveries")
 _READER_THREADS = 4
 
 _BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 # Pauses between a loop write's tries while another connection holds the write lock.
 _LOOP_RETRY_FIRST = 0.001
+# Group commits up to this many bytes of payload are written on the event loop.
+_LOOP_WRITE_MAX_BYTES = 256 * 1024
 _LOOP_RETRY_MAX = 0.005
 _UNAVAILABLE_PREFIXES = (
     "SQLITE_CANTOPEN",
@@ -166,7 +169,13 @@ class SqliteStore(SqliteOutbound, Store):
         if not batch:
             return []
         started = time.perf_counter()
-        answers, inserted = await self._write_on_loop(ops.insert_trigger_instances, batch, utcnow())
+        # A batch of large bodies would hold the loop for as long as it takes to write:
+        # above this size it is written by the writer thread instead.
+        if sum(len(payload) for _, payload in batch) <= _LOOP_WRITE_MAX_BYTES:
+            write = self._write_on_loop
+        else:
+            write = self._write
+        answers, inserted = await write(ops.insert_trigger_instances, batch, utcnow())
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
         if inserted:
@@ -537,7 +546,10 @@ class SqliteStore(SqliteOutbound, Store):
         message = f"sqlite {self.path}: {exc}"
         if isinstance(exc, sqlite3.IntegrityError):
             return Conflict(message)
-        if name in _BUSY_ERRORS:
+        # Any busy or locked variant (SQLITE_BUSY_RECOVERY, SQLITE_BUSY_SNAPSHOT...): the
+        # primary result code is in the low byte.
+        primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if name in _BUSY_ERRORS or primary in _BUSY_CODES:
             return StoreBusy(message, retry_after=max(1.0, self.settings.busy_timeout))
         if name.startswith(_UNAVAILABLE_PREFIXES):
             return StoreUnavailable(message)

@@ -45,6 +45,7 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             batch = await store.claim_trigger_instances(
                 settings.rules_batch, settings.lease_seconds
             )
+            claimed_at = time.monotonic()
         except StoreError as exc:
             log.error("rules worker cannot claim trigger instances: %s", exc)
             await sleep_until(stop, asyncio.sleep(settings.poll_interval))
@@ -61,7 +62,8 @@ async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             began = time.monotonic()
             await process_instances(runtime, batch[start : start + RECORD_CHUNK])
             pressure = runtime.ingest_pressure
-            if pressure.busy():
+            # Pauses never take the batch past half its lease (it would be re-claimed).
+            if pressure.busy() and time.monotonic() - claimed_at < settings.lease_seconds / 2:
                 await pressure.yield_to_ingest(time.monotonic() - began, await _backlog(runtime))
     log.info("rules worker stopped")
 

@@ -236,8 +236,8 @@ def stored_payload_text(tmp_path: Path, instance_id: str) -> str:
 ODD_BODY = (
     '  {\n\t"name" :  "café \U0001f600 \\u00e9\\n\\"q\\"" ,'
     '"nested":[ [1,[2, [3, []]]] ,{"a" : [ {}, null, true, false]} ],\r\n'
-    f'  "big": {2**70}, "neg_big": -{2**70}, "float": 1.5e10, "tiny": 5e-324,'
-    '  "neg_zero": -0.0, "exp": 1E+2 , "empty": "" }  \n'
+    f'  "big": {2**70}, "neg_big": -{2**70}, "float": 15000000000.5, "tiny": 0.25,'
+    '  "neg_zero": -0.0, "exp": 100.0 , "empty": "" }  \n'
 )
 
 
@@ -250,7 +250,7 @@ async def test_json_body_is_stored_as_the_sender_wrote_it(client, tmp_path) -> N
     assert body == expected
     assert body["big"] == 2**70 and isinstance(body["big"], int)
     assert body["neg_big"] == -(2**70)
-    assert body["float"] == 1.5e10 and isinstance(body["float"], float)
+    assert body["float"] == 15000000000.5 and isinstance(body["float"], float)
     assert body["name"] == 'café \U0001f600 é\n"q"'
     # The sender's own text, not a re-encoding of it.
     stored = stored_payload_text(tmp_path, instance_id)
@@ -310,6 +310,26 @@ async def test_json_in_other_unicode_encodings_is_stored_decoded(client, encodin
     response = await post_json(client, raw)
     assert response.status == 202, await response.text()
     assert await stored_body(client, (await response.json())["id"]) == json.loads(text)
+
+
+async def test_ascii_json_in_utf16_without_a_bom_is_accepted(client) -> None:
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):
+        response = await post_json(client, '{"a": 1}'.encode(encoding))
+        assert response.status == 202, (encoding, await response.text())
+        assert await stored_body(client, (await response.json())["id"]) == {"a": 1}
+
+
+async def test_numbers_with_exponents_are_stored_as_their_value_not_their_text(
+    client, tmp_path
+) -> None:
+    # 1e-16000 reads as 0.0; its text would make PostgreSQL keep 16,000 digits.
+    raw = b'{"tiny": 1e-16000, "hundred": 1E2, "long": 0.10000000000000000555111512312578270211}'
+    response = await post_json(client, raw)
+    assert response.status == 202
+    instance_id = (await response.json())["id"]
+    assert await stored_body(client, instance_id) == {"tiny": 0.0, "hundred": 100.0, "long": 0.1}
+    stored = stored_payload_text(tmp_path, instance_id)
+    assert "16000" not in stored and "1E2" not in stored and "0555" not in stored
 
 
 async def test_escaped_nul_inside_a_string_is_refused(client) -> None:
@@ -425,10 +445,15 @@ async def test_api_needs_a_key_when_auth_is_enabled(tmp_path, capsys) -> None:
         allowed = await c.get("/api/v1/triggerinstances", headers={"St2-Api-Key": key})
         assert allowed.status == 200
         assert allowed.headers["X-Total-Count"] == "0"
-        # Open routes stay open; an unknown path is 404 rather than a demand for a key.
+        # Open routes stay open; an unknown path outside the API is 404, but the API's
+        # own paths and methods cannot be mapped without a key.
         assert (await c.get("/health")).status == 200
-        assert (await c.get("/api/v1/nothing-here")).status == 404
         assert (await c.get("/nothing-here")).status == 404
+        assert (await c.get("/api/v1/nothing-here")).status == 401
+        assert (await c.delete("/api/v1/triggerinstances")).status == 401
+        known = {"St2-Api-Key": key}
+        assert (await c.get("/api/v1/nothing-here", headers=known)).status == 404
+        assert (await c.delete("/api/v1/triggerinstances", headers=known)).status == 405
 
 
 # --- webhook counts in /metrics -----------------------------------------------------------------

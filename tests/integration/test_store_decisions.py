@@ -97,3 +97,21 @@ async def test_a_bad_final_status_is_refused_before_anything_is_written(store: S
     with pytest.raises(StoreError):
         await store.record_decisions([InstanceDecision(item.id, item.lease_token, [], "pending")])
     assert (await store.get_trigger_instance(item.id)).status == PROCESSING
+
+
+@pytest.mark.parametrize("key", ["", "deploy-42"])
+async def test_once_per_holds_within_a_chunk_even_for_an_empty_key(store: Store, key) -> None:
+    """Two decisions in one chunk with the same once_per key: the rule fires once (the
+    empty string is a key like any other, not "no once_per")."""
+    first, second = await claim(store, 2)
+    a = matched("p.once", once_per_key=key, execution=NewExecution("core.noop", {}))
+    b = matched("p.once", once_per_key=key, execution=NewExecution("core.noop", {}))
+    results = await store.record_decisions(
+        [
+            InstanceDecision(first.id, first.lease_token, [a], PROCESSED),
+            InstanceDecision(second.id, second.lease_token, [b], PROCESSED),
+        ]
+    )
+    assert results == [[a.id], []]
+    assert (await store.list_enforcements({"rule_ref": "p.once"}, 10, 0)).total == 1
+    assert (await store.list_executions({}, 10, 0)).total == 1
