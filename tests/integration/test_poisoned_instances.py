@@ -24,19 +24,24 @@ action:
 """
 
 
-async def test_an_unstorable_decision_marks_the_instance_processing_failed(tmp_path):
+def app_settings(tmp_path: Path, **workers) -> Settings:
+    """One process with the api and rules roles on a SQLite file, the rule above loaded."""
     rules = tmp_path / "rules"
-    rules.mkdir()
+    rules.mkdir(exist_ok=True)
     (rules / "r.yaml").write_text(textwrap.dedent(RULE))
-    settings = Settings(
+    return Settings(
         store=StoreSettings(url=f"sqlite:///{tmp_path}/h.db"),
         auth=AuthSettings(enabled=False),
-        workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.5),
+        workers=WorkerSettings(poll_interval=0.05, **workers),
         rules_dirs=(str(rules),),
         packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
         roles=("api", "rules"),
         base_dir=str(tmp_path),
     )
+
+
+async def test_an_unstorable_decision_marks_the_instance_processing_failed(tmp_path):
+    settings = app_settings(tmp_path, lease_seconds=0.5)
     async with TestClient(TestServer(create_app(settings))) as client:
         good = await (await client.post("/webhooks/numbers", json={"x": "1.5"})).json()
         bad = await (await client.post("/webhooks/numbers", json={"x": "nan"})).json()
@@ -66,11 +71,8 @@ async def test_an_instance_claimed_past_the_limit_is_failed_without_evaluation(t
     from engine.model import NewTriggerInstance
     from engine.store import create_store
 
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yaml").write_text(textwrap.dedent(RULE))
-    store_settings = StoreSettings(url=f"sqlite:///{tmp_path}/h.db")
-    store = create_store(store_settings, tmp_path)
+    settings = app_settings(tmp_path, rules_max_claims=2)
+    store = create_store(settings.store, tmp_path)
     await store.open()
     doomed = NewTriggerInstance(
         trigger="core.st2.webhook",
@@ -84,15 +86,6 @@ async def test_an_instance_claimed_past_the_limit_is_failed_without_evaluation(t
     assert claimed.claims == 3
     await store.close()
 
-    settings = Settings(
-        store=store_settings,
-        auth=AuthSettings(enabled=False),
-        workers=WorkerSettings(poll_interval=0.05, rules_max_claims=2),
-        rules_dirs=(str(rules),),
-        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
-        roles=("api", "rules"),
-        base_dir=str(tmp_path),
-    )
     async with TestClient(TestServer(create_app(settings))) as client:
         fresh = await (await client.post("/webhooks/numbers", json={"x": "2"})).json()
         for _ in range(300):
