@@ -502,3 +502,28 @@ async def test_webhook_counts_by_hook_and_status(client) -> None:
     lines = text.splitlines()
     assert 'hookyard_webhooks_received_total{status="404",webhook="<unknown>"} 1.0' in lines
     assert 'hookyard_webhooks_received_total{status="202",webhook="anything"} 2.0' in lines
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (5, "SQLITE_BUSY"),
+        (261, "SQLITE_BUSY_RECOVERY"),
+        (517, "SQLITE_BUSY_SNAPSHOT"),
+        (262, "SQLITE_LOCKED_SHAREDCACHE"),
+    ],
+)
+def test_every_busy_or_locked_variant_is_store_busy(tmp_path: Path, code: int, name: str) -> None:
+    """On the loop's connection (busy_timeout 0) SQLite reports these itself; each must be
+    retried like plain SQLITE_BUSY, not answered as a store failure."""
+    from engine.errors import StoreBusy
+    from engine.store.sqlite import SqliteStore
+
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = code
+    error.sqlite_errorname = name
+    store = SqliteStore(tmp_path / "h.db", StoreSettings())
+    assert isinstance(store._translate(error), StoreBusy)
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorcode, other.sqlite_errorname = 10, "SQLITE_IOERR"
+    assert not isinstance(store._translate(other), StoreBusy)
