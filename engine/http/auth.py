@@ -1,8 +1,9 @@
 """Who may post and read: API keys, per-webhook signatures and tokens, request limits.
 
-`install(app, settings)` puts a `Gatekeeper` on the app, a middleware that limits header
-counts and requires a key for the API under /api/v1, and a start-up step that creates and
-prints the first admin key on an empty store (or warns loudly when auth is disabled).
+`install(app, settings)` puts a `Gatekeeper` on the app and a start-up step that creates
+and prints the first admin key on an empty store (or warns loudly when auth is disabled).
+`check_request` limits header counts and requires a key for the API under /api/v1; every
+route but the webhooks runs it (engine.http.guard).
 
 Statuses: no credential, an unknown key or a bad signature/token → 401; a valid key that
 is expired, disabled, or not allowed this webhook or trigger → 403. Messages never contain

@@ -47,8 +47,8 @@ def add_routes(app: web.Application) -> None:
 async def receive(request: web.Request) -> web.Response:
     """One webhook, answered and counted by hook and status (hookyard_webhooks_received).
 
-    Errors are answered here rather than by the app's middleware so that the count sees
-    the final status without a middleware around every request.
+    Errors are answered here (the app has no middlewares; engine.http.guard) so that the
+    count sees the final status.
     """
     metrics = request.app[METRICS]
     try:
