@@ -95,6 +95,28 @@ async def test_fast_path_stores_without_a_competing_writer(open_sqlite) -> None:
     assert stored.payload == items[7].payload and stored.webhook == "anything"
 
 
+async def test_a_batch_of_large_bodies_is_written_and_waits_for_the_lock_too(
+    open_sqlite, blocker
+) -> None:
+    """Over 256 KiB a group commit goes to the writer thread (not the loop): it is stored
+    alike, and waits for another connection's write lock like any other."""
+    store = await open_sqlite(busy_timeout=10.0)
+    big = [
+        NewTriggerInstance(trigger="core.st2.webhook", payload={"blob": "x" * 200_000, "n": n})
+        for n in range(3)
+    ]
+    conn = blocker()
+    conn.execute("BEGIN IMMEDIATE")
+    task = asyncio.ensure_future(store.add_trigger_instances(big))
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    conn.execute("COMMIT")
+    answers = await asyncio.wait_for(task, 10)
+    assert [a.id for a in answers] == [item.id for item in big]
+    stored = await store.get_trigger_instance(big[2].id)
+    assert stored.payload == {"blob": "x" * 200_000, "n": 2}
+
+
 async def test_add_waits_for_another_connections_write_lock_without_blocking_the_loop(
     open_sqlite, blocker
 ) -> None:
