@@ -126,14 +126,11 @@ async def run_process(
         result_read_fd, result_write_fd = os.pipe()
         argv.append(str(result_write_fd))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
+        proc = await _start(
+            argv,
             stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
             env=dict(env),
-            start_new_session=True,
             pass_fds=(result_write_fd,) if with_result_channel else (),
         )
     except OSError as exc:
@@ -172,9 +169,7 @@ async def run_process(
     finally:
         if proc.returncode is None:
             # Cancelled while running (worker shutdown): leave nothing behind.
-            _signal_group(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            await _kill_and_reap(proc)
         for task in tasks:
             if not task.done():
                 task.cancel()
@@ -194,6 +189,38 @@ async def run_process(
         result_channel=bytes(channel.data),
         result_channel_overflow=channel.truncated,
     )
+
+
+async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Process:
+    # The child runs (and may start others) before create_subprocess_exec returns, while
+    # its pipes are being connected; a cancellation landing there would leave asyncio to
+    # kill the leader alone and orphan the rest of the group. So the start finishes
+    # whatever happens, and a cancelled start kills what it started.
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            **options,
+        )
+    )
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await _kill_and_reap(await starting)
+        raise
+
+
+async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
+    # Reaped before returning: a child never waited for stays a zombie, and its transport
+    # is left for the garbage collector to find "still running".
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_SECONDS)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

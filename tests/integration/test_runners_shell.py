@@ -309,7 +309,10 @@ async def test_script_secret_argument_is_masked(tmp_path):
 
 async def test_cancelled_run_kills_the_process_tree(tmp_path):
     pid_file = tmp_path / "pid"
-    task = asyncio.ensure_future(run_cmd(f"sleep 100 & echo $! > {pid_file}; sleep 100"))
+    leader_file = tmp_path / "leader"
+    task = asyncio.ensure_future(
+        run_cmd(f"echo $$ > {leader_file}; sleep 100 & echo $! > {pid_file}; sleep 100")
+    )
     for _ in range(250):
         if pid_file.exists() and pid_file.read_text().strip():
             break
@@ -318,4 +321,40 @@ async def test_cancelled_run_kills_the_process_tree(tmp_path):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # The leader was reaped before the cancellation finished: no zombie, nothing left
+    # for the garbage collector to warn about as a still-running subprocess.
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(leader_file.read_text()), 0)
     assert await wait_until_gone(grandchild)
+
+
+def living_processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and not process_is_gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("turns_before_cancel", range(12))
+async def test_run_cancelled_while_starting_leaves_no_process(turns_before_cancel):
+    # The child runs before create_subprocess_exec returns (its pipes are still being
+    # connected): a cancellation landing in that window must still kill the whole group.
+    marker = f"{uuid.uuid4().int % 10**6}.{turns_before_cancel + 1}"
+    task = asyncio.ensure_future(run_cmd(f"sleep {marker} & sleep {marker}"))
+    for _ in range(turns_before_cancel):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if not living_processes_with(f"sleep {marker}"):
+            break
+        await asyncio.sleep(0.02)
+    assert living_processes_with(f"sleep {marker}") == []

@@ -70,6 +70,7 @@ async def test_sigkill_mid_stream_loses_no_acknowledged_instance(tmp_path: Path)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
+        await process.wait()
     # Lines printed before the kill count too; a torn last line was never acknowledged.
     text = rest.decode()
     complete = text if text.endswith("\n") else text.rpartition("\n")[0]
