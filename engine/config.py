@@ -177,6 +177,8 @@ class Settings:
     webhooks: dict[str, Any] = field(default_factory=dict)
     rules_dirs: tuple[str, ...] = ("rules",)
     packs_dirs: tuple[str, ...] = ("packs",)
+    # Pack configs, one <pack ref>.yaml each (StackStorm's /opt/stackstorm/configs).
+    configs_dir: str = "configs"
     roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."

@@ -85,7 +85,11 @@ class Runtime:
         Rules come from the rules directories and from each pack's rules/ folder.
         """
         pack_dirs = [self.settings.resolve_path(d) for d in self.settings.packs_dirs]
-        packs, pack_errors = load_packs([d for d in pack_dirs if d.exists()], runners=self.runners)
+        packs, pack_errors = load_packs(
+            [d for d in pack_dirs if d.exists()],
+            runners=self.runners,
+            configs_dir=self.settings.resolve_path(self.settings.configs_dir),
+        )
         dirs = [self.settings.resolve_path(d) for d in self.settings.rules_dirs]
         existing = [d for d in dirs if Path(d).exists()]
         file_ruleset, rule_errors = load_rules(*existing)

@@ -137,7 +137,7 @@ def _load_pack(
     actions = _load_actions(pack_dir, ref, runners, files, errors)
     rules = _load_rules(pack_dir, ref, files, errors)
     webhooks = _load_webhooks(pack_dir, ref, files, errors)
-    config_schema, config = _load_config(pack_dir, ref, configs_dir, files, errors)
+    config_schema, config_items, config = _load_config(pack_dir, ref, configs_dir, files, errors)
     return Pack(
         ref=ref,
         name=metadata["name"],
@@ -147,6 +147,7 @@ def _load_pack(
         rules=tuple(rules),
         webhooks=webhooks,
         config_schema=config_schema,
+        config_items=config_items,
         config=config,
         files=tuple(files),
     )
@@ -255,7 +256,8 @@ def _load_config(
     configs_dir: str | os.PathLike[str] | None,
     files: list[str],
     errors: list[EngineError],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, ActionParameter], dict[str, Any]]:
+    """(the schema as written, its items as parameters, the config values)."""
     schema_file = pack_dir / CONFIG_SCHEMA_FILE
     raw_schema: dict[str, Any] = {}
     schema: dict[str, ActionParameter] = {}
@@ -276,7 +278,7 @@ def _load_config(
     except PackError as exc:
         errors.append(exc)
         config = {}
-    return raw_schema, config
+    return raw_schema, schema, config
 
 
 def _relative(path: Path, pack_dir: Path) -> str:

@@ -18,6 +18,7 @@ from engine.packs.metadata import (
     require_mapping,
     suggestion,
 )
+from engine.packs.parameters import ActionParameter
 from engine.rules.rule import Rule
 from engine.rules.yamlsource import Located
 
@@ -84,6 +85,8 @@ class Pack:
     rules: tuple[Rule, ...] = ()
     webhooks: Mapping[str, WebhookSpec] = field(default_factory=dict)
     config_schema: Mapping[str, Any] = field(default_factory=dict)
+    # The schema's items as parameters (type, secret, validator), for rendered values.
+    config_items: Mapping[str, ActionParameter] = field(default_factory=dict)
     # The pack config (<configs>/<ref>.yaml) with the schema's defaults applied.
     config: Mapping[str, Any] = field(default_factory=dict)
     # Files read from the pack, relative to it (StackStorm's PackAPI ``files``).

@@ -15,7 +15,7 @@ from typing import Any
 from engine.errors import TemplateError
 from engine.rules import templates
 
-__all__ = ["KeyScope", "SecretValue", "build_st2kv", "decrypt_kv"]
+__all__ = ["KeyScope", "SecretValue", "build_st2kv", "decrypt_kv", "revealing"]
 
 
 class SecretValue(str):
@@ -45,6 +45,30 @@ class KeyScope(dict):
             key[len(prefix) :]: value for key, value in self.items() if key.startswith(prefix)
         }
         return KeyScope(nested) if nested else ""
+
+
+class _RevealingScope(KeyScope):
+    """A scope whose secret values read as their plaintext (see `revealing`)."""
+
+    def __getitem__(self, name: Any) -> Any:
+        value = super().__getitem__(name)
+        if isinstance(value, SecretValue):
+            return value._reveal(str(value))
+        if isinstance(value, KeyScope) and not isinstance(value, _RevealingScope):
+            return _RevealingScope(value)
+        return value
+
+
+def revealing(st2kv: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`st2kv` with secret values decrypted as they are read, for the places StackStorm
+    decrypts by itself (a pack config item declared ``secret: true``). Only the keys a
+    template reads are decrypted; ``| decrypt_kv`` on a revealed value is a no-op."""
+    if st2kv is None:
+        return None
+    return {
+        scope: _RevealingScope(keys) if isinstance(keys, KeyScope) else keys
+        for scope, keys in st2kv.items()
+    }
 
 
 def build_st2kv(

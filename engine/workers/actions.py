@@ -15,6 +15,8 @@ from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
 from engine.model import ABANDONED, CANCELED, CANCELING, FAILED, Execution
+from engine.packs.config import render_config
+from engine.packs.pack import Pack
 from engine.rules import templates
 from engine.runners.base import RunRequest
 from engine.runtime import Runtime
@@ -167,10 +169,15 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
         parameter_positions=action.positions,
         secret_parameters=action.secret_parameters,
         timeout=float(timeout),
-        action_config=dict(runtime.packs.packs[action.pack].config or {}),
+        action_config=_pack_config(runtime.packs.packs[action.pack], kv),
         max_output=workers.max_output,
     )
     return request, action
+
+
+def _pack_config(pack: Pack, kv: Any) -> dict[str, Any]:
+    """The pack config for this execution, ``{{ st2kv... }}`` items rendered as its user."""
+    return render_config(pack.config, pack.config_items, kv, pack.ref)
 
 
 def _render_metadata_templates(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from engine.errors import ActionError, PackError, RuleLoadError
 from engine.packs import MISSING, RETRY_NEVER, RETRY_ONCE, PackSet, load_packs
+from engine.packs.config import render_config
+from engine.rules.kvlookup import SecretValue, build_st2kv
 
 REPO_PACKS = Path(__file__).resolve().parents[2] / "packs"
 
@@ -425,6 +428,108 @@ def test_pack_config_gets_schema_defaults_and_is_validated(tmp_path: Path) -> No
     [error] = errors
     assert error.file == str(config_file) and error.line == 1
     assert "config item 'retries': expected integer, got 'many'" in str(error)
+
+
+def config_with_templates(tmp_path: Path, values: str):
+    pack = make_pack(tmp_path)
+    write(
+        pack / "config.schema.yaml",
+        """\
+        api_url: {type: string, required: true}
+        retries: {type: integer, default: 1}
+        token: {type: string, secret: true, required: true}
+        verbose: {type: boolean}
+        """,
+    )
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    write(configs / "demo.yaml", values)
+    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    assert errors == []  # templates are not type-checked at load time
+    loaded = packs.packs["demo"]
+    return loaded.config, loaded.config_items
+
+
+def kv_view(system: dict, user: dict | None = None):
+    return build_st2kv(system.items(), (user or {}).items())
+
+
+def test_pack_config_templates_render_from_the_datastore_when_an_action_runs(tmp_path):
+    config, schema = config_with_templates(
+        tmp_path,
+        """\
+        api_url: "https://{{ st2kv.system.api_host }}/v1"
+        retries: "{{ st2kv.system.retries }}"
+        token: "{{ st2kv.system.token }}"
+        verbose: "{{ st2kv.user.verbose }}"
+        nested: {region: "{{ st2kv.system.region }}", fixed: 7}
+        plain: unchanged
+        """,
+    )
+    secret = SecretValue("gAAAA-ciphertext", lambda text: "plain-token")
+    kv = kv_view(
+        {"api_host": "api.example.com", "retries": "3", "token": secret, "region": "eu-1"},
+        {"verbose": "true"},
+    )
+    rendered = render_config(config, schema, kv, "demo")
+    assert rendered == {
+        "api_url": "https://api.example.com/v1",
+        "retries": 3,  # the datastore's "3", read as the schema's integer
+        "token": "plain-token",  # a secret item is decrypted, as StackStorm does
+        "verbose": True,
+        "nested": {"region": "eu-1", "fixed": 7},
+        "plain": "unchanged",
+    }
+    # decrypt_kv spelled out gives the same plaintext.
+    config = {**config, "token": "{{ st2kv.system.token | decrypt_kv }}"}
+    assert render_config(config, schema, kv, "demo")["token"] == "plain-token"
+    # A changed key is seen by the next rendering: nothing is cached in the pack.
+    kv2 = kv_view({"api_host": "other.example.com", "retries": "3", "token": secret}, {})
+    again = render_config(config, schema, kv2, "demo")
+    assert again["api_url"] == "https://other.example.com/v1"
+    # A missing key renders nothing: the item is unset, as in StackStorm.
+    assert again["verbose"] is None
+
+
+def test_pack_config_template_errors_name_the_pack_and_item_but_not_the_value(tmp_path):
+    config, schema = config_with_templates(
+        tmp_path,
+        """\
+        api_url: x
+        retries: "{{ st2kv.system.retries }}"
+        token: "{{ st2kv.system.token }}"
+        """,
+    )
+    secret = SecretValue("gAAAA-ciphertext", lambda text: "plain-token")
+    wrong_type = kv_view({"retries": "several", "token": secret})
+    with pytest.raises(ActionError) as raised:
+        render_config(config, schema, wrong_type, "demo")
+    assert "pack 'demo'" in str(raised.value)
+    assert "config item 'retries': expected integer, got 'several'" in str(raised.value)
+
+    config = {**config, "retries": 2, "token": "{{ st2kv.system.missing | decrypt_kv }}"}
+    with pytest.raises(ActionError) as raised:
+        render_config(config, schema, kv_view({}), "demo")
+    assert "pack 'demo' config item 'token'" in str(raised.value)
+    assert "does not exist" in str(raised.value)
+
+    # A required item whose key is missing says so.
+    config = {**config, "token": "{{ st2kv.system.token }}"}
+    with pytest.raises(ActionError) as raised:
+        render_config(config, schema, kv_view({}), "demo")
+    assert "config item 'token' is required but its template rendered nothing" in str(
+        raised.value
+    )
+    # A secret item of the wrong type is named, its value never shown.
+    secret_number = SecretValue("gAAAA-2", lambda text: "not-a-number-secret")
+    with pytest.raises(ActionError) as raised:
+        render_config(
+            {**config, "retries": "{{ st2kv.system.n }}"},
+            {**schema, "retries": dataclasses.replace(schema["retries"], secret=True)},
+            kv_view({"n": secret_number, "token": secret}),
+            "demo",
+        )
+    assert "config item 'retries': expected integer, got a string" in str(raised.value)
+    assert "not-a-number-secret" not in str(raised.value)
 
 
 # --- prepare_parameters ------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""Pack configs through the real app: <configs_dir>/<pack>.yaml read at load, its
+`{{ st2kv... }}` values rendered from the datastore each time a Python action runs."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.app import create_app
+
+REPO_PACKS = Path(__file__).parents[2] / "packs"
+
+
+def write_pack(packs: Path) -> None:
+    pack = packs / "cfgdemo"
+    (pack / "actions").mkdir(parents=True)
+    (pack / "pack.yaml").write_text(
+        "ref: cfgdemo\nname: cfgdemo\ndescription: pack config tests\nversion: 1.0.0\n"
+        "author: Hookyard tests\nemail: tests@example.com\n"
+    )
+    (pack / "config.schema.yaml").write_text(
+        textwrap.dedent("""\
+        api_url: {type: string, required: true}
+        retries: {type: integer, default: 1}
+        token: {type: string, secret: true, required: true}
+        """)
+    )
+    (pack / "actions" / "show.yaml").write_text(
+        "name: show\nrunner_type: python-script\nentry_point: show.py\n"
+    )
+    (pack / "actions" / "show.py").write_text(
+        textwrap.dedent("""\
+        from st2common.runners.base_action import Action
+
+
+        class Show(Action):
+            def run(self):
+                return {"config": self.config}
+        """)
+    )
+
+
+@pytest.fixture
+async def client(tmp_path):
+    packs = tmp_path / "packs"
+    write_pack(packs)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "cfgdemo.yaml").write_text(
+        textwrap.dedent("""\
+        api_url: "https://{{ st2kv.system.cfgdemo.host }}/v1"
+        retries: "{{ st2kv.system.cfgdemo.retries }}"
+        token: "{{ st2kv.system.cfgdemo.token }}"
+        """)
+    )
+    settings = Settings(
+        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
+        workers=WorkerSettings(poll_interval=0.05),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(REPO_PACKS), str(packs)),
+        configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
+        roles=("api", "actions"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as c:
+        yield c
+
+
+async def put_key(client, name: str, value: str, secret: bool = False) -> None:
+    body = {"name": name, "value": value, "secret": secret}
+    reply = await client.put(f"/api/v1/keys/{name}", json=body)
+    assert reply.status == 200, await reply.text()
+
+
+async def run_show(client) -> dict:
+    created = await client.post("/api/v1/executions", json={"action": "cfgdemo.show"})
+    assert created.status == 201, await created.text()
+    execution_id = (await created.json())["id"]
+    # Generous bound for a loaded machine; not a timing assertion.
+    for _ in range(1000):
+        data = await (await client.get(f"/api/v1/executions/{execution_id}")).json()
+        if data["status"] in ("succeeded", "failed", "timeout", "abandoned"):
+            return data
+        await asyncio.sleep(0.03)
+    raise AssertionError(f"execution {execution_id} did not finish: {data}")
+
+
+async def test_python_action_sees_its_config_rendered_from_the_datastore(client):
+    await put_key(client, "cfgdemo.host", "api.example.com")
+    await put_key(client, "cfgdemo.retries", "4")
+    await put_key(client, "cfgdemo.token", "tok-3f9a", secret=True)
+
+    done = await run_show(client)
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["result"]["config"] == {
+        "api_url": "https://api.example.com/v1",
+        "retries": 4,
+        "token": "tok-3f9a",  # a secret item is decrypted for the action
+    }
+
+    # A changed key applies to the next run, without a reload.
+    await put_key(client, "cfgdemo.host", "eu.example.com")
+    again = await run_show(client)
+    assert again["result"]["result"]["config"]["api_url"] == "https://eu.example.com/v1"
+
+
+async def test_a_config_the_datastore_cannot_fill_fails_the_execution_naming_the_item(client):
+    await put_key(client, "cfgdemo.host", "api.example.com")
+    await put_key(client, "cfgdemo.retries", "a few")
+    await put_key(client, "cfgdemo.token", "tok-3f9a", secret=True)
+
+    done = await run_show(client)
+    assert done["status"] == "failed"
+    error = done["result"]["error"]
+    assert "pack 'cfgdemo'" in error and "config item 'retries'" in error
+    assert "expected integer" in error
