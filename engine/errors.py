@@ -141,6 +141,9 @@ class AuthError(IngestError):
     """Raised when a request has no valid credential (401) or one without the right (403)."""
 
     status = 401
+    # The WWW-Authenticate challenge a 401 carries (RFC 9110 §11.6.1 requires one). API
+    # keys have no registered scheme; "ApiKey" is the one in common use.
+    challenge = 'ApiKey realm="hookyard"'
 
 
 # --- packs, actions, runners -------------------------------------------------

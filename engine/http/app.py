@@ -15,7 +15,14 @@ from typing import Any
 from aiohttp import web
 
 from engine.config import Settings
-from engine.errors import EngineError, IngestError, NotFound, StoreBusy, StoreError
+from engine.errors import (
+    AuthError,
+    EngineError,
+    IngestError,
+    NotFound,
+    StoreBusy,
+    StoreError,
+)
 from engine.runtime import Runtime
 from engine.store import UnstorableValue, create_store
 
@@ -63,6 +70,8 @@ def error_response_for(request: web.Request, exc: Exception) -> web.Response | N
     """The JSON error answer for `exc`, or None for what is not an error answer (a
     redirect, a bug: re-raised by the caller)."""
     if isinstance(exc, IngestError):
+        if isinstance(exc, AuthError) and exc.status == 401:
+            return error_response(str(exc), 401, {"WWW-Authenticate": exc.challenge})
         return error_response(str(exc), exc.status)
     if isinstance(exc, NotFound):
         return error_response(str(exc), 404)

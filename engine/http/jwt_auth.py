@@ -55,6 +55,12 @@ class TokenError(AuthError):
         assert reason in self.REASONS, reason
         super().__init__(message, status=401)
         self.reason = reason
+        # RFC 6750 §3: no error code when the request carried no token at all.
+        self.challenge = (
+            'Bearer realm="hookyard"'
+            if reason == "missing"
+            else 'Bearer realm="hookyard", error="invalid_token"'
+        )
 
 
 class JwtVerifier:

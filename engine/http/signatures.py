@@ -35,6 +35,8 @@ class SignatureError(AuthError):
     """Raised when a request's signature is missing, malformed, stale or does not match."""
 
     REASONS: ClassVar[tuple[str, ...]] = ("missing", "malformed", "stale", "mismatch")
+    # No registered scheme names webhook signatures; the challenge says what is expected.
+    challenge = 'Signature realm="hookyard"'
 
     def __init__(self, reason: str, message: str) -> None:
         assert reason in self.REASONS, reason

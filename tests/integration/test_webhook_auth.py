@@ -134,6 +134,8 @@ async def test_first_start_prints_one_admin_key_and_the_api_needs_a_key(client, 
         response = await client.get(path)
         assert response.status == 401, path
         assert "St2-Api-Key" in (await response.json())["faultstring"]
+        # RFC 9110: a 401 carries a challenge.
+        assert response.headers["WWW-Authenticate"] == 'ApiKey realm="hookyard"'
     assert (await client.get("/api/v1/rules?st2-api-key=" + client.first_key)).status == 200
     bearer = {"Authorization": f"Bearer {client.first_key}"}
     assert (await client.get("/api/v1/rules", headers=bearer)).status == 200
@@ -201,6 +203,7 @@ async def test_scopes_expiry_and_disabled_keys_are_403_and_store_nothing(client)
     ):
         response = await client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": key})
         assert response.status == 403, words
+        assert "WWW-Authenticate" not in response.headers  # a 403 is not a challenge
         text = await response.text()
         assert words in text and key not in text
     assert await total(client) == before
@@ -277,6 +280,7 @@ async def test_github_signature_dedupe_and_stripped_headers(client):
             headers={"Content-Type": "application/json", **bad},
         )
         assert response.status == 401, reason
+        assert response.headers["WWW-Authenticate"] == 'Signature realm="hookyard"'
         text = await response.text()
         assert reason in text and github_signature(body)[7:] not in text
     # An API key is no substitute for the signature.
@@ -305,6 +309,13 @@ async def test_jwt_hook(client):
             "/webhooks/tokened", json={}, headers={"Authorization": f"Bearer {bad}"}
         )
         assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == (
+            'Bearer realm="hookyard", error="invalid_token"'
+        )
+    # No token at all: RFC 6750 gives no error code.
+    response = await client.post("/webhooks/tokened", json={})
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="hookyard"'
 
 
 # --- dedupe races, limits, custom responses --------------------------------------------------
