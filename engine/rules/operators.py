@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import functools
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from engine.errors import CriterionTypeError, RegistryError, RuleError, UnknownOperatorError
+from engine.rules import regexes
 
 __all__ = [
     "SEARCH_CONDITIONS",
@@ -84,18 +83,17 @@ def _strings(op: str, value: Any, pattern: Any) -> tuple[str, str]:
     return value, pattern
 
 
-@functools.lru_cache(maxsize=2048)
-def _compiled_regex(pattern: str, flags: int) -> re.Pattern[str]:
-    return re.compile(pattern, flags)
-
-
-def _regex(op: str, pattern: str, flags: int) -> re.Pattern[str]:
+def _regex(op: str, pattern: str, value: str, flags: int, *, anchored: bool) -> bool:
     try:
-        return _compiled_regex(pattern, flags)
-    except re.error as error:
+        if anchored:
+            return regexes.match(pattern, value, flags) is not None
+        return regexes.search(pattern, value, flags) is not None
+    except regexes.PatternError as error:
         raise CriterionTypeError(
             f"{op} pattern {pattern!r} is not a valid regular expression: {error}"
         ) from None
+    except regexes.RegexTimedOut as error:
+        raise CriterionTypeError(f"{op}: {error}") from None
 
 
 # --- equality ------------------------------------------------------------------
@@ -251,21 +249,21 @@ def match_regex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _strings("matchregex", value, pattern)
-    return _regex("matchregex", pattern, re.DOTALL).match(value) is not None
+    return _regex("matchregex", pattern, value, regexes.DOTALL, anchored=True)
 
 
 def regex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _strings("regex", value, pattern)
-    return _regex("regex", pattern, 0).search(value) is not None
+    return _regex("regex", pattern, value, 0, anchored=False)
 
 
 def iregex(value: Any, pattern: Any) -> bool:
     if pattern is None:
         return False
     value, pattern = _strings("iregex", value, pattern)
-    return _regex("iregex", pattern, re.IGNORECASE).search(value) is not None
+    return _regex("iregex", pattern, value, regexes.IGNORECASE, anchored=False)
 
 
 # --- time ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 from engine.errors import RegistryError, SandboxViolation, TemplateError
+from engine.rules import regexes
 
 __all__ = [
     "MAX_RENDERED_CHARS",
@@ -164,28 +165,28 @@ def _json_dumps(value: Any) -> str:
 
 
 def _regex_flags(ignorecase: bool) -> int:
-    return re.IGNORECASE if ignorecase else 0
+    return regexes.IGNORECASE if ignorecase else 0
 
 
 def _regex_match(value: Any, pattern: str = "", ignorecase: bool = False) -> bool:
-    return re.match(pattern, str(value), _regex_flags(ignorecase)) is not None
+    return regexes.match(pattern, str(value), _regex_flags(ignorecase)) is not None
 
 
 def _regex_search(value: Any, pattern: str = "", ignorecase: bool = False) -> bool:
-    return re.search(pattern, str(value), _regex_flags(ignorecase)) is not None
+    return regexes.search(pattern, str(value), _regex_flags(ignorecase)) is not None
 
 
 def _regex_replace(
     value: Any = "", pattern: str = "", replacement: str = "", ignorecase: bool = False
 ) -> str:
-    return re.sub(pattern, replacement, str(value), flags=_regex_flags(ignorecase))
+    return regexes.sub(pattern, replacement, str(value), _regex_flags(ignorecase))
 
 
 def _regex_substring(
     value: Any, pattern: str = "", ignorecase: bool = False, group_index: int = 0
 ) -> str:
     """The group_index-th capture group of the first match; "" when nothing matches."""
-    found = re.search(pattern, str(value), _regex_flags(ignorecase))
+    found = regexes.search(pattern, str(value), _regex_flags(ignorecase))
     if found is None:
         return ""
     try:

@@ -121,6 +121,33 @@ async def test_explain_names_the_failing_criterion_and_the_execution_of_the_matc
     assert [c["rule"] for c in only["candidates"]] == ["t.deploy_main"]
 
 
+async def test_a_catastrophic_regex_is_stopped_and_explained_and_the_engine_goes_on(
+    tmp_path, rules
+):
+    # A pattern that backtracks exponentially on a long run of "a" (ReDoS): before regex
+    # time limits, this webhook held the event loop — every other request with it.
+    (rules / "evil.yaml").write_text(
+        "name: evil\npack: t\n"
+        "trigger: {type: core.st2.webhook, parameters: {url: deploy}}\n"
+        "criteria:\n  trigger.body.branch: {type: regex, pattern: '^(a|aa)+$'}\n"
+        "action: {ref: core.noop}\n"
+    )
+    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+        evil = await client.post("/webhooks/deploy", json={"branch": "a" * 40 + "!"})
+        report = await explained(client, (await evil.json())["id"])
+        by_rule = {c["rule"]: c for c in report["candidates"]}
+        assert report["matched"] == ["t.deploy_any"]
+        failed = by_rule["t.evil"]["failed_criterion"]
+        assert failed["operator"] == "regex"
+        assert "ran longer than" in failed["reason"]
+        assert "catastrophic backtracking" in failed["reason"]
+        # The engine kept going: the next webhook is taken and evaluated as usual.
+        later = await client.post("/webhooks/deploy", json={"branch": "main", "env": "prod"})
+        assert later.status == 202
+        again = await explained(client, (await later.json())["id"])
+        assert sorted(again["matched"]) == ["t.deploy_any", "t.deploy_main"]
+
+
 async def test_explain_hints_when_no_rule_listens(tmp_path, rules):
     # A hook defined in the config (so it accepts posts) that no rule listens to.
     settings = settings_for(tmp_path, rules, webhooks={"deploi": {"auth": "none"}})
