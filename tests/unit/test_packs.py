@@ -516,9 +516,7 @@ def test_pack_config_template_errors_name_the_pack_and_item_but_not_the_value(tm
     config = {**config, "token": "{{ st2kv.system.token }}"}
     with pytest.raises(ActionError) as raised:
         render_config(config, schema, kv_view({}), "demo")
-    assert "config item 'token' is required but its template rendered nothing" in str(
-        raised.value
-    )
+    assert "config item 'token' is required but its template rendered nothing" in str(raised.value)
     # A secret item of the wrong type is named, its value never shown.
     secret_number = SecretValue("gAAAA-2", lambda text: "not-a-number-secret")
     with pytest.raises(ActionError) as raised:
