@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 1.0
 # After the kill, how long to wait for pipes held by a process that escaped the group.
 _DRAIN_AFTER_KILL_SECONDS = 1.0
+# How often a kill path looks whether the leader has exited.
+_EXIT_POLL_SECONDS = 0.005
 _READ_CHUNK = 65536
 # The python-script reply is the action's result, kept whole up to this size.
 MAX_RESULT_CHANNEL_BYTES = 64 * 1024 * 1024
@@ -133,10 +135,12 @@ async def run_process(
             env=dict(env),
             pass_fds=(result_write_fd,) if with_result_channel else (),
         )
-    except OSError as exc:
+    except BaseException as exc:  # cancelled while starting too: the read end is ours
         if with_result_channel:
             os.close(result_read_fd)
-        raise RunnerError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        if isinstance(exc, OSError):
+            raise RunnerError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        raise
     finally:
         if with_result_channel:
             # Only the child may hold the write end, so EOF comes when the child is gone.
@@ -175,6 +179,7 @@ async def run_process(
                 task.cancel()
         if channel_pipe is not None:
             channel_pipe.close()
+        _close_pipes(proc)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RunnerError(f"reading from {argv[0]!r} failed: {task.exception()}")
@@ -194,8 +199,9 @@ async def run_process(
 async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Process:
     # The child runs (and may start others) before create_subprocess_exec returns, while
     # its pipes are being connected; a cancellation landing there would leave asyncio to
-    # kill the leader alone and orphan the rest of the group. So the start finishes
-    # whatever happens, and a cancelled start kills what it started.
+    # kill the leader alone and orphan the rest of the group. So the start is never
+    # cancelled — however many cancellations arrive while it finishes — and a cancelled
+    # start then kills the group it started.
     starting = asyncio.ensure_future(
         asyncio.create_subprocess_exec(
             *argv,
@@ -208,31 +214,58 @@ async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Proce
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await _kill_and_reap(await starting)
-        raise
+        while not starting.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({starting})
+        if not starting.cancelled() and starting.exception() is None:
+            proc = starting.result()
+            await _kill_and_reap(proc)
+            _close_pipes(proc)
+        raise  # the first cancellation, now that nothing is left running
 
 
 async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
     # Reaped before returning: a child never waited for stays a zombie, and its transport
-    # is left for the garbage collector to find "still running".
+    # is left for the garbage collector to find "still running". A further cancellation
+    # only cuts the wait short; the group has its SIGKILL.
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError):
+        await _exited(proc, KILL_GRACE_SECONDS)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     # The session leader's pid is the group id; it stays reserved while any member lives.
     _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), KILL_GRACE_SECONDS)
-    except TimeoutError:
-        pass
+    await _exited(proc, KILL_GRACE_SECONDS)
     # Members that ignored SIGTERM, or outlived a leader that did not.
     _signal_group(proc.pid, signal.SIGKILL)
-    await proc.wait()
+    await _exited(proc, KILL_GRACE_SECONDS)
+
+
+async def _exited(proc: asyncio.subprocess.Process, limit: float) -> bool:
+    """Whether the leader has exited (and been reaped), waiting up to `limit` seconds.
+
+    Its exit, not Process.wait(): on Python 3.11 wait() also waits until every output pipe
+    is closed, which a process that left the session can put off for ever.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while proc.returncode is None:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(_EXIT_POLL_SECONDS)
+    return True
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    # A process that escaped the group may still hold the output pipes: close our ends
+    # (and the transport) rather than leave them open until it exits. asyncio.subprocess
+    # exposes no public way to close a Process's transport.
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 async def _finish_readers(tasks: list[asyncio.Future]) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import stat
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -328,33 +332,72 @@ async def test_cancelled_run_kills_the_process_tree(tmp_path):
     assert await wait_until_gone(grandchild)
 
 
-def living_processes_with(marker: str) -> list[int]:
+def living_sleeps(marker: str) -> list[int]:
+    """Live processes running exactly `sleep <marker>` (argv is NUL-separated)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if marker.encode() in cmdline and not process_is_gone(int(entry.name)):
+        if argv[:2] == [b"sleep", marker.encode()] and not process_is_gone(int(entry.name)):
             found.append(int(entry.name))
     return found
 
 
-@pytest.mark.parametrize("turns_before_cancel", range(12))
-async def test_run_cancelled_while_starting_leaves_no_process(turns_before_cancel):
+def test_living_sleeps_sees_a_running_sleep():
+    # The check below is only as good as this matcher.
+    marker = f"{uuid.uuid4().int % 10**6}.5"
+    child = subprocess.Popen(["sleep", marker])
+    try:
+        for _ in range(200):  # until the child has exec'd sleep
+            if living_sleeps(marker):
+                break
+            time.sleep(0.01)
+        assert living_sleeps(marker) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert living_sleeps(marker) == []
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+@pytest.mark.parametrize("turns_before_cancel", range(1, 12))
+async def test_run_cancelled_while_starting_leaves_no_process(turns_before_cancel, cancels):
     # The child runs before create_subprocess_exec returns (its pipes are still being
-    # connected): a cancellation landing in that window must still kill the whole group.
-    marker = f"{uuid.uuid4().int % 10**6}.{turns_before_cancel + 1}"
+    # connected): a cancellation landing in that window — or a second one landing while
+    # the first is being handled — must still kill the whole group, and the run return.
+    marker = f"{uuid.uuid4().int % 10**6}.{turns_before_cancel}"
     task = asyncio.ensure_future(run_cmd(f"sleep {marker} & sleep {marker}"))
     for _ in range(turns_before_cancel):
         await asyncio.sleep(0)
-    task.cancel()
+    for _ in range(cancels):
+        task.cancel()
+        await asyncio.sleep(0)
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, 20)
     for _ in range(100):
-        if not living_processes_with(f"sleep {marker}"):
+        if not living_sleeps(marker):
             break
         await asyncio.sleep(0.02)
-    assert living_processes_with(f"sleep {marker}") == []
+    assert living_sleeps(marker) == []
+
+
+async def test_a_timed_out_run_returns_even_if_a_process_escaped_its_group(tmp_path):
+    # A member that moved to its own session keeps the output pipes open and is out of
+    # reach of the group kill: the run must still end, with what was read so far.
+    escaped_pid = tmp_path / "escaped"
+    cmd = (
+        f"trap '' TERM; echo started; setsid sh -c 'echo $$ > {escaped_pid}; exec sleep 60' & "
+        "sleep 100"
+    )
+    try:
+        result = await asyncio.wait_for(run_cmd(cmd, timeout=0.5), 20)
+        assert result.status == "timeout"
+        assert "started" in result.result["stdout"]
+    finally:
+        if escaped_pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(escaped_pid.read_text()), signal.SIGKILL)
