@@ -25,6 +25,7 @@ from engine.runners import (
     runner_names,
 )
 from engine.runners.noop import NoopRunner
+from engine.runners.process import run_process
 from engine.runners.shell import script_arguments
 
 
@@ -401,3 +402,30 @@ async def test_a_timed_out_run_returns_even_if_a_process_escaped_its_group(tmp_p
         if escaped_pid.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(escaped_pid.read_text()), signal.SIGKILL)
+
+
+async def test_runs_cancelled_while_starting_leave_no_descriptor_open():
+    # The python-script runner's result channel is a pipe made before the start; its
+    # read end must be closed when the start is cancelled too.
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for turns in range(1, 21):
+        task = asyncio.ensure_future(
+            run_process(
+                ["/bin/sh", "-c", "sleep 30"],
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                timeout=10,
+                max_output=1000,
+                with_result_channel=True,
+            )
+        )
+        for _ in range(turns % 4 + 1):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+    # A few descriptors may come and go with the loop's own bookkeeping; one leaked per
+    # run would be 20.
+    assert open_fds() - before < 5
