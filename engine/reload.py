@@ -60,7 +60,7 @@ def reload_runtime(runtime: Runtime, gate: Any = None) -> ReloadReport:
     timer_errors, ruleset_rules = _check_timers(list(runtime.ruleset))
     errors.extend(timer_errors)
     broken = {_norm(f) for f in (getattr(e, "file", None) for e in errors) if f}
-    packs, kept_packs = _merge_packs(previous_packs, runtime.packs, broken)
+    packs, kept_packs, kept_configs = _merge_packs(previous_packs, runtime.packs, broken)
     rules, kept_rules = _merge_rules(previous_rules, ruleset_rules, broken, kept_packs)
     ruleset, duplicates = RuleSet.build(rules)
     errors.extend(duplicates)
@@ -69,7 +69,7 @@ def reload_runtime(runtime: Runtime, gate: Any = None) -> ReloadReport:
         packs=len(packs.packs),
         actions=len(packs.actions()),
         errors=[str(e) for e in errors],
-        kept_previous=sorted({*kept_rules, *(p.path for p in kept_packs)}),
+        kept_previous=sorted({*kept_rules, *(p.path for p in kept_packs), *kept_configs}),
     )
     if gate is not None:
         problem = _rebuild_definitions(runtime, gate, packs)
@@ -134,9 +134,13 @@ def _merge_rules(
     return rules, kept_files
 
 
-def _merge_packs(previous: PackSet, loaded: PackSet, broken: set[str]) -> tuple[PackSet, list]:
+def _merge_packs(
+    previous: PackSet, loaded: PackSet, broken: set[str]
+) -> tuple[PackSet, list, list[str]]:
+    """(the packs in service, packs kept whole, config files whose previous values stay)."""
     packs = dict(loaded.packs)
     kept_whole: list[Pack] = []
+    kept_configs: list[str] = []
     for ref, old in previous.packs.items():
         new = packs.get(ref)
         if new is None:
@@ -152,9 +156,21 @@ def _merge_packs(previous: PackSet, loaded: PackSet, broken: set[str]) -> tuple[
         for name, spec in old.webhooks.items():
             if name not in hooks and spec.source and _norm(spec.source) in broken:
                 hooks[name] = spec
+        changes: dict[str, Any] = {}
         if len(actions) != len(new.actions) or len(hooks) != len(new.webhooks):
-            packs[ref] = dataclasses.replace(new, actions=actions, webhooks=hooks)
-    return PackSet(packs=packs, errors=loaded.errors), kept_whole
+            changes.update(actions=actions, webhooks=hooks)
+        if new.config_error is not None and old.config_error is None:
+            # The config file (or its schema) broke: the config that worked stays.
+            changes.update(
+                config=old.config,
+                config_items=old.config_items,
+                config_schema=old.config_schema,
+                config_error=None,
+            )
+            kept_configs.append(new.config_file or os.path.join(old.path, "config.schema.yaml"))
+        if changes:
+            packs[ref] = dataclasses.replace(new, **changes)
+    return PackSet(packs=packs, errors=loaded.errors), kept_whole, kept_configs
 
 
 def _rebuild_definitions(runtime: Runtime, gate: Any, packs: PackSet) -> str | None:
@@ -183,7 +199,8 @@ def _rebuild_definitions(runtime: Runtime, gate: Any, packs: PackSet) -> str | N
 
 def watched_roots(runtime: Runtime) -> list[Path]:
     settings = runtime.settings
-    roots = [settings.resolve_path(d) for d in (*settings.rules_dirs, *settings.packs_dirs)]
+    folders = (*settings.rules_dirs, *settings.packs_dirs, settings.configs_dir)
+    roots = [settings.resolve_path(d) for d in folders]
     if settings.config_file:
         roots.append(Path(settings.config_file))
     return roots

@@ -48,9 +48,9 @@ def resolve_config(
                     raise PackError(message + " but the pack has no config file")
                 raise pack_error(located, message)
             continue
-        if isinstance(value, str) and templates.is_template(value):
-            continue
-        problem = _schema_problem(name, spec, value)
+        if _holds_template(value):
+            continue  # checked once rendered, when an action runs
+        problem = _schema_problem(name, spec, value, show_value=not spec.secret)
         if problem is not None:
             message, path = problem
             if located is None:
@@ -66,17 +66,18 @@ def render_config(
 
     As in StackStorm, templates are rendered when an action runs — a changed datastore key
     applies to the next execution without a reload — with only ``st2kv`` (and filters such
-    as ``decrypt_kv``) in scope. Then, for an item the schema describes:
-    - ``secret: true``: a secret key's value is decrypted, with or without ``decrypt_kv``
-      (StackStorm decrypts secret config items itself);
-    - a type other than string: a rendered string is read as JSON (datastore values are
-      strings: "3" for an integer item, "true" for a boolean, a JSON text for an object);
-    and the result is checked against the schema. A value that is not a template is
-    returned as loaded. Raises ActionError naming the pack and the item (never the value:
-    config items are often secrets).
+    as ``decrypt_kv``) in scope. Each template string, at any depth, is treated according
+    to its own place in the schema (``properties``, ``additionalProperties``, ``items``):
+    - ``secret: true`` (or inside an item declared secret): a secret key's value is
+      decrypted, with or without ``decrypt_kv`` (StackStorm decrypts secret config values
+      itself); elsewhere a secret key reads as its ciphertext;
+    - a type other than string: the rendered text is read as JSON (datastore values are
+      strings: "3" for an integer, "true" for a boolean, a JSON text for an object);
+    - nothing rendered (a missing key): the value is unset (None), as in StackStorm.
+    A rendered item is then checked against the schema. Raises ActionError naming the pack
+    and the item, never a rendered value (it may be a secret read through decrypt_kv).
     """
-    context = {"st2kv": kv}
-    secret_context = {"st2kv": revealing(kv)}
+    contexts = ({"st2kv": kv}, {"st2kv": revealing(kv)})
     rendered: dict[str, Any] = {}
     for name, value in values.items():
         if not _holds_template(value):
@@ -84,15 +85,9 @@ def render_config(
             continue
         spec = schema.get(name)
         try:
-            value = templates.render_value(
-                value, secret_context if spec is not None and spec.secret else context
-            )
+            value = _render(value, spec.schema if spec is not None else None, False, contexts)
         except TemplateError as exc:
             raise ActionError(f"pack {pack_ref!r} config item {name!r}: {exc}") from None
-        if value == "":
-            # As in StackStorm: a template that renders nothing (a missing datastore key)
-            # leaves the item unset.
-            value = None
         if spec is not None and value is None:
             if spec.required:
                 raise ActionError(
@@ -100,20 +95,40 @@ def render_config(
                     "rendered nothing: is the datastore key it reads set?"
                 )
         elif spec is not None:
-            value = _as_schema_wants(spec, value)
-            problem = _schema_problem(name, spec, value)
+            problem = _schema_problem(name, spec, value, show_value=False)
             if problem is not None:
                 raise ActionError(f"pack {pack_ref!r}: rendered {problem[0]}")
         rendered[name] = value
     return rendered
 
 
-def _as_schema_wants(spec: ActionParameter, value: Any) -> Any:
-    if isinstance(value, str) and spec.type not in (None, "string"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value  # the schema check names the item and the type it wants
+def _render(
+    value: Any, schema: Any, secret: bool, contexts: tuple[dict[str, Any], dict[str, Any]]
+) -> Any:
+    schema = schema if isinstance(schema, Mapping) else {}
+    secret = secret or schema.get("secret") is True
+    if isinstance(value, str):
+        if not templates.is_template(value):
+            return value
+        out = templates.render_value(value, contexts[1] if secret else contexts[0])
+        if out == "":
+            return None
+        if isinstance(out, str) and schema.get("type") not in (None, "string"):
+            try:
+                return json.loads(out)
+            except ValueError:
+                return out  # the schema check names the item and the type it wants
+        return out
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
+        others = schema.get("additionalProperties")
+        return {
+            key: _render(item, properties.get(key, others), secret, contexts)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_render(item, schema.get("items"), secret, contexts) for item in value]
     return value
 
 
@@ -128,21 +143,25 @@ def _holds_template(value: Any) -> bool:
 
 
 def _schema_problem(
-    name: str, spec: ActionParameter, value: Any
+    name: str, spec: ActionParameter, value: Any, *, show_value: bool
 ) -> tuple[str, tuple[Any, ...]] | None:
-    """(message, path) for the first way `value` breaks the item's schema, else None."""
+    """(message, path) for the first way `value` breaks the item's schema, else None.
+
+    With show_value False the message names only the value's type: for secret items, and
+    for every rendered value (which may hold a secret read through decrypt_kv).
+    """
     errors = sorted(spec.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
     error = errors[0]
     path = (name, *error.absolute_path)
     where = f"config item {'.'.join(map(str, path))!r}"
-    if spec.secret:
-        message = f"{where}: invalid value"
-        if error.validator == "type":
-            message = f"{where}: expected {error.validator_value}, got {type_name(error.instance)}"
-    elif error.validator == "type":
-        message = f"{where}: expected {error.validator_value}, got {error.instance!r}"
-    else:
+    if error.validator == "type":
+        shown = repr(error.instance) if show_value else type_name(error.instance)
+        message = f"{where}: expected {error.validator_value}, got {shown}"
+    elif show_value:
         message = f"{where}: {error.message}"
+    else:
+        shown = type_name(error.instance)
+        message = f"{where}: a {shown} that fails the schema's {error.validator!r}"
     return message, path

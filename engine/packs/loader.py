@@ -137,7 +137,7 @@ def _load_pack(
     actions = _load_actions(pack_dir, ref, runners, files, errors)
     rules = _load_rules(pack_dir, ref, files, errors)
     webhooks = _load_webhooks(pack_dir, ref, files, errors)
-    config_schema, config_items, config = _load_config(pack_dir, ref, configs_dir, files, errors)
+    config = _load_config(pack_dir, ref, configs_dir, files, errors)
     return Pack(
         ref=ref,
         name=metadata["name"],
@@ -146,9 +146,11 @@ def _load_pack(
         actions=actions,
         rules=tuple(rules),
         webhooks=webhooks,
-        config_schema=config_schema,
-        config_items=config_items,
-        config=config,
+        config_schema=config.raw_schema,
+        config_items=config.items,
+        config=config.values,
+        config_file=config.file,
+        config_error=config.error,
         files=tuple(files),
     )
 
@@ -250,17 +252,26 @@ def _read_webhook(located: Located, pack_ref: str, *, default_name: str) -> Webh
     return WebhookSpec(name=hook, pack=pack_ref, settings=settings, source=located.file, line=line)
 
 
+@dataclasses.dataclass(frozen=True)
+class _LoadedConfig:
+    raw_schema: dict[str, Any]  # config.schema.yaml as written
+    items: dict[str, ActionParameter]
+    values: dict[str, Any]
+    file: str | None  # <configs_dir>/<ref>.yaml when it exists
+    error: str | None  # why the schema or the values did not load
+
+
 def _load_config(
     pack_dir: Path,
     ref: str,
     configs_dir: str | os.PathLike[str] | None,
     files: list[str],
     errors: list[EngineError],
-) -> tuple[dict[str, Any], dict[str, ActionParameter], dict[str, Any]]:
-    """(the schema as written, its items as parameters, the config values)."""
+) -> _LoadedConfig:
     schema_file = pack_dir / CONFIG_SCHEMA_FILE
     raw_schema: dict[str, Any] = {}
     schema: dict[str, ActionParameter] = {}
+    error: str | None = None
     if schema_file.is_file():
         files.append(CONFIG_SCHEMA_FILE)
         try:
@@ -269,16 +280,19 @@ def _load_config(
             raw_schema = dict(located.data or {})
         except PackError as exc:
             errors.append(exc)
+            error = str(exc)
     config_file = Path(configs_dir) / f"{ref}.yaml" if configs_dir is not None else None
+    found = config_file if config_file is not None and config_file.is_file() else None
     try:
-        located_config = None
-        if config_file is not None and config_file.is_file():
-            located_config = read_metadata(config_file)
+        located_config = read_metadata(found) if found is not None else None
         config = resolve_config(located_config, schema, ref)
     except PackError as exc:
         errors.append(exc)
+        error = error or str(exc)
         config = {}
-    return raw_schema, schema, config
+    return _LoadedConfig(
+        raw_schema, schema, config, str(found.absolute()) if found else None, error
+    )
 
 
 def _relative(path: Path, pack_dir: Path) -> str:

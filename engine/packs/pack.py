@@ -89,6 +89,10 @@ class Pack:
     config_items: Mapping[str, ActionParameter] = field(default_factory=dict)
     # The pack config (<configs>/<ref>.yaml) with the schema's defaults applied.
     config: Mapping[str, Any] = field(default_factory=dict)
+    # The config file read (None: there is none), and why the config did not load (its
+    # actions then fail with this reason rather than run without their config).
+    config_file: str | None = None
+    config_error: str | None = None
     # Files read from the pack, relative to it (StackStorm's PackAPI ``files``).
     files: tuple[str, ...] = ()
 

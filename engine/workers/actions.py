@@ -177,6 +177,9 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
 
 def _pack_config(pack: Pack, kv: Any) -> dict[str, Any]:
     """The pack config for this execution, ``{{ st2kv... }}`` items rendered as its user."""
+    if pack.config_error is not None:
+        # Running without the config (or with half of it) would fail later, less clearly.
+        raise ActionError(f"pack {pack.ref!r} config did not load: {pack.config_error}")
     return render_config(pack.config, pack.config_items, kv, pack.ref)
 
 

@@ -120,3 +120,46 @@ async def test_a_config_the_datastore_cannot_fill_fails_the_execution_naming_the
     error = done["result"]["error"]
     assert "pack 'cfgdemo'" in error and "config item 'retries'" in error
     assert "expected integer" in error
+
+
+async def test_a_config_that_breaks_on_reload_keeps_the_one_that_worked(client, tmp_path):
+    await put_key(client, "cfgdemo.host", "api.example.com")
+    await put_key(client, "cfgdemo.token", "tok-3f9a", secret=True)
+    config_file = tmp_path / "configs" / "cfgdemo.yaml"
+    config_file.write_text(
+        "api_url: 'https://{{ st2kv.system.cfgdemo.host }}/v2'\n"
+        "token: '{{ st2kv.system.cfgdemo.token }}'\n"
+    )
+    report = await (await client.post("/api/v1/reload")).json()
+    assert report["errors"] == []
+    assert (await run_show(client))["result"]["result"]["config"]["api_url"].endswith("/v2")
+
+    config_file.write_text("api_url: [unclosed\n")  # a YAML error
+    report = await (await client.post("/api/v1/reload")).json()
+    assert any(str(config_file) in error for error in report["errors"])
+    assert str(config_file.resolve()) in report["kept_previous"]
+    done = await run_show(client)
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["result"]["config"]["api_url"] == "https://api.example.com/v2"
+
+
+async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reason(tmp_path):
+    packs = tmp_path / "packs"
+    write_pack(packs)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "cfgdemo.yaml").write_text("retries: 2\n")  # api_url missing
+    settings = Settings(
+        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
+        workers=WorkerSettings(poll_interval=0.05),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(REPO_PACKS), str(packs)),
+        roles=("api", "actions"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        done = await run_show(client)
+    assert done["status"] == "failed"
+    error = done["result"]["error"]
+    assert "pack 'cfgdemo' config did not load" in error
+    assert "config item 'api_url' is required" in error

@@ -504,7 +504,9 @@ def test_pack_config_template_errors_name_the_pack_and_item_but_not_the_value(tm
     with pytest.raises(ActionError) as raised:
         render_config(config, schema, wrong_type, "demo")
     assert "pack 'demo'" in str(raised.value)
-    assert "config item 'retries': expected integer, got 'several'" in str(raised.value)
+    # A rendered value is never shown: it may be a secret read through decrypt_kv.
+    assert "config item 'retries': expected integer, got a string" in str(raised.value)
+    assert "several" not in str(raised.value)
 
     config = {**config, "retries": 2, "token": "{{ st2kv.system.missing | decrypt_kv }}"}
     with pytest.raises(ActionError) as raised:
@@ -528,6 +530,64 @@ def test_pack_config_template_errors_name_the_pack_and_item_but_not_the_value(tm
         )
     assert "config item 'retries': expected integer, got a string" in str(raised.value)
     assert "not-a-number-secret" not in str(raised.value)
+
+
+def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
+    pack = make_pack(tmp_path)
+    write(
+        pack / "config.schema.yaml",
+        """\
+        auth:
+          type: object
+          properties:
+            username: {type: string}
+            password: {type: string, secret: true}
+            port: {type: integer}
+        tokens:
+          type: array
+          items: {type: string, secret: true}
+        plain: {type: string}
+        port: {type: integer}
+        """,
+    )
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    write(
+        configs / "demo.yaml",
+        """\
+        auth:
+          username: "{{ st2kv.system.other }}"
+          password: "{{ st2kv.system.pw }}"
+          port: "{{ st2kv.system.port }}"
+        tokens: ["{{ st2kv.system.pw }}", "{{ st2kv.system.other }}"]
+        plain: "{{ st2kv.system.pw }}"
+        port: "{{ st2kv.system.pw | decrypt_kv }}"
+        """,
+    )
+    # Nested templates under typed properties are not type-checked at load time.
+    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    assert errors == []
+    loaded = packs.packs["demo"]
+    kv = kv_view(
+        {
+            "pw": SecretValue("cipher-pw", lambda text: "hunter2-plain"),
+            "other": SecretValue("cipher-other", lambda text: "other-plain"),
+            "port": "5432",
+        }
+    )
+    config = {**loaded.config, "port": 8080}
+    rendered = render_config(config, loaded.config_items, kv, "demo")
+    assert rendered["auth"] == {
+        "username": "cipher-other",  # not declared secret: the ciphertext, as in StackStorm
+        "password": "hunter2-plain",
+        "port": 5432,  # read as JSON by its own type, at depth
+    }
+    assert rendered["tokens"] == ["hunter2-plain", "other-plain"]  # items: secret
+    assert rendered["plain"] == "cipher-pw"
+    # A secret revealed with decrypt_kv into an item of the wrong type is never shown.
+    with pytest.raises(ActionError) as raised:
+        render_config(loaded.config, loaded.config_items, kv, "demo")
+    assert "config item 'port': expected integer, got a string" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
 
 
 # --- prepare_parameters ------------------------------------------------------------------
