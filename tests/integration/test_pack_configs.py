@@ -45,6 +45,19 @@ def write_pack(packs: Path) -> None:
     )
 
 
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings(
+        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
+        workers=WorkerSettings(poll_interval=0.05),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(REPO_PACKS), str(tmp_path / "packs")),
+        configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
+        roles=("api", "actions"),
+        base_dir=str(tmp_path),
+    )
+
+
 @pytest.fixture
 async def client(tmp_path):
     packs = tmp_path / "packs"
@@ -58,17 +71,7 @@ async def client(tmp_path):
         token: "{{ st2kv.system.cfgdemo.token }}"
         """)
     )
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
-        configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
-        roles=("api", "actions"),
-        base_dir=str(tmp_path),
-    )
-    async with TestClient(TestServer(create_app(settings))) as c:
+    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
         yield c
 
 
@@ -148,16 +151,7 @@ async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reaso
     write_pack(packs)
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "cfgdemo.yaml").write_text("retries: 2\n")  # api_url missing
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
-        roles=("api", "actions"),
-        base_dir=str(tmp_path),
-    )
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
         done = await run_show(client)
     assert done["status"] == "failed"
     error = done["result"]["error"]
