@@ -9,6 +9,9 @@ bench/post_json.lua: one ~700-byte GitHub-push-like JSON body per POST) against 
 turn for --repeat rounds, the order rotating each round:
 
   bare      bench/bare_server.py: aiohttp parses the JSON and answers 202 (the ceiling)
+  floor     bench/floor_server.py: bare plus the payload and one row of Hookyard's SQLite
+            schema, group-committed on the loop: the floor cost of durable ingest
+  naive     the same with one transaction per request (the issue's reference point)
   sqlite    Hookyard on a fresh SQLite file
   postgres  Hookyard on a fresh PostgreSQL database, created here on --pg-admin-url
             and dropped at the end
@@ -61,7 +64,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_SCRIPT = BENCH_DIR / "post_json.lua"
 HOOKS_FILE = BENCH_DIR / "webhook_hooks.json"
-TARGET_NAMES = ("bare", "sqlite", "postgres", "webhook")
+TARGET_NAMES = ("bare", "floor", "naive", "sqlite", "postgres", "webhook")
 
 # The benchmark's hook takes no credential, like the bare server and the webhook hook;
 # API-key checking (one SHA-256 and a lookup per request) is therefore not measured.
@@ -330,6 +333,12 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
         if name == "bare":
             command = [python, str(BENCH_DIR / "bare_server.py"), "--port", str(port)]
             targets.append(Target(name, f"{base}/webhooks/bench", command, workdir, "/health"))
+        elif name in ("floor", "naive"):
+            mode = "group" if name == "floor" else "naive"
+            command = [python, str(BENCH_DIR / "floor_server.py"), "--port", str(port)]
+            command += ["--db", str(workdir / f"{name}.db"), "--mode", mode]
+            url = f"{base}/webhooks/bench"
+            targets.append(Target(name, url, command, workdir, "/health", env=env))
         elif name in ("sqlite", "postgres"):
             store = (
                 f"sqlite:///{workdir / 'hookyard.db'}"
