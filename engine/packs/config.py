@@ -113,7 +113,8 @@ def _render(
         out = templates.render_value(value, contexts[1] if secret else contexts[0])
         if out == "":
             return None
-        if isinstance(out, str) and schema.get("type") not in (None, "string"):
+        wanted = schema.get("type")
+        if isinstance(out, str) and isinstance(wanted, str) and wanted != "string":
             try:
                 return json.loads(out)
             except ValueError:

@@ -590,6 +590,26 @@ def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
     assert "hunter2" not in str(raised.value)
 
 
+def test_pack_config_text_is_read_as_json_only_for_non_string_items(tmp_path):
+    pack = make_pack(tmp_path)
+    write(
+        pack / "config.schema.yaml",
+        """\
+        code: {type: string}
+        count: {type: integer}
+        """,
+    )
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    write(configs / "demo.yaml", 'code: "{{ st2kv.system.v }}"\ncount: "{{ st2kv.system.v }}"\n')
+    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    assert errors == []
+    loaded = packs.packs["demo"]
+    kv = kv_view({"v": "7"})
+    rendered = render_config(loaded.config, loaded.config_items, kv, "demo")
+    # A string item keeps the text; an integer item reads it as JSON.
+    assert rendered == {"code": "7", "count": 7}
+
+
 # --- prepare_parameters ------------------------------------------------------------------
 
 
