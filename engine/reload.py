@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.errors import EngineError, RuleLoadError
 from engine.packs import PackSet
+from engine.packs.config import config_satisfies
 from engine.packs.pack import Pack
 from engine.rules import RuleSet
 from engine.rules.rule import Rule
@@ -159,7 +160,18 @@ def _merge_packs(
         changes: dict[str, Any] = {}
         if len(actions) != len(new.actions) or len(hooks) != len(new.webhooks):
             changes.update(actions=actions, webhooks=hooks)
-        if new.config_error is not None and old.config_error is None:
+        schema_file = os.path.join(new.path, "config.schema.yaml")
+        broken_config = [
+            path
+            for path in (new.config_file, schema_file)
+            if path is not None and _norm(path) in broken
+        ]
+        keep = broken_config and new.config_error is not None and old.config_error is None
+        if keep and _norm(schema_file) not in broken:
+            # The schema loaded: the old values stay only if they meet it. A schema that
+            # now requires what the config never had fails the pack's actions instead.
+            keep = config_satisfies(old.config, new.config_items)
+        if keep:
             # The config file (or its schema) broke: the config that worked stays.
             changes.update(
                 config=old.config,
@@ -167,7 +179,7 @@ def _merge_packs(
                 config_schema=old.config_schema,
                 config_error=None,
             )
-            kept_configs.append(new.config_file or os.path.join(old.path, "config.schema.yaml"))
+            kept_configs.extend(broken_config)
         if changes:
             packs[ref] = dataclasses.replace(new, **changes)
     return PackSet(packs=packs, errors=loaded.errors), kept_whole, kept_configs

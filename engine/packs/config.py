@@ -13,10 +13,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import ActionError, PackError, TemplateError
+from engine.errors import ActionError, PackError, RuleError, TemplateError
 from engine.packs.metadata import pack_error, type_name
 from engine.packs.parameters import ActionParameter, check_definitions
-from engine.rules import templates
+from engine.rules import regexes, templates
 from engine.rules.kvlookup import revealing
 from engine.rules.yamlsource import Located
 
@@ -57,6 +57,19 @@ def resolve_config(
                 raise PackError(message)
             raise pack_error(located, message, path)
     return values
+
+
+def config_satisfies(values: Mapping[str, Any], schema: Mapping[str, ActionParameter]) -> bool:
+    """Whether loaded config values meet `schema` (templates are checked when rendered)."""
+    for name, spec in schema.items():
+        value = values.get(name)
+        if value is None:
+            if spec.required and not spec.has_default:
+                return False
+            continue
+        if not _holds_template(value) and _schema_problem(name, spec, value, show_value=False):
+            return False
+    return True
 
 
 def render_config(
@@ -121,16 +134,31 @@ def _render(
                 return out  # the schema check names the item and the type it wants
         return out
     if isinstance(value, dict):
-        properties = schema.get("properties")
-        properties = properties if isinstance(properties, Mapping) else {}
-        others = schema.get("additionalProperties")
         return {
-            key: _render(item, properties.get(key, others), secret, contexts)
+            key: _render(item, _schema_of_key(schema, key), secret, contexts)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [_render(item, schema.get("items"), secret, contexts) for item in value]
     return value
+
+
+def _schema_of_key(schema: Mapping[str, Any], key: str) -> Any:
+    """The schema of an object's `key`, looked up as JSON Schema (and StackStorm's config
+    loader) does: properties, then the first matching patternProperties, then
+    additionalProperties."""
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping) and key in properties:
+        return properties[key]
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, Mapping):
+        for pattern, child in patterns.items():
+            try:
+                if regexes.search(pattern, key) is not None:
+                    return child
+            except RuleError:
+                continue  # a pattern that cannot apply describes no key
+    return schema.get("additionalProperties")
 
 
 def _holds_template(value: Any) -> bool:

@@ -16,9 +16,9 @@ from typing import Any
 
 import jsonschema
 
-from engine.errors import TemplateError
+from engine.errors import RuleError, TemplateError
 from engine.packs.metadata import pack_error, suggestion, type_name
-from engine.rules import templates
+from engine.rules import regexes, templates
 from engine.rules.yamlsource import Located
 from engine.rules.yamlsource import Path as FieldPath
 
@@ -103,17 +103,61 @@ class ActionParameter:
 
     @cached_property
     def validator(self) -> jsonschema.Draft4Validator:
-        return jsonschema.Draft4Validator(self.json_schema)
+        return _BoundedValidator(self.json_schema)
+
+
+def _bounded_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    # The value may come from a webhook sender: matched under a time limit (ReDoS).
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = regexes.search(pattern, instance)
+    except RuleError as error:  # an invalid pattern, or one stopped
+        yield jsonschema.ValidationError(f"pattern {pattern!r} could not be applied: {error}")
+        return
+    if found is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _bounded_pattern_properties(
+    validator: Any, patterns: Mapping[str, Any], instance: Any, schema: Any
+) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            try:
+                found = regexes.search(pattern, key)
+            except RuleError as error:
+                yield jsonschema.ValidationError(
+                    f"pattern {pattern!r} could not be applied: {error}"
+                )
+                return
+            if found is not None:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+# Draft 4, with `pattern` and `patternProperties` matched through engine.rules.regexes.
+_BoundedValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator,
+    {"pattern": _bounded_pattern, "patternProperties": _bounded_pattern_properties},
+)
 
 
 def _has_secret(definition: Mapping[str, Any]) -> bool:
-    # A nested secret (signing.secret) makes the whole value secret: masking works on values.
+    # A nested secret (signing.secret, a secret list item, a secret value of a map) makes
+    # the whole value secret: masking works on values, and error texts show no value.
     if definition.get("secret") is True:
         return True
-    properties = definition.get("properties")
-    if isinstance(properties, Mapping):
-        return any(isinstance(p, Mapping) and _has_secret(p) for p in properties.values())
-    return False
+    nested: list[Any] = []
+    for key in ("properties", "patternProperties"):
+        children = definition.get(key)
+        if isinstance(children, Mapping):
+            nested.extend(children.values())
+    for key in ("items", "additionalProperties"):
+        child = definition.get(key)
+        nested.extend(child if isinstance(child, list) else [child])
+    return any(isinstance(child, Mapping) and _has_secret(child) for child in nested)
 
 
 # --- definitions (load time) --------------------------------------------------

@@ -12,6 +12,7 @@ import jsonschema
 from engine.errors import ActionError
 from engine.packs.metadata import suggestion, type_name
 from engine.packs.parameters import ActionParameter
+from engine.rules import regexes
 
 _SHOWN_MAX = 80
 
@@ -51,18 +52,19 @@ def prepare_values(
         values[name] = _with_nested_defaults(value, spec.schema)
     if render is not None:
         values = render(values)
-    for name, spec in specs.items():
-        value = values.get(name)
-        if value is None:
-            # StackStorm accepts null for an optional parameter whatever its type.
-            if spec.required:
-                raise ActionError(
-                    f"parameter {name!r}: required by action {action_ref!r} but not given"
-                )
-            continue
-        errors = sorted(spec.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
-        if errors:
-            raise ActionError(_describe(spec, errors[0]))
+    with regexes.budget():  # the schemas' patterns share one time budget
+        for name, spec in specs.items():
+            value = values.get(name)
+            if value is None:
+                # StackStorm accepts null for an optional parameter whatever its type.
+                if spec.required:
+                    raise ActionError(
+                        f"parameter {name!r}: required by action {action_ref!r} but not given"
+                    )
+                continue
+            errors = sorted(spec.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+            if errors:
+                raise ActionError(_describe(spec, errors[0]))
     runner_values = {n: v for n, v in values.items() if specs[n].runner_parameter}
     action_values = {n: v for n, v in values.items() if not specs[n].runner_parameter}
     return runner_values, action_values

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.rules import templates
+from engine.rules import regexes, templates
 from engine.rules.rule import Rule
 
 
@@ -46,9 +46,10 @@ def render_parameters(
         "st2kv": kv,
     }
     rendered = {}
-    for name, value in (rule.action_parameters or {}).items():
-        if name in shell_parameters and isinstance(value, str):
-            rendered[name] = templates.render_shell_command(value, context)
-        else:
-            rendered[name] = templates.render_value(value, context)
+    with regexes.budget():  # the regex_* filters of all parameters share one budget
+        for name, value in (rule.action_parameters or {}).items():
+            if name in shell_parameters and isinstance(value, str):
+                rendered[name] = templates.render_shell_command(value, context)
+            else:
+                rendered[name] = templates.render_value(value, context)
     return rendered

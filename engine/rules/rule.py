@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.model import WEBHOOK_TRIGGER
+from engine.rules import regexes
 from engine.rules.criteria import Criterion, CriterionResult
 from engine.rules.templates import Template
 
@@ -78,13 +79,15 @@ class Rule:
         context = {"trigger": payload, "st2kv": kv}
         trace: list[CriterionResult] = []
         matched = True
-        for criterion in self.criteria:
-            result = criterion.evaluate(context)
-            trace.append(result)
-            if not result.passed:
-                matched = False
-                if stop_on_failure:
-                    break
+        # One time budget for all the regular expressions of this rule and event.
+        with regexes.budget():
+            for criterion in self.criteria:
+                result = criterion.evaluate(context)
+                trace.append(result)
+                if not result.passed:
+                    matched = False
+                    if stop_on_failure:
+                        break
         return Evaluation(matched, trace)
 
     def render_once_per_key(self, payload: Any, *, kv: Any = None) -> str | None:

@@ -171,15 +171,18 @@ async def run_process(
             await _kill_group(proc)
             await _finish_readers(tasks)
     finally:
-        if proc.returncode is None:
-            # Cancelled while running (worker shutdown): leave nothing behind.
-            await _kill_and_reap(proc)
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        if channel_pipe is not None:
-            channel_pipe.close()
-        _close_pipes(proc)
+        try:
+            if proc.returncode is None:
+                # Cancelled while running (worker shutdown), or a leader that outlived its
+                # SIGKILL's grace: leave nothing behind.
+                await _kill_and_reap(proc)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            if channel_pipe is not None:
+                channel_pipe.close()
+            _close_pipes(proc)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RunnerError(f"reading from {argv[0]!r} failed: {task.exception()}")
@@ -219,20 +222,29 @@ async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Proce
                 await asyncio.wait({starting})
         if not starting.cancelled() and starting.exception() is None:
             proc = starting.result()
-            await _kill_and_reap(proc)
-            _close_pipes(proc)
+            try:
+                await _kill_and_reap(proc)
+            finally:
+                _close_pipes(proc)
         raise  # the first cancellation, now that nothing is left running
 
 
 async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
     # Reaped before returning: a child never waited for stays a zombie, and its transport
-    # is left for the garbage collector to find "still running". A further cancellation
-    # only cuts the wait short; the group has its SIGKILL.
+    # is left for the garbage collector to find "still running". A cancellation arriving
+    # meanwhile does not cut the (bounded) wait short; it is raised once it is over.
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
-    with contextlib.suppress(asyncio.CancelledError):
-        await _exited(proc, KILL_GRACE_SECONDS)
+    wait = asyncio.ensure_future(_exited(proc, KILL_GRACE_SECONDS))
+    cancelled = False
+    while not wait.done():
+        try:
+            await asyncio.shield(wait)
+        except asyncio.CancelledError:
+            cancelled = True  # still reap (the wait is bounded), then pass it on
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -157,3 +157,21 @@ async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reaso
     error = done["result"]["error"]
     assert "pack 'cfgdemo' config did not load" in error
     assert "config item 'api_url' is required" in error
+
+
+async def test_a_schema_that_newly_requires_an_item_is_not_covered_by_the_old_config(
+    client, tmp_path
+):
+    # Only a broken file keeps the previous config; a config that is merely incomplete
+    # for the new schema fails the pack's actions with the reason.
+    await put_key(client, "cfgdemo.host", "api.example.com")
+    await put_key(client, "cfgdemo.token", "tok-3f9a", secret=True)
+    await put_key(client, "cfgdemo.retries", "2")
+    schema = tmp_path / "packs" / "cfgdemo" / "config.schema.yaml"
+    schema.write_text(schema.read_text() + "region: {type: string, required: true}\n")
+    report = await (await client.post("/api/v1/reload")).json()
+    assert any("config item 'region' is required" in error for error in report["errors"])
+    assert report["kept_previous"] == []
+    done = await run_show(client)
+    assert done["status"] == "failed"
+    assert "config item 'region' is required" in done["result"]["error"]

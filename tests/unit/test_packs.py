@@ -610,6 +610,31 @@ def test_pack_config_text_is_read_as_json_only_for_non_string_items(tmp_path):
     assert rendered == {"code": "7", "count": 7}
 
 
+def test_pack_config_load_errors_never_show_secrets_nested_in_lists_or_maps(tmp_path):
+    pack = make_pack(tmp_path)
+    write(
+        pack / "config.schema.yaml",
+        """\
+        tokens:
+          type: array
+          items: {type: string, secret: true, minLength: 20}
+        by_host:
+          type: object
+          additionalProperties: {type: integer, secret: true}
+        """,
+    )
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    config_file = write(configs / "demo.yaml", "tokens: [hunter2-secret]\n")
+    _, errors = load_packs([tmp_path], configs_dir=configs)
+    [error] = errors
+    assert "config item 'tokens.0'" in str(error) and "hunter2" not in str(error)
+    write(config_file, "by_host: {db: hunter2-x}\n")
+    _, errors = load_packs([tmp_path], configs_dir=configs)
+    [error] = errors
+    assert "config item 'by_host.db': expected integer, got a string" in str(error)
+    assert "hunter2" not in str(error)
+
+
 # --- prepare_parameters ------------------------------------------------------------------
 
 

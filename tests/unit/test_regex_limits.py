@@ -77,3 +77,68 @@ print(json.dumps(outcome))
     )
     for name, message in result.items():
         assert "ran longer than" in message, (name, message)
+
+
+def test_a_search_over_many_items_shares_one_budget():
+    # 400 list items, each stopped after 0.1 s, would hold the loop for 40 s: all the
+    # matches of one rule evaluation share one budget instead.
+    result = run_child(
+        f"""
+import json, time, yaml
+from engine.rules import load_rule
+rule = load_rule(yaml.safe_dump({{
+    "name": "evil_search", "pack": "t",
+    "trigger": {{"type": "core.st2.webhook", "parameters": {{"url": "x"}}}},
+    "criteria": {{"trigger.body.items": {{
+        "type": "search", "condition": "any",
+        "pattern": {{"item.name": {{"type": "regex", "pattern": {EVIL_PATTERN!r}}}}},
+    }}}},
+    "action": {{"ref": "core.noop"}},
+}}))
+items = [{{"name": {EVIL_VALUE!r}}} for _ in range(400)]
+started = time.monotonic()
+outcome = rule.evaluate({{"body": {{"items": items}}}})
+print(json.dumps({{"matched": outcome.matched, "seconds": time.monotonic() - started}}))
+"""
+    )
+    assert result["matched"] is False
+    # Generous: the budget is 0.5 s; a machine under load may overshoot it a little.
+    assert result["seconds"] < 20, result
+
+
+def test_action_parameter_schema_patterns_are_bounded_too():
+    # A rule renders a sender's value into a parameter whose schema has a pattern.
+    result = run_child(
+        f"""
+import json
+from engine.packs.parameters import ActionParameter
+spec = ActionParameter.from_definition("branch", {{"type": "string", "pattern": {EVIL_PATTERN!r}}})
+errors = [e.message for e in spec.validator.iter_errors({EVIL_VALUE!r})]
+ok = [e.message for e in spec.validator.iter_errors("aaaa")]
+keyed = ActionParameter.from_definition(
+    "labels", {{"type": "object", "patternProperties": {{{EVIL_PATTERN!r}: {{"type": "string"}}}}}}
+)
+key_errors = [e.message for e in keyed.validator.iter_errors({{{EVIL_VALUE!r}: "v"}})]
+print(json.dumps({{"errors": errors, "ok": ok, "key_errors": key_errors}}))
+"""
+    )
+    assert result["ok"] == []
+    assert len(result["errors"]) == 1 and "could not be applied" in result["errors"][0]
+    assert "ran longer than" in result["errors"][0]
+    assert len(result["key_errors"]) == 1 and "ran longer than" in result["key_errors"][0]
+
+
+def test_what_re_refuses_is_still_refused():
+    # The regex package accepts more (\p{L}, a global flag mid-pattern); rules written for
+    # StackStorm's re keep failing the same way.
+    from engine.errors import CriterionTypeError
+    from engine.rules.operators import get_operator
+
+    for pattern in (r"\p{L}", "abc(?i)def", "(?<=a+)b"):
+        try:
+            get_operator("regex").func("abc", pattern)
+        except CriterionTypeError as error:
+            assert "is not a valid regular expression" in str(error), pattern
+        else:
+            raise AssertionError(f"{pattern!r} was accepted")
+    assert get_operator("regex").func("2026-11-30", r"^\d{4}-\d{2}-\d{2}$") is True
