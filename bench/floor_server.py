@@ -23,6 +23,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -103,7 +105,16 @@ def open_database(path: str) -> sqlite3.Connection:
     for migration in MIGRATIONS:
         for statement in migration:
             conn.execute(statement)
+    # As Hookyard does: no checkpoint inside a commit on the loop; a thread checkpoints.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
+
+
+def checkpoint_forever(path: str, interval: float = 0.25) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    while True:
+        time.sleep(interval)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
 def main() -> None:
@@ -116,6 +127,7 @@ def main() -> None:
     app = web.Application()
     conn = open_database(args.db)
     app[CONNECTION] = conn
+    threading.Thread(target=checkpoint_forever, args=(args.db,), daemon=True).start()
 
     async def start_committer(app: web.Application):
         if args.mode == "naive":
