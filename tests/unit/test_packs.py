@@ -635,6 +635,37 @@ def test_pack_config_load_errors_never_show_secrets_nested_in_lists_or_maps(tmp_
     assert "hunter2" not in str(error)
 
 
+def test_pack_config_values_under_pattern_properties_follow_their_pattern_s_schema(tmp_path):
+    pack = make_pack(tmp_path)
+    write(
+        pack / "config.schema.yaml",
+        """\
+        endpoints:
+          type: object
+          patternProperties:
+            "^token_": {type: string, secret: true}
+            "^port_": {type: integer}
+          additionalProperties: {type: string}
+        """,
+    )
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    values = (
+        'endpoints: {token_a: "{{ st2kv.system.pw }}", port_a: "{{ st2kv.system.port }}",'
+        ' note: "{{ st2kv.system.pw }}"}\n'
+    )
+    write(configs / "demo.yaml", values)
+    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    assert errors == []
+    loaded = packs.packs["demo"]
+    kv = kv_view({"pw": SecretValue("cipher-pw", lambda text: "plain-pw"), "port": "8443"})
+    rendered = render_config(loaded.config, loaded.config_items, kv, "demo")
+    assert rendered["endpoints"] == {
+        "token_a": "plain-pw",  # secret by its pattern
+        "port_a": 8443,  # integer by its pattern
+        "note": "cipher-pw",  # additionalProperties: not secret
+    }
+
+
 # --- prepare_parameters ------------------------------------------------------------------
 
 
