@@ -430,23 +430,26 @@ def test_pack_config_gets_schema_defaults_and_is_validated(tmp_path: Path) -> No
     assert "config item 'retries': expected integer, got 'many'" in str(error)
 
 
-def config_with_templates(tmp_path: Path, values: str):
+def loaded_config(tmp_path: Path, schema: str, values: str):
+    """(config values, schema items) of the pack "demo" with these two files."""
     pack = make_pack(tmp_path)
-    write(
-        pack / "config.schema.yaml",
-        """\
+    write(pack / "config.schema.yaml", schema)
+    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+    write(configs / "demo.yaml", values)
+    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    assert errors == []  # templates, at any depth, are not type-checked at load time
+    loaded = packs.packs["demo"]
+    return loaded.config, loaded.config_items
+
+
+def config_with_templates(tmp_path: Path, values: str):
+    schema = """\
         api_url: {type: string, required: true}
         retries: {type: integer, default: 1}
         token: {type: string, secret: true, required: true}
         verbose: {type: boolean}
-        """,
-    )
-    configs = tmp_path.parent / f"{tmp_path.name}-configs"
-    write(configs / "demo.yaml", values)
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
-    assert errors == []  # templates are not type-checked at load time
-    loaded = packs.packs["demo"]
-    return loaded.config, loaded.config_items
+        """
+    return loaded_config(tmp_path, schema, values)
 
 
 def kv_view(system: dict, user: dict | None = None):
@@ -533,10 +536,7 @@ def test_pack_config_template_errors_name_the_pack_and_item_but_not_the_value(tm
 
 
 def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
-    pack = make_pack(tmp_path)
-    write(
-        pack / "config.schema.yaml",
-        """\
+    schema = """\
         auth:
           type: object
           properties:
@@ -548,12 +548,8 @@ def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
           items: {type: string, secret: true}
         plain: {type: string}
         port: {type: integer}
-        """,
-    )
-    configs = tmp_path.parent / f"{tmp_path.name}-configs"
-    write(
-        configs / "demo.yaml",
-        """\
+        """
+    values = """\
         auth:
           username: "{{ st2kv.system.other }}"
           password: "{{ st2kv.system.pw }}"
@@ -561,12 +557,9 @@ def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
         tokens: ["{{ st2kv.system.pw }}", "{{ st2kv.system.other }}"]
         plain: "{{ st2kv.system.pw }}"
         port: "{{ st2kv.system.pw | decrypt_kv }}"
-        """,
-    )
+        """
     # Nested templates under typed properties are not type-checked at load time.
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
-    assert errors == []
-    loaded = packs.packs["demo"]
+    config, items = loaded_config(tmp_path, schema, values)
     kv = kv_view(
         {
             "pw": SecretValue("cipher-pw", lambda text: "hunter2-plain"),
@@ -574,8 +567,7 @@ def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
             "port": "5432",
         }
     )
-    config = {**loaded.config, "port": 8080}
-    rendered = render_config(config, loaded.config_items, kv, "demo")
+    rendered = render_config({**config, "port": 8080}, items, kv, "demo")
     assert rendered["auth"] == {
         "username": "cipher-other",  # not declared secret: the ciphertext, as in StackStorm
         "password": "hunter2-plain",
@@ -585,27 +577,17 @@ def test_pack_config_secrecy_and_types_follow_each_value_s_own_schema(tmp_path):
     assert rendered["plain"] == "cipher-pw"
     # A secret revealed with decrypt_kv into an item of the wrong type is never shown.
     with pytest.raises(ActionError) as raised:
-        render_config(loaded.config, loaded.config_items, kv, "demo")
+        render_config(config, items, kv, "demo")
     assert "config item 'port': expected integer, got a string" in str(raised.value)
     assert "hunter2" not in str(raised.value)
 
 
 def test_pack_config_text_is_read_as_json_only_for_non_string_items(tmp_path):
-    pack = make_pack(tmp_path)
-    write(
-        pack / "config.schema.yaml",
-        """\
-        code: {type: string}
-        count: {type: integer}
-        """,
-    )
-    configs = tmp_path.parent / f"{tmp_path.name}-configs"
-    write(configs / "demo.yaml", 'code: "{{ st2kv.system.v }}"\ncount: "{{ st2kv.system.v }}"\n')
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
-    assert errors == []
-    loaded = packs.packs["demo"]
+    schema = "code: {type: string}\ncount: {type: integer}\n"
+    values = 'code: "{{ st2kv.system.v }}"\ncount: "{{ st2kv.system.v }}"\n'
+    config, items = loaded_config(tmp_path, schema, values)
     kv = kv_view({"v": "7"})
-    rendered = render_config(loaded.config, loaded.config_items, kv, "demo")
+    rendered = render_config(config, items, kv, "demo")
     # A string item keeps the text; an integer item reads it as JSON.
     assert rendered == {"code": "7", "count": 7}
 
@@ -636,29 +618,21 @@ def test_pack_config_load_errors_never_show_secrets_nested_in_lists_or_maps(tmp_
 
 
 def test_pack_config_values_under_pattern_properties_follow_their_pattern_s_schema(tmp_path):
-    pack = make_pack(tmp_path)
-    write(
-        pack / "config.schema.yaml",
-        """\
+    schema = """\
         endpoints:
           type: object
           patternProperties:
             "^token_": {type: string, secret: true}
             "^port_": {type: integer}
           additionalProperties: {type: string}
-        """,
-    )
-    configs = tmp_path.parent / f"{tmp_path.name}-configs"
+        """
     values = (
         'endpoints: {token_a: "{{ st2kv.system.pw }}", port_a: "{{ st2kv.system.port }}",'
         ' note: "{{ st2kv.system.pw }}"}\n'
     )
-    write(configs / "demo.yaml", values)
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
-    assert errors == []
-    loaded = packs.packs["demo"]
+    config, items = loaded_config(tmp_path, schema, values)
     kv = kv_view({"pw": SecretValue("cipher-pw", lambda text: "plain-pw"), "port": "8443"})
-    rendered = render_config(loaded.config, loaded.config_items, kv, "demo")
+    rendered = render_config(config, items, kv, "demo")
     assert rendered["endpoints"] == {
         "token_a": "plain-pw",  # secret by its pattern
         "port_a": 8443,  # integer by its pattern
