@@ -217,9 +217,7 @@ async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Proce
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
-        while not starting.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({starting})
+        await _wait_out(starting)
         if not starting.cancelled() and starting.exception() is None:
             proc = starting.result()
             try:
@@ -236,15 +234,20 @@ async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
     _signal_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
-    wait = asyncio.ensure_future(_exited(proc, KILL_GRACE_SECONDS))
+    if await _wait_out(asyncio.ensure_future(_exited(proc, KILL_GRACE_SECONDS))):
+        raise asyncio.CancelledError  # reaped (the wait is bounded); now pass it on
+
+
+async def _wait_out(future: asyncio.Future) -> bool:
+    """Wait until `future` is done whatever cancellations arrive (they do not reach it);
+    True when one arrived. The future's own outcome is left in it."""
     cancelled = False
-    while not wait.done():
+    while not future.done():
         try:
-            await asyncio.shield(wait)
+            await asyncio.wait({future})
         except asyncio.CancelledError:
-            cancelled = True  # still reap (the wait is bounded), then pass it on
-    if cancelled:
-        raise asyncio.CancelledError
+            cancelled = True
+    return cancelled
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
