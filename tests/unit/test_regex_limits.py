@@ -142,3 +142,20 @@ def test_what_re_refuses_is_still_refused():
         else:
             raise AssertionError(f"{pattern!r} was accepted")
     assert get_operator("regex").func("2026-11-30", r"^\d{4}-\d{2}-\d{2}$") is True
+
+
+def test_the_limit_grows_with_the_value_and_a_budget_caps_it(monkeypatch):
+    from engine.rules import regexes
+
+    # With no fixed part, only the per-MiB part lets a match on a large value run.
+    monkeypatch.setattr(regexes, "MATCH_SECONDS", 0.0)
+    large = "a" * 1_048_576 + "deploy"
+    assert regexes.search("deploy$", large) is not None
+    # A budget already spent refuses the next match without running it.
+    with regexes.budget(0.0):
+        try:
+            regexes.search("deploy$", large)
+        except regexes.RegexTimedOut as error:
+            assert "already took" in str(error)
+        else:
+            raise AssertionError("a match ran on a spent budget")
