@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.hook_payload import NamedHookPost
+from engine.hook_payload import payload as hook_payload
+
 # Trigger instance states (StackStorm's names).
 PENDING = "pending"
 PROCESSING = "processing"
@@ -101,9 +104,14 @@ class NewTriggerInstance:
     dedupe_key: str | None = None
     occurrence_time: datetime = field(default_factory=utcnow)
     id: str = field(default_factory=new_id)
-    # `payload` already as storable JSON text, when ingest could build it without
-    # re-encoding the body (engine.http.bodies.parse_body_and_text); None: the store encodes it.
-    payload_json: str | None = field(default=None, compare=False, repr=False)
+    # A named-hook post, whose payload (None above) is built from it by the process that
+    # stores it (engine.hook_payload): off the HTTP loop when an ingest writer process
+    # stores webhooks (engine.store.ingest_process).
+    post: NamedHookPost | None = field(default=None, compare=False, repr=False)
+
+    def payload_data(self) -> Any:
+        """The payload as data, a named-hook post's built from what it carried."""
+        return self.payload if self.post is None else hook_payload(self.post)
 
 
 @dataclass(frozen=True)

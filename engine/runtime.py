@@ -21,6 +21,7 @@ from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
+from engine.store.ingest_process import IngestProcess
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class Runtime:
     draining: bool = False
     # Background role tasks by role name; a finished task means the role died.
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    # The api role's ingest writer process (engine.store.ingest_process), when webhooks
+    # are stored by one; else by `store`.
+    ingest_process: IngestProcess | None = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
     # "execution_finished", "delivery_finished"...); engine.metrics subscribes. An observer
@@ -54,7 +58,18 @@ class Runtime:
                 log.exception("observer of %s failed", event)
 
     def worker_problems(self) -> list[str]:
-        return [f"role {name} is not running" for name, task in self.tasks.items() if task.done()]
+        problems = [
+            f"role {name} is not running" for name, task in self.tasks.items() if task.done()
+        ]
+        if self.ingest_process is not None and (problem := self.ingest_process.problem()):
+            problems.append(problem)
+        return problems
+
+    @property
+    def ingest(self) -> Any:
+        """Where webhooks are stored: `add_trigger_instance(item)` of the ingest writer
+        process or of the store."""
+        return self.ingest_process or self.store
 
     def __post_init__(self) -> None:
         from engine.ingest_pressure import IngestPressure

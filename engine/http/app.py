@@ -25,6 +25,7 @@ from engine.errors import (
 )
 from engine.runtime import Runtime
 from engine.store import UnstorableValue, create_store
+from engine.store.ingest_process import IngestProcess
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,25 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    settings = runtime.settings
     await runtime.store.open()
-    runtime.load_rules()
+    try:
+        runtime.load_rules()
+        if "api" in settings.roles and settings.ingest.writer_process:
+            ingest = IngestProcess(settings, runtime.store)
+            await ingest.start()
+            runtime.ingest_process = ingest
+    except BaseException:
+        await runtime.store.close()
+        raise
     try:
         yield
     finally:
-        await runtime.store.close()
+        try:
+            if runtime.ingest_process is not None:
+                await runtime.ingest_process.close()
+        finally:
+            await runtime.store.close()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,7 +1,6 @@
-"""Turn an HTTP request's body and headers into a trigger payload, as StackStorm does.
+"""Turn an HTTP request's body into data, as StackStorm does: JSON, form fields or text.
 
-Named hooks get ``{"headers", "headers_lower", "body"}``; credentials never reach the
-stored payload.
+The named-hook payload built around it is engine.hook_payload's.
 """
 
 from __future__ import annotations
@@ -11,12 +10,8 @@ import threading
 from typing import Any
 from urllib.parse import parse_qsl
 
-from multidict import CIMultiDictProxy
-
 from engine.errors import IngestError
 
-# Never stored: credentials StackStorm strips, plus cookies.
-CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", "cookie"})
 MAX_JSON_DEPTH = 64
 
 
@@ -157,30 +152,3 @@ def _parse_form(raw: bytes) -> dict[str, Any]:
         else:
             fields[key] = value
     return fields
-
-
-def header_maps(
-    headers: CIMultiDictProxy[str], dropped: frozenset[str] = CREDENTIAL_HEADERS
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(headers as sent, headers with lower-case names), without the `dropped` ones
-    (lower-case names; a hook's WebhookDefinition.credential_headers).
-
-    A header sent several times is joined with ", " (RFC 9110 field combination).
-    """
-    original: dict[str, str] = {}
-    lower: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        if key in dropped:
-            continue
-        if key in lower:
-            lower[key] = f"{lower[key]}, {value}"
-            original[_first_spelling(original, key)] = lower[key]
-        else:
-            lower[key] = value
-            original[name] = value
-    return original, lower
-
-
-def _first_spelling(original: dict[str, str], key: str) -> str:
-    return next(name for name in original if name.lower() == key)

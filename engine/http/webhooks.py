@@ -13,24 +13,24 @@ parse → dedupe key → store. Credentials never reach the stored payload.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
-from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from aiohttp import web
 
 from engine.errors import EngineError, IngestError
+from engine.hook_payload import NamedHookPost
 from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
-from engine.http.bodies import header_maps, parse_body, parse_body_and_text
+from engine.http.bodies import parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
+from engine.store import codec
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +88,24 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
         body, body_text = parse_body_and_text(content_type, raw)
     if key_in_body and isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != placement.name}
+    dedupe_key = _dedupe_key(request, definition, raw, caller)
     if name == GENERIC_HOOK:
-        item = _generic_instance(body, runtime.known_trigger_types)
+        item = _generic_instance(body, runtime.known_trigger_types, dedupe_key)
         Gatekeeper.check_fires(caller, {item.trigger})
     else:
         if caller.key is not None:  # only a key can limit what a caller fires
             rules = runtime.ruleset.webhooks.get(name) or []
             Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
-        headers, headers_lower = header_maps(request.headers, definition.credential_headers)
-        payload = {"headers": headers, "headers_lower": headers_lower, "body": body}
+        if body_text is None:  # a form, text, or JSON that may not be stored as sent
+            body_text = codec.dumps(body, "the webhook body")
+        # The payload is built where it is stored (engine.hook_payload), from the header
+        # lines as received: off this loop when an ingest writer process stores it.
+        post = NamedHookPost(request.raw_headers, definition.credential_headers, body_text)
         item = NewTriggerInstance(
-            trigger=WEBHOOK_TRIGGER,
-            payload=payload,
-            webhook=name,
-            payload_json=None if body_text is None else _payload_json(payload, body_text),
+            trigger=WEBHOOK_TRIGGER, payload=None, webhook=name, dedupe_key=dedupe_key, post=post
         )
-    dedupe_key = _dedupe_key(request, definition, raw, caller)
-    if dedupe_key is not None:
-        item = dataclasses.replace(item, dedupe_key=dedupe_key)
     await _shed_load(runtime)
-    accepted = await runtime.store.add_trigger_instance(item)
+    accepted = await runtime.ingest.add_trigger_instance(item)
     return name, _answer(definition, item, accepted, body, request)
 
 
@@ -125,25 +123,6 @@ def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:
         f"no webhook named {name!r}: no enabled rule has trigger core.st2.webhook "
         f"with url {name!r} and no webhooks.{name} is defined (GET /api/v1/webhooks lists them)",
         404,
-    )
-
-
-def _payload_json(payload: dict[str, Any], body_text: str) -> str:
-    """The named-hook payload as stored JSON, the body spliced in as the sender wrote it.
-
-    Header names and values are strings, so they are written with the JSON encoder's own
-    string escaper (what codec.dumps writes for them, byte for byte) without the
-    encoder's per-call set-up, which cost more than the headers themselves.
-    """
-    return (
-        f'{{"headers":{_string_map(payload["headers"])},'
-        f'"headers_lower":{_string_map(payload["headers_lower"])},"body":{body_text}}}'
-    )
-
-
-def _string_map(mapping: dict[str, str]) -> str:
-    return (
-        "{" + ",".join([f"{_json_string(k)}:{_json_string(v)}" for k, v in mapping.items()]) + "}"
     )
 
 
@@ -185,7 +164,7 @@ def _answer(
     context = {
         "trigger_instance": {"id": accepted.id, "duplicate": accepted.duplicate},
         "body": body,
-        "headers": item.payload.get("headers", {}) if isinstance(item.payload, dict) else {},
+        "headers": _payload_headers(item.payload_data()),
     }
     try:
         rendered = render_value(custom.body, context)
@@ -246,7 +225,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _generic_instance(body: Any, known_triggers: set[str]) -> NewTriggerInstance:
+def _payload_headers(payload: Any) -> Any:
+    return payload.get("headers", {}) if isinstance(payload, dict) else {}
+
+
+def _generic_instance(
+    body: Any, known_triggers: set[str], dedupe_key: str | None
+) -> NewTriggerInstance:
     if not isinstance(body, dict):
         raise IngestError(
             'the st2 webhook needs a JSON object body: {"trigger": "<pack>.<name>", '
@@ -265,7 +250,7 @@ def _generic_instance(body: Any, known_triggers: set[str]) -> NewTriggerInstance
             f"unknown trigger type {trigger!r}: no loaded rule listens to it",
             400,
         )
-    return NewTriggerInstance(trigger=trigger, payload=payload)
+    return NewTriggerInstance(trigger=trigger, payload=payload, dedupe_key=dedupe_key)
 
 
 async def _shed_load(runtime) -> None:

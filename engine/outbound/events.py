@@ -179,7 +179,7 @@ def instances_created(batch: Sequence[Any], stored_ids: Collection[str]) -> list
     """trigger_instance.created for the (item, payload JSON) pairs of a batch stored anew."""
     return [
         trigger_instance_created(
-            item.id, item.trigger, item.webhook, item.occurrence_time, item.payload
+            item.id, item.trigger, item.webhook, item.occurrence_time, item.payload_data()
         )
         for item, _payload in batch
         if item.id in stored_ids

@@ -36,6 +36,10 @@ from engine.stored_rules import StoredRule
 class Store(OutboundStore, abc.ABC):
     """Abstract store; see the module docstring for the lease and error contract."""
 
+    # Group commits of webhooks written at once (engine.store.batching): SQLite has one
+    # writer; PostgreSQL writes the next batch while the previous one waits for its fsync.
+    ingest_concurrency = 1
+
     # --- lifecycle ---------------------------------------------------------
 
     @abc.abstractmethod
@@ -88,6 +92,12 @@ class Store(OutboundStore, abc.ABC):
         Returns only after the transaction holding it committed. Raises StoreBusy when the
         writer cannot take it in time.
         """
+
+    @abc.abstractmethod
+    def count_ingested(self, stored: int) -> None:
+        """`stored` new trigger instances were committed for this process by another one
+        (engine.store.ingest_process): count them in the backlog, and wake the rules
+        worker."""
 
     @abc.abstractmethod
     async def pending_backlog(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.errors import StoreError
+from engine.hook_payload import payload_json as hook_payload_json
 from engine.model import (
     PROCESSED,
     PROCESSING_FAILED,
@@ -162,8 +163,8 @@ def answers_for_batch(first_of: list[int], stored: Mapping[int, Accepted]) -> li
 def prepare_trigger_instance(item: NewTriggerInstance) -> tuple[NewTriggerInstance, str]:
     """The item with its payload encoded: done before queueing for group commit, so an
     unstorable payload fails its own caller only."""
-    if item.payload_json is not None:
-        return item, item.payload_json
+    if item.post is not None:
+        return item, hook_payload_json(item.post)
     return item, dumps(item.payload, f"payload of trigger instance {item.id}")
 
 

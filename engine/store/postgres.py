@@ -86,6 +86,8 @@ _BUSY = (
 
 
 class PostgresStore(PostgresOutbound, Store):
+    ingest_concurrency = _COMMIT_CONCURRENCY
+
     def __init__(self, url: str, settings: StoreSettings) -> None:
         self.url = url
         self.settings = settings
@@ -276,10 +278,13 @@ class PostgresStore(PostgresOutbound, Store):
         answers, inserted = await self._ingest_transaction(batch)
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
-        if inserted:
-            self._backlog.added(inserted)
-            self._work["trigger_instances"].set()
+        self.count_ingested(inserted)
         return answers
+
+    def count_ingested(self, stored: int) -> None:
+        if stored:
+            self._backlog.added(stored)
+            self._work["trigger_instances"].set()
 
     async def pending_backlog(self) -> int:
         return await self._backlog.value()

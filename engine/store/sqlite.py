@@ -178,10 +178,13 @@ class SqliteStore(SqliteOutbound, Store):
         answers, inserted = await write(ops.insert_trigger_instances, batch, utcnow())
         self.commit_batches += 1
         self.observe_commit(len(batch), time.perf_counter() - started)
-        if inserted:
-            self._backlog.added(inserted)
-            self._work["trigger_instances"].set()
+        self.count_ingested(inserted)
         return answers
+
+    def count_ingested(self, stored: int) -> None:
+        if stored:
+            self._backlog.added(stored)
+            self._work["trigger_instances"].set()
 
     async def pending_backlog(self) -> int:
         return await self._backlog.value()

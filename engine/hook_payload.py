@@ -1,0 +1,94 @@
+"""The stored payload of a named-hook webhook, ``{"headers", "headers_lower", "body"}``,
+as StackStorm builds it, without the credential headers.
+
+It is built from what the request carried (its header lines as received and the body's
+JSON text) by pure functions, so that the ingest writer process
+(engine.store.ingest_process) builds exactly what the API process would, and the API
+process's event loop does not spend its time on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string
+from typing import Any
+
+# Never stored: credentials StackStorm strips, plus cookies.
+CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", "cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class NamedHookPost:
+    """What a named-hook request carried, enough to build its stored payload."""
+
+    # The header lines as the HTTP parser received them (aiohttp's request.raw_headers).
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    # Lower-case names never stored (a hook's WebhookDefinition.credential_headers).
+    dropped: frozenset[str]
+    # The body as JSON text: as the sender wrote it when that may be stored verbatim
+    # (engine.http.bodies.parse_body_and_text), else re-encoded by the API process.
+    body_text: str
+
+
+def decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Header lines as text, decoded as aiohttp decodes request.headers (UTF-8, with
+    undecodable bytes kept as surrogate escapes), so both give the same strings."""
+    return [
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in raw_headers
+    ]
+
+
+def header_maps(
+    headers: Iterable[tuple[str, str]], dropped: frozenset[str] = CREDENTIAL_HEADERS
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers as sent, headers with lower-case names), without the `dropped` ones.
+
+    A header sent several times is joined with ", " (RFC 9110 field combination), under
+    the spelling of its first line.
+    """
+    original: dict[str, str] = {}
+    lower: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in dropped:
+            continue
+        if key in lower:
+            lower[key] = f"{lower[key]}, {value}"
+            original[_first_spelling(original, key)] = lower[key]
+        else:
+            lower[key] = value
+            original[name] = value
+    return original, lower
+
+
+def _first_spelling(original: dict[str, str], key: str) -> str:
+    return next(name for name in original if name.lower() == key)
+
+
+def payload_json(post: NamedHookPost) -> str:
+    """The stored payload as JSON text, the body spliced in as the post carries it.
+
+    Header names and values are strings, written with the JSON encoder's own string
+    escaper (what engine.store.codec.dumps writes for them, byte for byte) without the
+    encoder's per-call set-up, which cost more than the headers themselves.
+    """
+    headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
+    return (
+        f'{{"headers":{_string_map(headers)},'
+        f'"headers_lower":{_string_map(headers_lower)},"body":{post.body_text}}}'
+    )
+
+
+def payload(post: NamedHookPost) -> dict[str, Any]:
+    """The stored payload as data."""
+    headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
+    return {"headers": headers, "headers_lower": headers_lower, "body": json.loads(post.body_text)}
+
+
+def _string_map(mapping: dict[str, str]) -> str:
+    return (
+        "{" + ",".join([f"{_json_string(k)}:{_json_string(v)}" for k, v in mapping.items()]) + "}"
+    )

@@ -1,0 +1,391 @@
+"""The ingest writer process: webhooks stored by a child process, beside the HTTP loop.
+
+A Python process runs its Python code on one core at a time. Storing a webhook cost the
+API process nearly as much again as receiving it (building the payload JSON, then the
+SQLite B-tree inserts and WAL writes, or asyncpg's encoding), so one process accepted
+about half of what it could answer. With `ingest.writer_process` on (the default), the
+API process sends each group commit to one child process instead: the webhooks' ids,
+times, header lines and body text, which are cheap to send. The child builds the payloads
+(engine.hook_payload), writes the batch in one transaction with the store's own
+`add_trigger_instances`, and answers; the API process answers 202 only then, so a 202
+still means committed.
+
+Frames on a private socket pair: a 4-byte big-endian length, then a `marshal`-encoded
+tuple (the standard library's fastest encoding of tuples of str, bytes, int and JSON
+data; both ends are the same Python).
+- API → child: first ("open", store settings, base folder, log level, log format); then
+  (seq, [item, ...]) per batch, an item being `_wire(NewTriggerInstance)`.
+- child → API: ("ready",) or ("failed", reason) after opening the store; then per batch
+  (seq, True, [(id, duplicate), ...], seconds) or (seq, False, error kind, message,
+  retry_after).
+
+If the child dies, each batch it held is answered StoreUnavailable (a 503 and a retry):
+such a batch may have been committed, as with any crash between a commit and its answer,
+and a dedupe key makes the retry harmless. A new child is started after a pause. The
+child exits when its socket closes (the API process stopped, even by SIGKILL) after
+finishing the batches in hand; it ignores SIGINT and SIGTERM, so a signal sent to the
+whole process group lets the API process drain its queue through the child first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import marshal
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings, StoreSettings
+from engine.errors import StoreBusy, StoreError, StoreUnavailable
+from engine.hook_payload import NamedHookPost
+from engine.model import Accepted, NewTriggerInstance
+from engine.store.base import Store
+from engine.store.batching import GroupCommitter
+from engine.store.codec import UnstorableValue, as_utc
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("!I")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# How long the child may take to open the store (PostgreSQL connects and migrates).
+_OPEN_TIMEOUT = 60.0
+# Pause before a new child after one died, so a child that cannot run is not respawned
+# for every batch.
+_RESTART_PAUSE = 0.5
+# Webhooks per batch sent to the child. A batch's senders wait for its commit, and with
+# a bounded number of connections big batches left the API process idle, all of them
+# waiting; small batches in flight keep its loop busy with the others' requests (same
+# run, 64 connections: 16 or 32 per batch ~11,000/s, 64 ~8,000/s, unbounded ~9,000/s).
+_BATCH_MAX = 16
+# The child only writes trigger instances: a small general pool is enough.
+_CHILD_POOL_SIZE = 2
+# Errors that cross the socket keep their type (the API answers them differently).
+_ERROR_KINDS: dict[str, type[StoreError]] = {
+    "StoreBusy": StoreBusy,
+    "StoreUnavailable": StoreUnavailable,
+    "UnstorableValue": UnstorableValue,
+    "StoreError": StoreError,
+}
+
+Wire = tuple[Any, ...]
+
+
+class IngestProcess:
+    """The API process's side: group commits of webhooks, written by the child."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._settings = settings
+        # The API process's own store: told of what the child stored (backlog, wake-up
+        # of the rules worker, commit metrics).
+        self._store = store
+        self._committer: GroupCommitter[Wire, Accepted] = GroupCommitter(
+            self._write_batch,
+            batch_max=min(settings.store.batch_max, _BATCH_MAX),
+            timeout=settings.store.busy_timeout,
+            name="ingest writer process",
+            # One batch more than the store writes at once: the next one is on its way
+            # while the child writes, so neither process waits for the other's wake-up.
+            concurrency=store.ingest_concurrency + 1,
+        )
+        self._child: _Child | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._closing = False
+        # Children started after the first (tests and /metrics read it).
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._child is None else self._child.process.pid
+
+    async def start(self) -> None:
+        self._child = await _Child.spawn(self._settings, self._on_exit)
+        self._committer.start()
+
+    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
+        return await self._committer.submit(_wire(item))
+
+    def problem(self) -> str | None:
+        """Why webhooks cannot be stored now (for /ready), or None."""
+        if self._child is None and not self._closing:
+            return "the ingest writer process is not running (restarting)"
+        return None
+
+    async def close(self) -> None:
+        """Write what is queued, then let the child finish and exit."""
+        self._closing = True
+        await self._committer.close()
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
+        child, self._child = self._child, None
+        if child is not None:
+            await child.stop(self._settings.server.shutdown_grace)
+
+    async def _write_batch(self, items: Sequence[Wire]) -> list[Accepted]:
+        child = self._child
+        if child is None:
+            raise StoreUnavailable("the ingest writer process is restarting")
+        reply = await child.call(list(items))
+        if not reply[1]:
+            _, _, kind, message, retry_after = reply
+            error_type = _ERROR_KINDS.get(kind, StoreError)
+            if error_type is StoreBusy:
+                raise StoreBusy(message, retry_after=retry_after or 1.0)
+            raise error_type(message)
+        _, _, results, seconds = reply
+        answers = [Accepted(instance_id, duplicate) for instance_id, duplicate in results]
+        self._store.count_ingested(sum(1 for answer in answers if not answer.duplicate))
+        self._store.observe_commit(len(items), seconds)
+        return answers
+
+    def _on_exit(self, child: _Child) -> None:
+        if self._child is not child:
+            return
+        self._child = None
+        if not self._closing:
+            log.error(
+                "the ingest writer process exited; starting another",
+                extra={"pid": child.process.pid, "returncode": child.process.returncode},
+            )
+            self._restart = asyncio.get_running_loop().create_task(self._respawn())
+
+    async def _respawn(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(_RESTART_PAUSE)
+            try:
+                child = await _Child.spawn(self._settings, self._on_exit)
+            except StoreError as exc:
+                log.error("the ingest writer process did not start: %s", exc)
+                continue
+            if self._closing:
+                await child.stop(self._settings.server.shutdown_grace)
+                return
+            self._child = child
+            self.restarts += 1
+            return
+
+
+class _Child:
+    """One running writer process and the batches it holds, by sequence number."""
+
+    def __init__(self, process: asyncio.subprocess.Process, reader, writer, on_exit) -> None:
+        self.process = process
+        self._reader: asyncio.StreamReader = reader
+        self._writer: asyncio.StreamWriter = writer
+        self._on_exit = on_exit
+        self._pending: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        self._seq = itertools.count()
+        self._gone: StoreUnavailable | None = None
+        self._listening: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def spawn(cls, settings: Settings, on_exit) -> _Child:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "engine.store.ingest_process",
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise StoreUnavailable(f"cannot start the ingest writer process: {exc}") from exc
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        child = cls(process, reader, writer, on_exit)
+        store = asdict(settings.store)
+        store["pool_size"] = min(store["pool_size"], _CHILD_POOL_SIZE)
+        opening = (
+            "open",
+            store,
+            str(settings.resolve_path(".")),
+            settings.logging.level,
+            settings.logging.format,
+        )
+        try:
+            writer.write(_frame(opening))
+            answer = await asyncio.wait_for(_read_frame(reader), _OPEN_TIMEOUT)
+        except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            await child._kill()
+            raise StoreUnavailable(f"the ingest writer process did not start: {exc!r}") from exc
+        if answer[0] != "ready":
+            await child._kill()
+            raise StoreUnavailable(
+                f"the ingest writer process could not open the store: {answer[1]}"
+            )
+        child._listening = asyncio.get_running_loop().create_task(
+            child._listen(), name="ingest writer replies"
+        )
+        return child
+
+    async def call(self, items: list[Wire]) -> tuple[Any, ...]:
+        if self._gone is not None:
+            raise self._gone
+        seq = next(self._seq)
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = future
+        try:
+            self._writer.write(_frame((seq, items)))
+            await self._writer.drain()
+        except OSError:
+            pass  # the reply reader sees the same end and fails the future
+        try:
+            # Shielded: a caller cancelled while its batch is with the child must not lose
+            # the reply of a batch that is being written (the committer drops the answer).
+            return await asyncio.shield(future)
+        finally:
+            self._pending.pop(seq, None)
+
+    async def _listen(self) -> None:
+        try:
+            while True:
+                reply = await _read_frame(self._reader)
+                future = self._pending.get(reply[0])
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
+            reason = type(exc).__name__
+        with contextlib.suppress(ProcessLookupError):
+            # Exited or exiting: reaped, so the code can be reported.
+            await asyncio.wait_for(self.process.wait(), 5.0)
+        self._gone = StoreUnavailable(
+            f"the ingest writer process exited (code {self.process.returncode}, {reason});"
+            " its batch may or may not be stored"
+        )
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(self._gone)
+        self._writer.close()
+        self._on_exit(self)
+
+    async def stop(self, grace: float) -> None:
+        """Close the socket (the child finishes its batches and exits); kill after `grace`."""
+        self._writer.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), grace)
+        except TimeoutError:
+            log.error("the ingest writer process did not stop in %.0fs; killing it", grace)
+            await self._kill()
+        if self._listening is not None:
+            with contextlib.suppress(Exception):
+                await self._listening
+
+    async def _kill(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self.process.wait()
+
+
+def _wire(item: NewTriggerInstance) -> Wire:
+    """An item as the child rebuilds it. A named-hook post travels as its raw parts; any
+    other payload as data (JSON data is marshal data)."""
+    occurred = (as_utc(item.occurrence_time) - _EPOCH) // _MICROSECOND
+    post = item.post
+    parts = None if post is None else (post.raw_headers, post.dropped, post.body_text)
+    return (item.id, item.trigger, item.webhook, item.dedupe_key, occurred, item.payload, parts)
+
+
+def _unwire(wire: Wire) -> NewTriggerInstance:
+    instance_id, trigger, webhook, dedupe_key, occurred, payload, parts = wire
+    return NewTriggerInstance(
+        trigger=trigger,
+        payload=payload,
+        webhook=webhook,
+        dedupe_key=dedupe_key,
+        occurrence_time=_EPOCH + occurred * _MICROSECOND,
+        id=instance_id,
+        post=None if parts is None else NamedHookPost(*parts),
+    )
+
+
+def _frame(message: tuple[Any, ...]) -> bytes:
+    data = marshal.dumps(message)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    return marshal.loads(await reader.readexactly(length))
+
+
+# --- the child ------------------------------------------------------------------------
+
+
+async def _serve(fd: int) -> None:
+    from engine.logs import configure_logging
+    from engine.store import create_store
+
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    _, store_settings, base_dir, log_level, log_format = await _read_frame(reader)
+    configure_logging(log_level, log_format)
+    try:
+        store = create_store(StoreSettings(**store_settings), Path(base_dir))
+        await store.open()
+    except Exception as exc:
+        writer.write(_frame(("failed", f"{type(exc).__name__}: {exc}")))
+        await writer.drain()
+        writer.close()
+        return
+    writer.write(_frame(("ready",)))
+    batches: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                seq, items = await _read_frame(reader)
+            except (OSError, asyncio.IncompleteReadError):
+                break  # the API process closed the socket, or is gone
+            task = asyncio.get_running_loop().create_task(_write(store, writer, seq, items))
+            batches.add(task)
+            task.add_done_callback(batches.discard)
+    finally:
+        if batches:
+            await asyncio.wait(set(batches))
+        await store.close()
+        writer.close()
+
+
+async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, items: list[Wire]) -> None:
+    started = time.perf_counter()
+    try:
+        answers = await store.add_trigger_instances([_unwire(item) for item in items])
+    except StoreError as exc:
+        kind = type(exc).__name__ if type(exc).__name__ in _ERROR_KINDS else "StoreError"
+        reply: tuple[Any, ...] = (seq, False, kind, str(exc), getattr(exc, "retry_after", None))
+    except Exception as exc:  # a bug must not take the writer down: the batch fails alone
+        log.exception("ingest writer process: batch failed")
+        reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
+    else:
+        results = [(answer.id, answer.duplicate) for answer in answers]
+        reply = (seq, True, results, time.perf_counter() - started)
+    if not writer.is_closing():
+        writer.write(_frame(reply))
+
+
+def main(argv: list[str]) -> None:
+    # The API process decides when this process stops (by closing the socket), so that it
+    # can drain its queue through it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    asyncio.run(_serve(int(argv[0])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
