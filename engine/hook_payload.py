@@ -28,8 +28,12 @@ class NamedHookPost:
     # Lower-case names never stored (a hook's WebhookDefinition.credential_headers).
     dropped: frozenset[str]
     # The body as JSON text: as the sender wrote it when that may be stored verbatim
-    # (engine.http.bodies.parse_body_and_text), else re-encoded by the API process.
-    body_text: str
+    # (engine.http.bodies.parse_body_and_text), else re-encoded. None while the body is
+    # still to be read from `body` by the process that stores it.
+    body_text: str | None
+    # The body as received and its Content-Type, when the storing process parses it.
+    content_type: str = ""
+    body: bytes = b""
 
 
 def decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -69,12 +73,15 @@ def _first_spelling(original: dict[str, str], key: str) -> str:
 
 
 def payload_json(post: NamedHookPost) -> str:
-    """The stored payload as JSON text, the body spliced in as the post carries it.
+    """The stored payload as JSON text, the body spliced in as the post carries it (its
+    body must be parsed already: `body_text`).
 
     Header names and values are strings, written with the JSON encoder's own string
     escaper (what engine.store.codec.dumps writes for them, byte for byte) without the
     encoder's per-call set-up, which cost more than the headers themselves.
     """
+    if post.body_text is None:
+        raise ValueError("the post's body is not parsed yet")
     headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
     return (
         f'{{"headers":{_string_map(headers)},'
@@ -84,6 +91,8 @@ def payload_json(post: NamedHookPost) -> str:
 
 def payload(post: NamedHookPost) -> dict[str, Any]:
     """The stored payload as data."""
+    if post.body_text is None:
+        raise ValueError("the post's body is not parsed yet")
     headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
     return {"headers": headers, "headers_lower": headers_lower, "body": json.loads(post.body_text)}
 

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from engine.errors import IngestError
+from engine.store import codec
 
 MAX_JSON_DEPTH = 64
 
@@ -42,6 +43,13 @@ def parse_body_and_text(content_type: str, raw: bytes) -> tuple[Any, str | None]
         "application/x-www-form-urlencoded or text/plain",
         415,
     )
+
+
+def stored_body_text(content_type: str, raw: bytes) -> str:
+    """The body as the JSON text to store: as the sender wrote it when it may be, else
+    re-encoded. IngestError (400, 415) or UnstorableValue when it cannot be stored."""
+    body, text = parse_body_and_text(content_type, raw)
+    return text if text is not None else codec.dumps(body, "the webhook body")
 
 
 def _mime(content_type: str) -> str:

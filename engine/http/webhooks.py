@@ -83,8 +83,17 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
         caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
     else:
         caller = ANONYMOUS
+    # A named hook's body is parsed (and refused when malformed) by the ingest writer
+    # process, off this loop, unless this process needs it: for the key in the body or
+    # for a custom response.
+    parse_in_writer = (
+        body is None
+        and name != GENERIC_HOOK
+        and definition.response is None
+        and runtime.ingest_process is not None
+    )
     body_text = None  # the body's JSON text, stored verbatim when it may be
-    if body is None:
+    if body is None and not parse_in_writer:
         body, body_text = parse_body_and_text(content_type, raw)
     if key_in_body and isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != placement.name}
@@ -96,11 +105,15 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
         if caller.key is not None:  # only a key can limit what a caller fires
             rules = runtime.ruleset.webhooks.get(name) or []
             Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
-        if body_text is None:  # a form, text, or JSON that may not be stored as sent
-            body_text = codec.dumps(body, "the webhook body")
         # The payload is built where it is stored (engine.hook_payload), from the header
         # lines as received: off this loop when an ingest writer process stores it.
-        post = NamedHookPost(request.raw_headers, definition.credential_headers, body_text)
+        dropped = definition.credential_headers
+        if parse_in_writer:
+            post = NamedHookPost(request.raw_headers, dropped, None, content_type, raw)
+        else:
+            if body_text is None:  # a form, text, or JSON that may not be stored as sent
+                body_text = codec.dumps(body, "the webhook body")
+            post = NamedHookPost(request.raw_headers, dropped, body_text)
         item = NewTriggerInstance(
             trigger=WEBHOOK_TRIGGER, payload=None, webhook=name, dedupe_key=dedupe_key, post=post
         )

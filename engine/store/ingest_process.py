@@ -5,10 +5,12 @@ API process nearly as much again as receiving it (building the payload JSON, the
 SQLite B-tree inserts and WAL writes, or asyncpg's encoding), so one process accepted
 about half of what it could answer. With `ingest.writer_process` on (the default), the
 API process sends each group commit to one child process instead: the webhooks' ids,
-times, header lines and body text, which are cheap to send. The child builds the payloads
-(engine.hook_payload), writes the batch in one transaction with the store's own
-`add_trigger_instances`, and answers; the API process answers 202 only then, so a 202
-still means committed.
+times, header lines and bodies as received, which are cheap to send. The child parses
+the bodies (a body it refuses is that request's 400 or 415, and the rest of the batch is
+written), builds the payloads (engine.hook_payload), writes the batch in one transaction
+with the store's own `add_trigger_instances`, and answers; the API process answers 202
+only then, so a 202 still means committed. The API process still parses a body it needs
+itself: an API key in the body, a custom response, the generic st2 hook.
 
 Frames on a private socket pair: a 4-byte big-endian length, then a `marshal`-encoded
 tuple (the standard library's fastest encoding of tuples of str, bytes, int and JSON
@@ -16,8 +18,8 @@ data; both ends are the same Python).
 - API → child: first ("open", store settings, base folder, log level, log format); then
   (seq, [item, ...]) per batch, an item being `_wire(NewTriggerInstance)`.
 - child → API: ("ready",) or ("failed", reason) after opening the store; then per batch
-  (seq, True, [(id, duplicate), ...], seconds) or (seq, False, error kind, message,
-  retry_after).
+  (seq, True, [(id, duplicate) or (None, error kind, message, status), ...], seconds) or,
+  when the batch failed, (seq, False, error kind, message, retry_after).
 
 If the child dies, each batch it held is answered StoreUnavailable (a 503 and a retry):
 such a batch may have been committed, as with any crash between a commit and its answer,
@@ -46,8 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings, StoreSettings
-from engine.errors import StoreBusy, StoreError, StoreUnavailable
+from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
 from engine.hook_payload import NamedHookPost
+from engine.http.bodies import stored_body_text
 from engine.model import Accepted, NewTriggerInstance
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
@@ -113,7 +116,10 @@ class IngestProcess:
         self._committer.start()
 
     async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
-        return await self._committer.submit(_wire(item))
+        answer = await self._committer.submit(_wire(item))
+        if isinstance(answer, EngineError):  # its body, parsed by the child, was refused
+            raise answer
+        return answer
 
     def problem(self) -> str | None:
         """Why webhooks cannot be stored now (for /ready), or None."""
@@ -145,8 +151,10 @@ class IngestProcess:
                 raise StoreBusy(message, retry_after=retry_after or 1.0)
             raise error_type(message)
         _, _, results, seconds = reply
-        answers = [Accepted(instance_id, duplicate) for instance_id, duplicate in results]
-        self._store.count_ingested(sum(1 for answer in answers if not answer.duplicate))
+        answers = [_answer(result) for result in results]
+        self._store.count_ingested(
+            sum(1 for answer in answers if isinstance(answer, Accepted) and not answer.duplicate)
+        )
         self._store.observe_commit(len(items), seconds)
         return answers
 
@@ -293,17 +301,33 @@ class _Child:
         await self.process.wait()
 
 
+def _answer(result: tuple[Any, ...]) -> Accepted | EngineError:
+    """One item's answer: (id, duplicate), or (None, error kind, message, status) for a
+    request whose body the child refused."""
+    if result[0] is not None:
+        return Accepted(result[0], result[1])
+    _, kind, message, status = result
+    return IngestError(message, status) if kind == "IngestError" else UnstorableValue(message)
+
+
 def _wire(item: NewTriggerInstance) -> Wire:
     """An item as the child rebuilds it. A named-hook post travels as its raw parts; any
     other payload as data (JSON data is marshal data)."""
     occurred = (as_utc(item.occurrence_time) - _EPOCH) // _MICROSECOND
     post = item.post
-    parts = None if post is None else (post.raw_headers, post.dropped, post.body_text)
+    parts = None
+    if post is not None:
+        parts = (post.raw_headers, post.dropped, post.body_text, post.content_type, post.body)
     return (item.id, item.trigger, item.webhook, item.dedupe_key, occurred, item.payload, parts)
 
 
 def _unwire(wire: Wire) -> NewTriggerInstance:
+    """The item `wire` carries, its post's body parsed here when the API process left it
+    (IngestError or UnstorableValue when the body is refused)."""
     instance_id, trigger, webhook, dedupe_key, occurred, payload, parts = wire
+    if parts is not None and parts[2] is None:
+        raw_headers, dropped, _, content_type, body = parts
+        parts = (raw_headers, dropped, stored_body_text(content_type, body))
     return NewTriggerInstance(
         trigger=trigger,
         payload=payload,
@@ -362,10 +386,20 @@ async def _serve(fd: int) -> None:
         writer.close()
 
 
-async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, items: list[Wire]) -> None:
+async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, wires: list[Wire]) -> None:
     started = time.perf_counter()
+    # A refused body is its own request's answer; the rest of the batch is written.
+    results: list[tuple[Any, ...] | None] = [None] * len(wires)
+    items: list[NewTriggerInstance] = []
+    for index, wire in enumerate(wires):
+        try:
+            items.append(_unwire(wire))
+        except IngestError as exc:
+            results[index] = (None, "IngestError", str(exc), exc.status)
+        except UnstorableValue as exc:
+            results[index] = (None, "UnstorableValue", str(exc), 400)
     try:
-        answers = await store.add_trigger_instances([_unwire(item) for item in items])
+        answers = await store.add_trigger_instances(items) if items else []
     except StoreError as exc:
         kind = type(exc).__name__ if type(exc).__name__ in _ERROR_KINDS else "StoreError"
         reply: tuple[Any, ...] = (seq, False, kind, str(exc), getattr(exc, "retry_after", None))
@@ -373,7 +407,11 @@ async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, items: li
         log.exception("ingest writer process: batch failed")
         reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
     else:
-        results = [(answer.id, answer.duplicate) for answer in answers]
+        stored = iter(answers)
+        for index, result in enumerate(results):
+            if result is None:
+                answer = next(stored)
+                results[index] = (answer.id, answer.duplicate)
         reply = (seq, True, results, time.perf_counter() - started)
     if not writer.is_closing():
         writer.write(_frame(reply))
