@@ -37,12 +37,17 @@ class NamedHookPost:
 
 
 def decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Header lines as text, decoded as aiohttp decodes request.headers (UTF-8, with
-    undecodable bytes kept as surrogate escapes), so both give the same strings."""
-    return [
-        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        for name, value in raw_headers
-    ]
+    """Header lines as text: UTF-8, as aiohttp decodes request.headers, and ISO-8859-1
+    (HTTP's historical charset, RFC 9110 5.5) for a line that is not UTF-8, where aiohttp
+    keeps surrogate escapes: those are not text, and PostgreSQL's jsonb refuses them."""
+    return [(_text(name), _text(value)) for name, value in raw_headers]
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def header_maps(

@@ -49,7 +49,8 @@ def stored_body_text(content_type: str, raw: bytes) -> str:
     """The body as the JSON text to store: as the sender wrote it when it may be, else
     re-encoded. IngestError (400, 415) or UnstorableValue when it cannot be stored."""
     body, text = parse_body_and_text(content_type, raw)
-    return text if text is not None else codec.dumps(body, "the webhook body")
+    text = text if text is not None else codec.dumps(body, "the webhook body")
+    return codec.check_no_lone_surrogate(text, "the webhook body")
 
 
 def _mime(content_type: str) -> str:
@@ -125,8 +126,10 @@ def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
         raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
     if not _parse_state.verbatim:
         text = None
-    if text is not None and "\\u0000" in text:
-        text = None  # left to the store's encoder, which tells a NUL from an escaped backslash
+    if text is not None and ("\\u0000" in text or "\\ud" in text or "\\uD" in text):
+        # Left to the store's encoder, which tells a NUL from an escaped backslash, and
+        # writes surrogates in the lower case its check for lone ones reads.
+        text = None
     return value, text
 
 

@@ -47,6 +47,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jso
 
 # A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# A JSON-escaped lone surrogate (as the encoder writes them, in lower case): a high one
+# not followed by a low one, or a low one not preceded by a high one. Python strings hold
+# them (a "\\ud800" escape in a JSON body), PostgreSQL's jsonb refuses them.
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)(?:\\\\)*(?:\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})"
+    r"|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2})"
+)
 
 
 def dumps(value: Any, what: str = "value") -> str:
@@ -61,6 +68,20 @@ def dumps(value: Any, what: str = "value") -> str:
         raise UnstorableValue(f"cannot store {what} as JSON: {exc}") from exc
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise UnstorableValue(f"cannot store {what}: it contains a NUL character (\\u0000)")
+    return text
+
+
+def check_no_lone_surrogate(text: str, what: str) -> str:
+    """`text` (JSON as dumps writes it), unless it holds a lone surrogate: UnstorableValue.
+
+    Checked for trigger instances, which come from outside: SQLite would keep such a
+    payload and PostgreSQL refuse it, so both refuse it alike.
+    """
+    if "\\ud" in text and _LONE_SURROGATE.search(text):
+        raise UnstorableValue(
+            f"cannot store {what}: it contains a lone UTF-16 surrogate (\\ud800-\\udfff"
+            " outside a pair), which is not text"
+        )
     return text
 
 
@@ -163,9 +184,10 @@ def answers_for_batch(first_of: list[int], stored: Mapping[int, Accepted]) -> li
 def prepare_trigger_instance(item: NewTriggerInstance) -> tuple[NewTriggerInstance, str]:
     """The item with its payload encoded: done before queueing for group commit, so an
     unstorable payload fails its own caller only."""
+    what = f"payload of trigger instance {item.id}"
     if item.post is not None:
-        return item, hook_payload_json(item.post)
-    return item, dumps(item.payload, f"payload of trigger instance {item.id}")
+        return item, check_no_lone_surrogate(hook_payload_json(item.post), what)
+    return item, check_no_lone_surrogate(dumps(item.payload, what), what)
 
 
 def check_final_status(status: str) -> None:

@@ -188,8 +188,11 @@ class IngestProcess:
 class _Child:
     """One running writer process and the batches it holds, by sequence number."""
 
-    def __init__(self, process: asyncio.subprocess.Process, reader, writer, on_exit) -> None:
+    def __init__(
+        self, process: asyncio.subprocess.Process, reader, writer, on_exit, reply_timeout: float
+    ) -> None:
         self.process = process
+        self._reply_timeout = reply_timeout
         self._reader: asyncio.StreamReader = reader
         self._writer: asyncio.StreamWriter = writer
         self._on_exit = on_exit
@@ -216,7 +219,10 @@ class _Child:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        child = cls(process, reader, writer, on_exit)
+        # A batch waits for the database at most busy_timeout; more than twice that, the
+        # child is stuck.
+        reply_timeout = 2 * settings.store.busy_timeout + _OPEN_TIMEOUT / 4
+        child = cls(process, reader, writer, on_exit, reply_timeout)
         store = asdict(settings.store)
         store["pool_size"] = min(store["pool_size"], _CHILD_POOL_SIZE)
         opening = (
@@ -232,6 +238,9 @@ class _Child:
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
             await child._kill()
             raise StoreUnavailable(f"the ingest writer process did not start: {exc!r}") from exc
+        except BaseException:  # cancelled (the app closing): the child must not outlive it
+            await asyncio.shield(child._kill())
+            raise
         if answer[0] != "ready":
             await child._kill()
             raise StoreUnavailable(
@@ -256,7 +265,21 @@ class _Child:
         try:
             # Shielded: a caller cancelled while its batch is with the child must not lose
             # the reply of a batch that is being written (the committer drops the answer).
-            return await asyncio.shield(future)
+            return await asyncio.wait_for(asyncio.shield(future), self._reply_timeout)
+        except TimeoutError:
+            # The store gives up on a lock well before this: the child is stuck. Killed, it
+            # is replaced (see _listen), and its batches are answered as unavailable.
+            log.error(
+                "the ingest writer process did not answer in %.0fs; killing it",
+                self._reply_timeout,
+                extra={"pid": self.process.pid},
+            )
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            raise StoreUnavailable(
+                f"the ingest writer process did not answer in {self._reply_timeout:.0f}s;"
+                " the batch may or may not be stored"
+            ) from None
         finally:
             self._pending.pop(seq, None)
 
@@ -387,6 +410,16 @@ async def _serve(fd: int) -> None:
 
 
 async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, wires: list[Wire]) -> None:
+    try:
+        reply = await _reply(store, seq, wires)
+    except Exception as exc:  # a bug must not take the writer down: the batch fails alone
+        log.exception("ingest writer process: batch failed")
+        reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
+    if not writer.is_closing():
+        writer.write(_frame(reply))
+
+
+async def _reply(store: Store, seq: int, wires: list[Wire]) -> tuple[Any, ...]:
     started = time.perf_counter()
     # A refused body is its own request's answer; the rest of the batch is written.
     results: list[tuple[Any, ...] | None] = [None] * len(wires)
@@ -402,19 +435,13 @@ async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, wires: li
         answers = await store.add_trigger_instances(items) if items else []
     except StoreError as exc:
         kind = type(exc).__name__ if type(exc).__name__ in _ERROR_KINDS else "StoreError"
-        reply: tuple[Any, ...] = (seq, False, kind, str(exc), getattr(exc, "retry_after", None))
-    except Exception as exc:  # a bug must not take the writer down: the batch fails alone
-        log.exception("ingest writer process: batch failed")
-        reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
-    else:
-        stored = iter(answers)
-        for index, result in enumerate(results):
-            if result is None:
-                answer = next(stored)
-                results[index] = (answer.id, answer.duplicate)
-        reply = (seq, True, results, time.perf_counter() - started)
-    if not writer.is_closing():
-        writer.write(_frame(reply))
+        return (seq, False, kind, str(exc), getattr(exc, "retry_after", None))
+    stored = iter(answers)
+    for index, result in enumerate(results):
+        if result is None:
+            answer = next(stored)
+            results[index] = (answer.id, answer.duplicate)
+    return (seq, True, results, time.perf_counter() - started)
 
 
 def main(argv: list[str]) -> None:

@@ -541,5 +541,9 @@ class PostgresStore(PostgresOutbound, Store):
             raise StoreBusy(f"{self.where}: {exc}") from exc
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"{self.where}: {exc}") from exc
+        except asyncpg.exceptions.DataError as exc:
+            # A value PostgreSQL cannot hold (SQLSTATE class 22): the data is at fault, not
+            # the database, and retrying it cannot help.
+            raise codec.UnstorableValue(f"{self.where}: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"{self.where}: {exc}") from exc
