@@ -63,6 +63,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # How long the child may take to open the store (PostgreSQL connects and migrates).
 _OPEN_TIMEOUT = 60.0
+# Seconds beyond twice the store's busy_timeout after which a child that has not
+# answered a batch is taken to be stuck, and replaced.
+_REPLY_MARGIN = 5.0
 # Pause before a new child after one died, so a child that cannot run is not respawned
 # for every batch.
 _RESTART_PAUSE = 0.5
@@ -197,6 +200,10 @@ class _Child:
         self._writer: asyncio.StreamWriter = writer
         self._on_exit = on_exit
         self._pending: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        # When each pending batch was sent (for _watch).
+        self._sent_at: dict[int, float] = {}
+        self._stuck = False
+        self._watching: asyncio.Task[None] | None = None
         self._seq = itertools.count()
         self._gone: StoreUnavailable | None = None
         self._listening: asyncio.Task[None] | None = None
@@ -219,9 +226,9 @@ class _Child:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        # A batch waits for the database at most busy_timeout; more than twice that, the
-        # child is stuck.
-        reply_timeout = 2 * settings.store.busy_timeout + _OPEN_TIMEOUT / 4
+        # A batch waits for the database at most busy_timeout; much longer, the child is
+        # stuck.
+        reply_timeout = 2 * settings.store.busy_timeout + _REPLY_MARGIN
         child = cls(process, reader, writer, on_exit, reply_timeout)
         store = asdict(settings.store)
         store["pool_size"] = min(store["pool_size"], _CHILD_POOL_SIZE)
@@ -246,9 +253,9 @@ class _Child:
             raise StoreUnavailable(
                 f"the ingest writer process could not open the store: {answer[1]}"
             )
-        child._listening = asyncio.get_running_loop().create_task(
-            child._listen(), name="ingest writer replies"
-        )
+        loop = asyncio.get_running_loop()
+        child._listening = loop.create_task(child._listen(), name="ingest writer replies")
+        child._watching = loop.create_task(child._watch(), name="ingest writer watchdog")
         return child
 
     async def call(self, items: list[Wire]) -> tuple[Any, ...]:
@@ -262,26 +269,32 @@ class _Child:
             await self._writer.drain()
         except OSError:
             pass  # the reply reader sees the same end and fails the future
+        self._sent_at[seq] = time.monotonic()
         try:
-            # Shielded: a caller cancelled while its batch is with the child must not lose
-            # the reply of a batch that is being written (the committer drops the answer).
-            return await asyncio.wait_for(asyncio.shield(future), self._reply_timeout)
-        except TimeoutError:
-            # The store gives up on a lock well before this: the child is stuck. Killed, it
-            # is replaced (see _listen), and its batches are answered as unavailable.
-            log.error(
-                "the ingest writer process did not answer in %.0fs; killing it",
-                self._reply_timeout,
-                extra={"pid": self.process.pid},
-            )
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            raise StoreUnavailable(
-                f"the ingest writer process did not answer in {self._reply_timeout:.0f}s;"
-                " the batch may or may not be stored"
-            ) from None
+            return await future
         finally:
             self._pending.pop(seq, None)
+            self._sent_at.pop(seq, None)
+
+    async def _watch(self) -> None:
+        """Kill a child that holds a batch longer than the reply timeout: the store gives
+        up on a lock well before, so the child is stuck. Its batches are then answered as
+        unavailable (see _listen) and a new child replaces it. One task, rather than a
+        timer per batch, which cost the API process a few percent of its time."""
+        period = max(0.05, min(1.0, self._reply_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            oldest = min(self._sent_at.values(), default=None)
+            if oldest is not None and time.monotonic() - oldest > self._reply_timeout:
+                log.error(
+                    "the ingest writer process did not answer in %.0fs; killing it",
+                    self._reply_timeout,
+                    extra={"pid": self.process.pid},
+                )
+                self._stuck = True
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                return
 
     async def _listen(self) -> None:
         try:
@@ -295,6 +308,10 @@ class _Child:
         with contextlib.suppress(ProcessLookupError):
             # Exited or exiting: reaped, so the code can be reported.
             await asyncio.wait_for(self.process.wait(), 5.0)
+        if self._watching is not None:
+            self._watching.cancel()
+        if self._stuck:
+            reason = f"killed after no answer in {self._reply_timeout:.0f}s"
         self._gone = StoreUnavailable(
             f"the ingest writer process exited (code {self.process.returncode}, {reason});"
             " its batch may or may not be stored"

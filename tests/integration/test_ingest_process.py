@@ -896,3 +896,37 @@ async def test_closing_while_the_writer_restarts_leaves_no_process(tmp_path, mon
         for pid in spawned & writer_children():
             os.kill(pid, signal.SIGKILL)
         gc.collect()  # the leaked socket's warning, if any, here rather than in another test
+
+
+# --- a writer that stops answering ---------------------------------------------------------------
+
+
+async def test_a_writer_that_stops_answering_is_replaced_and_its_batch_is_a_503(
+    tmp_path, monkeypatch
+):
+    # The reply timeout is twice busy_timeout plus a margin: 1 s here.
+    monkeypatch.setattr(ingest_process, "_REPLY_MARGIN", 0.0)
+    monkeypatch.setattr(ingest_process, "_RESTART_PAUSE", 0.0)
+    settings = make_settings(tmp_path, busy_timeout=0.5)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        writer = runtime_of(client).ingest_process
+        stuck_pid = writer.pid
+        os.kill(stuck_pid, signal.SIGSTOP)  # alive, but never answers
+        try:
+            started = time.monotonic()
+            response = await client.post("/webhooks/anything", json={"n": "stuck"})
+            waited = time.monotonic() - started
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck_pid, signal.SIGCONT)
+        assert response.status == 503, await response.text()
+        assert "Retry-After" in response.headers
+        assert 0.9 < waited < 5.0, waited
+        await wait_until(lambda: writer.restarts == 1 and writer.pid is not None, "a new writer")
+        assert writer.pid != stuck_pid
+        await wait_until(lambda: not alive(stuck_pid), "the stuck writer is gone")
+        response = await client.post("/webhooks/anything", json={"n": "after"})
+        assert response.status == 202, await response.text()
+        instance_id = (await response.json())["id"]
+        rows = await stored_rows(settings.store.url, [instance_id])
+        assert set(rows) == {instance_id}
