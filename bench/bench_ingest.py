@@ -16,8 +16,9 @@ turn for --repeat rounds, the order rotating each round:
   postgres  Hookyard on a fresh PostgreSQL database, created here on --pg-admin-url
             and dropped at the end
 
-Hookyard runs as --topology says:
-  single    (the default, the product's one process) one `hookyard serve --roles
+Hookyard runs as --topology says (an `api` role always includes its ingest writer child
+process, engine.ingest_process, which stores the webhooks):
+  single    (the default, the product's one command) one `hookyard serve --roles
             api,rules` process takes the webhooks and evaluates them, the rules worker
             yielding to ingest while webhooks arrive (engine.ingest_pressure) and working
             off the backlog after;

@@ -12,8 +12,9 @@ the id once the row is committed:
          the rest of the engine (routing to rules, auth, dedupe, load shedding, metrics...);
   naive  one transaction and one COMMIT per request.
 No rules, no workers, no error handling beyond aiohttp's: a reference, not a product.
-What `group` reaches relative to bare is the ceiling for any durable Python ingest on
-this schema and machine; Hookyard's distance to it is what its engine costs.
+What `group` reaches relative to bare is the ceiling for durable ingest done in one
+Python process on this schema and machine. Hookyard's `api` role goes past it by storing
+webhooks in a child process (engine.ingest_process), on a second core.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class IngestSettings:
     retry_after: int = 5
     # Most request headers accepted (431 above it).
     max_headers: int = 100
-    # Webhooks are stored by a child process (engine.store.ingest_process), so that the
+    # Webhooks are stored by a child process (engine.ingest_process), so that the
     # store's work runs on another core than the HTTP loop's; false: in this process.
     writer_process: bool = True
 

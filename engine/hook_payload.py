@@ -3,7 +3,7 @@ as StackStorm builds it, without the credential headers.
 
 It is built from what the request carried (its header lines as received and the body's
 JSON text) by pure functions, so that the ingest writer process
-(engine.store.ingest_process) builds exactly what the API process would, and the API
+(engine.ingest_process) builds exactly what the API process would, and the API
 process's event loop does not spend its time on it.
 """
 
@@ -40,10 +40,11 @@ def decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str
     """Header lines as text: UTF-8, as aiohttp decodes request.headers, and ISO-8859-1
     (HTTP's historical charset, RFC 9110 5.5) for a line that is not UTF-8, where aiohttp
     keeps surrogate escapes: those are not text, and PostgreSQL's jsonb refuses them."""
-    return [(_text(name), _text(value)) for name, value in raw_headers]
+    return [(text(name), text(value)) for name, value in raw_headers]
 
 
-def _text(raw: bytes) -> str:
+def text(raw: bytes) -> str:
+    """A header line's bytes as text: UTF-8, else ISO-8859-1."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -62,6 +62,11 @@ class SecretScrubber(logging.Filter):
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
 
+    def secrets(self) -> list[str]:
+        """The registered values (handed to the ingest writer process, which logs too)."""
+        with self._lock:
+            return sorted(self._secrets)
+
     def register(self, *secrets: str) -> None:
         # Very short values would scrub ordinary words; a secret that short is no secret.
         wanted = {s for s in secrets if isinstance(s, str) and len(s) >= 6}

@@ -17,11 +17,11 @@ from typing import Any
 from engine.config import Settings
 from engine.datastore import Datastore
 from engine.errors import EngineError
+from engine.ingest_process import IngestProcess
 from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
-from engine.store.ingest_process import IngestProcess
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Runtime:
     draining: bool = False
     # Background role tasks by role name; a finished task means the role died.
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
-    # The api role's ingest writer process (engine.store.ingest_process), when webhooks
+    # The api role's ingest writer process (engine.ingest_process), when webhooks
     # are stored by one; else by `store`.
     ingest_process: IngestProcess | None = None
 

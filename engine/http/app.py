@@ -23,9 +23,9 @@ from engine.errors import (
     StoreBusy,
     StoreError,
 )
+from engine.ingest_process import IngestProcess
 from engine.runtime import Runtime
 from engine.store import UnstorableValue, create_store
-from engine.store.ingest_process import IngestProcess
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from engine.errors import EngineError, IngestError
 from engine.hook_payload import NamedHookPost
+from engine.hook_payload import text as hook_text
 from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.bodies import parse_body, parse_body_and_text
@@ -113,6 +114,8 @@ async def _receive(request: web.Request) -> tuple[str, web.Response]:
         else:
             if body_text is None:  # a form, text, or JSON that may not be stored as sent
                 body_text = codec.dumps(body, "the webhook body")
+            # Refused as the ingest writer process refuses it (stored_body_text).
+            codec.check_no_lone_surrogate(body_text, "the webhook body")
             post = NamedHookPost(request.raw_headers, dropped, body_text)
         item = NewTriggerInstance(
             trigger=WEBHOOK_TRIGGER, payload=None, webhook=name, dedupe_key=dedupe_key, post=post
@@ -153,6 +156,10 @@ def _dedupe_key(
         value = "sha256:" + hashlib.sha256(raw).hexdigest()
     if value is None:
         return None
+    if not value.isascii():
+        # A header value that is not UTF-8 holds surrogate escapes, which no store can
+        # bind: read as ISO-8859-1 instead, as the stored payload reads it.
+        value = hook_text(value.encode("utf-8", "surrogateescape"))
     if len(value) > _MAX_PLAIN_DEDUPE:
         value = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
     return f"{definition.name}:{value}"

@@ -96,7 +96,7 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     def count_ingested(self, stored: int) -> None:
         """`stored` new trigger instances were committed for this process by another one
-        (engine.store.ingest_process): count them in the backlog, and wake the rules
+        (engine.ingest_process): count them in the backlog, and wake the rules
         worker."""
 
     @abc.abstractmethod

@@ -47,13 +47,28 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jso
 
 # A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-# A JSON-escaped lone surrogate (as the encoder writes them, in lower case): a high one
-# not followed by a low one, or a low one not preceded by a high one. Python strings hold
-# them (a "\\ud800" escape in a JSON body), PostgreSQL's jsonb refuses them.
-_LONE_SURROGATE = re.compile(
-    r"(?<!\\)(?:\\\\)*(?:\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})"
-    r"|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2})"
-)
+# One JSON escape: \\uXXXX (group 1: the hex), or a backslash and any one character.
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)")
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """Whether JSON `text` escapes a lone UTF-16 surrogate: a high one (D800-DBFF) not
+    directly followed by an escaped low one (DC00-DFFF), or a low one on its own.
+    Escapes are read left to right, so an escaped backslash is never taken for one."""
+    high_ends = -1  # where the escape of an unpaired high surrogate ends, or -1
+    for match in _ESCAPE.finditer(text):
+        hex_digits = match.group(1)
+        unit = int(hex_digits, 16) if hex_digits else -1
+        if high_ends != -1:
+            if match.start() != high_ends or not 0xDC00 <= unit <= 0xDFFF:
+                return True
+            high_ends = -1
+            continue
+        if 0xD800 <= unit <= 0xDBFF:
+            high_ends = match.end()
+        elif 0xDC00 <= unit <= 0xDFFF:
+            return True
+    return high_ends != -1
 
 
 def dumps(value: Any, what: str = "value") -> str:
@@ -77,7 +92,7 @@ def check_no_lone_surrogate(text: str, what: str) -> str:
     Checked for trigger instances, which come from outside: SQLite would keep such a
     payload and PostgreSQL refuse it, so both refuse it alike.
     """
-    if "\\ud" in text and _LONE_SURROGATE.search(text):
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(text):
         raise UnstorableValue(
             f"cannot store {what}: it contains a lone UTF-16 surrogate (\\ud800-\\udfff"
             " outside a pair), which is not text"

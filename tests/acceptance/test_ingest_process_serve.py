@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CHILD_MODULE = "engine.store.ingest_process"
+CHILD_MODULE = "engine.ingest_process"
 EXIT_TIMEOUT = 15.0
 
 

@@ -28,16 +28,17 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from engine import ingest_process
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.errors import StoreUnavailable
 from engine.http.app import RUNTIME, STORE_UNAVAILABLE, create_app
+from engine.ingest_process import IngestProcess, _Child
 from engine.model import NewTriggerInstance
 from engine.runtime import Runtime
-from engine.store import create_store, ingest_process
-from engine.store.ingest_process import IngestProcess, _Child
+from engine.store import create_store
 
 REPO_PACKS = Path(__file__).parents[2] / "packs"
-CHILD_MODULE = "engine.store.ingest_process"
+CHILD_MODULE = "engine.ingest_process"
 HOOK_RULE = """\
 name: anything
 pack: t
@@ -930,3 +931,50 @@ async def test_a_writer_that_stops_answering_is_replaced_and_its_batch_is_a_503(
         instance_id = (await response.json())["id"]
         rows = await stored_rows(settings.store.url, [instance_id])
         assert set(rows) == {instance_id}
+
+
+@pytest.mark.parametrize("writer_process", [True, False])
+async def test_a_dedupe_key_that_is_not_utf8_is_read_as_latin1(tmp_path, store_url, writer_process):
+    settings = make_settings(
+        tmp_path / "app", store_url=store_url, webhooks=DEDUPE_HOOKS, writer_process=writer_process
+    )
+    key = uuid.uuid4().hex.encode() + b"-caf\xe9"  # the database is shared by the session
+    async with TestServer(create_app(settings)) as server:
+        answers = []
+        for _ in range(2):
+            status, _, content = await raw_post(
+                server.port,
+                "/webhooks/dd",
+                [(b"Content-Type", b"application/json"), (b"Idempotency-Key", key)],
+                b"{}",
+            )
+            assert status == 202, content
+            answers.append(json.loads(content))
+    assert answers[1] == {**answers[0], "duplicate": True}
+    stored_key = "dd:" + key.decode("latin-1")
+    assert await rows_with_dedupe_key(store_url, stored_key) == [answers[0]["id"]]
+
+
+async def test_the_writer_imports_the_api_process_engine_not_one_in_the_working_folder(
+    tmp_path, monkeypatch
+):
+    # A stray engine package in the working folder would be imported first by a plain
+    # `python -m`; the child gets the API process's import path instead.
+    stray = tmp_path / "cwd" / "engine"
+    stray.mkdir(parents=True)
+    (stray / "__init__.py").write_text("raise ImportError('the stray engine was imported')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    settings = make_settings(tmp_path / "app")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        response = await client.post("/webhooks/anything", json={"n": 1})
+        assert response.status == 202, await response.text()
+        assert runtime_of(client).ingest_process.pid is not None
+
+
+async def test_a_writer_of_another_protocol_refuses_to_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_process, "_PROTOCOL", 999)  # what the API process sends
+    settings = make_settings(tmp_path)
+    before = writer_children()
+    with pytest.raises(StoreUnavailable, match="protocol 999"):
+        await _Child.spawn(settings, lambda child: None)
+    await wait_until(lambda: not (writer_children() - before), "no writer left", 5.0)

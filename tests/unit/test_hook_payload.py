@@ -61,6 +61,9 @@ def test_a_post_whose_body_is_not_parsed_yet_cannot_be_built() -> None:
         ('"x\\udc00"', True),
         ('"\\ud800\\ud800\\udc00"', True),  # the first high one has no low one
         ('"\\\\\\ud800"', True),  # an escaped backslash, then a real escape
+        ('"\\\\ud800\\udc00"', True),  # "ud800" is text there: the low one is alone
+        ('"\\ud800 \\udc00"', True),  # not adjacent
+        ('"\\uD83D\\uDE00"', False),  # upper case, as a sender may write it
     ],
 )
 def test_lone_surrogates_are_told_from_pairs_and_escaped_backslashes(text, lone) -> None:

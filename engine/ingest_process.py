@@ -36,6 +36,7 @@ import contextlib
 import itertools
 import logging
 import marshal
+import os
 import signal
 import socket
 import struct
@@ -51,6 +52,7 @@ from engine.config import Settings, StoreSettings
 from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
 from engine.hook_payload import NamedHookPost
 from engine.http.bodies import stored_body_text
+from engine.logs import scrubber
 from engine.model import Accepted, NewTriggerInstance
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
@@ -65,10 +67,16 @@ _MICROSECOND = timedelta(microseconds=1)
 _OPEN_TIMEOUT = 60.0
 # Seconds beyond twice the store's busy_timeout after which a child that has not
 # answered a batch is taken to be stuck, and replaced.
-_REPLY_MARGIN = 5.0
-# Pause before a new child after one died, so a child that cannot run is not respawned
-# for every batch.
+_REPLY_MARGIN = 30.0
+# Pause before a new child after one died, doubled after each child that did not start,
+# so a child that cannot run is not respawned for every batch.
 _RESTART_PAUSE = 0.5
+_RESTART_PAUSE_MAX = 30.0
+# Seconds a child that closed its socket has to exit before it is killed.
+_EXIT_WAIT = 5.0
+# What the two ends speak: a child from another version of Hookyard (an upgrade in place
+# between the API process's start and a restart) refuses to run.
+_PROTOCOL = 1
 # Webhooks per batch sent to the child. A batch's senders wait for its commit, and with
 # a bounded number of connections big batches left the API process idle, all of them
 # waiting; small batches in flight keep its loop busy with the others' requests (same
@@ -100,14 +108,15 @@ class IngestProcess:
             batch_max=min(settings.store.batch_max, _BATCH_MAX),
             timeout=settings.store.busy_timeout,
             name="ingest writer process",
-            # One batch more than the store writes at once: the next one is on its way
-            # while the child writes, so neither process waits for the other's wake-up.
-            concurrency=store.ingest_concurrency + 1,
+            # At least two batches with the child: the next one is on its way while the
+            # child writes, so neither process waits for the other's wake-up (PostgreSQL
+            # writes several at once anyway, one per ingest connection).
+            concurrency=max(2, store.ingest_concurrency),
         )
         self._child: _Child | None = None
         self._restart: asyncio.Task[None] | None = None
         self._closing = False
-        # Children started after the first (tests and /metrics read it).
+        # Children started after the first (tests read it).
         self.restarts = 0
 
     @property
@@ -158,7 +167,8 @@ class IngestProcess:
         self._store.count_ingested(
             sum(1 for answer in answers if isinstance(answer, Accepted) and not answer.duplicate)
         )
-        self._store.observe_commit(len(items), seconds)
+        stored = sum(1 for answer in answers if isinstance(answer, Accepted))
+        self._store.observe_commit(stored, seconds)
         return answers
 
     def _on_exit(self, child: _Child) -> None:
@@ -173,12 +183,14 @@ class IngestProcess:
             self._restart = asyncio.get_running_loop().create_task(self._respawn())
 
     async def _respawn(self) -> None:
+        pause = _RESTART_PAUSE
         while not self._closing:
-            await asyncio.sleep(_RESTART_PAUSE)
+            await asyncio.sleep(pause)
             try:
                 child = await _Child.spawn(self._settings, self._on_exit)
-            except StoreError as exc:
+            except Exception as exc:  # no file descriptors, the database down...: try again
                 log.error("the ingest writer process did not start: %s", exc)
+                pause = min(pause * 2 or _RESTART_PAUSE, _RESTART_PAUSE_MAX)
                 continue
             if self._closing:
                 await child.stop(self._settings.server.shutdown_grace)
@@ -213,19 +225,27 @@ class _Child:
         ours, theirs = socket.socketpair()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "engine.store.ingest_process",
-                str(theirs.fileno()),
+                *_child_command(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
+                env=_child_environment(),
+                # Its own session: a signal to the API process's group (Ctrl-C, a hangup)
+                # does not reach it. It stops when the API process closes the socket.
+                start_new_session=True,
             )
-        except OSError as exc:
+        except BaseException as exc:
             ours.close()
-            raise StoreUnavailable(f"cannot start the ingest writer process: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StoreUnavailable(f"cannot start the ingest writer process: {exc}") from exc
+            raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+        except BaseException:
+            ours.close()
+            await asyncio.shield(_reap(process))
+            raise
         # A batch waits for the database at most busy_timeout; much longer, the child is
         # stuck.
         reply_timeout = 2 * settings.store.busy_timeout + _REPLY_MARGIN
@@ -234,10 +254,12 @@ class _Child:
         store["pool_size"] = min(store["pool_size"], _CHILD_POOL_SIZE)
         opening = (
             "open",
+            _PROTOCOL,
             store,
             str(settings.resolve_path(".")),
             settings.logging.level,
             settings.logging.format,
+            scrubber.secrets(),
         )
         try:
             writer.write(_frame(opening))
@@ -264,12 +286,14 @@ class _Child:
         seq = next(self._seq)
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
+        # Stamped before writing: a child that stops reading blocks drain(), and the
+        # watchdog must see that batch too.
+        self._sent_at[seq] = time.monotonic()
         try:
             self._writer.write(_frame((seq, items)))
             await self._writer.drain()
         except OSError:
             pass  # the reply reader sees the same end and fails the future
-        self._sent_at[seq] = time.monotonic()
         try:
             return await future
         finally:
@@ -297,6 +321,7 @@ class _Child:
                 return
 
     async def _listen(self) -> None:
+        reason = "no reason"
         try:
             while True:
                 reply = await _read_frame(self._reader)
@@ -305,22 +330,27 @@ class _Child:
                     future.set_result(reply)
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
             reason = type(exc).__name__
-        with contextlib.suppress(ProcessLookupError):
-            # Exited or exiting: reaped, so the code can be reported.
-            await asyncio.wait_for(self.process.wait(), 5.0)
-        if self._watching is not None:
-            self._watching.cancel()
-        if self._stuck:
-            reason = f"killed after no answer in {self._reply_timeout:.0f}s"
-        self._gone = StoreUnavailable(
-            f"the ingest writer process exited (code {self.process.returncode}, {reason});"
-            " its batch may or may not be stored"
-        )
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(self._gone)
-        self._writer.close()
-        self._on_exit(self)
+        finally:
+            # Whatever ended the replies, every batch still held is answered and the child
+            # replaced: no request waits for an answer that cannot come.
+            if self._watching is not None:
+                self._watching.cancel()
+            self._writer.close()
+            if self._stuck:
+                reason = f"killed after no answer in {self._reply_timeout:.0f}s"
+            self._gone = StoreUnavailable(
+                f"the ingest writer process ended ({reason});"
+                " the batches it held may or may not be stored"
+            )
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(self._gone)
+            self._on_exit(self)
+        # It closed its socket, so it is finishing: given a moment to exit by itself.
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), _EXIT_WAIT)
+        except TimeoutError:
+            await _reap(self.process)
 
     async def stop(self, grace: float) -> None:
         """Close the socket (the child finishes its batches and exits); kill after `grace`."""
@@ -338,7 +368,27 @@ class _Child:
         self._writer.close()
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
-        await self.process.wait()
+        await _reap(self.process)
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+
+
+def _child_command(fd: int) -> list[str]:
+    # -P: the working folder is not put first on the child's import path (a stray
+    # engine/ there must not be imported); the API process's own path is given instead.
+    return [sys.executable, "-P", "-m", "engine.ingest_process", str(fd)]
+
+
+def _child_environment() -> dict[str, str]:
+    """The API process's environment, its import path included: the child imports the
+    same engine package, wherever it came from."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
+    return environment
 
 
 def _answer(result: tuple[Any, ...]) -> Accepted | EngineError:
@@ -393,13 +443,21 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
 
 
 async def _serve(fd: int) -> None:
-    from engine.logs import configure_logging
+    from engine.logs import configure_logging, register_secrets
     from engine.store import create_store
 
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    _, store_settings, base_dir, log_level, log_format = await _read_frame(reader)
+    _, protocol, store_settings, base_dir, log_level, log_format, secrets = await _read_frame(
+        reader
+    )
     configure_logging(log_level, log_format)
+    register_secrets(*secrets)
+    if protocol != _PROTOCOL:
+        writer.write(_frame(("failed", f"protocol {protocol}, this child speaks {_PROTOCOL}")))
+        await writer.drain()
+        writer.close()
+        return
     try:
         store = create_store(StoreSettings(**store_settings), Path(base_dir))
         await store.open()
