@@ -21,25 +21,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.processes import alive, process_state
+
 pytestmark = pytest.mark.slow
 
 CHILD_MODULE = "engine.ingest_process"
 EXIT_TIMEOUT = 15.0
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid), or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text.rpartition(")")[2].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
 
 
 def writer_of(parent: int) -> int:
@@ -50,7 +37,7 @@ def writer_of(parent: int) -> int:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            stat = _stat(pid)
+            stat = process_state(pid)
             if stat is None or stat[1] != parent or stat[0] == "Z":
                 continue
             with contextlib.suppress(OSError):

@@ -36,6 +36,7 @@ from engine.ingest_process import IngestProcess, _Child
 from engine.model import NewTriggerInstance
 from engine.runtime import Runtime
 from engine.store import create_store
+from tests.processes import alive, process_state
 
 REPO_PACKS = Path(__file__).parents[2] / "packs"
 CHILD_MODULE = "engine.ingest_process"
@@ -106,22 +107,6 @@ async def wait_until(
 # --- processes, seen through /proc ------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text.rpartition(")")[2].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    """Running (an exited but unreaped process, a zombie, is not)."""
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
-
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -134,7 +119,7 @@ def children(pid: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            stat = _stat(int(entry.name))
+            stat = process_state(int(entry.name))
             if stat is not None and stat[1] == pid:
                 found.add(int(entry.name))
     return found
@@ -372,7 +357,7 @@ async def test_the_writer_is_a_child_process_that_stores_and_exits_with_the_app(
         pid = writer.pid
         assert pid is not None and pid != os.getpid()
         assert alive(pid)
-        assert _stat(pid)[1] == os.getpid()
+        assert process_state(pid)[1] == os.getpid()
         assert CHILD_MODULE in cmdline(pid)
         process = writer._child.process
         sent_after = datetime.now(UTC)
