@@ -32,6 +32,7 @@ from aiohttp import web
 
 from engine.model import new_id
 from engine.store.migrations.sqlite import MIGRATIONS
+from engine.store.sqlite_checkpoint import RESTART_AFTER_FRAMES, WAL_SIZE_LIMIT
 
 CONNECTION = web.AppKey("connection", sqlite3.Connection)
 COMMITTER = web.AppKey("committer", object)
@@ -108,14 +109,19 @@ def open_database(path: str) -> sqlite3.Connection:
             conn.execute(statement)
     # As Hookyard does: no checkpoint inside a commit on the loop; a thread checkpoints.
     conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return conn
 
 
 def checkpoint_forever(path: str, interval: float = 0.25) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
+    # As Hookyard's checkpointer does (engine.store.sqlite_checkpoint): PASSIVE, and a
+    # RESTART once the WAL has grown past the same bound.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5)
     while True:
         time.sleep(interval)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        _, wal_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if wal_frames > RESTART_AFTER_FRAMES:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
 
 def main() -> None:

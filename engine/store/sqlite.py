@@ -52,7 +52,11 @@ from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.sqlite import MIGRATIONS
-from engine.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
+from engine.store.sqlite_checkpoint import (
+    WAL_SIZE_LIMIT,
+    WRITER_AUTOCHECKPOINT_PAGES,
+    WalCheckpointer,
+)
 from engine.store.sqlite_outbound import SqliteOutbound
 from engine.stored_rules import StoredRule
 
@@ -495,6 +499,7 @@ class SqliteStore(SqliteOutbound, Store):
             conn.execute("PRAGMA synchronous = NORMAL")
             # Checkpoints run beside the writer (engine.store.sqlite_checkpoint).
             conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             conn.close()

@@ -6,7 +6,9 @@ on the writer thread, and includes two fsyncs: every few hundred batches one gro
 the writer's threshold is raised to a safety net (`WRITER_AUTOCHECKPOINT_PAGES`, used only
 if these checkpoints stop) and a PASSIVE checkpoint runs on its own thread and connection
 every `interval` seconds after a write. PASSIVE never blocks the writer or readers; frames
-a reader still needs are left for the next round.
+a reader still needs are left for the next round. When the WAL has grown past
+`RESTART_AFTER_FRAMES` anyway (a steady stream of writes, which PASSIVE never catches up
+with), a RESTART checkpoint briefly holds writers off so that the WAL starts over.
 
 Durability is unchanged: a commit is durable once in the WAL (synchronous=NORMAL), which
 the checkpoint only copies from.
@@ -24,6 +26,14 @@ log = logging.getLogger(__name__)
 
 # ~40 MB of 4 KiB pages: large enough never to fire while checkpoints keep up.
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
+# The WAL is only rewound to its start by a write that finds every frame of it copied
+# into the database, and under a steady stream of commits a PASSIVE checkpoint never
+# catches up: the WAL grew by tens of MB a second (1 GB after 30 s of webhooks), and
+# every page read walks more of its index. Past this many frames (~16 MB) a RESTART
+# checkpoint holds writers off for the few milliseconds the last frames take.
+RESTART_AFTER_FRAMES = 4_096
+# Bytes of WAL file kept after it is rewound (the rest is truncated).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 class WalCheckpointer:
@@ -38,6 +48,8 @@ class WalCheckpointer:
         self._task: asyncio.Task[None] | None = None
         self._wrote = False
         self.checkpoints = 0
+        # RESTART checkpoints made (tests read it).
+        self.restarts = 0
 
     def start(self) -> None:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="hookyard-sqlite-checkpoint")
@@ -73,7 +85,12 @@ class WalCheckpointer:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, wal_frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if wal_frames > RESTART_AFTER_FRAMES:
+                # A checkpoint that holds writers off until it is done, so the next write
+                # starts the WAL from its beginning again (and journal_size_limit trims it).
+                self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                self.restarts += 1
             self.checkpoints += 1
         except sqlite3.Error as exc:
             # The writer's own automatic checkpoint still bounds the WAL meanwhile.
