@@ -366,12 +366,11 @@ class _Child:
 
     async def _kill(self) -> None:
         self._writer.close()
-        with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
         await _reap(self.process)
 
 
 async def _reap(process: asyncio.subprocess.Process) -> None:
+    """Kill `process` (if it still runs) and wait for its exit."""
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     await process.wait()

@@ -36,6 +36,7 @@ from engine.ingest_process import IngestProcess, _Child
 from engine.model import NewTriggerInstance
 from engine.runtime import Runtime
 from engine.store import create_store
+from engine.store.codec import UnstorableValue
 from tests.processes import alive, process_state
 
 REPO_PACKS = Path(__file__).parents[2] / "packs"
@@ -963,3 +964,34 @@ async def test_a_writer_of_another_protocol_refuses_to_run(tmp_path, monkeypatch
     with pytest.raises(StoreUnavailable, match="protocol 999"):
         await _Child.spawn(settings, lambda child: None)
     await wait_until(lambda: not (writer_children() - before), "no writer left", 5.0)
+
+
+async def test_the_writer_runs_in_a_session_of_its_own(tmp_path):
+    # A signal to the API process's group (Ctrl-C, a terminal hangup) must not reach it:
+    # the API process decides when it stops, after draining through it.
+    async with TestClient(TestServer(create_app(make_settings(tmp_path)))) as client:
+        pid = runtime_of(client).ingest_process.pid
+        assert os.getsid(pid) == pid != os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+
+
+@pytest.mark.postgres
+async def test_a_value_postgresql_cannot_hold_is_unstorable_not_an_outage(tmp_path, pg_url):
+    # A NUL in a text column is a data error (SQLSTATE class 22): the request's own 400,
+    # never the 503 "retry later" a sender would repeat for ever. Its neighbours in the
+    # same group commit are stored.
+    store = create_store(StoreSettings(url=pg_url), tmp_path)
+    await store.open()
+    try:
+        bad = NewTriggerInstance(trigger="t.x", payload={}, dedupe_key=f"{uuid.uuid4()}\x00")
+        good = NewTriggerInstance(trigger="t.x", payload={"fine": True})
+        answers = await asyncio.gather(
+            store.add_trigger_instance(bad),
+            store.add_trigger_instance(good),
+            return_exceptions=True,
+        )
+        assert isinstance(answers[0], UnstorableValue), answers[0]
+        assert answers[1].id == good.id and not answers[1].duplicate
+        assert set(await stored_rows(pg_url, [bad.id, good.id])) == {good.id}
+    finally:
+        await store.close()
