@@ -3,7 +3,7 @@
 Claims lock candidate rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers in any
 number of processes take disjoint rows without waiting on each other. Lease times use the
 database clock (`now()`), so machines with skewed clocks still agree on expiry. JSON goes
-in as text cast to jsonb and comes out as text.
+in as text cast to jsonb (json for trigger instance payloads) and comes out as text.
 """
 
 from __future__ import annotations
@@ -93,12 +93,12 @@ async def insert_trigger_instances(
     # row went in, and says whether any subscription wants events.
     rows = await conn.fetch(
         "WITH ins AS (INSERT INTO trigger_instances (id, trigger, payload, occurrence_time,"
-        " status, webhook, dedupe_key) SELECT i, t, p::jsonb, o, 'pending', w, d"
+        " status, webhook, dedupe_key) SELECT i, t, p::json, o, 'pending', w, d"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
         " $6::text[]) AS u(i, t, p, o, w, d)"
         # In key order: concurrent batches with the same dedupe keys wait, not deadlock.
         " ORDER BY d, i"
-        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
+        " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id),"
         " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
         " SELECT ins.id, (SELECT count(*) FROM hint) AS hinted,"
         " EXISTS (SELECT 1 FROM subscriptions WHERE enabled) AS subscribed FROM ins",

@@ -1,0 +1,105 @@
+"""The PostgreSQL migration to lean ingest (payload json, partial dedupe index) keeps the
+rows and the dedupe keys of a database written by the previous version."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from engine.config import StoreSettings
+from engine.model import NewTriggerInstance
+from engine.store import create_store
+from engine.store.migrations.postgres import MIGRATIONS
+from tests.integration.conftest import PG_ENV
+
+pytestmark = pytest.mark.postgres
+
+PAYLOAD = {"headers": {"X-GitHub-Event": "push"}, "body": {"b": 1, "a": [1.5, "x"]}}
+
+
+@pytest.fixture
+async def old_database() -> str:
+    """A fresh database at the schema version before lean ingest, with rows in it."""
+    server_url = os.environ.get(PG_ENV)
+    if not server_url:
+        pytest.skip(f"{PG_ENV} is not set")
+    name = f"hookyard_mig_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "CREATE TABLE hookyard_schema_version ("
+                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, statements in enumerate(MIGRATIONS[:-1], start=1):
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO hookyard_schema_version VALUES ($1)", version)
+            for instance_id, key in (("old-keyed", "hook:delivery-1"), ("old-plain", None)):
+                await conn.execute(
+                    "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time,"
+                    " status, webhook, dedupe_key) VALUES ($1, 'core.st2.webhook', $2::jsonb,"
+                    " now(), 'processed', 'hook', $3)",
+                    instance_id,
+                    json.dumps(PAYLOAD),
+                    key,
+                )
+        finally:
+            await conn.close()
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_migration_keeps_payloads_and_dedupe_keys(old_database: str, tmp_path: Path) -> None:
+    store = create_store(StoreSettings(url=old_database), tmp_path)
+    await store.open()
+    try:
+        old = await store.get_trigger_instance("old-keyed")
+        assert old is not None and old.payload == PAYLOAD
+        # The old row's key still deduplicates; rows without a key never collide.
+        again, first, second = await store.add_trigger_instances(
+            [
+                NewTriggerInstance("core.st2.webhook", {"n": 1}, "hook", "hook:delivery-1"),
+                NewTriggerInstance("core.st2.webhook", {"n": 2}, "hook", None),
+                NewTriggerInstance("core.st2.webhook", {"n": 3}, "hook", None),
+            ]
+        )
+        assert (again.id, again.duplicate) == ("old-keyed", True)
+        assert not first.duplicate and not second.duplicate and first.id != second.id
+        fresh = await store.add_trigger_instances(
+            [NewTriggerInstance("core.st2.webhook", {"n": 4}, "hook", "hook:delivery-2")]
+        )
+        repeat = await store.add_trigger_instances(
+            [NewTriggerInstance("core.st2.webhook", {"n": 5}, "hook", "hook:delivery-2")]
+        )
+        assert repeat[0].duplicate and repeat[0].id == fresh[0].id
+        stored = await store.get_trigger_instance(first.id)
+        assert stored is not None and stored.payload == {"n": 2}
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(old_database)
+    try:
+        column_type = await conn.fetchval(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'trigger_instances' AND column_name = 'payload'"
+        )
+        index = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'trigger_instances_dedupe'"
+        )
+        version = await conn.fetchval("SELECT max(version) FROM hookyard_schema_version")
+    finally:
+        await conn.close()
+    assert column_type == "json"
+    assert "UNIQUE" in index and "WHERE (dedupe_key IS NOT NULL)" in index
+    assert version == len(MIGRATIONS)
