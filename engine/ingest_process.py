@@ -128,7 +128,7 @@ class IngestProcess:
         self._committer.start()
 
     async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
-        answer = await self._committer.submit(_wire(item))
+        answer = await self._committer.enqueue(_wire(item))
         if isinstance(answer, EngineError):  # its body, parsed by the child, was refused
             raise answer
         return answer

@@ -51,9 +51,10 @@ async def receive(request: web.Request) -> web.Response:
     Errors are answered here (the app has no middlewares; engine.http.guard) so that the
     count sees the final status.
     """
-    metrics = request.app[METRICS]
+    app = request.app  # a property that looks the app up: read once
+    metrics = app[METRICS]
     try:
-        name, response = await _receive(request)
+        name, response = await _receive(request, app)
     except Exception as exc:
         answer = error_response_for(request, exc)
         if answer is None:
@@ -65,12 +66,12 @@ async def receive(request: web.Request) -> web.Response:
     return response
 
 
-async def _receive(request: web.Request) -> tuple[str, web.Response]:
+async def _receive(request: web.Request, app: web.Application) -> tuple[str, web.Response]:
     """(the hook's name, the answer); the name is also put in request[WEBHOOK_LABEL] as
     soon as it is known, for the count of a request that fails later."""
-    runtime = request.app[RUNTIME]
+    runtime = app[RUNTIME]
     runtime.ingest_pressure.saw_request()
-    gate = request.app[GATEKEEPER]
+    gate = app[GATEKEEPER]
     check_header_count(request, gate)
     name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
     request[WEBHOOK_LABEL] = name
@@ -274,7 +275,9 @@ def _generic_instance(
 
 
 async def _shed_load(runtime) -> None:
-    backlog = await runtime.store.pending_backlog()
+    backlog = runtime.store.known_backlog()
+    if backlog is None:
+        backlog = await runtime.store.pending_backlog()
     if backlog >= runtime.settings.ingest.max_backlog:
         raise BacklogFull(
             f"{backlog} trigger instances are waiting to be processed "

@@ -39,6 +39,13 @@ class BacklogGauge:
             await asyncio.shield(refresh)
         return max(self._value, 0)
 
+    def known(self) -> int | None:
+        """The value when it needs no count now (trusted and fresh), else None: the
+        ingest path then skips creating a coroutine per request."""
+        if self._trusted and self._refresh is None and not self._due():
+            return max(self._value, 0)
+        return None
+
     def _due(self) -> bool:
         taken_at = self._taken_at
         return taken_at is None or time.monotonic() - taken_at >= self._refresh_seconds

@@ -103,6 +103,10 @@ class Store(OutboundStore, abc.ABC):
     async def pending_backlog(self) -> int:
         """Approximate number of pending trigger instances (cheap; used for load shedding)."""
 
+    def known_backlog(self) -> int | None:
+        """pending_backlog() when it is known without a query, else None."""
+        return None
+
     @abc.abstractmethod
     async def claim_trigger_instances(
         self, limit: int, lease_seconds: float

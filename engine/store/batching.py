@@ -92,6 +92,11 @@ class GroupCommitter(Generic[Item, Result]):
         return len(self._queue)
 
     async def submit(self, item: Item) -> Result:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: Item) -> asyncio.Future[Result]:
+        """Queue `item`; the returned future gets its result. (`submit` without a
+        coroutine of its own, for the webhooks' path, where one per request counts.)"""
         if self._closing or self._writer is None:
             raise StoreUnavailable(f"{self._name}: the store is not open")
         loop = asyncio.get_running_loop()
@@ -101,7 +106,7 @@ class GroupCommitter(Generic[Item, Result]):
         # Cancelling the caller cancels the future: an item not yet taken is then skipped
         # by the writer (never written); one already taken is written and its answer
         # dropped.
-        return await future
+        return future
 
     async def close(self) -> None:
         """Stop accepting, write what is queued, and stop the writer task."""

@@ -267,7 +267,7 @@ class PostgresStore(PostgresOutbound, Store):
     async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
         if self._committer is None:
             raise StoreUnavailable(f"{self.where}: the store is not open")
-        return await self._committer.submit(codec.prepare_trigger_instance(item))
+        return await self._committer.enqueue(codec.prepare_trigger_instance(item))
 
     async def _add_prepared(
         self, batch: Sequence[tuple[NewTriggerInstance, str]]
@@ -288,6 +288,9 @@ class PostgresStore(PostgresOutbound, Store):
 
     async def pending_backlog(self) -> int:
         return await self._backlog.value()
+
+    def known_backlog(self) -> int | None:
+        return self._backlog.known()
 
     async def _count_pending(self) -> int:
         return await self._read(ops.count_pending)

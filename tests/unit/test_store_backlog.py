@@ -79,3 +79,22 @@ async def test_failed_count_reaches_its_waiters_and_is_retried() -> None:
     count.fail = False
     assert await gauge.value() == 1
     assert count.started == 2
+
+
+async def test_known_value_needs_a_fresh_trusted_count() -> None:
+    count = SlowCount(6)
+    gauge = BacklogGauge(count, refresh_seconds=3600)
+    assert gauge.known() is None  # never counted
+    count.release.set()
+    assert await gauge.value() == 6
+    gauge.added(2)
+    assert gauge.known() == 8
+    gauge.claimed(20)
+    assert gauge.known() == 0  # never negative, as value() answers
+    gauge.forget()
+    assert gauge.known() is None  # to be recounted: value() must be awaited
+    assert await gauge.value() == 6 and gauge.known() == 6
+    stale = BacklogGauge(count, refresh_seconds=0.0)
+    assert await stale.value() == 6
+    assert stale.known() is None  # due for a count at every read
+    assert count.started == 3
