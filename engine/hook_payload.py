@@ -19,9 +19,10 @@ from typing import Any
 CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", "cookie"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NamedHookPost:
-    """What a named-hook request carried, enough to build its stored payload."""
+    """What a named-hook request carried, enough to build its stored payload. (Not
+    frozen, for speed: see engine.model.NewTriggerInstance.)"""
 
     # The header lines as the HTTP parser received them (aiohttp's request.raw_headers).
     raw_headers: tuple[tuple[bytes, bytes], ...]

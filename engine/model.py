@@ -77,9 +77,19 @@ os.register_at_fork(after_in_child=_new_id_process)
 
 
 def new_id(now: float | None = None) -> str:
+    global _id_prefix
     seconds = int(time.time() if now is None else now) & 0xFFFFFFFF
+    # The part before the counter changes once a second: formatted then, not per id. (A
+    # tuple is replaced whole, so threads read a consistent one.)
+    prefix_seconds, prefix_process, prefix = _id_prefix
+    if prefix_seconds != seconds or prefix_process is not _id_process:
+        prefix = f"{seconds:08x}{_id_process}"
+        _id_prefix = (seconds, _id_process, prefix)
     # next() on itertools.count is atomic: threads never get the same number.
-    return f"{seconds:08x}{_id_process}{next(_id_counter) & 0xFFFFFF:06x}"
+    return prefix + format(next(_id_counter) & 0xFFFFFF, "06x")
+
+
+_id_prefix: tuple[int, str, str] = (-1, "", "")
 
 
 def utcnow() -> datetime:
@@ -93,9 +103,14 @@ def isoformat(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewTriggerInstance:
-    """A trigger instance to be stored: what ingest (or a timer, or re-emit) produced."""
+    """A trigger instance to be stored: what ingest (or a timer, or re-emit) produced.
+
+    Not frozen, though nothing changes it: a frozen dataclass's __init__ sets each field
+    through object.__setattr__: with NamedHookPost, ~15,000 of the ~108,000 instructions
+    the writer child spent rebuilding a webhook (BENCHMARKS.md, session 6).
+    """
 
     trigger: str
     payload: Any
