@@ -98,7 +98,7 @@ async def insert_trigger_instances(
         " $6::text[]) AS u(i, t, p, o, w, d)"
         # In key order: concurrent batches with the same dedupe keys wait, not deadlock.
         " ORDER BY d, i"
-        " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id),"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
         " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
         " SELECT ins.id, (SELECT count(*) FROM hint) AS hinted,"
         " EXISTS (SELECT 1 FROM subscriptions WHERE enabled) AS subscribed FROM ins",

@@ -1,5 +1,5 @@
 """PostgreSQL schema. Version rows live in hookyard_schema_version; JSON is jsonb (trigger
-instance payloads: json, see _LEAN_INGEST), timestamps are timestamptz."""
+instance payloads: json, see _PAYLOAD_JSON), timestamps are timestamptz."""
 
 from __future__ import annotations
 
@@ -231,18 +231,14 @@ MIGRATIONS = (*MIGRATIONS, _STORED_RULES)
 _INSTANCE_CLAIMS = ("ALTER TABLE trigger_instances ADD COLUMN claims integer NOT NULL DEFAULT 0",)
 MIGRATIONS = (*MIGRATIONS, _INSTANCE_CLAIMS)
 
-# Version N (lean ingest): the two costs of a stored webhook that bought nothing.
-# - A trigger instance's payload is json, not jsonb: it is only ever written and read
-#   whole (never queried inside), and jsonb's conversion was a fifth of the server's work
-#   per webhook. The payload now reads back as it was sent, as on SQLite.
-# - Most webhooks have no dedupe key: the unique index holds only the keys there are,
-#   instead of an entry per row. (The ALTER rewrites the table once, under the lock.)
-_LEAN_INGEST = (
+# Version N (payload json): a trigger instance's payload is json, not jsonb. It is only
+# ever written and read whole (never queried inside), and jsonb's conversion was a fifth
+# of the server's work per webhook; it now reads back as it was sent, as on SQLite.
+# Processes of the previous version keep working against the migrated table (their
+# `::jsonb` insert is assigned to json), so processes can be upgraded one at a time. The
+# ALTER rewrites the table once, holding its lock meanwhile: on a large table, ingest on
+# every process waits for it.
+_PAYLOAD_JSON = (
     "ALTER TABLE trigger_instances ALTER COLUMN payload TYPE json USING payload::json",
-    """
-    CREATE UNIQUE INDEX trigger_instances_dedupe ON trigger_instances (dedupe_key)
-    WHERE dedupe_key IS NOT NULL
-    """,
-    "ALTER TABLE trigger_instances DROP CONSTRAINT trigger_instances_dedupe_key_key",
 )
-MIGRATIONS = (*MIGRATIONS, _LEAN_INGEST)
+MIGRATIONS = (*MIGRATIONS, _PAYLOAD_JSON)

@@ -1,5 +1,6 @@
-"""The PostgreSQL migration to lean ingest (payload json, partial dedupe index) keeps the
-rows and the dedupe keys of a database written by the previous version."""
+"""The PostgreSQL migration of trigger instance payloads to json keeps the rows and the
+dedupe keys of a database written by the previous version, and a process of the previous
+version still stores webhooks in the migrated table (processes upgrade one at a time)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ from tests.integration.conftest import PG_ENV
 pytestmark = pytest.mark.postgres
 
 PAYLOAD = {"headers": {"X-GitHub-Event": "push"}, "body": {"b": 1, "a": [1.5, "x"]}}
+# The previous version's insert: its payload cast to jsonb, its conflict on dedupe_key.
+PREVIOUS_INSERT = (
+    "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time, status, webhook,"
+    " dedupe_key) VALUES ($1, 'core.st2.webhook', $2::jsonb, now(), 'pending', 'hook', $3)"
+    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+)
 
 
 @pytest.fixture
 async def old_database() -> str:
-    """A fresh database at the schema version before lean ingest, with rows in it."""
+    """A fresh database at the schema version before payload json, with rows in it."""
     server_url = os.environ.get(PG_ENV)
     if not server_url:
         pytest.skip(f"{PG_ENV} is not set")
@@ -45,14 +52,7 @@ async def old_database() -> str:
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO hookyard_schema_version VALUES ($1)", version)
             for instance_id, key in (("old-keyed", "hook:delivery-1"), ("old-plain", None)):
-                await conn.execute(
-                    "INSERT INTO trigger_instances (id, trigger, payload, occurrence_time,"
-                    " status, webhook, dedupe_key) VALUES ($1, 'core.st2.webhook', $2::jsonb,"
-                    " now(), 'processed', 'hook', $3)",
-                    instance_id,
-                    json.dumps(PAYLOAD),
-                    key,
-                )
+                await conn.execute(PREVIOUS_INSERT, instance_id, json.dumps(PAYLOAD), key)
         finally:
             await conn.close()
         yield url
@@ -94,12 +94,20 @@ async def test_migration_keeps_payloads_and_dedupe_keys(old_database: str, tmp_p
             "SELECT data_type FROM information_schema.columns"
             " WHERE table_name = 'trigger_instances' AND column_name = 'payload'"
         )
-        index = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'trigger_instances_dedupe'"
-        )
         version = await conn.fetchval("SELECT max(version) FROM hookyard_schema_version")
+        # A process of the previous version, still running: it stores, and its dedupe
+        # keys conflict with the new version's.
+        written = await conn.fetchval(PREVIOUS_INSERT, "old-process", '{"n": 6}', None)
+        repeated = await conn.fetchval(PREVIOUS_INSERT, "old-repeat", "{}", "hook:delivery-2")
     finally:
         await conn.close()
     assert column_type == "json"
-    assert "UNIQUE" in index and "WHERE (dedupe_key IS NOT NULL)" in index
     assert version == len(MIGRATIONS)
+    assert written == "old-process" and repeated is None
+    reopened = create_store(StoreSettings(url=old_database), tmp_path)
+    await reopened.open()
+    try:
+        stored = await reopened.get_trigger_instance("old-process")
+        assert stored is not None and stored.payload == {"n": 6}
+    finally:
+        await reopened.close()
