@@ -15,7 +15,7 @@ from engine.hook_payload import (
     payload,
     payload_json,
 )
-from engine.http.bodies import stored_body_text
+from engine.http.bodies import _utf8_without_bom, stored_body_text
 from engine.store.codec import UnstorableValue, check_no_lone_surrogate, dumps
 
 RAW = (
@@ -96,3 +96,31 @@ def test_stored_body_text_keeps_a_plain_body_as_sent_and_refuses_bad_ones() -> N
     with pytest.raises(IngestError) as unsupported:
         stored_body_text("application/xml", b"<a/>")
     assert unsupported.value.status == 415
+
+
+def test_the_ascii_shortcut_reads_encodings_as_json_detect_encoding_does() -> None:
+    # Every first two bytes, with endings that matter to detect_encoding (NULs, BOM
+    # bytes), and every one-byte body.
+    endings = [b"", b"\x00", b"\x00\x00", b"a", b"\xbb\xbf", b"\xfe\xff", b"{}", b"\x00a\x00"]
+    for first in range(256):
+        assert _utf8_without_bom(bytes([first])) == (
+            json.detect_encoding(bytes([first])) == "utf-8"
+        )
+        for second in range(256):
+            for ending in endings:
+                raw = bytes([first, second]) + ending
+                assert _utf8_without_bom(raw) == (json.detect_encoding(raw) == "utf-8"), raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"a": "é"}'.encode("utf-16"),  # with its BOM
+        '{"a": "é"}'.encode("utf-16-le"),
+        '{"a": "é"}'.encode("utf-32"),
+        b'\xef\xbb\xbf{"a": "\xc3\xa9"}',  # UTF-8 with a BOM
+    ],
+)
+def test_bodies_in_other_encodings_are_read_and_stored_re_encoded(raw) -> None:
+    text = stored_body_text("application/json", raw)
+    assert json.loads(text) == {"a": "é"}
