@@ -49,7 +49,7 @@ class GroupCommitStats:
 
 
 class GroupCommitter(Generic[Item, Result]):
-    """Batches `submit(item)` calls into `write_batch(items)` calls made by one task
+    """Batches `enqueue(item)` calls into `write_batch(items)` calls made by one task
     (at most `concurrency` calls at a time)."""
 
     def __init__(
@@ -91,12 +91,9 @@ class GroupCommitter(Generic[Item, Result]):
     def queued(self) -> int:
         return len(self._queue)
 
-    async def submit(self, item: Item) -> Result:
-        return await self.enqueue(item)
-
     def enqueue(self, item: Item) -> asyncio.Future[Result]:
-        """Queue `item`; the returned future gets its result. (`submit` without a
-        coroutine of its own, for the webhooks' path, where one per request counts.)"""
+        """Queue `item`; the returned future gets its result. A plain function, not a
+        coroutine: on the webhooks' path one coroutine per request counts."""
         if self._closing or self._writer is None:
             raise StoreUnavailable(f"{self._name}: the store is not open")
         loop = asyncio.get_running_loop()

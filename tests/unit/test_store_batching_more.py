@@ -14,6 +14,7 @@ import pytest
 from engine.errors import StoreBusy, StoreUnavailable
 from engine.store.batching import GroupCommitter
 from tests.unit.test_store_batching import Table as BaseTable
+from tests.unit.test_store_batching import submit
 
 DEADLINE = 5.0  # seconds any bounded wait below may take before the test fails
 
@@ -58,7 +59,7 @@ async def writer_stuck_in_first_batch(
 ) -> asyncio.Task[str]:
     """Submit "first" with the gate closed and wait until the writer holds it."""
     table.gate.clear()
-    first = asyncio.create_task(committer.submit("first"))
+    first = asyncio.create_task(submit(committer, "first"))
     await until(lambda: table.running == 1 and committer.queued == 0, "the writer took 'first'")
     return first
 
@@ -71,18 +72,18 @@ async def test_cancelled_queued_submit_is_never_written_and_the_writer_keeps_goi
     committer = started(table)
     first = await writer_stuck_in_first_batch(table, committer)
 
-    cancelled = asyncio.create_task(committer.submit("cancelled"))
+    cancelled = asyncio.create_task(submit(committer, "cancelled"))
     await until(lambda: committer.queued == 1, "'cancelled' is queued")
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    after = asyncio.create_task(committer.submit("after"))
+    after = asyncio.create_task(submit(committer, "after"))
     await until(lambda: committer.queued == 2, "'after' is queued behind it")
 
     table.gate.set()
     assert await asyncio.wait_for(first, DEADLINE) == "ok:first"
     assert await asyncio.wait_for(after, DEADLINE) == "ok:after"
-    assert await committer.submit("later") == "ok:later"
+    assert await submit(committer, "later") == "ok:later"
     await committer.close()
     assert "cancelled" not in table.rows
     assert all("cancelled" not in call for call in table.calls)
@@ -98,7 +99,7 @@ async def test_cancelled_submit_already_taken_is_still_written() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     table.gate.set()
-    assert await committer.submit("next") == "ok:next"
+    assert await submit(committer, "next") == "ok:next"
     await committer.close()
     # Taken into a batch before the cancel: written, only its answer dropped.
     assert table.rows == ["first", "next"]
@@ -111,7 +112,7 @@ async def test_concurrency_three_keeps_at_most_three_batches_in_flight() -> None
     table = Table()
     committer = started(table, batch_max=1, concurrency=3)
     table.gate.clear()
-    tasks = [asyncio.create_task(committer.submit(f"i{n}")) for n in range(10)]
+    tasks = [asyncio.create_task(submit(committer, f"i{n}")) for n in range(10)]
     await until(lambda: table.running == 3, "three batches are in flight")
     # Give the writer many turns: it must not start a fourth while three are running.
     for _ in range(50):
@@ -147,7 +148,7 @@ async def test_a_finished_batch_frees_its_slot_for_the_next_one() -> None:
 
     committer = GroupCommitter(write, batch_max=1, timeout=5.0, concurrency=3)
     committer.start()
-    tasks = {name: asyncio.create_task(committer.submit(name)) for name in "abcde"}
+    tasks = {name: asyncio.create_task(submit(committer, name)) for name in "abcde"}
     await until(lambda: running == {"a", "b", "c"}, "a, b and c are in flight")
 
     gates["b"].set()
@@ -171,7 +172,7 @@ async def test_close_waits_for_every_batch_in_flight_and_answers_everyone() -> N
     table = Table()
     committer = started(table, batch_max=1, concurrency=3)
     table.gate.clear()
-    tasks = [asyncio.create_task(committer.submit(f"c{n}")) for n in range(5)]
+    tasks = [asyncio.create_task(submit(committer, f"c{n}")) for n in range(5)]
     await until(lambda: table.running == 3, "three batches are in flight")
 
     closing = asyncio.create_task(committer.close())
@@ -179,7 +180,7 @@ async def test_close_waits_for_every_batch_in_flight_and_answers_everyone() -> N
         await asyncio.sleep(0)
     assert not closing.done()  # three batches are still being written
     with pytest.raises(StoreUnavailable):
-        await committer.submit("late")
+        await submit(committer, "late")
 
     table.gate.set()
     await asyncio.wait_for(closing, DEADLINE)
@@ -216,7 +217,7 @@ async def test_sweeper_answers_busy_to_items_left_queued_and_they_are_never_writ
 
     loop = asyncio.get_running_loop()
     began = loop.time()
-    queued = [asyncio.create_task(committer.submit(f"q{n}")) for n in range(4)]
+    queued = [asyncio.create_task(submit(committer, f"q{n}")) for n in range(4)]
     results = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), DEADLINE)
     waited = loop.time() - began
     assert all(isinstance(result, StoreBusy) for result in results), results
@@ -228,7 +229,7 @@ async def test_sweeper_answers_busy_to_items_left_queued_and_they_are_never_writ
 
     table.gate.set()
     assert await asyncio.wait_for(first, DEADLINE) == "ok:first"
-    assert await committer.submit("after") == "ok:after"
+    assert await submit(committer, "after") == "ok:after"
     await committer.close()
     assert table.rows == ["first", "after"]
     assert not any(row.startswith("q") for call in table.calls for row in call)
@@ -237,11 +238,11 @@ async def test_sweeper_answers_busy_to_items_left_queued_and_they_are_never_writ
 async def test_sweeper_leaves_items_the_writer_takes_in_time() -> None:
     table = Table()
     committer = started(table, timeout=0.05)
-    answers = await asyncio.gather(*(committer.submit(f"x{n}") for n in range(20)))
+    answers = await asyncio.gather(*(submit(committer, f"x{n}") for n in range(20)))
     assert answers == [f"ok:x{n}" for n in range(20)]
     # Several sweeps pass while idle: nothing is answered twice or counted as a timeout.
     await asyncio.sleep(0.2)
     assert committer.stats.timeouts == 0
-    assert await committer.submit("y") == "ok:y"
+    assert await submit(committer, "y") == "ok:y"
     await committer.close()
     assert committer.stats.timeouts == 0
