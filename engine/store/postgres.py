@@ -516,8 +516,14 @@ class PostgresStore(PostgresOutbound, Store):
         if pool is None:
             raise StoreUnavailable(f"{self.where}: the store is not open")
         with self._translated():
-            async with pool.acquire() as conn, conn.transaction():
-                return await ops.insert_trigger_instances(conn, batch)
+            async with pool.acquire() as conn:
+                # One round trip: a single statement needs no BEGIN and COMMIT around it.
+                # Subscriptions' events must be stored with the rows, in a transaction.
+                answers = await ops.insert_trigger_instances_alone(conn, batch)
+                if answers is None:
+                    async with conn.transaction():
+                        answers = await ops.insert_trigger_instances(conn, batch)
+                return answers
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -1,4 +1,5 @@
-"""The PostgreSQL store's statements: coroutines of a connection inside a transaction.
+"""The PostgreSQL store's statements: coroutines of a connection inside a transaction
+(insert_trigger_instances_alone is the one that runs outside any).
 
 Claims lock candidate rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers in any
 number of processes take disjoint rows without waiting on each other. Lease times use the
@@ -80,28 +81,65 @@ async def _notify(conn: asyncpg.Connection, queue: str) -> None:
 # --- trigger instances ---------------------------------------------------------------
 
 
+# The insert of a batch, in key order: concurrent batches with the same dedupe keys wait,
+# not deadlock. {guard} is empty, or the condition that keeps it from inserting anything.
+_INSERT_INSTANCES = (
+    "WITH ins AS (INSERT INTO trigger_instances (id, trigger, payload, occurrence_time,"
+    " status, webhook, dedupe_key) SELECT i, t, p::json, o, 'pending', w, d"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
+    " $6::text[]) AS u(i, t, p, o, w, d){guard}"
+    " ORDER BY d, i"
+    " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
+    " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
+)
+_SUBSCRIBED = "EXISTS (SELECT 1 FROM subscriptions WHERE enabled)"
+# In a transaction: inserts, sends the rules workers' wake-up hint when a row went in,
+# and says whether any subscription wants events (which the caller then stores).
+_INSERT_IN_TRANSACTION = (
+    _INSERT_INSTANCES.format(guard="")
+    + f" SELECT ins.id, (SELECT count(*) FROM hint) AS hinted, {_SUBSCRIBED} AS subscribed"
+    " FROM ins"
+)
+# On its own (autocommit): the same, unless a subscription wants events, in which case it
+# inserts nothing and answers one row with subscribed = true. Both EXISTS read the one
+# snapshot of the statement, so they agree.
+_INSERT_ALONE = (
+    _INSERT_INSTANCES.format(guard=f" WHERE NOT {_SUBSCRIBED}")
+    + " SELECT ins.id, (SELECT count(*) FROM hint) AS hinted, false AS subscribed FROM ins"
+    f" UNION ALL SELECT NULL, 0, true WHERE {_SUBSCRIBED}"
+)
+
+
+async def insert_trigger_instances_alone(
+    conn: asyncpg.Connection, batch: Sequence[tuple[NewTriggerInstance, str]]
+) -> tuple[list[Accepted], int] | None:
+    """Insert a batch in one statement outside any transaction (one round trip instead of
+    BEGIN, INSERT and COMMIT), or None, having written nothing, when a subscription wants
+    trigger instance events: those are stored in the same transaction as the rows
+    (insert_trigger_instances, in a transaction)."""
+    return await _insert_instances(conn, batch, _INSERT_ALONE)
+
+
 async def insert_trigger_instances(
     conn: asyncpg.Connection, batch: Sequence[tuple[NewTriggerInstance, str]]
 ) -> tuple[list[Accepted], int]:
+    """Insert a batch and store the events subscriptions want (the caller's transaction)."""
+    result = await _insert_instances(conn, batch, _INSERT_IN_TRANSACTION)
+    assert result is not None  # only the statement outside a transaction holds back
+    return result
+
+
+async def _insert_instances(
+    conn: asyncpg.Connection, batch: Sequence[tuple[NewTriggerInstance, str]], statement: str
+) -> tuple[list[Accepted], int] | None:
     first_of = codec.first_occurrences([item for item, _ in batch])
     unique = [
         (index, item, payload)
         for index, (item, payload) in enumerate(batch)
         if first_of[index] == index
     ]
-    # One statement (one round trip) inserts, sends the rules workers' wake-up hint when a
-    # row went in, and says whether any subscription wants events.
     rows = await conn.fetch(
-        "WITH ins AS (INSERT INTO trigger_instances (id, trigger, payload, occurrence_time,"
-        " status, webhook, dedupe_key) SELECT i, t, p::json, o, 'pending', w, d"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
-        " $6::text[]) AS u(i, t, p, o, w, d)"
-        # In key order: concurrent batches with the same dedupe keys wait, not deadlock.
-        " ORDER BY d, i"
-        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
-        " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
-        " SELECT ins.id, (SELECT count(*) FROM hint) AS hinted,"
-        " EXISTS (SELECT 1 FROM subscriptions WHERE enabled) AS subscribed FROM ins",
+        statement,
         [item.id for _, item, _ in unique],
         [item.trigger for _, item, _ in unique],
         [payload for _, _, payload in unique],
@@ -110,6 +148,8 @@ async def insert_trigger_instances(
         [item.dedupe_key for _, item, _ in unique],
         channel("trigger_instances"),
     )
+    if rows and rows[0]["id"] is None:
+        return None  # held back: a subscription wants events (see _INSERT_ALONE)
     inserted = {row["id"] for row in rows}
     # Rows skipped by ON CONFLICT: answer with the id of the row that holds the key. The
     # conflicting transaction has committed by now (ON CONFLICT waited for it), and this
@@ -131,6 +171,7 @@ async def insert_trigger_instances(
         elif item.dedupe_key in originals:
             stored[index] = Accepted(originals[item.dedupe_key], duplicate=True)
         else:
+            # Only a deleted row could do this, and nothing deletes trigger instances.
             raise StoreError(f"trigger instance {item.id}: neither stored nor a duplicate")
     if rows and rows[0]["subscribed"]:
         await emit(conn, utcnow(), lambda: outbound_events.instances_created(batch, inserted))
