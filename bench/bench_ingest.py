@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -97,6 +98,9 @@ class Run:
     accepted: int
     errors: int
     non_2xx: int
+    # CPU seconds per accepted webhook of the server process, its child processes, the
+    # database server and wrk, measured over the run (see cpu_shares).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -255,6 +259,54 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in listed.split()]
+
+
+def database_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL server process on this machine (nothing else uses it
+    during a run)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_snapshot(target: Target) -> dict[str, float]:
+    """Cumulative CPU seconds of what serves `target`, and of this driver's finished
+    children (wrk)."""
+    pid = target.process.pid
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    snapshot = {
+        "server": cpu_seconds(pid),
+        "children": sum(cpu_seconds(child) for child in children_of(pid)),
+        "wrk": finished.ru_utime + finished.ru_stime,
+    }
+    if target.name == "postgres":
+        snapshot["database"] = database_cpu_seconds()
+    return snapshot
+
+
+def cpu_shares(
+    before: dict[str, float], after: dict[str, float], accepted: int
+) -> dict[str, float]:
+    """CPU µs per accepted webhook, by part. A child that started or ended during the run
+    is only partly counted; none does in a run without errors."""
+    return {part: (after[part] - before[part]) / max(1, accepted) * 1e6 for part in before}
+
+
 def wait_quiet(target: Target, limit_seconds: float) -> float:
     """Seconds until the target has no work left: Hookyard's backlog is processed and the
     process stops using CPU (webhook keeps running /bin/true after answering). Bounded."""
@@ -399,6 +451,24 @@ def summarise(targets: list[Target], rounds: int) -> str:
     return "\n".join(lines)
 
 
+def summarise_cpu(targets: list[Target]) -> str:
+    """Where each target's CPU went, per accepted webhook (medians over the rounds): the
+    machine's CPUs are shared by all of these, so their sum bounds the throughput."""
+    parts = ("server", "children", "database", "wrk")
+    lines = [
+        "| target | server process µs | its children µs | database server µs | wrk µs | total µs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for target in targets:
+        medians = {
+            part: statistics.median(run.cpu.get(part, 0.0) for run in target.runs) for part in parts
+        }
+        totals = statistics.median(sum(run.cpu.values()) for run in target.runs)
+        cells = " | ".join(f"{medians[part]:.0f}" for part in parts)
+        lines.append(f"| {target.name} | {cells} | {totals:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
@@ -444,7 +514,9 @@ def main() -> None:
         for round_index in range(args.repeat):
             shift = round_index % len(targets)
             for target in targets[shift:] + targets[:shift]:
+                before = cpu_snapshot(target)
                 run = run_wrk(target.url, args, args.duration)
+                run.cpu = cpu_shares(before, cpu_snapshot(target), run.accepted)
                 target.runs.append(run)
                 target.accepted_total += run.accepted
                 print(
@@ -462,6 +534,8 @@ def main() -> None:
             f"{args.repeat} rounds, medians; {os.cpu_count()} CPUs; Hookyard {args.topology}"
         )
         print(summarise(targets, args.repeat))
+        print()
+        print(summarise_cpu(targets))
         print()
         for target in targets:
             if not target.database:
