@@ -7,7 +7,7 @@ about half of what it could answer. With `ingest.writer_process` on (the default
 API process sends each group commit to one child process instead: the webhooks' ids,
 times, header lines and bodies as received, which are cheap to send. The child parses
 the bodies (a body it refuses is that request's 400 or 415, and the rest of the batch is
-written), builds the payloads (engine.hook_payload), writes the batch in one transaction
+written), builds the payloads (engine.hook_payload), writes the batch atomically
 with the store's own `add_trigger_instances`, and answers; the API process answers 202
 only then, so a 202 still means committed. The API process still parses a body it needs
 itself: an API key in the body, a custom response, the generic st2 hook.

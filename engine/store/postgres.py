@@ -63,6 +63,9 @@ LISTENER_RETRY_SECONDS = 1.0
 # Group-commit batches of webhooks in flight at once (each on its own pool connection):
 # while one waits for its commit to reach the disk, the next is already being written.
 _COMMIT_CONCURRENCY = 3
+# Seconds the ingest skips its one-statement insert after an enabled subscription held a
+# batch back (ops.insert_trigger_instances_alone).
+_SUBSCRIBED_RECHECK = 10.0
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -102,6 +105,8 @@ class PostgresStore(PostgresOutbound, Store):
         self._listener_failed_at: float | None = None
         self._listener_lock = asyncio.Lock()
         self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
+        # Until when ingest writes in a transaction without trying one statement first.
+        self._subscribed_until = 0.0
         self._work = {queue: asyncio.Event() for queue in QUEUES}
         self._backlog = BacklogGauge(self._count_pending)
         self._closed = False
@@ -517,9 +522,17 @@ class PostgresStore(PostgresOutbound, Store):
             raise StoreUnavailable(f"{self.where}: the store is not open")
         with self._translated():
             async with pool.acquire() as conn:
-                # One round trip: a single statement needs no BEGIN and COMMIT around it.
-                # Subscriptions' events must be stored with the rows, in a transaction.
-                answers = await ops.insert_trigger_instances_alone(conn, batch)
+                # One round trip when it can be: a single statement needs no BEGIN and
+                # COMMIT around it (see ops.insert_trigger_instances_alone for when not).
+                answers = None
+                keyed = any(item.dedupe_key is not None for item, _ in batch)
+                if not keyed and time.monotonic() >= self._subscribed_until:
+                    answers = await ops.insert_trigger_instances_alone(conn, batch)
+                    if answers is None:
+                        # Held back by an enabled subscription: the next batches go
+                        # straight to the transaction for a while, rather than send their
+                        # rows twice. The statement's guard keeps either choice correct.
+                        self._subscribed_until = time.monotonic() + _SUBSCRIBED_RECHECK
                 if answers is None:
                     async with conn.transaction():
                         answers = await ops.insert_trigger_instances(conn, batch)

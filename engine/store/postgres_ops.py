@@ -100,7 +100,7 @@ _INSERT_IN_TRANSACTION = (
     + f" SELECT ins.id, (SELECT count(*) FROM hint) AS hinted, {_SUBSCRIBED} AS subscribed"
     " FROM ins"
 )
-# On its own (autocommit): the same, unless a subscription wants events, in which case it
+# On its own (autocommit): the same, unless a subscription is enabled, in which case it
 # inserts nothing and answers one row with subscribed = true. Both EXISTS read the one
 # snapshot of the statement, so they agree.
 _INSERT_ALONE = (
@@ -114,9 +114,14 @@ async def insert_trigger_instances_alone(
     conn: asyncpg.Connection, batch: Sequence[tuple[NewTriggerInstance, str]]
 ) -> tuple[list[Accepted], int] | None:
     """Insert a batch in one statement outside any transaction (one round trip instead of
-    BEGIN, INSERT and COMMIT), or None, having written nothing, when a subscription wants
-    trigger instance events: those are stored in the same transaction as the rows
-    (insert_trigger_instances, in a transaction)."""
+    BEGIN, INSERT and COMMIT), or return None, having written nothing, when the batch has
+    to be written in a transaction (insert_trigger_instances):
+    - an item has a dedupe key: a duplicate's original is read by a second statement,
+      which must not fail after the rows committed (it would queue behind a lock taken in
+      between, such as a migration's ALTER TABLE, and the caller be told "not stored");
+    - an enabled subscription may want events, which are stored with the rows."""
+    if any(item.dedupe_key is not None for item, _ in batch):
+        return None
     return await _insert_instances(conn, batch, _INSERT_ALONE)
 
 

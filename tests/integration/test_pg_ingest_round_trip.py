@@ -1,6 +1,7 @@
-"""PostgreSQL ingest in one round trip: with no subscription wanting events, a batch is one
-statement outside any transaction; when one does, that statement writes nothing and the
-batch is stored with its events in a transaction."""
+"""PostgreSQL ingest in one round trip: a batch without dedupe keys, while no subscription
+is enabled, is one statement outside any transaction. Otherwise it is written in a
+transaction: a subscription's events with the rows, and a duplicate's original looked up
+before anything commits, so that an error answer still means "not stored"."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import asyncpg
 import pytest
 
 from engine.config import StoreSettings
+from engine.errors import StoreError
 from engine.model import NewTriggerInstance
 from engine.outbound.subscriptions import Secret, Subscription
 from engine.store import create_store
+from engine.store import postgres as postgres_store
 from engine.store import postgres_ops as ops
 from engine.store.codec import prepare_trigger_instance
 from tests.integration.conftest import truncate_all
@@ -73,29 +76,39 @@ async def test_without_subscriptions_a_batch_is_one_statement_outside_a_transact
     pg_store, conn, queries, pg_url
 ) -> None:
     await pg_store.create_subscription(subscription("off", enabled=False))
-    items = batch("k:1", None, "k:1")
+    items = batch(None, None)
     answers, inserted = await ops.insert_trigger_instances_alone(conn, items)
     await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
     assert queries == [ops._INSERT_ALONE]  # no BEGIN, no COMMIT, no second statement
     assert not conn.is_in_transaction()
     assert inserted == 2
-    first, plain, _repeat = (item for item, _ in items)
-    assert [(a.id, a.duplicate) for a in answers] == [
-        (first.id, False),
-        (plain.id, False),
-        (first.id, True),
-    ]
+    assert [(a.id, a.duplicate) for a in answers] == [(item.id, False) for item, _ in items]
     # Committed: another connection sees the rows.
     other = await asyncpg.connect(pg_url)
     try:
-        assert await stored_ids(other) == {first.id, plain.id}
+        assert await stored_ids(other) == {item.id for item, _ in items}
     finally:
         await other.close()
 
 
-async def test_a_subscription_wanting_events_holds_the_statement_back(pg_store, conn) -> None:
+async def test_the_one_statement_sends_the_rules_workers_wake_up_hint(pg_store, conn) -> None:
+    heard: list[str] = []
+    await conn.add_listener(ops.channel("trigger_instances"), lambda *args: heard.append(args[2]))
+    sender = await pg_store._ingest_pool.acquire()
+    try:
+        assert await ops.insert_trigger_instances_alone(sender, batch(None)) is not None
+    finally:
+        await pg_store._ingest_pool.release(sender)
+    for _ in range(100):
+        if heard:
+            break
+        await asyncio.sleep(0.02)
+    assert heard == [ops.channel("trigger_instances")]
+
+
+async def test_a_subscription_holds_the_statement_back(pg_store, conn, queries) -> None:
     await pg_store.create_subscription(subscription("created"))
-    items = batch("k:2", None)
+    items = batch(None, None)
     assert await ops.insert_trigger_instances_alone(conn, items) is None
     assert await stored_ids(conn) == set()
     # The store then writes the rows and their events in one transaction.
@@ -106,38 +119,100 @@ async def test_a_subscription_wanting_events_holds_the_statement_back(pg_store, 
     assert deliveries.total == 2
 
 
-async def test_a_duplicate_of_an_earlier_batch_is_answered_with_the_original(
-    pg_store, conn, queries
-) -> None:
-    earlier = await pg_store.add_trigger_instances(
-        [NewTriggerInstance("t", {"n": 0}, dedupe_key="k:3")]
-    )
-    items = batch("k:3")
-    answers, inserted = await ops.insert_trigger_instances_alone(conn, items)
-    assert inserted == 0
-    assert [(a.id, a.duplicate) for a in answers] == [(earlier[0].id, True)]
-    await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
-    assert len(queries) == 2  # the insert, then the lookup of the original
+async def test_a_batch_with_dedupe_keys_is_not_one_statement(pg_store, conn, queries) -> None:
+    assert await ops.insert_trigger_instances_alone(conn, batch(None, "k:1")) is None
+    await asyncio.sleep(0)
+    assert queries == []
+    assert await stored_ids(conn) == set()
 
 
-async def test_the_store_takes_the_transaction_only_for_subscriptions(
+async def test_the_store_takes_the_transaction_for_keys_and_subscriptions(
     pg_store, conn, monkeypatch
 ) -> None:
-    in_transaction: list[int] = []
-    transactional = ops.insert_trigger_instances
+    calls: list[tuple[str, int]] = []
+    alone, transactional = ops.insert_trigger_instances_alone, ops.insert_trigger_instances
+
+    async def counted_alone(connection, items):
+        calls.append(("alone", len(items)))
+        return await alone(connection, items)
 
     async def counted(connection, items):
-        in_transaction.append(len(items))
+        calls.append(("transaction", len(items)))
         assert connection.is_in_transaction()
         return await transactional(connection, items)
 
+    monkeypatch.setattr(ops, "insert_trigger_instances_alone", counted_alone)
     monkeypatch.setattr(ops, "insert_trigger_instances", counted)
-    first = [NewTriggerInstance("t", {"n": n}) for n in range(3)]
-    await pg_store.add_trigger_instances(first)
-    assert in_transaction == []
+    plain = [NewTriggerInstance("t", {"n": n}) for n in range(3)]
+    await pg_store.add_trigger_instances(plain)
+    assert calls == [("alone", 3)]
+    keyed = [NewTriggerInstance("t", {"n": 9}, dedupe_key="k:9"), NewTriggerInstance("t", {})]
+    first, _ = await pg_store.add_trigger_instances(keyed)
+    repeat = await pg_store.add_trigger_instances([NewTriggerInstance("t", {}, dedupe_key="k:9")])
+    assert (repeat[0].id, repeat[0].duplicate) == (first.id, True)
+    assert calls[1:] == [("transaction", 2), ("transaction", 1)]
+    calls.clear()
+    monkeypatch.setattr(postgres_store, "_SUBSCRIBED_RECHECK", 0.5)
     await pg_store.create_subscription(subscription("created"))
-    second = [NewTriggerInstance("t", {"n": n}) for n in range(2)]
-    await pg_store.add_trigger_instances(second)
-    assert in_transaction == [2]
-    assert await stored_ids(conn) == {item.id for item in first + second}
-    assert (await pg_store.list_deliveries({}, 10, 0)).total == 2
+    for size in (2, 1):
+        await pg_store.add_trigger_instances([NewTriggerInstance("t", {}) for _ in range(size)])
+    # Held back once; the next batch goes straight to the transaction.
+    assert calls == [("alone", 2), ("transaction", 2), ("transaction", 1)]
+    assert (await pg_store.list_deliveries({}, 10, 0)).total == 3
+    # After the recheck period, one statement is tried again.
+    calls.clear()
+    await asyncio.sleep(0.6)
+    await pg_store.add_trigger_instances([NewTriggerInstance("t", {})])
+    assert calls == [("alone", 1), ("transaction", 1)]
+
+
+async def test_an_error_answer_means_nothing_was_stored(pg_url, tmp_path, monkeypatch) -> None:
+    """A lock requested on the table between the insert and the lookup of a duplicate's
+    original (a migration's ALTER TABLE, VACUUM FULL...) makes the store answer an error
+    after its lock_timeout; the rows must then not be committed, or the sender's retry
+    stores a webhook without a dedupe key twice."""
+    await truncate_all(pg_url)
+    store = create_store(StoreSettings(url=pg_url, busy_timeout=0.5), tmp_path)
+    await store.open()
+    blocker = await asyncpg.connect(pg_url)
+    check = await asyncpg.connect(pg_url)
+    try:
+        earlier = await store.add_trigger_instances(
+            [NewTriggerInstance("t", {"n": 0}, dedupe_key="k:1")]
+        )
+        original_fetch = asyncpg.connection.Connection.fetch
+        locking: list[asyncio.Future] = []
+
+        async def fetch(self, query, *args, **kwargs):
+            if query.startswith("SELECT dedupe_key, id FROM trigger_instances") and not locking:
+                await blocker.execute("BEGIN")
+                locking.append(
+                    asyncio.ensure_future(
+                        blocker.execute("LOCK TABLE trigger_instances IN ACCESS EXCLUSIVE MODE")
+                    )
+                )
+                await asyncio.sleep(0.3)
+            return await original_fetch(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", fetch)
+        fresh = NewTriggerInstance("t", {"n": 1})
+        repeat = NewTriggerInstance("t", {"n": 2}, dedupe_key="k:1")
+        error: StoreError | None = None
+        try:
+            answers = await store.add_trigger_instances([fresh, repeat])
+        except StoreError as exc:
+            error = exc
+        monkeypatch.undo()
+        assert locking, "the lookup of the duplicate's original did not run"
+        await locking[0]
+        await blocker.execute("ROLLBACK")
+        stored = await stored_ids(check)
+        if error is None:
+            assert stored == {earlier[0].id, fresh.id}
+            assert (answers[1].id, answers[1].duplicate) == (earlier[0].id, True)
+        else:
+            assert stored == {earlier[0].id}, f"answered {error!r} but committed {stored}"
+    finally:
+        await check.close()
+        await blocker.close()
+        await store.close()
