@@ -1,8 +1,9 @@
 """The scale-out store: PostgreSQL through asyncpg.
 
 Any number of processes share one database: claims use `FOR UPDATE SKIP LOCKED`, inserts
-`NOTIFY hookyard_<queue>` and one LISTEN connection per process turns those into wake-up
-hints (polling remains the fallback; a dropped listener is reconnected on the next wait).
+`NOTIFY hookyard_<queue>` and one LISTEN connection per process that waits for work turns
+those into wake-up hints (opened by the first wait; polling remains the fallback; a dropped
+listener is reconnected on the next wait).
 Ingest is group-committed like SQLite's, as one multi-row INSERT per batch. Schema
 migrations are versioned in `hookyard_schema_version` and applied under an advisory lock,
 so processes starting together migrate once.
@@ -158,7 +159,9 @@ class PostgresStore(PostgresOutbound, Store):
             concurrency=_COMMIT_CONCURRENCY,
         )
         self._committer.start()
-        await self._connect_listener()
+        # No LISTEN connection yet: the first wait_for_work opens it. A process that never
+        # waits for work (an api-only process, the ingest writer child) never listens, so
+        # the database does not deliver it every commit's wake-up hint.
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction():

@@ -520,6 +520,10 @@ async def test_postgres_listener_reconnects_after_being_killed(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
             " AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
         )
+        # A store listens from its first wait for work on, not before.
+        assert await admin.fetch(listening) == []
+        for waiting in (store, producer):
+            await waiting.wait_for_work("executions", 0)
         killed = {row["pid"] for row in await admin.fetch(listening)}
         assert len(killed) == 2  # one per store object
         for pid in killed:
