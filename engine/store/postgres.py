@@ -104,7 +104,7 @@ class PostgresStore(PostgresOutbound, Store):
         self._listener: asyncpg.Connection | None = None
         # When the last LISTEN connection attempt failed (reconnects are spaced after failures).
         self._listener_failed_at: float | None = None
-        self._listener_lock = asyncio.Lock()
+        self._connecting: asyncio.Task[None] | None = None
         self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
         # Until when ingest writes in a transaction without trying one statement first.
         self._subscribed_until = 0.0
@@ -194,6 +194,10 @@ class PostgresStore(PostgresOutbound, Store):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
@@ -218,7 +222,16 @@ class PostgresStore(PostgresOutbound, Store):
         if event is None:
             raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         if self._listener is None and not self._closed:
-            await self._connect_listener()
+            # One connect at a time, owned by the store and shielded: a waiter cancelled
+            # meanwhile (a worker stopping, a delivery hint no longer needed) neither
+            # abandons a half-open connection nor counts as a failed attempt.
+            connecting = self._connecting
+            if connecting is None or connecting.done():
+                connecting = asyncio.get_running_loop().create_task(
+                    self._connect_listener(), name="postgresql LISTEN connection"
+                )
+                self._connecting = connecting
+            await asyncio.shield(connecting)
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
@@ -226,34 +239,36 @@ class PostgresStore(PostgresOutbound, Store):
         event.clear()
 
     async def _connect_listener(self) -> None:
-        async with self._listener_lock:
-            if self._listener is not None or self._closed:
-                return
-            failed_at = self._listener_failed_at
-            if failed_at is not None and time.monotonic() - failed_at < LISTENER_RETRY_SECONDS:
-                return
-            self._listener_failed_at = time.monotonic()
-            try:
-                conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
-            except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
-                log.warning("LISTEN connection failed; polling", extra={"error": str(exc)})
-                return
-            try:
-                for queue in QUEUES:
-                    await conn.add_listener(ops.channel(queue), self._on_notify)
-            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-                log.warning("LISTEN failed; polling", extra={"error": str(exc)})
-                conn.terminate()
-                return
-            if self._closed:  # closed while connecting
-                conn.terminate()
-                return
-            conn.add_termination_listener(self._on_listener_lost)
-            self._listener = conn
-            self._listener_failed_at = None
-            # Notifications sent while no listener was connected are lost: wake everyone.
-            for event in self._work.values():
-                event.set()
+        if self._listener is not None or self._closed:
+            return
+        failed_at = self._listener_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < LISTENER_RETRY_SECONDS:
+            return
+        self._listener_failed_at = time.monotonic()
+        try:
+            conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
+        except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("LISTEN connection failed; polling", extra={"error": str(exc)})
+            return
+        try:
+            for queue in QUEUES:
+                await conn.add_listener(ops.channel(queue), self._on_notify)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            log.warning("LISTEN failed; polling", extra={"error": str(exc)})
+            conn.terminate()
+            return
+        except BaseException:  # cancelled by close()
+            conn.terminate()
+            raise
+        if self._closed:  # closed while connecting
+            conn.terminate()
+            return
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+        self._listener_failed_at = None
+        # Notifications sent while no listener was connected are lost: wake everyone.
+        for event in self._work.values():
+            event.set()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         event = self._work.get(channel.removeprefix("hookyard_"))

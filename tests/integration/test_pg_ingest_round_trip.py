@@ -106,7 +106,7 @@ async def test_the_one_statement_sends_the_rules_workers_wake_up_hint(pg_store, 
     assert heard == [ops.channel("trigger_instances")]
 
 
-async def test_a_subscription_holds_the_statement_back(pg_store, conn, queries) -> None:
+async def test_a_subscription_holds_the_statement_back(pg_store, conn) -> None:
     await pg_store.create_subscription(subscription("created"))
     items = batch(None, None)
     assert await ops.insert_trigger_instances_alone(conn, items) is None

@@ -544,6 +544,41 @@ async def test_postgres_listener_reconnects_after_being_killed(
     await asyncio.wait_for(waiter, 10)
 
 
+async def test_postgres_a_wait_cancelled_while_it_connects_still_listens(
+    store: Store, open_store, store_url: str
+) -> None:
+    """The first wait opens the LISTEN connection; cancelling that waiter (a worker
+    stopping, a delivery hint no longer needed) must not abandon the connection, nor count
+    as a failed attempt that leaves the next waits polling."""
+    if not store_url.startswith("postgresql://"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    producer = await open_store()
+    admin = await asyncpg.connect(store_url)
+    try:
+        listening = (
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+        )
+        cancelled = asyncio.create_task(store.wait_for_work("deliveries", 30))
+        await asyncio.sleep(0)  # it is opening the connection now
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        for _ in range(100):
+            if await admin.fetch(listening):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the cancelled wait left the store without a LISTEN connection")
+    finally:
+        await admin.close()
+    await store.wait_for_work("executions", 0)  # consume the wake-up sent on connecting
+    waiter = asyncio.create_task(store.wait_for_work("executions", 30))
+    await asyncio.sleep(0.05)
+    await producer.create_execution(NewExecution("core.noop", {}))
+    await asyncio.wait_for(waiter, 10)
+
+
 # --- lifecycle ---------------------------------------------------------------------------
 
 
