@@ -508,6 +508,22 @@ async def test_wait_for_work_wakes_on_new_rows(store: Store, open_store) -> None
         await store.wait_for_work("nope", 0)
 
 
+# The other sessions' LISTEN connections on the test database.
+LISTENING = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    " AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+)
+
+
+async def assert_woken_by_a_new_execution(store: Store, producer: Store) -> None:
+    """`store` listens: a wait for executions ends when `producer` creates one."""
+    await store.wait_for_work("executions", 0)  # consume the wake-up sent on connecting
+    waiter = asyncio.create_task(store.wait_for_work("executions", 30))
+    await asyncio.sleep(0.05)
+    await producer.create_execution(NewExecution("core.noop", {}))
+    await asyncio.wait_for(waiter, 10)
+
+
 async def test_postgres_listener_reconnects_after_being_killed(
     store: Store, open_store, store_url: str
 ) -> None:
@@ -516,32 +532,24 @@ async def test_postgres_listener_reconnects_after_being_killed(
     producer = await open_store()
     admin = await asyncpg.connect(store_url)
     try:
-        listening = (
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
-        )
         # A store listens from its first wait for work on, not before.
-        assert await admin.fetch(listening) == []
+        assert await admin.fetch(LISTENING) == []
         for waiting in (store, producer):
             await waiting.wait_for_work("executions", 0)
-        killed = {row["pid"] for row in await admin.fetch(listening)}
+        killed = {row["pid"] for row in await admin.fetch(LISTENING)}
         assert len(killed) == 2  # one per store object
         for pid in killed:
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
         # Waiting is what reconnects; keep waiting briefly until a new listener shows up.
         for _ in range(100):
             await store.wait_for_work("executions", 0.05)
-            if {row["pid"] for row in await admin.fetch(listening)} - killed:
+            if {row["pid"] for row in await admin.fetch(LISTENING)} - killed:
                 break
         else:
             pytest.fail("the store did not open a new LISTEN connection")
     finally:
         await admin.close()
-    await store.wait_for_work("executions", 0)  # consume the wake-up sent on reconnect
-    waiter = asyncio.create_task(store.wait_for_work("executions", 30))
-    await asyncio.sleep(0.05)
-    await producer.create_execution(NewExecution("core.noop", {}))
-    await asyncio.wait_for(waiter, 10)
+    await assert_woken_by_a_new_execution(store, producer)
 
 
 async def test_postgres_a_wait_cancelled_while_it_connects_still_listens(
@@ -555,28 +563,20 @@ async def test_postgres_a_wait_cancelled_while_it_connects_still_listens(
     producer = await open_store()
     admin = await asyncpg.connect(store_url)
     try:
-        listening = (
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
-        )
         cancelled = asyncio.create_task(store.wait_for_work("deliveries", 30))
         await asyncio.sleep(0)  # it is opening the connection now
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
         for _ in range(100):
-            if await admin.fetch(listening):
+            if await admin.fetch(LISTENING):
                 break
             await asyncio.sleep(0.02)
         else:
             pytest.fail("the cancelled wait left the store without a LISTEN connection")
     finally:
         await admin.close()
-    await store.wait_for_work("executions", 0)  # consume the wake-up sent on connecting
-    waiter = asyncio.create_task(store.wait_for_work("executions", 30))
-    await asyncio.sleep(0.05)
-    await producer.create_execution(NewExecution("core.noop", {}))
-    await asyncio.wait_for(waiter, 10)
+    await assert_woken_by_a_new_execution(store, producer)
 
 
 # --- lifecycle ---------------------------------------------------------------------------
