@@ -96,7 +96,7 @@ class PostgresStore(PostgresOutbound, Store):
         self.url = url
         self.settings = settings
         self.where = f"postgresql {codec.redact_url(url)}"
-        # Committed add_trigger_instances transactions (tests and metrics read it).
+        # Committed add_trigger_instances batches (tests and metrics read it).
         self.commit_batches = 0
         self._pool: asyncpg.Pool | None = None
         # The group committer's own connections (see _add_prepared).
@@ -142,9 +142,9 @@ class PostgresStore(PostgresOutbound, Store):
                 max_size=_COMMIT_CONCURRENCY,
                 timeout=CONNECT_TIMEOUT,
                 server_settings={"lock_timeout": f"{int(self.settings.busy_timeout * 1000)}"},
-                # These connections only ever run the insert transaction, which leaves no
-                # session state behind: the reset query on every release (a round trip
-                # per group commit) is skipped.
+                # These connections only ever insert trigger instances (in a transaction or
+                # one statement), which leaves no session state behind: the reset query on
+                # every release (a round trip per group commit) is skipped.
                 reset=_keep_session,
             )
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
@@ -196,8 +196,7 @@ class PostgresStore(PostgresOutbound, Store):
             await self._committer.close()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await asyncio.wait({self._connecting})
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
@@ -222,16 +221,17 @@ class PostgresStore(PostgresOutbound, Store):
         if event is None:
             raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         if self._listener is None and not self._closed:
-            # One connect at a time, owned by the store and shielded: a waiter cancelled
-            # meanwhile (a worker stopping, a delivery hint no longer needed) neither
-            # abandons a half-open connection nor counts as a failed attempt.
+            # One connect at a time, owned by the store: a waiter cancelled meanwhile (a
+            # worker stopping, a delivery hint no longer needed) neither abandons a
+            # half-open connection nor counts as a failed attempt, and a connect that
+            # close() cancels ends the waits without cancelling them.
             connecting = self._connecting
             if connecting is None or connecting.done():
                 connecting = asyncio.get_running_loop().create_task(
                     self._connect_listener(), name="postgresql LISTEN connection"
                 )
                 self._connecting = connecting
-            await asyncio.shield(connecting)
+            await asyncio.wait({connecting})
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
@@ -245,19 +245,21 @@ class PostgresStore(PostgresOutbound, Store):
         if failed_at is not None and time.monotonic() - failed_at < LISTENER_RETRY_SECONDS:
             return
         self._listener_failed_at = time.monotonic()
+        # Any failure leaves the workers polling: no exception leaves this task, whose
+        # waiters do not read its result.
         try:
             conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
-        except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
-            log.warning("LISTEN connection failed; polling", extra={"error": str(exc)})
+        except Exception as exc:
+            log.warning("LISTEN connection failed; polling", extra={"error": repr(exc)})
             return
         try:
             for queue in QUEUES:
                 await conn.add_listener(ops.channel(queue), self._on_notify)
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
-            log.warning("LISTEN failed; polling", extra={"error": str(exc)})
+        except Exception as exc:
             conn.terminate()
+            log.warning("LISTEN failed; polling", extra={"error": repr(exc)})
             return
-        except BaseException:  # cancelled by close()
+        except asyncio.CancelledError:  # close() cancelled the connect
             conn.terminate()
             raise
         if self._closed:  # closed while connecting

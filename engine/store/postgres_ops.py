@@ -154,7 +154,7 @@ async def _insert_instances(
         channel("trigger_instances"),
     )
     if rows and rows[0]["id"] is None:
-        return None  # held back: a subscription wants events (see _INSERT_ALONE)
+        return None  # held back: a subscription is enabled (see _INSERT_ALONE)
     inserted = {row["id"] for row in rows}
     # Rows skipped by ON CONFLICT: answer with the id of the row that holds the key. The
     # conflicting transaction has committed by now (ON CONFLICT waited for it), and this

@@ -579,6 +579,27 @@ async def test_postgres_a_wait_cancelled_while_it_connects_still_listens(
     await assert_woken_by_a_new_execution(store, producer)
 
 
+async def test_postgres_closing_the_store_while_a_wait_connects_ends_the_wait(
+    open_store, store_url: str
+) -> None:
+    if not store_url.startswith("postgresql://"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    closing = await open_store()
+    waiting = asyncio.create_task(closing.wait_for_work("executions", 30))
+    for _ in range(2):  # the wait starts the connect, and the connect starts
+        await asyncio.sleep(0)
+    connecting = closing._connecting
+    assert connecting is not None and not connecting.done()  # what this test is about
+    await closing.close()
+    # Returned, not cancelled: nobody cancelled the waiter.
+    assert await asyncio.wait_for(waiting, 5) is None
+    admin = await asyncpg.connect(store_url)
+    try:
+        assert await admin.fetch(LISTENING) == []
+    finally:
+        await admin.close()
+
+
 # --- lifecycle ---------------------------------------------------------------------------
 
 
