@@ -245,8 +245,8 @@ class PostgresStore(PostgresOutbound, Store):
         if failed_at is not None and time.monotonic() - failed_at < LISTENER_RETRY_SECONDS:
             return
         self._listener_failed_at = time.monotonic()
-        # Any failure leaves the workers polling: no exception leaves this task, whose
-        # waiters do not read its result.
+        # Any failure leaves the workers polling: nothing but close()'s cancellation
+        # leaves this task, whose waiters do not read its result.
         try:
             conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
         except Exception as exc:
@@ -545,8 +545,7 @@ class PostgresStore(PostgresOutbound, Store):
                 # One round trip when it can be: a single statement needs no BEGIN and
                 # COMMIT around it (see ops.insert_trigger_instances_alone for when not).
                 answers = None
-                keyed = any(item.dedupe_key is not None for item, _ in batch)
-                if not keyed and time.monotonic() >= self._subscribed_until:
+                if ops.may_insert_alone(batch) and time.monotonic() >= self._subscribed_until:
                     answers = await ops.insert_trigger_instances_alone(conn, batch)
                     if answers is None:
                         # Held back by an enabled subscription: the next batches go

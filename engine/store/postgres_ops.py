@@ -120,9 +120,15 @@ async def insert_trigger_instances_alone(
       which must not fail after the rows committed (it would queue behind a lock taken in
       between, such as a migration's ALTER TABLE, and the caller be told "not stored");
     - an enabled subscription may want events, which are stored with the rows."""
-    if any(item.dedupe_key is not None for item, _ in batch):
+    if not may_insert_alone(batch):
         return None
     return await _insert_instances(conn, batch, _INSERT_ALONE)
+
+
+def may_insert_alone(batch: Sequence[tuple[NewTriggerInstance, str]]) -> bool:
+    """Whether insert_trigger_instances_alone may write `batch`: none of its items has a
+    dedupe key (see there)."""
+    return all(item.dedupe_key is None for item, _ in batch)
 
 
 async def insert_trigger_instances(
