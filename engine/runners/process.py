@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from engine.errors import RunnerError
+from engine.runners.base import ProcessWatch
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,13 @@ async def run_process(
     cwd: str | None = None,
     stdin_data: bytes | None = None,
     with_result_channel: bool = False,
+    watch: ProcessWatch | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell unless argv says so) and collect what it did.
 
     With ``with_result_channel`` the child gets an extra pipe whose write end number is
     appended to argv; whatever it writes there comes back as ``result_channel``.
+    ``watch`` is told the process group once it runs, and when it has been dealt with.
     Raises RunnerError when the process cannot be started at all.
     """
     argv = list(argv)
@@ -145,6 +148,7 @@ async def run_process(
         if with_result_channel:
             # Only the child may hold the write end, so EOF comes when the child is gone.
             os.close(result_write_fd)
+    _tell(watch, "started", proc.pid, timeout)
 
     assert proc.stdout is not None and proc.stderr is not None
     stdout = _CappedReader(proc.stdout, max_output)
@@ -183,6 +187,7 @@ async def run_process(
             if channel_pipe is not None:
                 channel_pipe.close()
             _close_pipes(proc)
+            _tell(watch, "ended", proc.pid)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RunnerError(f"reading from {argv[0]!r} failed: {task.exception()}")
@@ -197,6 +202,16 @@ async def run_process(
         result_channel=bytes(channel.data),
         result_channel_overflow=channel.truncated,
     )
+
+
+def _tell(watch: ProcessWatch | None, event: str, *args: object) -> None:
+    # The watch only adds a safety net; a failure in it must not fail or leak the run.
+    if watch is None:
+        return
+    try:
+        getattr(watch, event)(*args)
+    except Exception:
+        log.exception("process watch failed on %s of group %s", event, args[0])
 
 
 async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Process:
