@@ -52,13 +52,14 @@ _EXIT_WAIT_SECONDS = 5.0
 class GroupGuard:
     """The worker's side: starts the guard on first use, restarts it if it died."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline_margin: float = DEADLINE_MARGIN_SECONDS) -> None:
+        self._margin = deadline_margin
         self._proc: subprocess.Popen[bytes] | None = None
         # pgid → (start time, deadline as time.monotonic()), re-sent to a restarted guard.
         self._watched: dict[int, tuple[int, float]] = {}
 
     def watch(self, pgid: int, start_time: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout + DEADLINE_MARGIN_SECONDS
+        deadline = time.monotonic() + timeout + self._margin
         self._watched[pgid] = (start_time, deadline)
         self._send(_watch_line(pgid, start_time, deadline - time.monotonic()))
 

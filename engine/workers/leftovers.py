@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # How long a killed group may take to be gone before attempt 2 is put off.
 GONE_TIMEOUT_SECONDS = 10.0
+KILLED, ABSENT, STUCK = "killed", "absent", "stuck"
 _GONE_POLL_SECONDS = 0.05
 
 
@@ -83,7 +84,7 @@ class ActionProcesses:
                 record.get("host"),
             )
             return True
-        return await self._kill(execution.id, record)
+        return await self._kill(execution.id, record) != STUCK
 
     async def sweep(self) -> int:
         """At start-up: kill the groups recorded on this host by workers no longer alive.
@@ -99,7 +100,7 @@ class ActionProcesses:
         for execution_id, record in records.items():
             if not self._host.same_as(record) or _worker_alive(record):
                 continue
-            if await self._kill(execution_id, record, quiet=True):
+            if await self._kill(execution_id, record, quiet=True) == KILLED:
                 killed += 1
         return killed
 
@@ -109,12 +110,14 @@ class ActionProcesses:
         if self._guard is not None:
             await asyncio.to_thread(self._guard.close)
 
-    async def _kill(self, execution_id: str, record: dict[str, Any], quiet: bool = False) -> bool:
+    async def _kill(self, execution_id: str, record: dict[str, Any], quiet: bool = False) -> str:
+        """KILLED (and gone), ABSENT (nothing of it left, or the pid is another process's
+        now), or STUCK (still there GONE_TIMEOUT_SECONDS after SIGKILL)."""
         pgid, recorded_start = record.get("pgid"), record.get("start_time")
         if not isinstance(pgid, int) or not isinstance(recorded_start, int):
-            return True
+            return ABSENT
         if not kill_group(pgid, recorded_start):
-            return True  # gone already, or the pid now names another process
+            return ABSENT
         log.warning("killed process group %d left running by execution %s", pgid, execution_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GONE_TIMEOUT_SECONDS
@@ -128,9 +131,9 @@ class ActionProcesses:
                         execution_id,
                         GONE_TIMEOUT_SECONDS,
                     )
-                return False
+                return STUCK
             await asyncio.sleep(_GONE_POLL_SECONDS)
-        return True
+        return KILLED
 
     def _record(self, execution: Execution, pgid: int, timeout: float) -> None:
         assert self._host is not None
