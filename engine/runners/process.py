@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ _READ_CHUNK = 65536
 MAX_RESULT_CHANNEL_BYTES = 64 * 1024 * 1024
 # Environment variables of the engine passed on to actions; everything else (database
 # URLs, encryption keys, HOOKYARD_* settings) stays in the engine.
+# With a process watch, a command without input starts behind this gate: a shell that runs
+# it only once the worker has told the watch (and so the group guard) about the group, by
+# writing a line to its stdin. A worker killed before that closes the pipe and the gate
+# exits: no action process ever runs unwatched. (python-script is gated by its request on
+# stdin: engine.runners.python_host reads it before it loads the action.)
+_GATE = 'read -r go || exit 125; exec "$@" </dev/null'
+_GATE_NAME = "hookyard-gate"
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -126,6 +134,10 @@ async def run_process(
     Raises RunnerError when the process cannot be started at all.
     """
     argv = list(argv)
+    if watch is not None and stdin_data is None:
+        _check_executable(argv[0], env)  # the gate would only report it as exit code 127
+        argv = ["/bin/sh", "-c", _GATE, _GATE_NAME, *argv]
+        stdin_data = b"go\n"
     result_read_fd = result_write_fd = -1
     if with_result_channel:
         result_read_fd, result_write_fd = os.pipe()
@@ -202,6 +214,13 @@ async def run_process(
         result_channel=bytes(channel.data),
         result_channel_overflow=channel.truncated,
     )
+
+
+def _check_executable(program: str, env: Mapping[str, str]) -> None:
+    # What exec would find, looked up as subprocess does: the action's PATH.
+    found = program if "/" in program else shutil.which(program, path=env.get("PATH"))
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise RunnerError(f"cannot start {program!r}: not found or not executable")
 
 
 def _tell(watch: ProcessWatch | None, event: str, *args: object) -> None:

@@ -212,3 +212,47 @@ def test_guard_kills_the_watched_groups_when_its_worker_is_killed(groups):
         worker.kill()
         worker.wait()
         worker.stdout.close()
+
+
+DIES_AT_START = """
+import asyncio, os, sys
+from engine.runners.process import run_process
+
+
+class DiesWhenTold:
+    def started(self, pgid, timeout):
+        print(pgid, flush=True)
+        os._exit(9)  # killed after the fork, before the guard could be told of the group
+
+    def ended(self, pgid):
+        pass
+
+
+asyncio.run(
+    run_process(
+        ["/bin/sh", "-c", sys.argv[1]],
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=30,
+        max_output=1000,
+        watch=DiesWhenTold(),
+    )
+)
+"""
+
+
+def test_an_action_started_by_a_worker_that_dies_at_once_never_runs(tmp_path: Path):
+    marker = tmp_path / "marker"
+    worker = subprocess.run(
+        [sys.executable, "-c", DIES_AT_START, f"touch {marker}; sleep 30"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert worker.returncode == 9, worker.stderr
+    pgid = int(worker.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while members(pgid):
+        assert time.monotonic() < deadline, "the gated action outlived its worker"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert not marker.exists()
