@@ -135,7 +135,7 @@ async def run_process(
     """
     argv = list(argv)
     if watch is not None and stdin_data is None:
-        _check_executable(argv[0], env)  # the gate would only report it as exit code 127
+        _check_executable(argv[0], env, cwd)  # the gate would only report exit code 127
         argv = ["/bin/sh", "-c", _GATE, _GATE_NAME, *argv]
         stdin_data = b"go\n"
     result_read_fd = result_write_fd = -1
@@ -216,9 +216,12 @@ async def run_process(
     )
 
 
-def _check_executable(program: str, env: Mapping[str, str]) -> None:
-    # What exec would find, looked up as subprocess does: the action's PATH.
-    found = program if "/" in program else shutil.which(program, path=env.get("PATH"))
+def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
+    # What exec would find, looked up as subprocess does: the action's PATH, its cwd.
+    if "/" in program:
+        found: str | None = os.path.join(cwd or "", program)
+    else:
+        found = shutil.which(program, path=env.get("PATH"))
     if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
         raise RunnerError(f"cannot start {program!r}: not found or not executable")
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from engine.config import StoreSettings
+from engine.errors import RunnerError
 from engine.model import NewExecution
 from engine.runners.group_guard import GroupGuard
+from engine.runners.process import run_process
 from engine.runners.process_identity import (
     ProcessRecord,
     group_alive,
@@ -184,6 +186,7 @@ def test_guard_kills_a_group_past_its_deadline_and_spares_released_ones(groups):
 WORKER = """
 import sys, time
 from engine.runners.group_guard import GroupGuard
+from engine.runners.process import run_process
 from engine.runners.process_identity import start_time
 guard = GroupGuard()
 pgid = int(sys.argv[1])
@@ -256,3 +259,43 @@ def test_an_action_started_by_a_worker_that_dies_at_once_never_runs(tmp_path: Pa
         time.sleep(0.05)
     time.sleep(0.5)
     assert not marker.exists()
+
+
+class Recording:
+    """A process watch that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def started(self, pgid: int, timeout: float) -> None:
+        self.events.append(("started", pgid))
+
+    def ended(self, pgid: int) -> None:
+        self.events.append(("ended", pgid))
+
+
+async def test_a_watched_run_behind_the_gate_behaves_as_an_unwatched_one(tmp_path: Path):
+    script = tmp_path / "tool"
+    script.write_text('#!/bin/sh\necho "$0" "$@"; read -r line; echo "read:$line"; exit 4\n')
+    script.chmod(0o755)
+    outcomes = []
+    for watch in (None, Recording()):
+        outcomes.append(
+            await run_process(
+                ["./tool", "a b", "c"],
+                env={"PATH": "/usr/bin:/bin"},
+                cwd=str(tmp_path),
+                timeout=10,
+                max_output=1000,
+                watch=watch,
+            )
+        )
+    plain, watched = outcomes
+    assert (watched.exit_code, watched.stdout) == (plain.exit_code, plain.stdout)
+    assert watched.stdout == "./tool a b c\nread:\n" and watched.exit_code == 4
+    assert watch.events == [("started", watch.events[0][1]), ("ended", watch.events[0][1])]
+
+    with pytest.raises(RunnerError, match="cannot start 'no-such-program-hookyard'"):
+        await run_process(
+            ["no-such-program-hookyard"], env={}, timeout=10, max_output=10, watch=Recording()
+        )
