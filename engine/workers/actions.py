@@ -48,11 +48,11 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 
     runtime.observers.append(on_cancel_requested)
     processes = ActionProcesses(store)
-    killed = await processes.sweep()
-    if killed:
-        log.warning("killed %d process group(s) left running by a stopped worker", killed)
     log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
     try:
+        killed = await processes.sweep()
+        if killed:
+            log.warning("killed %d process group(s) left running by a stopped worker", killed)
         while not stop.is_set():
             free = settings.actions_concurrency - len(running)
             if free <= 0:
