@@ -25,6 +25,15 @@ MASK = "********"
 DestinationGuard = Callable[[str], Awaitable[object]]
 
 
+class ProcessWatch(Protocol):
+    """Told of each process group a run starts, and when the runner is done with it, so
+    that the group can be killed if the worker dies meanwhile (engine.workers.leftovers)."""
+
+    def started(self, pgid: int, timeout: float) -> None: ...
+
+    def ended(self, pgid: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class RunRequest:
     execution_id: str
@@ -46,6 +55,8 @@ class RunRequest:
     max_output: int = 1_048_576
     # Per-run URL check for the http-request runner (overrides the runner's own).
     destination_guard: DestinationGuard | None = field(default=None, compare=False)
+    # Told of the process groups this run starts (shell, script and Python runners).
+    process_watch: ProcessWatch | None = field(default=None, compare=False)
 
     def parameter(self, name: str, default: Any = None) -> Any:
         """A parameter looked up in runner parameters first, then action parameters.

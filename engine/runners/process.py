@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from engine.errors import RunnerError
+from engine.runners.base import ProcessWatch
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,13 @@ _READ_CHUNK = 65536
 MAX_RESULT_CHANNEL_BYTES = 64 * 1024 * 1024
 # Environment variables of the engine passed on to actions; everything else (database
 # URLs, encryption keys, HOOKYARD_* settings) stays in the engine.
+# With a process watch, a command without input starts behind this gate: a shell that runs
+# it only once the worker has told the watch (and so the group guard) about the group, by
+# writing a line to its stdin. A worker killed before that closes the pipe and the gate
+# exits: no action process ever runs unwatched. (python-script is gated by its request on
+# stdin: engine.runners.python_host reads it before it loads the action.)
+_GATE = 'read -r go || exit 125; exec "$@" </dev/null'
+_GATE_NAME = "hookyard-gate"
 _INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -115,14 +124,20 @@ async def run_process(
     cwd: str | None = None,
     stdin_data: bytes | None = None,
     with_result_channel: bool = False,
+    watch: ProcessWatch | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell unless argv says so) and collect what it did.
 
     With ``with_result_channel`` the child gets an extra pipe whose write end number is
     appended to argv; whatever it writes there comes back as ``result_channel``.
+    ``watch`` is told the process group once it runs, and when it has been dealt with.
     Raises RunnerError when the process cannot be started at all.
     """
     argv = list(argv)
+    if watch is not None and stdin_data is None:
+        _check_executable(argv[0], env, cwd)  # the gate would only report exit code 127
+        argv = ["/bin/sh", "-c", _GATE, _GATE_NAME, *argv]
+        stdin_data = b"go\n"
     result_read_fd = result_write_fd = -1
     if with_result_channel:
         result_read_fd, result_write_fd = os.pipe()
@@ -145,6 +160,7 @@ async def run_process(
         if with_result_channel:
             # Only the child may hold the write end, so EOF comes when the child is gone.
             os.close(result_write_fd)
+    _tell(watch, "started", proc.pid, timeout)
 
     assert proc.stdout is not None and proc.stderr is not None
     stdout = _CappedReader(proc.stdout, max_output)
@@ -183,6 +199,7 @@ async def run_process(
             if channel_pipe is not None:
                 channel_pipe.close()
             _close_pipes(proc)
+            _tell(watch, "ended", proc.pid)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RunnerError(f"reading from {argv[0]!r} failed: {task.exception()}")
@@ -197,6 +214,26 @@ async def run_process(
         result_channel=bytes(channel.data),
         result_channel_overflow=channel.truncated,
     )
+
+
+def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:
+    # What exec would find, looked up as subprocess does: the action's PATH, its cwd.
+    if "/" in program:
+        found: str | None = os.path.join(cwd or "", program)
+    else:
+        found = shutil.which(program, path=env.get("PATH"))
+    if found is None or not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise RunnerError(f"cannot start {program!r}: not found or not executable")
+
+
+def _tell(watch: ProcessWatch | None, event: str, *args: object) -> None:
+    # The watch only adds a safety net; a failure in it must not fail or leak the run.
+    if watch is None:
+        return
+    try:
+        getattr(watch, event)(*args)
+    except Exception:
+        log.exception("process watch failed on %s of group %s", event, args[0])
 
 
 async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Process:

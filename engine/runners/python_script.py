@@ -80,6 +80,7 @@ class PythonScriptRunner:
                 max_output=request.max_output,
                 stdin_data=payload,
                 with_result_channel=True,
+                watch=request.process_watch,
             )
         except RunnerError as exc:
             return RunResult(FAILED, {**empty, "error": str(exc)})

@@ -83,6 +83,7 @@ class _LocalShellBase:
                 cwd=request.runner_parameters.get("cwd") or None,
                 timeout=request.timeout,
                 max_output=request.max_output,
+                watch=request.process_watch,
             )
         except RunnerError as exc:
             return failed(

@@ -212,6 +212,22 @@ class Store(OutboundStore, abc.ABC):
         LeaseLost on a stale token."""
 
     @abc.abstractmethod
+    async def record_execution_process(
+        self, execution_id: str, lease_token: str, process: Mapping[str, Any]
+    ) -> None:
+        """Remember the OS process the execution's current attempt runs in (a JSON object:
+        host, boot id, pid, process group, start time, the worker that started it), so a
+        worker re-claiming it after a crash can kill what is left. LeaseLost on a stale
+        token or a finished execution."""
+
+    @abc.abstractmethod
+    async def execution_processes(
+        self, execution_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Execution id → its recorded process, for executions not finished yet (scheduled,
+        running, canceling) or abandoned that have one; only `execution_ids` when given."""
+
+    @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:
         """Raise NotFound if absent."""
 

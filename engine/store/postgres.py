@@ -43,6 +43,7 @@ from engine.store import (
     decision_ops,
     explain_ops,
     kv_ops,
+    process_ops,
     rule_ops,
 )
 from engine.store import postgres_ops as ops
@@ -426,6 +427,16 @@ class PostgresStore(PostgresOutbound, Store):
         return await self._transaction(
             ops.finish_execution, execution_id, lease_token, status, result_json, utcnow()
         )
+
+    async def record_execution_process(
+        self, execution_id: str, lease_token: str, process: Mapping[str, Any]
+    ) -> None:
+        await self._transaction(process_ops.pg_record, execution_id, lease_token, process)
+
+    async def execution_processes(
+        self, execution_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        return await self._read(process_ops.pg_list, execution_ids)
 
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._read(ops.get_execution, execution_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from engine.rules import templates
 from engine.runners.base import RunRequest
 from engine.runtime import Runtime
 from engine.workers import sleep_until
+from engine.workers.leftovers import ActionProcesses
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,12 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             cancels[details[0]].set()
 
     runtime.observers.append(on_cancel_requested)
+    processes = ActionProcesses(store)
     log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
     try:
+        killed = await processes.sweep()
+        if killed:
+            log.warning("killed %d process group(s) left running by a stopped worker", killed)
         while not stop.is_set():
             free = settings.actions_concurrency - len(running)
             if free <= 0:
@@ -62,7 +68,7 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 continue
             for execution in batch:
                 cancel = cancels[execution.id] = asyncio.Event()
-                task = asyncio.create_task(run_execution(runtime, execution, cancel))
+                task = asyncio.create_task(run_execution(runtime, execution, cancel, processes))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 task.add_done_callback(lambda _, key=execution.id: cancels.pop(key, None))
@@ -73,19 +79,31 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             # In-flight executions finish within the role's grace period; past it they are
             # cancelled, their process groups killed and their leases left to expire.
             await asyncio.gather(*running, return_exceptions=True)
+        await processes.close()
         runtime.observers.remove(on_cancel_requested)
         log.info("actions worker stopped")
 
 
 async def run_execution(
-    runtime: Runtime, execution: Execution, cancel: asyncio.Event | None = None
+    runtime: Runtime,
+    execution: Execution,
+    cancel: asyncio.Event | None = None,
+    processes: ActionProcesses | None = None,
 ) -> None:
     """Run one claimed execution; setting `cancel` (or a `canceling` status seen by the
-    heartbeat) stops the run, kills its process group and records `canceled`."""
+    heartbeat) stops the run, kills its process group and records `canceled`.
+
+    With `processes`, the run's process groups are guarded and recorded, and a group left
+    by the previous attempt on this host is killed before anything else."""
     cancel = cancel or asyncio.Event()
     extra = {"execution": execution.id, "action": execution.action, **_context_ids(execution)}
     token = execution.lease_token or ""
     store = runtime.store
+    left_over_killed = (
+        processes is None or execution.attempt == 1 or await processes.kill_left_over(execution)
+    )
+    if not left_over_killed:
+        return  # its lease expires and it is claimed again, still at this attempt
     try:
         # st2kv for metadata templates, as the execution's user (engine.datastore).
         kv = await runtime.datastore.st2kv(_execution_user(execution))
@@ -122,6 +140,8 @@ async def run_execution(
         extra=extra,
     )
     runner = runtime.runners.get(action.runner_type)
+    if processes is not None:
+        request = dataclasses.replace(request, process_watch=processes.watch_for(execution))
     run_task = asyncio.create_task(runner.run(request))
     heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task, cancel))
     stopper = asyncio.create_task(_stop_when(cancel, run_task))

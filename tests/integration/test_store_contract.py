@@ -472,6 +472,38 @@ async def test_lease_expired_execution_is_retried_then_abandoned(store: Store) -
         await store.finish_execution(new.id, retry.lease_token, SUCCEEDED, None)
 
 
+async def test_execution_process_is_recorded_fenced_and_listed_until_finished(
+    store: Store,
+) -> None:
+    process = {"host": "h", "boot_id": "b", "pid": 4321, "pgid": 4321, "start_time": 99}
+    first = await store.create_execution(NewExecution("core.local", {"cmd": "sleep 100"}))
+    other = await store.create_execution(NewExecution("core.local", {"cmd": "true"}))
+    claimed = {e.id: e for e in await store.claim_executions(10, 0.01)}
+    token = claimed[first.id].lease_token
+    await store.start_execution(first.id, token)
+    assert await store.execution_processes() == {}
+
+    with pytest.raises(LeaseLost):
+        await store.record_execution_process(first.id, "stale", process)
+    with pytest.raises(NotFound):
+        await store.record_execution_process("0" * 24, "x", process)
+    await store.record_execution_process(first.id, token, process)
+    await store.record_execution_process(other.id, claimed[other.id].lease_token, {"pid": 7})
+    assert await store.execution_processes() == {first.id: process, other.id: {"pid": 7}}
+    assert await store.execution_processes([first.id, "0" * 24]) == {first.id: process}
+    assert await store.execution_processes([]) == {}
+
+    # A re-claimed execution still shows the process its previous attempt ran in.
+    await asyncio.sleep(0.05)
+    retried = {e.id: e for e in await store.claim_executions(10, 30, max_attempts=3)}
+    assert retried[first.id].attempt == 2
+    assert await store.execution_processes([first.id]) == {first.id: process}
+    await store.finish_execution(other.id, retried[other.id].lease_token, SUCCEEDED, None)
+    with pytest.raises(LeaseLost):
+        await store.record_execution_process(other.id, retried[other.id].lease_token, process)
+    assert await store.execution_processes() == {first.id: process}
+
+
 async def test_list_executions_filters_and_order(store: Store) -> None:
     created = []
     for action in ("a.one", "a.two", "a.one"):

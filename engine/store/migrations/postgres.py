@@ -242,3 +242,10 @@ _PAYLOAD_JSON = (
     "ALTER TABLE trigger_instances ALTER COLUMN payload TYPE json USING payload::json",
 )
 MIGRATIONS = (*MIGRATIONS, _PAYLOAD_JSON)
+
+# Version N (action processes): the OS process an execution's current attempt runs in
+# (host, boot id, pid = process group, start time, and the worker that started it), so a
+# worker re-claiming it after a crash can kill what is left (engine.workers.leftovers).
+# Written and read whole, never queried inside: json, as trigger instance payloads.
+_EXECUTION_PROCESS = ("ALTER TABLE executions ADD COLUMN process json",)
+MIGRATIONS = (*MIGRATIONS, _EXECUTION_PROCESS)

@@ -230,3 +230,9 @@ MIGRATIONS = (*MIGRATIONS, _STORED_RULES)
 # what killed the workers (engine.workers.rules).
 _INSTANCE_CLAIMS = ("ALTER TABLE trigger_instances ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",)
 MIGRATIONS = (*MIGRATIONS, _INSTANCE_CLAIMS)
+
+# Version N (action processes): the OS process an execution's current attempt runs in
+# (host, boot id, pid = process group, start time, and the worker that started it), so a
+# worker re-claiming it after a crash can kill what is left (engine.workers.leftovers).
+_EXECUTION_PROCESS = ("ALTER TABLE executions ADD COLUMN process TEXT",)
+MIGRATIONS = (*MIGRATIONS, _EXECUTION_PROCESS)
