@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.errors import EngineError
 from engine.model import new_id, utcnow
+from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS, too_long
 
 KEY_MARK = "hy_"
 PREFIX_LENGTH = len(KEY_MARK) + 8
@@ -106,8 +107,10 @@ def new_api_key(
     """A new key record and the key to show once."""
     if not isinstance(name, str) or not name.strip():
         raise ApiKeyError("an API key needs a non-empty name")
-    webhooks = _names(webhooks, "webhooks")
-    triggers = _names(triggers, "triggers")
+    if len(name.strip()) > MAX_NAME_CHARS:
+        raise ApiKeyError(f"'name' {too_long(len(name.strip()), MAX_NAME_CHARS)}")
+    webhooks = _names(webhooks, "webhooks", MAX_NAME_CHARS)
+    triggers = _names(triggers, "triggers", MAX_REF_CHARS)
     now = now or utcnow()
     key = generate_key()
     record = ApiKey(
@@ -124,13 +127,16 @@ def new_api_key(
     return record, key
 
 
-def _names(values: Any, what: str) -> tuple[str, ...]:
+def _names(values: Any, what: str, limit: int) -> tuple[str, ...]:
     if values is None:
         return ()
     if not isinstance(values, list | tuple) or not all(
         isinstance(v, str) and v.strip() for v in values
     ):
         raise ApiKeyError(f"{what!r} must be a list of non-empty strings")
+    for value in values:
+        if len(value) > limit:
+            raise ApiKeyError(f"an item of {what!r} {too_long(len(value), limit)}")
     return tuple(values)
 
 

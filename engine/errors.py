@@ -92,6 +92,13 @@ class RegistryError(EngineError):
     """Raised when a named registry gets a duplicate or an unknown name."""
 
 
+# --- names -------------------------------------------------------------------
+
+
+class NameTooLong(EngineError):
+    """Raised when a name or ref is longer than its bound (engine.names)."""
+
+
 # --- store -----------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import EngineError
 from engine.model import isoformat, new_id
+from engine.names import MAX_KEY_NAME_CHARS, too_long
 
 SYSTEM_SCOPE = "st2kv.system"
 USER_SCOPE = "st2kv.user"
@@ -27,7 +28,7 @@ _SCOPE_NAMES = {
     SYSTEM_SCOPE: SYSTEM_SCOPE,
     USER_SCOPE: USER_SCOPE,
 }
-MAX_NAME_CHARS = 512
+MAX_NAME_CHARS = MAX_KEY_NAME_CHARS
 # A TTL longer than this is surely a unit mistake (milliseconds for seconds).
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 
@@ -55,7 +56,7 @@ def check_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise DatastoreError("a datastore key needs a non-empty name")
     if len(name) > MAX_NAME_CHARS:
-        raise DatastoreError(f"datastore key name is longer than {MAX_NAME_CHARS} characters")
+        raise DatastoreError(f"datastore key name {too_long(len(name), MAX_NAME_CHARS)}")
     if any(ord(char) < 32 or char in "/\x7f" for char in name):
         raise DatastoreError(
             f"datastore key name {name!r} contains a control character or '/'; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from engine.errors import EngineError
 from engine.ingest_process import IngestProcess
 from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
+from engine.rules.parameter_kinds import kinds_for_runner
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
 
@@ -140,12 +141,12 @@ class Runtime:
             return frozenset()
         return self.packs.action(ref).secret_parameters
 
-    def shell_parameters(self, ref: str) -> frozenset[str]:
-        """Parameters of action `ref` that are shell command strings (quoted on render)."""
+    def parameter_kinds(self, ref: str) -> Mapping[str, str]:
+        """Parameters of action `ref` that render their own way: shell commands and URLs,
+        whose inserted values are quoted (engine.rules.parameter_kinds)."""
         if not self.action_known(ref):
-            return frozenset()
-        action = self.packs.action(ref)
-        return frozenset({"cmd"}) if action.runner_type == "local-shell-cmd" else frozenset()
+            return kinds_for_runner(None)
+        return kinds_for_runner(self.packs.action(ref).runner_type)
 
     @property
     def known_trigger_types(self) -> set[str]:

@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from engine.errors import RuleLoadError
-from engine.rules import Rule, load_rule
+from engine.rules import Rule, RuleSet, load_rule
 from engine.rules.loader import DEFAULT_PACK
+from engine.rules.rule import is_rule_id, rule_id
 from engine.rules.timers import TimerError, is_timer, schedule_for
 
 API_SOURCE = "api"
@@ -64,3 +65,25 @@ def build_api_rule(definition: Mapping[str, Any]) -> Rule:
 
 def is_api_rule(rule: Rule) -> bool:
     return rule.source == API_SOURCE
+
+
+def loaded_rule(ruleset: RuleSet, ref_or_id: str) -> Rule | None:
+    """The loaded rule with this ref or id (`GET /api/v1/rules/{ref_or_id}`, as StackStorm)."""
+    rule = ruleset.get(ref_or_id)
+    if rule is None and is_rule_id(ref_or_id):
+        rule = next((r for r in ruleset if r.id == ref_or_id), None)
+    return rule
+
+
+def stored_ref(records: list[StoredRule], ref_or_id: str) -> str | None:
+    """The ref of the stored rule with this ref or id, loaded or not: a rule stored with a
+    ref too long for a URL (or that no longer loads) is still reached by its id."""
+    for record in records:
+        if record.ref == ref_or_id or (is_rule_id(ref_or_id) and rule_id(record.ref) == ref_or_id):
+            return record.ref
+    return None
+
+
+def shown_ref(ref: str, limit: int = 100) -> str:
+    """A ref cut for a log line or an error message."""
+    return ref if len(ref) <= limit else f"{ref[:limit]}... ({len(ref):,} characters)"

@@ -15,6 +15,7 @@ import click
 from engine.cli.client import ApiClient, ApiError, ServerUnreachable, server_command
 from engine.cli.output import fail, print_json
 from engine.cli.resources import path_part
+from engine.names import MAX_REF_CHARS, too_long
 
 # --- rules -------------------------------------------------------------------------------
 
@@ -47,7 +48,16 @@ def rule_disable(client: ApiClient, as_json: bool, ref: str) -> None:
 @click.argument("ref")
 @server_command
 def rule_delete(client: ApiClient, as_json: bool, ref: str) -> None:
-    """Delete a rule created through the API."""
+    """Delete a rule created through the API, by REF (pack.name) or by its id.
+
+    The id is in `hookyard rule get REF --json`; a stored rule that no longer loads
+    (e.g. a name over the length limit) is named by its id in the server's log.
+    """
+    if len(ref) > MAX_REF_CHARS:
+        fail(
+            f"the rule ref {too_long(len(ref), MAX_REF_CHARS)}; no such rule can be named by "
+            "its ref: give the rule's id (24 hex digits, shown in the server log)"
+        )
     client.delete(f"/rules/{path_part(ref)}")
     if as_json:
         print_json({"ref": ref, "deleted": True})

@@ -15,6 +15,7 @@ from engine.http import shapes
 from engine.http.app import RUNTIME, Handler, json_response
 from engine.http.guard import guarded
 from engine.model import Page
+from engine.stored_rules import loaded_rule
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -112,7 +113,7 @@ async def list_rules(request: web.Request) -> web.Response:
 
 async def get_rule(request: web.Request) -> web.Response:
     ref = request.match_info["ref"]
-    rule = request.app[RUNTIME].ruleset.get(ref)
+    rule = loaded_rule(request.app[RUNTIME].ruleset, ref)
     if rule is None:
         raise NotFound(f"no rule {ref!r}")
     return json_response(rule.to_api())

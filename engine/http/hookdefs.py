@@ -20,6 +20,7 @@ from engine.errors import ConfigError, EngineError
 from engine.hook_payload import CREDENTIAL_HEADERS
 from engine.http.jwt_auth import JwtVerifier
 from engine.http.signatures import SignatureScheme, build_scheme
+from engine.names import MAX_NAME_CHARS, too_long
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import compile_template, is_template
 from engine.rules.yamlsource import KEY, Located, format_path, parse_yaml
@@ -140,6 +141,10 @@ def build_definition(
     name = normalize_webhook_name(raw_name)
     if not name:
         raise ConfigError(f"{source.where(at_key=True)}: a hook needs a name")
+    if len(name) > MAX_NAME_CHARS:
+        raise ConfigError(
+            f"{source.where(at_key=True)}: the hook name {too_long(len(name), MAX_NAME_CHARS)}"
+        )
     if settings is None:
         settings = {}
     if not isinstance(settings, Mapping):

@@ -22,8 +22,16 @@ from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
 from engine.rules import Rule
+from engine.rules.rule import is_rule_id
 from engine.runtime import Runtime
-from engine.stored_rules import build_api_rule, is_api_rule, normalize_definition
+from engine.stored_rules import (
+    build_api_rule,
+    is_api_rule,
+    loaded_rule,
+    normalize_definition,
+    shown_ref,
+    stored_ref,
+)
 from engine.workers.rule_sync import RULE_SYNC
 
 
@@ -51,13 +59,13 @@ async def create_rule(request: web.Request) -> web.Response:
 async def update_rule(request: web.Request) -> web.Response:
     await request.app[GATEKEEPER].require_key(request, admin=True)
     runtime = request.app[RUNTIME]
-    ref = request.match_info["ref"]
+    ref = await _ref_of(runtime, request.match_info["ref"])
     _refuse_file_rule(runtime, ref, "this rule")
     body = await _json_object(request)
     if set(body) == {"enabled"}:
         stored = {record.ref: record for record in await runtime.store.list_rules()}
         if ref not in stored:
-            raise NotFound(f"no rule {ref!r}")
+            raise NotFound(f"no rule {shown_ref(ref)!r}")
         body = {**stored[ref].definition, "enabled": body["enabled"]}
     definition = normalize_definition(body)
     rule = _build(runtime, definition)
@@ -74,11 +82,24 @@ async def update_rule(request: web.Request) -> web.Response:
 async def delete_rule(request: web.Request) -> web.Response:
     await request.app[GATEKEEPER].require_key(request, admin=True)
     runtime = request.app[RUNTIME]
-    ref = request.match_info["ref"]
+    ref = await _ref_of(runtime, request.match_info["ref"])
     _refuse_file_rule(runtime, ref, "this rule")
     await runtime.store.delete_rule(ref)
     await request.app[RULE_SYNC].refresh()
     return web.Response(status=204)
+
+
+async def _ref_of(runtime: Runtime, ref_or_id: str) -> str:
+    """The ref a URL names by ref or by id (StackStorm's `{ref_or_id}`). A loaded rule is
+    found by either; a stored rule that does not load (a name over the limit) by its id."""
+    loaded = loaded_rule(runtime.ruleset, ref_or_id)
+    if loaded is not None:
+        return loaded.ref
+    if is_rule_id(ref_or_id):
+        found = stored_ref(await runtime.store.list_rules(), ref_or_id)
+        if found is not None:
+            return found
+    return ref_or_id
 
 
 def _build(runtime: Runtime, definition: dict[str, Any]) -> Rule:

@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.model import Enforcement, Execution, TriggerInstance, isoformat
 from engine.rules import Rule
+from engine.rules.rule import rule_id
 
 
 def trigger_instance(instance: TriggerInstance) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def trigger_instance(instance: TriggerInstance) -> dict[str, Any]:
 def enforcement(record: Enforcement) -> dict[str, Any]:
     return {
         "id": record.id,
-        "rule": {"ref": record.rule_ref, "id": record.rule_id or record.rule_ref},
+        "rule": {"ref": record.rule_ref, "id": record.rule_id or rule_id(record.rule_ref)},
         "trigger_instance_id": record.trigger_instance_id,
         "execution_id": record.execution_id,
         "enforced_at": isoformat(record.enforced_at),

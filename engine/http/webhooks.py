@@ -29,6 +29,7 @@ from engine.http.bodies import parse_body, parse_body_and_text
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
+from engine.names import MAX_REF_CHARS, too_long
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
 from engine.store import codec
@@ -261,6 +262,8 @@ def _generic_instance(
     trigger = body.get("trigger")
     if not isinstance(trigger, str) or not trigger:
         raise IngestError('the st2 webhook body needs "trigger": the trigger type ref')
+    if len(trigger) > MAX_REF_CHARS:
+        raise IngestError(f'"trigger" {too_long(len(trigger), MAX_REF_CHARS)}')
     payload: Any = body.get("payload", {})
     if payload is None:
         payload = {}

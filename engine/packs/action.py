@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from engine.errors import RunnerError
+from engine.names import MAX_NAME_CHARS
 from engine.packs.metadata import (
     check_schema,
     pack_error,
@@ -55,7 +56,7 @@ ACTION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "runner_type"],
     "properties": {
-        "name": {"type": "string", "pattern": r"^[\w.\-]+$"},
+        "name": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"^[\w.\-]+$"},
         "runner_type": {"type": "string", "minLength": 1},
         "entry_point": {"type": ["string", "null"]},
         "enabled": {"type": "boolean"},

@@ -13,7 +13,8 @@ from typing import Any
 import jsonschema
 
 from engine.errors import PackError, RuleLoadError
-from engine.rules.yamlsource import Located, parse_yaml, suggestion, type_name
+from engine.names import too_long
+from engine.rules.yamlsource import Located, format_path, parse_yaml, suggestion, type_name
 from engine.rules.yamlsource import Path as FieldPath
 
 METADATA_SUFFIXES = (".yaml", ".yml")
@@ -83,6 +84,8 @@ def schema_error(located: Located, error: jsonschema.ValidationError) -> PackErr
     elif error.validator == "enum":
         choices = ", ".join(map(str, error.validator_value))
         message = f"expected one of {choices}, got {error.instance!r}"
+    elif error.validator == "maxLength":
+        message = f"{format_path(path)} {too_long(len(error.instance), error.validator_value)}"
     elif error.validator == "pattern":
         message = f"{error.instance!r} is not allowed here (must match {error.validator_value})"
     else:

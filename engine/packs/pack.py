@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import ActionError, EngineError
+from engine.names import MAX_NAME_CHARS
 from engine.packs.action import Action, stable_id
 from engine.packs.metadata import (
     check_schema,
@@ -34,8 +35,8 @@ PACK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "description", "version", "author"],
     "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "ref": {"type": "string", "pattern": PACK_REF_PATTERN},
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+        "ref": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": PACK_REF_PATTERN},
         "description": {"type": "string"},
         "version": {"type": "string", "pattern": PACK_VERSION_PATTERN},
         "author": {"type": "string"},

@@ -9,7 +9,7 @@ that simply did not match produce no enforcement.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import RuleError
@@ -33,17 +33,17 @@ def decide(
     *,
     kv: Any = None,
     action_known: Callable[[str], bool] | None = None,
-    shell_parameters: Callable[[str], frozenset[str]] | None = None,
+    parameter_kinds: Callable[[str], Mapping[str, str]] | None = None,
 ) -> tuple[list[EnforcementOutcome], list[RuleEvaluation]]:
     """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain).
 
-    `action_known(ref)` says whether an action exists; `shell_parameters(ref)` names the
-    parameters of an action that are shell commands (rendered with quoting).
+    `action_known(ref)` says whether an action exists; `parameter_kinds(ref)` names the
+    parameters of an action that render their own way (shell commands, URLs: quoted).
     """
     evaluations = ruleset.evaluate(instance.trigger, instance.payload, instance.webhook, kv=kv)
     outcomes = []
     for result in evaluations:
-        outcome = _outcome(result, instance, kv, action_known, shell_parameters)
+        outcome = _outcome(result, instance, kv, action_known, parameter_kinds)
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes, evaluations
@@ -54,7 +54,7 @@ def _outcome(
     instance: TriggerInstance,
     kv: Any,
     action_known: Callable[[str], bool] | None,
-    shell_parameters: Callable[[str], frozenset[str]] | None,
+    parameter_kinds: Callable[[str], Mapping[str, str]] | None,
 ) -> EnforcementOutcome | None:
     rule = result.rule
     trace = result.evaluation.trace_dicts()
@@ -87,7 +87,7 @@ def _outcome(
             instance.payload,
             kv=kv,
             action_context=context,
-            shell_parameters=shell_parameters(rule.action_ref) if shell_parameters else frozenset(),
+            parameter_kinds=parameter_kinds(rule.action_ref) if parameter_kinds else {},
         )
     except RuleError as exc:
         return failed(f"action parameters did not render: {exc}")

@@ -15,12 +15,13 @@ from typing import Any
 import jsonschema
 
 from engine.errors import FieldPathError, RuleError, RuleLoadError, TemplateError
+from engine.names import MAX_NAME_CHARS, too_long
 from engine.rules import operators, paths, templates
 from engine.rules.criteria import Criterion
 from engine.rules.index import RuleSet
-from engine.rules.rule import BACKSTOP, STANDARD, Rule
+from engine.rules.rule import BACKSTOP, STANDARD, Rule, normalize_webhook_name
 from engine.rules.schema import RULE_KEYS, RULE_VALIDATOR
-from engine.rules.yamlsource import Located, parse_yaml, suggestion, type_name
+from engine.rules.yamlsource import Located, format_path, parse_yaml, suggestion, type_name
 from engine.rules.yamlsource import Path as FieldPath
 
 DEFAULT_PACK = "default"
@@ -120,6 +121,13 @@ def build_rule(located: Located, *, default_pack: str | None = None) -> Rule:
             "/webhooks/<url> answers to)",
             ("trigger", "parameters") if "parameters" in trigger else ("trigger",),
         )
+    if trigger["type"] == "core.st2.webhook":
+        hook = normalize_webhook_name(str(trigger_parameters.get("url")))
+        if len(hook) > MAX_NAME_CHARS:
+            raise located.error(
+                f"trigger.parameters.url (the hook name) {too_long(len(hook), MAX_NAME_CHARS)}",
+                ("trigger", "parameters", "url"),
+            )
     action = data["action"]
     action_parameters = action.get("parameters") or {}
     _check_templates(located, action_parameters, ("action", "parameters"))
@@ -246,6 +254,8 @@ def _schema_error(located: Located, error: jsonschema.ValidationError) -> RuleLo
         message = (
             f"expected one of {', '.join(map(str, error.validator_value))}, got {error.instance!r}"
         )
+    elif validator == "maxLength":
+        message = f"{format_path(path)} {too_long(len(error.instance), error.validator_value)}"
     elif validator == "pattern":
         message = f"{error.instance!r} is not valid here (allowed: {error.validator_value})"
         if path == ("action", "ref"):

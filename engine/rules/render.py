@@ -7,9 +7,11 @@ Payload values are data: they are inserted, never rendered again as templates.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from engine.rules import regexes, templates
+from engine.rules import parameter_kinds as kinds
+from engine.rules import regexes
 from engine.rules.rule import Rule
 
 
@@ -31,13 +33,15 @@ def render_parameters(
     *,
     kv: Any = None,
     action_context: Mapping[str, Any] | None = None,
-    shell_parameters: frozenset[str] = frozenset(),
+    parameter_kinds: Mapping[str, str] = MappingProxyType({}),
 ) -> dict[str, Any]:
     """The rule's action parameters rendered for this payload; raises TemplateError.
 
-    Parameters named in `shell_parameters` (the `cmd` of a shell-command action) are
-    rendered with every inserted value shell-quoted, so payload data cannot inject
-    commands; authors opt out per value with `{{ value | unquoted }}`.
+    `parameter_kinds` (engine.rules.parameter_kinds) names the parameters that render their
+    own way: a shell command (the `cmd` of a shell-command action) with every inserted value
+    shell-quoted, a URL with every inserted value percent-encoded for its URL component, so
+    payload data cannot inject commands or move a request; authors opt out per value with
+    `{{ value | unquoted }}`.
     """
     context = {
         "trigger": payload,
@@ -48,8 +52,5 @@ def render_parameters(
     rendered = {}
     with regexes.budget():  # the regex_* filters of all parameters share one budget
         for name, value in (rule.action_parameters or {}).items():
-            if name in shell_parameters and isinstance(value, str):
-                rendered[name] = templates.render_shell_command(value, context)
-            else:
-                rendered[name] = templates.render_value(value, context)
+            rendered[name] = kinds.render_parameter(parameter_kinds.get(name), value, context)
     return rendered

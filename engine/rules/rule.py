@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,10 @@ class Rule:
         return f"{self.pack}.{self.name}"
 
     @property
+    def id(self) -> str:
+        return rule_id(self.ref)
+
+    @property
     def webhook_url(self) -> str | None:
         """The named hook of a core.st2.webhook rule, slashes stripped as StackStorm does."""
         if self.trigger_type != WEBHOOK_TRIGGER:
@@ -99,7 +105,7 @@ class Rule:
     def to_api(self) -> dict[str, Any]:
         """StackStorm's RuleAPI shape (what `st2 rule get` prints)."""
         return {
-            "id": self.ref,
+            "id": self.id,
             "ref": self.ref,
             "uid": f"rule:{self.pack}:{self.name}",
             "name": self.name,
@@ -127,6 +133,21 @@ def _criterion_api(criterion: Criterion) -> dict[str, Any]:
     if criterion.condition is not None:
         spec["condition"] = criterion.condition
     return spec
+
+
+def rule_id(ref: str) -> str:
+    """A rule's id: 24 hex digits (StackStorm ids are ObjectIds), the same across loads, as
+    packs and actions have. Short whatever the ref's length, so a rule can always be named
+    in a request line."""
+    pack, _, name = ref.partition(".")  # a pack name has no dot
+    return hashlib.sha1(f"rule:{pack}:{name}".encode()).hexdigest()[:24]
+
+
+def is_rule_id(text: str) -> bool:
+    return _RULE_ID.fullmatch(text) is not None
+
+
+_RULE_ID = re.compile(r"[0-9a-f]{24}")
 
 
 def normalize_webhook_name(name: str) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 import jsonschema
 
+from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS
+
 RULE_KEYS = (
     "name",
     "pack",
@@ -46,15 +48,15 @@ RULE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "trigger", "action"],
     "properties": {
-        "name": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+$"},
-        "pack": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+$"},
+        "name": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"^[A-Za-z0-9_\-]+$"},
+        "pack": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"^[A-Za-z0-9_\-]+$"},
         "description": {"type": ["string", "null"]},
         "enabled": {"type": "boolean"},
         "trigger": {
             "type": "object",
             "required": ["type"],
             "properties": {
-                "type": {"type": "string", "minLength": 1},
+                "type": {"type": "string", "minLength": 1, "maxLength": MAX_REF_CHARS},
                 "parameters": {"type": ["object", "null"]},
                 "ref": {"type": "string"},
                 "description": {"type": ["string", "null"]},
@@ -69,7 +71,11 @@ RULE_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["ref"],
             "properties": {
-                "ref": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-.]+$"},
+                "ref": {
+                    "type": "string",
+                    "maxLength": MAX_REF_CHARS,
+                    "pattern": r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-.]+$",
+                },
                 "parameters": {"type": ["object", "null"]},
                 "description": {"type": ["string", "null"]},
             },

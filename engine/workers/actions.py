@@ -19,14 +19,13 @@ from engine.model import ABANDONED, CANCELED, CANCELING, FAILED, Execution
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
 from engine.rules import templates
+from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.runtime import Runtime
 from engine.workers import sleep_until
 from engine.workers.leftovers import ActionProcesses
 
 log = logging.getLogger(__name__)
-
-SHELL_COMMAND_RUNNER = "local-shell-cmd"
 
 # Observed event (engine.runtime observers) carrying an execution id: a cancel was
 # requested through this process's API. Workers in other processes learn it from the
@@ -211,7 +210,7 @@ def _render_metadata_templates(
     Only values that came from the action's own metadata (defaults) are templates. Values
     the execution was given — rendered by a rule from a payload, or sent to the API — are
     data: rendering them again would let a payload's `{{ ... }}` run as template code.
-    A shell command's inserted values are quoted.
+    A shell command's and a URL's inserted values are quoted (engine.rules.parameter_kinds).
     """
     context = {**runner_params, **action_params}
 
@@ -222,13 +221,13 @@ def _render_metadata_templates(
         return runner_params, action_params
     context["st2kv"] = kv  # StackStorm reserves the name: the datastore wins
 
+    kinds = kinds_for_runner(action.runner_type)
+
     def render(name: str, value: Any) -> Any:
         if not is_metadata_template(name, value):
             return value
         try:
-            if name == "cmd" and action.runner_type == SHELL_COMMAND_RUNNER:
-                return templates.render_shell_command(value, context)
-            return templates.render_value(value, context)
+            return render_parameter(kinds.get(name), value, context)
         except EngineError as exc:
             raise ActionError(f"parameter {name!r} did not render: {exc}") from None
 

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from engine.errors import RuleLoadError, StoreError
 from engine.rules import Rule, RuleSet
+from engine.rules.rule import rule_id
 from engine.runtime import Runtime
-from engine.stored_rules import build_api_rule, is_api_rule
+from engine.stored_rules import build_api_rule, is_api_rule, shown_ref
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,14 @@ class RuleSync:
                     rules.append(build_api_rule(record.definition))
                 except RuleLoadError as exc:
                     # Stored rules were valid when written; a newer Hookyard may be stricter.
-                    log.error("stored rule %s does not load and is skipped: %s", record.ref, exc)
+                    log.error(
+                        "stored rule %s (id %s) does not load and is skipped: %s; fix it "
+                        "with PUT /api/v1/rules/<id>, or delete it with DELETE "
+                        "/api/v1/rules/<id> or `hookyard rule delete <id>`",
+                        shown_ref(record.ref),
+                        rule_id(record.ref),
+                        exc,
+                    )
             self.apply(rules)
             self.version = version
             return True

@@ -169,7 +169,7 @@ def _decide(runtime: Runtime, instance: TriggerInstance, kv) -> tuple[InstanceDe
             instance,
             kv=kv,
             action_known=runtime.action_known,
-            shell_parameters=runtime.shell_parameters,
+            parameter_kinds=runtime.parameter_kinds,
         )
         status = PROCESSED
     except Exception:  # a bug in evaluation must not lose the instance

@@ -173,7 +173,7 @@ def test_shell_command_parameters_quote_every_inserted_value():
         }
     )
     payload = {"body": {"msg": "hi; touch /tmp/pwned $(id)", "dir": "$HOME"}}
-    params = render_parameters(r, payload, shell_parameters=frozenset({"cmd"}))
+    params = render_parameters(r, payload, parameter_kinds={"cmd": "shell-command"})
     assert params["cmd"] == "echo 'hi; touch /tmp/pwned $(id)' $HOME"
     assert params["other"] == "hi; touch /tmp/pwned $(id)"
     import shlex
