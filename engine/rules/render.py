@@ -37,7 +37,9 @@ def render_parameters(
 
     Parameters named in `shell_parameters` (the `cmd` of a shell-command action) are
     rendered with every inserted value shell-quoted, so payload data cannot inject
-    commands; authors opt out per value with `{{ value | unquoted }}`.
+    commands; a value where the shell context is unknown ($(...), a here-document,
+    sh -c...) raises ShellContextError naming the parameter. Authors opt out per value
+    with `{{ value | unquoted }}`.
     """
     context = {
         "trigger": payload,
@@ -49,7 +51,7 @@ def render_parameters(
     with regexes.budget():  # the regex_* filters of all parameters share one budget
         for name, value in (rule.action_parameters or {}).items():
             if name in shell_parameters and isinstance(value, str):
-                rendered[name] = templates.render_shell_command(value, context)
+                rendered[name] = templates.render_shell_command(value, context, name)
             else:
                 rendered[name] = templates.render_value(value, context)
     return rendered
