@@ -20,6 +20,7 @@ from engine.errors import EngineError
 from engine.ingest_process import IngestProcess
 from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
+from engine.rules.lint import shell_template_warnings
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
 
@@ -115,6 +116,9 @@ class Runtime:
         self.packs = packs
         self.ruleset = ruleset
         self.load_errors = errors
+        for rule in ruleset:  # shell commands whose values would be refused at run time
+            for warning in shell_template_warnings(rule, self.shell_parameters):
+                log.warning("%s", warning)
         log.info(
             "loaded %d pack(s), %d action(s), %d rule(s), %d named webhook(s), %d error(s)",
             len(packs.packs),

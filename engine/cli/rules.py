@@ -172,13 +172,28 @@ def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, 
         if settings is not None:
             dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
     dirs = [d for d in dirs if d.exists()]
-    known_actions = known_packs = None
+    known_actions = known_packs = shell_parameters = None
     rules = list(ruleset)
     if dirs:
         packs, _ = load_packs(dirs)
         known_actions = {action.ref for action in packs.actions()}
         known_packs = {*packs.packs, "core"}
-    return [str(w) for w in lint_rules(rules, known_actions=known_actions, known_packs=known_packs)]
+        shell = {
+            action.ref: frozenset({"cmd"})
+            for action in packs.actions()
+            if action.runner_type == "local-shell-cmd"
+        }
+
+        def shell_parameters(ref: str) -> frozenset[str]:
+            return shell.get(ref, frozenset())
+
+    warnings = lint_rules(
+        rules,
+        known_actions=known_actions,
+        known_packs=known_packs,
+        shell_parameters=shell_parameters,
+    )
+    return [str(w) for w in warnings]
 
 
 def _read_payload(file: str) -> Any:
