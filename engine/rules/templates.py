@@ -174,7 +174,22 @@ def _regex_search(value: Any, pattern: str = "", ignorecase: bool = False) -> bo
 def _regex_replace(
     value: Any = "", pattern: str = "", replacement: str = "", ignorecase: bool = False
 ) -> str:
-    return regexes.sub(pattern, replacement, str(value), _regex_flags(ignorecase))
+    text = str(value)
+    room = [MAX_RENDERED_CHARS - len(text)]
+
+    def expand(found: Any) -> str:
+        # Each replacement counts before the next is built: a long one times many
+        # matches cannot grow past the bound.
+        piece = found.expand(replacement)
+        room[0] -= len(piece)
+        if room[0] < 0:
+            raise SecurityError(
+                f"regex_replace is too large: it would build more than {MAX_RENDERED_CHARS} "
+                "characters"
+            )
+        return piece
+
+    return regexes.sub(pattern, expand, text, _regex_flags(ignorecase))  # type: ignore[arg-type]
 
 
 def _regex_substring(

@@ -97,6 +97,8 @@ RENDER_BOMBS = [
     "{{ ('x' * 1000000)|replace('x', 'yy') }}",
     "{{ 'ab'.replace('', 'x' * 1000000) }}",
     "{{ ('x' * 1000).translate({120: 'y' * 10000}) }}",
+    "{{ ('x' * 100000)|regex_replace('', 'y' * 1000) }}",
+    "{{ ('x' * 100000)|regex_replace('(x)', '\\\\1' * 100) }}",
     "{{ [1]|batch(999999999, 0)|list }}",
     "{{ [1]|slice(999999999)|list }}",
     "{{ {'a': [1, [2]]}|tojson(999999999) }}",
@@ -137,6 +139,7 @@ def test_ordinary_uses_of_the_bounded_operations_still_work():
     assert render("{{ 'a' ~ 1 ~ none }}") == "a1None"
     assert render("{{ [1] + [2] }} {{ 'a' + 'b' }} {{ 1 + 2 }}") == "[1, 2] ab 3"
     assert render("{{ 'ab'.translate({97: 'xy'}) }}") == "xyb"
+    assert render("{{ 'a-b'|regex_replace('(\\\\w)', '<\\\\1>') }}") == "<a>-<b>"
 
 
 # --- loops ------------------------------------------------------------------------
