@@ -19,14 +19,21 @@ __all__ = ["DOUBLE", "SINGLE", "WORD", "ShellLexer"]
 WORD, DOUBLE, SINGLE = "word", "double", "single"
 
 # Commands that parse (some of) their arguments as shell code again, or hand them to a
-# shell elsewhere. A value after one of these words in the same simple command is refused.
-_RESHELLING = frozenset(
+# shell elsewhere. A value after one of these in the same simple command is refused. The
+# first set counts anywhere in the command (docker exec c sh -c ..., find -exec sh -c),
+# the second (ordinary words too) only where a command name stands.
+_RESHELLING_ANYWHERE = frozenset(
     {
         "sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "yash", "posh", "rbash",
         "busybox", "fish", "csh", "tcsh", "eval", "ssh", "su", "runuser", "sudo", "doas",
-        "trap", "watch", "alias", "script", "parallel", "let",
     }
 )  # fmt: skip
+_RESHELLING_COMMANDS = frozenset(
+    {"trap", "watch", "alias", "script", "parallel", "let", "flock", "tmux", "screen", "at",
+     "batch"}
+)  # fmt: skip
+# find's options whose next word is a command name.
+_EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
 # Commands that run their (later) arguments as a command: the word after one is a command
 # name again, so a value-derived word there makes the command unknown.
 _WRAPPERS = frozenset(
@@ -354,12 +361,19 @@ class ShellLexer:
             return
         name = word.rsplit("/", 1)[-1]
         literal = _DYNAMIC not in name and _OVERFLOW not in name
-        if literal and name in _RESHELLING:
+        if literal and name in _RESHELLING_ANYWHERE:
             frame.reshell = frame.reshell or name
+        if literal and name in _EXEC_OPTIONS:
+            frame.candidate = frame.after_wrapper = True
+            return
         if not frame.candidate or _ASSIGNMENT.match(word):
             return  # an argument, or NAME=value before the command (or after env)
         if not literal:
             frame.dynamic_command = True
+        elif name in _RESHELLING_COMMANDS:
+            frame.reshell = frame.reshell or name
+            if name == "alias":  # any later command name may then be a shell
+                self.give_up("after an alias definition")
         elif name in _WRAPPERS:
             frame.after_wrapper = True
             return

@@ -71,6 +71,11 @@ REFUSED = [
         "where the shell context is unknown",
     ),
     ("{% filter upper %}echo {{ trigger.body.x }}{% endfilter %}", "inside a {% filter %}"),
+    ("alias e='sh -c'\ne {{ trigger.body.x }}", "after an alias definition"),
+    ("flock /tmp/lock -c 'echo {{ trigger.body.x }}'", "in the arguments of flock"),
+    ("docker exec box sh -c 'echo {{ trigger.body.x }}'", "in the arguments of sh"),
+    ("find . -exec $SHELL -c 'echo {{ trigger.body.x }}' \\;", "whose name is not literal"),
+    ("nohup watch -n 1 {{ trigger.body.x }}", "in the arguments of watch"),
 ]
 
 
@@ -155,6 +160,7 @@ SAFE = [
     "echo `echo ok` >/dev/null; printf '%s\\n' {{ v }}",
     "echo \"${HOME:-x}\" $((1 + 2)) >/dev/null; printf '%s\\n' {{ v }}",
     "echo shell >/dev/null; printf '%s\\n' {{ v }}  # a comment after",
+    "echo deploying at once as a script, watch it >/dev/null; printf '%s\\n' {{ v }}",
     "printf '%s\\n' {% if v %}{{ v }}{% else %}none{% endif %}",
     "printf '%s\\n' \"{% if v %}{{ v }}{% endif %}\"",
     "{% for item in items %}printf '%s\\n' {{ item }}; {% endfor %}",
