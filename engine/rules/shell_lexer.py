@@ -515,7 +515,7 @@ class ShellLexer:
     def site(self) -> tuple[str | None, str | None]:
         """(quoting, None) where a value can go here, else (None, why not); moves past it."""
         if self.unknown is not None:
-            return None, f"{self.unknown}, where the shell context is unknown"
+            return None, f"{self.unknown} (the shell context is unknown there)"
         if self.heredoc:
             self.line = None
             return None, "in a here-document body"

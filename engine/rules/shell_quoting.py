@@ -44,6 +44,8 @@ __all__ = [
 # Beyond these the template is treated as unknowable rather than followed further.
 _MAX_STATES = 64
 _MAX_LOOP_PASSES = 12
+# Characters times states lexed per template (a few seconds at most, even when hostile).
+_MAX_STEPS = 500_000
 
 
 # --- quoting values ---------------------------------------------------------------
@@ -99,6 +101,7 @@ _States = dict[tuple, ShellLexer]
 class _Follower:
     def __init__(self) -> None:
         self.verdicts: dict[tuple[int, int], tuple[nodes.Output, int, set]] = {}
+        self.steps = 0
 
     def record(self, output: nodes.Output, index: int, verdict: tuple) -> None:
         entry = self.verdicts.setdefault((id(output), index), (output, index, set()))
@@ -143,6 +146,9 @@ class _Follower:
     def output(self, node: nodes.Output, states: _States, refusal: str | None) -> _States:
         for index, child in enumerate(node.nodes):
             if isinstance(child, nodes.TemplateData):
+                self.steps += len(child.data) * len(states)
+                if self.steps > _MAX_STEPS:
+                    states = _unknown_states("in a shell command too long or branchy to follow")
                 states = _fed(states, child.data)
                 continue
             if refusal is not None:

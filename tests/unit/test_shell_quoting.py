@@ -68,7 +68,7 @@ REFUSED = [
     ),
     (
         "echo $(case a in a) echo;; esac) {{ trigger.body.x }}",
-        "where the shell context is unknown",
+        "(the shell context is unknown there)",
     ),
     ("{% filter upper %}echo {{ trigger.body.x }}{% endfilter %}", "inside a {% filter %}"),
     ("alias e='sh -c'\ne {{ trigger.body.x }}", "after an alias definition"),
@@ -132,6 +132,12 @@ def test_a_refused_site_in_a_branch_not_taken_inserts_nothing_and_renders():
     template = "echo hi{% if trigger.q %} $(echo {{ trigger.x }}){% endif %}"
     assert len(shell_template_problems(template)) == 1
     assert render_shell_command(template, {"trigger": {"q": False, "x": "y"}}) == "echo hi"
+
+
+def test_a_command_too_long_to_follow_refuses_its_later_values():
+    template = "echo " + "word " * 200_000 + "{{ x }}"
+    (problem,) = shell_template_problems(template)
+    assert "too long or branchy to follow" in problem
 
 
 def test_syntax_errors_are_still_template_errors():
