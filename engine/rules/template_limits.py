@@ -265,11 +265,15 @@ def _wrap(original: Callable[..., Any], check: Callable[..., Any]) -> Callable[.
     return bounded
 
 
-def _join_check(value: Any, d: Any = "", attribute: Any = None, *_: Any) -> tuple:
-    items = list(value)
+def _join_check(value: Any, *args: Any, **kwargs: Any) -> tuple:
+    items = list(value)  # a generator is read once, here, and joined from the list
+    separator = args[0] if args else kwargs.get("d", "")
+    attribute = args[1] if len(args) > 1 else kwargs.get("attribute")
     if attribute is None:
-        _check_join(items, d)
-    return (items, d, attribute)
+        _check_join(items, separator)
+    else:
+        _refuse("join", len(str(separator)) * max(len(items) - 1, 0))
+    return (items, *args)
 
 
 def _format_check(value: Any, *args: Any, **kwargs: Any) -> None:

@@ -93,6 +93,7 @@ RENDER_BOMBS = [
     "{{ '%.999999999f' % 1.5 }}",
     "{{ ('ab ' * 300000)|wordwrap(1, wrapstring='x' * 100) }}",
     "{{ range(100000)|join('x' * 100) }}",
+    "{{ range(100000)|map('string')|join(d='x' * 100) }}",
     "{{ ('x' * 1000).join(range(10000)|map('string')) }}",
     "{{ ('x' * 1000000)|replace('x', 'yy') }}",
     "{{ 'ab'.replace('', 'x' * 1000000) }}",
@@ -132,6 +133,8 @@ def test_ordinary_uses_of_the_bounded_operations_still_work():
     assert render("{{ '%s-%s'|format('a', 1) }}") == "a-1"
     assert render("{{ 'a b c d'|wordwrap(3, wrapstring='|') }}") == "a b|c d"
     assert render("{{ [1, 2, 3]|join(', ') }} {{ ', '.join(['x', 'y']) }}") == "1, 2, 3 x, y"
+    assert render("{{ [{'n': 'a'}, {'n': 'b'}]|join(d='+', attribute='n') }}") == "a+b"
+    assert render("{{ range(3)|map('string')|join }}") == "012"
     assert render("{{ 'aXbX'|replace('X', '-') }} {{ 'aXbX'.replace('X', '', 1) }}") == ("a-b- abX")
     assert render("{{ [1, 2, 3]|batch(2, 0)|list }}") == [[1, 2], [3, 0]]
     assert render("{{ [1, 2, 3]|slice(2)|list }}") == [[1, 2], [3]]
