@@ -85,6 +85,11 @@ class SandboxViolation(TemplateError):
     """Raised when a template tries to reach outside the sandbox (dunder access, format...)."""
 
 
+class ShellContextError(TemplateError):
+    """Raised when a shell command template would insert a value where the shell context is
+    unknown or unsafe ($(...), backticks, here-documents, sh -c...); the value belongs in env."""
+
+
 # --- registries --------------------------------------------------------------
 
 

@@ -20,7 +20,8 @@ from engine.errors import EngineError
 from engine.ingest_process import IngestProcess
 from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
-from engine.rules.parameter_kinds import kinds_for_runner
+from engine.rules.lint import shell_template_warnings
+from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 from engine.runners import RunnerRegistry, default_runners
 from engine.store.base import Store
 
@@ -116,6 +117,9 @@ class Runtime:
         self.packs = packs
         self.ruleset = ruleset
         self.load_errors = errors
+        for rule in ruleset:  # shell commands whose values would be refused at run time
+            for warning in shell_template_warnings(rule, self.shell_parameters):
+                log.warning("%s", warning)
         log.info(
             "loaded %d pack(s), %d action(s), %d rule(s), %d named webhook(s), %d error(s)",
             len(packs.packs),
@@ -147,6 +151,10 @@ class Runtime:
         if not self.action_known(ref):
             return kinds_for_runner(None)
         return kinds_for_runner(self.packs.action(ref).runner_type)
+
+    def shell_parameters(self, ref: str) -> frozenset[str]:
+        """Parameters of action `ref` that are shell commands (for the load-time lint)."""
+        return shell_command_parameters(self.parameter_kinds(ref))
 
     @property
     def known_trigger_types(self) -> set[str]:

@@ -13,6 +13,7 @@ from engine.cli.output import fail, print_json, print_table, short
 from engine.errors import RuleError, RuleLoadError
 from engine.rules import load_rule, load_rules, render_parameters
 from engine.rules.loader import iter_rule_files
+from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 
 EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
 
@@ -172,13 +173,27 @@ def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, 
         if settings is not None:
             dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
     dirs = [d for d in dirs if d.exists()]
-    known_actions = known_packs = None
+    known_actions = known_packs = shell_parameters = None
     rules = list(ruleset)
     if dirs:
         packs, _ = load_packs(dirs)
         known_actions = {action.ref for action in packs.actions()}
         known_packs = {*packs.packs, "core"}
-    return [str(w) for w in lint_rules(rules, known_actions=known_actions, known_packs=known_packs)]
+        shell = {
+            action.ref: shell_command_parameters(kinds_for_runner(action.runner_type))
+            for action in packs.actions()
+        }
+
+        def shell_parameters(ref: str) -> frozenset[str]:
+            return shell.get(ref, frozenset())
+
+    warnings = lint_rules(
+        rules,
+        known_actions=known_actions,
+        known_packs=known_packs,
+        shell_parameters=shell_parameters,
+    )
+    return [str(w) for w in warnings]
 
 
 def _read_payload(file: str) -> Any:

@@ -8,25 +8,32 @@ on the machine running the check.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from engine.errors import TemplateError
 from engine.model import WEBHOOK_TRIGGER
+from engine.rules import templates
 from engine.rules.criteria import Criterion
 from engine.rules.paths import strip_suffix
 from engine.rules.rule import Rule
 from engine.rules.timers import TIMER_TRIGGER_TYPES, TimerError, is_timer, schedule_for
 
 BUILTIN_TRIGGER_TYPES = (WEBHOOK_TRIGGER, *TIMER_TRIGGER_TYPES)
+# Shell-command parameters known without reading any pack (core's local-shell-cmd action).
+BUILTIN_SHELL_PARAMETERS = {"core.local": frozenset({"cmd"})}
 
 
 @dataclass(frozen=True)
 class RuleWarning:
     rule: Rule
     message: str
+    # The line the warning is about (an action parameter's); else the rule's.
+    line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.rule.source}:{self.rule.line or 1}: " if self.rule.source else ""
+        line = self.line or self.rule.line or 1
+        where = f"{self.rule.source}:{line}: " if self.rule.source else ""
         return f"{where}warning: rule {self.rule.ref}: {self.message}"
 
 
@@ -35,12 +42,46 @@ def lint_rules(
     *,
     known_actions: set[str] | None = None,
     known_packs: set[str] | None = None,
+    shell_parameters: Callable[[str], frozenset[str]] | None = None,
 ) -> list[RuleWarning]:
-    """Warnings for every rule; `known_actions`/`known_packs` None skips those checks."""
+    """Warnings for every rule; `known_actions`/`known_packs` None skips those checks.
+
+    `shell_parameters(ref)` names the shell-command parameters of an action (from its
+    pack); None knows only BUILTIN_SHELL_PARAMETERS.
+    """
     warnings: list[RuleWarning] = []
     for rule in rules:
         warnings.extend(
             RuleWarning(rule, m) for m in _rule_messages(rule, known_actions, known_packs)
+        )
+        warnings.extend(shell_template_warnings(rule, shell_parameters))
+    return warnings
+
+
+def shell_template_warnings(
+    rule: Rule, shell_parameters: Callable[[str], frozenset[str]] | None = None
+) -> list[RuleWarning]:
+    """A warning for each {{ }} of a shell command parameter that would refuse its value.
+
+    Such a rule loads (so existing rules keep loading), but every execution that inserts
+    a value there fails: the value belongs in the action's env parameter.
+    """
+    if shell_parameters is None:
+        names = BUILTIN_SHELL_PARAMETERS.get(rule.action_ref, frozenset())
+    else:
+        names = shell_parameters(rule.action_ref)
+    warnings = []
+    for name in sorted(names):
+        value = (rule.action_parameters or {}).get(name)
+        if not isinstance(value, str):
+            continue
+        try:
+            problems = templates.shell_template_problems(value)
+        except TemplateError:
+            continue  # the loader reports templates that do not compile
+        line = rule.parameter_lines.get(name)
+        warnings.extend(
+            RuleWarning(rule, f"action parameter {name!r}: {problem}", line) for problem in problems
         )
     return warnings
 

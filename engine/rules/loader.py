@@ -152,6 +152,7 @@ def build_rule(located: Located, *, default_pack: str | None = None) -> Rule:
         once_per=once_per,
         source=located.file,
         line=line,
+        parameter_lines=_parameter_lines(located, action_parameters),
     )
 
 
@@ -231,6 +232,15 @@ def _check_templates(located: Located, value: Any, path: FieldPath) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _check_templates(located, item, (*path, index))
+
+
+def _parameter_lines(located: Located, parameters: Mapping[str, Any]) -> dict[str, int]:
+    lines = {}
+    for name in parameters:
+        line, _ = located.position(("action", "parameters", name))
+        if line is not None:
+            lines[str(name)] = line
+    return lines
 
 
 def _schema_error(located: Located, error: jsonschema.ValidationError) -> RuleLoadError:

@@ -15,15 +15,22 @@ from typing import Any
 
 from engine.rules import templates, url_quoting
 
-__all__ = ["SHELL_COMMAND", "URL", "kinds_for_runner", "render_parameter"]
+__all__ = [
+    "SHELL_COMMAND",
+    "URL",
+    "kinds_for_runner",
+    "render_parameter",
+    "shell_command_parameters",
+]
 
 SHELL_COMMAND = "shell-command"
 URL = "url"
 
-_RENDERERS: Mapping[str, Callable[[str, Mapping[str, Any]], Any]] = MappingProxyType(
+# Each renderer takes (source, context, parameter name): errors name the parameter.
+_RENDERERS: Mapping[str, Callable[[str, Mapping[str, Any], str | None], Any]] = MappingProxyType(
     {
         SHELL_COMMAND: templates.render_shell_command,
-        URL: url_quoting.render_url,
+        URL: lambda source, context, _parameter: url_quoting.render_url(source, context),
     }
 )
 
@@ -42,8 +49,15 @@ def kinds_for_runner(runner_type: str | None) -> Mapping[str, str]:
     return _BY_RUNNER.get(runner_type or "", _NONE)
 
 
-def render_parameter(kind: str | None, value: Any, context: Mapping[str, Any]) -> Any:
+def shell_command_parameters(kinds: Mapping[str, str]) -> frozenset[str]:
+    """The names among `kinds` (from kinds_for_runner) that are shell commands."""
+    return frozenset(name for name, kind in kinds.items() if kind == SHELL_COMMAND)
+
+
+def render_parameter(
+    kind: str | None, value: Any, context: Mapping[str, Any], name: str | None = None
+) -> Any:
     """Render one parameter value: a str of a known kind its own way, anything else plainly."""
     if kind is not None and isinstance(value, str):
-        return _RENDERERS[kind](value, context)
+        return _RENDERERS[kind](value, context, name)
     return templates.render_value(value, context)

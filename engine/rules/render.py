@@ -39,9 +39,10 @@ def render_parameters(
 
     `parameter_kinds` (engine.rules.parameter_kinds) names the parameters that render their
     own way: a shell command (the `cmd` of a shell-command action) with every inserted value
-    shell-quoted, a URL with every inserted value percent-encoded for its URL component, so
-    payload data cannot inject commands or move a request; authors opt out per value with
-    `{{ value | unquoted }}`.
+    shell-quoted (a value where the shell context is unknown — $(...), a here-document,
+    sh -c... — raises ShellContextError naming the parameter), a URL with every inserted
+    value percent-encoded for its URL component, so payload data cannot inject commands or
+    move a request; authors opt out per value with `{{ value | unquoted }}`.
     """
     context = {
         "trigger": payload,
@@ -52,5 +53,5 @@ def render_parameters(
     rendered = {}
     with regexes.budget():  # the regex_* filters of all parameters share one budget
         for name, value in (rule.action_parameters or {}).items():
-            rendered[name] = kinds.render_parameter(parameter_kinds.get(name), value, context)
+            rendered[name] = kinds.render_parameter(parameter_kinds.get(name), value, context, name)
     return rendered

@@ -51,6 +51,8 @@ class Rule:
     # Where the rule came from: a file path (and line), or "api" for stored rules.
     source: str | None = None
     line: int | None = None
+    # The line of each action parameter's value in `source` (for warnings).
+    parameter_lines: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

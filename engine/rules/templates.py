@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os.path
 import re
-import shlex
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
@@ -26,20 +25,20 @@ from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
-from engine.errors import RegistryError, SandboxViolation, TemplateError
-from engine.rules import regexes
+from engine.errors import RegistryError, SandboxViolation, ShellContextError, TemplateError
+from engine.rules import regexes, shell_quoting, template_limits
+from engine.rules.shell_quoting import Unquoted
+from engine.rules.template_limits import MAX_RENDERED_CHARS
 
 __all__ = [
     "MAX_RENDERED_CHARS",
     "Template",
+    "Unquoted",
     "compile_template",
     "is_template",
     "register_filter",
     "render_value",
 ]
-
-#: A rendered string (or a native str value) longer than this is refused.
-MAX_RENDERED_CHARS = 1 << 20
 
 # Bound for int ** int: results wider than this many bits would take unbounded time.
 _MAX_POWER_BITS = 100_000
@@ -59,8 +58,6 @@ _NATIVE_SOURCE = re.compile(r"\A\s*\{\{-?(?P<expr>.*?)-?\}\}\s*\Z", re.DOTALL)
 _UNSAFE_ATTRIBUTE_MESSAGE = re.compile(
     r"access to attribute '(?P<attr>[^']*)' of '(?P<type>[^']*)' object is unsafe"
 )
-# printf width or precision of 7+ digits (or '*') would allocate megabytes before any check.
-_HUGE_PRINTF_FIELD = re.compile(r"%[^a-zA-Z%]*?(?:\*|\d{7,})")
 
 
 # --- the sandbox -------------------------------------------------------------
@@ -69,7 +66,12 @@ _HUGE_PRINTF_FIELD = re.compile(r"%[^a-zA-Z%]*?(?:\*|\d{7,})")
 class _HookyardSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus dict-key-first attribute access and cheap size guards."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    # No compile-time folding (see template_limits); loops and `~` are bounded through
+    # these attributes, which the generated code reaches as environment.<name>.
+    code_generator_class = template_limits.NoFoldingCodeGenerator
+    count_loop = staticmethod(template_limits.counted)
+    sized_parts = staticmethod(template_limits.sized_parts)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr in _REFUSED_ATTRIBUTES:
@@ -93,12 +95,14 @@ class _HookyardSandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             _refuse_huge_power(left, right)
-        elif operator == "*":
-            _refuse_huge_repeat(left, right)
-            _refuse_huge_repeat(right, left)
-        elif operator == "%" and isinstance(left, str) and _HUGE_PRINTF_FIELD.search(left):
-            raise SecurityError("a printf field width or precision this large is refused")
+        else:
+            template_limits.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        # str.center(10**9) and friends are sized before they run.
+        replaced = template_limits.check_method_call(__obj, args, kwargs)
+        return super().call(__context, __obj, *(args if replaced is None else replaced), **kwargs)
 
 
 def _refuse_huge_power(base: Any, exponent: Any) -> None:
@@ -106,15 +110,6 @@ def _refuse_huge_power(base: Any, exponent: Any) -> None:
         return
     if exponent * abs(base).bit_length() > _MAX_POWER_BITS:
         raise SecurityError(f"the power {base} ** {exponent} is too large")
-
-
-def _refuse_huge_repeat(sequence: Any, count: Any) -> None:
-    if not (isinstance(sequence, str | list | tuple) and isinstance(count, int)):
-        return
-    if len(sequence) * count > MAX_RENDERED_CHARS:
-        raise SecurityError(
-            f"repeating a sequence of length {len(sequence)} {count} times is too large"
-        )
 
 
 # jinja's own safe_range raises OverflowError; a SecurityError reports it as a refusal.
@@ -179,7 +174,22 @@ def _regex_search(value: Any, pattern: str = "", ignorecase: bool = False) -> bo
 def _regex_replace(
     value: Any = "", pattern: str = "", replacement: str = "", ignorecase: bool = False
 ) -> str:
-    return regexes.sub(pattern, replacement, str(value), _regex_flags(ignorecase))
+    text = str(value)
+    room = [MAX_RENDERED_CHARS - len(text)]
+
+    def expand(found: Any) -> str:
+        # Each replacement counts before the next is built: a long one times many
+        # matches cannot grow past the bound.
+        piece = found.expand(replacement)
+        room[0] -= len(piece)
+        if room[0] < 0:
+            raise SecurityError(
+                f"regex_replace is too large: it would build more than {MAX_RENDERED_CHARS} "
+                "characters"
+            )
+        return piece
+
+    return regexes.sub(pattern, expand, text, _regex_flags(ignorecase))  # type: ignore[arg-type]
 
 
 def _regex_substring(
@@ -245,13 +255,7 @@ def _require_data(value: Any) -> Any:
     raise SandboxViolation(f"template produced a {type(value).__name__!r} object, not data{hint}")
 
 
-# --- shell commands: every inserted value is quoted ------------------------------
-
-
-class Unquoted(str):
-    """A value the template author explicitly allowed into a shell command unquoted."""
-
-    __slots__ = ()
+# --- shell commands: every inserted value is quoted (engine.rules.shell_quoting) ----
 
 
 def _unquoted(value: Any) -> Unquoted:
@@ -270,78 +274,63 @@ def _shell_text(value: Any) -> str:
 
 
 def _shell_word(value: Any) -> str:
-    """A value standing outside quotes: one shell word, single-quoted."""
     if isinstance(value, Unquoted):
         return str(value)
-    return shlex.quote(_shell_text(value))
+    return shell_quoting.quote_word(_shell_text(value))
 
 
 def _shell_in_double_quotes(value: Any) -> str:
-    """A value inside the author's "...": the characters sh treats specially there, escaped."""
     if isinstance(value, Unquoted):
         return str(value)
-    return re.sub(r'([\\"$`])', r"\\\1", _shell_text(value))
+    return shell_quoting.quote_in_double_quotes(_shell_text(value))
 
 
 def _shell_in_single_quotes(value: Any) -> str:
-    """A value inside the author's '...': nothing is special but the closing quote."""
     if isinstance(value, Unquoted):
         return str(value)
-    return _shell_text(value).replace("'", "'\\''")
+    return shell_quoting.quote_in_single_quotes(_shell_text(value))
 
 
-_OUTSIDE, _IN_SINGLE, _IN_DOUBLE = "outside", "single", "double"
-_SHELL_FILTERS = {
-    _OUTSIDE: "_shell_word",
-    _IN_SINGLE: "_shell_in_single_quotes",
-    _IN_DOUBLE: "_shell_in_double_quotes",
+def _shell_refused(value: Any, problem: str) -> str:
+    """A value where its shell context is unknown or unsafe: only `| unquoted` passes."""
+    if isinstance(value, Unquoted):
+        return str(value)
+    raise ShellContextError(problem)
+
+
+_SHELL_FILTERS: dict[str | None, Callable[..., str]] = {
+    shell_quoting.WORD: _shell_word,
+    shell_quoting.DOUBLE: _shell_in_double_quotes,
+    shell_quoting.SINGLE: _shell_in_single_quotes,
+    None: _shell_refused,
 }
-_JINJA_MARKUP = re.compile(r"(\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\})", re.DOTALL)
 
 
-def _quote_state_after(text: str, state: str) -> str:
-    """The sh quoting state after literal `text`, starting in `state`."""
-    escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif state == _IN_SINGLE:
-            if char == "'":
-                state = _OUTSIDE
-        elif char == "\\":
-            escaped = True
-        elif state == _IN_DOUBLE:
-            if char == '"':
-                state = _OUTSIDE
-        elif char == "'":
-            state = _IN_SINGLE
-        elif char == '"':
-            state = _IN_DOUBLE
-    return state
+def _quote_shell_sites(environment: Any, source: str, tree: nodes.Template) -> tuple[str, ...]:
+    """Pipe each {{ }} of a shell command through its quoting filter; return the problems.
 
-
-def shell_command_source(source: str) -> str:
-    """`source` with each `{{ expr }}` piped through the quoting its shell context needs.
-
-    Outside quotes a value becomes one single-quoted word; inside the author's double
-    quotes backslash, double quote, dollar and backtick are escaped; inside single quotes a
-    `'` is closed and reopened. So
-    `echo "{{ x }}"` and `echo {{ x }}` are both safe whatever x holds.
+    A problem is a site where a value would land in an unknown or unsafe shell context
+    (see shell_quoting): its filter refuses any value not marked `| unquoted`.
     """
-    pieces = []
-    state = _OUTSIDE
-    for piece in _JINJA_MARKUP.split(source):
-        if piece.startswith("{{") and piece.endswith("}}") and len(piece) >= 4:
-            left = "{{-" if piece.startswith("{{-") else "{{"
-            right = "-}}" if piece.endswith("-}}") and len(piece) >= len(left) + 3 else "}}"
-            inner = piece[len(left) : len(piece) - len(right)]
-            pieces.append(f"{left} ({inner}) | {_SHELL_FILTERS[state]} {right}")
-        elif piece.startswith(("{%", "{#")):
-            pieces.append(piece)
-        else:
-            pieces.append(piece)
-            state = _quote_state_after(piece, state)
-    return "".join(pieces)
+    sites = shell_quoting.plan_sites(tree, environment.lexer.tokeniter(source, None))
+    problems = []
+    for site in sites:
+        arguments: list[nodes.Expr] = []
+        opted_out = isinstance(site.node, nodes.Filter) and site.node.name == "unquoted"
+        if site.quoting is None and not opted_out:
+            problem = (
+                f"{site.description()}, where a value cannot be quoted safely; "
+                f"{shell_quoting.env_advice(site)}"
+            )
+            problems.append(problem)
+            arguments.append(nodes.Const(problem, lineno=site.line))
+        elif site.quoting is None:
+            arguments.append(nodes.Const("", lineno=site.line))
+        name = _SHELL_FILTERS[site.quoting].__name__
+        site.output.nodes[site.index] = nodes.Filter(
+            site.node, name, arguments, [], None, None, lineno=site.line
+        )
+    return tuple(problems)
 
 
 def _new_environment(shell: bool = False) -> _HookyardSandbox:
@@ -352,20 +341,22 @@ def _new_environment(shell: bool = False) -> _HookyardSandbox:
         trim_blocks=True,
         lstrip_blocks=True,
         finalize=_require_data,
+        optimized=False,  # no compile-time folding: see template_limits
     )
     environment.globals["lipsum"] = _bounded_lipsum
     environment.globals["range"] = _bounded_range
     environment.filters.update(_STACKSTORM_FILTERS)
+    environment.filters.update(template_limits.bounded_filters(environment.filters))
     environment.filters["unquoted"] = _unquoted
     if shell:
-        environment.filters.update({name: globals()[name] for name in _SHELL_FILTERS.values()})
+        environment.filters.update({f.__name__: f for f in _SHELL_FILTERS.values()})
     return environment
 
 
 _ENVIRONMENT = _new_environment()
 # Renders shell command strings (local-shell-cmd `cmd`): every value an expression inserts
-# is quoted for the shell context it stands in (see shell_command_source), unless the
-# author writes `{{ value | unquoted }}`.
+# is quoted for the shell context it stands in, or refused where that context is unknown
+# or unsafe (see shell_quoting), unless the author writes `{{ value | unquoted }}`.
 _SHELL_ENVIRONMENT = _new_environment(shell=True)
 
 
@@ -427,13 +418,17 @@ def _is_single_expression(tree: nodes.Template) -> bool:
 class Template:
     """A compiled template; build it with compile_template (cached)."""
 
-    __slots__ = ("_compiled", "native", "source")
+    __slots__ = ("_compiled", "native", "shell_problems", "source")
 
     def __init__(self, source: str, shell: bool = False) -> None:
         self.source = source
         environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
+        #: Shell commands: each {{ }} that refuses its value (see shell_quoting).
+        self.shell_problems: tuple[str, ...] = ()
         try:
-            tree = environment.parse(shell_command_source(source) if shell else source)
+            tree = environment.parse(source)
+            if shell:
+                self.shell_problems = _quote_shell_sites(environment, source, tree)
             native_source = _NATIVE_SOURCE.match(source)
             # A shell command is always text: its values are quoted words in it.
             self.native = not shell and native_source is not None and _is_single_expression(tree)
@@ -443,7 +438,7 @@ class Template:
                     undefined_to_none=False,
                 )
             else:
-                self._compiled = environment.from_string(tree)
+                self._compiled = environment.from_string(template_limits.guard_loops(tree))
         except TemplateSyntaxError as error:
             raise TemplateError(
                 f"template syntax error on line {error.lineno}: {error.message} in {_shown(source)}"
@@ -457,9 +452,10 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> Any:
         """Render against context: the expression's value if native, else a str."""
         try:
-            if self.native:
-                return self._native_value(self._compiled(context))
-            return self._text(self._compiled.generate(context))
+            with template_limits.loop_budget():
+                if self.native:
+                    return self._native_value(self._compiled(context))
+                return self._text(self._compiled.generate(context))
         except Exception as error:
             raise _translate(self.source, error) from error
 
@@ -503,11 +499,32 @@ def compile_template(source: str, shell: bool = False) -> Template:
     return Template(source, shell)
 
 
-def render_shell_command(source: str, context: Mapping[str, Any]) -> str:
-    """Render a shell command template with every inserted value quoted."""
+def render_shell_command(
+    source: str, context: Mapping[str, Any], parameter: str | None = None
+) -> str:
+    """Render a shell command template with every inserted value quoted.
+
+    A value where its shell context is unknown or unsafe raises ShellContextError, whose
+    message names `parameter` (when given), the context and how to pass the value instead.
+    """
     if not is_template(source):
         return source
-    return compile_template(source, True).render(context) or ""
+    try:
+        return compile_template(source, True).render(context) or ""
+    except ShellContextError as error:
+        if parameter is None:
+            raise
+        raise ShellContextError(f"parameter {parameter!r}: {error}") from None
+
+
+def shell_template_problems(source: str) -> tuple[str, ...]:
+    """Why values of shell command template `source` would be refused, one per {{ }}.
+
+    Raises TemplateError if `source` does not compile.
+    """
+    if not is_template(source):
+        return ()
+    return compile_template(source, True).shell_problems
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

@@ -227,7 +227,7 @@ def _render_metadata_templates(
         if not is_metadata_template(name, value):
             return value
         try:
-            return render_parameter(kinds.get(name), value, context)
+            return render_parameter(kinds.get(name), value, context, name)
         except EngineError as exc:
             raise ActionError(f"parameter {name!r} did not render: {exc}") from None
 

@@ -101,3 +101,22 @@ def test_rule_validate_prints_file_line_col_for_every_error(tmp_path):
     assert any("did you mean 'criteria'" in line for line in lines)
     ok = hookyard("rule", "validate", "rules")
     assert ok.returncode == 0 and "ok: 3 rule(s)" in ok.stdout
+
+
+def test_rule_validate_warns_about_a_shell_value_the_quoter_would_refuse(tmp_path):
+    rule = tmp_path / "injectable.yaml"
+    rule.write_text(
+        "name: injectable\n"
+        "pack: t\n"
+        "trigger: {type: core.st2.webhook, parameters: {url: h}}\n"
+        "action:\n"
+        "  ref: core.local\n"
+        "  parameters:\n"
+        "    cmd: 'echo \"$(echo {{ trigger.body.x }})\"'\n"
+    )
+    result = hookyard("rule", "validate", str(rule), "--packs", str(ROOT / "packs"))
+    assert result.returncode == 0, result.stderr  # a warning: the rule still loads
+    assert f"{rule}:7: warning: rule t.injectable: action parameter 'cmd': " in result.stderr
+    assert "inside a command substitution $(...)" in result.stderr
+    assert "pass the value through the action's env parameter" in result.stderr
+    assert "1 warning(s)" in result.stdout

@@ -44,12 +44,14 @@ def test_threads_never_get_the_same_id():
     assert len(set(every)) == len(every) == 20000
 
 
+# One os.write per id: print() may write the id and its newline apart, and parent and child
+# writing at once then interleave their lines.
 FORKING = """
 import os
 from engine.model import new_id
-print(new_id(now=1_800_000_000), flush=True)
+os.write(1, (new_id(now=1_800_000_000) + "\\n").encode())
 pid = os.fork()
-print(new_id(now=1_800_000_000), flush=True)
+os.write(1, (new_id(now=1_800_000_000) + "\\n").encode())
 if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)

@@ -1,0 +1,566 @@
+"""A conservative lexer of sh source: which context a position of a command is in.
+
+It reads shell command text character by character, as sh would, far enough to say where a
+value inserted at the current position would land: a plain word or inside "..."/'...' at
+the top level of the command (contexts a quoter knows), or somewhere else — inside
+$(...), backticks, ${...}, $((...)), a here-document, a comment, after a backslash or $,
+in the arguments of a command that hands them to another shell. What it cannot follow
+with certainty (case inside $(...), quotes inside backticks, $'\\'' ...) makes it
+*unknown* for the rest of the text, which refuses every later value. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["DOUBLE", "SINGLE", "WORD", "ShellLexer"]
+
+#: How an accepted value is quoted: a word of its own, inside "...", inside '...'.
+WORD, DOUBLE, SINGLE = "word", "double", "single"
+
+# Commands that parse (some of) their arguments as shell code again, or hand them to a
+# shell elsewhere. A value after one of these in the same simple command is refused. The
+# first set counts anywhere in the command (docker exec c sh -c ..., find -exec sh -c),
+# the second (ordinary words too) only where a command name stands.
+_RESHELLING_ANYWHERE = frozenset(
+    {
+        "sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "yash", "posh", "rbash",
+        "busybox", "fish", "csh", "tcsh", "eval", "ssh", "su", "runuser", "sudo", "doas",
+    }
+)  # fmt: skip
+_RESHELLING_COMMANDS = frozenset(
+    {"trap", "watch", "alias", "script", "parallel", "let", "flock", "tmux", "screen", "at",
+     "batch"}
+)  # fmt: skip
+# find's options whose next word is a command name.
+_EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+# Commands that run their (later) arguments as a command: the word after one is a command
+# name again, so a value-derived word there makes the command unknown.
+_WRAPPERS = frozenset(
+    {
+        "env", "exec", "command", "builtin", "nohup", "nice", "ionice", "timeout", "time",
+        "stdbuf", "setsid", "chrt", "taskset", "flock", "unbuffer", "xargs", "chroot",
+        "strace", "ltrace", "then", "do", "else", "elif", "if", "while", "until", "!", "{",
+    }
+)  # fmt: skip
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_HEREDOC_DELIMITER = re.compile(r"[A-Za-z0-9_.-]+")
+# Beyond these the text is treated as unknowable rather than followed further.
+_MAX_FRAMES = 16
+_WORD_CAP = 48
+_DYNAMIC, _OVERFLOW = "\x00", "\x01"
+
+# Frames of the lexer's stack and how a refusal names them.
+_TOP, _DQ, _SQ = "top", "dq", "sq"
+_CMDSUB, _PROCSUB, _BACKTICK = "cmdsub", "procsub", "backtick"
+_PARAM, _ARITH, _ARITH_CMD, _ANSI = "param", "arith", "arith_cmd", "ansi"
+_FRAME_CONTEXTS = {
+    _CMDSUB: "inside a command substitution $(...)",
+    _PROCSUB: "inside a process substitution <(...)",
+    _BACKTICK: "inside a backtick command substitution `...`",
+    _PARAM: "inside a parameter expansion ${...}",
+    _ARITH: "inside an arithmetic expansion $((...))",
+    _ARITH_CMD: "inside an arithmetic command ((...))",
+    _ANSI: "inside $'...' quotes",
+}
+
+
+# --- the lexer: one concrete reading of the shell source so far --------------------
+
+
+class _Frame:
+    __slots__ = ("after_wrapper", "candidate", "comment", "depth", "dynamic_command",
+                 "heredocs", "kind", "redirect", "reshell", "word")  # fmt: skip
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.depth = 0  # open ( inside $(...) / $((...))
+        # The current word's literal text (quotes removed, _DYNAMIC where text is expanded
+        # or inserted, _OVERFLOW once too long to matter); None between words.
+        self.word: str | None = None
+        self.comment = False
+        self.candidate = True  # the next word names the command
+        self.after_wrapper = False
+        self.redirect = False  # the current word is a redirection's target
+        self.reshell: str | None = None  # a re-parsing command seen in this simple command
+        self.dynamic_command = False  # this simple command's name is not literal
+        self.heredocs: tuple[tuple[str, bool], ...] = ()  # (delimiter, strip tabs) to read
+
+    def copy(self) -> _Frame:
+        other = _Frame.__new__(_Frame)
+        for name in _Frame.__slots__:
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def key(self) -> tuple:
+        return tuple(getattr(self, name) for name in _Frame.__slots__)
+
+
+class ShellLexer:
+    """sh's view of the text so far; ``unknown`` (a reason) once it cannot be followed."""
+
+    __slots__ = ("delimiter", "escape", "frames", "heredoc", "line", "pending", "unknown")
+
+    def __init__(self) -> None:
+        self.frames: list[_Frame] = [_Frame(_TOP)]
+        self.pending = ""  # a character whose meaning depends on the next one
+        self.escape = False  # the previous character was an unquoted backslash
+        self.unknown: str | None = None
+        self.delimiter: str | None = None  # reading a here-document delimiter word
+        # Reading a here-document body: (delimiter, strip tabs); `line` is the current
+        # line while it can still be the delimiter, else None.
+        self.heredoc: tuple[tuple[str, bool], ...] = ()
+        self.line: str | None = ""
+
+    def copy(self) -> ShellLexer:
+        other = ShellLexer.__new__(ShellLexer)
+        other.frames = [frame.copy() for frame in self.frames]
+        other.pending, other.escape, other.unknown = self.pending, self.escape, self.unknown
+        other.delimiter, other.heredoc, other.line = self.delimiter, self.heredoc, self.line
+        return other
+
+    def key(self) -> tuple:
+        if self.unknown is not None:
+            return ("unknown", self.unknown)
+        frames = tuple(frame.key() for frame in self.frames)
+        return (frames, self.pending, self.escape, self.delimiter, self.heredoc, self.line)
+
+    # -- helpers
+
+    @property
+    def frame(self) -> _Frame:
+        return self.frames[-1]
+
+    def give_up(self, reason: str) -> None:
+        if self.unknown is None:
+            self.unknown = reason
+
+    def push(self, kind: str) -> None:
+        if len(self.frames) >= _MAX_FRAMES:
+            self.give_up("after shell constructs nested too deeply to follow")
+            return
+        if kind not in (_DQ, _SQ):
+            self.mark_dynamic()
+        self.frames.append(_Frame(kind))
+
+    def word_frame(self) -> _Frame | None:
+        """The command-level frame the current text is a word of (None inside expansions)."""
+        for frame in reversed(self.frames):
+            if frame.kind in (_TOP, _CMDSUB, _PROCSUB):
+                return frame
+            if frame.kind not in (_DQ, _SQ):
+                return None
+        return None
+
+    def add_literal(self, char: str) -> None:
+        frame = self.word_frame()
+        if frame is not None:
+            _append(frame, char)
+
+    def mark_dynamic(self) -> None:
+        """The current word holds expanded or inserted text (marked by a NUL in it)."""
+        for frame in reversed(self.frames):
+            if frame.kind in (_TOP, _CMDSUB, _PROCSUB):
+                _append(frame, _DYNAMIC)
+                return
+
+    # -- feeding text
+
+    def feed(self, text: str) -> None:
+        for char in text:
+            if self.unknown is not None:
+                return
+            self.step(char)
+
+    def step(self, char: str) -> None:
+        if char == "\n" and len(self.frames) > 1 and self.frames[0].heredocs:
+            self.give_up("after a here-document whose body starts inside another construct")
+            return
+        if self.heredoc:
+            self.heredoc_char(char)
+            return
+        if self.delimiter is not None:
+            self.delimiter_char(char)
+            return
+        if self.pending:
+            pending, self.pending = self.pending, ""
+            if self.resolve(pending, char):
+                return
+        kind = self.frame.kind
+        if kind in (_TOP, _CMDSUB, _PROCSUB):
+            self.command_char(char)
+        elif kind == _DQ:
+            self.double_char(char)
+        elif kind == _SQ:
+            if char == "'":
+                self.frames.pop()
+            else:
+                self.add_literal(char)
+        elif kind == _ANSI:
+            self.ansi_char(char)
+        elif kind == _PARAM:
+            self.param_char(char)
+        elif kind in (_ARITH, _ARITH_CMD):
+            self.arith_char(char)
+        else:
+            self.backtick_char(char)
+
+    def resolve(self, pending: str, char: str) -> bool:
+        """Settle a pending character given the next one; True if `char` was consumed."""
+        frame = self.frame
+        if pending == "$":
+            if char == "(":
+                self.pending = "$("
+                return True
+            if char == "{":
+                self.push(_PARAM)
+                return True
+            if char == "[":
+                self.give_up("after a $[...] expansion")
+                return True
+            if frame.kind != _DQ and char == "'":
+                self.push(_ANSI)
+                return True
+            if frame.kind != _DQ and char == '"':
+                self.push(_DQ)  # $"..." (bash locale string) is read as "..."
+                return True
+            self.mark_dynamic()  # $name, $1, $?, or a literal $
+            return False
+        if pending == "$(":
+            if char == "(":
+                self.push(_ARITH)
+                return True
+            self.push(_CMDSUB)
+            return False
+        if pending == "(":
+            if char == "(":
+                if frame.kind != _TOP:
+                    frame.depth -= 1  # the first ( opened this, not a subshell
+                self.push(_ARITH_CMD)
+                return True
+            return False
+        if pending == ")":
+            if char == ")":
+                self.frames.pop()
+                return True
+            self.give_up("after a ')' that may or may not close $((...))")
+            return True
+        if pending == "<":
+            if char == "<":
+                self.pending = "<<"
+                return True
+            if char == "(":
+                self.push(_PROCSUB)
+                return True
+            return char in "&>"
+        if pending == ">":
+            if char == "(":
+                self.push(_PROCSUB)
+                return True
+            return char in ">&|"
+        if pending == "<<":
+            if char == "<":
+                return True  # <<< here-string: the next word is an ordinary word
+            self.start_heredoc(strip_tabs=char == "-")
+            if char == "-":
+                return True
+            self.delimiter_char(char)
+            return True
+        if pending == "&":
+            if char == ">":
+                return True  # &> redirection: the simple command goes on
+            self.end_command(frame)
+            return False
+        return False
+
+    # -- command level: the top, $(...), <(...)
+
+    def command_char(self, char: str) -> None:
+        frame = self.frame
+        if frame.comment:
+            if char == "\n":
+                frame.comment = False
+                self.newline(frame)
+            return
+        if self.escape:
+            self.escape = False
+            if char != "\n":
+                self.add_literal(char)
+            return
+        if char == "\\":
+            self.escape = True
+            if frame.word is None:
+                frame.word = ""
+            return
+        if char in " \t":
+            self.end_word(frame)
+        elif char == "\n":
+            self.end_word(frame)
+            self.newline(frame)
+        elif char in ";|":
+            self.end_word(frame)
+            self.end_command(frame)
+        elif char == "&":
+            self.end_word(frame)
+            self.pending = "&"
+        elif char == "(":
+            starts_word = frame.word is None
+            self.end_word(frame)
+            self.end_command(frame)
+            if frame.kind != _TOP:
+                frame.depth += 1
+            if starts_word:
+                self.pending = "("
+        elif char == ")":
+            self.end_word(frame)
+            self.end_command(frame)
+            if frame.kind != _TOP:
+                if frame.depth:
+                    frame.depth -= 1
+                else:
+                    self.frames.pop()
+        elif char in "<>":
+            if frame.word is not None and frame.word.isdigit():
+                frame.word = None  # 2>file: the digits name a descriptor
+            self.end_word(frame)
+            frame.redirect = True
+            self.pending = char
+        elif char == "'":
+            self.begin_word(frame)
+            self.push(_SQ)
+        elif char == '"':
+            self.begin_word(frame)
+            self.push(_DQ)
+        elif char == "`":
+            self.push(_BACKTICK)
+        elif char == "$":
+            self.begin_word(frame)
+            self.pending = "$"
+        elif char == "#" and frame.word is None:
+            if frame.kind != _TOP:
+                self.give_up("after a comment inside a command substitution")
+            frame.comment = True
+        else:
+            self.add_literal(char)
+
+    def begin_word(self, frame: _Frame) -> None:
+        if frame.word is None:
+            frame.word = ""
+
+    def end_word(self, frame: _Frame) -> None:
+        word = frame.word
+        if word is None:
+            return
+        frame.word = None
+        if frame.redirect:
+            frame.redirect = False
+            return
+        if frame.kind != _TOP:
+            if word == "case":
+                self.give_up("after a case statement inside a command substitution")
+            return
+        name = word.rsplit("/", 1)[-1]
+        literal = _DYNAMIC not in name and _OVERFLOW not in name
+        if literal and name in _RESHELLING_ANYWHERE:
+            frame.reshell = frame.reshell or name
+        if literal and name in _EXEC_OPTIONS:
+            frame.candidate = frame.after_wrapper = True
+            return
+        if not frame.candidate or _ASSIGNMENT.match(word):
+            return  # an argument, or NAME=value before the command (or after env)
+        if not literal:
+            frame.dynamic_command = True
+        elif name in _RESHELLING_COMMANDS:
+            frame.reshell = frame.reshell or name
+            if name == "alias":  # any later command name may then be a shell
+                self.give_up("after an alias definition")
+        elif name in _WRAPPERS:
+            frame.after_wrapper = True
+            return
+        frame.candidate = frame.after_wrapper
+
+    def end_command(self, frame: _Frame) -> None:
+        frame.candidate = True
+        frame.after_wrapper = False
+        frame.redirect = False
+        frame.reshell = None
+        frame.dynamic_command = False
+
+    def newline(self, frame: _Frame) -> None:
+        self.end_command(frame)
+        if frame.heredocs:
+            self.heredoc, frame.heredocs = frame.heredocs, ()
+            self.line = ""
+
+    # -- here-documents
+
+    def start_heredoc(self, strip_tabs: bool) -> None:
+        if self.frame.kind != _TOP:
+            self.give_up("after a here-document inside a command substitution")
+            return
+        self.delimiter = "-" if strip_tabs else ""
+
+    def delimiter_char(self, char: str) -> None:
+        text = self.delimiter or ""
+        strip_tabs, word = text.startswith("-"), text[1:] if text.startswith("-") else text
+        if char in " \t" and not word:
+            return
+        if char in " \t\n;&|<>()":
+            bare = word.replace("'", "").replace('"', "").replace("\\", "")
+            if not _HEREDOC_DELIMITER.fullmatch(bare) or word.count("'") % 2 or word.count('"') % 2:
+                self.give_up("after a here-document whose delimiter cannot be followed")
+                return
+            frame = self.frame
+            frame.heredocs = (*frame.heredocs, (bare, strip_tabs))
+            self.delimiter = None
+            frame.redirect = False
+            self.step(char)
+            return
+        self.delimiter = ("-" if strip_tabs else "") + word + char
+        if len(word) > 256:
+            self.give_up("after a here-document whose delimiter cannot be followed")
+
+    def heredoc_char(self, char: str) -> None:
+        delimiter, strip_tabs = self.heredoc[0]
+        continued, self.escape = self.escape, char == "\\"
+        if char == "\n" and continued:
+            self.give_up("after a here-document line continued with a backslash")
+            return
+        if char != "\n":
+            if self.line is not None:
+                if strip_tabs and char == "\t" and not self.line:
+                    return
+                line = self.line + char
+                self.line = line if delimiter.startswith(line) else None
+            return
+        if self.line == delimiter:
+            self.heredoc = self.heredoc[1:]
+        self.line = ""
+
+    # -- quotes and expansions
+
+    def double_char(self, char: str) -> None:
+        if self.escape:
+            self.escape = False
+            self.add_literal(char)
+        elif char == "\\":
+            self.escape = True
+        elif char == '"':
+            self.frames.pop()
+        elif char == "$":
+            self.pending = "$"
+        elif char == "`":
+            self.push(_BACKTICK)
+        else:
+            self.add_literal(char)
+
+    def ansi_char(self, char: str) -> None:
+        if self.escape:
+            self.escape = False
+            if char == "'":
+                self.give_up("after $'...' quotes that shells read differently")
+        elif char == "\\":
+            self.escape = True
+        elif char == "'":
+            self.frames.pop()
+
+    def param_char(self, char: str) -> None:
+        if self.escape:
+            self.escape = False
+        elif char == "\\":
+            self.escape = True
+        elif char == "}":
+            self.frames.pop()
+        elif char == "'":
+            if any(frame.kind == _DQ for frame in self.frames):
+                self.give_up("after quotes inside ${...} inside double quotes")
+            else:
+                self.push(_SQ)
+        elif char == '"':
+            self.push(_DQ)
+        elif char == "$":
+            self.pending = "$"
+        elif char == "`":
+            self.push(_BACKTICK)
+
+    def arith_char(self, char: str) -> None:
+        frame = self.frame
+        if char == "(":
+            frame.depth += 1
+        elif char == ")":
+            if frame.depth:
+                frame.depth -= 1
+            else:
+                self.pending = ")"
+        elif char == "$":
+            self.pending = "$"
+        elif char == "`":
+            self.push(_BACKTICK)
+        elif char in "'\"\\":
+            self.give_up("after quotes inside an arithmetic expression")
+
+    def backtick_char(self, char: str) -> None:
+        if self.escape:
+            self.escape = False
+        elif char == "\\":
+            self.escape = True
+        elif char == "`":
+            self.frames.pop()
+        elif char in "'\"#(":
+            # Quotes, comments and $(...) inside `...` are read differently by shells.
+            self.give_up("after a backtick command substitution that cannot be followed")
+
+    # -- a value-inserting {{ }} here
+
+    def site(self) -> tuple[str | None, str | None]:
+        """(quoting, None) where a value can go here, else (None, why not); moves past it."""
+        if self.unknown is not None:
+            return None, f"{self.unknown} (the shell context is unknown there)"
+        if self.heredoc:
+            self.line = None
+            return None, "in a here-document body"
+        if self.delimiter is not None:
+            self.give_up("after a here-document whose delimiter is a template value")
+            return None, "in a here-document delimiter"
+        pending, self.pending = self.pending, ""
+        if pending == "$":
+            self.mark_dynamic()
+            return None, "directly after a $ (the value would become part of an expansion)"
+        if pending == "$(":
+            self.push(_CMDSUB)
+        elif pending == "<<":
+            self.give_up("after a here-document whose delimiter is a template value")
+            return None, "in a here-document delimiter"
+        elif pending == ")":
+            self.give_up("after a ')' that may or may not close $((...))")
+            return None, "inside an arithmetic expansion $((...))"
+        elif pending == "&":
+            self.end_command(self.frame)
+        if self.escape:
+            self.escape = False
+            self.mark_dynamic()
+            return None, "directly after a backslash"
+        if self.frame.comment:
+            return None, "in a comment"
+        for frame in reversed(self.frames):
+            if frame.kind in _FRAME_CONTEXTS:
+                self.mark_dynamic()
+                return None, _FRAME_CONTEXTS[frame.kind]
+        top = self.frames[0]
+        self.begin_word(top)
+        self.mark_dynamic()
+        if top.reshell is not None:
+            return None, f"in the arguments of {top.reshell} (another shell parses them again)"
+        if top.dynamic_command:
+            return None, (
+                "in the arguments of a command whose name is not literal (it may be a shell "
+                "that parses them again)"
+            )
+        return {_TOP: WORD, _DQ: DOUBLE, _SQ: SINGLE}[self.frame.kind], None
+
+
+def _append(frame: _Frame, text: str) -> None:
+    word = frame.word or ""
+    if not word.endswith(_OVERFLOW):
+        word += text
+        frame.word = word if len(word) <= _WORD_CAP else word[:_WORD_CAP] + _OVERFLOW
