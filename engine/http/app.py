@@ -105,7 +105,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     from engine.http.guard import add_unknown_route, check_all_guarded, guarded
 
     # No middlewares: each route's handler is wrapped (engine.http.guard explains why).
-    app = web.Application(client_max_size=settings.ingest.max_body)
+    # Bodies are read as sent, and decoded by the routes within their limits
+    # (engine.http.content_coding): aiohttp's own decompression is off.
+    app = web.Application(
+        client_max_size=settings.ingest.max_body, handler_args={"auto_decompress": False}
+    )
     runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_store_context)
