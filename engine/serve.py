@@ -16,6 +16,7 @@ from aiohttp import web
 
 from engine.config import Settings
 from engine.http.app import RUNTIME, create_app
+from engine.http.header_timeout import HeaderTimeoutRunner
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ async def serve(
     """Serve until SIGTERM/SIGINT; SIGHUP reloads rules, packs and webhook definitions;
     `watch` also reloads when one of their files changes."""
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = HeaderTimeoutRunner(
         app,
+        header_timeout=settings.server.header_timeout,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.server.shutdown_grace,

@@ -151,6 +151,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     for context in role_contexts(settings.roles):
         app.cleanup_ctx.append(context)
     add_unknown_route(app)
+    from engine.http import expect
+
+    expect.install(app)
     from engine.http.webhooks import receive
 
     check_all_guarded(app, unguarded={receive})

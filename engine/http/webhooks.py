@@ -27,6 +27,7 @@ from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_respo
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.bodies import parse_body, parse_body_and_text
 from engine.http.content_coding import content_coding, decode_body
+from engine.http.expect import continue_within
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
@@ -43,7 +44,27 @@ _MAX_PLAIN_DEDUPE = 200
 
 def add_routes(app: web.Application) -> None:
     for prefix in ("/webhooks", "/api/v1/webhooks"):
-        app.router.add_post(prefix + "/{name:.+}", receive)
+        app.router.add_post(prefix + "/{name:.+}", receive, expect_handler=expect_body)
+
+
+async def expect_body(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` answered within the hook's body limit (engine.http.expect);
+    a path that names no hook gets the general limit, and its 404 after."""
+    app = request.app
+    runtime = app[RUNTIME]
+    limit = runtime.settings.ingest.max_body
+    try:
+        name, _ = _find_hook(
+            normalize_webhook_name(request.match_info["name"]), runtime, app[GATEKEEPER]
+        )
+    except IngestError:
+        name = None
+    else:
+        limit = app[GATEKEEPER].definition(name).max_body or limit
+    answer = await continue_within(request, limit)
+    if answer is not None:
+        app[METRICS].count_webhook(name or hook_label(request), answer.status)
+    return answer
 
 
 async def receive(request: web.Request) -> web.Response:
