@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import itertools
 import logging
 import marshal
@@ -119,6 +120,8 @@ class IngestProcess:
         self._closing = False
         # Children started after the first (tests read it).
         self.restarts = 0
+        # Why the child's latest batch failed (not busy), until one is written.
+        self._write_failure: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -138,6 +141,8 @@ class IngestProcess:
         """Why webhooks cannot be stored now (for /ready), or None."""
         if self._child is None and not self._closing:
             return "the ingest writer process is not running (restarting)"
+        if self._write_failure is not None:
+            return "the ingest writer process cannot write to the store"
         return None
 
     async def close(self) -> None:
@@ -162,7 +167,10 @@ class IngestProcess:
             error_type = _ERROR_KINDS.get(kind, StoreError)
             if error_type is StoreBusy:
                 raise StoreBusy(message, retry_after=retry_after or 1.0)
+            if error_type is not UnstorableValue:
+                self._write_failure = message
             raise error_type(message)
+        self._write_failure = None
         _, _, results, seconds = reply
         answers = [_answer(result) for result in results]
         self._store.count_ingested(
@@ -532,6 +540,7 @@ def main(argv: list[str]) -> None:
     # can drain its queue through it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.enable()  # a SIGBUS (engine.serve) leaves the stacks in the log
     asyncio.run(_serve(int(argv[0])))
 
 

@@ -197,6 +197,10 @@ async def ready(request: web.Request) -> web.Response:
     except StoreError as exc:
         log.error("readiness: store unreachable: %s", exc)
         problems.append("store unreachable")
+    write_problem = runtime.store.write_problem()
+    if write_problem is not None:
+        log.error("readiness: the store refuses writes: %s", write_problem)
+        problems.append("store refuses writes")
     problems.extend(runtime.worker_problems())
     if problems:
         return json_response({"ready": False, "problems": problems}, 503)
