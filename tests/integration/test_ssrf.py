@@ -330,7 +330,7 @@ KNOWN_METADATA_URLS = [
 
 @pytest.mark.parametrize("url", METADATA_URLS + KNOWN_METADATA_URLS)
 async def test_cloud_metadata_addresses_are_refused(url):
-    with pytest.raises(DestinationRefused, match="metadata|NAT64"):
+    with pytest.raises(DestinationRefused, match=r"metadata|NAT64"):
         await DestinationGuard().check_url(url)
 
 
