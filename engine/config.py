@@ -32,6 +32,9 @@ class ServerSettings:
     port: int = 8080
     # Seconds SIGTERM waits for in-flight requests and batches before exiting.
     shutdown_grace: float = 10.0
+    # Seconds a client has from the first byte of a request's headers to their end; a
+    # slower one is disconnected (an idle keep-alive connection is aiohttp's to close).
+    header_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class IngestSettings:
     retry_after: int = 5
     # Most request headers accepted (431 above it).
     max_headers: int = 100
+    # Most fields an application/x-www-form-urlencoded body may have (413 above it).
+    max_form_fields: int = 1000
     # Webhooks are stored by a child process (engine.ingest_process), so that the
     # store's work runs on another core than the HTTP loop's; false: in this process.
     writer_process: bool = True
@@ -321,10 +326,12 @@ def _build(cls: type, data: Any, source: str, path: tuple[str, ...]) -> Any:
 # Sizes and waits that mean nothing at zero or below (a zero busy_timeout would refuse
 # every write; a zero batch or pool could hold nothing).
 _POSITIVE = {
+    ("server", "header_timeout"),
     ("store", "busy_timeout"),
     ("store", "batch_max"),
     ("store", "pool_size"),
     ("ingest", "max_body"),
+    ("ingest", "max_form_fields"),
     ("workers", "rules_share_while_ingesting"),
     ("workers", "rules_max_claims"),
 }

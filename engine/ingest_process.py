@@ -15,7 +15,8 @@ itself: an API key in the body, a custom response, the generic st2 hook.
 Frames on a private socket pair: a 4-byte big-endian length, then a `marshal`-encoded
 tuple (the standard library's fastest encoding of tuples of str, bytes, int and JSON
 data; both ends are the same Python).
-- API → child: first ("open", store settings, base folder, log level, log format); then
+- API → child: first ("open", protocol, store settings, base folder, log level, log
+  format, secrets to scrub, the most fields a form body may have); then
   (seq, [item, ...]) per batch, an item being `_wire(NewTriggerInstance)`.
 - child → API: ("ready",) or ("failed", reason) after opening the store; then per batch
   (seq, True, [(id, duplicate) or (None, error kind, message, status), ...], seconds) or,
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import itertools
 import logging
 import marshal
@@ -76,7 +78,7 @@ _RESTART_PAUSE_MAX = 30.0
 _EXIT_WAIT = 5.0
 # What the two ends speak: a child from another version of Hookyard (an upgrade in place
 # between the API process's start and a restart) refuses to run.
-_PROTOCOL = 1
+_PROTOCOL = 2
 # Webhooks per batch sent to the child. A batch's senders wait for its commit, and with
 # a bounded number of connections big batches left the API process idle, all of them
 # waiting; small batches in flight keep its loop busy with the others' requests (same
@@ -118,6 +120,8 @@ class IngestProcess:
         self._closing = False
         # Children started after the first (tests read it).
         self.restarts = 0
+        # Why the child's latest batch failed (not busy), until one is written.
+        self._write_failure: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -137,6 +141,8 @@ class IngestProcess:
         """Why webhooks cannot be stored now (for /ready), or None."""
         if self._child is None and not self._closing:
             return "the ingest writer process is not running (restarting)"
+        if self._write_failure is not None:
+            return "the ingest writer process cannot write to the store"
         return None
 
     async def close(self) -> None:
@@ -161,7 +167,10 @@ class IngestProcess:
             error_type = _ERROR_KINDS.get(kind, StoreError)
             if error_type is StoreBusy:
                 raise StoreBusy(message, retry_after=retry_after or 1.0)
+            if error_type is not UnstorableValue:
+                self._write_failure = message
             raise error_type(message)
+        self._write_failure = None
         _, _, results, seconds = reply
         answers = [_answer(result) for result in results]
         self._store.count_ingested(
@@ -260,6 +269,7 @@ class _Child:
             settings.logging.level,
             settings.logging.format,
             scrubber.secrets(),
+            settings.ingest.max_form_fields,
         )
         try:
             writer.write(_frame(opening))
@@ -410,13 +420,14 @@ def _wire(item: NewTriggerInstance) -> Wire:
     return (item.id, item.trigger, item.webhook, item.dedupe_key, occurred, item.payload, parts)
 
 
-def _unwire(wire: Wire) -> NewTriggerInstance:
+def _unwire(wire: Wire, max_form_fields: int) -> NewTriggerInstance:
     """The item `wire` carries, its post's body parsed here when the API process left it
     (IngestError or UnstorableValue when the body is refused)."""
     instance_id, trigger, webhook, dedupe_key, occurred, payload, parts = wire
     if parts is not None and parts[2] is None:
         raw_headers, dropped, _, content_type, body = parts
-        parts = (raw_headers, dropped, stored_body_text(content_type, body))
+        text = stored_body_text(content_type, body, max_form_fields=max_form_fields)
+        parts = (raw_headers, dropped, text)
     return NewTriggerInstance(
         trigger=trigger,
         payload=payload,
@@ -447,16 +458,16 @@ async def _serve(fd: int) -> None:
 
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    _, protocol, store_settings, base_dir, log_level, log_format, secrets = await _read_frame(
-        reader
-    )
-    configure_logging(log_level, log_format)
-    register_secrets(*secrets)
-    if protocol != _PROTOCOL:
+    opening = await _read_frame(reader)
+    protocol = opening[1]
+    if protocol != _PROTOCOL:  # checked first: another version's frame has other fields
         writer.write(_frame(("failed", f"protocol {protocol}, this child speaks {_PROTOCOL}")))
         await writer.drain()
         writer.close()
         return
+    _, _, store_settings, base_dir, log_level, log_format, secrets, max_form_fields = opening
+    configure_logging(log_level, log_format)
+    register_secrets(*secrets)
     try:
         store = create_store(StoreSettings(**store_settings), Path(base_dir))
         await store.open()
@@ -473,7 +484,9 @@ async def _serve(fd: int) -> None:
                 seq, items = await _read_frame(reader)
             except (OSError, asyncio.IncompleteReadError):
                 break  # the API process closed the socket, or is gone
-            task = asyncio.get_running_loop().create_task(_write(store, writer, seq, items))
+            task = asyncio.get_running_loop().create_task(
+                _write(store, writer, seq, items, max_form_fields)
+            )
             batches.add(task)
             task.add_done_callback(batches.discard)
     finally:
@@ -483,9 +496,11 @@ async def _serve(fd: int) -> None:
         writer.close()
 
 
-async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, wires: list[Wire]) -> None:
+async def _write(
+    store: Store, writer: asyncio.StreamWriter, seq: int, wires: list[Wire], max_form_fields: int
+) -> None:
     try:
-        reply = await _reply(store, seq, wires)
+        reply = await _reply(store, seq, wires, max_form_fields)
     except Exception as exc:  # a bug must not take the writer down: the batch fails alone
         log.exception("ingest writer process: batch failed")
         reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
@@ -493,14 +508,16 @@ async def _write(store: Store, writer: asyncio.StreamWriter, seq: int, wires: li
         writer.write(_frame(reply))
 
 
-async def _reply(store: Store, seq: int, wires: list[Wire]) -> tuple[Any, ...]:
+async def _reply(
+    store: Store, seq: int, wires: list[Wire], max_form_fields: int
+) -> tuple[Any, ...]:
     started = time.perf_counter()
     # A refused body is its own request's answer; the rest of the batch is written.
     results: list[tuple[Any, ...] | None] = [None] * len(wires)
     items: list[NewTriggerInstance] = []
     for index, wire in enumerate(wires):
         try:
-            items.append(_unwire(wire))
+            items.append(_unwire(wire, max_form_fields))
         except IngestError as exc:
             results[index] = (None, "IngestError", str(exc), exc.status)
         except UnstorableValue as exc:
@@ -523,6 +540,7 @@ def main(argv: list[str]) -> None:
     # can drain its queue through it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    faulthandler.enable()  # a SIGBUS (engine.serve) leaves the stacks in the log
     asyncio.run(_serve(int(argv[0])))
 
 

@@ -8,6 +8,7 @@ release the leases of claimed-but-unstarted work, the store flushes; exit 0.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import signal
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from engine.config import Settings
 from engine.http.app import RUNTIME, create_app
+from engine.http.header_timeout import HeaderTimeoutRunner
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,14 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT; SIGHUP reloads rules, packs and webhook definitions;
     `watch` also reloads when one of their files changes."""
+    # A fatal signal leaves the stacks in the log (stderr) rather than nothing: SQLite's
+    # -shm is memory-mapped, and one made immutable under a running server is a SIGBUS at
+    # the next write (a file unwritable at start is refused by the store's open instead).
+    faulthandler.enable()
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = HeaderTimeoutRunner(
         app,
+        header_timeout=settings.server.header_timeout,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.server.shutdown_grace,

@@ -13,6 +13,7 @@ from aiohttp import web
 from engine.errors import ActionError, IngestError, NotFound
 from engine.http import shapes
 from engine.http.api import EXECUTION_FILTERS, filters, paging
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
 from engine.http.guard import guarded
@@ -192,7 +193,7 @@ async def re_emit(request: web.Request) -> web.Response:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = await read_json(request)
     except ValueError:
         raise IngestError("the request body must be JSON") from None
     if not isinstance(body, dict):

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from engine.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.errors import IngestError, NotFound
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
@@ -36,7 +37,7 @@ async def _admin(request: web.Request) -> None:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.read() or b"{}")
+        data = await read_json(request, {})
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IngestError("the body must be a JSON object") from None
     if not isinstance(data, dict):

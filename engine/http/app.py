@@ -105,7 +105,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     from engine.http.guard import add_unknown_route, check_all_guarded, guarded
 
     # No middlewares: each route's handler is wrapped (engine.http.guard explains why).
-    app = web.Application(client_max_size=settings.ingest.max_body)
+    # Bodies are read as sent, and decoded by the routes within their limits
+    # (engine.http.content_coding): aiohttp's own decompression is off.
+    app = web.Application(
+        client_max_size=settings.ingest.max_body, handler_args={"auto_decompress": False}
+    )
     runtime = runtime or Runtime(settings, create_store(settings.store, settings.resolve_path(".")))
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_store_context)
@@ -147,6 +151,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     for context in role_contexts(settings.roles):
         app.cleanup_ctx.append(context)
     add_unknown_route(app)
+    from engine.http import expect
+
+    expect.install(app)
     from engine.http.webhooks import receive
 
     check_all_guarded(app, unguarded={receive})
@@ -190,6 +197,10 @@ async def ready(request: web.Request) -> web.Response:
     except StoreError as exc:
         log.error("readiness: store unreachable: %s", exc)
         problems.append("store unreachable")
+    write_problem = runtime.store.write_problem()
+    if write_problem is not None:
+        log.error("readiness: the store refuses writes: %s", write_problem)
+        problems.append("store refuses writes")
     problems.extend(runtime.worker_problems())
     if problems:
         return json_response({"ready": False, "problems": problems}, 503)

@@ -14,14 +14,18 @@ from engine.errors import IngestError
 from engine.store import codec
 
 MAX_JSON_DEPTH = 64
+# Most fields a form body may have (ingest.max_form_fields); Django's default limit too.
+MAX_FORM_FIELDS = 1000
 
 
-def parse_body(content_type: str, raw: bytes) -> Any:
+def parse_body(content_type: str, raw: bytes, *, max_form_fields: int = MAX_FORM_FIELDS) -> Any:
     """The body as data: JSON (any root), form fields, or text. IngestError otherwise."""
-    return parse_body_and_text(content_type, raw)[0]
+    return parse_body_and_text(content_type, raw, max_form_fields=max_form_fields)[0]
 
 
-def parse_body_and_text(content_type: str, raw: bytes) -> tuple[Any, str | None]:
+def parse_body_and_text(
+    content_type: str, raw: bytes, *, max_form_fields: int = MAX_FORM_FIELDS
+) -> tuple[Any, str | None]:
     """(the body as data, its JSON text when that may be stored verbatim, else None).
 
     The text is given when the body is JSON the store may keep as the sender wrote it:
@@ -35,7 +39,7 @@ def parse_body_and_text(content_type: str, raw: bytes) -> tuple[Any, str | None]
     if _is_json(mime):
         return _parse_json(raw, assumed=not mime)
     if mime == "application/x-www-form-urlencoded":
-        return _parse_form(raw), None
+        return _parse_form(raw, max_form_fields), None
     if mime == "text/plain":
         return _decode(raw, "text/plain"), None
     raise IngestError(
@@ -45,10 +49,12 @@ def parse_body_and_text(content_type: str, raw: bytes) -> tuple[Any, str | None]
     )
 
 
-def stored_body_text(content_type: str, raw: bytes) -> str:
+def stored_body_text(
+    content_type: str, raw: bytes, *, max_form_fields: int = MAX_FORM_FIELDS
+) -> str:
     """The body as the JSON text to store: as the sender wrote it when it may be, else
-    re-encoded. IngestError (400, 415) or UnstorableValue when it cannot be stored."""
-    body, text = parse_body_and_text(content_type, raw)
+    re-encoded. IngestError (400, 413, 415) or UnstorableValue when it cannot be stored."""
+    body, text = parse_body_and_text(content_type, raw, max_form_fields=max_form_fields)
     if text is not None:  # as sent: holds no surrogate escape at all (_parse_json)
         return text
     return codec.check_no_lone_surrogate(codec.dumps(body, "the webhook body"), "the webhook body")
@@ -120,11 +126,8 @@ def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
     except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
         raise IngestError(f"JSON body cannot be read: {exc}") from None
     except RecursionError:
-        raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    # Nesting needs an opening bracket per level, so counting them (in C) spares the walk
-    # for every body that could not nest too deep; brackets inside strings only over-count.
-    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
-        raise IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+        raise _too_deep() from None
+    _check_depth(raw, value)
     if not _parse_state.verbatim:
         text = None
     if text is not None and ("\\u0000" in text or "\\ud" in text or "\\uD" in text):
@@ -132,6 +135,33 @@ def _parse_json(raw: bytes, *, assumed: bool) -> tuple[Any, str | None]:
         # writes surrogates in the lower case its check for lone ones reads.
         text = None
     return value, text
+
+
+def load_json(raw: bytes) -> Any:
+    """The JSON data of an API request's body, refused as a webhook's is when it nests
+    deeper than MAX_JSON_DEPTH levels: IngestError (400) then, or for a number too long to
+    read; json.JSONDecodeError or UnicodeDecodeError (ValueErrors) when it is no JSON."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError as exc:  # an integer past sys.get_int_max_str_digits()
+        raise IngestError(f"JSON body cannot be read: {exc}") from None
+    _check_depth(raw, value)
+    return value
+
+
+def _too_deep() -> IngestError:
+    return IngestError(f"JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _check_depth(raw: bytes, value: Any) -> None:
+    # Nesting needs an opening bracket per level, so counting them (in C) spares the walk
+    # for every body that could not nest too deep; brackets inside strings only over-count.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep()
 
 
 def _utf8_without_bom(raw: bytes) -> bool:
@@ -163,13 +193,21 @@ def _depth(value: Any) -> int:
     return depth - 1
 
 
-def _parse_form(raw: bytes) -> dict[str, Any]:
+def _parse_form(raw: bytes, max_fields: int) -> dict[str, Any]:
+    # parse_qsl splits on "&" alone: one more field than separators, at most.
+    if raw.count(b"&") >= max_fields:
+        raise IngestError(
+            f"form body has more than {max_fields} fields (the limit is ingest.max_form_fields)",
+            413,
+        )
     text = _decode(raw, "form")
     fields: dict[str, Any] = {}
     for key, value in parse_qsl(text, keep_blank_values=True):
-        if key in fields:
-            existing = fields[key]
-            fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
+        existing = fields.get(key)
+        if existing is None:
             fields[key] = value
+        elif isinstance(existing, list):  # values are str: a list is a repeated key's
+            existing.append(value)
+        else:
+            fields[key] = [existing, value]
     return fields

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from engine.errors import IngestError
 from engine.http.actions_api import execution_api
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
@@ -27,7 +28,7 @@ def add_routes(app: web.Application) -> None:
 
 async def update_execution(request: web.Request) -> web.Response:
     try:
-        body = json.loads(await request.read() or b"null")
+        body = await read_json(request)
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict) or body.get("status") != CANCELED or set(body) != {"status"}:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from engine.errors import IngestError
 from engine.http.api import paging
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
@@ -128,7 +129,7 @@ def _scope(value: Any) -> str | None:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.read() or b"{}")
+        data = await read_json(request, {})
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IngestError("the body must be a JSON object") from None
     if not isinstance(data, dict):

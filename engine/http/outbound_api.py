@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import ConfigError, IngestError, OutboundError, StoreError
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
@@ -54,11 +55,8 @@ async def _admin(request: web.Request) -> None:
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw and optional:
-        return {}
     try:
-        data = json.loads(raw or b"null")
+        data = await read_json(request, {} if optional else None)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IngestError("the body must be a JSON object") from None
     if not isinstance(data, dict):

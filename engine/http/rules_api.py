@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import Conflict, IngestError, NotFound, RuleLoadError
+from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
@@ -131,7 +132,7 @@ def _refuse_file_rule(runtime: Runtime, ref: str, what: str) -> None:
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.read() or b"null")
+        body = await read_json(request)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IngestError("the request body must be a JSON object (a rule)") from None
     if not isinstance(body, dict):

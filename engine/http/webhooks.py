@@ -26,6 +26,8 @@ from engine.hook_payload import text as hook_text
 from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.bodies import parse_body, parse_body_and_text
+from engine.http.content_coding import content_coding, decode_body
+from engine.http.expect import continue_within
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
@@ -43,7 +45,27 @@ _MAX_PLAIN_DEDUPE = 200
 
 def add_routes(app: web.Application) -> None:
     for prefix in ("/webhooks", "/api/v1/webhooks"):
-        app.router.add_post(prefix + "/{name:.+}", receive)
+        app.router.add_post(prefix + "/{name:.+}", receive, expect_handler=expect_body)
+
+
+async def expect_body(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` answered within the hook's body limit (engine.http.expect);
+    a path that names no hook gets the general limit, and its 404 after."""
+    app = request.app
+    runtime = app[RUNTIME]
+    limit = runtime.settings.ingest.max_body
+    try:
+        name, _ = _find_hook(
+            normalize_webhook_name(request.match_info["name"]), runtime, app[GATEKEEPER]
+        )
+    except IngestError:
+        name = None
+    else:
+        limit = app[GATEKEEPER].definition(name).max_body or limit
+    answer = await continue_within(request, limit)
+    if answer is not None:
+        app[METRICS].count_webhook(name or hook_label(request), answer.status)
+    return answer
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -81,7 +103,8 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
     content_type = request.headers.get("Content-Type", "")
     placement = definition.apikey
     key_in_body = placement is not None and placement.place == "body"
-    body = parse_body(content_type, raw) if key_in_body else None
+    max_fields = runtime.settings.ingest.max_form_fields
+    body = parse_body(content_type, raw, max_form_fields=max_fields) if key_in_body else None
     if gate.enabled and definition.auth != "none":
         caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
     else:
@@ -97,7 +120,7 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
     )
     body_text = None  # the body's JSON text, stored verbatim when it may be
     if body is None and not parse_in_writer:
-        body, body_text = parse_body_and_text(content_type, raw)
+        body, body_text = parse_body_and_text(content_type, raw, max_form_fields=max_fields)
     if key_in_body and isinstance(body, dict):
         body = {k: v for k, v in body.items() if k != placement.name}
     dedupe_key = _dedupe_key(request, definition, raw, caller)
@@ -222,7 +245,16 @@ def _standard_response(item: NewTriggerInstance, accepted: Accepted) -> web.Resp
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it passes `limit` bytes."""
+    """The whole body, decoded from its Content-Encoding, refusing (413) as soon as it
+    passes `limit` bytes, as sent or decoded (engine.http.content_coding)."""
+    coding = content_coding(request.headers)
+    raw = await _read_raw_body(request, limit)
+    if coding is None or not raw:
+        return raw
+    return decode_body(raw, coding, limit)
+
+
+async def _read_raw_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise IngestError(f"body of {declared} bytes is over the limit of {limit} bytes", 413)

@@ -47,6 +47,45 @@ SAFE_REDIRECT_HEADERS = frozenset({"user-agent", "accept", "accept-language", "c
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
 _UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# RFC 8215's local-use NAT64 prefix: its embedded address is not at a fixed place for
+# every prefix length, so the whole prefix is refused.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# Cloud instance metadata and platform endpoints. Refused even inside an allowlisted
+# network (allowing 100.64.0.0/10 for a VPN must not open Alibaba's metadata): only an
+# allowlist entry naming the address alone (/32 or /128) lets one through. Most are also
+# link-local, unique-local or CGNAT addresses; 192.0.0.192 and 168.63.129.16 are not.
+_METADATA: dict[IPAddress, str] = {
+    ipaddress.ip_address(address): service
+    for address, service in (
+        ("169.254.169.254", "instance metadata of AWS, Azure, GCP, Oracle, OpenStack..."),
+        ("fd00:ec2::254", "AWS instance metadata over IPv6"),
+        ("169.254.170.2", "AWS ECS task metadata and credentials"),
+        ("169.254.170.23", "AWS EKS Pod Identity credentials"),
+        ("fd00:ec2::23", "AWS EKS Pod Identity credentials over IPv6"),
+        ("169.254.169.123", "AWS time sync"),
+        ("fd00:ec2::123", "AWS time sync over IPv6"),
+        ("169.254.169.253", "AWS DNS resolver"),
+        ("fd00:ec2::253", "AWS DNS resolver over IPv6"),
+        ("fd20:ce::254", "GCP instance metadata over IPv6"),
+        ("168.63.129.16", "Azure platform endpoint (WireServer, DNS)"),
+        ("100.100.100.200", "Alibaba Cloud instance metadata"),
+        ("192.0.0.192", "Oracle Cloud instance metadata"),
+        ("169.254.0.23", "Tencent Cloud instance metadata"),
+    )
+}
+# Names of metadata services, refused without asking DNS (they resolve only inside a
+# cloud, where they name the addresses above).
+_METADATA_NAMES = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+        "metadata.azure.com",
+    }
+)
 _NUMERIC_LABEL = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)")
 
 
@@ -114,8 +153,21 @@ def unmap(address: IPAddress) -> IPAddress:
     return address
 
 
+def metadata_service(address: IPAddress) -> str | None:
+    """The cloud metadata service `address` reaches (directly, or through an IPv6 form
+    embedding its IPv4 address), else None."""
+    service = _METADATA.get(address)
+    if service is None and isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or _embedded_ipv4(address)
+        service = _METADATA.get(inner) if inner is not None else None
+    return service
+
+
 def forbidden_reason(address: IPAddress) -> str | None:
     """Why `address` must not be contacted, or None when it is a public address."""
+    service = metadata_service(address)
+    if service is not None:
+        return f"cloud metadata address ({service})"
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             inner = forbidden_reason(address.ipv4_mapped)
@@ -125,6 +177,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
             inner = forbidden_reason(embedded)
             if inner:
                 return f"IPv6 address embedding {embedded}, a {inner}"
+        if address in _NAT64_LOCAL:
+            return "local-use NAT64 address (64:ff9b:1::/48), which may reach any IPv4 address"
         if address in _UNIQUE_LOCAL:
             return "unique-local IPv6 address (fc00::/7)"
         if address.is_site_local:
@@ -154,6 +208,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if int(address) >> 32 == 0 and int(address) > 1:
+        # IPv4-compatible (::a.b.c.d, deprecated): stacks that still route it reach a.b.c.d.
+        return ipaddress.IPv4Address(int(address))
     return None
 
 
@@ -194,14 +251,23 @@ class DestinationGuard:
     def check_address(self, host: str, address: str | IPAddress) -> str:
         """Return the (unmapped) address as text if it may be contacted; raise otherwise."""
         parsed = unmap(ipaddress.ip_address(address) if isinstance(address, str) else address)
-        if any(parsed in network for network in self._allowed):
+        if metadata_service(parsed) is None:
+            allowed = any(parsed in network for network in self._allowed)
+        else:  # only an entry for the address alone
+            allowed = any(parsed in net and net.num_addresses == 1 for net in self._allowed)
+        if allowed:
             return str(parsed)
         reason = forbidden_reason(parsed)
         if reason is None:
             return str(parsed)
         shown = host if host == str(parsed) else f"{host} ({parsed})"
+        entry = (
+            "it"
+            if metadata_service(parsed) is None
+            else f"{parsed} alone (/{parsed.max_prefixlen})"
+        )
         raise DestinationRefused(
-            f"refusing to connect to {shown}: {reason}; allow it explicitly with "
+            f"refusing to connect to {shown}: {reason}; allow {entry} explicitly with "
             f"outbound.allow_private if this is intended"
         )
 
@@ -217,6 +283,10 @@ class DestinationGuard:
         literal = _literal_address(host)
         if literal is not None:
             return self.check_addresses(host, [literal])
+        if host.rstrip(".").lower() in _METADATA_NAMES:
+            raise DestinationRefused(
+                f"refusing to connect to {host}: the name of a cloud metadata service"
+            )
         if _is_localhost_name(host):
             # RFC 6761: localhost names are loopback, whatever DNS or search domains say.
             return self.check_addresses(host, ["127.0.0.1"])

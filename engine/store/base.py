@@ -54,6 +54,10 @@ class Store(OutboundStore, abc.ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers now."""
 
+    def write_problem(self) -> str | None:
+        """Why writes fail now (for /ready; the text may name files), else None."""
+        return None
+
     def add_commit_observer(self, observer: Callable[[int, float], None]) -> None:
         """Call `observer(batch_size, seconds)` after each committed trigger-instance batch
         (group commit); metrics subscribe here."""

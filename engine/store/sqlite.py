@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -85,6 +86,16 @@ _UNAVAILABLE_PREFIXES = (
 )
 
 
+_WRITABLE_HINT = (
+    "the database file, its -wal and -shm files and their folder must be writable by this "
+    "user, on a read-write file system, and not immutable (lsattr shows an 'i'; chattr -i)"
+)
+
+
+def _companions(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
 class SqliteStore(SqliteOutbound, Store):
     def __init__(self, path: Path, settings: StoreSettings) -> None:
         self.path = path
@@ -105,6 +116,8 @@ class SqliteStore(SqliteOutbound, Store):
         self._backlog = BacklogGauge(self._count_pending)
         self._checkpoints = WalCheckpointer(self._connect, f"sqlite checkpoint {path.name}")
         self._closed = False
+        # Why the latest write transaction failed (not busy), until one succeeds.
+        self._write_failure: str | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -145,6 +158,15 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def write_problem(self) -> str | None:
+        # access(2) sees what makes SQLite refuse writes or crash (the immutable flag, a
+        # read-only mount: for root too) without writing; a memory-mapped -shm made
+        # immutable kills the process with SIGBUS on its next write, so nothing is written.
+        for path in (self.path, *_companions(self.path)):
+            if path.exists() and not os.access(path, os.W_OK):
+                return f"sqlite {path}: not writable ({_WRITABLE_HINT})"
+        return self._write_failure
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
         event = self._work.get(queue)
@@ -447,9 +469,13 @@ class SqliteStore(SqliteOutbound, Store):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            return result
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            error = self._translate(exc)
+            if isinstance(error, StoreUnavailable):
+                self._write_failure = str(error)
+            raise error from exc
+        self._write_failure = None
+        return result
 
     async def _read(self, operation: Callable[..., T], *args: Any) -> T:
         if self._readers is None or self._closed:
@@ -501,8 +527,13 @@ class SqliteStore(SqliteOutbound, Store):
                 conn.close()
                 raise
         except sqlite3.Error as exc:
-            error = self._translate(exc)
-            raise StoreUnavailable(f"sqlite {self.path}: cannot open: {error}") from exc
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+                raise StoreUnavailable(
+                    f"sqlite {self.path}: cannot open the database for writing ({exc}): "
+                    f"{_WRITABLE_HINT}"
+                ) from exc
+            raise StoreUnavailable(f"sqlite {self.path}: cannot open: {exc}") from exc
         self._write_conn = conn
         self._loop_conn = on_loop
 
@@ -530,6 +561,10 @@ class SqliteStore(SqliteOutbound, Store):
                     f"sqlite {self.path}: schema version {current} is newer than this"
                     f" Hookyard knows ({len(MIGRATIONS)}); upgrade Hookyard"
                 )
+            # A write even when there is nothing to migrate: SQLite opens a file it cannot
+            # write read-only without a word, and such a store would start, refuse every
+            # write, and die of SIGBUS if its -shm could not be written either.
+            conn.execute(f"PRAGMA user_version = {current}")
             for version in range(current + 1, len(MIGRATIONS) + 1):
                 for statement in MIGRATIONS[version - 1]:
                     conn.execute(statement)

@@ -73,9 +73,9 @@ async def test_userinfo_never_hides_the_host():
 
 
 async def test_metadata_address_needs_its_own_allowlist_entry():
-    with pytest.raises(DestinationRefused, match="link-local"):
+    with pytest.raises(DestinationRefused, match="cloud metadata"):
         await DestinationGuard(["127.0.0.1/32"]).check_url("http://169.254.169.254/latest")
-    destination = await DestinationGuard(["169.254.0.0/16"]).check_url("http://169.254.169.254")
+    destination = await DestinationGuard(["169.254.169.254/32"]).check_url("http://169.254.169.254")
     assert destination.addresses == ("169.254.169.254",)
 
 
@@ -296,3 +296,63 @@ async def test_guarded_connector_refuses_a_literal_loopback_url(receiver):
         with pytest.raises(aiohttp.ClientConnectorError, match="loopback"):
             await session.get(receiver.base + "/ok")
     assert receiver.seen == []
+
+
+# --- cloud metadata addresses (issue 15 item 11) --------------------------------------------
+
+METADATA_URLS = [
+    "http://192.0.0.192/latest",  # Oracle Cloud: neither private nor link-local
+    "http://168.63.129.16/machine",  # Azure WireServer: a public address
+    "http://[::ffff:192.0.0.192]/",  # IPv4-mapped
+    "http://[::ffff:c000:c0]/",  # IPv4-mapped, hex
+    "http://[::192.0.0.192]/",  # IPv4-compatible
+    "http://[64:ff9b::c000:c0]/",  # NAT64 well-known prefix
+    "http://[64:ff9b::a83f:8110]/",  # NAT64 of 168.63.129.16
+    "http://[2002:c000:c0::]/",  # 6to4
+    "http://[64:ff9b:1::a9fe:a9fe]/",  # NAT64 local-use prefix
+    "http://[::169.254.169.254]/",  # IPv4-compatible
+    "http://3221225664/",  # 192.0.0.192 as one number
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://metadata.google.internal./",
+    "http://instance-data/latest/",
+]
+# Already refused before (link-local, unique-local or CGNAT); kept refused.
+KNOWN_METADATA_URLS = [
+    "http://169.254.169.254/",
+    "http://[fd00:ec2::254]/",
+    "http://169.254.170.2/v2/credentials",
+    "http://100.100.100.200/latest/meta-data/",
+    "http://169.254.169.123/",
+    "http://169.254.169.253/",
+    "http://[fd20:ce::254]/",
+]
+
+
+@pytest.mark.parametrize("url", METADATA_URLS + KNOWN_METADATA_URLS)
+async def test_cloud_metadata_addresses_are_refused(url):
+    with pytest.raises(DestinationRefused, match=r"metadata|NAT64"):
+        await DestinationGuard().check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "network"),
+    [
+        ("http://100.100.100.200/", "100.64.0.0/10"),
+        ("http://169.254.169.254/", "169.254.0.0/16"),
+        ("http://192.0.0.192/", "192.0.0.0/24"),
+        ("http://[fd00:ec2::254]/", "fd00::/8"),
+        ("http://[64:ff9b::c000:c0]/", "64:ff9b::/96"),
+        ("http://192.0.0.192/", "0.0.0.0/0"),
+    ],
+)
+async def test_a_wider_allowlisted_network_does_not_open_a_metadata_address(url, network):
+    with pytest.raises(DestinationRefused, match=r"metadata.*alone"):
+        await DestinationGuard([network]).check_url(url)
+
+
+async def test_a_metadata_address_opens_with_an_entry_of_its_own():
+    destination = await DestinationGuard(["192.0.0.192/32"]).check_url("http://192.0.0.192/x")
+    assert destination.addresses == ("192.0.0.192",)
+    # Other addresses of a wide entry still pass.
+    destination = await DestinationGuard(["100.64.0.0/10"]).check_url("http://100.64.0.1/")
+    assert destination.addresses == ("100.64.0.1",)
