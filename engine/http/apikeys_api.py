@@ -9,6 +9,7 @@ create` sends) a key is an observer, or a posting key when limited to webhooks.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +67,8 @@ async def create(request: web.Request) -> web.Response:
         if data.get("expiration") is not None:
             lifetime = lifetime_from_api(data["expiration"])
         record, key = new_api_key(
-            data.get("name"),
+            # `st2 apikey create -k` sends {}: such a key gets a name of its own.
+            data.get("name", f"st2-{secrets.token_hex(4)}"),
             role=data.get("role"),
             grants=Grants.from_api(data.get("grants")),
             admin=admin,

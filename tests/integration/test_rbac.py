@@ -379,9 +379,10 @@ async def test_the_api_creates_keys_with_a_role_and_grants(client):
         await client.post("/api/v1/executions", json={"action": "examples.hello"}, headers=as_bot)
     ).status == 201
 
-    # What st2's CLI sends has no role: the least, an observer.
-    plain = await (await client.post("/api/v1/apikeys", json={"name": "st2"}, headers=root)).json()
+    # What st2's CLI sends (`st2 apikey create -k`: {}) has no role: the least, an observer.
+    plain = await (await client.post("/api/v1/apikeys", json={}, headers=root)).json()
     assert plain["role"] == "observer" and plain["admin"] is False
+    assert plain["key"].startswith("hy_") and plain["name"].startswith("st2-")
 
     listed = {
         k["name"]: k for k in await (await client.get("/api/v1/apikeys", headers=root)).json()
