@@ -504,3 +504,17 @@ async def test_an_operator_key_runs_actions_as_itself_and_cannot_write_the_datas
         "/api/v1/executions", headers=admin, json={"action": "core.noop", "user": "alice"}
     )
     assert (await as_admin.json())["context"]["user"] == "alice"
+
+
+async def test_an_observer_key_only_reads_and_cannot_post_webhooks(client):
+    observer = await make_key(client, name="watcher", role="observer")
+    operator = await make_key(client, name="ops", role=OPERATOR)
+    refused = await client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": observer})
+    assert refused.status == 403
+    assert (await refused.json())["faultstring"] == (
+        "key 'watcher' (role observer) may not post to webhook 'plain': the observer role "
+        "only reads the API; posting needs a webhook, operator or admin key"
+    )
+    accepted = await client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": operator})
+    assert accepted.status == 202
+    assert await total(client) == 1
