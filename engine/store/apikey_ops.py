@@ -12,7 +12,7 @@ import asyncpg
 
 from engine.apikeys import ApiKey, extended_expiry
 from engine.errors import NotFound
-from engine.roles import ADMIN, Grants
+from engine.roles import ADMIN, WEBHOOK, Grants
 from engine.store import codec
 from engine.store.codec import dumps, loads, time_from_text, time_to_text
 
@@ -27,17 +27,26 @@ _PG_COLUMNS = (
 )
 
 
+def _role(row: Any, webhooks: list, triggers: list) -> str:
+    # A row written by a process of the version before roles has only `admin` (its role
+    # is the column's default): read it as the migration would have.
+    if webhooks or triggers:
+        return WEBHOOK
+    return ADMIN if row["admin"] else row["role"]
+
+
 def _record(row: Any, to_time) -> ApiKey:
+    webhooks, triggers = loads(row["webhooks"]), loads(row["triggers"])
     return ApiKey(
         id=row["id"],
         name=row["name"],
         prefix=row["prefix"],
         key_hash=row["key_hash"],
-        role=row["role"],
+        role=_role(row, webhooks, triggers),
         grants=Grants.from_api(loads(row["grants"])),
         role_migrated=bool(row["role_migrated"]),
-        webhooks=tuple(loads(row["webhooks"])),
-        triggers=tuple(loads(row["triggers"])),
+        webhooks=tuple(webhooks),
+        triggers=tuple(triggers),
         created_at=to_time(row["created_at"]),
         expires_at=to_time(row["expires_at"]),
         enabled=bool(row["enabled"]),

@@ -190,3 +190,39 @@ async def test_postgres_keys_get_roles(old_pg_database, tmp_path, caplog):
         assert any("'ci' (id id1)" in r.getMessage() for r in caplog.records)
     finally:
         await store.close()
+
+
+async def test_keys_a_previous_version_process_writes_after_the_migration(tmp_path):
+    """Processes upgrade one at a time: an old one's keys (no role) read as migrated."""
+    old_sqlite_database(tmp_path / "hookyard.db")
+    store = create_store(StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"), tmp_path)
+    await store.open()
+    await store.close()  # migrated
+    conn = sqlite3.connect(tmp_path / "hookyard.db")
+    try:
+        for i, (name, admin, webhooks, triggers) in enumerate(OLD_KEYS):
+            conn.execute(
+                OLD_INSERT.format(", ".join("?" * 10)),
+                (
+                    f"late{i}",
+                    name,
+                    f"hy_late{i:04d}",
+                    hash_key(name),
+                    int(admin),
+                    webhooks,
+                    triggers,
+                    time_to_text(utcnow()),
+                    None,
+                    1,
+                ),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    store = create_store(StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"), tmp_path)
+    await store.open()
+    try:
+        late = {k.name: k.role for k in await store.list_api_keys() if k.id.startswith("late")}
+        assert late == EXPECTED
+    finally:
+        await store.close()
