@@ -6,8 +6,9 @@ and prints the first admin key on an empty store (or warns loudly when auth is d
 route but the webhooks runs it (engine.http.guard).
 
 Statuses: no credential, an unknown key or a bad signature/token → 401; a valid key that
-is expired, disabled, or not allowed this webhook or trigger → 403. Messages never contain
-a key, a secret or a signature.
+is expired, disabled, or not allowed this webhook, trigger or — by its role
+(engine.http.rbac) — this request → 403. Messages never contain a key, a secret or a
+signature.
 """
 
 from __future__ import annotations

@@ -110,11 +110,12 @@ def require_owner(key: ApiKey | None, verb: str, execution_id: str, context: Map
         raise denied(key, what, "this needs an operator or admin key")
     owner = execution_user(context)
     if owner != key.name:
+        by = f"user {owner!r}" if owner else "no named user"
         raise denied(
             key,
             what,
-            f"it was requested by {owner or 'nobody named'!s}, not by {key.name!r}; "
-            "an operator controls only its own executions",
+            f"it was requested by {by}, not by {key.name!r}; an operator controls only its "
+            "own executions",
         )
 
 

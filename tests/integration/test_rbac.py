@@ -201,7 +201,7 @@ async def test_operator_cancels_its_own_execution_but_not_another_ones(client):
     assert refused.status == 403
     assert await fault(refused) == (
         f"key 'ci' (role operator) may not cancel execution {other['id']}: it was requested "
-        "by deployer, not by 'ci'; an operator controls only its own executions"
+        "by user 'deployer', not by 'ci'; an operator controls only its own executions"
     )
     by_put = await client.put(
         f"/api/v1/executions/{other['id']}", json={"status": "canceled"}, headers=ci
