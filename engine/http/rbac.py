@@ -23,12 +23,12 @@ from engine.errors import AuthError
 from engine.roles import ADMIN, OBSERVER, OPERATOR, WEBHOOK
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-# (method, route) an operator may write to; the handler checks grants and ownership.
+# (method, route) an operator may write to; the handler checks grants and ownership. A
+# route joins only with those checks (a re-run: require_run and require_owner).
 _OPERATOR_WRITES = frozenset(
     {
         ("POST", "/api/v1/executions"),
         ("POST", "/api/v1/executions/"),
-        ("POST", "/api/v1/executions/{id}/re_run"),
         ("PUT", "/api/v1/executions/{id}"),
         ("DELETE", "/api/v1/executions/{id}"),
         ("POST", "/api/v1/triggerinstances/{id}/re_emit"),
