@@ -20,6 +20,7 @@ from typing import Any
 from engine.errors import EngineError
 from engine.model import new_id, utcnow
 from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS, too_long
+from engine.roles import ADMIN, DEFAULT_ROLE, Grants, RoleError, check_role
 
 KEY_MARK = "hy_"
 PREFIX_LENGTH = len(KEY_MARK) + 8
@@ -45,13 +46,21 @@ class ApiKey:
     name: str
     prefix: str
     key_hash: str = field(repr=False)
-    admin: bool = False
+    # What it may do (engine.roles); an operator runs what its grants cover.
+    role: str = DEFAULT_ROLE
+    grants: Grants = field(default_factory=Grants)
+    # An unscoped non-admin key made an observer when roles arrived (no role chosen yet).
+    role_migrated: bool = False
     # Hooks it may post to and trigger types (or rule refs) it may fire; empty = all.
     webhooks: tuple[str, ...] = ()
     triggers: tuple[str, ...] = ()
     created_at: datetime = field(default_factory=utcnow)
     expires_at: datetime | None = None
     enabled: bool = True
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -66,6 +75,8 @@ class ApiKey:
             "id": self.id,
             "name": self.name,
             "key_prefix": self.prefix,
+            "role": self.role,
+            "grants": self.grants.to_api(),
             "admin": self.admin,
             "webhooks": list(self.webhooks),
             "triggers": list(self.triggers),
@@ -98,19 +109,32 @@ def key_prefix(presented: str) -> str | None:
 def new_api_key(
     name: str,
     *,
+    role: str | None = None,
+    grants: Grants | None = None,
     admin: bool = False,
     webhooks: tuple[str, ...] | list[str] = (),
     triggers: tuple[str, ...] | list[str] = (),
     lifetime: timedelta | None = None,
     now: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key record and the key to show once."""
+    """A new key record and the key to show once. Without a role: `webhook` when limited
+    to webhooks or triggers, `operator` with grants, else `observer`; `admin=True` is
+    `role="admin"`."""
     if not isinstance(name, str) or not name.strip():
         raise ApiKeyError("an API key needs a non-empty name")
     if len(name.strip()) > MAX_NAME_CHARS:
         raise ApiKeyError(f"'name' {too_long(len(name.strip()), MAX_NAME_CHARS)}")
     webhooks = _names(webhooks, "webhooks", MAX_NAME_CHARS)
     triggers = _names(triggers, "triggers", MAX_REF_CHARS)
+    grants = grants or Grants()
+    if admin:
+        if role not in (None, ADMIN):
+            raise ApiKeyError(f"admin=true contradicts role {role!r}")
+        role = ADMIN
+    try:
+        role = check_role(role, grants=grants, scoped=bool(webhooks or triggers), name=name.strip())
+    except RoleError as exc:
+        raise ApiKeyError(str(exc)) from None
     now = now or utcnow()
     key = generate_key()
     record = ApiKey(
@@ -118,7 +142,8 @@ def new_api_key(
         name=name.strip(),
         prefix=key[:PREFIX_LENGTH],
         key_hash=hash_key(key),
-        admin=admin,
+        role=role,
+        grants=grants,
         webhooks=tuple(w.strip("/") for w in webhooks),
         triggers=triggers,
         created_at=now,

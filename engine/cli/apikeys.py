@@ -1,4 +1,4 @@
-"""`hookyard apikey create|list|extend|delete|disable|enable`: straight on the store.
+"""`hookyard apikey create|list|set-role|extend|delete|disable|enable`: straight on the store.
 
 No server needed: the same config file (and HOOKYARD_* variables) name the same store a
 running `hookyard serve` uses, so a key created here works there at once.
@@ -16,6 +16,7 @@ from engine.apikeys import ApiKeyError, new_api_key, parse_duration
 from engine.cli.output import fail, print_json, print_table
 from engine.config import load_settings
 from engine.errors import EngineError
+from engine.roles import ROLES, Grants, RoleError, check_role
 from engine.store import Store, create_store
 
 T = TypeVar("T")
@@ -55,29 +56,87 @@ def apikey_group() -> None:
     """Create and manage API keys (stored hashed; a key is shown only when created)."""
 
 
+_role_option = click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    help="admin, operator (runs what --pack/--action grant), observer (reads), webhook "
+    "(posts only). Default: webhook with --webhook/--trigger, operator with grants, "
+    "else observer.",
+)
+_pack_option = click.option(
+    "--pack", "packs", multiple=True, help="Operator may run this pack's actions (glob ok)."
+)
+_action_option = click.option(
+    "--action", "actions", multiple=True, help="Operator may run this action ref (glob ok)."
+)
+
+
 @apikey_group.command("create")
 @click.argument("name")
+@_role_option
+@_pack_option
+@_action_option
 @click.option("--webhook", "webhooks", multiple=True, help="Hook it may post to (repeatable).")
 @click.option("--trigger", "triggers", multiple=True, help="Trigger or rule it may fire.")
 @click.option("--expires-in", help="Lifetime such as 30d, 12h, 90m (default: never).")
-@click.option("--admin", is_flag=True, help="May manage keys and everything else.")
+@click.option("--admin", is_flag=True, help="Same as --role admin.")
 @_config_option
 @_store_option
-def create(name, webhooks, triggers, expires_in, admin, config_file, store_url) -> None:
+def create(
+    name, role, packs, actions, webhooks, triggers, expires_in, admin, config_file, store_url
+) -> None:
     """Create a key and print it once."""
     try:
         lifetime = parse_duration(expires_in) if expires_in else None
         record, key = new_api_key(
-            name, admin=admin, webhooks=webhooks, triggers=triggers, lifetime=lifetime
+            name,
+            role=role,
+            grants=Grants.from_api({"packs": list(packs), "actions": list(actions)}),
+            admin=admin,
+            webhooks=webhooks,
+            triggers=triggers,
+            lifetime=lifetime,
         )
-    except ApiKeyError as exc:
+    except (ApiKeyError, RoleError) as exc:
         fail(str(exc))
     _on_store(config_file, store_url, lambda store: store.create_api_key(record))
     click.echo(key)
     click.echo(
-        f"created API key {record.name!r} (id {record.id}); it is shown only this once",
+        f"created API key {record.name!r} (id {record.id}, role {record.role}); it is shown "
+        "only this once",
         err=True,
     )
+
+
+@apikey_group.command("set-role")
+@click.argument("key_id")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="The key's new role.")
+@_pack_option
+@_action_option
+@_config_option
+@_store_option
+def set_role(key_id, role, packs, actions, config_file, store_url) -> None:
+    """Give a key another role (and an operator its grants, replacing the old ones)."""
+    try:
+        grants = Grants.from_api({"packs": list(packs), "actions": list(actions)})
+    except RoleError as exc:
+        fail(str(exc))
+
+    async def work(store: Store):
+        current = await store.get_api_key(key_id)
+        try:
+            checked = check_role(
+                role,
+                grants=grants,
+                scoped=bool(current.webhooks or current.triggers),
+                name=current.name,
+            )
+        except RoleError as exc:
+            raise ApiKeyError(str(exc)) from None
+        return await store.set_api_key_role(key_id, checked, grants)
+
+    record = _on_store(config_file, store_url, work)
+    click.echo(f"{record.id} role {record.role} (grants: {record.grants.describe()})")
 
 
 @apikey_group.command("list")
@@ -92,14 +151,15 @@ def list_keys(as_json, config_file, store_url) -> None:
         print_json(shown)
         return
     print_table(
-        ("id", "name", "prefix", "admin", "webhooks", "expires_at", "enabled"),
+        ("id", "name", "prefix", "role", "grants", "webhooks", "expires_at", "enabled"),
         [
             (
                 k["id"],
                 k["name"],
                 k["key_prefix"],
-                "yes" if k["admin"] else "",
-                ",".join(k["webhooks"]) or "(all)",
+                k["role"],
+                ",".join([*k["grants"]["packs"], *k["grants"]["actions"]]) or "-",
+                ",".join(k["webhooks"]) or ("-" if k["role"] == "observer" else "(all)"),
                 k["expires_at"] or "never",
                 "yes" if k["enabled"] else "no",
             )

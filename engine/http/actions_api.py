@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import ActionError, IngestError, NotFound
-from engine.http import shapes
+from engine.http import rbac, shapes
 from engine.http.api import EXECUTION_FILTERS, filters, paging
 from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
@@ -150,13 +150,17 @@ async def create_execution(request: web.Request) -> web.Response:
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise IngestError('"parameters" must be a JSON object')
+    key = request.get(API_KEY)
     try:
         action = runtime.packs.action(ref)
+    except ActionError as exc:
+        raise IngestError(str(exc)) from None
+    rbac.require_run(key, action.ref)
+    try:
         # Validate now so the caller hears about a bad parameter at once, not later.
         action.prepare_parameters(parameters)
     except ActionError as exc:
         raise IngestError(str(exc)) from None
-    key = request.get(API_KEY)
     if key is not None and not key.admin:
         # Only an admin may act for another user or attach a context (which could claim
         # a rule or trigger instance caused the execution): others run as themselves.

@@ -1,11 +1,15 @@
 """REST for API keys under /api/v1/apikeys, StackStorm-like; every route needs an admin key.
 
 The key itself is in the creation answer only; lists and updates never show it or its hash.
+A key's `role` (engine.roles) and an operator's `grants` ({"packs": [...], "actions":
+[...]}) are given at creation and changed with PUT; without a role (what `st2 apikey
+create` sends) a key is an observer, or a posting key when limited to webhooks.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -16,8 +20,9 @@ from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
 from engine.http.guard import guarded
+from engine.roles import Grants, RoleError, check_role
 
-_CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin")
+_CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin", "role", "grants")
 
 
 def add_routes(app: web.Application) -> None:
@@ -63,14 +68,17 @@ async def create(request: web.Request) -> web.Response:
         if data.get("expiration") is not None:
             lifetime = lifetime_from_api(data["expiration"])
         record, key = new_api_key(
-            data.get("name"),
+            # `st2 apikey create -k` sends {}: such a key gets a name of its own.
+            data.get("name", f"st2-{secrets.token_hex(4)}"),
+            role=data.get("role"),
+            grants=Grants.from_api(data.get("grants")),
             admin=admin,
             webhooks=data.get("webhooks") or (),
             triggers=data.get("triggers") or (),
             lifetime=lifetime,
         )
-    except ApiKeyError as exc:
-        raise _api_error(exc) from None
+    except (ApiKeyError, RoleError) as exc:
+        raise IngestError(str(exc), 400) from None
     await request.app[RUNTIME].store.create_api_key(record)
     return json_response({**record.to_api(), "key": key}, 201)
 
@@ -101,11 +109,31 @@ async def extend(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     await _admin(request)
     data = await _json_object(request)
+    changes = set(data) - {"id", "name"}
     enabled = data.get("enabled")
-    if set(data) - {"enabled", "id", "name"} or not isinstance(enabled, bool):
-        raise IngestError('only {"enabled": true|false} can be changed')
+    if (
+        not changes
+        or changes - {"enabled", "role", "grants"}
+        or ("enabled" in data and not isinstance(enabled, bool))
+    ):
+        raise IngestError('only {"enabled": true|false}, "role" and "grants" can be changed')
     store = request.app[RUNTIME].store
-    record = await store.set_api_key_enabled(request.match_info["id"], enabled)
+    key_id = request.match_info["id"]
+    record = await store.get_api_key(key_id)
+    if "role" in data or "grants" in data:
+        try:
+            grants = Grants.from_api(data.get("grants"))
+            role = check_role(
+                data.get("role", record.role),
+                grants=grants,
+                scoped=bool(record.webhooks or record.triggers),
+                name=record.name,
+            )
+        except RoleError as exc:
+            raise IngestError(str(exc), 400) from None
+        record = await store.set_api_key_role(key_id, role, grants)
+    if isinstance(enabled, bool):
+        record = await store.set_api_key_enabled(key_id, enabled)
     return json_response(record.to_api())
 
 

@@ -6,8 +6,9 @@ and prints the first admin key on an empty store (or warns loudly when auth is d
 route but the webhooks runs it (engine.http.guard).
 
 Statuses: no credential, an unknown key or a bad signature/token → 401; a valid key that
-is expired, disabled, or not allowed this webhook or trigger → 403. Messages never contain
-a key, a secret or a signature.
+is expired, disabled, or not allowed this webhook, trigger or — by its role
+(engine.http.rbac) — this request → 403. Messages never contain a key, a secret or a
+signature.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from aiohttp import web
 from engine.apikeys import ApiKey, key_prefix, new_api_key
 from engine.config import Settings
 from engine.errors import AuthError, ConfigError, IngestError
+from engine.http import rbac
 from engine.http.hookdefs import WebhookDefinition, load_definitions
 from engine.logs import register_secrets
 from engine.model import utcnow
+from engine.roles import posts_webhooks
 from engine.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -106,8 +109,8 @@ class Gatekeeper:
         if not self.enabled:
             return None
         record = await self.api_key(standard_key(request))
-        if admin and not record.admin:
-            raise AuthError("this needs an admin API key", 403)
+        if admin:
+            rbac.require_admin(record, f"{request.method} {request.path}")
         return record
 
     # --- webhooks ---------------------------------------------------------------------
@@ -136,6 +139,13 @@ class Gatekeeper:
         record = await self.api_key(presented)
         if record.webhooks and definition.name not in record.webhooks:
             raise AuthError(f"this API key may not post to webhook {definition.name!r}", 403)
+        if not posts_webhooks(record.role, migrated=record.role_migrated):
+            raise rbac.denied(
+                record,
+                f"post to webhook {definition.name!r}",
+                "the observer role only reads the API; posting needs a webhook, operator "
+                "or admin key",
+            )
         return Caller(key=record)
 
     @staticmethod
@@ -208,6 +218,7 @@ async def _on_start(app: web.Application) -> AsyncIterator[None]:
     if "api" in runtime.settings.roles:
         if gate.enabled:
             await create_first_admin_key(gate.store)
+            await warn_about_migrated_keys(gate.store)
         else:
             log.warning(
                 "AUTH IS DISABLED (auth.enabled: false): anyone who can reach this port may "
@@ -231,7 +242,7 @@ async def create_first_admin_key(store: Store) -> str | None:
                 f"    {key}",
                 "",
                 "Send it as the St2-Api-Key header (or Authorization: Bearer). Create more with",
-                "    hookyard apikey create NAME [--webhook NAME]... [--expires-in 30d]",
+                "    hookyard apikey create NAME --role operator --pack PACK   (or --webhook NAME)",
                 "or POST /api/v1/apikeys with this key.",
                 "",
             )
@@ -243,6 +254,23 @@ async def create_first_admin_key(store: Store) -> str | None:
     return key
 
 
+async def warn_about_migrated_keys(store: Store) -> None:
+    """One warning naming the keys that became observers when roles arrived."""
+    migrated = [key for key in await store.list_api_keys() if key.role_migrated]
+    if not migrated:
+        return
+    named = ", ".join(f"{key.name!r} (id {key.id})" for key in migrated)
+    log.warning(
+        "API keys %s were unscoped non-admin keys and are now observers: they read the API "
+        "and still post webhooks, but can no longer run actions, cancel, re-emit or write "
+        "the datastore. "
+        "Give each the role it needs: hookyard apikey set-role ID --role operator --pack "
+        "PACK (or --role webhook to post only, --role observer to keep it read-only)",
+        named,
+        extra={"api_key_ids": [key.id for key in migrated]},
+    )
+
+
 async def check_request(request: web.Request) -> None:
     """The header limit, and for the API the caller's key and its rights (the key is put
     in request[API_KEY]). Run by engine.http.guard for every route but the webhooks'."""
@@ -251,7 +279,7 @@ async def check_request(request: web.Request) -> None:
     if _needs_key(request):
         record = await gate.require_key(request)
         if record is not None:
-            _check_api_rights(request, record)
+            rbac.check_api_rights(request, record)
         request[API_KEY] = record
 
 
@@ -266,28 +294,6 @@ def check_header_count(request: web.Request, gate: Gatekeeper) -> None:
 
 # The key a /api/v1 request was authenticated with (None when auth is disabled).
 API_KEY = web.RequestKey("api_key", ApiKey | None)
-
-
-def _check_api_rights(request: web.Request, record: ApiKey) -> None:
-    """What a valid key may do on /api/v1 besides what admin-only routes check themselves.
-
-    A key limited to some webhooks or triggers is an ingest credential handed to an
-    external system: it may post those webhooks and nothing else, so a leaked partner key
-    cannot run actions, read payloads or write the datastore. Writing the datastore
-    changes what every rule sees, so it needs an admin key.
-    """
-    if record.webhooks or record.triggers:
-        raise AuthError(
-            "this API key is limited to posting webhooks "
-            f"({', '.join(record.webhooks or record.triggers)}); the API needs an unscoped key",
-            403,
-        )
-    if (
-        request.method in ("PUT", "DELETE", "POST")
-        and request.path.startswith("/api/v1/keys")
-        and not record.admin
-    ):
-        raise AuthError("writing the datastore needs an admin API key", 403)
 
 
 def _needs_key(request: web.Request) -> bool:

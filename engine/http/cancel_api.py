@@ -13,9 +13,11 @@ import json
 from aiohttp import web
 
 from engine.errors import IngestError
+from engine.http import rbac
 from engine.http.actions_api import execution_api
 from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
+from engine.http.auth import API_KEY
 from engine.http.guard import guarded
 from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
 from engine.workers.actions import CANCEL_REQUESTED
@@ -40,7 +42,12 @@ async def update_execution(request: web.Request) -> web.Response:
 
 async def cancel_execution(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    execution, previous = await runtime.store.request_cancel(request.match_info["id"])
+    execution_id = request.match_info["id"]
+    key = request.get(API_KEY)
+    if key is not None:
+        current = await runtime.store.get_execution(execution_id)
+        rbac.require_owner(key, "cancel", execution_id, current.context)
+    execution, previous = await runtime.store.request_cancel(execution_id)
     if execution.status == CANCELING:
         runtime.observe(CANCEL_REQUESTED, execution.id)
     elif previous == CANCELED:

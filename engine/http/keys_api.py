@@ -1,9 +1,14 @@
 """The datastore under /api/v1/keys in StackStorm's shapes, so `st2 key ...` works.
 
 Scopes arrive short (`system`, `user`, `all`) or full (`st2kv.system`); replies say the
-full name. A key in the user scope without a `user` belongs to the rule user
+full name. A key in the user scope without a `user` belongs to the caller (the API key's
+name), or for an admin key (and with auth disabled) to the rule user
 (engine.rules.enforce.RULE_USER), whose keys rules read as `st2kv.user.<name>`.
-Revealing a secret (`decrypt=true`) needs an admin API key; DELETE answers 204, or 404.
+
+Who may (engine.http.rbac): user-scoped values are seen and written only by their user or
+an admin; system values are written by admins only; observers write nothing. A secret is
+revealed (`decrypt=true`) to an admin, or in the user scope to its own user; to anyone
+else it shows no value at all, not even its ciphertext. DELETE answers 204, or 404.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.apikeys import ApiKey
 from engine.errors import IngestError
+from engine.http import rbac
 from engine.http.api import paging
 from engine.http.api_json import read_json
 from engine.http.app import RUNTIME, json_response
-from engine.http.auth import GATEKEEPER
+from engine.http.auth import API_KEY
 from engine.http.guard import guarded
-from engine.kv import KeyValuePair
+from engine.kv import SYSTEM_SCOPE, KeyValuePair, parse_scope
 from engine.rules.enforce import RULE_USER
 
 _BODY_FIELDS = frozenset({"name", "scope", "user", "value", "secret", "encrypted", "ttl"})
@@ -45,32 +52,52 @@ def _decrypt(query: Mapping[str, str]) -> bool:
     return raw in ("true", "1")
 
 
-def _user(value: Any) -> str:
+def _user(value: Any, key: ApiKey | None) -> str:
     if value is None or value == "":
-        return RULE_USER
+        return RULE_USER if key is None or key.admin else key.name
     if not isinstance(value, str):
         raise IngestError("'user' must be a string")
     return value
 
 
-async def _may_reveal(request: web.Request, pairs: list[KeyValuePair], decrypt: bool) -> None:
-    if decrypt and any(pair.secret for pair in pairs):
-        await request.app[GATEKEEPER].require_key(request, admin=True)
+def _check_reveal(key: ApiKey | None, pairs: list[KeyValuePair], decrypt: bool) -> None:
+    for pair in pairs:
+        if decrypt and pair.secret and not rbac.may_decrypt(key, pair.user):
+            assert key is not None
+            raise rbac.denied(
+                key,
+                f"decrypt secret {pair.name!r} in {pair.scope}",
+                "only an admin key (or, in the user scope, the value's own user) may",
+            )
+
+
+def _shown(request: web.Request, pair: KeyValuePair, decrypt: bool) -> dict[str, Any]:
+    shown = request.app[RUNTIME].datastore.to_api(pair, decrypt=decrypt)
+    if pair.secret and not rbac.may_decrypt(request.get(API_KEY), pair.user):
+        shown["value"] = None  # not even the ciphertext
+    return shown
 
 
 async def list_keys(request: web.Request) -> web.Response:
     query = request.query
     decrypt = _decrypt(query)
     limit, offset = paging(query)
+    key = request.get(API_KEY)
+    if query.get("user"):
+        rbac.require_user(key, "list", query["user"])
     datastore = request.app[RUNTIME].datastore
-    # `user` only narrows the user scope; without it every user's keys are listed.
-    pairs = await datastore.list(
-        prefix=query.get("prefix"), scope=query.get("scope"), user=query.get("user")
-    )
+    # `user` only narrows the user scope; without it every user's keys the caller may see.
+    pairs = [
+        pair
+        for pair in await datastore.list(
+            prefix=query.get("prefix"), scope=query.get("scope"), user=query.get("user")
+        )
+        if pair.scope == SYSTEM_SCOPE or rbac.sees_user(key, pair.user)
+    ]
     page = pairs[offset : offset + limit]
-    await _may_reveal(request, page, decrypt)
+    _check_reveal(key, page, decrypt)
     return json_response(
-        [datastore.to_api(pair, decrypt=decrypt) for pair in page],
+        [_shown(request, pair, decrypt) for pair in page],
         headers={"X-Total-Count": str(len(pairs))},
     )
 
@@ -78,12 +105,16 @@ async def list_keys(request: web.Request) -> web.Response:
 async def get_key(request: web.Request) -> web.Response:
     query = request.query
     decrypt = _decrypt(query)
-    datastore = request.app[RUNTIME].datastore
-    pair = await datastore.get(
-        request.match_info["name"], scope=query.get("scope"), user=_user(query.get("user"))
+    key = request.get(API_KEY)
+    scope = parse_scope(query.get("scope")) or SYSTEM_SCOPE
+    user = _user(query.get("user"), key)
+    if scope != SYSTEM_SCOPE:
+        rbac.require_user(key, "read", user)
+    pair = await request.app[RUNTIME].datastore.get(
+        request.match_info["name"], scope=scope, user=user
     )
-    await _may_reveal(request, [pair], decrypt)
-    return json_response(datastore.to_api(pair, decrypt=decrypt))
+    _check_reveal(key, [pair], decrypt)
+    return json_response(_shown(request, pair, decrypt))
 
 
 async def put_key(request: web.Request) -> web.Response:
@@ -98,26 +129,35 @@ async def put_key(request: web.Request) -> web.Response:
         flags[flag] = body.get(flag) or False
         if not isinstance(flags[flag], bool):
             raise IngestError(f"{flag!r} must be true or false")
+    key = request.get(API_KEY)
+    scope = parse_scope(_scope(body.get("scope"))) or SYSTEM_SCOPE
+    user = _user(body.get("user"), key)
+    name = request.match_info["name"]
+    rbac.require_kv_write(key, "write", name, scope, None if scope == SYSTEM_SCOPE else user)
     datastore = request.app[RUNTIME].datastore
     stored = await datastore.set(
-        request.match_info["name"],
+        name,
         body["value"],
-        scope=_scope(body.get("scope")),
-        user=_user(body.get("user")),
+        scope=scope,
+        user=user,
         secret=flags["secret"],
         encrypted=flags["encrypted"],
         ttl=body.get("ttl"),
     )
-    return json_response(datastore.to_api(stored))
+    return json_response(_shown(request, stored, False))
 
 
 async def delete_key(request: web.Request) -> web.Response:
     query = request.query
     datastore = request.app[RUNTIME].datastore
     name = request.match_info["name"]
-    scope = query.get("scope")
-    if not await datastore.delete(name, scope=scope, user=_user(query.get("user"))):
-        raise IngestError(f'datastore key "{name}" not found in scope {scope or "system"}', 404)
+    key = request.get(API_KEY)
+    scope = parse_scope(query.get("scope")) or SYSTEM_SCOPE
+    user = _user(query.get("user"), key)
+    rbac.require_kv_write(key, "delete", name, scope, None if scope == SYSTEM_SCOPE else user)
+    if not await datastore.delete(name, scope=scope, user=user):
+        shown = query.get("scope") or "system"
+        raise IngestError(f'datastore key "{name}" not found in scope {shown}', 404)
     return web.Response(status=204)
 
 

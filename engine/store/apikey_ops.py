@@ -12,24 +12,41 @@ import asyncpg
 
 from engine.apikeys import ApiKey, extended_expiry
 from engine.errors import NotFound
+from engine.roles import ADMIN, WEBHOOK, Grants
 from engine.store import codec
 from engine.store.codec import dumps, loads, time_from_text, time_to_text
 
-COLUMNS = "id, name, prefix, key_hash, admin, webhooks, triggers, created_at, expires_at, enabled"
-_PG_COLUMNS = COLUMNS.replace("webhooks,", "webhooks::text AS webhooks,").replace(
-    "triggers,", "triggers::text AS triggers,"
+COLUMNS = (
+    "id, name, prefix, key_hash, admin, webhooks, triggers, created_at, expires_at, enabled,"
+    " role, grants, role_migrated"
+)
+_PG_COLUMNS = (
+    COLUMNS.replace("webhooks,", "webhooks::text AS webhooks,")
+    .replace("triggers,", "triggers::text AS triggers,")
+    .replace("grants", "grants::text AS grants")
 )
 
 
+def _role(row: Any, webhooks: list, triggers: list) -> str:
+    # A row written by a process of the version before roles has only `admin` (its role
+    # is the column's default): read it as the migration would have.
+    if webhooks or triggers:
+        return WEBHOOK
+    return ADMIN if row["admin"] else row["role"]
+
+
 def _record(row: Any, to_time) -> ApiKey:
+    webhooks, triggers = loads(row["webhooks"]), loads(row["triggers"])
     return ApiKey(
         id=row["id"],
         name=row["name"],
         prefix=row["prefix"],
         key_hash=row["key_hash"],
-        admin=bool(row["admin"]),
-        webhooks=tuple(loads(row["webhooks"])),
-        triggers=tuple(loads(row["triggers"])),
+        role=_role(row, webhooks, triggers),
+        grants=Grants.from_api(loads(row["grants"])),
+        role_migrated=bool(row["role_migrated"]),
+        webhooks=tuple(webhooks),
+        triggers=tuple(triggers),
         created_at=to_time(row["created_at"]),
         expires_at=to_time(row["expires_at"]),
         enabled=bool(row["enabled"]),
@@ -47,7 +64,7 @@ def _missing(key_id: str) -> NotFound:
 # --- SQLite ------------------------------------------------------------------------------
 
 _SQLITE_INSERT = (
-    f"INSERT INTO api_keys ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    f"INSERT INTO api_keys ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE NOT ? OR NOT EXISTS (SELECT 1 FROM api_keys)"
 )
 
@@ -66,6 +83,9 @@ def sqlite_insert(conn: sqlite3.Connection, key: ApiKey, only_if_none: bool) -> 
             time_to_text(key.created_at),
             time_to_text(key.expires_at),
             int(key.enabled),
+            key.role,
+            dumps(key.grants.to_api()),
+            int(key.role_migrated),
             int(only_if_none),
         ),
     )
@@ -107,6 +127,16 @@ def sqlite_set_enabled(conn: sqlite3.Connection, key_id: str, enabled: bool) -> 
     return sqlite_get(conn, key_id)
 
 
+def sqlite_set_role(conn: sqlite3.Connection, key_id: str, role: str, grants: Grants) -> ApiKey:
+    updated = conn.execute(
+        "UPDATE api_keys SET role = ?, grants = ?, admin = ?, role_migrated = 0 WHERE id = ?",
+        (role, dumps(grants.to_api()), int(role == ADMIN), key_id),
+    )
+    if updated.rowcount == 0:
+        raise _missing(key_id)
+    return sqlite_get(conn, key_id)
+
+
 def sqlite_delete(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
     deleted = []
     for key_id in dict.fromkeys(ids):
@@ -126,7 +156,7 @@ async def pg_insert(conn: asyncpg.Connection, key: ApiKey, only_if_none: bool) -
             return False
     await conn.execute(
         f"INSERT INTO api_keys ({COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10)",
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12::jsonb, $13)",
         key.id,
         key.name,
         key.prefix,
@@ -137,6 +167,9 @@ async def pg_insert(conn: asyncpg.Connection, key: ApiKey, only_if_none: bool) -
         key.created_at,
         key.expires_at,
         key.enabled,
+        key.role,
+        dumps(key.grants.to_api()),
+        key.role_migrated,
     )
     return True
 
@@ -168,6 +201,20 @@ async def pg_extend(conn: asyncpg.Connection, key_id: str, by: timedelta, now: d
 
 async def pg_set_enabled(conn: asyncpg.Connection, key_id: str, enabled: bool) -> ApiKey:
     status = await conn.execute("UPDATE api_keys SET enabled = $1 WHERE id = $2", enabled, key_id)
+    if status.endswith(" 0"):
+        raise _missing(key_id)
+    return await pg_get(conn, key_id)
+
+
+async def pg_set_role(conn: asyncpg.Connection, key_id: str, role: str, grants: Grants) -> ApiKey:
+    status = await conn.execute(
+        "UPDATE api_keys SET role = $1, grants = $2::jsonb, admin = $3, role_migrated = false"
+        " WHERE id = $4",
+        role,
+        dumps(grants.to_api()),
+        role == ADMIN,
+        key_id,
+    )
     if status.endswith(" 0"):
         raise _missing(key_id)
     return await pg_get(conn, key_id)

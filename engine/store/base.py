@@ -29,6 +29,7 @@ from engine.model import (
     Page,
     TriggerInstance,
 )
+from engine.roles import Grants
 from engine.store.outbound_base import OutboundStore
 from engine.stored_rules import StoredRule
 
@@ -267,6 +268,10 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         """Enable or disable a key. NotFound if absent."""
+
+    @abc.abstractmethod
+    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
+        """Give a key another role and grants (checked by the caller). NotFound if absent."""
 
     @abc.abstractmethod
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:

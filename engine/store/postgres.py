@@ -36,6 +36,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
+from engine.roles import Grants
 from engine.store import (
     apikey_ops,
     cancel_ops,
@@ -463,6 +464,9 @@ class PostgresStore(PostgresOutbound, Store):
 
     async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         return await self._transaction(apikey_ops.pg_set_enabled, key_id, enabled)
+
+    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
+        return await self._transaction(apikey_ops.pg_set_role, key_id, role, grants)
 
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         return await self._transaction(apikey_ops.pg_delete, list(key_ids))

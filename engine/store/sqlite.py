@@ -39,6 +39,7 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
+from engine.roles import Grants
 from engine.store import (
     apikey_ops,
     cancel_ops,
@@ -358,6 +359,9 @@ class SqliteStore(SqliteOutbound, Store):
 
     async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         return await self._write(apikey_ops.sqlite_set_enabled, key_id, enabled)
+
+    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
+        return await self._write(apikey_ops.sqlite_set_role, key_id, role, grants)
 
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         return await self._write(apikey_ops.sqlite_delete, list(key_ids))

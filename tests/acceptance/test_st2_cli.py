@@ -320,3 +320,30 @@ def test_st2_key_set_get_list_delete(serve, st2_cli, tmp_path):
     missing = st2("key", "get", "deploy_target")
     assert missing.returncode != 0
     assert "deploy_target" not in st2.ok("key", "list")
+
+
+def test_st2_run_with_an_operator_key_is_limited_to_its_grants(serve, st2_cli, tmp_path):
+    st2 = start(serve, st2_cli, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
+    created = subprocess.run(
+        [
+            *(sys.executable, "-m", "engine", "apikey", "create", "ci", "--role", "operator"),
+            *("--action", "core.noop", "--store", serve.default_store),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert created.returncode == 0, created.stderr
+    operator = St2(st2_cli, st2.url, created.stdout.strip(), tmp_path / "operator-home")
+
+    assert operator.json("run", "core.noop")["status"] == "succeeded"
+    refused = operator("run", "core.local", "cmd=id")
+    assert refused.returncode == 1
+    assert (
+        "MESSAGE: key 'ci' (role operator) may not run core.local: no grant for pack 'core' "
+        "or action 'core.local' (grants: core.noop)"
+    ) in refused.stdout + refused.stderr
+    # The refused run left nothing behind: only the noop ran.
+    assert len(st2.api("/api/v1/executions")) == 1

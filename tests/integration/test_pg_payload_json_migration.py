@@ -16,7 +16,7 @@ import pytest
 from engine.config import StoreSettings
 from engine.model import NewTriggerInstance
 from engine.store import create_store
-from engine.store.migrations.postgres import MIGRATIONS
+from engine.store.migrations.postgres import _PAYLOAD_JSON, MIGRATIONS
 from tests.integration.conftest import PG_ENV
 
 pytestmark = pytest.mark.postgres
@@ -47,7 +47,8 @@ async def old_database() -> str:
                 "CREATE TABLE hookyard_schema_version ("
                 " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            for version, statements in enumerate(MIGRATIONS[:-1], start=1):
+            before = MIGRATIONS[: MIGRATIONS.index(_PAYLOAD_JSON)]
+            for version, statements in enumerate(before, start=1):
                 for statement in statements:
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO hookyard_schema_version VALUES ($1)", version)

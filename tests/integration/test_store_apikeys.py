@@ -11,6 +11,7 @@ import pytest
 from engine.apikeys import hash_key, new_api_key
 from engine.errors import Conflict, NotFound
 from engine.model import utcnow
+from engine.roles import Grants
 from engine.store import Store
 
 
@@ -101,3 +102,28 @@ async def test_disable_and_delete_one_or_many(store: Store) -> None:
     ]
     assert await store.list_api_keys() == []
     assert await store.delete_api_keys([records[0].id]) == []
+
+
+async def test_roles_and_grants_are_stored_and_changed(store: Store) -> None:
+    operator, _ = new_api_key(
+        "ci", role="operator", grants=Grants(packs=("examples",), actions=("core.http", "x.*"))
+    )
+    observer, _ = new_api_key("watcher")
+    poster, _ = new_api_key("partner", webhooks=["github"])
+    for record in (operator, observer, poster):
+        await store.create_api_key(record)
+    found = {k.name: k for k in await store.list_api_keys()}
+    assert (found["ci"].role, found["ci"].grants) == (
+        "operator",
+        Grants(packs=("examples",), actions=("core.http", "x.*")),
+    )
+    assert (found["watcher"].role, found["watcher"].grants) == ("observer", Grants())
+    assert found["partner"].role == "webhook" and not found["partner"].role_migrated
+
+    promoted = await store.set_api_key_role(observer.id, "admin", Grants())
+    assert promoted.role == "admin" and promoted.admin
+    assert (await store.find_api_key(observer.prefix)).admin
+    narrowed = await store.set_api_key_role(operator.id, "operator", Grants(packs=("core",)))
+    assert narrowed.grants == Grants(packs=("core",))
+    with pytest.raises(NotFound):
+        await store.set_api_key_role("0" * 24, "observer", Grants())

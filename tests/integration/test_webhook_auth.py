@@ -22,6 +22,7 @@ from engine.apikeys import new_api_key
 from engine.config import Settings, load_settings
 from engine.errors import ConfigError
 from engine.http.app import RUNTIME, create_app
+from engine.roles import OPERATOR, WEBHOOK, Grants
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 JWT_SECRET = "a-shared-secret-of-at-least-32-bytes!!"
@@ -100,7 +101,11 @@ def _first_key(out: str) -> str:
 
 
 async def make_key(client: TestClient, **fields) -> str:
+    """A key stored for the test; unless told otherwise one that posts webhooks (since
+    roles, an unscoped key without a role is an observer, which only reads)."""
     store = client.server.app[RUNTIME].store
+    if not fields.get("webhooks") and not fields.get("triggers") and not fields.get("admin"):
+        fields.setdefault("role", WEBHOOK)
     record, key = new_api_key(fields.pop("name", "test"), **fields)
     await store.create_api_key(record)
     return key
@@ -474,12 +479,12 @@ async def test_a_webhook_scoped_key_may_post_its_hook_and_nothing_else(client):
     assert executions.headers["X-Total-Count"] == "0"
 
 
-async def test_an_unscoped_key_runs_actions_as_itself_and_cannot_write_the_datastore(client):
+async def test_an_operator_key_runs_actions_as_itself_and_cannot_write_the_datastore(client):
     from engine.packs import load_packs
 
     runtime = client.server.app[RUNTIME]
     runtime.packs, _ = load_packs([Path(__file__).parents[2] / "packs"], runners=runtime.runners)
-    key = await make_key(client, name="ci-bot")
+    key = await make_key(client, name="ci-bot", role=OPERATOR, grants=Grants(packs=("core",)))
     headers = {"St2-Api-Key": key}
     response = await client.post(
         "/api/v1/executions",
@@ -499,3 +504,17 @@ async def test_an_unscoped_key_runs_actions_as_itself_and_cannot_write_the_datas
         "/api/v1/executions", headers=admin, json={"action": "core.noop", "user": "alice"}
     )
     assert (await as_admin.json())["context"]["user"] == "alice"
+
+
+async def test_an_observer_key_only_reads_and_cannot_post_webhooks(client):
+    observer = await make_key(client, name="watcher", role="observer")
+    operator = await make_key(client, name="ops", role=OPERATOR)
+    refused = await client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": observer})
+    assert refused.status == 403
+    assert (await refused.json())["faultstring"] == (
+        "key 'watcher' (role observer) may not post to webhook 'plain': the observer role "
+        "only reads the API; posting needs a webhook, operator or admin key"
+    )
+    accepted = await client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": operator})
+    assert accepted.status == 202
+    assert await total(client) == 1

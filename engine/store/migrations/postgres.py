@@ -249,3 +249,24 @@ MIGRATIONS = (*MIGRATIONS, _PAYLOAD_JSON)
 # Written and read whole, never queried inside: json, as trigger instance payloads.
 _EXECUTION_PROCESS = ("ALTER TABLE executions ADD COLUMN process json",)
 MIGRATIONS = (*MIGRATIONS, _EXECUTION_PROCESS)
+
+# Version N (roles): what each API key may do (engine.roles). Admin keys stay admin; keys
+# limited to webhooks or triggers are posting keys (`webhook`); every other key — which
+# could run a shell on the host through core.local before — becomes a read-only
+# `observer` until an admin grants it more (`role_migrated` marks them: serve names
+# them at start-up until a role is set). `admin` is kept, in step with the role, for
+# processes of the previous version.
+_API_KEY_ROLES = (
+    "ALTER TABLE api_keys ADD COLUMN role text NOT NULL DEFAULT 'observer'",
+    "ALTER TABLE api_keys ADD COLUMN grants jsonb NOT NULL DEFAULT '{}'::jsonb",
+    "ALTER TABLE api_keys ADD COLUMN role_migrated boolean NOT NULL DEFAULT false",
+    """
+    UPDATE api_keys SET role = CASE
+        WHEN jsonb_array_length(webhooks) > 0 OR jsonb_array_length(triggers) > 0
+            THEN 'webhook'
+        WHEN admin THEN 'admin'
+        ELSE 'observer' END
+    """,
+    "UPDATE api_keys SET role_migrated = true WHERE role = 'observer'",
+)
+MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)

@@ -236,3 +236,23 @@ MIGRATIONS = (*MIGRATIONS, _INSTANCE_CLAIMS)
 # worker re-claiming it after a crash can kill what is left (engine.workers.leftovers).
 _EXECUTION_PROCESS = ("ALTER TABLE executions ADD COLUMN process TEXT",)
 MIGRATIONS = (*MIGRATIONS, _EXECUTION_PROCESS)
+
+# Version N (roles): what each API key may do (engine.roles). Admin keys stay admin; keys
+# limited to webhooks or triggers are posting keys (`webhook`); every other key — which
+# could run a shell on the host through core.local before — becomes a read-only
+# `observer` until an admin grants it more (`role_migrated` marks them: serve names
+# them at start-up until a role is set). `admin` is kept, in step with the role, for
+# processes of the previous version.
+_API_KEY_ROLES = (
+    "ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'observer'",
+    "ALTER TABLE api_keys ADD COLUMN grants TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE api_keys ADD COLUMN role_migrated INTEGER NOT NULL DEFAULT 0",
+    """
+    UPDATE api_keys SET role = CASE
+        WHEN webhooks <> '[]' OR triggers <> '[]' THEN 'webhook'
+        WHEN admin <> 0 THEN 'admin'
+        ELSE 'observer' END
+    """,
+    "UPDATE api_keys SET role_migrated = 1 WHERE role = 'observer'",
+)
+MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
