@@ -368,9 +368,8 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
     roles = "api,rules" if args.topology == "single" else "api"
     hookyard = [python, "-m", "engine", "serve", "--roles", roles]
     rules_dir = workdir / "rules"
-    # The repository's packs: the rule's core.noop must resolve, so each match records a
+    # The rule's core.noop resolves in the built-in core pack, so each match records a
     # succeeded enforcement and a requested execution — the real work of a match.
-    packs_dir = REPO / "packs"
     rules_dir.mkdir()
     (rules_dir / "bench.yaml").write_text(RULE_YAML)
     config_file = workdir / "config.yaml"
@@ -381,7 +380,7 @@ def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]
         # what this topology measures.
         config += "ingest:\n  max_backlog: 10000000\n"
     config_file.write_text(config)
-    common = ["--config", str(config_file), "--rules", str(rules_dir), "--packs", str(packs_dir)]
+    common = ["--config", str(config_file), "--rules", str(rules_dir)]
     # The engine package is imported from the checkout, whatever the current folder.
     env = {"PYTHONPATH": str(REPO)}
     targets = []

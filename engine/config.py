@@ -163,6 +163,13 @@ class DatastoreSettings:
 
 
 @dataclass(frozen=True)
+class PacksSettings:
+    # A `core` pack in packs_dirs replaces the built-in one (engine/packs/builtin/core)
+    # instead of being refused at load.
+    override_core: bool = False
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -184,7 +191,9 @@ class Settings:
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)
     rules_dirs: tuple[str, ...] = ("rules",)
+    # Packs besides the built-in core pack, which is always loaded.
     packs_dirs: tuple[str, ...] = ("packs",)
+    packs: PacksSettings = field(default_factory=PacksSettings)
     # Pack configs, one <pack ref>.yaml each (StackStorm's /opt/stackstorm/configs).
     configs_dir: str = "configs"
     roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers")

@@ -99,13 +99,15 @@ class Runtime:
     def load_rules(self) -> None:
         """(Re)load packs and rules directories; bad files are reported and skipped.
 
-        Rules come from the rules directories and from each pack's rules/ folder.
+        The built-in core pack is always there; a missing folder is no error. Rules come
+        from the rules directories and from each pack's rules/ folder.
         """
         pack_dirs = [self.settings.resolve_path(d) for d in self.settings.packs_dirs]
         packs, pack_errors = load_packs(
             [d for d in pack_dirs if d.exists()],
             runners=self.runners,
             configs_dir=self.settings.resolve_path(self.settings.configs_dir),
+            override_core=self.settings.packs.override_core,
         )
         dirs = [self.settings.resolve_path(d) for d in self.settings.rules_dirs]
         existing = [d for d in dirs if Path(d).exists()]

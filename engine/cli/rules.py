@@ -164,31 +164,30 @@ def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, 
     from engine.rules.lint import lint_rules
 
     dirs = [Path(d) for d in packs_dirs]
-    if not dirs:
-        try:
-            settings = load_settings(config_file)
-        except EngineError as exc:
+    try:
+        settings = load_settings(config_file)
+    except EngineError as exc:
+        settings = None
+        if not dirs:
             click.echo(f"warning: packs not checked: {exc}", err=True)
-            settings = None
-        if settings is not None:
-            dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
-    dirs = [d for d in dirs if d.exists()]
-    known_actions = known_packs = shell_parameters = None
-    rules = list(ruleset)
-    if dirs:
-        packs, _ = load_packs(dirs)
-        known_actions = {action.ref for action in packs.actions()}
-        known_packs = {*packs.packs, "core"}
-        shell = {
-            action.ref: shell_command_parameters(kinds_for_runner(action.runner_type))
-            for action in packs.actions()
-        }
+            return [str(w) for w in lint_rules(list(ruleset))]
+    if settings is not None and not dirs:
+        dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
+    override_core = settings is not None and settings.packs.override_core
+    # The built-in core pack is always known, with or without packs folders.
+    packs, _ = load_packs([d for d in dirs if d.exists()], override_core=override_core)
+    known_actions = {action.ref for action in packs.actions()}
+    known_packs = {*packs.packs, "core"}
+    shell = {
+        action.ref: shell_command_parameters(kinds_for_runner(action.runner_type))
+        for action in packs.actions()
+    }
 
-        def shell_parameters(ref: str) -> frozenset[str]:
-            return shell.get(ref, frozenset())
+    def shell_parameters(ref: str) -> frozenset[str]:
+        return shell.get(ref, frozenset())
 
     warnings = lint_rules(
-        rules,
+        list(ruleset),
         known_actions=known_actions,
         known_packs=known_packs,
         shell_parameters=shell_parameters,

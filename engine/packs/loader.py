@@ -5,13 +5,18 @@
 line, and never stops the rest: a broken action file loses that action, a broken
 ``pack.yaml`` loses that pack. Earlier directories win: a pack ref seen again later is an
 error naming both places, never a silent override.
+
+The built-in ``core`` pack (``core.local``, ``core.http``, ...) is package data beside this
+module and is always loaded first, as StackStorm always has its core pack: a ``core`` pack
+in the directories is an error naming both folders, unless ``override_core`` lets it
+replace the built-in one whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,9 @@ from engine.rules.yamlsource import Located
 
 PACK_FILE = "pack.yaml"
 CONFIG_SCHEMA_FILE = "config.schema.yaml"
+CORE_REF = "core"
+# Shipped in the wheel ([tool.setuptools.package-data] in pyproject.toml).
+BUILTIN_CORE_DIR = Path(__file__).resolve().parent / "builtin" / CORE_REF
 
 
 class _BuiltinRunners:
@@ -56,16 +64,53 @@ def load_packs(
     *,
     runners: RunnerCatalog | None = None,
     configs_dir: str | os.PathLike[str] | None = None,
+    override_core: bool = False,
 ) -> tuple[PackSet, list[EngineError]]:
-    """Every pack under ``dirs`` (each a folder of packs, or one pack folder itself).
+    """The built-in core pack, then every pack under ``dirs`` (each a folder of packs, or
+    one pack folder itself).
 
     ``runners`` defaults to the built-in registry; ``configs_dir`` holds ``<ref>.yaml``
-    pack configs. Returns the packs that loaded and every error found.
+    pack configs; ``override_core`` lets a ``core`` pack in ``dirs`` replace the built-in
+    one. Returns the packs that loaded and every error found.
     """
     catalog = runners if runners is not None else _BuiltinRunners()
     errors: list[EngineError] = []
     packs: dict[str, Pack] = {}
     hooks: dict[str, WebhookSpec] = {}
+    builtin_core = _load_pack(BUILTIN_CORE_DIR, catalog, configs_dir, errors)
+    if builtin_core is not None:
+        packs[CORE_REF] = _without_taken_hooks(builtin_core, hooks, errors)
+    for pack in _packs_in(dirs, catalog, configs_dir, errors):
+        if pack.ref == CORE_REF and builtin_core is not None:
+            if not override_core:
+                errors.append(_shadowed_core_error(pack, builtin_core))
+                continue
+            # The directory's core replaces the built-in one whole, first place kept.
+            for name in packs[CORE_REF].webhooks:
+                hooks.pop(name, None)
+            builtin_core = None
+            packs[CORE_REF] = _without_taken_hooks(pack, hooks, errors)
+            continue
+        first = packs.get(pack.ref)
+        if first is not None:
+            errors.append(
+                PackError(
+                    f"pack {pack.ref!r} is already loaded from {first.path}; pack refs "
+                    "must be unique across pack directories (this one is ignored)",
+                    file=str(Path(pack.path) / PACK_FILE),
+                )
+            )
+            continue
+        packs[pack.ref] = _without_taken_hooks(pack, hooks, errors)
+    return PackSet(packs=packs, errors=tuple(errors)), errors
+
+
+def _packs_in(
+    dirs: Sequence[str | os.PathLike[str]],
+    runners: RunnerCatalog,
+    configs_dir: str | os.PathLike[str] | None,
+    errors: list[EngineError],
+) -> Iterator[Pack]:
     for directory in dirs:
         root = Path(directory)
         if (root / PACK_FILE).is_file():
@@ -78,21 +123,18 @@ def load_packs(
             errors.append(PackError("no such packs directory", file=str(root)))
             continue
         for pack_dir in pack_dirs:
-            pack = _load_pack(pack_dir, catalog, configs_dir, errors)
-            if pack is None:
-                continue
-            first = packs.get(pack.ref)
-            if first is not None:
-                errors.append(
-                    PackError(
-                        f"pack {pack.ref!r} is already loaded from {first.path}; pack refs "
-                        "must be unique across pack directories (this one is ignored)",
-                        file=str(Path(pack.path) / PACK_FILE),
-                    )
-                )
-                continue
-            packs[pack.ref] = _without_taken_hooks(pack, hooks, errors)
-    return PackSet(packs=packs, errors=tuple(errors)), errors
+            pack = _load_pack(pack_dir, runners, configs_dir, errors)
+            if pack is not None:
+                yield pack
+
+
+def _shadowed_core_error(pack: Pack, builtin: Pack) -> PackError:
+    return PackError(
+        f"pack 'core' would shadow the built-in core pack ({builtin.path}); this one is "
+        "ignored. Rename its ref, or set packs.override_core: true in the config "
+        "(HOOKYARD_PACKS__OVERRIDE_CORE=true) to use it instead of the built-in one",
+        file=str(Path(pack.path) / PACK_FILE),
+    )
 
 
 def _without_taken_hooks(

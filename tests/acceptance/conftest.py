@@ -26,8 +26,6 @@ from typing import BinaryIO
 import pytest
 
 ROOT = Path(__file__).parents[2]
-# The shipped `core` pack, which defines core.noop.
-SHIPPED_PACKS = ROOT / "packs"
 READY_TIMEOUT = 20.0
 EXIT_TIMEOUT = 15.0
 # Workers poll often so tests do not wait on the 0.5 s default. API keys are left off:
@@ -229,10 +227,9 @@ class ServeLauncher:
             str(port),
             "--store",
             store or self.default_store,
+            # core.noop comes from the built-in core pack: no packs folder is needed.
             "--rules",
             str(self.rules_dir),
-            "--packs",
-            str(SHIPPED_PACKS),
         ]
         command += ["--roles", roles, *args]
         log_path = workdir / "serve.log"

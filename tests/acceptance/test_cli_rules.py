@@ -114,7 +114,7 @@ def test_rule_validate_warns_about_a_shell_value_the_quoter_would_refuse(tmp_pat
         "  parameters:\n"
         "    cmd: 'echo \"$(echo {{ trigger.body.x }})\"'\n"
     )
-    result = hookyard("rule", "validate", str(rule), "--packs", str(ROOT / "packs"))
+    result = hookyard("rule", "validate", str(rule), "--packs", str(tmp_path))
     assert result.returncode == 0, result.stderr  # a warning: the rule still loads
     assert f"{rule}:7: warning: rule t.injectable: action parameter 'cmd': " in result.stderr
     assert "inside a command substitution $(...)" in result.stderr

@@ -14,8 +14,6 @@ from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import RUNTIME, create_app
 from engine.model import NewExecution
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
-
 RULE = """\
 name: on_deploy
 pack: t
@@ -116,7 +114,7 @@ async def client(tmp_path):
         workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
         auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
+        packs_dirs=(str(packs),),
         roles=("api", "rules", "actions"),
         base_dir=str(tmp_path),
     )

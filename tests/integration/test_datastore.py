@@ -28,8 +28,6 @@ from engine.http.app import RUNTIME, create_app
 from engine.kv import DatastoreError
 from engine.store import create_store
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
-
 RULE = """\
 name: deploy_to_target
 pack: kvt
@@ -80,7 +78,7 @@ def settings_for(tmp_path: Path, *, auth: bool = False) -> Settings:
         workers=WorkerSettings(poll_interval=0.05),
         auth=AuthSettings(enabled=auth),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
+        packs_dirs=(str(packs),),
         roles=("api", "rules", "actions"),
         base_dir=str(tmp_path),
     )

@@ -30,7 +30,6 @@ from engine.errors import IngestError
 from engine.http.app import create_app
 from engine.http.content_coding import decode_body
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 HOOK_RULE = """\
 name: catch_all
 pack: t
@@ -50,7 +49,7 @@ def settings_for(tmp_path: Path, **ingest) -> Settings:
         workers=WorkerSettings(poll_interval=0.05),
         outbound=OutboundSettings(allow_private=("127.0.0.1/32",)),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=("api",),
         base_dir=str(tmp_path),
     )

@@ -18,7 +18,6 @@ from engine.config import AuthSettings, ServerSettings, Settings, StoreSettings,
 from engine.http.app import create_app
 from engine.http.header_timeout import HeaderTimeoutRunner
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 HOOK_RULE = """\
 name: catch_all
 pack: t
@@ -39,7 +38,7 @@ def settings_for(tmp_path: Path) -> Settings:
         auth=AuthSettings(enabled=False),
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=("api",),
         base_dir=str(tmp_path),
     )

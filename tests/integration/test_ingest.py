@@ -52,7 +52,7 @@ def settings_for(tmp_path: Path, **ingest) -> Settings:
         auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
+        packs_dirs=(),
         roles=("api", "rules"),
         base_dir=str(tmp_path),
     )

@@ -213,7 +213,7 @@ def settings_for(tmp_path: Path, *, auth: bool = False, **ingest) -> Settings:
         auth=AuthSettings(enabled=auth),
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
+        packs_dirs=(),
         roles=("api",),
         base_dir=str(tmp_path),
     )

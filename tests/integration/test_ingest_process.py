@@ -39,7 +39,6 @@ from engine.store import create_store
 from engine.store.codec import UnstorableValue
 from tests.processes import alive, process_state
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 CHILD_MODULE = "engine.ingest_process"
 HOOK_RULE = """\
 name: anything
@@ -78,7 +77,7 @@ def make_settings(
         auth=AuthSettings(enabled=False),
         workers=WorkerSettings(poll_interval=0.05),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=roles,
         base_dir=str(folder),
         webhooks=webhooks or {},

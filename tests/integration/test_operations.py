@@ -19,8 +19,6 @@ from engine.config import (
 )
 from engine.http.app import RUNTIME, create_app
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
-
 DEPLOY_RULE = """\
 name: deploy_main
 pack: t
@@ -53,7 +51,7 @@ def settings_for(tmp_path: Path, rules: Path, **changes) -> Settings:
         auth=AuthSettings(enabled=False),
         timers=TimerSettings(check_interval=0.2),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=("api", "rules", "actions", "timers"),
         base_dir=str(tmp_path),
     )
@@ -337,7 +335,7 @@ def test_reload_keeps_the_previous_action_and_pack_of_broken_files(tmp_path, rul
     (pack / "pack.yaml").write_text(pack_yaml)
     action = "name: hello\nrunner_type: local-shell-cmd\nparameters: {cmd: {default: 'true'}}\n"
     (pack / "actions" / "hello.yaml").write_text(action)
-    settings = settings_for(tmp_path, rules, packs_dirs=(str(REPO_PACKS), str(tmp_path / "packs")))
+    settings = settings_for(tmp_path, rules, packs_dirs=(str(tmp_path / "packs"),))
     runtime = Runtime(settings, create_store(settings.store, tmp_path))
     assert reload_runtime(runtime).errors == []
     assert runtime.action_known("ops.hello")

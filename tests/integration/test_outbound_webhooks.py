@@ -23,7 +23,6 @@ from engine.config import AuthSettings, OutboundSettings, Settings, StoreSetting
 from engine.http.app import RUNTIME, create_app
 from engine.outbound.subscriptions import Secret, Subscription
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 LOOPBACK = ("127.0.0.1/32",)
 # POST /webhooks/in runs core.noop: the events of a whole rule run.
 IN_RULE = """\
@@ -99,7 +98,7 @@ def settings_for(tmp_path: Path, **outbound: Any) -> Settings:
         auth=AuthSettings(enabled=False),  # admin-only routes: auth is tested elsewhere
         outbound=OutboundSettings(**{**defaults, **outbound}),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=("api", "rules", "actions", "deliveries"),
         base_dir=str(tmp_path),
     )

@@ -13,8 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
-
 
 def write_pack(packs: Path) -> None:
     pack = packs / "cfgdemo"
@@ -51,7 +49,7 @@ def settings_for(tmp_path: Path) -> Settings:
         workers=WorkerSettings(poll_interval=0.05),
         auth=AuthSettings(enabled=False),
         rules_dirs=(),
-        packs_dirs=(str(REPO_PACKS), str(tmp_path / "packs")),
+        packs_dirs=(str(tmp_path / "packs"),),
         configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
         roles=("api", "actions"),
         base_dir=str(tmp_path),

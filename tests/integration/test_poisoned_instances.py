@@ -34,7 +34,7 @@ def app_settings(tmp_path: Path, **workers) -> Settings:
         auth=AuthSettings(enabled=False),
         workers=WorkerSettings(poll_interval=0.05, **workers),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(Path(__file__).parents[2] / "packs"),),
+        packs_dirs=(),
         roles=("api", "rules"),
         base_dir=str(tmp_path),
     )

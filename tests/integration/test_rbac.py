@@ -21,7 +21,6 @@ from engine.http.app import RUNTIME, create_app
 from engine.model import NewExecution, NewTriggerInstance
 from engine.roles import ADMIN, OBSERVER, OPERATOR, Grants
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 REPO_ROOT = Path(__file__).parents[2]
 
 
@@ -44,7 +43,7 @@ def settings_for(tmp_path: Path) -> Settings:
         workers=WorkerSettings(poll_interval=0.05),
         auth=AuthSettings(enabled=True),
         rules_dirs=(),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
+        packs_dirs=(str(packs),),
         roles=("api",),
         base_dir=str(tmp_path),
     )

@@ -16,8 +16,6 @@ from engine.http.app import RUNTIME, create_app
 from engine.model import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
-
 FILE_RULE = """\
 name: from_file
 pack: t
@@ -44,7 +42,7 @@ def settings_for(tmp_path: Path, **changes) -> Settings:
         workers=WorkerSettings(poll_interval=0.05),
         auth=AuthSettings(enabled=True),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS),),
+        packs_dirs=(),
         roles=("api",),
         base_dir=str(tmp_path),
     )

@@ -110,7 +110,7 @@ def settings_for(tmp_path: Path, *, writer_process: bool) -> Settings:
         ingest=IngestSettings(writer_process=writer_process),
         auth=AuthSettings(enabled=False),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(ROOT / "packs"),),
+        packs_dirs=(),
         roles=("api",),
         base_dir=str(tmp_path),
     )

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 HEARD = web.AppKey("heard", list)
 
 
@@ -95,7 +94,7 @@ async def client(tmp_path, receiver):
         workers=WorkerSettings(poll_interval=0.05),
         auth=AuthSettings(enabled=False),
         rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS), str(packs)),
+        packs_dirs=(str(packs),),
         roles=("api", "rules", "actions"),
         outbound=OutboundSettings(allow_private=("127.0.0.1/32",)),
         base_dir=str(tmp_path),

@@ -13,8 +13,6 @@ from engine.packs import MISSING, RETRY_NEVER, RETRY_ONCE, PackSet, load_packs
 from engine.packs.config import render_config
 from engine.rules.kvlookup import SecretValue, build_st2kv
 
-REPO_PACKS = Path(__file__).resolve().parents[2] / "packs"
-
 PACK_YAML = """\
 ---
 name: {name}
@@ -324,8 +322,8 @@ def test_broken_action_file_stops_neither_the_other_action_nor_the_other_pack(
     broken_pack = tmp_path / "third"
     write(broken_pack / "pack.yaml", "name: third\ndescription: x\nversion: 1.0.0\n")
     packs, errors = load_packs([tmp_path])
-    assert sorted(packs.packs) == ["first", "second"]
-    assert [a.ref for a in packs.actions()] == ["first.fine", "second.ok"]
+    assert sorted(packs.packs) == ["core", "first", "second"]  # core: built in
+    assert [a.ref for a in packs.actions() if a.pack != "core"] == ["first.fine", "second.ok"]
     assert len(errors) == 2
     yaml_error = next(e for e in errors if "broken.yaml" in str(e))
     assert "invalid YAML" in str(yaml_error) and yaml_error.line is not None
@@ -339,7 +337,7 @@ def test_duplicate_pack_ref_across_directories_names_both_places(tmp_path: Path)
     make_pack(first_root, "demo", actions={"one.yaml": "name: one\nrunner_type: noop\n"})
     make_pack(second_root, "demo", actions={"two.yaml": "name: two\nrunner_type: noop\n"})
     packs, errors = load_packs([first_root, second_root])
-    assert [a.ref for a in packs.actions()] == ["demo.one"]
+    assert [a.ref for a in packs.actions() if a.pack == "demo"] == ["demo.one"]
     [error] = errors
     assert str(first_root / "demo") in str(error)
     assert error.file == str(second_root / "demo" / "pack.yaml")
@@ -690,7 +688,7 @@ def test_prepare_refuses_unknown_parameters_with_a_suggestion(packs: PackSet) ->
 
 def test_prepare_refuses_overriding_an_immutable_parameter(packs: PackSet) -> None:
     del packs  # the shipped core.echo declares cmd immutable
-    core, errors = load_packs([REPO_PACKS])
+    core, errors = load_packs([])
     assert errors == []
     echo = core.action("core.echo")
     with pytest.raises(ActionError, match=r"^parameter 'cmd': immutable in action 'core.echo'"):
@@ -730,7 +728,7 @@ def test_unknown_action_ref_suggests_a_close_one(packs: PackSet) -> None:
 
 
 def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
-    packs, errors = load_packs([REPO_PACKS])
+    packs, errors = load_packs([])
     assert errors == []
     runners = {a.ref: a.runner_type for a in packs.actions() if a.pack == "core"}
     assert runners == {
@@ -746,7 +744,7 @@ def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
 
 
 def test_core_sendwebhook_posts_json_and_keeps_the_signing_secret(tmp_path: Path) -> None:
-    packs, _ = load_packs([REPO_PACKS])
+    packs, _ = load_packs([])
     action = packs.action("core.sendwebhook")
     runner_values, action_values = action.prepare_parameters(
         {"url": "https://hooks.example.com/in", "body": {"event": "x"}, "signing": {"secret": "s"}}
