@@ -122,6 +122,19 @@ class _CountedIterable:
             yield item
 
 
+def count_macro_call() -> None:
+    """A {% macro %} call is paid for like a loop iteration: recursion loops without a for."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    budget.left -= 1
+    if budget.left < 0:
+        raise SecurityError(
+            f"the template's loops and macro calls ran more than {MAX_LOOP_ITERATIONS} "
+            "iterations in one render; loop over less data or recurse less deeply"
+        )
+
+
 def counted(iterable: Iterable[Any]) -> _CountedIterable:
     """What every {% for %} iterates (see guard_loops)."""
     return _CountedIterable(iterable)

@@ -181,6 +181,21 @@ def test_recursive_loops_count_too():
         render(source)
 
 
+def test_recursive_macro_calls_count_too():
+    # No {% for %} at all: 2**40 macro calls spun past any loop budget.
+    source = (
+        "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(40) }}"
+    )
+    with pytest.raises(SandboxViolation, match="iterations"):
+        render(source)
+
+
+def test_ordinary_macros_still_work():
+    source = "{% macro greet(name) %}hi {{ name }}{% endmacro %}{{ greet('a') }}, {{ greet('b') }}"
+    assert render(source) == "hi a, hi b"
+
+
 def test_the_budget_is_per_render_and_covers_all_loops_of_it():
     half = "{% for i in range(100000) %}{% endfor %}"
     template = compile_template(half + half)
