@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from engine.errors import IngestError
 
 DECODED_CODINGS = ("gzip", "x-gzip", "deflate")
+# Most gzip members one body may hold: zlib copies the rest of the body at each member's
+# end, so thousands of tiny members would cost quadratic time (before authentication).
+MAX_GZIP_MEMBERS = 100
 
 
 def content_coding(headers: Mapping[str, str]) -> str | None:
@@ -52,7 +55,13 @@ def decode_body(raw: bytes, coding: str, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     rest = raw
+    members = 0
     while True:  # a gzip body may be several members, one after the other
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise IngestError(
+                f"body has more than {MAX_GZIP_MEMBERS} gzip members; compress it as one"
+            )
         decoder = zlib.decompressobj(wbits)
         try:
             part = decoder.decompress(rest, limit + 1 - size)

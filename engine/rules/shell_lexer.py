@@ -30,7 +30,7 @@ _RESHELLING_ANYWHERE = frozenset(
 )  # fmt: skip
 _RESHELLING_COMMANDS = frozenset(
     {"trap", "watch", "alias", "script", "parallel", "let", "flock", "tmux", "screen", "at",
-     "batch"}
+     "batch", "sg"}
 )  # fmt: skip
 # find's options whose next word is a command name.
 _EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})

@@ -37,6 +37,8 @@ MAX_RENDERED_CHARS = 1 << 20
 MAX_LOOP_ITERATIONS = 200_000
 # JSON indentation beyond this only wastes memory (indent times depth per line).
 _MAX_JSON_INDENT = 64
+# Character copies wordwrap may make breaking long words (about a second).
+_MAX_WRAP_COPIES = 10**10
 
 # One printf conversion: %[(key)][flags][width][.precision]type
 _PRINTF_FIELD = re.compile(
@@ -120,6 +122,19 @@ class _CountedIterable:
                     f"one render (nested loops multiply); loop over less data"
                 )
             yield item
+
+
+def count_macro_call() -> None:
+    """A {% macro %} call is paid for like a loop iteration: recursion loops without a for."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    budget.left -= 1
+    if budget.left < 0:
+        raise SecurityError(
+            f"the template's loops and macro calls ran more than {MAX_LOOP_ITERATIONS} "
+            "iterations in one render; loop over less data or recurse less deeply"
+        )
 
 
 def counted(iterable: Iterable[Any]) -> _CountedIterable:
@@ -223,6 +238,15 @@ def _check_wordwrap(text: Any, width: Any = 79, *_: Any, wrapstring: Any = None,
     if separator > 1:
         size = len(str(text))
         _refuse("wordwrap", size + (size + 1) * separator)
+    # textwrap breaks a long word by slicing off one line at a time: a word of n
+    # characters into lines of w costs about n * n / (2 * w) character copies.
+    if (_[0] if _ else __.get("break_long_words", True)) and isinstance(width, int):
+        longest = max(map(len, str(text).split()), default=0)
+        if longest * longest // (2 * max(width, 1)) > _MAX_WRAP_COPIES:
+            raise SecurityError(
+                f"wordwrap of a {longest}-character word into lines of {width} is refused "
+                "(too slow); wrap wider, or pass break_long_words=false"
+            )
 
 
 def _check_json_indent(indent: Any) -> None:

@@ -23,6 +23,7 @@ import jmespath
 import yaml
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.runtime import Macro
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 from engine.errors import RegistryError, SandboxViolation, ShellContextError, TemplateError
@@ -100,6 +101,8 @@ class _HookyardSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(__obj, Macro):
+            template_limits.count_macro_call()
         # str.center(10**9) and friends are sized before they run.
         replaced = template_limits.check_method_call(__obj, args, kwargs)
         return super().call(__context, __obj, *(args if replaced is None else replaced), **kwargs)

@@ -208,7 +208,10 @@ def _rewrite(source: str) -> _Rewrite:
             if _is_unquoted(inner):
                 out.append(piece)
             else:
-                path_values = path_values or component == PATH
+                # After a {% %} block the component is only a guess (a branch's '?' or
+                # '#' may not be rendered): the value may be in the path after all.
+                in_path = component == PATH or (component != WHOLE and "{%" in "".join(out))
+                path_values = path_values or in_path
                 out.append(f"{left} ({inner}) | {_FILTERS[component]} {right}")
             before += _URL_PLACEHOLDER if at_start else _HOST_PLACEHOLDER
         else:

@@ -173,6 +173,20 @@ def test_a_bomb_is_inflated_no_further_than_the_limit():
     assert peak < 4 * limit
 
 
+def test_gzip_members_are_decoded_one_after_the_other():
+    assert decode_body(gzip.compress(b"ab") + gzip.compress(b"cd"), "gzip", 100) == b"abcd"
+
+
+def test_a_body_of_many_empty_gzip_members_is_refused_not_decoded_quadratically():
+    # 52,000 empty members in 1 MB: each member copied the rest of the body (~26 GB of
+    # copying, seconds of a blocked event loop before authentication).
+    many = gzip.compress(b"", mtime=0) * (1024 * 1024 // 20)
+    with pytest.raises(IngestError) as caught:
+        decode_body(many, "gzip", 1024 * 1024)
+    assert caught.value.status == 400
+    assert "gzip members" in str(caught.value)
+
+
 @pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, gzip", "foo"])
 async def test_other_content_codings_are_415(tmp_path, coding):
     async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:

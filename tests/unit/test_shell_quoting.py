@@ -6,6 +6,7 @@ is the proof of an injection.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -76,6 +77,9 @@ REFUSED = [
     ("docker exec box sh -c 'echo {{ trigger.body.x }}'", "in the arguments of sh"),
     ("find . -exec $SHELL -c 'echo {{ trigger.body.x }}' \\;", "whose name is not literal"),
     ("nohup watch -n 1 {{ trigger.body.x }}", "in the arguments of watch"),
+    # sg runs its command with /bin/sh -c, with or without -c (as su -c does).
+    ("sg staff {{ trigger.body.x }}", "in the arguments of sg"),
+    ("timeout 5 sg staff -c 'id {{ trigger.body.x }}'", "in the arguments of sg"),
 ]
 
 
@@ -105,6 +109,17 @@ def test_the_issue_reproduction_would_have_run_touch_without_the_refusal(tmp_pat
     marker.unlink()
     with pytest.raises(ShellContextError, match=r"inside a command substitution \$\(\.\.\.\)"):
         render_shell_command('echo "$(echo {{ x }})"', {"x": f"a; touch {marker}"}, "cmd")
+
+
+@pytest.mark.skipif(shutil.which("sg") is None, reason="no sg on this host")
+def test_sg_hands_its_quoted_word_argument_to_a_shell(tmp_path):
+    """Why sg is refused: a value quoted as one word still runs as a command under sg."""
+    marker = tmp_path / "F"
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout
+    run_sh(f"sg {group.strip()} 'a; touch {marker}'", tmp_path)
+    assert marker.exists()
+    with pytest.raises(ShellContextError, match="in the arguments of sg"):
+        render_shell_command("sg staff {{ x }}", {"x": f"a; touch {marker}"}, "cmd")
 
 
 def test_the_env_advice_works_where_the_quoter_refuses(tmp_path):

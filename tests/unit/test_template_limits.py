@@ -123,6 +123,24 @@ def test_size_bombs_are_refused_before_they_allocate(source):
     assert peak_bytes(lambda: render(source)) < PEAK_LIMIT
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('x' * 1000000)|wordwrap(1) }}",  # textwrap slices a long word per line: ~45 s
+        "{{ ('x' * 1000000)|wordwrap(2, true) }}",
+        "{{ ('x' * 1000000)|wordwrap(width=3, break_long_words=true) }}",
+    ],
+)
+def test_wordwrap_of_a_long_word_into_narrow_lines_is_refused(source):
+    with pytest.raises(SandboxViolation, match="wordwrap"):
+        render(source)
+
+
+def test_wordwrap_of_long_words_runs_where_it_is_cheap():
+    assert render("{{ ('x' * 1000000)|wordwrap(1, false)|length }}") == 1000000
+    assert render("{{ ('x' * 100000)|wordwrap(79)|length }}") > 100000
+
+
 def test_ordinary_uses_of_the_bounded_operations_still_work():
     assert render("{{ 'ab'|center(6) }}") == "  ab  "
     assert render("{{ 'ab'.ljust(4) ~ '|' ~ 'ab'.rjust(4) ~ '|' ~ '7'.zfill(3) }}") == (
@@ -179,6 +197,21 @@ def test_recursive_loops_count_too():
     )
     with pytest.raises(SandboxViolation, match="iterations"):
         render(source)
+
+
+def test_recursive_macro_calls_count_too():
+    # No {% for %} at all: 2**40 macro calls spun past any loop budget.
+    source = (
+        "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}"
+        "{{ f(40) }}"
+    )
+    with pytest.raises(SandboxViolation, match="iterations"):
+        render(source)
+
+
+def test_ordinary_macros_still_work():
+    source = "{% macro greet(name) %}hi {{ name }}{% endmacro %}{{ greet('a') }}, {{ greet('b') }}"
+    assert render(source) == "hi a, hi b"
 
 
 def test_the_budget_is_per_render_and_covers_all_loops_of_it():

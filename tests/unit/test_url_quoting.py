@@ -32,6 +32,20 @@ def test_two_values_making_a_dot_segment_together_are_refused():
     assert render_url("http://h/a.{{ trigger.body.b }}", body(b=".")) == "http://h/a.."
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "http://h/items/{% if trigger.body.q %}?{% endif %}{{ trigger.body.id }}?token=t",
+        "http://h/a{% for i in [] %}#{% endfor %}/{{ trigger.body.id }}/x",
+    ],
+)
+def test_a_dot_segment_is_refused_when_a_block_not_taken_holds_a_query_mark(source):
+    # The compile-time scan reads the branch's '?' or '#' as if it were always there and
+    # took the value for a query or fragment value, so its '..' went unchecked.
+    with pytest.raises(TemplateError, match=r"'\.\.' segment"):
+        render_url(source, body(id="..", q=False))
+
+
 def test_a_percent_in_a_value_stays_data():
     assert render_url("http://h/{{ trigger.body.a }}", body(a="%2e%2e")) == "http://h/%252e%252e"
 
