@@ -109,6 +109,14 @@ class ServeProcess:
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def admin_key(self) -> str:
+        """The admin API key the first start on an empty store prints (auth on), once."""
+        keys = [
+            line.strip() for line in self.log_text().splitlines() if line.strip().startswith("hy_")
+        ]
+        assert len(keys) == 1, self.log_tail()
+        return keys[0]
+
     def kill(self) -> int:
         """SIGKILL: no drain, no cleanup — a crash."""
         if self.proc.poll() is None:
@@ -261,6 +269,16 @@ class ServeLauncher:
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[ServeLauncher]:
     launcher = ServeLauncher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.close()
+
+
+@pytest.fixture(scope="module")
+def module_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeLauncher]:
+    """A launcher shared by one test module: its tests may share one serve process."""
+    launcher = ServeLauncher(tmp_path_factory.mktemp("serve"))
     try:
         yield launcher
     finally:

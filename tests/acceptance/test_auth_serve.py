@@ -94,12 +94,6 @@ def apikey_cli(store: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def first_admin_key(log: str) -> str:
-    keys = [line.strip() for line in log.splitlines() if line.strip().startswith("hy_")]
-    assert len(keys) == 1, log
-    return keys[0]
-
-
 async def test_signed_requests_pass_and_every_abuse_is_refused_storing_nothing(serve, tmp_path):
     private_key, public_pem = rsa_pair()
     config = tmp_path / "auth-config.yaml"
@@ -112,7 +106,7 @@ async def test_signed_requests_pass_and_every_abuse_is_refused_storing_nothing(s
         "JWT_PUBLIC_KEY": public_pem,
     }
     server = serve.start(env=env, args=["--config", str(config)])
-    admin = first_admin_key(server.log_text())
+    admin = server.admin_key()
     scoped = apikey_cli(serve.default_store, "create", "scoped", "--webhook", "partner")
     assert scoped.returncode == 0, scoped.stderr
     partner_key = scoped.stdout.strip()
