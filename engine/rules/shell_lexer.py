@@ -30,7 +30,16 @@ _RESHELLING_ANYWHERE = frozenset(
 )  # fmt: skip
 _RESHELLING_COMMANDS = frozenset(
     {"trap", "watch", "alias", "script", "parallel", "let", "flock", "tmux", "screen", "at",
-     "batch", "sg"}
+     "batch", "sg", "source", "."}
+)  # fmt: skip
+# Commands that run what they read on stdin as code (or as commands): a value anywhere
+# upstream of one in a pipeline (`echo {{ x }} | sh`), or written into a process
+# substitution that runs one (`tee >(bash)`), would run. Followed as command names only.
+_STDIN_CODE_READERS = _RESHELLING_ANYWHERE | frozenset(
+    {
+        "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua",
+        "tclsh", "wish", "pwsh", "osascript", "xargs", "at", "batch", "source", ".",
+    }
 )  # fmt: skip
 # find's options whose next word is a command name.
 _EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
@@ -70,7 +79,7 @@ _FRAME_CONTEXTS = {
 
 class _Frame:
     __slots__ = ("after_wrapper", "candidate", "comment", "depth", "dynamic_command",
-                 "heredocs", "kind", "redirect", "reshell", "word")  # fmt: skip
+                 "heredocs", "kind", "piped", "redirect", "reshell", "word")  # fmt: skip
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -85,6 +94,7 @@ class _Frame:
         self.reshell: str | None = None  # a re-parsing command seen in this simple command
         self.dynamic_command = False  # this simple command's name is not literal
         self.heredocs: tuple[tuple[str, bool], ...] = ()  # (delimiter, strip tabs) to read
+        self.piped = False  # this simple command reads the previous one's output (after |)
 
     def copy(self) -> _Frame:
         other = _Frame.__new__(_Frame)
@@ -99,7 +109,9 @@ class _Frame:
 class ShellLexer:
     """sh's view of the text so far; ``unknown`` (a reason) once it cannot be followed."""
 
-    __slots__ = ("delimiter", "escape", "frames", "heredoc", "line", "pending", "unknown")
+    __slots__ = (
+        "delimiter", "escape", "feeds_code", "frames", "heredoc", "line", "pending", "unknown"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.frames: list[_Frame] = [_Frame(_TOP)]
@@ -111,19 +123,26 @@ class ShellLexer:
         # line while it can still be the delimiter, else None.
         self.heredoc: tuple[tuple[str, bool], ...] = ()
         self.line: str | None = ""
+        # A command that runs its stdin as code, fed by a pipe or a process substitution:
+        # every value of the template is refused (engine.rules.shell_quoting).
+        self.feeds_code: str | None = None
 
     def copy(self) -> ShellLexer:
         other = ShellLexer.__new__(ShellLexer)
         other.frames = [frame.copy() for frame in self.frames]
         other.pending, other.escape, other.unknown = self.pending, self.escape, self.unknown
         other.delimiter, other.heredoc, other.line = self.delimiter, self.heredoc, self.line
+        other.feeds_code = self.feeds_code
         return other
 
     def key(self) -> tuple:
         if self.unknown is not None:
             return ("unknown", self.unknown)
         frames = tuple(frame.key() for frame in self.frames)
-        return (frames, self.pending, self.escape, self.delimiter, self.heredoc, self.line)
+        return (
+            frames, self.pending, self.escape, self.delimiter, self.heredoc, self.line,
+            self.feeds_code,
+        )  # fmt: skip
 
     # -- helpers
 
@@ -300,6 +319,7 @@ class ShellLexer:
         elif char in ";|":
             self.end_word(frame)
             self.end_command(frame)
+            frame.piped = char == "|"  # (`||` too: conservative)
         elif char == "&":
             self.end_word(frame)
             self.pending = "&"
@@ -355,12 +375,15 @@ class ShellLexer:
         if frame.redirect:
             frame.redirect = False
             return
+        name = word.rsplit("/", 1)[-1]
+        literal = _DYNAMIC not in name and _OVERFLOW not in name
         if frame.kind != _TOP:
             if word == "case":
                 self.give_up("after a case statement inside a command substitution")
+            if frame.kind == _PROCSUB and (not literal or name in _STDIN_CODE_READERS):
+                # >(sh): what the outer command writes there runs (any word: conservative)
+                self.feeds_code = self.feeds_code or (name if literal else "a non-literal command")
             return
-        name = word.rsplit("/", 1)[-1]
-        literal = _DYNAMIC not in name and _OVERFLOW not in name
         if literal and name in _RESHELLING_ANYWHERE:
             frame.reshell = frame.reshell or name
         if literal and name in _EXEC_OPTIONS:
@@ -368,6 +391,8 @@ class ShellLexer:
             return
         if not frame.candidate or _ASSIGNMENT.match(word):
             return  # an argument, or NAME=value before the command (or after env)
+        if frame.piped and (not literal or name in _STDIN_CODE_READERS):
+            self.feeds_code = self.feeds_code or (name if literal else "a non-literal command")
         if not literal:
             frame.dynamic_command = True
         elif name in _RESHELLING_COMMANDS:
@@ -385,6 +410,7 @@ class ShellLexer:
         frame.redirect = False
         frame.reshell = None
         frame.dynamic_command = False
+        frame.piped = False
 
     def newline(self, frame: _Frame) -> None:
         self.end_command(frame)

@@ -231,7 +231,11 @@ def plan_sites(tree: nodes.Template, tokens: Any) -> list[ShellSite]:
     """
     follower = _Follower()
     start = ShellLexer()
-    follower.body(tree.body, {start.key(): start}, None)
+    ends = follower.body(tree.body, {start.key(): start}, None)
+    # A pipeline into a program that runs its input (`echo {{ x }} | sh`) is seen only after
+    # the values upstream of it: decided over the whole template, every value refused.
+    # (The end of the text ends its last word, as a newline would.)
+    fed = sorted({state.feeds_code for state in _fed(ends, "\n").values() if state.feeds_code})
     order = list(_expression_sources(tree))
     texts = _variable_texts(tokens)
     if len(texts) != len(order):  # never expected; messages then show less
@@ -258,6 +262,11 @@ def plan_sites(tree: nodes.Template, tokens: Any) -> list[ShellSite]:
             )
         else:
             quoting, problem = quotings.pop(), None
+        if fed and problem is None:
+            quoting, problem = (
+                None,
+                f"in a command line that pipes into {fed[0]}, which runs what it reads as code",
+            )
         sites.append(ShellSite(output, index, line, text, quoting, problem))
     return sites
 

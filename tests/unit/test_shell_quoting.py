@@ -80,6 +80,19 @@ REFUSED = [
     # sg runs its command with /bin/sh -c, with or without -c (as su -c does).
     ("sg staff {{ trigger.body.x }}", "in the arguments of sg"),
     ("timeout 5 sg staff -c 'id {{ trigger.body.x }}'", "in the arguments of sg"),
+    # A program that runs its stdin, downstream of the value in a pipeline: seen only after
+    # the value, so decided over the whole template.
+    ("echo {{ trigger.body.x }} | sh", "pipes into sh, which runs what it reads as code"),
+    ("echo {{ trigger.body.x }} | bash -s", "pipes into bash"),
+    ("printf %s {{ trigger.body.x }} | env python3", "pipes into python3"),
+    ("echo {{ trigger.body.x }} | sudo sh", "pipes into sudo"),
+    ("echo {{ trigger.body.x }} | xargs rm", "pipes into xargs"),
+    ("echo {{ trigger.body.x }} | $(which sh)", "pipes into a non-literal command"),
+    ("echo {{ trigger.body.x }} | tee >(bash) >/dev/null", "pipes into bash"),
+    ("echo {{ trigger.body.x }} > >(sh)", "pipes into sh"),
+    ("echo {{ trigger.body.x }} | sh {% if trigger.body.q %}-x{% endif %}", "pipes into sh"),
+    (". /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of ."),
+    ("source /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of source"),
 ]
 
 
@@ -169,6 +182,7 @@ SAFE = [
     "printf '%s\\n' {{ v }} \"{{ v }}\" '{{ v }}' x{{ v }}y \"a\"{{ v }}'b'",
     "printf '%s\\n' \"before {{ v }} after\" 'it''s {{ v }}'",
     "printf '%s\\n' {{ v }} | cat && printf '%s\\n' {{ v }} || false",
+    "printf '%s\\n' {{ v }} | grep -v python | tr x x",
     "printf '%s\\n' {{ v }} > out.txt; cat < out.txt",
     "printf '%s\\n' {{ v }} 2>/dev/null",
     "V={{ v }}; printf '%s\\n' \"$V\"",
