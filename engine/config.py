@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine import safeyaml
+from engine.errors import ConfigError, YamlLimitError
 
 ENV_PREFIX = "HOOKYARD_"
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -222,9 +223,11 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
         try:
-            loaded = yaml.safe_load(text)
+            loaded = safeyaml.safe_load(text, file=source)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+        except YamlLimitError as exc:
+            raise ConfigError(str(exc)) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -283,8 +286,8 @@ _GLOBAL_WEBHOOK_VARS = {
 
 def _parse_env_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+        return safeyaml.safe_load(raw) if raw.strip() else raw
+    except (yaml.YAMLError, YamlLimitError):
         return raw
 
 

@@ -180,3 +180,13 @@ class CriterionTypeError(RuleError):
 
     The evaluator catches it: the criterion fails with this message as its reason.
     """
+
+
+# --- YAML --------------------------------------------------------------------
+
+
+class YamlLimitError(LocatedError):
+    """Raised when a YAML document's aliases expand past the limit (an alias bomb), refer
+    to themselves, or nest too deeply to be read (engine.safeyaml)."""
+
+    unnamed_origin = "<yaml>"
