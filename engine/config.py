@@ -74,6 +74,15 @@ class WorkerSettings:
     # worker died each time, e.g. a rule crashed the process) is marked processing_failed
     # instead of being evaluated again.
     rules_max_claims: int = 5
+    # Rules are evaluated (criteria matched, action parameters rendered) in child
+    # processes (engine.evaluator_process), never on the HTTP loop: this many.
+    rules_eval_processes: int = 1
+    # Seconds the evaluation of one trigger instance may take; past it the evaluator
+    # process is killed and replaced, and the instance ends processing_failed.
+    rules_eval_timeout: float = 5.0
+    # Address space of each evaluator process, MiB (0: unlimited); an evaluation that
+    # needs more fails with that reason.
+    rules_eval_memory_mb: int = 1024
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.
@@ -330,6 +339,8 @@ _POSITIVE = {
     ("ingest", "max_body"),
     ("workers", "rules_share_while_ingesting"),
     ("workers", "rules_max_claims"),
+    ("workers", "rules_eval_processes"),
+    ("workers", "rules_eval_timeout"),
 }
 
 

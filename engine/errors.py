@@ -85,6 +85,10 @@ class SandboxViolation(TemplateError):
     """Raised when a template tries to reach outside the sandbox (dunder access, format...)."""
 
 
+class EvaluatorUnavailable(RuleError):
+    """Raised when no rule evaluator process can be started to decide trigger instances."""
+
+
 # --- registries --------------------------------------------------------------
 
 
