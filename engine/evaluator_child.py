@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import marshal
 import mmap
 import os
 import pickle
@@ -23,6 +24,7 @@ import socket
 import struct
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.child_process import die_with_parent
@@ -34,6 +36,7 @@ from engine.model import (
     PROCESSED,
     PROCESSING_FAILED,
     EnforcementOutcome,
+    NewExecution,
     TriggerInstance,
 )
 from engine.rules import RuleSet, load_rule
@@ -43,7 +46,7 @@ from engine.rules.kvlookup import st2kv_from_snapshot
 
 log = logging.getLogger(__name__)
 
-# Frames: a 4-byte big-endian length, then a pickle.
+# Frames: a 4-byte big-endian length, then a marshal or pickle (engine.evaluator_child.frame).
 LENGTH = struct.Struct("!I")
 PROTOCOL = 1
 # The progress page: step (bumped at each instance's start and end), busy, phase, chunk
@@ -53,11 +56,64 @@ REF_AT = 24
 REF_MAX = 512
 PAGE = 4096
 PHASES = {0: "", 1: "matching the criteria", 2: "rendering the action parameters"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    """A message as a frame: marshal (the fastest for plain data, which nearly every
+    message is), else pickle; one byte says which."""
+    try:
+        data = b"m" + marshal.dumps(message)
+    except ValueError:  # a date in a rule's parameters, a set...
+        data = b"p" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return LENGTH.pack(len(data)) + data
+
+
+def unframe(data: bytes) -> tuple[Any, ...]:
+    """The message of a frame's body (after its length)."""
+    if data[:1] == b"m":
+        return marshal.loads(memoryview(data)[1:])
+    return pickle.loads(memoryview(data)[1:])
+
+
+def instance_to_wire(instance: TriggerInstance) -> tuple[Any, ...]:
+    # What decide reads of an instance.
+    return (instance.id, instance.trigger, instance.webhook, instance.payload)
+
+
+def outcome_to_wire(outcome: EnforcementOutcome) -> tuple[Any, ...]:
+    execution = outcome.execution
+    return (
+        outcome.rule_ref,
+        outcome.status,
+        _plain(outcome.trace),
+        outcome.failure_reason,
+        None
+        if execution is None
+        else (
+            execution.action,
+            _plain(execution.parameters),
+            _plain(execution.context),
+            execution.id,
+        ),
+        outcome.once_per_key,
+        outcome.rule_id,
+        outcome.id,
+    )
+
+
+def outcome_from_wire(wire: tuple[Any, ...]) -> EnforcementOutcome:
+    rule_ref, status, trace, failure_reason, execution, once_per_key, rule_id, id_ = wire
+    return EnforcementOutcome(
+        rule_ref=rule_ref,
+        status=status,
+        trace=trace,
+        failure_reason=failure_reason,
+        execution=None if execution is None else NewExecution(*execution),
+        once_per_key=once_per_key,
+        rule_id=rule_id,
+        id=id_,
+    )
 
 
 class _Progress:
@@ -124,9 +180,17 @@ class _Evaluator:
             self._cipher = require_cipher(self.settings)
         return self._cipher.decrypt(ciphertext)
 
-    def evaluate(self, seq: int, instances: list[TriggerInstance]) -> list[tuple[Any, ...]]:
+    def evaluate(self, seq: int, wires: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         results = []
-        for index, instance in enumerate(instances):
+        for index, (instance_id, trigger, webhook, payload) in enumerate(wires):
+            instance = TriggerInstance(
+                id=instance_id,
+                trigger=trigger,
+                payload=payload,
+                occurrence_time=_EPOCH,  # not read by decide; not sent
+                status="processing",
+                webhook=webhook,
+            )
             self.progress.start(seq, index)
             try:
                 results.append(self._one(instance))
@@ -166,7 +230,7 @@ class _Evaluator:
             max_candidates=explain.max_candidates,
         )
         matched = [result.rule.ref for result in evaluations if result.matched]
-        return (status, [_plain_outcome(o) for o in outcomes], _plain(traces), matched)
+        return (status, [outcome_to_wire(o) for o in outcomes], _plain(traces), matched)
 
 
 def _failed_on(ref: str | None, reason: str) -> tuple[Any, ...]:
@@ -174,18 +238,7 @@ def _failed_on(ref: str | None, reason: str) -> tuple[Any, ...]:
         return [], None, []
     outcome = EnforcementOutcome(rule_ref=ref, status=ENFORCEMENT_FAILED, failure_reason=reason)
     record = {"rule": ref, "matched": False, "reason": reason, "trace": []}
-    return [outcome], [record], []
-
-
-def _plain_outcome(outcome: EnforcementOutcome) -> EnforcementOutcome:
-    """The outcome with only plain data in it (rendered values may be str or dict
-    subclasses carrying functions, which must not be pickled)."""
-    execution = outcome.execution
-    if execution is not None:
-        execution = dataclasses.replace(
-            execution, parameters=_plain(execution.parameters), context=_plain(execution.context)
-        )
-    return dataclasses.replace(outcome, trace=_plain(outcome.trace), execution=execution)
+    return [outcome_to_wire(outcome)], [record], []
 
 
 def _plain(value: Any) -> Any:
@@ -212,7 +265,7 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
         data = stream.read(length)
         if len(data) < length:
             return None
-        return pickle.loads(data)
+        return unframe(data)
 
     opening = read()
     if opening is None:
@@ -257,7 +310,7 @@ def _reply(seq: int, results: list[tuple[Any, ...]]) -> bytes:
         kept = []
         for result in results:
             try:
-                pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                frame(result)
             except Exception:
                 result = (PROCESSING_FAILED, [], None, [])
             kept.append(result)

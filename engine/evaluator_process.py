@@ -25,12 +25,13 @@ rules stored through the API), the next chunk is preceded by the rule definition
 their API shape (compiled templates do not cross processes) and the actions' shell
 parameters; the child rebuilds the same RuleSet from them. The st2kv snapshot travels
 the same way, only when it changed. Frames on a socket pair: a 4-byte big-endian length,
-then a pickle (both ends are the same Python and the same engine).
+then a marshal, or a pickle for what marshal cannot hold (both ends are the same Python
+and the same engine).
 - parent → child: ("open", protocol, settings, memory limit, secrets); ("rules",
   [(definition, source, line)], {action ref: shell parameters}); ("kv", snapshot);
-  ("eval", seq, [TriggerInstance, ...]).
+  ("eval", seq, [(id, trigger, webhook, payload), ...]).
 - child → parent: ("ready",) or ("failed", reason); per "eval": (seq, [(status,
-  [EnforcementOutcome], traces or None, [matched rule ref])]).
+  [outcome as a tuple], traces or None, [matched rule ref])]).
 """
 
 from __future__ import annotations
@@ -53,7 +54,19 @@ from typing import Any
 from engine.child_process import child_environment, python_module_command, reap
 from engine.config import Settings
 from engine.errors import EvaluatorUnavailable
-from engine.evaluator_child import LENGTH, PAGE, PHASES, PROGRESS, PROTOCOL, REF_AT, REF_MAX, frame
+from engine.evaluator_child import (
+    LENGTH,
+    PAGE,
+    PHASES,
+    PROGRESS,
+    PROTOCOL,
+    REF_AT,
+    REF_MAX,
+    frame,
+    instance_to_wire,
+    outcome_from_wire,
+    unframe,
+)
 from engine.model import (
     ENFORCEMENT_FAILED,
     PROCESSING_FAILED,
@@ -417,7 +430,7 @@ class _Child:
         if self._kv is not kv:
             frames.append(frame(("kv", kv)))
             self._kv = kv
-        frames.append(frame(("eval", seq, instances)))
+        frames.append(frame(("eval", seq, [instance_to_wire(i) for i in instances])))
         try:
             self._writer.write(b"".join(frames))
             await self._writer.drain()
@@ -432,7 +445,10 @@ class _Child:
         finally:
             if future.done():
                 self._call = None
-        return [Verdict(*result) for result in reply]
+        return [
+            Verdict(status, [outcome_from_wire(o) for o in outcomes], traces, matched)
+            for status, outcomes, traces, matched in reply
+        ]
 
     def _answered_late(self, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -471,11 +487,14 @@ class _Child:
         how = "its socket closed"
         try:
             while True:
-                reply = await _read_frame(self._reader)
+                try:
+                    reply = await _read_frame(self._reader)
+                except pickle.UnpicklingError as exc:
+                    raise ValueError(str(exc)) from exc
                 call = self._call
                 if call is not None and call[0] == reply[0] and not call[1].done():
                     call[1].set_result(reply[1])
-        except (OSError, EOFError, asyncio.IncompleteReadError, pickle.UnpicklingError) as exc:
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError) as exc:
             how = type(exc).__name__
         finally:
             for task in self._tasks:
@@ -550,4 +569,4 @@ def _page_file() -> int:
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
     (length,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
-    return pickle.loads(await reader.readexactly(length))
+    return unframe(await reader.readexactly(length))
