@@ -81,7 +81,7 @@ class WorkerSettings:
     # process is killed and replaced, and the instance ends processing_failed.
     rules_eval_timeout: float = 5.0
     # Address space of each evaluator process, MiB (0: unlimited); an evaluation that
-    # needs more fails with that reason.
+    # needs more fails (MemoryError) instead of exhausting the machine.
     rules_eval_memory_mb: int = 1024
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5

@@ -18,7 +18,8 @@ wall-clock budget per instance (`workers.rules_eval_timeout`):
   instance it was on as a suspect: evaluated again alone, it is processing_failed only if
   it takes a second child down with it. Nothing else in the chunk is lost.
 - With `workers.rules_eval_memory_mb`, each child runs under an address-space limit: an
-  evaluation that needs more fails with that reason (MemoryError, inside the child).
+  evaluation that needs more fails with MemoryError inside the child (a template error
+  like any other, or "exceeded its memory limit" outside templates).
 
 The child holds the rules: when the worker's rule set or pack set changes (reload,
 rules stored through the API), the next chunk is preceded by the rule definitions in

@@ -248,3 +248,22 @@ async def test_a_billion_laughs_rule_file_is_refused_on_reload_and_old_rules_ser
         instance = await post(client, "k", {})
         assert await final_status(client, instance) == "processed"
         assert await executions_parameters(client, instance) == [{"v": "old"}]
+
+
+async def test_an_evaluation_past_the_memory_limit_fails_and_the_evaluator_goes_on(tmp_path):
+    # Each iteration keeps 1 MB more: past 256 MiB of address space the child refuses it.
+    grow = "{% set ns.a = ns.a + ['x' * 1000000 + i|string] %}"
+    hog = f'x: "{{% set ns = namespace(a=[]) %}}{{% for i in range(100000) %}}{grow}{{% endfor %}}"'
+    rules = {"hog": rule("hog", "hog", hog)}
+    settings = settings_for(tmp_path, rules, rules_eval_memory_mb=256, rules_eval_timeout=30.0)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        instance = await post(client, "hog", {})
+        fine = await post(client, "hog", {})
+        # A template error like any other: its enforcement failed, saying MemoryError.
+        assert await final_status(client, instance) == "processed"
+        (enforcement,) = await enforcements(client, instance)
+        assert enforcement["status"] == "failed"
+        assert "MemoryError" in enforcement["failure_reason"]
+        assert await final_status(client, fine) == "processed"
+        # The same evaluator went on: nothing had to be killed.
+        assert client.server.app[RUNTIME].evaluator.restarts == 0
