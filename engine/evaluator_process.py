@@ -213,7 +213,7 @@ class EvaluatorPool:
             child = await self._acquire()
             try:
                 results = await child.evaluate(
-                    [instances[i] for i in batch], kv, rules, self._rules_for(rules)
+                    [instances[i] for i in batch], kv, self._rules_for(rules)
                 )
             except _ChildLost as lost:
                 self._lost(child)
@@ -416,9 +416,11 @@ class _Child:
         return child
 
     async def evaluate(
-        self, instances: list[TriggerInstance], kv: Any, rules: RulesInput, message
+        self, instances: list[TriggerInstance], kv: Any, rules: tuple[Any, tuple[Any, ...]]
     ) -> list[Verdict]:
-        key, rules_message = message
+        """The verdicts on `instances`; `rules` is (their key, the rules message), sent
+        first when this child has other rules. Raises _ChildLost."""
+        key, rules_message = rules
         if self._gone is not None:
             raise self._gone
         seq = next(self._seq)
@@ -433,11 +435,10 @@ class _Child:
             self._kv = kv
         frames.append(frame(("eval", seq, [instance_to_wire(i) for i in instances])))
         try:
-            self._writer.write(b"".join(frames))
-            await self._writer.drain()
-        except OSError:
-            pass  # the reply reader sees the same end and fails the future
-        try:
+            # A closed socket: the reply reader sees the same end and fails the future.
+            with contextlib.suppress(OSError):
+                self._writer.write(b"".join(frames))
+                await self._writer.drain()
             # Shielded: a cancelled caller leaves the chunk to finish (or be killed).
             reply = await asyncio.shield(future)
         except asyncio.CancelledError:
