@@ -178,24 +178,22 @@ async def test_catastrophic_regexes_do_not_stall_the_http_loop(tmp_path):
 
 
 async def test_killing_the_evaluator_mid_chunk_loses_nothing(tmp_path):
-    slow = 'x: "{% for i in range(300) %}{% for j in range(1000) %}{% endfor %}{% endfor %}ok"'
+    # About a second of work per instance: the kill lands while the chunk is evaluated.
+    slow = 'x: "{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}ok"'
     rules = {"slow": rule("slow", "busy", slow)}
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
-        runtime = client.server.app[RUNTIME]
-        warm = await post(client, "busy", {"n": -1})
-        assert await final_status(client, warm) == "processed"
-        ids = [await post(client, "busy", {"n": n}) for n in range(12)]
-        evaluator = runtime.evaluator
-        # Killed while it works on the chunk.
-        await asyncio.sleep(0.3)
+    settings = settings_for(tmp_path, rules, rules_eval_timeout=60.0)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        evaluator = client.server.app[RUNTIME].evaluator
         (pid,) = evaluator.pids
+        ids = [await post(client, "busy", {"n": n}) for n in range(4)]
+        await asyncio.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
-        statuses = [await final_status(client, i) for i in ids]
-        assert statuses == ["processed"] * 12
+        statuses = [await final_status(client, i, timeout=55) for i in ids]
+        assert statuses == ["processed"] * 4
         for instance_id in ids:
             assert await executions_parameters(client, instance_id) == [{"x": "ok"}]
         assert evaluator.restarts >= 1
-        assert evaluator.pids and evaluator.pids != [pid]
+        assert evaluator.pids and pid not in evaluator.pids
 
 
 async def test_reloaded_rules_are_the_ones_the_evaluator_uses(tmp_path):
