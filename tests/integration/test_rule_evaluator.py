@@ -267,3 +267,19 @@ async def test_an_evaluation_past_the_memory_limit_fails_and_the_evaluator_goes_
         assert await final_status(client, fine) == "processed"
         # The same evaluator went on: nothing had to be killed.
         assert client.server.app[RUNTIME].evaluator.restarts == 0
+
+
+async def test_a_payload_whose_aliases_stand_for_gigabytes_of_parameters_fails_in_the_child(
+    tmp_path,
+):
+    # Within the alias and node limits (9,000 aliases), but each alias is a 5 KB string:
+    # the parameter stood for 45 MB that the worker's own process encoded and stored.
+    rules = {"yaml": rule("from_yaml", "yaml", 'y: "{{ trigger.body.y | from_yaml_string }}"')}
+    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+        wide = "a: &a " + "x" * 5000 + "\nb: [" + ", ".join(["*a"] * 9000) + "]"
+        instance = await post(client, "yaml", {"y": wide})
+        assert await final_status(client, instance) == "processed"
+        (enforcement,) = await enforcements(client, instance)
+        assert enforcement["status"] == "failed"
+        assert "stands for more than" in enforcement["failure_reason"]
+        assert enforcement["execution_id"] is None
