@@ -296,7 +296,9 @@ class EvaluatorPool:
                 raise EvaluatorUnavailable(
                     f"no rule evaluator process was available for {_OPEN_TIMEOUT:.0f}s"
                 ) from None
-            if child in self._children:  # not one that ended while idle
+            # Not one that ended while idle (its socket closes first): a chunk sent to it
+            # would be lost without naming an instance, and blamed on a lone one.
+            if child in self._children and not child._writer.is_closing():
                 return child
 
     def _release(self, child: _Child) -> None:
