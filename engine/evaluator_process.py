@@ -87,9 +87,6 @@ _EXIT_WAIT = 5.0
 # A child holding a chunk without evaluating any of it (reading it, building rules) for
 # this long past the budget is stuck: killed, and the chunk evaluated again elsewhere.
 _STUCK_MARGIN = 30.0
-# Children that died in a row without naming an instance before the worker gives up on
-# the chunk (its instances are released and claimed again later).
-_MAX_BLIND_DEATHS = 3
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,6 @@ class EvaluatorPool:
         verdicts: dict[int, Verdict] = {}
         todo = list(range(len(instances)))
         suspects: set[int] = set()
-        blind_deaths = 0
         while todo:
             # A suspect (its child died on it) is tried again alone: a second death is its.
             alone = [i for i in todo if i in suspects][:1]
@@ -219,15 +215,18 @@ class EvaluatorPool:
                 )
             except _ChildLost as lost:
                 self._lost(child)
-                if lost.culprit is None or lost.culprit.index >= len(batch):
-                    blind_deaths += 1
-                    if blind_deaths >= _MAX_BLIND_DEATHS:
-                        raise EvaluatorUnavailable(
-                            f"rule evaluator processes ended {blind_deaths} times in a row "
-                            f"({lost.how})"
-                        ) from None
+                if lost.culprit is not None and lost.culprit.index < len(batch):
+                    culprit = batch[lost.culprit.index]
+                elif len(batch) > 1:
+                    # Dead outside every instance (reading the chunk, answering it): the
+                    # chunk itself may be what kills it (too large for the memory
+                    # limit), and sending it again would end the same way for ever.
+                    # Each of its instances is tried alone instead (a second death is its).
+                    suspects.update(batch)
                     continue
-                culprit = batch[lost.culprit.index]
+                else:  # alone, so the death is its own
+                    culprit = batch[0]
+                    lost.culprit = _Culprit(0, None, "")
                 if lost.timed_out or culprit in suspects:
                     verdicts[culprit] = self._poisoned(instances[culprit], lost, rules)
                     todo.remove(culprit)
@@ -297,7 +296,9 @@ class EvaluatorPool:
                 raise EvaluatorUnavailable(
                     f"no rule evaluator process was available for {_OPEN_TIMEOUT:.0f}s"
                 ) from None
-            if child in self._children:  # not one that ended while idle
+            # Not one that ended while idle (its socket closes first): a chunk sent to it
+            # would be lost without naming an instance, and blamed on a lone one.
+            if child in self._children and not child._writer.is_closing():
                 return child
 
     def _release(self, child: _Child) -> None:

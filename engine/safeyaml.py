@@ -66,8 +66,38 @@ def construct(node: yaml.Node, *, file: str | None = None) -> Any:
         return loader.construct_document(node)
     except RecursionError:
         raise YamlLimitError("YAML nested too deeply to be read", file=file) from None
+    except ValueError as exc:  # an int of more than 4,300 digits (Python's own limit)
+        raise _error(
+            f"YAML value cannot be read: {str(exc).split(';')[0]}; quote it to keep it as text",
+            _unconstructible(node) or node,
+            file,
+        ) from None
     finally:
         loader.dispose()
+
+
+def _unconstructible(root: yaml.Node) -> yaml.Node | None:
+    """The first scalar the safe constructor refuses with ValueError (to locate it)."""
+    loader = yaml.SafeLoader("")
+    seen: set[int] = set()
+    stack = [root]
+    try:
+        while stack:
+            current = stack.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            if isinstance(current, yaml.ScalarNode):
+                try:
+                    loader.construct_object(current)
+                except ValueError:
+                    return current
+                except Exception:  # only locating: other errors are not this one
+                    continue
+            stack.extend(reversed(_children(current)))
+    finally:
+        loader.dispose()
+    return None
 
 
 def check_expansion(

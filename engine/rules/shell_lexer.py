@@ -41,6 +41,9 @@ _STDIN_CODE_READERS = _RESHELLING_ANYWHERE | frozenset(
         "tclsh", "wish", "pwsh", "osascript", "xargs", "at", "batch", "source", ".",
     }
 )  # fmt: skip
+# Compound commands: one after a pipe runs its inner commands on the piped stdin
+# (`| (sh)`, `| while read l; do eval "$l"; done`), which is not followed: refused.
+_COMPOUND_OPENERS = frozenset({"{", "while", "until", "if", "for", "case", "select"})
 # find's options whose next word is a command name.
 _EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
 # Commands that run their (later) arguments as a command: the word after one is a command
@@ -318,13 +321,19 @@ class ShellLexer:
             self.newline(frame)
         elif char in ";|":
             self.end_word(frame)
+            # `||` (a second | where a command name was due) does not feed its stdin.
+            or_list = char == "|" and frame.piped and frame.candidate and frame.kind == _TOP
             self.end_command(frame)
-            frame.piped = char == "|"  # (`||` too: conservative)
+            frame.piped = char == "|" and not or_list
         elif char == "&":
             self.end_word(frame)
+            if frame.piped and frame.candidate and frame.kind == _TOP:
+                return  # |& (bash): a pipe of stdout and stderr, still a pipe
             self.pending = "&"
         elif char == "(":
             starts_word = frame.word is None
+            if frame.piped and frame.candidate and starts_word and frame.kind == _TOP:
+                self.feeds_code = self.feeds_code or "a compound command (( ... ))"
             self.end_word(frame)
             self.end_command(frame)
             if frame.kind != _TOP:
@@ -393,6 +402,8 @@ class ShellLexer:
             return  # an argument, or NAME=value before the command (or after env)
         if frame.piped and (not literal or name in _STDIN_CODE_READERS):
             self.feeds_code = self.feeds_code or (name if literal else "a non-literal command")
+        if frame.piped and literal and name in _COMPOUND_OPENERS:
+            self.feeds_code = self.feeds_code or f"a compound command ({name} ...)"
         if not literal:
             frame.dynamic_command = True
         elif name in _RESHELLING_COMMANDS:

@@ -33,6 +33,10 @@ from jinja2.sandbox import MAX_RANGE
 #: A rendered string (or any intermediate str/list a template builds) longer than this
 #: is refused.
 MAX_RENDERED_CHARS = 1 << 20
+#: Data a native value ({{ expr }} alone) may stand for, counting a value shared by
+#: reference (a YAML alias, a repeated list) once per reference: the rules worker's
+#: process encodes it whole as JSON.
+MAX_NATIVE_CHARS = 16 << 20
 #: Iterations of all {% for %} loops in one render, nested loops multiplied.
 MAX_LOOP_ITERATIONS = 200_000
 # JSON indentation beyond this only wastes memory (indent times depth per line).
@@ -380,3 +384,28 @@ def sized_parts(parts: tuple) -> tuple:
     """The parts of ``a ~ b ~ ...``, refused if their joined text would be too large."""
     _refuse("'~'", sum(len(part) if isinstance(part, str) else len(str(part)) for part in parts))
     return parts
+
+
+def check_native_size(value: Any) -> None:
+    """Refuse a native value standing for more than MAX_NATIVE_CHARS of data (strings
+    counted by length, every other item as one), stopping as soon as it is past."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 1
+        elif isinstance(item, dict):
+            total += 1
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            total += 1
+            stack.extend(item)
+        else:
+            total += 1
+        if total > MAX_NATIVE_CHARS:
+            raise SecurityError(
+                f"the template's value stands for more than {MAX_NATIVE_CHARS:,} characters "
+                "of data (shared parts counted each time they are used); build less"
+            )

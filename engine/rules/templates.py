@@ -472,6 +472,7 @@ class Template:
 
     def _native_value(self, value: Any) -> Any:
         _require_data(value)
+        template_limits.check_native_size(value)
         if isinstance(value, str):
             if value == _NONE_MARKER:
                 return None

@@ -111,7 +111,7 @@ def parse_yaml(text: str, file: str | None = None) -> Located:
             column=mark.column + 1 if mark else None,
         ) from None
     except YamlLimitError as exc:
-        raise RuleLoadError(exc.message, file=file) from None
+        raise RuleLoadError(exc.message, file=file, line=exc.line, column=exc.column) from None
     marks: dict[Path, tuple[int, int]] = {}
     _collect_marks(node, (), marks)
     return Located(data, marks, file)

@@ -5,6 +5,9 @@ instance for good. Real app, real SQLite file, real evaluator processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
+import json
 import os
 import resource
 import signal
@@ -267,3 +270,44 @@ async def test_an_evaluation_past_the_memory_limit_fails_and_the_evaluator_goes_
         assert await final_status(client, fine) == "processed"
         # The same evaluator went on: nothing had to be killed.
         assert client.server.app[RUNTIME].evaluator.restarts == 0
+
+
+async def test_a_payload_whose_aliases_stand_for_gigabytes_of_parameters_fails_in_the_child(
+    tmp_path,
+):
+    # Within the alias and node limits (9,000 aliases), but each alias is a 5 KB string:
+    # the parameter stood for 45 MB that the worker's own process encoded and stored.
+    rules = {"yaml": rule("from_yaml", "yaml", 'y: "{{ trigger.body.y | from_yaml_string }}"')}
+    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+        wide = "a: &a " + "x" * 5000 + "\nb: [" + ", ".join(["*a"] * 9000) + "]"
+        instance = await post(client, "yaml", {"y": wide})
+        assert await final_status(client, instance) == "processed"
+        (enforcement,) = await enforcements(client, instance)
+        assert enforcement["status"] == "failed"
+        assert "stands for more than" in enforcement["failure_reason"]
+        assert enforcement["execution_id"] is None
+
+
+async def test_a_chunk_that_kills_its_child_before_any_instance_is_split_not_retried_for_ever(
+    tmp_path,
+):
+    # Thirty-two 1.9 MB payloads claimed together: their chunk alone is more than the
+    # child's memory limit, so the child dies reading it (no instance named). Each
+    # instance fits on its own: they must be decided, not released and re-claimed for ever.
+    rules = {"big": rule("big", "big", "v: 1")}
+    settings = settings_for(tmp_path, rules, rules_eval_memory_mb=150)
+    api_only = dataclasses.replace(settings, roles=("api",))
+    async with TestClient(TestServer(create_app(api_only))) as client:
+        ids = []
+        for n in range(32):
+            body = io.BytesIO(json.dumps({"x": f"{n}" + "x" * 1_900_000}).encode())
+            headers = {"Content-Type": "application/json"}
+            response = await client.post("/webhooks/big", data=body, headers=headers)
+            assert response.status == 202, await response.text()
+            ids.append((await response.json())["id"])
+    async with TestClient(TestServer(create_app(settings))) as client:
+        statuses = [await final_status(client, i, timeout=45) for i in ids]
+        assert statuses == ["processed"] * 32
+        for instance_id in ids:
+            assert await executions_parameters(client, instance_id) == [{"v": 1}]
+        assert client.server.app[RUNTIME].evaluator.restarts >= 1

@@ -101,3 +101,19 @@ def test_from_yaml_string_refuses_a_bomb_in_the_payload():
     assert template.render({"trigger": {"body": {"y": "a: [1, 2]"}}}) == {"a": [1, 2]}
     with pytest.raises(TemplateError, match="more than 100,000 nodes"):
         template.render({"trigger": {"body": {"y": alias_bomb()}}})
+
+
+def test_an_integer_too_long_to_convert_is_a_yaml_error_not_a_crash(tmp_path):
+    # Python refuses int() of more than 4,300 digits with ValueError, which escaped the
+    # rule loader: one such rule file stopped `serve` (and `rule validate`) with a traceback.
+    text = "a: 1\nn: " + "9" * 5000 + "\n"
+    with pytest.raises(YamlLimitError, match=r"r\.yaml:2:4: YAML value cannot be read") as raised:
+        safeyaml.safe_load(text, file="r.yaml")
+    assert "4300 digits" in str(raised.value)
+    rule_file = tmp_path / "r.yaml"
+    rule_file.write_text(
+        "name: big\npack: t\ntrigger: {type: core.st2.webhook, parameters: {url: big}}\n"
+        "action: {ref: core.noop, parameters: {n: " + "9" * 5000 + "}}\n"
+    )
+    with pytest.raises(RuleLoadError, match=r"r\.yaml:4:.*4300 digits"):
+        load_rule(rule_file)

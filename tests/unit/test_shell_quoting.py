@@ -91,6 +91,15 @@ REFUSED = [
     ("echo {{ trigger.body.x }} | tee >(bash) >/dev/null", "pipes into bash"),
     ("echo {{ trigger.body.x }} > >(sh)", "pipes into sh"),
     ("echo {{ trigger.body.x }} | sh {% if trigger.body.q %}-x{% endif %}", "pipes into sh"),
+    # A subshell or bash's |& after the pipe (/bin/sh is bash on some systems).
+    ("echo {{ trigger.body.x }} |& sh", "pipes into sh"),
+    ("echo {{ trigger.body.x }} | (sh)", "pipes into a compound command"),
+    ("echo {{ trigger.body.x }} | ( cd /tmp && sh )", "pipes into a compound command"),
+    ("echo {{ trigger.body.x }} | { true; sh; }", "pipes into a compound command ({ ...)"),
+    (
+        'echo {{ trigger.body.x }} | while read -r l; do eval "$l"; done',
+        "pipes into a compound command (while ...)",
+    ),
     (". /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of ."),
     ("source /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of source"),
 ]
@@ -183,6 +192,8 @@ SAFE = [
     "printf '%s\\n' \"before {{ v }} after\" 'it''s {{ v }}'",
     "printf '%s\\n' {{ v }} | cat && printf '%s\\n' {{ v }} || false",
     "printf '%s\\n' {{ v }} | grep -v python | tr x x",
+    "printf '%s\\n' {{ v }} || { echo failed; exit 1; }",
+    "printf '%s\\n' {{ v }} || (echo failed) || sh -c 'exit 1'",
     "printf '%s\\n' {{ v }} > out.txt; cat < out.txt",
     "printf '%s\\n' {{ v }} 2>/dev/null",
     "V={{ v }}; printf '%s\\n' \"$V\"",

@@ -234,3 +234,26 @@ def test_loops_keep_their_loop_variables():
     tree = "{% for n in nodes recursive %}{{ n.name }}{{ loop(n.kids) }}{% endfor %}"
     nodes = [{"name": "a", "kids": [{"name": "b", "kids": []}]}]
     assert render(tree, {"nodes": nodes}) == "ab"
+
+
+@pytest.mark.parametrize(
+    ("source", "context"),
+    [
+        # Each step is within the sequence bound; together a 100 MB value, one string
+        # shared 100 times, which the rules worker would then encode as 100 MB of JSON.
+        ("{{ ['x' * 1000000] * 100 }}", {}),
+        # An alias-expanded YAML value: a few KB of payload standing for 45 MB.
+        (
+            "{{ y | from_yaml_string }}",
+            {"y": "a: &a " + "x" * 5000 + "\nb: [" + ", ".join(["*a"] * 9000) + "]"},
+        ),
+    ],
+)
+def test_a_native_value_standing_for_too_much_data_is_refused(source, context):
+    with pytest.raises(TemplateError, match="stands for more than"):
+        compile_template(source).render(context)
+
+
+def test_a_native_value_of_ordinary_size_is_kept():
+    value = compile_template("{{ ['x' * 1000] * 100 }}").render({})
+    assert value == ["x" * 1000] * 100
