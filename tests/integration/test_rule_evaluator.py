@@ -184,7 +184,7 @@ async def test_catastrophic_regexes_do_not_stall_the_http_loop(tmp_path):
 
 async def test_killing_the_evaluator_mid_chunk_loses_nothing(tmp_path):
     # About a second of work per instance: the kill lands while the chunk is evaluated.
-    slow = 'x: "{% for i in range(300) %}{% set s = (\'x\' * 1000000).upper() %}{% endfor %}ok"'
+    slow = "x: \"{% for i in range(300) %}{% set s = ('x' * 1000000).upper() %}{% endfor %}ok\""
     rules = {"slow": rule("slow", "busy", slow)}
     settings = settings_for(tmp_path, rules, rules_eval_timeout=60.0)
     async with TestClient(TestServer(create_app(settings))) as client:
