@@ -53,9 +53,9 @@ from typing import Any
 from engine.config import Settings, StoreSettings
 from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
 from engine.hook_payload import NamedHookPost
-from engine.http.bodies import stored_body_text
 from engine.logs import scrubber
 from engine.model import Accepted, NewTriggerInstance
+from engine.request_bodies import stored_body_text
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.codec import UnstorableValue, as_utc
