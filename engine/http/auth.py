@@ -25,6 +25,7 @@ from engine.apikeys import ApiKey, key_prefix, new_api_key
 from engine.config import Settings
 from engine.errors import AuthError, ConfigError, IngestError
 from engine.http import rbac
+from engine.http.context import RUNTIME
 from engine.http.hookdefs import WebhookDefinition, load_definitions
 from engine.logs import register_secrets
 from engine.model import utcnow
@@ -206,8 +207,6 @@ def install(app: web.Application, settings: Settings, store: Store) -> None:
 
 
 async def _on_start(app: web.Application) -> AsyncIterator[None]:
-    from engine.http.app import RUNTIME
-
     gate = app[GATEKEEPER]
     runtime = app[RUNTIME]
     packs = getattr(runtime, "packs", None)

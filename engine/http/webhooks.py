@@ -23,9 +23,9 @@ from aiohttp import web
 from engine.errors import EngineError, IngestError
 from engine.hook_payload import NamedHookPost
 from engine.hook_payload import text as hook_text
-from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.content_coding import content_coding, decode_body
+from engine.http.context import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.expect import continue_within
 from engine.http.hookdefs import WebhookDefinition
 from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
