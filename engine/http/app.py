@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from engine import metrics
 from engine.config import Settings
 from engine.errors import StoreError
 from engine.http import (
@@ -23,6 +22,7 @@ from engine.http import (
     cancel_api,
     expect,
     keys_api,
+    metrics_api,
     operations_api,
     outbound_api,
     rules_api,
@@ -64,7 +64,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         rules_api.add_routes(app)
         cancel_api.add_routes(app)
         operations_api.add_routes(app)
-    metrics.install(app)
+    metrics_api.install(app)
     for context in role_contexts(settings.roles):
         app.cleanup_ctx.append(context)
     add_unknown_route(app)

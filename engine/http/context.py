@@ -28,6 +28,8 @@ from engine.store import UnstorableValue
 log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
+# The app's engine.metrics.Metrics (engine.http.metrics_api installs it).
+METRICS = web.AppKey("metrics", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
