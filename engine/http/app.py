@@ -33,7 +33,8 @@ from engine.http.guard import add_unknown_route, check_all_guarded, guarded
 from engine.ingest_process import IngestProcess
 from engine.runtime import Runtime
 from engine.store import create_store
-from engine.workers import role_contexts, rule_sync
+from engine.workers import rule_sync
+from engine.workers.lifecycle import role_contexts
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         cancel_api.add_routes(app)
         operations_api.add_routes(app)
     metrics_api.install(app)
-    for context in role_contexts(settings.roles):
+    for context in role_contexts(settings.roles, runtime):
         app.cleanup_ctx.append(context)
     add_unknown_route(app)
     expect.install(app)
