@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine import safeyaml
+from engine.errors import ConfigError, YamlLimitError
 
 ENV_PREFIX = "HOOKYARD_"
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -78,6 +79,15 @@ class WorkerSettings:
     # worker died each time, e.g. a rule crashed the process) is marked processing_failed
     # instead of being evaluated again.
     rules_max_claims: int = 5
+    # Rules are evaluated (criteria matched, action parameters rendered) in child
+    # processes (engine.evaluator_process), never on the HTTP loop: this many.
+    rules_eval_processes: int = 1
+    # Seconds the evaluation of one trigger instance may take; past it the evaluator
+    # process is killed and replaced, and the instance ends processing_failed.
+    rules_eval_timeout: float = 5.0
+    # Address space of each evaluator process, MiB (0: unlimited); an evaluation that
+    # needs more fails (MemoryError) instead of exhausting the machine.
+    rules_eval_memory_mb: int = 1024
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.
@@ -236,9 +246,11 @@ def load_settings(
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from exc
         try:
-            loaded = yaml.safe_load(text)
+            loaded = safeyaml.safe_load(text, file=source)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+        except YamlLimitError as exc:
+            raise ConfigError(str(exc)) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -297,8 +309,8 @@ _GLOBAL_WEBHOOK_VARS = {
 
 def _parse_env_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+        return safeyaml.safe_load(raw) if raw.strip() else raw
+    except (yaml.YAMLError, YamlLimitError):
         return raw
 
 
@@ -343,6 +355,8 @@ _POSITIVE = {
     ("ingest", "max_form_fields"),
     ("workers", "rules_share_while_ingesting"),
     ("workers", "rules_max_claims"),
+    ("workers", "rules_eval_processes"),
+    ("workers", "rules_eval_timeout"),
 }
 
 

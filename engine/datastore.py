@@ -23,7 +23,7 @@ from engine.kv import (
 )
 from engine.kvcrypto import DatastoreCipher, load_cipher, require_cipher
 from engine.model import utcnow
-from engine.rules.kvlookup import KeyScope, SecretValue, build_st2kv
+from engine.rules.kvlookup import KeyScope, KvSnapshot, st2kv_from_snapshot
 from engine.store.base import Store
 
 
@@ -35,6 +35,7 @@ class Datastore:
         self._pairs: list[KeyValuePair] | None = None
         self._loaded_at = 0.0
         self._views: dict[str, dict[str, KeyScope]] = {}
+        self._snapshots: dict[str, KvSnapshot] = {}
         self._lock = asyncio.Lock()
 
     # --- reading and writing ---------------------------------------------------------
@@ -103,32 +104,56 @@ class Datastore:
         """`st2kv` for templates rendered on behalf of `user`: the system scope and that
         user's keys; secrets as SecretValue ciphertext that only `| decrypt_kv` opens."""
         async with self._lock:
-            fresh = time.monotonic() - self._loaded_at < self.settings.datastore.cache_seconds
-            if self._pairs is None or not fresh:
-                self._pairs = await self.store.list_kv()
-                self._loaded_at = time.monotonic()
-                self._views = {}
+            self._forget_if_stale()
+            if self._pairs is None:
+                await self._load()
             view = self._views.get(user)
             if view is None:
-                view = self._views[user] = self._build_view(self._pairs, user)
+                snapshot = self._snapshot(user)
+                reveal = self._template_reveal() if _has_secrets(snapshot) else _no_secrets
+                view = self._views[user] = st2kv_from_snapshot(snapshot, reveal)
             return view
+
+    async def st2kv_snapshot(self, user: str) -> KvSnapshot:
+        """`st2kv` for `user` as plain data, for the evaluator process (which decrypts
+        with its own key); the same object for as long as the loaded copy is reused."""
+        async with self._lock:
+            self._forget_if_stale()
+            if self._pairs is None:
+                await self._load()
+            snapshot = self._snapshots.get(user)
+            if snapshot is None:
+                snapshot = self._snapshots[user] = self._snapshot(user)
+            return snapshot
 
     def invalidate(self) -> None:
         """Forget the loaded copy: the next st2kv() reads the store again."""
         self._pairs = None
         self._views = {}
+        self._snapshots = {}
 
-    def _build_view(self, pairs: list[KeyValuePair], user: str) -> dict[str, KeyScope]:
+    def _forget_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at >= self.settings.datastore.cache_seconds:
+            self.invalidate()
+
+    async def _load(self) -> None:
+        self._pairs = await self.store.list_kv()
+        self._loaded_at = time.monotonic()
+        self._views = {}
+        self._snapshots = {}
+
+    def _snapshot(self, user: str) -> KvSnapshot:
         now = utcnow()
-        live = [p for p in pairs if p.expire_timestamp is None or p.expire_timestamp > now]
-        reveal = self._template_reveal() if any(p.secret for p in live) else _no_secrets
-
-        def shown(pair: KeyValuePair) -> Any:
-            return SecretValue(pair.value, reveal) if pair.secret else pair.value
-
-        return build_st2kv(
-            [(p.name, shown(p)) for p in live if p.scope == SYSTEM_SCOPE],
-            [(p.name, shown(p)) for p in live if p.scope == USER_SCOPE and p.user == user],
+        live = [
+            p for p in self._pairs or () if p.expire_timestamp is None or p.expire_timestamp > now
+        ]
+        return (
+            tuple((p.name, p.value, p.secret) for p in live if p.scope == SYSTEM_SCOPE),
+            tuple(
+                (p.name, p.value, p.secret)
+                for p in live
+                if p.scope == USER_SCOPE and p.user == user
+            ),
         )
 
     def _template_reveal(self):
@@ -156,6 +181,10 @@ class Datastore:
             self._cipher = load_cipher(self.settings, create=True)
         assert self._cipher is not None  # create=True always yields one
         return self._cipher
+
+
+def _has_secrets(snapshot: KvSnapshot) -> bool:
+    return any(secret for scope in snapshot for _, _, secret in scope)
 
 
 def _no_secrets(ciphertext: str) -> str:  # pragma: no cover - no SecretValue uses it

@@ -90,6 +90,10 @@ class ShellContextError(TemplateError):
     unknown or unsafe ($(...), backticks, here-documents, sh -c...); the value belongs in env."""
 
 
+class EvaluatorUnavailable(RuleError):
+    """Raised when no rule evaluator process can be started to decide trigger instances."""
+
+
 # --- registries --------------------------------------------------------------
 
 
@@ -192,3 +196,13 @@ class CriterionTypeError(RuleError):
 
     The evaluator catches it: the criterion fails with this message as its reason.
     """
+
+
+# --- YAML --------------------------------------------------------------------
+
+
+class YamlLimitError(LocatedError):
+    """Raised when a YAML document's aliases expand past the limit (an alias bomb), refer
+    to themselves, or nest too deeply to be read (engine.safeyaml)."""
+
+    unnamed_origin = "<yaml>"

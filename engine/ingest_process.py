@@ -38,7 +38,6 @@ import faulthandler
 import itertools
 import logging
 import marshal
-import os
 import signal
 import socket
 import struct
@@ -50,6 +49,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.child_process import child_environment as _child_environment
+from engine.child_process import python_module_command
+from engine.child_process import reap as _reap
 from engine.config import Settings, StoreSettings
 from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
 from engine.hook_payload import NamedHookPost
@@ -380,25 +382,8 @@ class _Child:
         await _reap(self.process)
 
 
-async def _reap(process: asyncio.subprocess.Process) -> None:
-    """Kill `process` (if it still runs) and wait for its exit."""
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    await process.wait()
-
-
 def _child_command(fd: int) -> list[str]:
-    # -P: the working folder is not put first on the child's import path (a stray
-    # engine/ there must not be imported); the API process's own path is given instead.
-    return [sys.executable, "-P", "-m", "engine.ingest_process", str(fd)]
-
-
-def _child_environment() -> dict[str, str]:
-    """The API process's environment, its import path included: the child imports the
-    same engine package, wherever it came from."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(entry for entry in sys.path if entry)
-    return environment
+    return python_module_command("engine.ingest_process", str(fd))
 
 
 def _answer(result: tuple[Any, ...]) -> Accepted | EngineError:

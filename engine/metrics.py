@@ -115,11 +115,10 @@ class Metrics:
         if handler is not None:
             handler(*details)
 
-    def _on_rules_evaluated(self, status: str, evaluations: Any) -> None:
+    def _on_rules_evaluated(self, status: str, matched: Any) -> None:
         self.trigger_instances.labels(status).inc()
-        for result in evaluations:
-            if result.matched:
-                self.rule_matches.labels(result.rule.ref).inc()
+        for ref in matched:  # refs of the rules that matched
+            self.rule_matches.labels(ref).inc()
 
     def _on_execution_finished(self, execution: Any) -> None:
         self.executions.labels(execution.action, execution.status).inc()

@@ -50,6 +50,8 @@ class Runtime:
     # The api role's ingest writer process (engine.ingest_process), when webhooks
     # are stored by one; else by `store`.
     ingest_process: IngestProcess | None = None
+    # The rules role's evaluator processes (engine.evaluator_process.EvaluatorPool).
+    evaluator: Any = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
     # "execution_finished", "delivery_finished"...); engine.metrics subscribes. An observer
@@ -68,6 +70,8 @@ class Runtime:
             f"role {name} is not running" for name, task in self.tasks.items() if task.done()
         ]
         if self.ingest_process is not None and (problem := self.ingest_process.problem()):
+            problems.append(problem)
+        if self.evaluator is not None and (problem := self.evaluator.problem()):
             problems.append(problem)
         return problems
 

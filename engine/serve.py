@@ -16,7 +16,8 @@ import signal
 from aiohttp import web
 
 from engine.config import Settings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.http.header_timeout import HeaderTimeoutRunner
 from engine.http.operations_api import reload_app, watch_app
 

@@ -9,8 +9,9 @@ from typing import Any
 import click
 import yaml
 
+from engine import safeyaml
 from engine.cli.output import fail, print_json, print_table, short
-from engine.errors import EngineError, RuleError, RuleLoadError
+from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
 from engine.rules import load_rule, load_rules, render_parameters
 from engine.rules.loader import iter_rule_files
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
@@ -206,7 +207,9 @@ def _read_payload(file: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as json_error:
         try:
-            return yaml.safe_load(text)
+            return safeyaml.safe_load(text, file=file)
+        except YamlLimitError as exc:
+            fail(str(exc), EXIT_ERROR)
         except yaml.YAMLError:
             fail(
                 f"{file}:{json_error.lineno}:{json_error.colno}: payload is neither JSON nor "

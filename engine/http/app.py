@@ -7,6 +7,7 @@ they share (app keys, response helpers) from engine.http.context, never from her
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from engine.config import Settings
 from engine.errors import StoreError
+from engine.evaluator_process import EvaluatorPool
 from engine.http import (
     actions_api,
     api,
@@ -76,14 +78,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
-    settings = runtime.settings
     await runtime.store.open()
     try:
         runtime.load_rules()
-        if "api" in settings.roles and settings.ingest.writer_process:
-            ingest = IngestProcess(settings, runtime.store)
-            await ingest.start()
-            runtime.ingest_process = ingest
+        await _start_children(runtime)
     except BaseException:
         await runtime.store.close()
         raise
@@ -93,8 +91,31 @@ async def _store_context(app: web.Application) -> AsyncIterator[None]:
         try:
             if runtime.ingest_process is not None:
                 await runtime.ingest_process.close()
+            if runtime.evaluator is not None:
+                await runtime.evaluator.close()
         finally:
             await runtime.store.close()
+
+
+async def _start_children(runtime: Runtime) -> None:
+    """The ingest writer process (api role) and the rule evaluator processes (rules
+    role), started together; the app serves once they run."""
+    settings = runtime.settings
+    ingest = None
+    if "api" in settings.roles and settings.ingest.writer_process:
+        ingest = IngestProcess(settings, runtime.store)
+    evaluator = EvaluatorPool(settings) if "rules" in settings.roles else None
+    started = await asyncio.gather(
+        *(child.start() for child in (ingest, evaluator) if child is not None),
+        return_exceptions=True,
+    )
+    failure = next((result for result in started if isinstance(result, BaseException)), None)
+    if failure is not None:
+        for child in (ingest, evaluator):
+            if child is not None:
+                await child.close()
+        raise failure
+    runtime.ingest_process, runtime.evaluator = ingest, evaluator
 
 
 async def health(request: web.Request) -> web.Response:

@@ -22,9 +22,13 @@ from engine.model import (
 )
 from engine.rules.index import RuleEvaluation, RuleSet
 from engine.rules.render import action_context_for, render_parameters
+from engine.rules.rule import Rule
 
 # The user recorded on executions a rule requested (StackStorm records the rule's user).
 RULE_USER = "hookyard"
+# The steps `decide` reports to its `progress` callback.
+CRITERIA = "criteria"
+PARAMETERS = "parameters"
 
 
 def decide(
@@ -34,15 +38,22 @@ def decide(
     kv: Any = None,
     action_known: Callable[[str], bool] | None = None,
     parameter_kinds: Callable[[str], Mapping[str, str]] | None = None,
+    progress: Callable[[Rule, str], None] | None = None,
 ) -> tuple[list[EnforcementOutcome], list[RuleEvaluation]]:
     """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain).
 
     `action_known(ref)` says whether an action exists; `parameter_kinds(ref)` names the
     parameters of an action that render their own way (shell commands, URLs: quoted).
+    `progress(rule, step)` is told each step ("criteria", "parameters") before it starts.
     """
-    evaluations = ruleset.evaluate(instance.trigger, instance.payload, instance.webhook, kv=kv)
+    on_rule = None if progress is None else (lambda rule: progress(rule, CRITERIA))
+    evaluations = ruleset.evaluate(
+        instance.trigger, instance.payload, instance.webhook, kv=kv, on_rule=on_rule
+    )
     outcomes = []
     for result in evaluations:
+        if progress is not None and result.matched:
+            progress(result.rule, PARAMETERS)
         outcome = _outcome(result, instance, kv, action_known, parameter_kinds)
         if outcome is not None:
             outcomes.append(outcome)

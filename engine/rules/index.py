@@ -7,7 +7,7 @@ Backstop rules are candidates too but match only when no standard rule matched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,8 +109,12 @@ class RuleSet:
         *,
         kv: Any = None,
         stop_on_failure: bool = True,
+        on_rule: Callable[[Rule], None] | None = None,
     ) -> list[RuleEvaluation]:
-        """Evaluate every candidate; backstops match only if no standard rule matched."""
+        """Evaluate every candidate; backstops match only if no standard rule matched.
+
+        `on_rule(rule)` is called before each rule's criteria are evaluated (the evaluator
+        process records which rule it is in, for its watchdog)."""
         standard: list[RuleEvaluation] = []
         backstop: list[Rule] = []
         any_standard_matched = False
@@ -118,6 +122,8 @@ class RuleSet:
             if rule.rule_type == BACKSTOP:
                 backstop.append(rule)
                 continue
+            if on_rule is not None:
+                on_rule(rule)
             evaluation = rule.evaluate(payload, kv=kv, stop_on_failure=stop_on_failure)
             any_standard_matched = any_standard_matched or evaluation.matched
             standard.append(RuleEvaluation(rule, evaluation))
@@ -125,6 +131,8 @@ class RuleSet:
             if any_standard_matched:
                 evaluation = Evaluation(False, [], "a standard rule matched this trigger instance")
             else:
+                if on_rule is not None:
+                    on_rule(rule)
                 evaluation = rule.evaluate(payload, kv=kv, stop_on_failure=stop_on_failure)
             standard.append(RuleEvaluation(rule, evaluation))
         return standard

@@ -15,7 +15,15 @@ from typing import Any
 from engine.errors import TemplateError
 from engine.rules import templates
 
-__all__ = ["KeyScope", "SecretValue", "build_st2kv", "decrypt_kv", "revealing"]
+__all__ = [
+    "KeyScope",
+    "KvSnapshot",
+    "SecretValue",
+    "build_st2kv",
+    "decrypt_kv",
+    "revealing",
+    "st2kv_from_snapshot",
+]
 
 
 class SecretValue(str):
@@ -76,6 +84,24 @@ def build_st2kv(
 ) -> dict[str, KeyScope]:
     """What `st2kv` is in a template: {"system": ..., "user": ...} (name, value) pairs."""
     return {"system": KeyScope(system), "user": KeyScope(user)}
+
+
+# st2kv as plain data, for a process that builds its own view (engine.evaluator_process):
+# (system pairs, user pairs), each pair (name, value, secret).
+KvSnapshot = tuple[tuple[tuple[str, Any, bool], ...], tuple[tuple[str, Any, bool], ...]]
+
+
+def st2kv_from_snapshot(snapshot: KvSnapshot, reveal: Callable[[str], str]) -> dict[str, KeyScope]:
+    """The `st2kv` view of a snapshot; secret values are SecretValue opened by `reveal`."""
+
+    def shown(value: Any, secret: bool) -> Any:
+        return SecretValue(value, reveal) if secret else value
+
+    system, user = snapshot
+    return build_st2kv(
+        [(name, shown(value, secret)) for name, value, secret in system],
+        [(name, shown(value, secret)) for name, value, secret in user],
+    )
 
 
 def decrypt_kv(value: Any) -> str:

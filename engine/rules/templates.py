@@ -154,7 +154,15 @@ def _to_yaml_string(value: Any, indent: int = 4, allow_unicode: bool = True) -> 
 
 
 def _from_yaml_string(value: str) -> Any:
-    return yaml.safe_load(value)
+    # An alias bomb in a payload is refused here (engine.safeyaml), not expanded later.
+    # (Imported here to keep this module's import block as it was.)
+    from engine import safeyaml
+    from engine.errors import YamlLimitError
+
+    try:
+        return safeyaml.safe_load(value)
+    except YamlLimitError as exc:
+        raise TemplateError(f"from_yaml_string: {exc.message}") from None
 
 
 def _json_dumps(value: Any) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from engine.errors import RuleLoadError
+from engine import safeyaml
+from engine.errors import RuleLoadError, YamlLimitError
 
 Path = tuple[Any, ...]
 
@@ -81,9 +82,10 @@ def format_path(path: Path) -> str:
 
 
 def parse_yaml(text: str, file: str | None = None) -> Located:
-    """Parse one YAML document with the safe loader, keeping marks; RuleLoadError on failure."""
+    """Parse one YAML document with the safe loader, keeping marks; RuleLoadError on failure
+    (an alias bomb included: engine.safeyaml)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = safeyaml.compose(text, file=file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise RuleLoadError(
@@ -94,11 +96,12 @@ def parse_yaml(text: str, file: str | None = None) -> Located:
         ) from None
     except yaml.YAMLError as exc:
         raise RuleLoadError(f"invalid YAML: {exc}", file=file) from None
+    except YamlLimitError as exc:
+        raise RuleLoadError(exc.message, file=file, line=exc.line, column=exc.column) from None
     if node is None:
         return Located(None, {}, file)
-    loader = yaml.SafeLoader("")
     try:
-        data = loader.construct_document(node)
+        data = safeyaml.construct(node, file=file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         raise RuleLoadError(
@@ -107,8 +110,8 @@ def parse_yaml(text: str, file: str | None = None) -> Located:
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
         ) from None
-    finally:
-        loader.dispose()
+    except YamlLimitError as exc:
+        raise RuleLoadError(exc.message, file=file) from None
     marks: dict[Path, tuple[int, int]] = {}
     _collect_marks(node, (), marks)
     return Located(data, marks, file)

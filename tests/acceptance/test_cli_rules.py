@@ -120,3 +120,17 @@ def test_rule_validate_warns_about_a_shell_value_the_quoter_would_refuse(tmp_pat
     assert "inside a command substitution $(...)" in result.stderr
     assert "pass the value through the action's env parameter" in result.stderr
     assert "1 warning(s)" in result.stdout
+
+
+def test_rule_validate_refuses_a_billion_laughs_file_quickly(tmp_path):
+    levels = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "name: bomb\ntrigger: {type: core.st2.webhook, parameters: {url: x}}\n"
+        "action: {ref: core.noop}\nlaughs:\n" + "".join(f"  {line}\n" for line in levels)
+    )
+    result = hookyard("rule", "validate", str(bomb))
+    assert result.returncode != 0
+    assert f"{bomb}:10:" in result.stdout + result.stderr
+    assert "more than 100,000 nodes" in result.stdout + result.stderr

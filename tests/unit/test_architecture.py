@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "engine.actions",  # the base class of Python actions, imported by pack code
             "engine.ingest_pressure",
             "engine.metrics",  # the counters; the /metrics route is engine.http.metrics_api
+            "engine.safeyaml",
+            "engine.child_process",  # how a child process of ours is started and reaped
         ),
     ),
     (
@@ -69,6 +71,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             # workers depending on what they use rather than on the whole Runtime.
             "engine.runtime",
             "engine.ingest_process",
+            # The rules role's evaluator children (the pool, and the child's own main).
+            "engine.evaluator_process",
+            "engine.evaluator_child",
         ),
     ),
     (

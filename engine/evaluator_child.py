@@ -1,0 +1,337 @@
+"""The rule evaluator's child process (engine.evaluator_process is its parent's side).
+
+It reads frames from its socket: rules (definitions in their API shape, rebuilt here into
+the same RuleSet), the st2kv snapshot, and chunks of trigger instances, which it decides
+one by one with engine.rules.enforce.decide and answers in one frame per chunk. Before
+each instance, and each rule within it, it writes where it is into the progress page
+shared with its parent, whose watchdog kills it when one instance takes too long. It
+ignores SIGINT and SIGTERM (its parent stops it by closing the socket) and dies with
+its parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import marshal
+import mmap
+import os
+import pickle
+import random
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.child_process import die_with_parent
+from engine.config import Settings
+from engine.errors import RuleLoadError
+from engine.logs import configure_logging, register_secrets
+from engine.model import (
+    ENFORCEMENT_FAILED,
+    PROCESSED,
+    PROCESSING_FAILED,
+    EnforcementOutcome,
+    NewExecution,
+    TriggerInstance,
+)
+from engine.rules import RuleSet, load_rule
+from engine.rules.enforce import CRITERIA, decide
+from engine.rules.explain import traces_to_keep
+from engine.rules.kvlookup import st2kv_from_snapshot
+
+log = logging.getLogger(__name__)
+
+# Frames: a 4-byte big-endian length, then a marshal or pickle (engine.evaluator_child.frame).
+LENGTH = struct.Struct("!I")
+PROTOCOL = 1
+# The progress page: step (bumped at each instance's start and end), busy, phase, chunk
+# seq, instance index, length of the rule ref that follows (utf-8, cut to REF_MAX).
+PROGRESS = struct.Struct("<QBBxxIIH")
+REF_AT = 24
+REF_MAX = 512
+PAGE = 4096
+PHASES = {0: "", 1: "matching the criteria", 2: "rendering the action parameters"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    """A message as a frame: marshal (the fastest for plain data, which nearly every
+    message is), else pickle; one byte says which."""
+    try:
+        data = b"m" + marshal.dumps(message)
+    except ValueError:  # a date in a rule's parameters, a set...
+        data = b"p" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(data)) + data
+
+
+def unframe(data: bytes) -> tuple[Any, ...]:
+    """The message of a frame's body (after its length)."""
+    if data[:1] == b"m":
+        return marshal.loads(memoryview(data)[1:])
+    return pickle.loads(memoryview(data)[1:])
+
+
+def instance_to_wire(instance: TriggerInstance) -> tuple[Any, ...]:
+    # What decide reads of an instance.
+    return (instance.id, instance.trigger, instance.webhook, instance.payload)
+
+
+def outcome_to_wire(outcome: EnforcementOutcome) -> tuple[Any, ...]:
+    execution = outcome.execution
+    return (
+        outcome.rule_ref,
+        outcome.status,
+        _plain(outcome.trace),
+        outcome.failure_reason,
+        None
+        if execution is None
+        else (
+            execution.action,
+            _plain(execution.parameters),
+            _plain(execution.context),
+            execution.id,
+        ),
+        outcome.once_per_key,
+        outcome.rule_id,
+        outcome.id,
+    )
+
+
+def outcome_from_wire(wire: tuple[Any, ...]) -> EnforcementOutcome:
+    rule_ref, status, trace, failure_reason, execution, once_per_key, rule_id, id_ = wire
+    return EnforcementOutcome(
+        rule_ref=rule_ref,
+        status=status,
+        trace=trace,
+        failure_reason=failure_reason,
+        execution=None if execution is None else NewExecution(*execution),
+        once_per_key=once_per_key,
+        rule_id=rule_id,
+        id=id_,
+    )
+
+
+class _Progress:
+    """The child's side of the progress page."""
+
+    def __init__(self, page: mmap.mmap) -> None:
+        self._page = page
+        self._step = 0
+        self._seq = 0
+        self._index = 0
+
+    def start(self, seq: int, index: int) -> None:
+        self._step += 1
+        self._seq, self._index = seq & 0xFFFFFFFF, index
+        PROGRESS.pack_into(self._page, 0, self._step, 1, 0, self._seq, index, 0)
+
+    def rule(self, rule: Any, step: str) -> None:
+        ref = rule.ref.encode("utf-8")[:REF_MAX]
+        self._page[REF_AT : REF_AT + len(ref)] = ref
+        phase = 1 if step == CRITERIA else 2
+        PROGRESS.pack_into(self._page, 0, self._step, 1, phase, self._seq, self._index, len(ref))
+
+    def current_rule(self) -> str | None:
+        length = PROGRESS.unpack_from(self._page, 0)[5]
+        return bytes(self._page[REF_AT : REF_AT + length]).decode("utf-8", "replace") or None
+
+    def end(self) -> None:
+        self._step += 1
+        PROGRESS.pack_into(self._page, 0, self._step, 0, 0, self._seq, self._index, 0)
+
+
+class _Evaluator:
+    """What the child holds: the rules, the st2kv snapshot, and how to decide."""
+
+    def __init__(self, settings: Settings, memory_mb: int, progress: _Progress) -> None:
+        self.settings = settings
+        self.memory_mb = memory_mb
+        self.progress = progress
+        self.ruleset = RuleSet()
+        # Action ref -> its parameters that render their own way (engine.rules.parameter_kinds).
+        self.kinds: dict[str, dict[str, str]] = {}
+        self.kv: Any = None
+        self._cipher: Any = None
+
+    def load_rules(self, definitions: list[tuple[Any, ...]], actions: Mapping[str, Any]) -> None:
+        rules = []
+        for definition, source, line in definitions:
+            try:
+                rule = load_rule(definition, origin=source)
+            except RuleLoadError as exc:  # it loaded in the parent: a bug, reported
+                log.error("rule evaluator: a rule did not load here: %s", exc)
+                continue
+            rules.append(dataclasses.replace(rule, line=line))
+        self.ruleset, _ = RuleSet.build(rules)
+        self.kinds = {ref: dict(kinds) for ref, kinds in actions.items()}
+
+    def load_kv(self, snapshot: Any) -> None:
+        self.kv = st2kv_from_snapshot(snapshot, self._reveal)
+
+    def _reveal(self, ciphertext: str) -> str:
+        # The key is read on first use: most rule sets never decrypt.
+        if self._cipher is None:
+            from engine.kvcrypto import require_cipher
+
+            self._cipher = require_cipher(self.settings)
+        return self._cipher.decrypt(ciphertext)
+
+    def evaluate(self, seq: int, wires: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        results = []
+        for index, (instance_id, trigger, webhook, payload) in enumerate(wires):
+            instance = TriggerInstance(
+                id=instance_id,
+                trigger=trigger,
+                payload=payload,
+                occurrence_time=_EPOCH,  # not read by decide; not sent
+                status="processing",
+                webhook=webhook,
+            )
+            self.progress.start(seq, index)
+            try:
+                results.append(self._one(instance))
+            finally:
+                self.progress.end()
+        return results
+
+    def _one(self, instance: TriggerInstance) -> tuple[Any, ...]:
+        extra = {"trigger_instance": instance.id, "trigger": instance.trigger}
+        try:
+            outcomes, evaluations = decide(
+                self.ruleset,
+                instance,
+                kv=self.kv,
+                action_known=self.kinds.__contains__,
+                parameter_kinds=lambda ref: self.kinds.get(ref, {}),
+                progress=self.progress.rule,
+            )
+            status = PROCESSED
+        except MemoryError:
+            ref = self.progress.current_rule()
+            reason = (
+                f"rule evaluation exceeded its memory limit of {self.memory_mb} MiB "
+                f"(workers.rules_eval_memory_mb)" + (f" in rule {ref}" if ref else "")
+            )
+            log.error("trigger instance %s: %s", instance.id, reason, extra=extra)
+            return (PROCESSING_FAILED, *_failed_on(ref, reason))
+        except Exception:  # a bug in evaluation must not lose the instance
+            log.exception("evaluating trigger instance %s failed", instance.id, extra=extra)
+            outcomes, evaluations, status = [], [], PROCESSING_FAILED
+        explain = self.settings.explain
+        traces = traces_to_keep(
+            evaluations,
+            outcomes,
+            failed=status == PROCESSING_FAILED,
+            sampled=random.random() < explain.sample_rate,
+            max_candidates=explain.max_candidates,
+        )
+        matched = [result.rule.ref for result in evaluations if result.matched]
+        return (status, [outcome_to_wire(o) for o in outcomes], _plain(traces), matched)
+
+
+def _failed_on(ref: str | None, reason: str) -> tuple[Any, ...]:
+    if ref is None:
+        return [], None, []
+    outcome = EnforcementOutcome(rule_ref=ref, status=ENFORCEMENT_FAILED, failure_reason=reason)
+    record = {"rule": ref, "matched": False, "reason": reason, "trace": []}
+    return [outcome_to_wire(outcome)], [record], []
+
+
+def _plain(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _serve(sock: socket.socket, page: mmap.mmap) -> None:
+    stream = sock.makefile("rb")
+
+    def read() -> tuple[Any, ...] | None:
+        header = stream.read(LENGTH.size)
+        if len(header) < LENGTH.size:
+            return None
+        (length,) = LENGTH.unpack(header)
+        data = stream.read(length)
+        if len(data) < length:
+            return None
+        return unframe(data)
+
+    opening = read()
+    if opening is None:
+        return
+    _, protocol, settings, memory_mb, secrets = opening
+    configure_logging(settings.logging.level, settings.logging.format)
+    register_secrets(*secrets)
+    if protocol != PROTOCOL:
+        sock.sendall(frame(("failed", f"protocol {protocol}, this child speaks {PROTOCOL}")))
+        return
+    evaluator = _Evaluator(settings, memory_mb, _Progress(page))
+    if memory_mb > 0:
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sock.sendall(frame(("ready",)))
+    while True:
+        message = read()
+        if message is None:
+            return  # the parent closed the socket, or is gone
+        kind = message[0]
+        if kind == "eval":
+            _, seq, instances = message
+            sock.sendall(_reply(seq, evaluator.evaluate(seq, instances)))
+            continue
+        try:
+            if kind == "rules":
+                evaluator.load_rules(message[1], message[2])
+            elif kind == "kv":
+                evaluator.load_kv(message[1])
+        except Exception:  # a bug: reported; the next chunks say what it costs
+            log.exception("rule evaluator: %s could not be loaded", kind)
+
+
+def _reply(seq: int, results: list[tuple[Any, ...]]) -> bytes:
+    try:
+        return frame((seq, results))
+    except Exception:  # a value that cannot cross (a bug): its instance fails alone
+        log.exception("rule evaluator: a decision could not be sent back")
+        kept = []
+        for result in results:
+            try:
+                frame(result)
+            except Exception:
+                result = (PROCESSING_FAILED, [], None, [])
+            kept.append(result)
+        return frame((seq, kept))
+
+
+def main(argv: list[str]) -> None:
+    # The parent decides when this process stops (by closing the socket).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent()
+    sock = socket.socket(fileno=int(argv[0]))
+    page_fd = int(argv[1])
+    page = mmap.mmap(page_fd, PAGE)
+    os.close(page_fd)
+    try:
+        _serve(sock, page)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
