@@ -29,7 +29,7 @@ class NamedHookPost:
     # Lower-case names never stored (a hook's WebhookDefinition.credential_headers).
     dropped: frozenset[str]
     # The body as JSON text: as the sender wrote it when that may be stored verbatim
-    # (engine.http.bodies.parse_body_and_text), else re-encoded. None while the body is
+    # (engine.request_bodies.parse_body_and_text), else re-encoded. None while the body is
     # still to be read from `body` by the process that stores it.
     body_text: str | None
     # The body as received and its Content-Type, when the storing process parses it.

@@ -55,9 +55,10 @@ from engine.child_process import reap as _reap
 from engine.config import Settings, StoreSettings
 from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
 from engine.hook_payload import NamedHookPost
-from engine.http.bodies import stored_body_text
-from engine.logs import scrubber
+from engine.logs import configure_logging, register_secrets, scrubber
 from engine.model import Accepted, NewTriggerInstance
+from engine.request_bodies import stored_body_text
+from engine.store import create_store
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.codec import UnstorableValue, as_utc
@@ -438,9 +439,6 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
 
 
 async def _serve(fd: int) -> None:
-    from engine.logs import configure_logging, register_secrets
-    from engine.store import create_store
-
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     opening = await _read_frame(reader)

@@ -1,9 +1,10 @@
-"""`GET /metrics` in Prometheus' text format, from a registry owned by one app.
+"""Hookyard's Prometheus metrics, from a registry owned by one app.
 
-Counters move where the work happens: the ingest handler counts webhook requests by
-hook and status (`count_webhook`); the roles report through `Runtime.observe` (trigger
-instances processed, rule matches, executions finished, deliveries); the store reports
-each group-commit batch.
+Served as `GET /metrics` by engine.http.metrics_api. Counters move where the work
+happens: the ingest handler counts webhook requests by hook and status
+(`count_webhook`); the roles report through `Runtime.observe` (trigger instances
+processed, rule matches, executions finished, deliveries); the store reports each
+group-commit batch.
 Queue depths and the age of the oldest waiting item are read from the store (one cheap
 query per queue) when /metrics is scraped. Each app has its own CollectorRegistry, so
 several apps in one process (tests) never share or collide on metrics.
@@ -15,20 +16,14 @@ import collections
 import logging
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 
 from engine.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-METRICS = web.AppKey("metrics", object)
-# The hook a webhook request was resolved to, set by the ingest handler; requests that
-# fail before (unknown hook) are labelled from their path.
-WEBHOOK_LABEL = web.RequestKey("webhook_label", str)
-WEBHOOK_PREFIXES = ("/webhooks/", "/api/v1/webhooks/")
 # Hook names not defined anywhere are counted under one label, so a scanner posting
 # random paths cannot grow the metric without bound.
 UNKNOWN_WEBHOOK = "<unknown>"
@@ -170,47 +165,3 @@ class _WebhookCounts:
         for (hook, status), count in sorted(self._counts.items()):
             family.add_metric([hook, str(status)], count)
         yield family
-
-
-def install(app: web.Application) -> Metrics:
-    """Add /metrics and the observers to `app`."""
-    from engine.http.app import RUNTIME
-    from engine.http.guard import guarded
-
-    metrics = Metrics()
-    runtime = app[RUNTIME]
-    app[METRICS] = metrics
-    runtime.observers.append(metrics.observe)
-    runtime.store.add_commit_observer(metrics.commit)
-    app.router.add_get("/metrics", guarded(_metrics_handler))
-    return metrics
-
-
-async def _metrics_handler(request: web.Request) -> web.Response:
-    from engine.http.app import RUNTIME
-
-    metrics = request.app[METRICS]
-    body = await metrics.render(request.app[RUNTIME].store)
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
-def hook_label(request: web.Request) -> str:
-    """The defined hook a path names (never a key placed in the path), else <unknown>."""
-    from engine.http.app import RUNTIME
-
-    path = request.path
-    prefix = next(p for p in WEBHOOK_PREFIXES if path.startswith(p))
-    name = path[len(prefix) :].strip("/")
-    hooks = request.app[RUNTIME].ruleset.webhooks
-    from engine.http.auth import GATEKEEPER
-
-    gate = request.app.get(GATEKEEPER)
-    definitions = gate.definitions if gate is not None else {}
-    # Checked in place first: copying every hook name per request cost more than counting.
-    if name == "st2" or name in hooks or name in definitions:
-        return name
-    known = {*hooks, *definitions}
-    candidates = [k for k in known if name.startswith(k + "/")]
-    return max(candidates, key=len) if candidates else UNKNOWN_WEBHOOK

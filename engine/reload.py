@@ -73,7 +73,7 @@ def reload_runtime(runtime: Runtime, gate: Any = None) -> ReloadReport:
         kept_previous=sorted({*kept_rules, *(p.path for p in kept_packs), *kept_configs}),
     )
     if gate is not None:
-        problem = _rebuild_definitions(runtime, gate, packs)
+        problem = gate.reload_definitions(runtime.settings, packs)
         if problem:
             report.errors.append(problem)
         report.webhooks = len(gate.definitions)
@@ -183,27 +183,6 @@ def _merge_packs(
         if changes:
             packs[ref] = dataclasses.replace(new, **changes)
     return PackSet(packs=packs, errors=loaded.errors), kept_whole, kept_configs
-
-
-def _rebuild_definitions(runtime: Runtime, gate: Any, packs: PackSet) -> str | None:
-    from engine.config import load_settings
-    from engine.http.hookdefs import load_definitions
-    from engine.logs import register_secrets
-
-    settings = runtime.settings
-    try:
-        webhooks = settings.webhooks
-        if settings.config_file:
-            webhooks = load_settings(settings.config_file).webhooks
-        specs = [spec for pack in packs.packs.values() for spec in pack.webhooks.values()]
-        definitions = load_definitions(webhooks, settings.config_file, specs)
-    except EngineError as exc:
-        log.error("reload: webhook definitions kept as they were: %s", exc)
-        return f"webhook definitions not reloaded (previous ones kept): {exc}"
-    for definition in definitions.values():
-        register_secrets(*definition.secrets)
-    gate.definitions = definitions
-    return None
 
 
 # --- watching files ----------------------------------------------------------------------

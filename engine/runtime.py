@@ -17,12 +17,16 @@ from typing import Any
 from engine.config import Settings
 from engine.datastore import Datastore
 from engine.errors import EngineError
+from engine.ingest_pressure import IngestPressure
 from engine.ingest_process import IngestProcess
+from engine.outbound.sender import KeyRingProvider
+from engine.outbound.ssrf import DestinationGuard
 from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 from engine.runners import RunnerRegistry, default_runners
+from engine.secret_parameters import ParameterSealer, SealingStore
 from engine.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -78,10 +82,6 @@ class Runtime:
         return self.ingest_process or self.store
 
     def __post_init__(self) -> None:
-        from engine.ingest_pressure import IngestPressure
-        from engine.outbound.sender import KeyRingProvider
-        from engine.secret_parameters import ParameterSealer, SealingStore
-
         # Secret action parameters are written sealed by whatever creates an execution
         # (rules, the API) and unsealed by the actions worker (engine.secret_parameters).
         self.sealer = ParameterSealer(self.settings, self.secret_parameters)
@@ -95,8 +95,6 @@ class Runtime:
             self.settings.workers.rules_share_while_ingesting, self.settings.ingest.max_backlog
         )
         if self.runners is None:
-            from engine.outbound.ssrf import DestinationGuard
-
             guard = DestinationGuard(self.settings.outbound.allow_private)
             self.runners = default_runners(guard.check_url, guard.connector, self.keyrings.get)
 

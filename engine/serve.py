@@ -16,8 +16,10 @@ import signal
 from aiohttp import web
 
 from engine.config import Settings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.http.header_timeout import HeaderTimeoutRunner
+from engine.http.operations_api import reload_app, watch_app
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,6 @@ def _start_reloading(
     app: web.Application, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, watch: bool
 ) -> asyncio.Task | None:
     """SIGHUP reloads; with `watch`, a task polls the rule and pack files for changes."""
-    from engine.http.operations_api import reload_app, watch_app
 
     def on_sighup() -> None:
         log.info("SIGHUP: reloading rules, packs and webhook definitions")

@@ -11,7 +11,7 @@ import yaml
 
 from engine import safeyaml
 from engine.cli.output import fail, print_json, print_table, short
-from engine.errors import RuleError, RuleLoadError, YamlLimitError
+from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
 from engine.rules import load_rule, load_rules, render_parameters
 from engine.rules.loader import iter_rule_files
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
@@ -160,9 +160,9 @@ def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
 def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, ...]) -> list[str]:
     """Lint warnings, with the actions of the packs from --packs or the config's packs_dirs."""
     from engine.config import load_settings
-    from engine.errors import EngineError
     from engine.packs import load_packs
     from engine.rules.lint import lint_rules
+    from engine.runners import default_runners
 
     dirs = [Path(d) for d in packs_dirs]
     try:
@@ -176,7 +176,9 @@ def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, 
         dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
     override_core = settings is not None and settings.packs.override_core
     # The built-in core pack is always known, with or without packs folders.
-    packs, _ = load_packs([d for d in dirs if d.exists()], override_core=override_core)
+    packs, _ = load_packs(
+        [d for d in dirs if d.exists()], runners=default_runners(), override_core=override_core
+    )
     known_actions = {action.ref for action in packs.actions()}
     known_packs = {*packs.packs, "core"}
     shell = {

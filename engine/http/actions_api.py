@@ -14,8 +14,8 @@ from engine.errors import ActionError, IngestError, NotFound
 from engine.http import rbac, shapes
 from engine.http.api import EXECUTION_FILTERS, filters, paging
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model import NewExecution, NewTriggerInstance
 from engine.runtime import Runtime

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from engine.errors import IngestError, NotFound
 from engine.http import shapes
-from engine.http.app import RUNTIME, Handler, json_response
+from engine.http.context import RUNTIME, Handler, json_response
 from engine.http.guard import guarded
 from engine.model import Page
 from engine.stored_rules import loaded_rule

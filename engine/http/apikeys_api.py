@@ -17,8 +17,8 @@ from aiohttp import web
 from engine.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.errors import IngestError, NotFound
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.roles import Grants, RoleError, check_role
 

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from engine.apikeys import ApiKey, key_prefix, new_api_key
-from engine.config import Settings
-from engine.errors import AuthError, ConfigError, IngestError
+from engine.config import Settings, load_settings
+from engine.errors import AuthError, ConfigError, EngineError, IngestError
 from engine.http import rbac
+from engine.http.context import RUNTIME
 from engine.http.hookdefs import WebhookDefinition, load_definitions
 from engine.logs import register_secrets
 from engine.model import utcnow
+from engine.packs import PackSet
 from engine.roles import posts_webhooks
 from engine.store.base import Store
 
@@ -76,6 +78,23 @@ class Gatekeeper:
                 )
             self.definitions[name] = definition
         self._register_secrets()
+
+    def reload_definitions(self, settings: Settings, packs: PackSet) -> str | None:
+        """Rebuild the definitions from the config file and `packs`; if they do not build,
+        keep the current ones and return the problem."""
+        try:
+            webhooks = settings.webhooks
+            if settings.config_file:
+                webhooks = load_settings(settings.config_file).webhooks
+            specs = [spec for pack in packs.packs.values() for spec in pack.webhooks.values()]
+            definitions = load_definitions(webhooks, settings.config_file, specs)
+        except EngineError as exc:
+            log.error("reload: webhook definitions kept as they were: %s", exc)
+            return f"webhook definitions not reloaded (previous ones kept): {exc}"
+        for definition in definitions.values():
+            register_secrets(*definition.secrets)
+        self.definitions = definitions
+        return None
 
     def _register_secrets(self) -> None:
         for definition in self.definitions.values():
@@ -206,8 +225,6 @@ def install(app: web.Application, settings: Settings, store: Store) -> None:
 
 
 async def _on_start(app: web.Application) -> AsyncIterator[None]:
-    from engine.http.app import RUNTIME
-
     gate = app[GATEKEEPER]
     runtime = app[RUNTIME]
     packs = getattr(runtime, "packs", None)

@@ -16,8 +16,8 @@ from engine.errors import IngestError
 from engine.http import rbac
 from engine.http.actions_api import execution_api
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
 from engine.workers.actions import CANCEL_REQUESTED

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from engine.http.app import RUNTIME, error_response
+from engine.http.context import RUNTIME, error_response
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 

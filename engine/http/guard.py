@@ -15,7 +15,7 @@ import functools
 from aiohttp import web
 
 from engine.http import auth
-from engine.http.app import Handler, error_response, error_response_for
+from engine.http.context import Handler, error_response, error_response_for
 
 
 def guarded(handler: Handler) -> Handler:

@@ -24,8 +24,8 @@ from engine.errors import IngestError
 from engine.http import rbac
 from engine.http.api import paging
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import API_KEY
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.kv import SYSTEM_SCOPE, KeyValuePair, parse_scope
 from engine.rules.enforce import RULE_USER

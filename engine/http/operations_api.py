@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.http.app import RUNTIME, json_response
+from engine.http.auth import GATEKEEPER
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.reload import ReloadReport, reload_runtime, watch_files
 from engine.rules.explain import explain
@@ -29,10 +30,6 @@ def add_routes(app: web.Application) -> None:
 
 
 def _gate(app: web.Application) -> Any:
-    try:
-        from engine.http.auth import GATEKEEPER
-    except ImportError:  # pragma: no cover - auth is part of the app
-        return None
     return app.get(GATEKEEPER)
 
 

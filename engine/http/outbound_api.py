@@ -16,8 +16,8 @@ from aiohttp import web
 
 from engine.errors import ConfigError, IngestError, OutboundError, StoreError
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model import utcnow
 from engine.outbound import subscriptions

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from engine.errors import Conflict, IngestError, NotFound, RuleLoadError
 from engine.http.api_json import read_json
-from engine.http.app import RUNTIME, json_response
 from engine.http.auth import GATEKEEPER
+from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.rules import Rule
 from engine.rules.rule import is_rule_id

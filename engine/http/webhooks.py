@@ -23,15 +23,15 @@ from aiohttp import web
 from engine.errors import EngineError, IngestError
 from engine.hook_payload import NamedHookPost
 from engine.hook_payload import text as hook_text
-from engine.http.app import RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
-from engine.http.bodies import parse_body, parse_body_and_text
 from engine.http.content_coding import content_coding, decode_body
+from engine.http.context import METRICS, RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.expect import continue_within
 from engine.http.hookdefs import WebhookDefinition
-from engine.metrics import METRICS, WEBHOOK_LABEL, hook_label
+from engine.http.metrics_api import WEBHOOK_LABEL, hook_label
 from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.names import MAX_REF_CHARS, too_long
+from engine.request_bodies import parse_body, parse_body_and_text
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
 from engine.store import codec

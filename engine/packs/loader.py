@@ -44,43 +44,29 @@ CORE_REF = "core"
 BUILTIN_CORE_DIR = Path(__file__).resolve().parent / "builtin" / CORE_REF
 
 
-class _BuiltinRunners:
-    """The default runner registry, imported on first use: loading needs only the runners'
-    parameter declarations, and the pure core must not pull the runners in at import."""
-
-    def get(self, name: str) -> Any:
-        from engine.runners import get_runner
-
-        return get_runner(name)
-
-    def names(self) -> list[str]:
-        from engine.runners import runner_names
-
-        return runner_names()
-
-
 def load_packs(
     dirs: Sequence[str | os.PathLike[str]],
     *,
-    runners: RunnerCatalog | None = None,
+    runners: RunnerCatalog,
     configs_dir: str | os.PathLike[str] | None = None,
     override_core: bool = False,
 ) -> tuple[PackSet, list[EngineError]]:
     """The built-in core pack, then every pack under ``dirs`` (each a folder of packs, or
     one pack folder itself).
 
-    ``runners`` defaults to the built-in registry; ``configs_dir`` holds ``<ref>.yaml``
+    ``runners`` is the runner registry the actions are checked against (e.g.
+    ``engine.runners.default_runners()``: the pack core does not know the runners);
+    ``configs_dir`` holds ``<ref>.yaml``
     pack configs; ``override_core`` lets a ``core`` pack in ``dirs`` replace the built-in
     one. Returns the packs that loaded and every error found.
     """
-    catalog = runners if runners is not None else _BuiltinRunners()
     errors: list[EngineError] = []
     packs: dict[str, Pack] = {}
     hooks: dict[str, WebhookSpec] = {}
-    builtin_core = _load_pack(BUILTIN_CORE_DIR, catalog, configs_dir, errors)
+    builtin_core = _load_pack(BUILTIN_CORE_DIR, runners, configs_dir, errors)
     if builtin_core is not None:
         packs[CORE_REF] = _without_taken_hooks(builtin_core, hooks, errors)
-    for pack in _packs_in(dirs, catalog, configs_dir, errors):
+    for pack in _packs_in(dirs, runners, configs_dir, errors):
         if pack.ref == CORE_REF and builtin_core is not None:
             if not override_core:
                 errors.append(_shadowed_core_error(pack, builtin_core))

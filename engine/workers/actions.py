@@ -19,6 +19,7 @@ from engine.model import ABANDONED, CANCELED, CANCELING, FAILED, Execution
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
 from engine.rules import templates
+from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.runtime import Runtime
@@ -306,7 +307,5 @@ def _context_ids(execution: Execution) -> dict[str, Any]:
 def _execution_user(execution: Execution) -> str:
     """Whose st2kv.user keys an execution's templates see: its context user, else the
     rule user."""
-    from engine.rules.enforce import RULE_USER
-
     user = (execution.context or {}).get("user")
     return user if isinstance(user, str) and user else RULE_USER

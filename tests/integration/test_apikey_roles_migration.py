@@ -95,7 +95,7 @@ async def test_sqlite_keys_get_roles_and_serve_names_the_new_observers(tmp_path,
     )
     with caplog.at_level(logging.WARNING, logger="engine.http.auth"):
         async with TestClient(TestServer(create_app(settings))) as client:
-            from engine.http.app import RUNTIME
+            from engine.http.context import RUNTIME
 
             keys = {k.name: k for k in await client.app[RUNTIME].store.list_api_keys()}
             # The old unscoped non-admin key now only reads.

@@ -8,7 +8,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import Settings, load_settings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.packs.loader import BUILTIN_CORE_DIR
 
 SITE_CORE_PACK = """\

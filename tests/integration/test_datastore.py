@@ -24,7 +24,8 @@ from engine.config import (
 )
 from engine.datastore import Datastore
 from engine.errors import ConfigError
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.kv import DatastoreError
 from engine.store import create_store
 

@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings
-from engine.http.app import RUNTIME, STORE_BUSY, STORE_UNAVAILABLE, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME, STORE_BUSY, STORE_UNAVAILABLE
 
 RULE = """\
 name: anything
@@ -46,7 +47,7 @@ def private_details(store_url: str, tmp_path: Path) -> list[str]:
 async def test_an_unavailable_store_is_a_generic_503(store_url, tmp_path, caplog) -> None:
     async with TestClient(TestServer(create_app(settings_for(store_url, tmp_path)))) as client:
         await client.app[RUNTIME].store.close()  # the database is gone from under the app
-        with caplog.at_level(logging.ERROR, logger="engine.http.app"):
+        with caplog.at_level(logging.ERROR, logger="engine.http.context"):
             responses = [
                 await client.get("/api/v1/executions"),
                 await client.post("/webhooks/anything", json={"x": 1}),

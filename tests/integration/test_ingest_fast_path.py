@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.apikeys import new_api_key
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.errors import StoreBusy
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.http.guard import check_all_guarded, guarded
 from engine.model import NewTriggerInstance
 

@@ -31,7 +31,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine import ingest_process
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.errors import StoreUnavailable
-from engine.http.app import RUNTIME, STORE_UNAVAILABLE, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME, STORE_UNAVAILABLE
 from engine.ingest_process import IngestProcess, _Child
 from engine.model import NewTriggerInstance
 from engine.runtime import Runtime

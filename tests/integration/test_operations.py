@@ -17,7 +17,8 @@ from engine.config import (
     TimerSettings,
     WorkerSettings,
 )
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 
 DEPLOY_RULE = """\
 name: deploy_main

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from standardwebhooks.webhooks import Webhook
 
 from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.outbound.subscriptions import Secret, Subscription
 
 LOOPBACK = ("127.0.0.1/32",)

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.apikeys import new_api_key
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.model import NewExecution, NewTriggerInstance
 from engine.roles import ADMIN, OBSERVER, OPERATOR, Grants
 

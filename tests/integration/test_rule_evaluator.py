@@ -18,7 +18,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 
 PACKS = str(Path(__file__).parents[2] / "packs")
 FINAL = ("processed", "processing_failed")

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.apikeys import new_api_key
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.model import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, DatastoreSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.model import (
     ENFORCEMENT_SUCCEEDED,
     PROCESSED,

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.outbound import signing
 
 

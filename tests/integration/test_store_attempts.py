@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.model import ABANDONED, REQUESTED, RUNNING, SCHEDULED, SUCCEEDED, NewExecution
 from engine.store import Store
 from engine.workers.actions import run_actions_worker

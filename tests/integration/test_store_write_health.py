@@ -25,7 +25,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings
 from engine.errors import StoreUnavailable
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.store import create_store
 
 ROOT = Path(__file__).parents[2]

@@ -21,7 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.apikeys import new_api_key
 from engine.config import Settings, load_settings
 from engine.errors import ConfigError
-from engine.http.app import RUNTIME, create_app
+from engine.http.app import create_app
+from engine.http.context import RUNTIME
 from engine.roles import OPERATOR, WEBHOOK, Grants
 
 GITHUB_SECRET = "It's a Secret to Everybody"

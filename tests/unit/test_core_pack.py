@@ -10,6 +10,10 @@ import engine
 from engine.config import load_settings
 from engine.packs import load_packs
 from engine.packs.loader import BUILTIN_CORE_DIR
+from engine.runners import default_runners
+
+# The pack core checks actions against the runner registry it is given.
+RUNNERS = default_runners()
 
 CORE_ACTIONS = {"core.echo", "core.http", "core.local", "core.noop", "core.sendwebhook"}
 
@@ -48,7 +52,7 @@ def test_the_core_pack_lives_inside_the_package() -> None:
 
 
 def test_core_is_loaded_with_no_packs_dirs_at_all() -> None:
-    packs, errors = load_packs([])
+    packs, errors = load_packs([], runners=RUNNERS)
     assert errors == []
     assert list(packs.packs) == ["core"]
     assert {a.ref for a in packs.actions()} == CORE_ACTIONS
@@ -58,7 +62,7 @@ def test_core_is_loaded_with_no_packs_dirs_at_all() -> None:
 def test_core_comes_first_before_the_packs_of_the_directories(tmp_path: Path) -> None:
     write_pack(tmp_path, "zeta", pack_yaml("zeta"), {"hi": "name: hi\nrunner_type: noop\n"})
     write_pack(tmp_path, "alpha", pack_yaml("alpha"), {})
-    packs, errors = load_packs([tmp_path])
+    packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert errors == []
     assert list(packs.packs) == ["core", "alpha", "zeta"]
     assert packs.action("zeta.hi").runner_type == "noop"
@@ -67,7 +71,7 @@ def test_core_comes_first_before_the_packs_of_the_directories(tmp_path: Path) ->
 def test_a_core_pack_in_a_packs_dir_is_refused_naming_both_paths(tmp_path: Path) -> None:
     user_core = write_pack(tmp_path, "core", USER_CORE, {"local": USER_CORE_ACTION})
     write_pack(tmp_path, "other", pack_yaml("other"), {})
-    packs, errors = load_packs([tmp_path])
+    packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert len(errors) == 1
     message = str(errors[0])
     assert str(user_core / "pack.yaml") in message
@@ -81,7 +85,7 @@ def test_a_core_pack_in_a_packs_dir_is_refused_naming_both_paths(tmp_path: Path)
 
 def test_override_core_replaces_the_built_in_core_with_the_directory_one(tmp_path: Path) -> None:
     user_core = write_pack(tmp_path, "core", USER_CORE, {"local": USER_CORE_ACTION})
-    packs, errors = load_packs([tmp_path], override_core=True)
+    packs, errors = load_packs([tmp_path], override_core=True, runners=RUNNERS)
     assert errors == []
     assert list(packs.packs) == ["core"]
     assert packs.packs["core"].path == str(user_core.absolute())
@@ -94,13 +98,15 @@ def test_override_core_replaces_the_built_in_core_with_the_directory_one(tmp_pat
 def test_override_core_still_refuses_a_second_core_in_the_directories(tmp_path: Path) -> None:
     first = write_pack(tmp_path / "a", "core", USER_CORE, {})
     second = write_pack(tmp_path / "b", "core", USER_CORE, {})
-    packs, errors = load_packs([tmp_path / "a", tmp_path / "b"], override_core=True)
+    packs, errors = load_packs(
+        [tmp_path / "a", tmp_path / "b"], override_core=True, runners=RUNNERS
+    )
     assert packs.packs["core"].path == str(first.absolute())
     assert len(errors) == 1 and str(second / "pack.yaml") in str(errors[0])
 
 
 def test_override_core_without_a_core_pack_keeps_the_built_in_one(tmp_path: Path) -> None:
-    packs, errors = load_packs([tmp_path], override_core=True)
+    packs, errors = load_packs([tmp_path], override_core=True, runners=RUNNERS)
     assert errors == []
     assert {a.ref for a in packs.actions()} == CORE_ACTIONS
 

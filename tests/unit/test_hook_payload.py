@@ -15,7 +15,7 @@ from engine.hook_payload import (
     payload,
     payload_json,
 )
-from engine.http.bodies import _utf8_without_bom, stored_body_text
+from engine.request_bodies import _utf8_without_bom, stored_body_text
 from engine.store.codec import UnstorableValue, check_no_lone_surrogate, dumps
 
 RAW = (

@@ -15,6 +15,10 @@ from engine.names import MAX_KEY_NAME_CHARS, MAX_NAME_CHARS, MAX_REF_CHARS, chec
 from engine.packs import load_packs
 from engine.rules import load_rule
 from engine.rules.rule import rule_id
+from engine.runners import default_runners
+
+# The pack core checks actions against the runner registry it is given.
+RUNNERS = default_runners()
 
 
 def rule_yaml(
@@ -81,15 +85,15 @@ def write_pack(root, pack_name: str, action_name: str) -> None:
 
 def test_pack_and_action_names_are_bounded(tmp_path):
     write_pack(tmp_path / "one", "p" * 256, "a")
-    _, errors = load_packs([tmp_path / "one"])
+    _, errors = load_packs([tmp_path / "one"], runners=RUNNERS)
     assert len(errors) == 1
     assert "pack.yaml:2:7: name is 256 characters long; the limit is 255" in str(errors[0])
     write_pack(tmp_path / "two", "p", "a" * 256)
-    packs, errors = load_packs([tmp_path / "two"])
+    packs, errors = load_packs([tmp_path / "two"], runners=RUNNERS)
     assert len(errors) == 1
     assert "a.yaml:1:7: name is 256 characters long; the limit is 255" in str(errors[0])
     write_pack(tmp_path / "three", "p" * 255, "a" * 255)
-    packs, errors = load_packs([tmp_path / "three"])
+    packs, errors = load_packs([tmp_path / "three"], runners=RUNNERS)
     assert errors == [] and packs.action("p." + "a" * 255)
 
 

@@ -12,6 +12,10 @@ from engine.errors import ActionError, PackError, RuleLoadError
 from engine.packs import MISSING, RETRY_NEVER, RETRY_ONCE, PackSet, load_packs
 from engine.packs.config import render_config
 from engine.rules.kvlookup import SecretValue, build_st2kv
+from engine.runners import default_runners
+
+# The pack core checks actions against the runner registry it is given.
+RUNNERS = default_runners()
 
 PACK_YAML = """\
 ---
@@ -117,13 +121,13 @@ def full_pack(root: Path, name: str = "demo") -> Path:
 
 
 def load_one(root: Path) -> PackSet:
-    packs, errors = load_packs([root])
+    packs, errors = load_packs([root], runners=RUNNERS)
     assert errors == []
     return packs
 
 
 def only_error(root: Path, *dirs: Path) -> PackError:
-    _, errors = load_packs([root, *dirs])
+    _, errors = load_packs([root, *dirs], runners=RUNNERS)
     assert len(errors) == 1, errors
     return errors[0]
 
@@ -299,7 +303,7 @@ def test_script_runner_needs_an_existing_entry_point_inside_the_pack(tmp_path: P
         },
     )
     write(tmp_path / "x.sh", "#!/bin/sh\n")
-    _, errors = load_packs([tmp_path])
+    _, errors = load_packs([tmp_path], runners=RUNNERS)
     messages = sorted(str(e) for e in errors)
     assert len(messages) == 3
     assert any("gone.yaml:3" in m and "entry point 'gone.sh' not found" in m for m in messages)
@@ -321,7 +325,7 @@ def test_broken_action_file_stops_neither_the_other_action_nor_the_other_pack(
     make_pack(tmp_path, "second", actions={"ok.yaml": "name: ok\nrunner_type: noop\n"})
     broken_pack = tmp_path / "third"
     write(broken_pack / "pack.yaml", "name: third\ndescription: x\nversion: 1.0.0\n")
-    packs, errors = load_packs([tmp_path])
+    packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert sorted(packs.packs) == ["core", "first", "second"]  # core: built in
     assert [a.ref for a in packs.actions() if a.pack != "core"] == ["first.fine", "second.ok"]
     assert len(errors) == 2
@@ -336,7 +340,7 @@ def test_duplicate_pack_ref_across_directories_names_both_places(tmp_path: Path)
     first_root, second_root = tmp_path / "a", tmp_path / "b"
     make_pack(first_root, "demo", actions={"one.yaml": "name: one\nrunner_type: noop\n"})
     make_pack(second_root, "demo", actions={"two.yaml": "name: two\nrunner_type: noop\n"})
-    packs, errors = load_packs([first_root, second_root])
+    packs, errors = load_packs([first_root, second_root], runners=RUNNERS)
     assert [a.ref for a in packs.actions() if a.pack == "demo"] == ["demo.one"]
     [error] = errors
     assert str(first_root / "demo") in str(error)
@@ -363,7 +367,7 @@ def test_pack_metadata_is_checked(tmp_path: Path) -> None:
 def test_rule_claiming_another_pack_is_refused(tmp_path: Path) -> None:
     pack = make_pack(tmp_path)
     rule = write(pack / "rules" / "r.yaml", RULE.format(pack="demo") + "pack: other\n")
-    packs, errors = load_packs([tmp_path])
+    packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert packs.rules() == []
     [error] = errors
     assert error.file == str(rule) and "lives in pack 'demo'" in str(error)
@@ -380,7 +384,7 @@ def test_webhook_names_are_unique_across_packs(tmp_path: Path) -> None:
     for name in ("one", "two"):
         pack = make_pack(tmp_path, name)
         write(pack / "webhooks" / "hook.yaml", f"name: shared\nowner: {name}\n")
-    packs, errors = load_packs([tmp_path])
+    packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert packs.webhooks()["shared"].settings == {"owner": "one"}
     assert packs.packs["two"].webhooks == {}
     [error] = errors
@@ -414,7 +418,7 @@ def test_pack_config_gets_schema_defaults_and_is_validated(tmp_path: Path) -> No
     )
     configs = tmp_path.parent / f"{tmp_path.name}-configs"
     config_file = write(configs / "demo.yaml", "retries: 3\nextra: kept\n")
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    packs, errors = load_packs([tmp_path], configs_dir=configs, runners=RUNNERS)
     assert errors == []
     assert packs.packs["demo"].config == {
         "retries": 3,
@@ -422,7 +426,7 @@ def test_pack_config_gets_schema_defaults_and_is_validated(tmp_path: Path) -> No
         "api_url": "https://api.example.com",
     }
     write(config_file, "retries: many\n")
-    _, errors = load_packs([tmp_path], configs_dir=configs)
+    _, errors = load_packs([tmp_path], configs_dir=configs, runners=RUNNERS)
     [error] = errors
     assert error.file == str(config_file) and error.line == 1
     assert "config item 'retries': expected integer, got 'many'" in str(error)
@@ -434,7 +438,7 @@ def loaded_config(tmp_path: Path, schema: str, values: str):
     write(pack / "config.schema.yaml", schema)
     configs = tmp_path.parent / f"{tmp_path.name}-configs"
     write(configs / "demo.yaml", values)
-    packs, errors = load_packs([tmp_path], configs_dir=configs)
+    packs, errors = load_packs([tmp_path], configs_dir=configs, runners=RUNNERS)
     assert errors == []  # templates, at any depth, are not type-checked at load time
     loaded = packs.packs["demo"]
     return loaded.config, loaded.config_items
@@ -605,11 +609,11 @@ def test_pack_config_load_errors_never_show_secrets_nested_in_lists_or_maps(tmp_
     )
     configs = tmp_path.parent / f"{tmp_path.name}-configs"
     config_file = write(configs / "demo.yaml", "tokens: [hunter2-secret]\n")
-    _, errors = load_packs([tmp_path], configs_dir=configs)
+    _, errors = load_packs([tmp_path], configs_dir=configs, runners=RUNNERS)
     [error] = errors
     assert "config item 'tokens.0'" in str(error) and "hunter2" not in str(error)
     write(config_file, "by_host: {db: hunter2-x}\n")
-    _, errors = load_packs([tmp_path], configs_dir=configs)
+    _, errors = load_packs([tmp_path], configs_dir=configs, runners=RUNNERS)
     [error] = errors
     assert "config item 'by_host.db': expected integer, got a string" in str(error)
     assert "hunter2" not in str(error)
@@ -688,7 +692,7 @@ def test_prepare_refuses_unknown_parameters_with_a_suggestion(packs: PackSet) ->
 
 def test_prepare_refuses_overriding_an_immutable_parameter(packs: PackSet) -> None:
     del packs  # the shipped core.echo declares cmd immutable
-    core, errors = load_packs([])
+    core, errors = load_packs([], runners=RUNNERS)
     assert errors == []
     echo = core.action("core.echo")
     with pytest.raises(ActionError, match=r"^parameter 'cmd': immutable in action 'core.echo'"):
@@ -728,7 +732,7 @@ def test_unknown_action_ref_suggests_a_close_one(packs: PackSet) -> None:
 
 
 def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
-    packs, errors = load_packs([])
+    packs, errors = load_packs([], runners=RUNNERS)
     assert errors == []
     runners = {a.ref: a.runner_type for a in packs.actions() if a.pack == "core"}
     assert runners == {
@@ -744,7 +748,7 @@ def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
 
 
 def test_core_sendwebhook_posts_json_and_keeps_the_signing_secret(tmp_path: Path) -> None:
-    packs, _ = load_packs([])
+    packs, _ = load_packs([], runners=RUNNERS)
     action = packs.action("core.sendwebhook")
     runner_values, action_values = action.prepare_parameters(
         {"url": "https://hooks.example.com/in", "body": {"event": "x"}, "signing": {"secret": "s"}}
