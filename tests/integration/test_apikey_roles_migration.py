@@ -5,13 +5,9 @@ observer, and serve warns once at start-up naming those (SQLite and PostgreSQL).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -24,7 +20,7 @@ from engine.store import create_store
 from engine.store.codec import time_to_text
 from engine.store.migrations import postgres as pg_migrations
 from engine.store.migrations import sqlite as sqlite_migrations
-from tests.integration.conftest import PG_ENV
+from tests.integration.conftest import pg_database_before
 
 # Keys as the previous version stored them: (name, admin, webhooks, triggers).
 OLD_KEYS = (
@@ -138,47 +134,29 @@ async def test_setting_a_role_ends_the_warning(tmp_path, caplog):
 
 @pytest.fixture
 async def old_pg_database():
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = f"hookyard_roles_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    try:
-        conn = await asyncpg.connect(url)
-        try:
+    migration = pg_migrations._API_KEY_ROLES
+    async with pg_database_before(pg_migrations.MIGRATIONS, migration, "hookyard_roles") as (
+        url,
+        conn,
+    ):
+        placeholders = ", ".join(f"${n}" for n in range(1, 11))
+        for i, (key_name, is_admin, webhooks, triggers) in enumerate(OLD_KEYS):
             await conn.execute(
-                "CREATE TABLE hookyard_schema_version ("
-                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                OLD_INSERT.format(placeholders)
+                .replace("$6", "$6::jsonb", 1)
+                .replace("$7", "$7::jsonb", 1),
+                f"id{i}",
+                key_name,
+                _key(key_name)[:11],
+                hash_key(_key(key_name)),
+                is_admin,
+                webhooks,
+                triggers,
+                utcnow(),
+                None,
+                True,
             )
-            for version, statements in enumerate(_before_roles(pg_migrations), start=1):
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO hookyard_schema_version VALUES ($1)", version)
-            placeholders = ", ".join(f"${n}" for n in range(1, 11))
-            for i, (key_name, is_admin, webhooks, triggers) in enumerate(OLD_KEYS):
-                await conn.execute(
-                    OLD_INSERT.format(placeholders)
-                    .replace("$6", "$6::jsonb", 1)
-                    .replace("$7", "$7::jsonb", 1),
-                    f"id{i}",
-                    key_name,
-                    _key(key_name)[:11],
-                    hash_key(_key(key_name)),
-                    is_admin,
-                    webhooks,
-                    triggers,
-                    utcnow(),
-                    None,
-                    True,
-                )
-        finally:
-            await conn.close()
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.mark.postgres

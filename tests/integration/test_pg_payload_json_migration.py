@@ -5,10 +5,8 @@ version still stores webhooks in the migrated table (processes upgrade one at a 
 from __future__ import annotations
 
 import json
-import os
-import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -17,7 +15,7 @@ from engine.config import StoreSettings
 from engine.model import NewTriggerInstance
 from engine.store import create_store
 from engine.store.migrations.postgres import _PAYLOAD_JSON, MIGRATIONS
-from tests.integration.conftest import PG_ENV
+from tests.integration.conftest import pg_database_before
 
 pytestmark = pytest.mark.postgres
 
@@ -31,35 +29,12 @@ PREVIOUS_INSERT = (
 
 
 @pytest.fixture
-async def old_database() -> str:
+async def old_database() -> AsyncIterator[str]:
     """A fresh database at the schema version before payload json, with rows in it."""
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = f"hookyard_mig_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    try:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(
-                "CREATE TABLE hookyard_schema_version ("
-                " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            before = MIGRATIONS[: MIGRATIONS.index(_PAYLOAD_JSON)]
-            for version, statements in enumerate(before, start=1):
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO hookyard_schema_version VALUES ($1)", version)
-            for instance_id, key in (("old-keyed", "hook:delivery-1"), ("old-plain", None)):
-                await conn.execute(PREVIOUS_INSERT, instance_id, json.dumps(PAYLOAD), key)
-        finally:
-            await conn.close()
+    async with pg_database_before(MIGRATIONS, _PAYLOAD_JSON, "hookyard_mig") as (url, conn):
+        for instance_id, key in (("old-keyed", "hook:delivery-1"), ("old-plain", None)):
+            await conn.execute(PREVIOUS_INSERT, instance_id, json.dumps(PAYLOAD), key)
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_migration_keeps_payloads_and_dedupe_keys(old_database: str, tmp_path: Path) -> None:
