@@ -584,8 +584,18 @@ class ShellLexer:
                 self.mark_dynamic()
                 return None, _FRAME_CONTEXTS[frame.kind]
         top = self.frames[0]
+        prior = top.word or ""
         self.begin_word(top)
         self.mark_dynamic()
+        if (
+            top.candidate
+            and not top.after_wrapper
+            and not top.redirect
+            and not _ASSIGNMENT.match(prior)
+        ):
+            # One quoted word, but the word that picks the program: `{{ x }} /data` runs
+            # whatever x names (reboot, a script the sender planted).
+            return None, "where the command name stands (the value would choose the program)"
         if top.reshell is not None:
             return None, f"in the arguments of {top.reshell} (another shell parses them again)"
         if top.dynamic_command:

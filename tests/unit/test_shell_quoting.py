@@ -64,7 +64,7 @@ REFUSED = [
         "the quoting differs between {% if %}/{% for %} branches",
     ),
     (
-        "{% for i in [1, 2] %}'{% endfor %}{{ trigger.body.x }}",
+        "echo {% for i in [1, 2] %}'{% endfor %}{{ trigger.body.x }}",
         "the quoting differs between {% if %}/{% for %} branches",
     ),
     (
@@ -101,6 +101,10 @@ REFUSED = [
         "pipes into a compound command (while ...)",
     ),
     (". /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of ."),
+    # The command name: one quoted word, but it picks the program.
+    ("{{ trigger.body.x }} /var/data", "where the command name stands"),
+    ("echo ok; \"{{ trigger.body.x }}\" --version", "where the command name stands"),
+    ("echo ok && ./{{ trigger.body.x }}", "where the command name stands"),
     ("source /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of source"),
 ]
 
