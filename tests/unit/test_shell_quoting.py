@@ -103,7 +103,7 @@ REFUSED = [
     (". /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of ."),
     # The command name: one quoted word, but it picks the program.
     ("{{ trigger.body.x }} /var/data", "where the command name stands"),
-    ("echo ok; \"{{ trigger.body.x }}\" --version", "where the command name stands"),
+    ('echo ok; "{{ trigger.body.x }}" --version', "where the command name stands"),
     ("echo ok && ./{{ trigger.body.x }}", "where the command name stands"),
     ("source /dev/stdin <<< {{ trigger.body.x }}", "in the arguments of source"),
 ]
