@@ -299,8 +299,11 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
                 evaluator.load_rules(message[1], message[2])
             elif kind == "kv":
                 evaluator.load_kv(message[1])
-        except Exception:  # a bug: reported; the next chunks say what it costs
-            log.exception("rule evaluator: %s could not be loaded", kind)
+        except Exception:
+            # Deciding with the previous rules (or none) would be silently wrong: this child
+            # ends, and the parent starts another and sends it the rules afresh.
+            log.exception("rule evaluator: %s could not be loaded; this evaluator ends", kind)
+            raise SystemExit(3) from None
 
 
 def _reply(seq: int, results: list[tuple[Any, ...]]) -> bytes:

@@ -378,6 +378,9 @@ class _Child:
         except OSError as exc:
             ours.close()
             raise EvaluatorUnavailable(f"cannot start a rule evaluator process: {exc}") from exc
+        except BaseException:  # cancelled while starting (the pool closing): no fd left open
+            ours.close()
+            raise
         finally:
             theirs.close()
             os.close(page_fd)

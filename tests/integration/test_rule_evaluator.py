@@ -13,6 +13,7 @@ import resource
 import signal
 import textwrap
 import time
+import types
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -312,3 +313,39 @@ async def test_a_chunk_that_kills_its_child_before_any_instance_is_split_not_ret
         for instance_id in ids:
             assert await executions_parameters(client, instance_id) == [{"v": 1}]
         assert client.server.app[RUNTIME].evaluator.restarts >= 1
+
+
+class _RulesTheChildCannotLoad:
+    """Rules input whose action table is malformed: loading it fails inside the child
+    (what an out-of-memory or a bug while loading would do)."""
+
+    def __init__(self) -> None:
+        from engine.rules import RuleSet
+
+        self._key = (object(), object())
+        self.runtime = types.SimpleNamespace(ruleset=RuleSet())  # what the parent reads
+
+    def key(self) -> tuple[object, object]:
+        return self._key
+
+    def message(self) -> tuple:
+        return ("rules", [], {"core.noop": 5})
+
+
+async def test_a_child_that_cannot_load_the_rules_ends_instead_of_deciding_with_stale_ones(
+    tmp_path,
+):
+    from engine.evaluator_process import EvaluatorPool
+    from engine.model import PROCESSED, TriggerInstance, utcnow
+
+    pool = EvaluatorPool(settings_for(tmp_path, {}))
+    await pool.start()
+    try:
+        instance = TriggerInstance("t1", "core.st2.webhook", {"body": {}}, utcnow(), "pending")
+        (verdict,) = await pool.decide([instance], None, _RulesTheChildCannotLoad())
+        # Never "processed" by a child holding no (or old) rules: each child that could not
+        # load them ended, and the instance failed after its second death, saying so.
+        assert verdict.status != PROCESSED
+        assert pool.restarts >= 1
+    finally:
+        await pool.close()
