@@ -51,6 +51,16 @@ def _before_roles(migrations) -> tuple:
     return migrations.MIGRATIONS[: migrations.MIGRATIONS.index(migrations._API_KEY_ROLES)]
 
 
+def insert_old_keys(conn: sqlite3.Connection, id_prefix: str, key_of) -> None:
+    """OLD_KEYS as a process of the previous version writes them (no role columns)."""
+    for i, (name, admin, webhooks, triggers) in enumerate(OLD_KEYS):
+        key = key_of(name)
+        row = (f"{id_prefix}{i}", name, key[:11], hash_key(key), int(admin), webhooks, triggers)
+        conn.execute(
+            OLD_INSERT.format(", ".join("?" * 10)), (*row, time_to_text(utcnow()), None, 1)
+        )
+
+
 def old_sqlite_database(path: Path) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -58,22 +68,7 @@ def old_sqlite_database(path: Path) -> None:
             for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
-        for i, (name, admin, webhooks, triggers) in enumerate(OLD_KEYS):
-            conn.execute(
-                OLD_INSERT.format(", ".join("?" * 10)),
-                (
-                    f"id{i}",
-                    name,
-                    _key(name)[:11],
-                    hash_key(_key(name)),
-                    int(admin),
-                    webhooks,
-                    triggers,
-                    time_to_text(utcnow()),
-                    None,
-                    1,
-                ),
-            )
+        insert_old_keys(conn, "id", lambda name: _key(name))
         conn.commit()
     finally:
         conn.close()
@@ -183,22 +178,7 @@ async def test_keys_a_previous_version_process_writes_after_the_migration(tmp_pa
     await store.close()  # migrated
     conn = sqlite3.connect(tmp_path / "hookyard.db")
     try:
-        for i, (name, admin, webhooks, triggers) in enumerate(OLD_KEYS):
-            conn.execute(
-                OLD_INSERT.format(", ".join("?" * 10)),
-                (
-                    f"late{i}",
-                    name,
-                    f"hy_late{i:04d}",
-                    hash_key(name),
-                    int(admin),
-                    webhooks,
-                    triggers,
-                    time_to_text(utcnow()),
-                    None,
-                    1,
-                ),
-            )
+        insert_old_keys(conn, "late", lambda name: f"hy_late{name[:4]:x<4}{'1' * 40}")
         conn.commit()
     finally:
         conn.close()

@@ -62,6 +62,8 @@ def test_documents_with_a_few_aliases_load_as_before():
     assert safeyaml.safe_load("") is None
     # The bound itself: just under it loads, just over it does not.
     assert safeyaml.check_expansion(safeyaml.compose(alias_bomb(levels=5))) < 100_000
+    with pytest.raises(YamlLimitError, match="more than 100,000 nodes"):
+        safeyaml.safe_load(alias_bomb(levels=6))
 
 
 def test_too_many_aliases_are_refused():
