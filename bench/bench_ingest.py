@@ -17,10 +17,10 @@ turn for --repeat rounds, the order rotating each round:
             and dropped at the end
 
 Hookyard runs as --topology says (an `api` role always includes its ingest writer child
-process, engine.ingest_process, which stores the webhooks):
+process, engine.ingest.writer, which stores the webhooks):
   single    (the default, the product's one command) one `hookyard serve --roles
             api,rules` process takes the webhooks and evaluates them, the rules worker
-            yielding to ingest while webhooks arrive (engine.ingest_pressure) and working
+            yielding to ingest while webhooks arrive (engine.ingest.pressure) and working
             off the backlog after;
   split     a `hookyard serve --roles api` process takes the webhooks while a second
             `hookyard serve --roles rules` process, at nice 10, evaluates them;

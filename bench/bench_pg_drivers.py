@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from engine.model import new_id
+from engine.model.records import new_id
 from engine.store.migrations.postgres import MIGRATIONS
 
 UNNEST_INSERT = (

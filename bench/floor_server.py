@@ -14,7 +14,7 @@ the id once the row is committed:
 No rules, no workers, no error handling beyond aiohttp's: a reference, not a product.
 What `group` reaches relative to bare is the ceiling for durable ingest done in one
 Python process on this schema and machine. Hookyard's `api` role goes past it by storing
-webhooks in a child process (engine.ingest_process), on a second core.
+webhooks in a child process (engine.ingest.writer), on a second core.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from engine.model import new_id
+from engine.model.records import new_id
 from engine.store.migrations.sqlite import MIGRATIONS
 from engine.store.sqlite_checkpoint import RESTART_AFTER_FRAMES, WAL_SIZE_LIMIT
 

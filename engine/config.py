@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from engine import safeyaml
 from engine.errors import ConfigError, YamlLimitError
+from engine.support import safeyaml
 
 ENV_PREFIX = "HOOKYARD_"
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -60,7 +60,7 @@ class IngestSettings:
     max_headers: int = 100
     # Most fields an application/x-www-form-urlencoded body may have (413 above it).
     max_form_fields: int = 1000
-    # Webhooks are stored by a child process (engine.ingest_process), so that the
+    # Webhooks are stored by a child process (engine.ingest.writer), so that the
     # store's work runs on another core than the HTTP loop's; false: in this process.
     writer_process: bool = True
 
@@ -73,14 +73,14 @@ class WorkerSettings:
     rules_batch: int = 200
     # Share of the process's time the rules worker takes while webhooks are arriving in
     # the same process and the backlog is empty; it grows with the backlog, to all of it
-    # at ingest.max_backlog (engine.ingest_pressure). 1 = never yield to ingest.
+    # at ingest.max_backlog (engine.ingest.pressure). 1 = never yield to ingest.
     rules_share_while_ingesting: float = 0.05
     # A trigger instance claimed this many times without its decision being recorded (its
     # worker died each time, e.g. a rule crashed the process) is marked processing_failed
     # instead of being evaluated again.
     rules_max_claims: int = 5
     # Rules are evaluated (criteria matched, action parameters rendered) in child
-    # processes (engine.evaluator_process), never on the HTTP loop: this many.
+    # processes (engine.workers.evaluator), never on the HTTP loop: this many.
     rules_eval_processes: int = 1
     # Seconds the evaluation of one trigger instance may take; past it the evaluator
     # process is killed and replaced, and the instance ends processing_failed.

@@ -105,7 +105,7 @@ class RegistryError(EngineError):
 
 
 class NameTooLong(EngineError):
-    """Raised when a name or ref is longer than its bound (engine.names)."""
+    """Raised when a name or ref is longer than its bound (engine.model.names)."""
 
 
 # --- store -----------------------------------------------------------------
@@ -203,6 +203,6 @@ class CriterionTypeError(RuleError):
 
 class YamlLimitError(LocatedError):
     """Raised when a YAML document's aliases expand past the limit (an alias bomb), refer
-    to themselves, or nest too deeply to be read (engine.safeyaml)."""
+    to themselves, or nest too deeply to be read (engine.support.safeyaml)."""
 
     unnamed_origin = "<yaml>"

@@ -12,9 +12,9 @@ import click
 
 from engine.cli import changes
 from engine.cli.apikeys import apikey_group
+from engine.cli.datastore import key_group
 from engine.cli.deliveries import delivery_group
 from engine.cli.explain import explain_command
-from engine.cli.keys import key_group
 from engine.cli.resources import (
     enforcement_group,
     execution_group,

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import click
 
-from engine.apikeys import ApiKeyError, new_api_key, parse_duration
 from engine.cli.output import fail, print_json, print_table
 from engine.config import load_settings
 from engine.errors import EngineError
-from engine.roles import ROLES, Grants, RoleError, check_role
+from engine.model.apikeys import ApiKeyError, new_api_key, parse_duration
+from engine.model.roles import ROLES, Grants, RoleError, check_role
 from engine.store import Store, create_store
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import click
 from engine.cli.client import ApiClient, ApiError, ServerUnreachable, server_command
 from engine.cli.output import fail, print_json
 from engine.cli.resources import path_part
-from engine.names import MAX_REF_CHARS, too_long
+from engine.model.names import MAX_REF_CHARS, too_long
 
 # --- rules -------------------------------------------------------------------------------
 

@@ -9,12 +9,12 @@ from typing import Any
 import click
 import yaml
 
-from engine import safeyaml
 from engine.cli.output import fail, print_json, print_table, short
 from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
 from engine.rules import load_rule, load_rules, render_parameters
 from engine.rules.loader import iter_rule_files
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
+from engine.support import safeyaml
 
 EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
 

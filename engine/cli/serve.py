@@ -9,7 +9,7 @@ import click
 from engine.cli.output import fail
 from engine.config import load_settings
 from engine.errors import EngineError
-from engine.logs import configure_logging
+from engine.support.logs import configure_logging
 
 
 @click.command("serve")
@@ -69,7 +69,7 @@ def serve_command(
         settings = settings.replace(**{k: v for k, v in changes.items() if v is not None})
         configure_logging(settings.logging.level, settings.logging.format)
         from engine.config import validate_roles
-        from engine.serve import serve
+        from engine.http.server import serve
 
         validate_roles(settings.roles, "--roles")
         asyncio.run(serve(settings, watch=watch))

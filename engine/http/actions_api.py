@@ -17,9 +17,9 @@ from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.model import NewExecution, NewTriggerInstance
-from engine.runtime import Runtime
-from engine.secret_parameters import is_sealed
+from engine.model.records import NewExecution, NewTriggerInstance
+from engine.process.runtime import Runtime
+from engine.secrets.sealing import is_sealed
 
 MASK = "********"
 API_USER = "api"
@@ -55,7 +55,7 @@ def execution_api(runtime: Runtime, record) -> dict[str, Any]:
         secrets = action.secret_parameters
     data = shapes.execution(record, action_api)
     if isinstance(data["parameters"], dict):
-        # Sealed values (engine.secret_parameters) are masked too, should the action that
+        # Sealed values (engine.secrets.sealing) are masked too, should the action that
         # declared them secret be gone.
         data["parameters"] = {
             name: MASK if (name in secrets and value is not None) or is_sealed(value) else value

@@ -14,8 +14,8 @@ from engine.errors import IngestError, NotFound
 from engine.http import shapes
 from engine.http.context import RUNTIME, Handler, json_response
 from engine.http.guard import guarded
-from engine.model import Page
-from engine.stored_rules import loaded_rule
+from engine.model.records import Page
+from engine.rules.stored import loaded_rule
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

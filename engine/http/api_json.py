@@ -1,7 +1,7 @@
 """The one reader of the API's JSON request bodies.
 
 Every API route that takes a JSON body reads it here, so that a body nesting 100,000
-arrays is a 400 naming the limit (engine.request_bodies.MAX_JSON_DEPTH, as for webhooks),
+arrays is a 400 naming the limit (engine.ingest.bodies.MAX_JSON_DEPTH, as for webhooks),
 not a RecursionError and a 500.
 """
 
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from engine.errors import IngestError
 from engine.http.content_coding import content_coding
-from engine.request_bodies import load_json
+from engine.ingest.bodies import load_json
 
 
 async def read_json(request: web.Request, when_empty: Any = None) -> Any:

@@ -1,7 +1,7 @@
 """REST for API keys under /api/v1/apikeys, StackStorm-like; every route needs an admin key.
 
 The key itself is in the creation answer only; lists and updates never show it or its hash.
-A key's `role` (engine.roles) and an operator's `grants` ({"packs": [...], "actions":
+A key's `role` (engine.model.roles) and an operator's `grants` ({"packs": [...], "actions":
 [...]}) are given at creation and changed with PUT; without a role (what `st2 apikey
 create` sends) a key is an observer, or a posting key when limited to webhooks.
 """
@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.errors import IngestError, NotFound
 from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.roles import Grants, RoleError, check_role
+from engine.model.apikeys import ApiKeyError, lifetime_from_api, new_api_key
+from engine.model.roles import Grants, RoleError, check_role
 
 _CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin", "role", "grants")
 

@@ -15,15 +15,14 @@ from aiohttp import web
 
 from engine.config import Settings
 from engine.errors import StoreError
-from engine.evaluator_process import EvaluatorPool
 from engine.http import (
     actions_api,
     api,
     apikeys_api,
     auth,
     cancel_api,
+    datastore_api,
     expect,
-    keys_api,
     metrics_api,
     operations_api,
     outbound_api,
@@ -32,10 +31,11 @@ from engine.http import (
 )
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import add_unknown_route, check_all_guarded, guarded
-from engine.ingest_process import IngestProcess
-from engine.runtime import Runtime
+from engine.ingest.writer import IngestProcess
+from engine.process.runtime import Runtime
 from engine.store import create_store
 from engine.workers import rule_sync
+from engine.workers.evaluator import EvaluatorPool
 from engine.workers.lifecycle import role_contexts
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         api.add_routes(app)
         actions_api.add_routes(app)
         apikeys_api.add_routes(app)
-        keys_api.add_routes(app)
+        datastore_api.add_routes(app)
         outbound_api.add_routes(app)
         rules_api.add_routes(app)
         cancel_api.add_routes(app)

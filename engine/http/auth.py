@@ -21,17 +21,17 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from engine.apikeys import ApiKey, key_prefix, new_api_key
 from engine.config import Settings, load_settings
 from engine.errors import AuthError, ConfigError, EngineError, IngestError
 from engine.http import rbac
 from engine.http.context import RUNTIME
 from engine.http.hookdefs import WebhookDefinition, load_definitions
-from engine.logs import register_secrets
-from engine.model import utcnow
+from engine.model.apikeys import ApiKey, key_prefix, new_api_key
+from engine.model.records import utcnow
+from engine.model.roles import posts_webhooks
 from engine.packs import PackSet
-from engine.roles import posts_webhooks
 from engine.store.base import Store
+from engine.support.logs import register_secrets
 
 log = logging.getLogger(__name__)
 

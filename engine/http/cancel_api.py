@@ -19,7 +19,7 @@ from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.model import CANCELED, CANCELING, REQUESTED, SCHEDULED
+from engine.model.records import CANCELED, CANCELING, REQUESTED, SCHEDULED
 from engine.workers.actions import CANCEL_REQUESTED
 
 

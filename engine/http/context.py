@@ -22,13 +22,13 @@ from engine.errors import (
     StoreBusy,
     StoreError,
 )
-from engine.runtime import Runtime
+from engine.process.runtime import Runtime
 from engine.store import UnstorableValue
 
 log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
-# The app's engine.metrics.Metrics (engine.http.metrics_api installs it).
+# The app's engine.support.metrics.Metrics (engine.http.metrics_api installs it).
 METRICS = web.AppKey("metrics", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

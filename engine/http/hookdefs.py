@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError, EngineError
-from engine.hook_payload import CREDENTIAL_HEADERS
 from engine.http.jwt_auth import JwtVerifier
 from engine.http.signatures import SignatureScheme, build_scheme
-from engine.names import MAX_NAME_CHARS, too_long
+from engine.model.hook_payload import CREDENTIAL_HEADERS
+from engine.model.names import MAX_NAME_CHARS, too_long
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import compile_template, is_template
 from engine.rules.yamlsource import KEY, Located, format_path, parse_yaml
@@ -66,7 +66,7 @@ class WebhookDefinition:
     @functools.cached_property
     def credential_headers(self) -> frozenset[str]:
         """Headers (lower-case) that carry a credential and are never stored: the ones
-        every hook drops (engine.hook_payload.CREDENTIAL_HEADERS) and this hook's own."""
+        every hook drops (engine.model.hook_payload.CREDENTIAL_HEADERS) and this hook's own."""
         names = set(CREDENTIAL_HEADERS)
         if self.signature is not None:
             names.update(self.signature.header_names)

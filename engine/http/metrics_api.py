@@ -1,6 +1,6 @@
 """`GET /metrics` on the app, and the hook label webhook requests are counted under.
 
-The counters themselves are `engine.metrics.Metrics`; this module wires one into an app.
+The counters themselves are `engine.support.metrics.Metrics`; this module wires one into an app.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from engine.http.auth import GATEKEEPER
 from engine.http.context import METRICS, RUNTIME
 from engine.http.guard import guarded
-from engine.metrics import UNKNOWN_WEBHOOK, Metrics
+from engine.support.metrics import UNKNOWN_WEBHOOK, Metrics
 
 # The hook a webhook request was resolved to, set by the ingest handler; requests that
 # fail before (unknown hook) are labelled from their path.

@@ -15,7 +15,7 @@ from aiohttp import web
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.reload import ReloadReport, reload_runtime, watch_files
+from engine.process.reload import ReloadReport, reload_runtime, watch_files
 from engine.rules.explain import explain
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.model import utcnow
+from engine.model.records import utcnow
 from engine.outbound import subscriptions
 from engine.outbound.sender import KeyRingProvider
 from engine.outbound.ssrf import DestinationGuard

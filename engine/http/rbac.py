@@ -1,4 +1,4 @@
-"""What a valid key's role lets it do on /api/v1 (the roles are in engine.roles).
+"""What a valid key's role lets it do on /api/v1 (the roles are in engine.model.roles).
 
 `check_api_rights` runs for every API request (engine.http.auth.check_request): reads are
 open to admin, operator and observer keys; a write is refused here unless the key is an
@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.apikeys import ApiKey
 from engine.errors import AuthError
-from engine.roles import ADMIN, OBSERVER, OPERATOR, WEBHOOK
+from engine.model.apikeys import ApiKey
+from engine.model.roles import ADMIN, OBSERVER, OPERATOR, WEBHOOK
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # (method, route) an operator may write to; the handler checks grants and ownership. A

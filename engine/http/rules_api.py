@@ -22,10 +22,10 @@ from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
+from engine.process.runtime import Runtime
 from engine.rules import Rule
 from engine.rules.rule import is_rule_id
-from engine.runtime import Runtime
-from engine.stored_rules import (
+from engine.rules.stored import (
     build_api_rule,
     is_api_rule,
     loaded_rule,

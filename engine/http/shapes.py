@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model import Enforcement, Execution, TriggerInstance, isoformat
+from engine.model.records import Enforcement, Execution, TriggerInstance, isoformat
 from engine.rules import Rule
 from engine.rules.rule import rule_id
 

@@ -21,17 +21,17 @@ from typing import Any
 from aiohttp import web
 
 from engine.errors import EngineError, IngestError
-from engine.hook_payload import NamedHookPost
-from engine.hook_payload import text as hook_text
 from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_header_count
 from engine.http.content_coding import content_coding, decode_body
 from engine.http.context import METRICS, RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.expect import continue_within
 from engine.http.hookdefs import WebhookDefinition
 from engine.http.metrics_api import WEBHOOK_LABEL, hook_label
-from engine.model import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
-from engine.names import MAX_REF_CHARS, too_long
-from engine.request_bodies import parse_body, parse_body_and_text
+from engine.ingest.bodies import parse_body, parse_body_and_text
+from engine.model.hook_payload import NamedHookPost
+from engine.model.hook_payload import text as hook_text
+from engine.model.names import MAX_REF_CHARS, too_long
+from engine.model.records import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import render_value
 from engine.store import codec
@@ -131,7 +131,7 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
         if caller.key is not None:  # only a key can limit what a caller fires
             rules = runtime.ruleset.webhooks.get(name) or []
             Gatekeeper.check_fires(caller, {WEBHOOK_TRIGGER, *(rule.ref for rule in rules)})
-        # The payload is built where it is stored (engine.hook_payload), from the header
+        # The payload is built where it is stored (engine.model.hook_payload), from the header
         # lines as received: off this loop when an ingest writer process stores it.
         dropped = definition.credential_headers
         if parse_in_writer:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine.model import isoformat
+from engine.model.records import isoformat
 from engine.outbound.subscriptions import Subscription
 
 PENDING = "pending"

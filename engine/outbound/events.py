@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.model import (
+from engine.model.records import (
     EnforcementOutcome,
     Execution,
     NewExecution,

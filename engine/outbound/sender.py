@@ -20,11 +20,11 @@ import aiohttp
 
 from engine.config import Settings
 from engine.errors import ConfigError, EngineError
-from engine.model import isoformat, utcnow
+from engine.model.records import isoformat, utcnow
 from engine.outbound import signing
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery
 from engine.outbound.events import envelope
-from engine.outbound.keys import KeyRing
+from engine.outbound.key_ring import KeyRing
 from engine.outbound.ssrf import DestinationGuard
 
 log = logging.getLogger(__name__)

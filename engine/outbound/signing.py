@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ConfigError, RegistryError
 
 if TYPE_CHECKING:
-    from engine.outbound.keys import KeyRing
+    from engine.outbound.key_ring import KeyRing
 
 DEFAULT_SCHEME = "standard-webhooks"
 STANDARD_WEBHOOKS_SECRET_PREFIX = "whsec_"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.model import isoformat, new_id, utcnow
+from engine.model.records import isoformat, new_id, utcnow
 from engine.outbound import signing
 from engine.outbound.events import check_event_types
 

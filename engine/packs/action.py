@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import jsonschema
 
 from engine.errors import RunnerError
-from engine.names import MAX_NAME_CHARS
+from engine.model.names import MAX_NAME_CHARS
 from engine.packs.metadata import (
     check_schema,
     pack_error,

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import PackError, RuleLoadError
-from engine.names import too_long
+from engine.model.names import too_long
 from engine.rules.yamlsource import Located, format_path, parse_yaml, suggestion, type_name
 from engine.rules.yamlsource import Path as FieldPath
 

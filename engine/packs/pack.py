@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 
 from engine.errors import ActionError, EngineError
-from engine.names import MAX_NAME_CHARS
+from engine.model.names import MAX_NAME_CHARS
 from engine.packs.action import Action, stable_id
 from engine.packs.metadata import (
     check_schema,

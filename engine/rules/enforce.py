@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import RuleError
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_FAILED,
     ENFORCEMENT_SUCCEEDED,
     EnforcementOutcome,

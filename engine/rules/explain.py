@@ -11,7 +11,12 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from engine.model import ENFORCEMENT_FAILED, WEBHOOK_TRIGGER, EnforcementOutcome, TriggerInstance
+from engine.model.records import (
+    ENFORCEMENT_FAILED,
+    WEBHOOK_TRIGGER,
+    EnforcementOutcome,
+    TriggerInstance,
+)
 from engine.rules.index import RuleEvaluation, RuleSet
 from engine.rules.rule import Rule, normalize_webhook_name
 

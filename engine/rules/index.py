@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import RuleError, RuleLoadError
-from engine.model import WEBHOOK_TRIGGER
+from engine.model.records import WEBHOOK_TRIGGER
 from engine.rules.rule import BACKSTOP, Evaluation, Rule, normalize_webhook_name
 from engine.rules.timers import trigger_key
 

@@ -1,6 +1,6 @@
 """`st2kv` in templates: a pre-loaded view of the datastore, and the `decrypt_kv` filter.
 
-Templates stay pure: the worker loads the datastore before rendering (engine.datastore)
+Templates stay pure: the worker loads the datastore before rendering (engine.store.datastore)
 and hands the result in as plain dicts; nothing here reads a store or a file. A secret
 value is its ciphertext, a `SecretValue`, which only `| decrypt_kv` turns into plaintext;
 the decryption function it carries sits in an underscore attribute, which the sandbox
@@ -86,7 +86,7 @@ def build_st2kv(
     return {"system": KeyScope(system), "user": KeyScope(user)}
 
 
-# st2kv as plain data, for a process that builds its own view (engine.evaluator_process):
+# st2kv as plain data, for a process that builds its own view (engine.workers.evaluator):
 # (system pairs, user pairs), each pair (name, value, secret).
 KvSnapshot = tuple[tuple[tuple[str, Any, bool], ...], tuple[tuple[str, Any, bool], ...]]
 

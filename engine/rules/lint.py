@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from engine.errors import TemplateError
-from engine.model import WEBHOOK_TRIGGER
+from engine.model.records import WEBHOOK_TRIGGER
 from engine.rules import templates
 from engine.rules.criteria import Criterion
-from engine.rules.paths import strip_suffix
+from engine.rules.fields import strip_suffix
 from engine.rules.rule import Rule
 from engine.rules.timers import TIMER_TRIGGER_TYPES, TimerError, is_timer, schedule_for
 

@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 
 from engine.errors import FieldPathError, RuleError, RuleLoadError, TemplateError
-from engine.names import MAX_NAME_CHARS, too_long
-from engine.rules import operators, paths, templates
+from engine.model.names import MAX_NAME_CHARS, too_long
+from engine.rules import fields, operators, templates
 from engine.rules.criteria import Criterion
 from engine.rules.index import RuleSet
 from engine.rules.rule import BACKSTOP, STANDARD, Rule, normalize_webhook_name
@@ -163,7 +163,7 @@ def _compile_criteria(
     for key, criterion in spec.items():
         path = (*where, key)
         try:
-            getter = paths.compile_key(str(key))
+            getter = fields.compile_key(str(key))
         except FieldPathError as exc:
             raise located.error(str(exc), path, at_key=True) from None
         try:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.model import WEBHOOK_TRIGGER
+from engine.model.records import WEBHOOK_TRIGGER
 from engine.rules import regexes
 from engine.rules.criteria import Criterion, CriterionResult
 from engine.rules.templates import Template

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS
+from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS
 
 RULE_KEYS = (
     "name",

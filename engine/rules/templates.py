@@ -154,10 +154,10 @@ def _to_yaml_string(value: Any, indent: int = 4, allow_unicode: bool = True) -> 
 
 
 def _from_yaml_string(value: str) -> Any:
-    # An alias bomb in a payload is refused here (engine.safeyaml), not expanded later.
+    # An alias bomb in a payload is refused here (engine.support.safeyaml), not expanded later.
     # (Imported here to keep this module's import block as it was.)
-    from engine import safeyaml
     from engine.errors import YamlLimitError
+    from engine.support import safeyaml
 
     try:
         return safeyaml.safe_load(value)

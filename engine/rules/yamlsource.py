@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from engine import safeyaml
 from engine.errors import RuleLoadError, YamlLimitError
+from engine.support import safeyaml
 
 Path = tuple[Any, ...]
 
@@ -83,7 +83,7 @@ def format_path(path: Path) -> str:
 
 def parse_yaml(text: str, file: str | None = None) -> Located:
     """Parse one YAML document with the safe loader, keeping marks; RuleLoadError on failure
-    (an alias bomb included: engine.safeyaml)."""
+    (an alias bomb included: engine.support.safeyaml)."""
     try:
         node = safeyaml.compose(text, file=file)
     except yaml.MarkedYAMLError as exc:

@@ -19,7 +19,7 @@ import traceback
 import types
 from typing import Any
 
-from engine.actions import Action
+from engine.runners.python_action import Action
 
 # Exit codes the parent reads when no reply could be written.
 EXIT_ACTION_FAILED = 1
@@ -70,7 +70,7 @@ def load_action_class(entry_point: str) -> type[Action]:
         found = ", ".join(sorted(c.__name__ for c in candidates)) or "none"
         raise ActionLoadError(
             f"{entry_point}: expected exactly one class deriving from "
-            f"engine.actions.Action, found {found}"
+            f"engine.runners.python_action.Action, found {found}"
         )
     return candidates[0]
 

@@ -89,7 +89,7 @@ class PythonScriptRunner:
     @staticmethod
     def _environment(request: RunRequest) -> dict[str, str]:
         env = action_environment(request.execution_id, request.runner_parameters.get("env"))
-        # The child imports engine.runners.python_host and engine.actions from here.
+        # The child imports engine.runners.python_host and engine.runners.python_action from here.
         extra_path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
         return env

@@ -19,7 +19,7 @@ import aiohttp
 
 from engine.errors import ConfigError
 from engine.outbound import signing
-from engine.outbound.keys import KeyRing
+from engine.outbound.key_ring import KeyRing
 from engine.runners.base import FAILED, DestinationGuard, RunRequest, RunResult, mask_secrets
 from engine.runners.http_request import HttpRequestRunner
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from engine.apikeys import ApiKey, extended_expiry
 from engine.errors import NotFound
-from engine.roles import ADMIN, WEBHOOK, Grants
+from engine.model.apikeys import ApiKey, extended_expiry
+from engine.model.roles import ADMIN, WEBHOOK, Grants
 from engine.store import codec
 from engine.store.codec import dumps, loads, time_from_text, time_to_text
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from engine.apikeys import ApiKey
 from engine.errors import StoreError
-from engine.kv import SYSTEM_SCOPE, KeyValuePair
-from engine.model import (
+from engine.model.apikeys import ApiKey
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
+from engine.model.records import (
     Accepted,
     EnforcementOutcome,
     Execution,
@@ -29,9 +29,9 @@ from engine.model import (
     Page,
     TriggerInstance,
 )
-from engine.roles import Grants
+from engine.model.roles import Grants
+from engine.rules.stored import StoredRule
 from engine.store.outbound_base import OutboundStore
-from engine.stored_rules import StoredRule
 
 
 class Store(OutboundStore, abc.ABC):
@@ -101,7 +101,7 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     def count_ingested(self, stored: int) -> None:
         """`stored` new trigger instances were committed for this process by another one
-        (engine.ingest_process): count them in the backlog, and wake the rules
+        (engine.ingest.writer): count them in the backlog, and wake the rules
         worker."""
 
     @abc.abstractmethod
@@ -241,7 +241,7 @@ class Store(OutboundStore, abc.ABC):
         """Newest first. Filters: action, status, trigger_instance, rule,
         timestamp_gt, timestamp_lt."""
 
-    # --- API keys (only hashes are stored; see engine.apikeys) ---------------------------
+    # --- API keys (only hashes are stored; see engine.model.apikeys) ---------------------------
 
     @abc.abstractmethod
     async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
@@ -277,8 +277,8 @@ class Store(OutboundStore, abc.ABC):
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         """Delete these keys; returns the ids that existed (and are now gone)."""
 
-    # --- datastore (st2kv key-value pairs; see engine.kv) ---------------------------------
-    # Scopes are full names (engine.kv.SYSTEM_SCOPE / USER_SCOPE); `user` is ignored in the
+    # --- datastore (st2kv key-value pairs; see engine.model.kv) ---------------------------------
+    # Scopes are full names (engine.model.kv.SYSTEM_SCOPE / USER_SCOPE); `user` is ignored in the
     # system scope. An expired pair is invisible to every read, as if deleted.
 
     @abc.abstractmethod

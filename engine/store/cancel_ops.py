@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import NotFound
-from engine.model import CANCELED, CANCELING, REQUESTED, RUNNING, SCHEDULED, Execution
+from engine.model.records import CANCELED, CANCELING, REQUESTED, RUNNING, SCHEDULED, Execution
 from engine.outbound import events as outbound_events
 from engine.store import postgres_ops, sqlite_ops
 from engine.store.codec import dumps, time_to_text

@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.errors import StoreError
-from engine.hook_payload import payload_json as hook_payload_json
-from engine.model import (
+from engine.model.hook_payload import payload_json as hook_payload_json
+from engine.model.records import (
     PROCESSED,
     PROCESSING_FAILED,
     TERMINAL_EXECUTION_STATUSES,

@@ -17,7 +17,7 @@ from datetime import datetime
 import asyncpg
 
 from engine.errors import Conflict, LeaseLost, NotFound, StoreError
-from engine.model import InstanceDecision
+from engine.model.records import InstanceDecision
 from engine.store import explain_ops, postgres_ops
 from engine.store.codec import UnstorableValue
 

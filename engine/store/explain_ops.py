@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.model import EnforcementOutcome
+from engine.model.records import EnforcementOutcome
 from engine.store import postgres_ops, sqlite_ops
 from engine.store.codec import dumps, loads, time_to_text
 
@@ -30,7 +30,7 @@ QUEUE_WAITING_STATUS = {
 
 
 def _created_seconds(row_id: str | None) -> float | None:
-    """Ids start with 8 hex digits of creation seconds (engine.model.new_id)."""
+    """Ids start with 8 hex digits of creation seconds (engine.model.records.new_id)."""
     if not row_id:
         return None
     try:

@@ -2,7 +2,8 @@
 threads) and PostgreSQL coroutines (run inside a transaction).
 
 An expired pair is invisible to every read and is purged by the next write; a secret's
-value is stored as the ciphertext it arrives as (engine.kvcrypto encrypts above the store).
+value is stored as the ciphertext it arrives as (engine.secrets.encryption encrypts
+above the store).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import NotFound
-from engine.kv import SYSTEM_SCOPE, KeyValuePair
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.store import codec
 from engine.store.codec import time_from_text, time_to_text
 

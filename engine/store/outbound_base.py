@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.model import Page
+from engine.model.records import Page
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.subscriptions import Subscription
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.model import new_id
+from engine.model.records import new_id
 from engine.outbound import events as outbound_events
 from engine.outbound.delivery import FAILED, PENDING, SUCCEEDED, AttemptResult, Delivery
 from engine.outbound.events import NewEvent

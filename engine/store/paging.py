@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from engine.model import Page
+from engine.model.records import Page
 from engine.store.codec import Condition, time_to_text
 
 

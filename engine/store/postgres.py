@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
-from engine.kv import SYSTEM_SCOPE, KeyValuePair
-from engine.model import (
+from engine.model.apikeys import ApiKey
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
+from engine.model.records import (
     Accepted,
     EnforcementOutcome,
     Execution,
@@ -36,7 +36,8 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.roles import Grants
+from engine.model.roles import Grants
+from engine.rules.stored import StoredRule
 from engine.store import (
     apikey_ops,
     cancel_ops,
@@ -53,7 +54,6 @@ from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.postgres import MIGRATIONS
 from engine.store.postgres_outbound import PostgresOutbound
-from engine.stored_rules import StoredRule
 
 log = logging.getLogger(__name__)
 

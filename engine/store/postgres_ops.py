@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import LeaseLost, NotFound, StoreError
-from engine.model import (
+from engine.model.records import (
     ABANDONED,
     REQUESTED,
     RUNNING,

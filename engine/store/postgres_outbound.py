@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from engine.errors import Conflict, LeaseLost, NotFound
-from engine.model import Page, utcnow
+from engine.model.records import Page, utcnow
 from engine.outbound.delivery import DELIVERING, PENDING, AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription

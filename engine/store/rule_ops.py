@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 
 from engine.errors import Conflict, NotFound
+from engine.rules.stored import StoredRule
 from engine.store import codec
 from engine.store.codec import dumps, time_from_text, time_to_text
-from engine.stored_rules import StoredRule
 
 # An upsert, so an emptied table (tests truncate every table) counts on from 1.
 _BUMP = (

@@ -24,11 +24,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.apikeys import ApiKey
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
-from engine.kv import SYSTEM_SCOPE, KeyValuePair
-from engine.model import (
+from engine.model.apikeys import ApiKey
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
+from engine.model.records import (
     Accepted,
     EnforcementOutcome,
     Execution,
@@ -39,7 +39,8 @@ from engine.model import (
     TriggerInstance,
     utcnow,
 )
-from engine.roles import Grants
+from engine.model.roles import Grants
+from engine.rules.stored import StoredRule
 from engine.store import (
     apikey_ops,
     cancel_ops,
@@ -61,7 +62,6 @@ from engine.store.sqlite_checkpoint import (
     WalCheckpointer,
 )
 from engine.store.sqlite_outbound import SqliteOutbound
-from engine.stored_rules import StoredRule
 
 log = logging.getLogger(__name__)
 

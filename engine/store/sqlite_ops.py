@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from engine.errors import LeaseLost, NotFound
-from engine.model import (
+from engine.model.records import (
     ABANDONED,
     REQUESTED,
     RUNNING,

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import Conflict, LeaseLost, NotFound
-from engine.model import Page, utcnow
+from engine.model.records import Page, utcnow
 from engine.outbound.delivery import (
     DELIVERING,
     PENDING,

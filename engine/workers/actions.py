@@ -15,20 +15,20 @@ import logging
 from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
-from engine.model import ABANDONED, CANCELED, CANCELING, FAILED, Execution
+from engine.model.records import ABANDONED, CANCELED, CANCELING, FAILED, Execution
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
+from engine.process.runtime import Runtime
 from engine.rules import templates
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
-from engine.runtime import Runtime
 from engine.workers import sleep_until
 from engine.workers.leftovers import ActionProcesses
 
 log = logging.getLogger(__name__)
 
-# Observed event (engine.runtime observers) carrying an execution id: a cancel was
+# Observed event (engine.process.runtime observers) carrying an execution id: a cancel was
 # requested through this process's API. Workers in other processes learn it from the
 # `canceling` status their next heartbeat returns.
 CANCEL_REQUESTED = "execution_cancel_requested"
@@ -105,7 +105,7 @@ async def run_execution(
     if not left_over_killed:
         return  # its lease expires and it is claimed again, still at this attempt
     try:
-        # st2kv for metadata templates, as the execution's user (engine.datastore).
+        # st2kv for metadata templates, as the execution's user (engine.store.datastore).
         kv = await runtime.datastore.st2kv(_execution_user(execution))
     except StoreError as exc:
         log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
@@ -172,7 +172,7 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     action = runtime.packs.action(execution.action)
     if not action.enabled:
         raise ActionError(f"action {action.ref!r} is disabled")
-    # Secret parameters are stored sealed (engine.secret_parameters): opened only here.
+    # Secret parameters are stored sealed (engine.secrets.sealing): opened only here.
     parameters = runtime.sealer.unseal(execution.parameters or {})
     runner_params, action_params = action.prepare_parameters(parameters)
     given = {name for name, value in parameters.items() if value is not None}

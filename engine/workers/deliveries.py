@@ -17,14 +17,14 @@ from collections import Counter
 from datetime import timedelta
 
 from engine.errors import DestinationRefused, LeaseLost, OutboundError, StoreError
-from engine.model import utcnow
+from engine.model.records import utcnow
 from engine.outbound.delivery import ClaimedDelivery
 from engine.outbound.policy import RetryPolicy
 from engine.outbound.sender import Sender
 from engine.outbound.signing import generate_secret
 from engine.outbound.ssrf import DestinationGuard
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Secret, Subscription
-from engine.runtime import Runtime
+from engine.process.runtime import Runtime
 from engine.workers import sleep_until
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from engine.errors import LeaseLost, StoreError
-from engine.model import Execution
+from engine.model.records import Execution
 from engine.runners.group_guard import GroupGuard
 from engine.runners.process_identity import (
     HostIdentity,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from engine.runtime import Runtime
+from engine.process.runtime import Runtime
 from engine.workers.actions import run_actions_worker
 from engine.workers.deliveries import run_deliveries_worker
 from engine.workers.rules import run_rules_worker

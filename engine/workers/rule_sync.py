@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from engine.errors import RuleLoadError, StoreError
+from engine.process.runtime import Runtime
 from engine.rules import Rule, RuleSet
 from engine.rules.rule import rule_id
-from engine.runtime import Runtime
-from engine.stored_rules import build_api_rule, is_api_rule, shown_ref
+from engine.rules.stored import build_api_rule, is_api_rule, shown_ref
 
 log = logging.getLogger(__name__)
 

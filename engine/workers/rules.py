@@ -13,18 +13,18 @@ import logging
 import time
 
 from engine.errors import Conflict, EvaluatorUnavailable, LeaseLost, StoreError
-from engine.evaluator_process import EvaluatorPool, RulesInput
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_FAILED,
     PROCESSING_FAILED,
     EnforcementOutcome,
     InstanceDecision,
     TriggerInstance,
 )
+from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
-from engine.runtime import Runtime
 from engine.store import UnstorableValue
 from engine.workers import sleep_until
+from engine.workers.evaluator import EvaluatorPool, RulesInput
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ EVAL_CHUNK = 32
 async def run_rules_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     settings = runtime.settings.workers
     store = runtime.store
-    # Rules are evaluated in child processes, never on this loop (engine.evaluator_process);
+    # Rules are evaluated in child processes, never on this loop (engine.workers.evaluator);
     # the app starts them with the process (engine.http.app), else they are started here.
     evaluator = runtime.evaluator
     owned = evaluator is None
@@ -142,7 +142,7 @@ async def _decide_chunk(
     """(decision, matched rule refs) per instance, or None when they could not be decided
     now (they are released, or their leases expire: nothing is lost)."""
     try:
-        # st2kv for the rule user: loaded once and shared by a batch (engine.datastore).
+        # st2kv for the rule user: loaded once and shared by a batch (engine.store.datastore).
         kv = await runtime.datastore.st2kv_snapshot(RULE_USER)
     except StoreError as exc:
         # Unprocessed, their leases expire and they are claimed again: nothing is lost.

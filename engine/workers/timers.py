@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from engine.errors import StoreError
-from engine.model import NewTriggerInstance, utcnow
+from engine.model.records import NewTriggerInstance, utcnow
+from engine.process.runtime import Runtime
 from engine.rules.index import RuleSet
 from engine.rules.timers import (
     Schedule,
@@ -32,7 +33,6 @@ from engine.rules.timers import (
     timer_payload,
     timer_trigger_ref,
 )
-from engine.runtime import Runtime
 from engine.workers import sleep_until
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ def evaluator_of(parent: int) -> int:
             if stat is None or stat[1] != parent or stat[0] == "Z":
                 continue
             with contextlib.suppress(OSError):
-                if b"engine.evaluator_child" in (entry / "cmdline").read_bytes():
+                if b"engine.workers.evaluator_child" in (entry / "cmdline").read_bytes():
                     return int(entry.name)
         time.sleep(0.02)
     raise AssertionError(f"no rule evaluator process under pid {parent}")

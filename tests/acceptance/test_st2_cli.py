@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from engine.apikeys import KEY_PATTERN
 from engine.config import Settings
+from engine.model.apikeys import KEY_PATTERN
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE_RULES = ROOT / "rules"

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from engine.apikeys import KEY_PATTERN
+from engine.model.apikeys import KEY_PATTERN
 
 ROOT = Path(__file__).parents[2]
 BUILD_TIMEOUT = 240

@@ -20,7 +20,7 @@ import pytest
 
 from engine.config import StoreSettings
 from engine.errors import RunnerError
-from engine.model import NewExecution
+from engine.model.records import NewExecution
 from engine.runners.group_guard import GroupGuard
 from engine.runners.process import run_process
 from engine.runners.process_identity import (

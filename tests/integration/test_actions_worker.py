@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.model import NewExecution
+from engine.model.records import NewExecution
 
 RULE = """\
 name: on_deploy

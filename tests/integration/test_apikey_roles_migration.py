@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.apikeys import hash_key
 from engine.config import AuthSettings, Settings, StoreSettings
 from engine.http.app import create_app
 from engine.http.auth import warn_about_migrated_keys
-from engine.model import utcnow
+from engine.model.apikeys import hash_key
+from engine.model.records import utcnow
 from engine.store import create_store
 from engine.store.codec import time_to_text
 from engine.store.migrations import postgres as pg_migrations

@@ -13,7 +13,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
-from engine.apikeys import new_api_key
 from engine.config import (
     AuthSettings,
     DatastoreSettings,
@@ -22,12 +21,13 @@ from engine.config import (
     WorkerSettings,
     load_settings,
 )
-from engine.datastore import Datastore
 from engine.errors import ConfigError
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.kv import DatastoreError
+from engine.model.apikeys import new_api_key
+from engine.model.kv import DatastoreError
 from engine.store import create_store
+from engine.store.datastore import Datastore
 
 RULE = """\
 name: deploy_to_target
@@ -298,7 +298,7 @@ async def test_generated_key_file_is_announced_and_reused(tmp_path, caplog):
     )
     store, datastore = await open_datastore(settings)
     try:
-        with caplog.at_level(logging.WARNING, logger="engine.kvcrypto"):
+        with caplog.at_level(logging.WARNING, logger="engine.secrets.encryption"):
             await datastore.set("pw", "hunter2", secret=True)
         assert any("generated a datastore encryption key" in r.message for r in caplog.records)
         key_file = tmp_path / "data" / "datastore.key"

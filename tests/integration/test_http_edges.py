@@ -46,7 +46,7 @@ def settings_for(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
-    """The app served as engine.serve serves it, on a free port of 127.0.0.1."""
+    """The app served as engine.http.server serves it, on a free port of 127.0.0.1."""
     settings = settings_for(tmp_path)
     runner = HeaderTimeoutRunner(
         create_app(settings),

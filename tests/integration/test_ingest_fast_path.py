@@ -20,13 +20,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.apikeys import new_api_key
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.errors import StoreBusy
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
 from engine.http.guard import check_all_guarded, guarded
-from engine.model import NewTriggerInstance
+from engine.model.apikeys import new_api_key
+from engine.model.records import NewTriggerInstance
 
 ANY_RULE = """\
 name: anything

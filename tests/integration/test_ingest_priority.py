@@ -1,4 +1,4 @@
-"""Rules yield to ingest in one process, yet keep moving and catch up (engine.ingest_pressure)."""
+"""Rules yield to ingest in one process, yet keep moving and catch up (engine.ingest.pressure)."""
 
 from __future__ import annotations
 

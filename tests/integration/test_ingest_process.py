@@ -28,19 +28,19 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine import ingest_process
 from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
 from engine.errors import StoreUnavailable
 from engine.http.app import create_app
 from engine.http.context import RUNTIME, STORE_UNAVAILABLE
-from engine.ingest_process import IngestProcess, _Child
-from engine.model import NewTriggerInstance
-from engine.runtime import Runtime
+from engine.ingest import writer as ingest_writer
+from engine.ingest.writer import IngestProcess, _Child
+from engine.model.records import NewTriggerInstance
+from engine.process.runtime import Runtime
 from engine.store import create_store
 from engine.store.codec import UnstorableValue
 from tests.processes import alive, process_state
 
-CHILD_MODULE = "engine.ingest_process"
+CHILD_MODULE = "engine.ingest.writer"
 HOOK_RULE = """\
 name: anything
 pack: t
@@ -487,7 +487,7 @@ async def _ready_status(client: TestClient, status: int) -> bool:
 
 async def test_ready_names_the_writer_process_while_it_restarts(tmp_path, monkeypatch):
     # A longer pause than the default 0.5 s, so that the restart window can be seen surely.
-    monkeypatch.setattr(ingest_process, "_RESTART_PAUSE", 1.5)
+    monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 1.5)
     settings = make_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
         runtime = runtime_of(client)
@@ -580,7 +580,7 @@ async def post_in_one_batch(
     writer's two batch slots (the child waits for the lock); `posts` then queue behind
     them, and become the next batch once the lock is released.
     """
-    committer = runtime_of(client).ingest_process._committer
+    committer = runtime_of(client).writer._committer
     lock = sqlite3.connect(sqlite_file(settings), isolation_level=None, timeout=0)
     try:
         lock.execute("BEGIN IMMEDIATE")
@@ -605,7 +605,7 @@ async def post_in_one_batch(
 async def test_an_unstorable_generic_payload_fails_alone_in_its_batch(tmp_path):
     settings = make_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
-        stats = runtime_of(client).ingest_process._committer.stats
+        stats = runtime_of(client).writer._committer.stats
 
         def good(n: int) -> Post:
             return lambda: client.post("/webhooks/anything", json={"n": n})
@@ -662,7 +662,7 @@ async def test_a_refused_body_is_its_own_answer_and_the_batch_is_written(tmp_pat
         TestClient(TestServer(create_app(inline))) as inline_client,
     ):
         runtime = runtime_of(client)
-        stats = runtime.ingest_process._committer.stats
+        stats = runtime.writer._committer.stats
         before = await runtime.store.pending_backlog()
         runtime.store._backlog._refresh_seconds = 3600.0  # moved only by what is counted in
 
@@ -859,7 +859,7 @@ async def test_a_lone_surrogate_is_not_a_503_on_postgresql(tmp_path, pg_url, hea
 # That ResourceWarning is the same bug's symptom; the assertion below is what is tested.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_closing_while_the_writer_restarts_leaves_no_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_process, "_RESTART_PAUSE", 0.0)
+    monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 0.0)
     settings = make_settings(tmp_path, busy_timeout=10.0)
     lock = sqlite3.connect(sqlite_file(settings), isolation_level=None, timeout=0)
     spawned: set[int] = set()
@@ -892,8 +892,8 @@ async def test_a_writer_that_stops_answering_is_replaced_and_its_batch_is_a_503(
     tmp_path, monkeypatch
 ):
     # The reply timeout is twice busy_timeout plus a margin: 1 s here.
-    monkeypatch.setattr(ingest_process, "_REPLY_MARGIN", 0.0)
-    monkeypatch.setattr(ingest_process, "_RESTART_PAUSE", 0.0)
+    monkeypatch.setattr(ingest_writer, "_REPLY_MARGIN", 0.0)
+    monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 0.0)
     settings = make_settings(tmp_path, busy_timeout=0.5)
     async with TestClient(TestServer(create_app(settings))) as client:
         writer = runtime_of(client).ingest_process
@@ -958,7 +958,7 @@ async def test_the_writer_imports_the_api_process_engine_not_one_in_the_working_
 
 
 async def test_a_writer_of_another_protocol_refuses_to_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(ingest_process, "_PROTOCOL", 999)  # what the API process sends
+    monkeypatch.setattr(ingest_writer, "_PROTOCOL", 999)  # what the API process sends
     settings = make_settings(tmp_path)
     before = writer_children()
     with pytest.raises(StoreUnavailable, match="protocol 999"):

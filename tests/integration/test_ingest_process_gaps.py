@@ -15,11 +15,11 @@ import sys
 import uuid
 from typing import Any
 
-from engine import ingest_process
-from engine.ingest_process import IngestProcess
-from engine.logs import SCRUBBED, register_secrets, scrubber
-from engine.model import NewTriggerInstance
+from engine.ingest import writer as ingest_writer
+from engine.ingest.writer import IngestProcess
+from engine.model.records import NewTriggerInstance
 from engine.store import create_store
+from engine.support.logs import SCRUBBED, register_secrets, scrubber
 from tests.integration.test_ingest_process import (
     make_settings,
     stored_rows,
@@ -74,7 +74,7 @@ async def test_the_child_hides_the_secrets_registered_in_the_api_process(
 
 
 class _RecordedRespawnPauses:
-    """engine.ingest_process's `asyncio`, except that the pauses `_respawn` asks for are
+    """engine.ingest.writer's `asyncio`, except that the pauses `_respawn` asks for are
     recorded (and shortened, to keep the test fast); every other call is asyncio's own."""
 
     def __init__(self, on_pause) -> None:
@@ -98,7 +98,7 @@ async def test_respawn_pauses_double_up_to_the_cap_then_a_child_starts_again(
     # The first pause, then doubled after each of seven failed starts: 30 (not 32), and
     # 30 again (not 60). The eighth start works.
     expected = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    assert (ingest_process._RESTART_PAUSE, ingest_process._RESTART_PAUSE_MAX) == (0.5, 30.0)
+    assert (ingest_writer._RESTART_PAUSE, ingest_writer._RESTART_PAUSE_MAX) == (0.5, 30.0)
     data = tmp_path / "data"
     settings = make_settings(tmp_path / "app", store_url=f"sqlite:///{data / 'hookyard.db'}")
     away = tmp_path / "data.away"
@@ -120,7 +120,7 @@ async def test_respawn_pauses_double_up_to_the_cap_then_a_child_starts_again(
         writer = IngestProcess(settings, store)
         await writer.start()
         first_pid = writer.pid
-        monkeypatch.setattr(ingest_process, "asyncio", recorder)
+        monkeypatch.setattr(ingest_writer, "asyncio", recorder)
         # A new child cannot open the store: its folder is a file now.
         data.rename(away)
         data.write_text("not a folder")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.apikeys import new_api_key
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS
+from engine.model.apikeys import new_api_key
+from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS
 from engine.rules.rule import rule_id
 from engine.workers.rule_sync import RULE_SYNC
 

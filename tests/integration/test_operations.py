@@ -326,8 +326,8 @@ async def test_two_processes_on_postgresql_fire_each_tick_once(tmp_path, rules, 
 
 
 def test_reload_keeps_the_previous_action_and_pack_of_broken_files(tmp_path, rules):
-    from engine.reload import reload_runtime
-    from engine.runtime import Runtime
+    from engine.process.reload import reload_runtime
+    from engine.process.runtime import Runtime
     from engine.store import create_store
 
     pack = tmp_path / "packs" / "ops"

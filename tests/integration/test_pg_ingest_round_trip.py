@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import StoreSettings
 from engine.errors import StoreError
-from engine.model import NewTriggerInstance
+from engine.model.records import NewTriggerInstance
 from engine.outbound.subscriptions import Secret, Subscription
 from engine.store import create_store
 from engine.store import postgres as postgres_store

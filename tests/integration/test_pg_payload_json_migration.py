@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from engine.config import StoreSettings
-from engine.model import NewTriggerInstance
+from engine.model.records import NewTriggerInstance
 from engine.store import create_store
 from engine.store.migrations.postgres import _PAYLOAD_JSON, MIGRATIONS
 from tests.integration.conftest import pg_database_before

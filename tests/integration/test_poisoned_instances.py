@@ -68,7 +68,7 @@ async def test_an_unstorable_decision_marks_the_instance_processing_failed(tmp_p
 async def test_an_instance_claimed_past_the_limit_is_failed_without_evaluation(tmp_path):
     """Workers that died holding an instance (a rule crashing the process) leave claims
     without decisions; past workers.rules_max_claims it is not evaluated again."""
-    from engine.model import NewTriggerInstance
+    from engine.model.records import NewTriggerInstance
     from engine.store import create_store
 
     settings = app_settings(tmp_path, rules_max_claims=2)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.apikeys import new_api_key
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.model import NewExecution, NewTriggerInstance
-from engine.roles import ADMIN, OBSERVER, OPERATOR, Grants
+from engine.model.apikeys import new_api_key
+from engine.model.records import NewExecution, NewTriggerInstance
+from engine.model.roles import ADMIN, OBSERVER, OPERATOR, Grants
 
 REPO_ROOT = Path(__file__).parents[2]
 

@@ -340,8 +340,8 @@ class _RulesTheChildCannotLoad:
 async def test_a_child_that_cannot_load_the_rules_ends_instead_of_deciding_with_stale_ones(
     tmp_path,
 ):
-    from engine.evaluator_process import EvaluatorPool
-    from engine.model import PROCESSED, TriggerInstance, utcnow
+    from engine.model.records import PROCESSED, TriggerInstance, utcnow
+    from engine.workers.evaluator import EvaluatorPool
 
     pool = EvaluatorPool(settings_for(tmp_path, {}))
     await pool.start()

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.apikeys import new_api_key
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.model import NewExecution
+from engine.model.apikeys import new_api_key
+from engine.model.records import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
 
 FILE_RULE = """\

@@ -46,7 +46,7 @@ async def test_action_value_becomes_the_result_and_prints_stay_in_stdout(tmp_pat
     entry = write_action(
         tmp_path,
         """
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Greet(Action):
             def run(self, name, punctuation="!"):
@@ -67,7 +67,7 @@ async def test_tuple_false_fails_with_its_result(tmp_path):
     entry = write_action(
         tmp_path,
         """
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Check(Action):
             def run(self):
@@ -83,7 +83,7 @@ async def test_tuple_true_succeeds(tmp_path):
     entry = write_action(
         tmp_path,
         """
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Check(Action):
             def run(self):
@@ -98,7 +98,7 @@ async def test_raising_action_fails_with_the_traceback(tmp_path):
     entry = write_action(
         tmp_path,
         """
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Boom(Action):
             def run(self, value):
@@ -140,7 +140,8 @@ async def test_module_without_an_action_class_fails_clearly(tmp_path):
     result = await run(make_request(entry))
     assert result.status == "failed"
     assert (
-        "expected exactly one class deriving from engine.actions.Action" in result.result["error"]
+        "expected exactly one class deriving from engine.runners.python_action.Action"
+        in result.result["error"]
     )
 
 
@@ -149,7 +150,7 @@ async def test_action_that_kills_its_own_process_fails_without_a_result(tmp_path
         tmp_path,
         """
         import os
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Crash(Action):
             def run(self):
@@ -168,7 +169,7 @@ async def test_action_that_sleeps_forever_times_out_and_is_killed(tmp_path):
         tmp_path,
         f"""
         import os, time
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Sleeper(Action):
             def run(self):
@@ -201,7 +202,7 @@ async def test_secret_parameters_are_masked_in_result_and_output(tmp_path):
     entry = write_action(
         tmp_path,
         """
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Leaky(Action):
             def run(self, api_key):
@@ -219,7 +220,7 @@ async def test_large_output_is_truncated_and_result_still_arrives(tmp_path):
         tmp_path,
         """
         import sys
-        from engine.actions import Action
+        from engine.runners.python_action import Action
 
         class Loud(Action):
             def run(self):

@@ -14,14 +14,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.config import AuthSettings, DatastoreSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_SUCCEEDED,
     PROCESSED,
     EnforcementOutcome,
     NewExecution,
     NewTriggerInstance,
 )
-from engine.secret_parameters import SEALED
+from engine.secrets.sealing import SEALED
 
 SECRET = "tok-5f2a9c-secret"
 OTHER_SECRET = "api-8d1e77-secret"

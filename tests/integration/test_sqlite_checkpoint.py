@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from engine.config import StoreSettings
-from engine.model import NewTriggerInstance
+from engine.model.records import NewTriggerInstance
 from engine.store import create_store
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.apikeys import hash_key, new_api_key
 from engine.errors import Conflict, NotFound
-from engine.model import utcnow
-from engine.roles import Grants
+from engine.model.apikeys import hash_key, new_api_key
+from engine.model.records import utcnow
+from engine.model.roles import Grants
 from engine.store import Store
 
 

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.model import ABANDONED, REQUESTED, RUNNING, SCHEDULED, SUCCEEDED, NewExecution
+from engine.model.records import ABANDONED, REQUESTED, RUNNING, SCHEDULED, SUCCEEDED, NewExecution
 from engine.store import Store
 from engine.workers.actions import run_actions_worker
 

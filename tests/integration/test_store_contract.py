@@ -14,7 +14,7 @@ import pytest
 
 from engine.config import StoreSettings
 from engine.errors import ConfigError, LeaseLost, NotFound, StoreBusy, StoreError
-from engine.model import (
+from engine.model.records import (
     ABANDONED,
     ENFORCEMENT_FAILED,
     ENFORCEMENT_SUCCEEDED,

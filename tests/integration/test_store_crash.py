@@ -21,7 +21,7 @@ PRODUCER = """
 import asyncio, sys
 from pathlib import Path
 from engine.config import StoreSettings
-from engine.model import NewTriggerInstance
+from engine.model.records import NewTriggerInstance
 from engine.store import create_store
 
 async def main():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import LeaseLost, NotFound, StoreError
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_SUCCEEDED,
     PROCESSED,
     PROCESSING,

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from engine.errors import NotFound
-from engine.kv import SYSTEM_SCOPE, USER_SCOPE, KeyValuePair
-from engine.model import utcnow
+from engine.model.kv import SYSTEM_SCOPE, USER_SCOPE, KeyValuePair
+from engine.model.records import utcnow
 from engine.store import Store
 
 

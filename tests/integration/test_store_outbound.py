@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from engine.errors import LeaseLost, NotFound
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_SUCCEEDED,
     PROCESSED,
     SUCCEEDED,

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.errors import Conflict, LeaseLost, NotFound
-from engine.model import (
+from engine.model.records import (
     CANCELED,
     CANCELING,
     REQUESTED,

@@ -18,12 +18,12 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.apikeys import new_api_key
 from engine.config import Settings, load_settings
 from engine.errors import ConfigError
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
-from engine.roles import OPERATOR, WEBHOOK, Grants
+from engine.model.apikeys import new_api_key
+from engine.model.roles import OPERATOR, WEBHOOK, Grants
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 JWT_SECRET = "a-shared-secret-of-at-least-32-bytes!!"
@@ -448,7 +448,7 @@ def test_bad_definitions_fail_at_start_with_file_and_line(tmp_path, snippet, wor
 def test_a_defined_secret_is_scrubbed_from_logs(settings):
     import logging
 
-    from engine.logs import scrubber
+    from engine.support.logs import scrubber
 
     create_app(settings)
     record = logging.LogRecord("x", logging.INFO, "f", 1, "secret is %s", (GITHUB_SECRET,), None)

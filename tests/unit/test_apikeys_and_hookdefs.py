@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.apikeys import (
+from engine.errors import ConfigError
+from engine.http.hookdefs import load_definitions
+from engine.model.apikeys import (
     KEY_PATTERN,
     ApiKeyError,
     extended_expiry,
@@ -18,9 +20,7 @@ from engine.apikeys import (
     new_api_key,
     parse_duration,
 )
-from engine.errors import ConfigError
-from engine.http.hookdefs import load_definitions
-from engine.logs import SecretScrubber
+from engine.support.logs import SecretScrubber
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

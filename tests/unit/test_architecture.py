@@ -23,69 +23,20 @@ ENGINE_DIR = Path(engine.__file__).resolve().parent
 # matching entry wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
-        "base",  # records, settings and errors; stdlib and small libraries only
-        (
-            "engine",  # the package itself (__init__)
-            "engine.errors",
-            "engine.config",
-            "engine.model",
-            "engine.names",
-            "engine.roles",
-            "engine.logs",
-            "engine.hook_payload",
-            "engine.apikeys",
-            "engine.kv",
-            "engine.kvcrypto",
-            "engine.actions",  # the base class of Python actions, imported by pack code
-            "engine.ingest_pressure",
-            "engine.metrics",  # the counters; the /metrics route is engine.http.metrics_api
-            "engine.safeyaml",
-            "engine.child_process",  # how a child process of ours is started and reaped
-        ),
+        "base",  # settings, errors and small libraries every layer uses; stdlib and pip only
+        ("engine", "engine.errors", "engine.config", "engine.support"),
     ),
+    ("model", ("engine.model",)),  # records that travel between the layers, no I/O
     (
-        "core",  # pure logic: rules, pack metadata, outbound policy
-        (
-            "engine.rules",
-            "engine.packs",
-            "engine.outbound",
-            "engine.stored_rules",
-        ),
+        "core",  # pure logic: rules, pack metadata, outbound policy, secrets
+        ("engine.rules", "engine.packs", "engine.outbound", "engine.secrets"),
     ),
-    (
-        "store",
-        (
-            "engine.store",
-            "engine.datastore",  # st2kv over the store
-            "engine.secret_parameters",  # seals parameters on their way into the store
-            "engine.request_bodies",  # webhook body parsing (checks storability)
-        ),
-    ),
+    ("store", ("engine.store",)),
+    ("ingest", ("engine.ingest",)),  # request bodies, the ingest writer child, its pressure
     ("runners", ("engine.runners",)),
-    (
-        "workers",
-        (
-            "engine.workers",
-            # The process's collaborators that every role is handed, and the ingest
-            # writer child it may own. TODO(issue 16): into engine/process/, with the
-            # workers depending on what they use rather than on the whole Runtime.
-            "engine.runtime",
-            "engine.ingest_process",
-            # The rules role's evaluator children (the pool, and the child's own main).
-            "engine.evaluator_process",
-            "engine.evaluator_child",
-        ),
-    ),
-    (
-        "surfaces",
-        (
-            "engine.http",
-            "engine.cli",
-            "engine.__main__",
-            "engine.serve",
-            "engine.reload",
-        ),
-    ),
+    ("process", ("engine.process",)),  # what a running process holds, and its reload
+    ("workers", ("engine.workers",)),  # the roles, incl. the rules role's evaluator children
+    ("surfaces", ("engine.http", "engine.cli", "engine.__main__")),
 ]
 
 # Upward imports known and not yet removed: (importer, imported) -> why. Each is a TODO

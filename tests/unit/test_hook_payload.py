@@ -7,7 +7,8 @@ import json
 import pytest
 
 from engine.errors import IngestError
-from engine.hook_payload import (
+from engine.ingest.bodies import _utf8_without_bom, stored_body_text
+from engine.model.hook_payload import (
     CREDENTIAL_HEADERS,
     NamedHookPost,
     decode_headers,
@@ -15,7 +16,6 @@ from engine.hook_payload import (
     payload,
     payload_json,
 )
-from engine.request_bodies import _utf8_without_bom, stored_body_text
 from engine.store.codec import UnstorableValue, check_no_lone_surrogate, dumps
 
 RAW = (

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 
-from engine.model import new_id
+from engine.model.records import new_id
 
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
@@ -48,7 +48,7 @@ def test_threads_never_get_the_same_id():
 # writing at once then interleave their lines.
 FORKING = """
 import os
-from engine.model import new_id
+from engine.model.records import new_id
 os.write(1, (new_id(now=1_800_000_000) + "\\n").encode())
 pid = os.fork()
 os.write(1, (new_id(now=1_800_000_000) + "\\n").encode())

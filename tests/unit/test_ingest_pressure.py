@@ -1,10 +1,10 @@
-"""The rules worker's share of the loop while webhooks arrive (engine.ingest_pressure)."""
+"""The rules worker's share of the loop while webhooks arrive (engine.ingest.pressure)."""
 
 from __future__ import annotations
 
 import time
 
-from engine.ingest_pressure import BUSY_WINDOW, MAX_PAUSE, IngestPressure
+from engine.ingest.pressure import BUSY_WINDOW, MAX_PAUSE, IngestPressure
 
 
 def busy(share: float, max_backlog: int = 1000) -> IngestPressure:

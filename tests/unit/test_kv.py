@@ -8,17 +8,17 @@ import pytest
 from cryptography.fernet import Fernet
 
 from engine.errors import SandboxViolation, TemplateError
-from engine.kv import (
+from engine.model.kv import (
     SYSTEM_SCOPE,
     USER_SCOPE,
     DatastoreError,
     KeyValuePair,
     parse_scope,
 )
-from engine.kvcrypto import DatastoreCipher
 from engine.rules import load_rule, render_parameters
 from engine.rules.kvlookup import SecretValue, build_st2kv
 from engine.rules.templates import compile_template, render_shell_command
+from engine.secrets.encryption import DatastoreCipher
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 CIPHER = DatastoreCipher([Fernet.generate_key()], "test key")

@@ -7,11 +7,11 @@ import textwrap
 
 import pytest
 
-from engine.apikeys import ApiKeyError, new_api_key
 from engine.errors import ConfigError, NameTooLong, RuleLoadError
 from engine.http.hookdefs import load_definitions
-from engine.kv import DatastoreError, check_name
-from engine.names import MAX_KEY_NAME_CHARS, MAX_NAME_CHARS, MAX_REF_CHARS, check_length
+from engine.model.apikeys import ApiKeyError, new_api_key
+from engine.model.kv import DatastoreError, check_name
+from engine.model.names import MAX_KEY_NAME_CHARS, MAX_NAME_CHARS, MAX_REF_CHARS, check_length
 from engine.packs import load_packs
 from engine.rules import load_rule
 from engine.rules.rule import rule_id

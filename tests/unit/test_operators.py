@@ -4,8 +4,8 @@ import pytest
 
 from engine.errors import CriterionTypeError, RegistryError, RuleError, UnknownOperatorError
 from engine.rules import operators
+from engine.rules.fields import compile_key
 from engine.rules.operators import Operator, get_operator, operator_names
-from engine.rules.paths import compile_key
 
 ALIASES = {
     "equals": ("eq",),

@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from engine.errors import ConfigError, RegistryError
 from engine.outbound import signing
-from engine.outbound.keys import INDEX_FILE, KeyRing, jwk_thumbprint
+from engine.outbound.key_ring import INDEX_FILE, KeyRing, jwk_thumbprint
 from engine.outbound.signing import generate_secret, sign_headers
 
 BODY = b'{"id":"evt_1","type":"execution.updated","data":{"big":12345678901234567890}}'

@@ -111,7 +111,7 @@ def full_pack(root: Path, name: str = "demo") -> Path:
     pack = make_pack(root, name, actions={"greet.yaml": PYTHON_ACTION, "copy.yaml": SCRIPT_ACTION})
     write(
         pack / "actions" / "greet.py",
-        "from engine.actions import Action\n\n\nclass Greet(Action):\n"
+        "from engine.runners.python_action import Action\n\n\nclass Greet(Action):\n"
         "    def run(self, who, **kw):\n        return f'hi {who}'\n",
     )
     write(pack / "actions" / "copy.sh", '#!/bin/sh\ncp "$1" "$2"\n')

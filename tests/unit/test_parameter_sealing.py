@@ -9,9 +9,9 @@ from cryptography.fernet import Fernet
 
 from engine.config import DatastoreSettings, Settings
 from engine.errors import ActionError
-from engine.kvcrypto import DatastoreCipher
-from engine.model import NewExecution
-from engine.secret_parameters import SEALED, ParameterSealer, is_sealed, seal
+from engine.model.records import NewExecution
+from engine.secrets.encryption import DatastoreCipher
+from engine.secrets.sealing import SEALED, ParameterSealer, is_sealed, seal
 
 
 def test_only_named_values_are_sealed_and_sealing_twice_changes_nothing() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
 from engine.errors import FieldPathError, RuleError
-from engine.rules.paths import compile_key, strip_suffix
+from engine.rules.fields import compile_key, strip_suffix
 
 PAYLOAD = {
     "body": {

@@ -1,10 +1,10 @@
-"""Roles and grants (engine.roles): what a grant covers and which role a new key gets."""
+"""Roles and grants (engine.model.roles): what a grant covers and which role a new key gets."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.roles import (
+from engine.model.roles import (
     ADMIN,
     OBSERVER,
     OPERATOR,

@@ -1,4 +1,4 @@
-"""YAML alias bombs are refused wherever YAML is read (engine.safeyaml)."""
+"""YAML alias bombs are refused wherever YAML is read (engine.support.safeyaml)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from engine import safeyaml
 from engine.config import load_settings
 from engine.errors import ConfigError, RuleLoadError, TemplateError, YamlLimitError
 from engine.rules import load_rule
 from engine.rules.templates import compile_template
+from engine.support import safeyaml
 
 
 def alias_bomb(levels: int = 10, width: int = 9, indent: str = "") -> str:

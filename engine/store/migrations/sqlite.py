@@ -237,7 +237,7 @@ MIGRATIONS = (*MIGRATIONS, _INSTANCE_CLAIMS)
 _EXECUTION_PROCESS = ("ALTER TABLE executions ADD COLUMN process TEXT",)
 MIGRATIONS = (*MIGRATIONS, _EXECUTION_PROCESS)
 
-# Version N (roles): what each API key may do (engine.roles). Admin keys stay admin; keys
+# Version N (roles): what each API key may do (engine.model.roles). Admin keys stay admin; keys
 # limited to webhooks or triggers are posting keys (`webhook`); every other key — which
 # could run a shell on the host through core.local before — becomes a read-only
 # `observer` until an admin grants it more (`role_migrated` marks them: serve names

@@ -24,10 +24,10 @@ from engine.errors import EngineError, RuleLoadError
 from engine.packs import PackSet
 from engine.packs.config import config_satisfies
 from engine.packs.pack import Pack
+from engine.process.runtime import Runtime
 from engine.rules import RuleSet
 from engine.rules.rule import Rule
 from engine.rules.timers import TimerError, is_timer, schedule_for
-from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-# Anything shaped like a Hookyard API key (see engine.apikeys.KEY_PATTERN).
+# Anything shaped like a Hookyard API key (see engine.model.apikeys.KEY_PATTERN).
 _API_KEY_SHAPE = re.compile(r"hy_[A-Za-z0-9]{8}[A-Za-z0-9]{8,}")
 SCRUBBED = "***"
 

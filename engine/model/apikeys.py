@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import EngineError
-from engine.model import new_id, utcnow
-from engine.names import MAX_NAME_CHARS, MAX_REF_CHARS, too_long
-from engine.roles import ADMIN, DEFAULT_ROLE, Grants, RoleError, check_role
+from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS, too_long
+from engine.model.records import new_id, utcnow
+from engine.model.roles import ADMIN, DEFAULT_ROLE, Grants, RoleError, check_role
 
 KEY_MARK = "hy_"
 PREFIX_LENGTH = len(KEY_MARK) + 8
@@ -46,7 +46,7 @@ class ApiKey:
     name: str
     prefix: str
     key_hash: str = field(repr=False)
-    # What it may do (engine.roles); an operator runs what its grants cover.
+    # What it may do (engine.model.roles); an operator runs what its grants cover.
     role: str = DEFAULT_ROLE
     grants: Grants = field(default_factory=Grants)
     # An unscoped non-admin key made an observer when roles arrived (no role chosen yet).

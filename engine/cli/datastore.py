@@ -15,11 +15,11 @@ import click
 
 from engine.cli.output import fail, print_json, print_table
 from engine.config import load_settings
-from engine.datastore import Datastore
 from engine.errors import EngineError
-from engine.logs import configure_logging
 from engine.rules.enforce import RULE_USER
 from engine.store import create_store
+from engine.store.datastore import Datastore
+from engine.support.logs import configure_logging
 
 T = TypeVar("T")
 

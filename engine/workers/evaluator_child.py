@@ -1,4 +1,4 @@
-"""The rule evaluator's child process (engine.evaluator_process is its parent's side).
+"""The rule evaluator's child process (engine.workers.evaluator is its parent's side).
 
 It reads frames from its socket: rules (definitions in their API shape, rebuilt here into
 the same RuleSet), the st2kv snapshot, and chunks of trigger instances, which it decides
@@ -27,11 +27,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.child_process import die_with_parent
 from engine.config import Settings
 from engine.errors import RuleLoadError
-from engine.logs import configure_logging, register_secrets
-from engine.model import (
+from engine.model.records import (
     ENFORCEMENT_FAILED,
     PROCESSED,
     PROCESSING_FAILED,
@@ -43,10 +41,13 @@ from engine.rules import RuleSet, load_rule
 from engine.rules.enforce import CRITERIA, decide
 from engine.rules.explain import traces_to_keep
 from engine.rules.kvlookup import st2kv_from_snapshot
+from engine.support.child_process import die_with_parent
+from engine.support.logs import configure_logging, register_secrets
 
 log = logging.getLogger(__name__)
 
-# Frames: a 4-byte big-endian length, then a marshal or pickle (engine.evaluator_child.frame).
+# Frames: a 4-byte big-endian length, then a marshal or pickle
+# (engine.workers.evaluator_child.frame).
 LENGTH = struct.Struct("!I")
 PROTOCOL = 1
 # The progress page: step (bumped at each instance's start and end), busy, phase, chunk
@@ -176,7 +177,7 @@ class _Evaluator:
     def _reveal(self, ciphertext: str) -> str:
         # The key is read on first use: most rule sets never decrypt.
         if self._cipher is None:
-            from engine.kvcrypto import require_cipher
+            from engine.secrets.encryption import require_cipher
 
             self._cipher = require_cipher(self.settings)
         return self._cipher.decrypt(ciphertext)

@@ -1,7 +1,7 @@
 """What the child processes of a Hookyard process share: how they are started and ended.
 
-The ingest writer (engine.ingest_process) and the rule evaluator
-(engine.evaluator_process) each run `python -m <module>` with a socket to their parent.
+The ingest writer (engine.ingest.writer) and the rule evaluator
+(engine.workers.evaluator) each run `python -m <module>` with a socket to their parent.
 """
 
 from __future__ import annotations

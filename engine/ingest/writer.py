@@ -7,7 +7,7 @@ about half of what it could answer. With `ingest.writer_process` on (the default
 API process sends each group commit to one child process instead: the webhooks' ids,
 times, header lines and bodies as received, which are cheap to send. The child parses
 the bodies (a body it refuses is that request's 400 or 415, and the rest of the batch is
-written), builds the payloads (engine.hook_payload), writes the batch atomically
+written), builds the payloads (engine.model.hook_payload), writes the batch atomically
 with the store's own `add_trigger_instances`, and answers; the API process answers 202
 only then, so a 202 still means committed. The API process still parses a body it needs
 itself: an API key in the body, a custom response, the generic st2 hook.
@@ -49,19 +49,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.child_process import child_environment as _child_environment
-from engine.child_process import python_module_command
-from engine.child_process import reap as _reap
 from engine.config import Settings, StoreSettings
 from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
-from engine.hook_payload import NamedHookPost
-from engine.logs import configure_logging, register_secrets, scrubber
-from engine.model import Accepted, NewTriggerInstance
-from engine.request_bodies import stored_body_text
+from engine.ingest.bodies import stored_body_text
+from engine.model.hook_payload import NamedHookPost
+from engine.model.records import Accepted, NewTriggerInstance
 from engine.store import create_store
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.codec import UnstorableValue, as_utc
+from engine.support.child_process import child_environment as _child_environment
+from engine.support.child_process import python_module_command
+from engine.support.child_process import reap as _reap
+from engine.support.logs import configure_logging, register_secrets, scrubber
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ class _Child:
 
 
 def _child_command(fd: int) -> list[str]:
-    return python_module_command("engine.ingest_process", str(fd))
+    return python_module_command("engine.ingest.writer", str(fd))
 
 
 def _answer(result: tuple[Any, ...]) -> Accepted | EngineError:
@@ -523,7 +523,7 @@ def main(argv: list[str]) -> None:
     # can drain its queue through it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    faulthandler.enable()  # a SIGBUS (engine.serve) leaves the stacks in the log
+    faulthandler.enable()  # a SIGBUS (engine.http.server) leaves the stacks in the log
     asyncio.run(_serve(int(argv[0])))
 
 

@@ -3,7 +3,7 @@ as StackStorm builds it, without the credential headers.
 
 It is built from what the request carried (its header lines as received and the body's
 JSON text) by pure functions, so that the ingest writer process
-(engine.ingest_process) builds exactly what the API process would, and the API
+(engine.ingest.writer) builds exactly what the API process would, and the API
 process's event loop does not spend its time on it.
 """
 
@@ -22,14 +22,14 @@ CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", 
 @dataclass(slots=True)
 class NamedHookPost:
     """What a named-hook request carried, enough to build its stored payload. (Not
-    frozen, for speed: see engine.model.NewTriggerInstance.)"""
+    frozen, for speed: see engine.model.records.NewTriggerInstance.)"""
 
     # The header lines as the HTTP parser received them (aiohttp's request.raw_headers).
     raw_headers: tuple[tuple[bytes, bytes], ...]
     # Lower-case names never stored (a hook's WebhookDefinition.credential_headers).
     dropped: frozenset[str]
     # The body as JSON text: as the sender wrote it when that may be stored verbatim
-    # (engine.request_bodies.parse_body_and_text), else re-encoded. None while the body is
+    # (engine.ingest.bodies.parse_body_and_text), else re-encoded. None while the body is
     # still to be read from `body` by the process that stores it.
     body_text: str | None
     # The body as received and its Content-Type, when the storing process parses it.

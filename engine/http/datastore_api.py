@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.apikeys import ApiKey
 from engine.errors import IngestError
 from engine.http import rbac
 from engine.http.api import paging
@@ -27,7 +26,8 @@ from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
-from engine.kv import SYSTEM_SCOPE, KeyValuePair, parse_scope
+from engine.model.apikeys import ApiKey
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair, parse_scope
 from engine.rules.enforce import RULE_USER
 
 _BODY_FIELDS = frozenset({"name", "scope", "user", "value", "secret", "encrypted", "ttl"})

@@ -2,7 +2,7 @@
 
 Deciding an instance runs code that rule authors and webhook senders steer: regular
 expressions, Jinja templates, filters such as ``from_yaml_string``. Limits inside that
-code (regex time limits, sandbox bounds, engine.safeyaml) catch what they know of; what
+code (regex time limits, sandbox bounds, engine.support.safeyaml) catch what they know of; what
 they miss would hold the event loop that also answers HTTP, for good. So the rules worker
 never evaluates in its own process: it sends chunks of claimed instances to
 `workers.rules_eval_processes` child processes, and a watchdog outside them enforces a
@@ -52,10 +52,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.child_process import child_environment, python_module_command, reap
 from engine.config import Settings
 from engine.errors import EvaluatorUnavailable
-from engine.evaluator_child import (
+from engine.model.records import (
+    ENFORCEMENT_FAILED,
+    PROCESSING_FAILED,
+    EnforcementOutcome,
+    TriggerInstance,
+)
+from engine.support.child_process import child_environment, python_module_command, reap
+from engine.workers.evaluator_child import (
     LENGTH,
     PAGE,
     PHASES,
@@ -67,12 +73,6 @@ from engine.evaluator_child import (
     instance_to_wire,
     outcome_from_wire,
     unframe,
-)
-from engine.model import (
-    ENFORCEMENT_FAILED,
-    PROCESSING_FAILED,
-    EnforcementOutcome,
-    TriggerInstance,
 )
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Verdict:
 
 class RulesInput:
     """The rules the worker decides with now: a RuleSet and the actions' parameter kinds
-    (`runtime`: engine.runtime.Runtime)."""
+    (`runtime`: engine.process.runtime.Runtime)."""
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
@@ -111,7 +111,7 @@ class RulesInput:
         return (self.runtime.ruleset, self.runtime.packs)
 
     def message(self) -> tuple[Any, ...]:
-        from engine.stored_rules import normalize_definition
+        from engine.rules.stored import normalize_definition
 
         runtime = self.runtime
         definitions = [
@@ -366,7 +366,7 @@ class _Child:
         try:
             process = await asyncio.create_subprocess_exec(
                 *python_module_command(
-                    "engine.evaluator_child", str(theirs.fileno()), str(page_fd)
+                    "engine.workers.evaluator_child", str(theirs.fileno()), str(page_fd)
                 ),
                 pass_fds=(theirs.fileno(), page_fd),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -391,7 +391,7 @@ class _Child:
             await asyncio.shield(reap(process))
             raise
         child = cls(process, reader, writer, page, settings.workers.rules_eval_timeout)
-        from engine.logs import scrubber
+        from engine.support.logs import scrubber
 
         opening = (
             "open",

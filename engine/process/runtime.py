@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Settings
-from engine.datastore import Datastore
 from engine.errors import EngineError
-from engine.ingest_pressure import IngestPressure
-from engine.ingest_process import IngestProcess
+from engine.ingest.pressure import IngestPressure
+from engine.ingest.writer import IngestProcess
 from engine.outbound.sender import KeyRingProvider
 from engine.outbound.ssrf import DestinationGuard
 from engine.packs import PackSet, load_packs
@@ -26,8 +25,9 @@ from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 from engine.runners import RunnerRegistry, default_runners
-from engine.secret_parameters import ParameterSealer, SealingStore
+from engine.secrets.sealing import ParameterSealer, SealingStore
 from engine.store.base import Store
+from engine.store.datastore import Datastore
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ class Runtime:
     draining: bool = False
     # Background role tasks by role name; a finished task means the role died.
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
-    # The api role's ingest writer process (engine.ingest_process), when webhooks
+    # The api role's ingest writer process (engine.ingest.writer), when webhooks
     # are stored by one; else by `store`.
     ingest_process: IngestProcess | None = None
-    # The rules role's evaluator processes (engine.evaluator_process.EvaluatorPool).
+    # The rules role's evaluator processes (engine.workers.evaluator.EvaluatorPool).
     evaluator: Any = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
-    # "execution_finished", "delivery_finished"...); engine.metrics subscribes. An observer
+    # "execution_finished", "delivery_finished"...); engine.support.metrics subscribes. An observer
     # must never break the role that reports to it.
     observers: list[Callable[..., None]] = field(default_factory=list)
 
@@ -83,14 +83,14 @@ class Runtime:
 
     def __post_init__(self) -> None:
         # Secret action parameters are written sealed by whatever creates an execution
-        # (rules, the API) and unsealed by the actions worker (engine.secret_parameters).
+        # (rules, the API) and unsealed by the actions worker (engine.secrets.sealing).
         self.sealer = ParameterSealer(self.settings, self.secret_parameters)
         if not isinstance(self.store, SealingStore):
             self.store = SealingStore(self.store, self.sealer)  # type: ignore[assignment]
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)
-        # Webhooks in this process come before its rules work (engine.ingest_pressure).
+        # Webhooks in this process come before its rules work (engine.ingest.pressure).
         self.ingest_pressure = IngestPressure(
             self.settings.workers.rules_share_while_ingesting, self.settings.ingest.max_backlog
         )

@@ -1,6 +1,6 @@
 """The datastore service: st2kv pairs on the store, secrets encrypted, a view for templates.
 
-The API (engine.http.keys_api), the CLI (engine.cli.keys) and the workers go through it.
+The API (engine.http.datastore_api), the CLI (engine.cli.datastore) and the workers go through it.
 Workers read `st2kv(user)`: every live pair loaded at once and reused for
 `datastore.cache_seconds` (a write through this object drops the copy at once), so a
 template never waits on the store and every instance of a batch sees the same data.
@@ -14,16 +14,16 @@ from typing import Any
 
 from engine.config import Settings
 from engine.errors import EngineError
-from engine.kv import (
+from engine.model.kv import (
     SYSTEM_SCOPE,
     USER_SCOPE,
     KeyValuePair,
     check_owner,
     parse_scope,
 )
-from engine.kvcrypto import DatastoreCipher, load_cipher, require_cipher
-from engine.model import utcnow
+from engine.model.records import utcnow
 from engine.rules.kvlookup import KeyScope, KvSnapshot, st2kv_from_snapshot
+from engine.secrets.encryption import DatastoreCipher, load_cipher, require_cipher
 from engine.store.base import Store
 
 

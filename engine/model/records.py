@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.hook_payload import NamedHookPost
-from engine.hook_payload import payload as hook_payload
+from engine.model.hook_payload import NamedHookPost
+from engine.model.hook_payload import payload as hook_payload
 
 # Trigger instance states (StackStorm's names).
 PENDING = "pending"
@@ -120,8 +120,8 @@ class NewTriggerInstance:
     occurrence_time: datetime = field(default_factory=utcnow)
     id: str = field(default_factory=new_id)
     # A named-hook post, whose payload (None above) is built from it by the process that
-    # stores it (engine.hook_payload): off the HTTP loop when an ingest writer process
-    # stores webhooks (engine.ingest_process).
+    # stores it (engine.model.hook_payload): off the HTTP loop when an ingest writer process
+    # stores webhooks (engine.ingest.writer).
     post: NamedHookPost | None = field(default=None, compare=False, repr=False)
 
     def payload_data(self) -> Any:

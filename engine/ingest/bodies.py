@@ -1,6 +1,6 @@
 """Turn an HTTP request's body into data, as StackStorm does: JSON, form fields or text.
 
-The named-hook payload built around it is engine.hook_payload's.
+The named-hook payload built around it is engine.model.hook_payload's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Key-value pairs of the datastore (StackStorm's `st2kv`): the record, scopes, validation.
 
 Plain data, no I/O. A pair lives in one scope: `st2kv.system` (shared) or `st2kv.user`
-(one per user name). A secret pair's `value` is the ciphertext (see engine.kvcrypto):
+(one per user name). A secret pair's `value` is the ciphertext (see engine.secrets.encryption):
 the plaintext is never stored and only `| decrypt_kv` or `decrypt=true` reveal it.
 """
 
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import EngineError
-from engine.model import isoformat, new_id
-from engine.names import MAX_KEY_NAME_CHARS, too_long
+from engine.model.names import MAX_KEY_NAME_CHARS, too_long
+from engine.model.records import isoformat, new_id
 
 SYSTEM_SCOPE = "st2kv.system"
 USER_SCOPE = "st2kv.user"
@@ -85,7 +85,7 @@ def check_ttl(ttl: Any) -> int | None:
 @dataclass(frozen=True)
 class KeyValuePair:
     name: str
-    # The plaintext, or for a secret the ciphertext (engine.kvcrypto token).
+    # The plaintext, or for a secret the ciphertext (engine.secrets.encryption token).
     value: str
     scope: str = SYSTEM_SCOPE
     user: str | None = None

@@ -3,7 +3,7 @@ stored parameters, results and logs).
 
 An execution's parameters that its action declares `secret: true` are written to the
 store sealed: ``{"$hookyard_secret": "<Fernet token of the value's JSON>"}``, with the
-datastore's key (engine.kvcrypto: `datastore.encryption_key`, else the key file). The
+datastore's key (engine.secrets.encryption: `datastore.encryption_key`, else the key file). The
 actions worker unseals them just before validating and running; the API shows
 ``********`` either way. Every process that runs actions needs the key the sealing
 process used, as for secret datastore values.
@@ -22,9 +22,9 @@ from typing import Any
 
 from engine.config import Settings
 from engine.errors import ActionError
-from engine.kv import DatastoreError
-from engine.kvcrypto import DatastoreCipher, load_cipher, require_cipher
-from engine.model import EnforcementOutcome, NewExecution
+from engine.model.kv import DatastoreError
+from engine.model.records import EnforcementOutcome, NewExecution
+from engine.secrets.encryption import DatastoreCipher, load_cipher, require_cipher
 
 SEALED = "$hookyard_secret"
 

@@ -19,8 +19,8 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from engine.config import Settings
 from engine.errors import ConfigError
-from engine.kv import DatastoreError
-from engine.logs import register_secrets
+from engine.model.kv import DatastoreError
+from engine.support.logs import register_secrets
 
 log = logging.getLogger(__name__)
 
