@@ -92,7 +92,9 @@ class Runtime:
         self.keyrings = KeyRingProvider(self.settings)
         # Webhooks in this process come before its rules work (engine.ingest.pressure).
         self.ingest_pressure = IngestPressure(
-            self.settings.workers.rules_share_while_ingesting, self.settings.ingest.max_backlog
+            self.settings.workers.rules_share_while_ingesting,
+            self.settings.ingest.max_backlog,
+            keeps_up_below=self.settings.workers.rules_batch,
         )
         if self.runners is None:
             guard = DestinationGuard(self.settings.outbound.allow_private)
