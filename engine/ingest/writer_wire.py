@@ -44,11 +44,13 @@ Wire = tuple[Any, ...]
 
 
 def frame(message: tuple[Any, ...]) -> bytes:
+    """A message as a frame: its length, then its marshal."""
     data = marshal.dumps(message)
     return LENGTH.pack(len(data)) + data
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+    """The next message on `reader` (IncompleteReadError once the other end is gone)."""
     (length,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
     return marshal.loads(await reader.readexactly(length))
 

@@ -68,7 +68,10 @@ class Culprit:
 
 
 class ChildLost(Exception):
-    """A child ended before answering a chunk (`culprit`: where it was, if anywhere)."""
+    """A child ended before answering a chunk (`culprit`: where it was, if anywhere).
+
+    Internal to the evaluator: EvaluatorPool.decide handles it, and what leaves the pool
+    is a verdict or engine.errors.EvaluatorUnavailable."""
 
     def __init__(self, culprit: Culprit | None, timed_out: bool, how: str) -> None:
         super().__init__(how)
@@ -106,7 +109,7 @@ class EvaluatorProcess:
     @classmethod
     async def spawn(cls, settings: Settings) -> EvaluatorProcess:
         ours, theirs = socket.socketpair()
-        page_fd = page_file()
+        page_fd = _page_file()
         try:
             process = await asyncio.create_subprocess_exec(
                 *python_module_command(CHILD_MODULE, str(theirs.fileno()), str(page_fd)),
@@ -142,7 +145,7 @@ class EvaluatorProcess:
         )
         try:
             writer.write(frame(opening))
-            answer = await asyncio.wait_for(read_frame(reader), OPEN_TIMEOUT)
+            answer = await asyncio.wait_for(_read_frame(reader), OPEN_TIMEOUT)
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
             await child._kill()
             raise EvaluatorUnavailable(
@@ -233,7 +236,7 @@ class EvaluatorProcess:
         try:
             while True:
                 try:
-                    reply = await read_frame(self._reader)
+                    reply = await _read_frame(self._reader)
                 except pickle.UnpicklingError as exc:
                     raise ValueError(str(exc)) from exc
                 call = self._call
@@ -301,7 +304,7 @@ class EvaluatorProcess:
         await reap(self.process)
 
 
-def page_file() -> int:
+def _page_file() -> int:
     """A file descriptor of one shared, zeroed page (memory only, where possible)."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("hookyard-evaluator-progress")
@@ -312,6 +315,6 @@ def page_file() -> int:
     return fd
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
     (length,) = LENGTH.unpack(await reader.readexactly(LENGTH.size))
     return unframe(await reader.readexactly(length))
