@@ -25,7 +25,7 @@ from tests.processes import alive, process_state
 
 pytestmark = pytest.mark.slow
 
-CHILD_MODULE = "engine.ingest.writer"
+CHILD_MODULE = "engine.ingest.writer_child"
 EXIT_TIMEOUT = 15.0
 
 

@@ -40,7 +40,7 @@ from engine.store import create_store
 from engine.store.codec import UnstorableValue
 from tests.processes import alive, process_state
 
-CHILD_MODULE = "engine.ingest.writer"
+CHILD_MODULE = "engine.ingest.writer_child"
 HOOK_RULE = """\
 name: anything
 pack: t
