@@ -16,6 +16,7 @@ import asyncpg
 
 from engine.errors import Conflict, LeaseLost, NotFound
 from engine.model.records import Page, utcnow
+from engine.outbound.attempts import attempt_outcome
 from engine.outbound.delivery import DELIVERING, PENDING, AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
@@ -252,7 +253,7 @@ async def complete_delivery(
         raise await _missing_or_lost(conn, delivery_id)
     delivery = _delivery(row)
     subscription = await get_subscription(conn, delivery.subscription_id)
-    outcome = rows.attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
+    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
     await conn.execute(
         "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
         " last_status_code = $5, last_error = $6, last_response_ms = $7,"
@@ -267,7 +268,7 @@ async def complete_delivery(
         result.error,
         result.response_ms,
         result.response_excerpt,
-        outcome.attempt_json,
+        dumps(outcome.attempt_record),
     )
     if outcome.subscription_changes:
         await update_subscription(conn, delivery.subscription_id, outcome.subscription_changes)

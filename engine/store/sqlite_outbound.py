@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import Conflict, LeaseLost, NotFound
 from engine.model.records import Page, utcnow
+from engine.outbound.attempts import attempt_outcome
 from engine.outbound.delivery import (
     DELIVERING,
     PENDING,
@@ -259,7 +260,7 @@ def complete_delivery(
         raise _missing_or_lost(conn, delivery_id)
     delivery = _delivery(row)
     subscription = get_subscription(conn, delivery.subscription_id)
-    outcome = rows.attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
+    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
     conn.execute(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
         " last_status_code = ?, last_error = ?, last_response_ms = ?,"
@@ -273,7 +274,7 @@ def complete_delivery(
             result.error,
             result.response_ms,
             result.response_excerpt,
-            outcome.attempt_json,
+            dumps(outcome.attempt_record),
             delivery_id,
         ),
     )
