@@ -32,6 +32,7 @@ from engine.model.records import (
 from engine.model.roles import Grants
 from engine.rules.stored import StoredRule
 from engine.store.outbound_base import OutboundStore
+from engine.store.sealer import ExecutionSealer, NoSealing
 
 
 class Store(OutboundStore, abc.ABC):
@@ -40,6 +41,13 @@ class Store(OutboundStore, abc.ABC):
     # Group commits of webhooks written at once (engine.store.batching): SQLite has one
     # writer; PostgreSQL writes the next batch while the previous one waits for its fsync.
     ingest_concurrency = 1
+
+    # Seals the secret parameters of every execution written (engine.store.sealer).
+    sealer: ExecutionSealer = NoSealing()
+
+    def use_sealer(self, sealer: ExecutionSealer) -> None:
+        """Write every new execution through `sealer.seal_execution` from now on."""
+        self.sealer = sealer
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -183,7 +191,8 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def create_execution(self, new: NewExecution) -> Execution:
-        """Store a requested execution (started by hand or by re-emit)."""
+        """Store a requested execution (started by hand or by re-emit), sealed by the
+        store's sealer (as are the executions of record_enforcements/record_decisions)."""
 
     @abc.abstractmethod
     async def claim_executions(

@@ -54,6 +54,7 @@ from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.postgres import MIGRATIONS
 from engine.store.postgres_outbound import PostgresOutbound
+from engine.store.sealer import sealed_decisions, sealed_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +339,7 @@ class PostgresStore(PostgresOutbound, Store):
         evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
+        outcomes = sealed_outcomes(self.sealer, outcomes)
         written = await self._transaction(
             explain_ops.pg_record_enforcements,
             instance_id,
@@ -356,6 +358,7 @@ class PostgresStore(PostgresOutbound, Store):
     ) -> list[list[str] | StoreError]:
         for decision in decisions:
             codec.check_final_status(decision.final_status)
+        decisions = sealed_decisions(self.sealer, decisions)
         results = await self._transaction(decision_ops.pg_record_decisions, decisions, utcnow())
         if any(
             not isinstance(result, StoreError) and any(o.execution for o in decision.outcomes)
@@ -394,6 +397,8 @@ class PostgresStore(PostgresOutbound, Store):
     # --- executions --------------------------------------------------------------------
 
     async def create_execution(self, new: NewExecution) -> Execution:
+        new = self.sealer.seal_execution(new)
+
         async def create(conn: asyncpg.Connection) -> Execution:
             await ops.insert_execution(conn, new, utcnow())
             await conn.execute("SELECT pg_notify($1, '')", ops.channel("executions"))

@@ -56,6 +56,7 @@ from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
 from engine.store.migrations.sqlite import MIGRATIONS
+from engine.store.sealer import sealed_decisions, sealed_outcomes
 from engine.store.sqlite_checkpoint import (
     WAL_SIZE_LIMIT,
     WRITER_AUTOCHECKPOINT_PAGES,
@@ -239,6 +240,7 @@ class SqliteStore(SqliteOutbound, Store):
         evaluations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[str]:
         codec.check_final_status(final_status)
+        outcomes = sealed_outcomes(self.sealer, outcomes)
         written, executions = await self._write(
             explain_ops.sqlite_record_enforcements,
             instance_id,
@@ -257,6 +259,7 @@ class SqliteStore(SqliteOutbound, Store):
     ) -> list[list[str] | StoreError]:
         for decision in decisions:
             codec.check_final_status(decision.final_status)
+        decisions = sealed_decisions(self.sealer, decisions)
         results, executions = await self._write(
             decision_ops.sqlite_record_decisions, decisions, utcnow()
         )
@@ -294,6 +297,7 @@ class SqliteStore(SqliteOutbound, Store):
     # --- executions --------------------------------------------------------------------
 
     async def create_execution(self, new: NewExecution) -> Execution:
+        new = self.sealer.seal_execution(new)
         await self._write(ops.insert_execution, new, utcnow())
         self._work["executions"].set()
         return await self._read(ops.get_execution, new.id)
