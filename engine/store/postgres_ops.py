@@ -190,8 +190,9 @@ async def _insert_instances(
 
 
 async def claim_trigger_instances(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float
+    conn: asyncpg.Connection, limit: int, lease_seconds: float, now: datetime
 ) -> list[TriggerInstance]:
+    # `now` is unused: leases follow the database's clock, shared by every process.
     rows = await conn.fetch(
         f"UPDATE trigger_instances SET status = 'processing', lease_token = {_NEW_TOKEN},"
         " lease_expires_at = now() + make_interval(secs => $2), updated_at = now(),"
@@ -354,7 +355,10 @@ def _as_list(events: Any) -> list[Any]:
     return events if isinstance(events, list) else [events]
 
 
-async def release_trigger_instances(conn: asyncpg.Connection, leases: Mapping[str, str]) -> None:
+async def release_trigger_instances(
+    conn: asyncpg.Connection, leases: Mapping[str, str], now: datetime
+) -> None:
+    # `now` is unused: leases follow the database's clock, shared by every process.
     await conn.execute(
         "UPDATE trigger_instances t SET status = 'pending', lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = now(), claims = greatest(t.claims - 1, 0)"
@@ -468,8 +472,13 @@ async def start_execution(
 
 
 async def heartbeat_execution(
-    conn: asyncpg.Connection, execution_id: str, lease_token: str, lease_seconds: float
+    conn: asyncpg.Connection,
+    execution_id: str,
+    lease_token: str,
+    lease_seconds: float,
+    now: datetime,
 ) -> str:
+    # `now` is unused: leases follow the database's clock, shared by every process.
     status = await conn.fetchval(
         "UPDATE executions SET lease_expires_at = now() + make_interval(secs => $3),"
         " updated_at = now()"
@@ -524,6 +533,12 @@ async def _missing_or_lost(
 
 
 # --- reads -----------------------------------------------------------------------------
+
+
+async def create_execution(conn: asyncpg.Connection, new: NewExecution, now: datetime) -> Execution:
+    await insert_execution(conn, new, now)
+    await _notify(conn, "executions")
+    return await get_execution(conn, new.id)
 
 
 async def get_trigger_instance(conn: asyncpg.Connection, instance_id: str) -> TriggerInstance:

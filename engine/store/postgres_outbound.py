@@ -15,13 +15,13 @@ from typing import Any
 import asyncpg
 
 from engine.errors import Conflict, LeaseLost, NotFound
-from engine.model.records import Page, utcnow
+from engine.model.records import Page
 from engine.outbound.attempts import attempt_outcome
 from engine.outbound.delivery import DELIVERING, PENDING, AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
 from engine.store import outbound_rows as rows
-from engine.store.codec import Condition, as_utc, dumps, parse_filters
+from engine.store.codec import Condition, as_utc, dumps
 from engine.store.paging import postgres_page
 
 SUBSCRIPTION_COLUMNS = ", ".join(rows.SUBSCRIPTION_FIELDS)
@@ -188,7 +188,9 @@ async def claim_deliveries(
     lease_seconds: float,
     per_subscription: int,
     busy: Mapping[str, int],
+    now: datetime,
 ) -> list[ClaimedDelivery]:
+    # `now` is unused: leases follow the database's clock, shared by every process.
     candidates = await conn.fetch(
         "SELECT d.id, d.subscription_id FROM deliveries d"
         " JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled"
@@ -278,7 +280,10 @@ async def complete_delivery(
     return await get_delivery(conn, delivery_id)
 
 
-async def release_deliveries(conn: asyncpg.Connection, leases: Mapping[str, str]) -> None:
+async def release_deliveries(
+    conn: asyncpg.Connection, leases: Mapping[str, str], now: datetime
+) -> None:
+    # `now` is unused: leases follow the database's clock, shared by every process.
     await conn.execute(
         "UPDATE deliveries d SET status = $1, lease_token = NULL, next_attempt_at = now()"
         " FROM unnest($2::text[], $3::text[]) AS r(id, token)"
@@ -358,77 +363,3 @@ async def recover(
         as_utc(since),
     )
     return [await redeliver(conn, row["id"], now) for row in failed]
-
-
-# --- the store's methods ------------------------------------------------------------------
-
-
-class PostgresOutbound:
-    """Outbound methods of PostgresStore (mixed in; uses its `_transaction` and `_read`)."""
-
-    _transaction: Any
-    _read: Any
-    _work: Any
-
-    async def create_subscription(self, subscription: Subscription) -> Subscription:
-        await self._transaction(insert_subscription, subscription)
-        return await self._read(get_subscription, subscription.id)
-
-    async def get_subscription(self, subscription_id: str) -> Subscription:
-        return await self._read(get_subscription, subscription_id)
-
-    async def list_subscriptions(self) -> list[Subscription]:
-        return await self._read(list_subscriptions)
-
-    async def update_subscription(
-        self, subscription_id: str, changes: Mapping[str, Any]
-    ) -> Subscription:
-        return await self._transaction(update_subscription, subscription_id, dict(changes))
-
-    async def delete_subscription(self, subscription_id: str) -> None:
-        await self._transaction(delete_subscription, subscription_id)
-
-    async def put_global_subscription(self, subscription: Subscription | None) -> None:
-        await self._transaction(put_global_subscription, subscription)
-
-    async def claim_deliveries(
-        self, limit: int, lease_seconds: float, per_subscription: int, busy: Mapping[str, int]
-    ) -> list[ClaimedDelivery]:
-        return await self._transaction(
-            claim_deliveries, limit, lease_seconds, per_subscription, dict(busy)
-        )
-
-    async def complete_delivery(
-        self,
-        delivery_id: str,
-        lease_token: str,
-        result: AttemptResult,
-        retry_at: datetime | None,
-        auto_disable_after: float,
-    ) -> Delivery:
-        return await self._transaction(
-            complete_delivery, delivery_id, lease_token, result, retry_at, auto_disable_after
-        )
-
-    async def release_deliveries(self, leases: Mapping[str, str]) -> None:
-        if leases:
-            await self._transaction(release_deliveries, dict(leases))
-
-    async def get_delivery(self, delivery_id: str) -> Delivery:
-        return await self._read(get_delivery, delivery_id)
-
-    async def list_deliveries(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        conditions = parse_filters(filters, rows.DELIVERY_FILTERS)
-        return await self._transaction(
-            list_deliveries, conditions, limit, offset, isolation="repeatable_read"
-        )
-
-    async def redeliver(self, delivery_id: str) -> Delivery:
-        delivery = await self._transaction(redeliver, delivery_id, utcnow())
-        self._work["deliveries"].set()
-        return delivery
-
-    async def recover_deliveries(self, subscription_id: str, since: datetime) -> list[Delivery]:
-        recovered = await self._transaction(recover, subscription_id, since, utcnow())
-        self._work["deliveries"].set()
-        return recovered

@@ -355,6 +355,11 @@ def _missing_or_lost(conn: sqlite3.Connection, table: str, what: str, row_id: st
 # --- reads -----------------------------------------------------------------------------
 
 
+def create_execution(conn: sqlite3.Connection, new: NewExecution, now: datetime) -> Execution:
+    insert_execution(conn, new, now)
+    return get_execution(conn, new.id)
+
+
 def get_trigger_instance(conn: sqlite3.Connection, instance_id: str) -> TriggerInstance:
     row = conn.execute(
         f"SELECT {TRIGGER_INSTANCE_COLUMNS} FROM trigger_instances WHERE id = ?",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import Conflict, LeaseLost, NotFound
-from engine.model.records import Page, utcnow
+from engine.model.records import Page
 from engine.outbound.attempts import attempt_outcome
 from engine.outbound.delivery import (
     DELIVERING,
@@ -25,7 +25,7 @@ from engine.outbound.delivery import (
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
 from engine.store import outbound_rows as rows
-from engine.store.codec import Condition, dumps, parse_filters, time_from_text, time_to_text
+from engine.store.codec import Condition, dumps, time_from_text, time_to_text
 from engine.store.paging import sqlite_page
 
 SUBSCRIPTION_COLUMNS = ", ".join(rows.SUBSCRIPTION_FIELDS)
@@ -356,75 +356,3 @@ def recover(
         (subscription_id, _t(since)),
     ).fetchall()
     return [redeliver(conn, row["id"], now) for row in failed]
-
-
-# --- the store's methods ------------------------------------------------------------------
-
-
-class SqliteOutbound:
-    """Outbound methods of SqliteStore (mixed in; uses its `_write` and `_read`)."""
-
-    _write: Any
-    _read: Any
-    _work: Any
-
-    async def create_subscription(self, subscription: Subscription) -> Subscription:
-        await self._write(insert_subscription, subscription)
-        return await self._read(get_subscription, subscription.id)
-
-    async def get_subscription(self, subscription_id: str) -> Subscription:
-        return await self._read(get_subscription, subscription_id)
-
-    async def list_subscriptions(self) -> list[Subscription]:
-        return await self._read(list_subscriptions)
-
-    async def update_subscription(
-        self, subscription_id: str, changes: Mapping[str, Any]
-    ) -> Subscription:
-        return await self._write(update_subscription, subscription_id, dict(changes))
-
-    async def delete_subscription(self, subscription_id: str) -> None:
-        await self._write(delete_subscription, subscription_id)
-
-    async def put_global_subscription(self, subscription: Subscription | None) -> None:
-        await self._write(put_global_subscription, subscription)
-
-    async def claim_deliveries(
-        self, limit: int, lease_seconds: float, per_subscription: int, busy: Mapping[str, int]
-    ) -> list[ClaimedDelivery]:
-        return await self._write(
-            claim_deliveries, limit, lease_seconds, per_subscription, dict(busy), utcnow()
-        )
-
-    async def complete_delivery(
-        self,
-        delivery_id: str,
-        lease_token: str,
-        result: AttemptResult,
-        retry_at: datetime | None,
-        auto_disable_after: float,
-    ) -> Delivery:
-        return await self._write(
-            complete_delivery, delivery_id, lease_token, result, retry_at, auto_disable_after
-        )
-
-    async def release_deliveries(self, leases: Mapping[str, str]) -> None:
-        if leases:
-            await self._write(release_deliveries, dict(leases), utcnow())
-
-    async def get_delivery(self, delivery_id: str) -> Delivery:
-        return await self._read(get_delivery, delivery_id)
-
-    async def list_deliveries(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        conditions = parse_filters(filters, rows.DELIVERY_FILTERS)
-        return await self._read(list_deliveries, conditions, limit, offset)
-
-    async def redeliver(self, delivery_id: str) -> Delivery:
-        delivery = await self._write(redeliver, delivery_id, utcnow())
-        self._work["deliveries"].set()
-        return delivery
-
-    async def recover_deliveries(self, subscription_id: str, since: datetime) -> list[Delivery]:
-        recovered = await self._write(recover, subscription_id, since, utcnow())
-        self._work["deliveries"].set()
-        return recovered
