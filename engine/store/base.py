@@ -316,7 +316,7 @@ class Store(OutboundStore, abc.ABC):
     ) -> bool:
         """Delete the pair; returns whether a live one existed."""
 
-    # --- cancel and rules stored through the API (engine.store.cancel_ops, rule_ops) ------
+    # --- cancel and rules stored through the API (engine.store.ops.executions, rules) ------
 
     @abc.abstractmethod
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:

@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -25,24 +24,24 @@ from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
 from engine.model.records import (
     Accepted,
-    EnforcementOutcome,
-    InstanceDecision,
     NewTriggerInstance,
 )
-from engine.store import (
-    apikey_ops,
-    cancel_ops,
-    codec,
-    decision_ops,
-    explain_ops,
-    kv_ops,
-    process_ops,
-    rule_ops,
-)
-from engine.store import postgres_ops as ops
-from engine.store import postgres_outbound as outbound
+from engine.store import codec
+from engine.store.dialect import Dialect
 from engine.store.migrations.postgres import MIGRATIONS
-from engine.store.sql_store import QUEUES, Dialect, SqlStore
+from engine.store.ops import (
+    apikeys,
+    columns,
+    decisions,
+    deliveries,
+    executions,
+    instances,
+    kv,
+    processes,
+    rules,
+    subscriptions,
+)
+from engine.store.sql_store import QUEUES, SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ LISTENER_RETRY_SECONDS = 1.0
 # while one waits for its commit to reach the disk, the next is already being written.
 _COMMIT_CONCURRENCY = 3
 # Seconds the ingest skips its one-statement insert after an enabled subscription held a
-# batch back (ops.insert_trigger_instances_alone).
+# batch back (instances.pg_insert_alone).
 _SUBSCRIBED_RECHECK = 10.0
 
 
@@ -79,82 +78,56 @@ _BUSY = (
 )
 
 
-async def _record_enforcements(
-    conn: asyncpg.Connection,
-    instance_id: str,
-    lease_token: str,
-    outcomes: Sequence[EnforcementOutcome],
-    final_status: str,
-    now: datetime,
-    evaluations: Sequence[Mapping[str, Any]] | None,
-) -> tuple[list[str], bool]:
-    written = await explain_ops.pg_record_enforcements(
-        conn, instance_id, lease_token, outcomes, final_status, now, evaluations
-    )
-    return written, any(outcome.execution is not None for outcome in outcomes)
-
-
-async def _record_decisions(
-    conn: asyncpg.Connection, decisions: Sequence[InstanceDecision], now: datetime
-) -> tuple[list[list[str] | StoreError], bool]:
-    results = await decision_ops.pg_record_decisions(conn, decisions, now)
-    requested = any(
-        not isinstance(result, StoreError) and any(o.execution for o in decision.outcomes)
-        for decision, result in zip(decisions, results, strict=True)
-    )
-    return results, requested
-
-
-# The PostgreSQL operations behind each store method (engine.store.sql_store.Dialect).
+# The PostgreSQL operations behind each store method (engine.store.dialect.Dialect).
 POSTGRES = Dialect(
-    count_pending=ops.count_pending,
-    claim_trigger_instances=ops.claim_trigger_instances,
-    release_trigger_instances=ops.release_trigger_instances,
-    get_trigger_instance=ops.get_trigger_instance,
-    list_rows=ops.list_rows,
-    record_enforcements=_record_enforcements,
-    record_decisions=_record_decisions,
-    get_rule_evaluations=explain_ops.pg_get_evaluations,
-    queue_stats=explain_ops.pg_queue_stats,
-    create_execution=ops.create_execution,
-    claim_executions=cancel_ops.pg_claim_executions,
-    start_execution=ops.start_execution,
-    heartbeat_execution=ops.heartbeat_execution,
-    finish_execution=ops.finish_execution,
-    get_execution=ops.get_execution,
-    request_cancel=cancel_ops.pg_request_cancel,
-    record_execution_process=process_ops.pg_record,
-    execution_processes=process_ops.pg_list,
-    create_api_key=apikey_ops.pg_insert,
-    list_api_keys=apikey_ops.pg_list,
-    find_api_key=apikey_ops.pg_find,
-    get_api_key=apikey_ops.pg_get,
-    extend_api_key=apikey_ops.pg_extend,
-    set_api_key_enabled=apikey_ops.pg_set_enabled,
-    set_api_key_role=apikey_ops.pg_set_role,
-    delete_api_keys=apikey_ops.pg_delete,
-    put_kv=kv_ops.pg_put,
-    get_kv=kv_ops.pg_get,
-    list_kv=kv_ops.pg_list,
-    delete_kv=kv_ops.pg_delete,
-    create_rule=rule_ops.pg_create,
-    replace_rule=rule_ops.pg_replace,
-    delete_rule=rule_ops.pg_delete,
-    list_rules=rule_ops.pg_list,
-    rules_version=rule_ops.pg_version,
-    insert_subscription=outbound.insert_subscription,
-    get_subscription=outbound.get_subscription,
-    list_subscriptions=outbound.list_subscriptions,
-    update_subscription=outbound.update_subscription,
-    delete_subscription=outbound.delete_subscription,
-    put_global_subscription=outbound.put_global_subscription,
-    claim_deliveries=outbound.claim_deliveries,
-    complete_delivery=outbound.complete_delivery,
-    release_deliveries=outbound.release_deliveries,
-    get_delivery=outbound.get_delivery,
-    list_deliveries=outbound.list_deliveries,
-    redeliver=outbound.redeliver,
-    recover_deliveries=outbound.recover,
+    count_pending=instances.pg_count_pending,
+    claim_trigger_instances=instances.pg_claim,
+    release_trigger_instances=instances.pg_release,
+    get_trigger_instance=instances.pg_get,
+    list_rows=columns.pg_list_rows,
+    record_enforcements=decisions.pg_record_enforcements,
+    record_decisions=decisions.pg_record_decisions,
+    get_rule_evaluations=decisions.pg_get_evaluations,
+    queue_stats=decisions.pg_queue_stats,
+    create_execution=executions.pg_create,
+    claim_executions=executions.pg_claim,
+    start_execution=executions.pg_start,
+    heartbeat_execution=executions.pg_heartbeat,
+    finish_execution=executions.pg_finish,
+    get_execution=executions.pg_get,
+    request_cancel=executions.pg_request_cancel,
+    record_execution_process=processes.pg_record,
+    execution_processes=processes.pg_list,
+    create_api_key=apikeys.pg_insert,
+    list_api_keys=apikeys.pg_list,
+    find_api_key=apikeys.pg_find,
+    get_api_key=apikeys.pg_get,
+    extend_api_key=apikeys.pg_extend,
+    set_api_key_enabled=apikeys.pg_set_enabled,
+    set_api_key_role=apikeys.pg_set_role,
+    delete_api_keys=apikeys.pg_delete,
+    put_kv=kv.pg_put,
+    get_kv=kv.pg_get,
+    list_kv=kv.pg_list,
+    delete_kv=kv.pg_delete,
+    create_rule=rules.pg_create,
+    replace_rule=rules.pg_replace,
+    delete_rule=rules.pg_delete,
+    list_rules=rules.pg_list,
+    rules_version=rules.pg_version,
+    insert_subscription=subscriptions.pg_insert,
+    get_subscription=subscriptions.pg_get,
+    list_subscriptions=subscriptions.pg_list,
+    update_subscription=subscriptions.pg_update,
+    delete_subscription=subscriptions.pg_delete,
+    put_global_subscription=subscriptions.pg_put_global,
+    claim_deliveries=deliveries.pg_claim,
+    complete_delivery=deliveries.pg_complete,
+    release_deliveries=deliveries.pg_release,
+    get_delivery=deliveries.pg_get,
+    list_deliveries=deliveries.pg_list,
+    redeliver=deliveries.pg_redeliver,
+    recover_deliveries=deliveries.pg_recover,
 )
 
 
@@ -303,7 +276,7 @@ class PostgresStore(SqlStore):
             return
         try:
             for queue in QUEUES:
-                await conn.add_listener(ops.channel(queue), self._on_notify)
+                await conn.add_listener(columns.channel(queue), self._on_notify)
         except Exception as exc:
             conn.terminate()
             log.warning("LISTEN failed; polling", extra={"error": repr(exc)})
@@ -370,10 +343,13 @@ class PostgresStore(SqlStore):
         with self._translated():
             async with pool.acquire() as conn:
                 # One round trip when it can be: a single statement needs no BEGIN and
-                # COMMIT around it (see ops.insert_trigger_instances_alone for when not).
+                # COMMIT around it (see instances.pg_insert_alone for when not).
                 answers = None
-                if ops.may_insert_alone(batch) and time.monotonic() >= self._subscribed_until:
-                    answers = await ops.insert_trigger_instances_alone(conn, batch)
+                if (
+                    instances.pg_may_insert_alone(batch)
+                    and time.monotonic() >= self._subscribed_until
+                ):
+                    answers = await instances.pg_insert_alone(conn, batch)
                     if answers is None:
                         # Held back by an enabled subscription: the next batches go
                         # straight to the transaction for a while, rather than send their
@@ -381,7 +357,7 @@ class PostgresStore(SqlStore):
                         self._subscribed_until = time.monotonic() + _SUBSCRIBED_RECHECK
                 if answers is None:
                     async with conn.transaction():
-                        answers = await ops.insert_trigger_instances(conn, batch)
+                        answers = await instances.pg_insert(conn, batch)
                 return answers
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -5,7 +5,8 @@ a dialect operation — a function `op(conn, *args)` from the op modules — run
 write transaction or a consistent (snapshot) read. A backend (engine.store.sqlite,
 engine.store.postgres) supplies only what really differs:
 
-- `dialect`: the table of its operations (`Dialect`), one per store method;
+- `dialect`: the table of its operations (engine.store.dialect.Dialect), one per store
+  method;
 - `_read`, `_write`, `_read_snapshot`: how an operation runs (SQLite: on reader threads
   and the one writer thread, operations are plain functions; PostgreSQL: on pool
   connections, operations are coroutines);
@@ -22,8 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -50,76 +50,13 @@ from engine.store import codec
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
+from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
 
 T = TypeVar("T")
 # Queues with wake-up hints (`wait_for_work`).
 QUEUES = ("trigger_instances", "executions", "deliveries")
-
-Op = Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """A backend's operations, each `op(conn, *args)`; the arguments are those of the
-    store method of the same name (`now` is this process's clock)."""
-
-    # trigger instances and lists
-    count_pending: Op  # (conn) -> int
-    claim_trigger_instances: Op  # (conn, limit, lease_seconds, now)
-    release_trigger_instances: Op  # (conn, leases, now)
-    get_trigger_instance: Op
-    list_rows: Op  # (conn, table, conditions, limit, offset) -> Page
-    # rule decisions: (written ids or errors, whether executions were requested)
-    record_enforcements: Op  # (conn, id, token, outcomes, final_status, now, evaluations)
-    record_decisions: Op  # (conn, decisions, now)
-    get_rule_evaluations: Op
-    queue_stats: Op
-    # executions
-    create_execution: Op  # (conn, new, now) -> Execution
-    claim_executions: Op  # (conn, limit, lease_seconds, max_attempts, now)
-    start_execution: Op  # (conn, id, token, now)
-    heartbeat_execution: Op  # (conn, id, token, lease_seconds, now)
-    finish_execution: Op  # (conn, id, token, status, result_json, now)
-    get_execution: Op
-    request_cancel: Op  # (conn, id, now)
-    record_execution_process: Op
-    execution_processes: Op
-    # API keys
-    create_api_key: Op
-    list_api_keys: Op
-    find_api_key: Op
-    get_api_key: Op
-    extend_api_key: Op  # (conn, id, by, now)
-    set_api_key_enabled: Op
-    set_api_key_role: Op
-    delete_api_keys: Op
-    # datastore
-    put_kv: Op  # (conn, pair, now)
-    get_kv: Op  # (conn, name, scope, user, now)
-    list_kv: Op  # (conn, prefix, scope, user, now)
-    delete_kv: Op  # (conn, name, scope, user, now)
-    # stored rules
-    create_rule: Op  # (conn, ref, definition, now)
-    replace_rule: Op  # (conn, ref, definition, now)
-    delete_rule: Op
-    list_rules: Op
-    rules_version: Op
-    # outbound
-    insert_subscription: Op
-    get_subscription: Op
-    list_subscriptions: Op
-    update_subscription: Op
-    delete_subscription: Op
-    put_global_subscription: Op
-    claim_deliveries: Op  # (conn, limit, lease_seconds, per_subscription, busy, now)
-    complete_delivery: Op
-    release_deliveries: Op  # (conn, leases, now)
-    get_delivery: Op
-    list_deliveries: Op  # (conn, conditions, limit, offset)
-    redeliver: Op  # (conn, id, now)
-    recover_deliveries: Op  # (conn, subscription_id, since, now)
 
 
 class SqlStore(Store, abc.ABC):

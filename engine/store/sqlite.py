@@ -29,19 +29,21 @@ from engine.model.records import (
     NewTriggerInstance,
     utcnow,
 )
-from engine.store import (
-    apikey_ops,
-    cancel_ops,
-    decision_ops,
-    explain_ops,
-    kv_ops,
-    process_ops,
-    rule_ops,
-)
-from engine.store import sqlite_ops as ops
-from engine.store import sqlite_outbound as outbound
+from engine.store.dialect import Dialect
 from engine.store.migrations.sqlite import MIGRATIONS
-from engine.store.sql_store import Dialect, SqlStore
+from engine.store.ops import (
+    apikeys,
+    columns,
+    decisions,
+    deliveries,
+    executions,
+    instances,
+    kv,
+    processes,
+    rules,
+    subscriptions,
+)
+from engine.store.sql_store import SqlStore
 from engine.store.sqlite_checkpoint import (
     WAL_SIZE_LIMIT,
     WRITER_AUTOCHECKPOINT_PAGES,
@@ -77,56 +79,56 @@ _WRITABLE_HINT = (
 )
 
 
-# The SQLite operations behind each store method (engine.store.sql_store.Dialect).
+# The SQLite operations behind each store method (engine.store.dialect.Dialect).
 SQLITE = Dialect(
-    count_pending=ops.count_pending,
-    claim_trigger_instances=ops.claim_trigger_instances,
-    release_trigger_instances=ops.release_trigger_instances,
-    get_trigger_instance=ops.get_trigger_instance,
-    list_rows=ops.list_rows,
-    record_enforcements=explain_ops.sqlite_record_enforcements,
-    record_decisions=decision_ops.sqlite_record_decisions,
-    get_rule_evaluations=explain_ops.sqlite_get_evaluations,
-    queue_stats=explain_ops.sqlite_queue_stats,
-    create_execution=ops.create_execution,
-    claim_executions=cancel_ops.sqlite_claim_executions,
-    start_execution=ops.start_execution,
-    heartbeat_execution=ops.heartbeat_execution,
-    finish_execution=ops.finish_execution,
-    get_execution=ops.get_execution,
-    request_cancel=cancel_ops.sqlite_request_cancel,
-    record_execution_process=process_ops.sqlite_record,
-    execution_processes=process_ops.sqlite_list,
-    create_api_key=apikey_ops.sqlite_insert,
-    list_api_keys=apikey_ops.sqlite_list,
-    find_api_key=apikey_ops.sqlite_find,
-    get_api_key=apikey_ops.sqlite_get,
-    extend_api_key=apikey_ops.sqlite_extend,
-    set_api_key_enabled=apikey_ops.sqlite_set_enabled,
-    set_api_key_role=apikey_ops.sqlite_set_role,
-    delete_api_keys=apikey_ops.sqlite_delete,
-    put_kv=kv_ops.sqlite_put,
-    get_kv=kv_ops.sqlite_get,
-    list_kv=kv_ops.sqlite_list,
-    delete_kv=kv_ops.sqlite_delete,
-    create_rule=rule_ops.sqlite_create,
-    replace_rule=rule_ops.sqlite_replace,
-    delete_rule=rule_ops.sqlite_delete,
-    list_rules=rule_ops.sqlite_list,
-    rules_version=rule_ops.sqlite_version,
-    insert_subscription=outbound.insert_subscription,
-    get_subscription=outbound.get_subscription,
-    list_subscriptions=outbound.list_subscriptions,
-    update_subscription=outbound.update_subscription,
-    delete_subscription=outbound.delete_subscription,
-    put_global_subscription=outbound.put_global_subscription,
-    claim_deliveries=outbound.claim_deliveries,
-    complete_delivery=outbound.complete_delivery,
-    release_deliveries=outbound.release_deliveries,
-    get_delivery=outbound.get_delivery,
-    list_deliveries=outbound.list_deliveries,
-    redeliver=outbound.redeliver,
-    recover_deliveries=outbound.recover,
+    count_pending=instances.sqlite_count_pending,
+    claim_trigger_instances=instances.sqlite_claim,
+    release_trigger_instances=instances.sqlite_release,
+    get_trigger_instance=instances.sqlite_get,
+    list_rows=columns.sqlite_list_rows,
+    record_enforcements=decisions.sqlite_record_enforcements,
+    record_decisions=decisions.sqlite_record_decisions,
+    get_rule_evaluations=decisions.sqlite_get_evaluations,
+    queue_stats=decisions.sqlite_queue_stats,
+    create_execution=executions.sqlite_create,
+    claim_executions=executions.sqlite_claim,
+    start_execution=executions.sqlite_start,
+    heartbeat_execution=executions.sqlite_heartbeat,
+    finish_execution=executions.sqlite_finish,
+    get_execution=executions.sqlite_get,
+    request_cancel=executions.sqlite_request_cancel,
+    record_execution_process=processes.sqlite_record,
+    execution_processes=processes.sqlite_list,
+    create_api_key=apikeys.sqlite_insert,
+    list_api_keys=apikeys.sqlite_list,
+    find_api_key=apikeys.sqlite_find,
+    get_api_key=apikeys.sqlite_get,
+    extend_api_key=apikeys.sqlite_extend,
+    set_api_key_enabled=apikeys.sqlite_set_enabled,
+    set_api_key_role=apikeys.sqlite_set_role,
+    delete_api_keys=apikeys.sqlite_delete,
+    put_kv=kv.sqlite_put,
+    get_kv=kv.sqlite_get,
+    list_kv=kv.sqlite_list,
+    delete_kv=kv.sqlite_delete,
+    create_rule=rules.sqlite_create,
+    replace_rule=rules.sqlite_replace,
+    delete_rule=rules.sqlite_delete,
+    list_rules=rules.sqlite_list,
+    rules_version=rules.sqlite_version,
+    insert_subscription=subscriptions.sqlite_insert,
+    get_subscription=subscriptions.sqlite_get,
+    list_subscriptions=subscriptions.sqlite_list,
+    update_subscription=subscriptions.sqlite_update,
+    delete_subscription=subscriptions.sqlite_delete,
+    put_global_subscription=subscriptions.sqlite_put_global,
+    claim_deliveries=deliveries.sqlite_claim,
+    complete_delivery=deliveries.sqlite_complete,
+    release_deliveries=deliveries.sqlite_release,
+    get_delivery=deliveries.sqlite_get,
+    list_deliveries=deliveries.sqlite_list,
+    redeliver=deliveries.sqlite_redeliver,
+    recover_deliveries=deliveries.sqlite_recover,
 )
 
 
@@ -208,8 +210,8 @@ class SqliteStore(SqlStore):
         # A batch of large bodies would hold the loop for as long as it takes to write:
         # above this size it is written by the writer thread instead.
         if sum(len(payload) for _, payload in batch) <= _LOOP_WRITE_MAX_BYTES:
-            return await self._write_on_loop(ops.insert_trigger_instances, batch, utcnow())
-        return await self._write(ops.insert_trigger_instances, batch, utcnow())
+            return await self._write_on_loop(instances.sqlite_insert, batch, utcnow())
+        return await self._write(instances.sqlite_insert, batch, utcnow())
 
     async def _read_snapshot(self, operation: Callable[..., T], *args: Any) -> T:
         return await self._read(operation, *args)
