@@ -1,7 +1,9 @@
 """The store protocol: what the engine needs from a database, named after the domain.
 
-Two implementations (sqlite.py, postgres.py) pass one contract test suite
-(tests/integration/test_store_contract.py). Nothing above this package sees a driver
+The contract is this class. It is implemented once, by engine.store.sql_store.SqlStore,
+over two backends (sqlite.py, postgres.py) that supply their connections and a table of
+dialect operations (engine.store.dialect, engine.store.ops); both pass one contract test
+suite (tests/integration/test_store_contract.py). Nothing above this package sees a driver
 exception: implementations translate them into engine.errors types (StoreError tree).
 
 Queues (trigger instances, executions) are claimed with a lease: a claim sets

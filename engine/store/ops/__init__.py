@@ -6,6 +6,16 @@ same arguments where they do the same thing; engine.store.sqlite and engine.stor
 name them in their `Dialect` tables. A write operation runs inside the transaction the
 store opened for it: raising rolls it back.
 
+SQLite: writes run in the one writer thread's `BEGIN IMMEDIATE` transaction (see
+engine.store.sqlite), so a read-then-write here cannot interleave with another writer of
+this process, and other processes wait on SQLite's file lock.
+PostgreSQL: claims lock candidate rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+workers in any number of processes take disjoint rows without waiting on each other.
+Lease times use the database clock (`now()`), so machines with skewed clocks still agree
+on expiry. JSON goes in as text cast to jsonb (json for trigger instance payloads) and
+comes out as text. `instances.pg_insert_alone` is the one operation run outside any
+transaction.
+
     instances      trigger instances: group-committed inserts, claims, releases, reads
     decisions      enforcements, record_decisions, explain traces, queue stats
     executions     requested, claimed, started, heartbeaten, finished, canceled

@@ -3,6 +3,14 @@ requested executions, once_per keys, final status and explain traces
 (`record_enforcements`), several instances' decisions in one transaction
 (`record_decisions`), and the reads that explain them (evaluations, queue stats).
 
+Traces are written in the transaction that records a trigger instance's enforcements, so
+an instance is never processed without its trace or traced without being processed.
+In `record_decisions` each decision is all-or-nothing on its own, inside a savepoint: a
+decision whose lease was lost (or whose instance is gone, or whose data cannot be stored)
+is rolled back alone and its error is returned in its place, so one stale instance never
+blocks the others. Anything else (the database failing) rolls the whole transaction back
+and is raised. A decision's outbound events and traces stay in its savepoint.
+
 The store-facing operations return (per instance: enforcement ids written or the error
 that refused it, whether any execution was requested), so the store knows whether to wake
 the actions worker.
