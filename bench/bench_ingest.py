@@ -44,14 +44,11 @@ counted 2xx answers (a 202 means committed).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,14 +56,15 @@ from harness import (
     BENCH_DIR,
     REPO,
     Target,
+    add_common_arguments,
+    bench_session,
     children_of,
     cpu_seconds,
     free_port,
-    pg_admin,
+    parse_arguments,
     pg_database_url,
     run_wrk,
     start,
-    stop,
     store_rows,
     terminate,
 )
@@ -302,40 +300,20 @@ def summarise_cpu(targets: list[Target]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
-    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--topology",
         choices=("single", "split", "ingest"),
         default="single",
         help="Hookyard as one process, as api and rules processes, or ingest alone",
     )
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument(
-        "--targets",
-        default=",".join(TARGET_NAMES),
-        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
-    )
-    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--pg-database", default=f"hookyard_bench_{os.getpid()}")
     parser.add_argument("--drain-limit", type=float, default=120.0, help="max wait for backlog")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
-    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
-    parser.add_argument("--webhook", default=shutil.which("webhook") or "webhook")
-    args = parser.parse_args()
-    unknown = set(args.targets) - set(TARGET_NAMES)
-    if unknown:
-        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_NAMES)}")
+    add_common_arguments(parser, TARGET_NAMES, "hookyard_bench")
+    args = parse_arguments(parser, TARGET_NAMES)
 
-    workdir = Path(tempfile.mkdtemp(prefix="hookyard-bench-"))
-    ports = {name: free_port() for name in args.targets}
-    targets = build_targets(args, workdir, ports)
-    pg_created = False
-    try:
-        if "postgres" in args.targets:
-            asyncio.run(pg_admin(args.pg_admin_url, f'CREATE DATABASE "{args.pg_database}"'))
-            pg_created = True
+    with bench_session(args, "hookyard-bench-", "postgres" in args.targets) as session:
+        workdir, targets = session
+        ports = {name: free_port() for name in args.targets}
+        targets += build_targets(args, workdir, ports)
         for target in targets:
             start(target, ports[target.name], workdir)
             warm = run_wrk(target.url, args, args.warmup)
@@ -380,17 +358,6 @@ def main() -> None:
                 f"{processed} processed by the rules worker [{verdict}]; median wait for the "
                 f"backlog after a run {drain:.1f}s"
             )
-    finally:
-        for target in targets:
-            stop(target)
-        if pg_created:
-            asyncio.run(
-                pg_admin(args.pg_admin_url, f'DROP DATABASE "{args.pg_database}" WITH (FORCE)')
-            )
-        if args.keep:
-            print(f"work folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,3 +301,59 @@ async def pg_admin(admin_url: str, statement: str) -> None:
 def pg_database_url(admin_url: str, database: str) -> str:
     base, _, _ = admin_url.rpartition("/")
     return f"{base}/{database}"
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, target_names: tuple[str, ...], pg_database: str
+) -> None:
+    """The options every driver takes: rounds, wrk, targets, PostgreSQL, the work folder."""
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--targets",
+        default=",".join(target_names),
+        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
+    )
+    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--pg-database", default=f"{pg_database}_{os.getpid()}")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
+    parser.add_argument("--webhook", default=shutil.which("webhook") or "webhook")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, target_names: tuple[str, ...]):
+    args = parser.parse_args()
+    unknown = set(args.targets) - set(target_names)
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(target_names)}")
+    return args
+
+
+@contextlib.contextmanager
+def bench_session(
+    args: argparse.Namespace, prefix: str, postgres: bool
+) -> Iterator[tuple[Path, list[Target]]]:
+    """A work folder, and with `postgres` a fresh database named --pg-database on
+    --pg-admin-url. Yields the folder and a list to put the targets in: at the end they
+    are stopped, the database is dropped and the folder removed (kept with --keep)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    targets: list[Target] = []
+    pg_created = False
+    try:
+        if postgres:
+            asyncio.run(pg_admin(args.pg_admin_url, f'CREATE DATABASE "{args.pg_database}"'))
+            pg_created = True
+        yield workdir, targets
+    finally:
+        for target in targets:
+            stop(target)
+        if pg_created:
+            asyncio.run(
+                pg_admin(args.pg_admin_url, f'DROP DATABASE "{args.pg_database}" WITH (FORCE)')
+            )
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
