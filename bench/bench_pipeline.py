@@ -49,12 +49,10 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,10 +75,10 @@ from harness import (
     start,
     store_rows,
 )
+from pipeline_report import Figures, fmt, fragment, percentile
 
 TARGET_NAMES = ("bare", "webhook", "sqlite", "postgres")
 NOOP_HOOK, LATENCY_HOOK, SHELL_HOOK = "bench", "bench-latency", "bench-shell"
-TIMES = "\u00d7"  # the sign of a ratio, as BENCHMARKS.md writes it
 
 RULES = {
     NOOP_HOOK: "action:\n  ref: core.noop\n",
@@ -97,50 +95,13 @@ ACTIVE_QUERY = (
 )
 
 
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile: the smallest value with `share` % of them at or below it."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def median_ratio(mine: list[float], theirs: list[float]) -> float | None:
-    """The median of the per-round ratios (both sides measured in the same round); rounds
-    where the baseline measured nothing are left out. None without any round."""
-    ratios = [a / b for a, b in zip(mine, theirs, strict=True) if b]
-    return statistics.median(ratios) if ratios else None
-
-
-class Figures:
-    """One value a round for each (measure, target)."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], list[float]] = defaultdict(list)
-
-    def add(self, measure: str, target: str, value: float) -> None:
-        self.values[measure, target].append(value)
-
-    def median(self, measure: str, target: str) -> float | None:
-        values = self.values.get((measure, target))
-        return statistics.median(values) if values else None
-
-    def total(self, measure: str, target: str) -> float | None:
-        values = self.values.get((measure, target))
-        return sum(values) if values else None
-
-    def ratio(self, measure: str, target: str, base_measure: str, base: str) -> float | None:
-        mine, theirs = self.values.get((measure, target)), self.values.get((base_measure, base))
-        if not mine or not theirs or len(mine) != len(theirs):
-            return None
-        return median_ratio(mine, theirs)
-
-
 @dataclass
 class Hookyard:
     target: Target
     key: str
+    # Waits that ended at --drain-limit with work still active: figures measured after
+    # one of them are not of finished work, and the results say so.
+    unfinished: list[str] = field(default_factory=list)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -209,7 +170,9 @@ def wait_drained(hookyard: Hookyard, limit_seconds: float) -> float:
     started = time.monotonic()
     while active_work(hookyard.target.database):
         if time.monotonic() - started > limit_seconds:
-            print(f"  {hookyard.target.name}: work still active after {limit_seconds:g}s")
+            note = f"{hookyard.target.name}: work still active after {limit_seconds:g}s"
+            print(f"  {note}", flush=True)
+            hookyard.unfinished.append(note)
             break
         time.sleep(0.2)
     return time.monotonic() - started
@@ -308,7 +271,9 @@ async def post_at_rate(
     return accepted, failures, (total - 1) / sending if sending else math.inf
 
 
-def latency(hookyard: Hookyard, args: argparse.Namespace) -> tuple[list[float], int, int, float]:
+def measure_latency(
+    hookyard: Hookyard, args: argparse.Namespace
+) -> tuple[list[float], int, int, float]:
     """Webhook to action start in ms for each accepted webhook of a paced run, with the
     failed posts, the accepted webhooks without an execution, and the rate sent."""
     started = datetime.now(UTC)
@@ -374,113 +339,139 @@ def webhook_runs(
     return posted, runs, runs / (last_change - started)
 
 
-def fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
-    return "—" if value is None else f"{value:{spec}}{suffix}"
+class Pipeline:
+    """The run's targets, started side by side, and the figures they gave."""
 
+    def __init__(self, args: argparse.Namespace, names: list[str], workdir: Path) -> None:
+        self.args, self.names, self.workdir = args, names, workdir
+        self.targets: dict[str, Target] = {}
+        self.hookyards: dict[str, Hookyard] = {}
+        self.figures = Figures()
+        self.shell_counter: LogCounter | None = None
 
-def tables(figures: Figures, names: list[str], hookyards: list[str], args) -> str:
-    """The results as markdown tables, one a scenario."""
-    f = figures
-    out = [
-        f"**1. Ingest** — wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s,"
-        " Hookyard's hook guarded by an API key (role webhook)",
-        "",
-        "| target | accepted/s | non-2xx | socket errors | vs bare | vs webhook |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name in names:
-        out.append(
-            f"| {name} | {fmt(f.median('ingest', name))} "
-            f"| {fmt(f.total('ingest_non2xx', name), ',.0f')} "
-            f"| {fmt(f.total('ingest_errors', name), ',.0f')} "
-            f"| {fmt(f.ratio('ingest', name, 'ingest', 'bare'), '.2f', TIMES)} "
-            f"| {fmt(f.ratio('ingest', name, 'ingest', 'webhook'), '.2f', TIMES)} |"
-        )
-    out += [
-        "",
-        f"**2. End to end** — {args.webhooks:,} webhooks posted as fast as wrk can, rule →"
-        " `core.noop`; executions/s from the first post to the last execution finished;"
-        f" then wrk for {args.duration:g}s while a backlog of as many drains",
-        "",
-        "| target | posted/s | executions succeeded (not) of stored | executions/s"
-        " | ingest while draining /s | vs bare | backlog at start → end |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name in hookyards:
-        out.append(
-            f"| {name} | {fmt(f.median('e2e_posted', name))} "
-            f"| {fmt(f.median('e2e_succeeded', name))} ({fmt(f.total('e2e_failed', name))})"
-            f" of {fmt(f.median('e2e_stored', name))} "
-            f"| {fmt(f.median('e2e_rate', name))} "
-            f"| {fmt(f.median('draining', name))} "
-            f"| {fmt(f.ratio('draining', name, 'ingest', 'bare'), '.2f', TIMES)} "
-            f"| {fmt(f.median('backlog_start', name))} → {fmt(f.median('backlog_end', name))} |"
-        )
-    out += [
-        "",
-        f"**3. Latency** — {args.rate:,.0f} webhooks/s for {args.rate_seconds:g}s (paced"
-        " aiohttp client); trigger instance occurrence_time → execution started_at",
-        "",
-        "| target | sent/s | p50 ms | p99 ms | max ms | failed posts | without execution |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name in hookyards:
-        out.append(
-            f"| {name} | {fmt(f.median('sent_rate', name))} "
-            f"| {fmt(f.median('p50', name), ',.1f')} | {fmt(f.median('p99', name), ',.1f')} "
-            f"| {fmt(f.median('max', name), ',.1f')} | {fmt(f.total('rate_failed', name))} "
-            f"| {fmt(f.total('rate_missing', name))} |"
-        )
-    shell_names = [*hookyards, *(["webhook"] if "webhook" in names else [])]
-    out += [
-        "",
-        f"**4. Shell actions** — {args.shell_webhooks:,} webhooks; Hookyard runs"
-        " `core.local cmd=true`, webhook runs /bin/true; first post to the last run finished",
-        "",
-        "| target | runs | runs/s | vs webhook |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name in shell_names:
-        out.append(
-            f"| {name} | {fmt(f.median('shell_runs', name))} "
-            f"| {fmt(f.median('shell_rate', name))} "
-            f"| {fmt(f.ratio('shell_rate', name, 'shell_rate', 'webhook'), '.2f', TIMES)} |"
-        )
-    out += [
-        "",
-        f"**5. Idle RSS** — {args.settle:g}s after start-up, VmRSS summed over the process tree",
-        "",
-        "| target | processes | RSS MiB |",
-        "| --- | ---: | ---: |",
-    ]
-    for name in names:
-        out.append(
-            f"| {name} | {fmt(f.median('processes', name))} "
-            f"| {fmt(f.median('rss', name), ',.1f')} |"
-        )
-    return "\n".join(out)
+    def start_all(self, started: list[Target]) -> None:
+        """Start every target (into `started`, which the session stops), each measured
+        idle --settle s after it is ready."""
+        args = self.args
+        write_rules(self.workdir / "rules")
+        pg_store = pg_database_url(args.pg_admin_url, args.pg_database)
+        for name in [*self.names, *(["webhook-shell"] if "webhook" in self.names else [])]:
+            port = free_port()
+            if name == "bare":
+                server = [sys.executable, str(BENCH_DIR / "bare_server.py"), "--port", str(port)]
+                url = f"http://127.0.0.1:{port}/webhooks/{NOOP_HOOK}"
+                target = Target(name, url, server, self.workdir, "/health")
+            elif name.startswith("webhook"):
+                target = webhook_target(name, port, self.workdir, args)
+            else:
+                store = pg_store if name == "postgres" else None
+                target = hookyard_target(name, port, self.workdir, store)
+                self.hookyards[name] = Hookyard(target, create_sender_key(target, store))
+            started.append(target)
+            start(target, port, self.workdir)
+            self.targets[name] = target
+            time.sleep(args.settle)
+            processes, rss = idle_rss(target)
+            self.figures.add("processes", name, processes)
+            self.figures.add("rss", name, rss)
+            print(f"started {name}: {processes} processes, idle RSS {rss:,.1f} MiB", flush=True)
+        if "webhook-shell" in self.targets:
+            log = self.targets["webhook-shell"].log_path
+            self.shell_counter = LogCounter(log, b"finished handling")
 
+    def settle(self, name: str) -> None:
+        if name in self.hookyards:
+            wait_drained(self.hookyards[name], self.args.drain_limit)
+        else:
+            wait_quiet(self.targets[name], self.args.drain_limit)
 
-def fragment(figures: Figures, names, hookyards, args, command: str) -> str:
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return "\n".join(
-        [
-            "## The default serve, webhook to action (`bench/bench_pipeline.py`)",
-            "",
-            "Command (needs `apt-get install -y wrk webhook`, and PostgreSQL on"
-            " 127.0.0.1:5432 for the postgres target):",
-            "",
-            f"    {command}",
-            "",
-            f"Commit {commit or '?'}, {datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs;"
-            f" {args.repeat} rounds, medians; ratios are medians of per-round ratios.",
-            "",
-            tables(figures, names, hookyards, args),
-            "",
-        ]
-    )
+    def headers(self, name: str) -> dict[str, str] | None:
+        return self.hookyards[name].headers if name in self.hookyards else None
+
+    def warm_up(self) -> None:
+        for name in self.names:
+            run_wrk(self.targets[name].url, self.args, self.args.warmup, self.headers(name))
+            self.settle(name)
+
+    def measure_round(self, index: int) -> None:
+        label = f"round {index + 1}"
+        shift = index % len(self.names)
+        for name in self.names[shift:] + self.names[:shift]:
+            self.ingest(label, name)
+        for name in self.hookyards:
+            self.end_to_end(label, name)
+            self.latency(label, name)
+            self.shell(label, name)
+        if self.shell_counter is not None:
+            webhook = self.targets["webhook-shell"]
+            _, runs, rate = webhook_runs(
+                webhook, self.shell_counter, self.args, self.args.shell_webhooks
+            )
+            self.figures.add("shell_runs", "webhook", runs)
+            self.figures.add("shell_rate", "webhook", rate)
+            print(f"{label} shell    webhook   {runs:,} runs  {rate:,.0f}/s", flush=True)
+
+    def ingest(self, label: str, name: str) -> None:
+        run = run_wrk(self.targets[name].url, self.args, self.args.duration, self.headers(name))
+        socket_errors = run.errors - run.non_2xx
+        self.figures.add("ingest", name, run.accepted_per_second)
+        self.figures.add("ingest_non2xx", name, run.non_2xx)
+        self.figures.add("ingest_errors", name, socket_errors)
+        print(
+            f"{label} ingest   {name:9s} {run.accepted_per_second:9,.0f}/s"
+            f"  non-2xx {run.non_2xx}  socket errors {socket_errors}",
+            flush=True,
+        )
+        self.settle(name)
+
+    def end_to_end(self, label: str, name: str) -> None:
+        hookyard, add = self.hookyards[name], self.figures.add
+        done = post_and_execute(hookyard, self.args, NOOP_HOOK, "core.noop", self.args.webhooks)
+        add("e2e_posted", name, done.posted.accepted_per_second)
+        add("e2e_stored", name, done.stored)
+        add("e2e_succeeded", name, done.succeeded)
+        add("e2e_failed", name, done.not_succeeded)
+        add("e2e_rate", name, done.per_second)
+        run, before, after = ingest_while_draining(hookyard, self.args)
+        add("draining", name, run.accepted_per_second)
+        add("backlog_start", name, before)
+        add("backlog_end", name, after)
+        print(
+            f"{label} e2e      {name:9s} posted {done.posted.accepted_per_second:,.0f}/s"
+            f"  {done.succeeded:,} of {done.stored:,} succeeded ({done.not_succeeded} not)"
+            f"  {done.per_second:,.0f} executions/s; ingest while draining"
+            f" {run.accepted_per_second:,.0f}/s (backlog {before:,} → {after:,})",
+            flush=True,
+        )
+
+    def latency(self, label: str, name: str) -> None:
+        delays, failed, missing, sent = measure_latency(self.hookyards[name], self.args)
+        self.figures.add("sent_rate", name, sent)
+        self.figures.add("rate_failed", name, failed)
+        self.figures.add("rate_missing", name, missing)
+        p50 = p99 = None
+        if delays:
+            p50, p99 = percentile(delays, 50), percentile(delays, 99)
+            self.figures.add("p50", name, p50)
+            self.figures.add("p99", name, p99)
+            self.figures.add("max", name, max(delays))
+        print(
+            f"{label} latency  {name:9s} sent {sent:,.0f}/s  p50 {fmt(p50, ',.1f')} ms"
+            f"  p99 {fmt(p99, ',.1f')} ms  failed {failed}  without execution {missing}",
+            flush=True,
+        )
+
+    def shell(self, label: str, name: str) -> None:
+        shell = post_and_execute(
+            self.hookyards[name], self.args, SHELL_HOOK, "core.local", self.args.shell_webhooks
+        )
+        self.figures.add("shell_runs", name, shell.succeeded)
+        self.figures.add("shell_rate", name, shell.per_second)
+        print(
+            f"{label} shell    {name:9s} {shell.succeeded:,} of {shell.stored:,}"
+            f" succeeded ({shell.not_succeeded} not)  {shell.per_second:,.0f}/s",
+            flush=True,
+        )
 
 
 def require(program: str, path: str) -> None:
@@ -508,117 +499,15 @@ def main() -> None:
         require("webhook (adnanh/webhook)", args.webhook)
     command = "python bench/bench_pipeline.py " + " ".join(sys.argv[1:])
 
-    pg_store = pg_database_url(args.pg_admin_url, args.pg_database)
-    targets: dict[str, Target] = {}
-    hookyards: dict[str, Hookyard] = {}
-    figures = Figures()
-    with bench_session(args, "hookyard-pipeline-", "postgres" in names) as session:
-        workdir, started = session
-        write_rules(workdir / "rules")
-        for name in [*names, *(["webhook-shell"] if "webhook" in names else [])]:
-            port = free_port()
-            if name == "bare":
-                server = [sys.executable, str(BENCH_DIR / "bare_server.py"), "--port", str(port)]
-                url = f"http://127.0.0.1:{port}/webhooks/{NOOP_HOOK}"
-                target = Target(name, url, server, workdir, "/health")
-            elif name.startswith("webhook"):
-                target = webhook_target(name, port, workdir, args)
-            else:
-                store = pg_store if name == "postgres" else None
-                target = hookyard_target(name, port, workdir, store)
-                hookyards[name] = Hookyard(target, create_sender_key(target, store))
-            started.append(target)
-            start(target, port, workdir)
-            targets[name] = target
-            time.sleep(args.settle)
-            processes, rss = idle_rss(target)
-            figures.add("processes", name, processes)
-            figures.add("rss", name, rss)
-            print(f"started {name}: {processes} processes, idle RSS {rss:,.1f} MiB", flush=True)
-
-        def settle(name: str) -> None:
-            if name in hookyards:
-                wait_drained(hookyards[name], args.drain_limit)
-            else:
-                wait_quiet(targets[name], args.drain_limit)
-
-        def headers(name: str) -> dict[str, str] | None:
-            return hookyards[name].headers if name in hookyards else None
-
-        for name in names:
-            run_wrk(targets[name].url, args, args.warmup, headers(name))
-            settle(name)
-
-        shell_counter = None
-        if "webhook-shell" in targets:
-            shell_counter = LogCounter(targets["webhook-shell"].log_path, b"finished handling")
+    with bench_session(args, "hookyard-pipeline-", "postgres" in names) as (workdir, started):
+        pipeline = Pipeline(args, names, workdir)
+        pipeline.start_all(started)
+        pipeline.warm_up()
         for round_index in range(args.repeat):
-            label = f"round {round_index + 1}"
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                run = run_wrk(targets[name].url, args, args.duration, headers(name))
-                figures.add("ingest", name, run.accepted_per_second)
-                figures.add("ingest_non2xx", name, run.non_2xx)
-                figures.add("ingest_errors", name, run.errors - run.non_2xx)
-                print(
-                    f"{label} ingest   {name:9s} {run.accepted_per_second:9,.0f}/s"
-                    f"  non-2xx {run.non_2xx}  socket errors {run.errors - run.non_2xx}",
-                    flush=True,
-                )
-                settle(name)
-            for name, hookyard in hookyards.items():
-                done = post_and_execute(hookyard, args, NOOP_HOOK, "core.noop", args.webhooks)
-                figures.add("e2e_posted", name, done.posted.accepted_per_second)
-                figures.add("e2e_stored", name, done.stored)
-                figures.add("e2e_succeeded", name, done.succeeded)
-                figures.add("e2e_failed", name, done.not_succeeded)
-                figures.add("e2e_rate", name, done.per_second)
-                run, before, after = ingest_while_draining(hookyard, args)
-                figures.add("draining", name, run.accepted_per_second)
-                figures.add("backlog_start", name, before)
-                figures.add("backlog_end", name, after)
-                print(
-                    f"{label} e2e      {name:9s} posted {done.posted.accepted_per_second:,.0f}/s"
-                    f"  {done.succeeded:,} of {done.stored:,} succeeded"
-                    f" ({done.not_succeeded} not)  {done.per_second:,.0f} executions/s;"
-                    f" ingest while draining {run.accepted_per_second:,.0f}/s"
-                    f" (backlog {before:,} → {after:,})",
-                    flush=True,
-                )
-                delays, failed, missing, sent = latency(hookyard, args)
-                figures.add("sent_rate", name, sent)
-                figures.add("rate_failed", name, failed)
-                figures.add("rate_missing", name, missing)
-                if delays:
-                    figures.add("p50", name, percentile(delays, 50))
-                    figures.add("p99", name, percentile(delays, 99))
-                    figures.add("max", name, max(delays))
-                print(
-                    f"{label} latency  {name:9s} sent {sent:,.0f}/s"
-                    f"  p50 {fmt(figures.values[('p50', name)][-1] if delays else None, '.1f')} ms"
-                    f"  p99 {fmt(figures.values[('p99', name)][-1] if delays else None, '.1f')} ms"
-                    f"  failed {failed}  without execution {missing}",
-                    flush=True,
-                )
-                shell = post_and_execute(
-                    hookyard, args, SHELL_HOOK, "core.local", args.shell_webhooks
-                )
-                figures.add("shell_runs", name, shell.succeeded)
-                figures.add("shell_rate", name, shell.per_second)
-                print(
-                    f"{label} shell    {name:9s} {shell.succeeded:,} of {shell.stored:,}"
-                    f" succeeded ({shell.not_succeeded} not)  {shell.per_second:,.0f}/s",
-                    flush=True,
-                )
-            if shell_counter is not None:
-                _, runs, rate = webhook_runs(
-                    targets["webhook-shell"], shell_counter, args, args.shell_webhooks
-                )
-                figures.add("shell_runs", "webhook", runs)
-                figures.add("shell_rate", "webhook", rate)
-                print(f"{label} shell    webhook   {runs:,} runs  {rate:,.0f}/s", flush=True)
-
-        result = fragment(figures, names, list(hookyards), args, command)
+            pipeline.measure_round(round_index)
+        hookyard_names = list(pipeline.hookyards)
+        unfinished = [n for h in pipeline.hookyards.values() for n in h.unfinished]
+        result = fragment(pipeline.figures, names, hookyard_names, args, command, unfinished)
         print()
         print(result)
         if args.markdown:
