@@ -25,10 +25,12 @@ Scenarios, every round (a figure is the median over --repeat rounds; a ratio is 
 median of the per-round ratios, both sides measured in the same round):
   1 ingest      wrk -t2 -c64 for --duration s against each target, the order rotating
                 each round: accepted/s, non-2xx, ratio to bare and to webhook
-  2 end to end  --webhooks posted to `bench` as fast as wrk can: executions/s from the
-                first post to the last `core.noop` execution's finished_at; then as
-                many again, and wrk for --duration s while that backlog drains: the
-                ingest rate then, and its ratio to bare's in scenario 1
+  2 end to end  --webhooks posted to `bench` as fast as wrk can (plus the requests in
+                flight when wrk stops, at most --connections; the table shows how many
+                were stored): executions/s from the first post to the last
+                `core.noop` execution's finished_at; then as many again, and wrk for
+                --duration s while that backlog drains: the ingest rate then, and its
+                ratio to bare's in scenario 1
   3 latency     --rate webhooks/s for --rate-seconds s from a paced aiohttp client to
                 `bench-latency`; per webhook, its trigger instance's occurrence_time to
                 its execution's started_at: p50, p99
@@ -237,9 +239,10 @@ def ingest_while_draining(hookyard: Hookyard, args: argparse.Namespace) -> tuple
 async def post_at_rate(
     url: str, headers: dict[str, str], rate: float, seconds: float, connections: int
 ) -> tuple[list[str], int, float]:
-    """Post at a steady `rate` for `seconds` (each request sent at its time, whether the
-    ones before it were answered or not). Returns the accepted trigger instance ids, the
-    failures, and the rate at which requests were actually sent."""
+    """Post at a steady `rate` for `seconds`: each request is started at its time,
+    whether the ones before it were answered or not (it may then wait for one of the
+    `connections`). Returns the accepted trigger instance ids, the failures, and the
+    rate at which requests were started."""
     body = json.dumps({"ref": "refs/heads/main", "repository": {"full_name": "acme/api"}})
     accepted: list[str] = []
     failures = 0
