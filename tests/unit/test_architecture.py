@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "engine.packs",
             "engine.outbound",
             "engine.stored_rules",
+            "engine.workflows",  # Orquesta: spec, expressions, inspection, conductor
         ),
     ),
     (
