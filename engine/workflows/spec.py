@@ -31,6 +31,7 @@ __all__ = [
     "Transition",
     "WorkflowSpec",
     "parse_workflow",
+    "read_workflow",
 ]
 
 #: Names a transition's `do` may use that are not tasks: commands to the workflow engine.
@@ -132,24 +133,35 @@ class WorkflowSpec:
 
 def parse_workflow(text: str, file: str | None = None) -> WorkflowSpec:
     """The workflow defined by `text`; WorkflowSpecError with every problem found."""
+    spec, problems = read_workflow(text, file)
+    if problems:
+        raise WorkflowSpecError(problems)
+    assert spec is not None
+    return spec
+
+
+def read_workflow(
+    text: str, file: str | None = None
+) -> tuple[WorkflowSpec | None, list[WorkflowProblem]]:
+    """The workflow as far as it could be read, and every problem found.
+
+    With problems, the spec (when there is one) leaves out the parts that were wrong, so
+    `inspect` can still check the rest: every problem of a file is reported at once.
+    """
     reader = _Reader(file)
     try:
         root = safeyaml.compose(text, file=file)
     except YamlLimitError as error:
-        raise WorkflowSpecError(
-            [WorkflowProblem(error.message, file=file, line=error.line, column=error.column)]
-        ) from None
+        problem = WorkflowProblem(error.message, file=file, line=error.line, column=error.column)
+        return None, [problem]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error)
-        raise WorkflowSpecError([reader.problem_at(mark, "", f"invalid YAML: {problem}")]) from None
+        message = getattr(error, "problem", None) or str(error)
+        return None, [reader.problem_at(mark, "", f"invalid YAML: {message}")]
     if root is None:
-        raise WorkflowSpecError([WorkflowProblem("the workflow file is empty", file=file)])
+        return None, [WorkflowProblem("the workflow file is empty", file=file)]
     spec = reader.workflow(root)
-    if reader.problems:
-        raise WorkflowSpecError(reader.problems)
-    assert spec is not None
-    return spec
+    return spec, reader.problems
 
 
 class _Reader:
@@ -332,6 +344,8 @@ class _Reader:
                     self.keys[path], path, f"{name!r} is an engine command, not a task name"
                 )
             task = self._task(name, task_node, path)
+            key = self.keys[path].start_mark
+            self.locations[path] = (key.line + 1, key.column + 1)  # a task is where its name is
             if task is not None:
                 tasks[name] = task
         return tasks
@@ -379,6 +393,8 @@ class _Reader:
         pairs, problems = parse_inline(inline)
         for problem in problems:
             self.report(node, f"{path}.action", f"inline input: {problem}")
+        for name, _ in pairs:
+            self.locations[f"{path}.input.{name}"] = self.locations[f"{path}.action"]
         return ref, dict(pairs)
 
     def _task_input(self, node: yaml.Node, path: str) -> dict[str, Any] | str:
