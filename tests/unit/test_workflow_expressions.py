@@ -199,7 +199,10 @@ def test_errors_name_the_expression_and_the_cause():
     ],
 )
 def test_a_huge_or_endless_evaluation_is_refused_within_a_bound(monkeypatch, expression, cause):
-    monkeypatch.setattr(yaql_engine, "MAX_SECONDS", 0.5)
+    if cause == "ran longer than":
+        # Only the work limit is shortened: other refusals must come from their own bound,
+        # whatever the machine's load.
+        monkeypatch.setattr(yaql_engine, "MAX_SECONDS", 0.5)
     started = time.monotonic()
     if cause == "list":
         bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
