@@ -154,12 +154,16 @@ class WorkflowConductor:
         task = self.spec.tasks[name]
         if task.join is not None:
             for record in self.state["tasks"]:
-                if record["id"] == name and record["route"] == route:
-                    if record["status"] != "waiting":
-                        continue
+                if record["id"] != name or record["route"] != route:
+                    continue
+                if record["status"] == "waiting":
                     record["ctx"] += [i for i in ctx if i not in record["ctx"]]
                     record["arrivals"].append(arrival)
                     self._check_join(record, task)
+                    return
+                if name not in self._cycles:
+                    # A count join that already ran ignores the branches arriving late;
+                    # only a loop brings a join round again.
                     return
         record = {
             "id": name,

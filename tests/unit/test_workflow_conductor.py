@@ -155,6 +155,10 @@ JOIN = """\
         action: core.noop
         next:
           - do: first_two
+      slow:
+        action: core.noop
+        next:
+          - do: first_two
       joined:
         join: all
         action: core.noop
@@ -166,8 +170,12 @@ JOIN = """\
 
 def test_join_all_waits_for_every_branch_and_merges_their_contexts():
     run = Run(JOIN)
+    assert [r.task for r in run.pending] == ["start", "slow"]
+    run.finish(run.pending[1], "succeeded")  # slow: the count join runs at once
+    assert [r.task for r in run.pending] == ["start", "first_two"]
     run.finish(run.pending[0], "succeeded")
-    assert [r.task for r in run.pending] == ["left", "right", "quick"]
+    assert [r.task for r in run.pending] == ["first_two", "left", "right", "quick"]
+    run.finish(run.pending[0], "succeeded")
     left = run.pending[0]
     run.finish(left, "succeeded", {"stdout": "L"})
     assert "joined" not in [r.task for r in run.pending]
@@ -477,3 +485,37 @@ def test_the_state_is_json_and_misuse_is_refused():
         WorkflowConductor(run.spec, state).task_finished("task2", 0, "succeeded")
     with pytest.raises(WorkflowError, match="version"):
         WorkflowConductor(run.spec, {"version": 99})
+
+
+def test_a_loop_runs_its_task_again_on_the_same_route_with_the_new_context():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          init:
+            next:
+              - publish: i=0
+                do: loop
+          loop:
+            action: core.echo message=<% ctx(i) %>
+            next:
+              - when: <% ctx(i) < 2 %>
+                publish: i=<% ctx(i) + 1 %>
+                do: loop
+              - when: <% ctx(i) >= 2 %>
+                do: done
+          done:
+            action: core.noop
+        output:
+          - i: <% ctx(i) %>
+        """
+    )
+    conductor = run.run_all()
+    assert [(r.task, r.route, r.input) for r in run.ran] == [
+        ("loop", 0, {"message": 0}),
+        ("loop", 0, {"message": 1}),
+        ("loop", 0, {"message": 2}),
+        ("done", 0, {}),
+    ]
+    assert len({r.key for r in run.ran}) == 4
+    assert conductor.result() == {"output": {"i": 2}}
