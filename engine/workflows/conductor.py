@@ -127,6 +127,9 @@ class WorkflowConductor:
         if record.get("items") is not None:
             if item_id is None or not 0 <= item_id < len(record["items"]):
                 raise WorkflowError(f"task {task!r} has no item {item_id!r} running")
+            if record["items"][item_id] != RUNNING:
+                # A result delivered twice must not count twice (the runner may redeliver).
+                raise WorkflowError(f"item {item_id} of task {task!r} is not running")
             record["items"][item_id] = outcome
             record["item_results"][item_id] = result
             # Once the workflow has failed, items not yet started never will be.

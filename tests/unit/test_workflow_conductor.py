@@ -483,6 +483,15 @@ def test_the_state_is_json_and_misuse_is_refused():
     state = json.loads(json.dumps(run.conductor.state))
     with pytest.raises(WorkflowError, match="has no action running"):
         WorkflowConductor(run.spec, state).task_finished("task2", 0, "succeeded")
+    items = Run(WITH_ITEMS, {"members": ["a"], "hosts": [], "ports": []})
+    only = items.pending[0]
+    items.finish(only, "succeeded", {"stdout": "a"})
+    with pytest.raises(WorkflowError, match="has no action running"):
+        items.conductor.task_finished("greet", 0, "succeeded", None, 0)
+    items = Run(WITH_ITEMS, {"members": ["a", "b"], "hosts": [], "ports": []})
+    items.finish(items.pending[0], "succeeded", {"stdout": "a"})
+    with pytest.raises(WorkflowError, match="item 0 of task 'greet' is not running"):
+        items.conductor.task_finished("greet", 0, "succeeded", None, 0)
     with pytest.raises(WorkflowError, match="version"):
         WorkflowConductor(run.spec, {"version": 99})
 
