@@ -37,6 +37,8 @@ __all__ = ["ActionRequest", "WorkflowConductor"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 FAILED_MESSAGE = "Execution failed. See result for details."
+# `do: retry` runs the task again up to this many times, without delay (Orquesta's docs).
+_RETRY_COMMAND_TIMES = 3
 _STATE_VERSION = 1
 
 
@@ -297,7 +299,7 @@ class WorkflowConductor:
         if self.status == RUNNING and task.retry is not None and self._retry(record, task, scope):
             return
         taken_anywhere = False
-        manual_fail = False
+        manual_fail = retry_command = False
         staged: list[tuple[str, int, list[int], str]] = []
         for index, transition in enumerate(task.next):
             targets = transition.do
@@ -323,16 +325,22 @@ class WorkflowConductor:
                 self.state["status"] = FAILED
                 continue
             for target in targets:
+                if target == "retry" and record.get("command_retries", 0) < _RETRY_COMMAND_TIMES:
+                    retry_command = True
+                    continue
                 if target in ENGINE_COMMANDS:
                     self.state["terminal"].append([record["seq"], out_ctx])
-                    taken_anywhere |= target != "continue"
+                    # An exhausted `retry` leaves the task's state as it is, like continue.
+                    taken_anywhere |= target not in ("continue", "retry")
                     manual_fail |= target == "fail"
-                    if target == "retry":
-                        staged.append((record["id"], record["route"], out_ctx, ""))
                     continue
                 taken_anywhere = True
                 route = self._route(record, target, index)
                 staged.append((target, route, out_ctx, record["id"]))
+        if retry_command and not manual_fail and self.status == RUNNING:
+            record["command_retries"] = record.get("command_retries", 0) + 1
+            self._rerun(record, delay=0)
+            return
         if not staged and not any(record["seq"] == seq for seq, _ in self.state["terminal"]):
             self.state["terminal"].append([record["seq"], list(record["ctx"])])
         if manual_fail:
@@ -364,12 +372,16 @@ class WorkflowConductor:
             return False
         if not wanted:
             return False
+        self._rerun(record, delay)
+        return True
+
+    def _rerun(self, record: dict[str, Any], delay: int) -> None:
+        """Run the task of `record` again, after `delay` seconds, with the same context."""
         record["retry_tally"] += 1
         record["status"] = "staged"
         record["retry_delay"] = delay
         for key in ("items", "item_results", "item_values", "result"):
             record.pop(key, None)
-        return True
 
     def _settle(self) -> None:
         """Decide the workflow's status and render its output once nothing is active."""

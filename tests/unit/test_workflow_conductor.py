@@ -528,3 +528,27 @@ def test_a_loop_runs_its_task_again_on_the_same_route_with_the_new_context():
     ]
     assert len({r.key for r in run.ran}) == 4
     assert conductor.result() == {"output": {"i": 2}}
+
+
+def test_the_retry_command_runs_the_task_again_three_times_without_delay():
+    text = """\
+        version: 1.0
+        tasks:
+          fetch:
+            action: core.local cmd="exit 1"
+            next:
+              - when: <% failed() %>
+                do: retry
+              - when: <% succeeded() %>
+                do: done
+          done:
+            action: core.noop
+    """
+    run = Run(text)
+    conductor = run.run_all()
+    assert [(r.task, r.delay) for r in run.ran] == [("fetch", 0)] * 4
+    assert conductor.status == "failed"
+    run = Run(text)
+    run.finish(run.pending[0], "failed", FAILED_LOCAL)
+    run.finish(run.pending[0], "succeeded", {"stdout": ""})
+    assert run.run_all().status == "succeeded" and run.tasks_ran() == ["fetch", "fetch", "done"]
