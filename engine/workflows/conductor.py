@@ -68,7 +68,7 @@ class WorkflowConductor:
         self.spec = spec
         self.state = state
         self.st2kv = st2kv
-        self._cycles = _tasks_in_cycles(spec)
+        self._cycles = spec.tasks_in_cycles()
 
     # --- the public steps ------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class WorkflowConductor:
                 )
             record["items"] = ["unset"] * len(items)
             record["item_results"] = [None] * len(items)
-            record["item_values"] = [_bind_item(task, item) for item in items]
+            record["item_values"] = [task.with_items.bind(item) for item in items]
             record["concurrency"] = (
                 self._number(task.with_items.concurrency, record, "concurrency")
                 if task.with_items.concurrency is not None
@@ -508,34 +508,3 @@ def _task_result(record: dict[str, Any]) -> Any:
             ]
         }
     return record.get("result")
-
-
-def _bind_item(task: TaskSpec, item: Any) -> Any:
-    assert task.with_items is not None
-    names = task.with_items.names
-    if names and isinstance(item, list | tuple):
-        return dict(zip(names, item, strict=False))
-    if len(names) == 1:
-        return {names[0]: item}
-    return item
-
-
-def _tasks_in_cycles(spec: WorkflowSpec) -> frozenset[str]:
-    """Tasks from which a path of transitions leads back to themselves."""
-    edges = {
-        name: {t for transition in task.next for t in transition.do if t in spec.tasks}
-        for name, task in spec.tasks.items()
-    }
-    cyclic = set()
-    for start in edges:
-        seen: set[str] = set()
-        pending = list(edges[start])
-        while pending:
-            current = pending.pop()
-            if current == start:
-                cyclic.add(start)
-                break
-            if current not in seen:
-                seen.add(current)
-                pending.extend(edges[current])
-    return frozenset(cyclic)

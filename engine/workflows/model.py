@@ -44,6 +44,15 @@ class ItemsSpec:
     #: How many items may run at once: an int, an expression, or None (no limit).
     concurrency: int | str | None
 
+    def bind(self, item: Any) -> Any:
+        """What item() gives for one item: with names, a mapping (``x, y in zip(...)``:
+        {x: item[0], y: item[1]}; ``x in ...``: {x: item}); without, the item itself."""
+        if self.names and isinstance(item, list | tuple):
+            return dict(zip(self.names, item, strict=False))
+        if len(self.names) == 1:
+            return {self.names[0]: item}
+        return item
+
 
 @dataclass(frozen=True)
 class RetrySpec:
@@ -94,6 +103,26 @@ class WorkflowSpec:
             if name != task.name
         }
         return [name for name in self.tasks if name not in targets]
+
+    def tasks_in_cycles(self) -> frozenset[str]:
+        """Tasks from which a path of transitions leads back to themselves."""
+        edges = {
+            name: {t for transition in task.next for t in transition.do if t in self.tasks}
+            for name, task in self.tasks.items()
+        }
+        cyclic = set()
+        for start in edges:
+            seen: set[str] = set()
+            pending = list(edges[start])
+            while pending:
+                current = pending.pop()
+                if current == start:
+                    cyclic.add(start)
+                    break
+                if current not in seen:
+                    seen.add(current)
+                    pending.extend(edges[current])
+        return frozenset(cyclic)
 
     def inbound(self, task_name: str) -> list[tuple[str, int]]:
         """(task, transition index) of every transition whose `do` names `task_name`."""
