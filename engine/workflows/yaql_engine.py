@@ -100,9 +100,11 @@ def _parameter_type(name: str) -> Any:
 
 def plain(value: Any) -> Any:
     """yaql's frozen data (FrozenDict, tuples) as plain dicts and lists, refused when it
-    stands for more than MAX_VALUE_CHARS written out (shared parts counted each time)."""
+    stands for more than MAX_VALUE_CHARS written out (shared parts counted each time).
+    A value that is not JSON data (a datetime, a timespan) becomes its str: results are
+    stored as JSON."""
     check_written_size(value)
-    return _thawed(value)
+    return _thawed(value, as_data=True)
 
 
 def _materialized(value: Any) -> Any:
@@ -111,13 +113,18 @@ def _materialized(value: Any) -> Any:
     return value
 
 
-def _thawed(value: Any) -> Any:
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _thawed(value: Any, as_data: bool = False) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, collections.abc.Mapping):
-        return {_thawed(key): _thawed(item) for key, item in value.items()}
+        return {_thawed(key, as_data): _thawed(item, as_data) for key, item in value.items()}
     if isinstance(value, tuple | list | frozenset | set):
-        return [_thawed(item) for item in value]
+        return [_thawed(item, as_data) for item in value]
+    if as_data and not isinstance(value, _JSON_SCALARS):
+        return str(value)
     return value
 
 

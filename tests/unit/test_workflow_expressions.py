@@ -286,3 +286,10 @@ def test_lazy_sequences_reach_functions_as_lists():
     assert value("<% to_json_string(range(3).select($ * 2)) %>") == "[0,2,4]"
     assert value("<% zip(range(2), ctx(names).where($ != 'b')) %>") == [[0, "a"], [1, "c"]]
     assert value("<% list(1, 2).join(',') %> <% ','.join(list(3)) %>") == "1,2 3"
+
+
+def test_results_are_json_data():
+    assert value("<% datetime(2020, 1, 2) %>") == "2020-01-02 00:00:00+00:00"
+    assert value("<% list(timespan(days => 1)) %>") == ["1 day, 0:00:00"]
+    assert value("<% now() > datetime(2020, 1, 1) %>") is True
+    assert value("<% set(1, 2) %>") == [1, 2]
