@@ -552,3 +552,47 @@ def test_the_retry_command_runs_the_task_again_three_times_without_delay():
     run.finish(run.pending[0], "failed", FAILED_LOCAL)
     run.finish(run.pending[0], "succeeded", {"stdout": ""})
     assert run.run_all().status == "succeeded" and run.tasks_ran() == ["fetch", "fetch", "done"]
+
+
+def test_pause_lets_running_tasks_finish_and_resume_requests_what_was_staged():
+    run = Run(SEQUENTIAL, {"name": "x"})
+    run.conductor.pause()
+    assert run.conductor.status == "pausing"
+    run.finish(run.pending[0], "succeeded", {"stdout": "x"})
+    assert run.pending == [] and run.conductor.status == "paused"
+    with pytest.raises(WorkflowError, match="a paused workflow cannot be paused"):
+        run.conductor.pause()
+    run.pending.extend(run.reload().resume())
+    assert [r.task for r in run.pending] == ["task2"]
+    assert run.run_all().status == "succeeded"
+
+
+def test_pause_inside_with_items_holds_the_items_not_started():
+    run = Run(WITH_ITEMS.replace("concurrency: 2", "concurrency: 1"), {"members": ["a", "b"]})
+    run.conductor.pause()
+    run.finish(run.pending[0], "succeeded", {"stdout": "a!"})
+    assert run.pending == [] and run.conductor.status == "paused"
+    run.pending.extend(run.reload().resume())
+    assert [(r.task, r.item_id) for r in run.pending] == [("greet", 1)]
+    run.finish(run.pending[0], "succeeded", {"stdout": "b!"})
+    assert run.conductor.status == "succeeded"
+
+
+def test_cancel_waits_for_running_tasks_and_starts_nothing_more():
+    run = Run(SEQUENTIAL, {"name": "x"})
+    run.conductor.cancel()
+    assert run.conductor.status == "canceling"
+    run.finish(run.pending[0], "succeeded", {"stdout": "x"})
+    assert run.pending == [] and run.conductor.status == "canceled"
+    assert run.conductor.result() == {"output": {"greeting": "x"}}
+    with pytest.raises(WorkflowError, match="a canceled workflow cannot be canceled"):
+        run.conductor.cancel()
+
+
+def test_a_canceled_task_cancels_its_workflow():
+    run = Run(JOIN)
+    run.finish(run.pending[1], "canceled")  # slow
+    assert run.conductor.status == "canceling"
+    run.finish(run.pending[0], "succeeded")  # start: its next tasks never start
+    assert run.pending == [] and run.conductor.status == "canceled"
+    assert "errors" not in run.conductor.result()
