@@ -28,6 +28,7 @@ Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -516,21 +517,12 @@ class WorkflowConductor:
         )
 
     def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
+        """`value` evaluated against `ctx` (and, with `record`, that task's result)."""
         if record is None:
             scope = ExpressionContext(ctx=ctx, tasks=self._tasks_view(), st2kv=self.st2kv)
-            return evaluate(value, scope)
-        scope = self._scope(record)
-        return evaluate(
-            value,
-            ExpressionContext(
-                ctx=ctx,
-                tasks=scope.tasks,
-                current_task=scope.current_task,
-                current_result=scope.current_result,
-                current_status=scope.current_status,
-                st2kv=self.st2kv,
-            ),
-        )
+        else:
+            scope = dataclasses.replace(self._scope(record), ctx=ctx)
+        return evaluate(value, scope)
 
     def _number(
         self, value: Any, record: dict[str, Any], what: str, none_is: int | None = None
