@@ -22,6 +22,7 @@ from engine.cli.serve import serve_command
 from engine.cli.signing import signing_key_group
 from engine.cli.trigger_instances import trigger_instance_group
 from engine.cli.webhooks import webhook_group
+from engine.cli.workflows import workflow_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,6 +44,7 @@ for command in (
     apikey_group,
     key_group,
     signing_key_group,
+    workflow_group,
 ):
     cli.add_command(command)
 

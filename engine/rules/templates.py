@@ -44,6 +44,7 @@ __all__ = [
     "is_template",
     "register_filter",
     "render_value",
+    "sandbox_with_filters",
 ]
 
 # Source shown in error messages is cut so one huge parameter cannot flood a log line.
@@ -83,6 +84,16 @@ _ENVIRONMENT = _new_environment()
 # is quoted for the shell context it stands in, or refused where that context is unknown
 # or unsafe (see shell_quoting), unless the author writes `{{ value | unquoted }}`.
 _SHELL_ENVIRONMENT = _new_environment(shell=True)
+
+
+def sandbox_with_filters(filters: Mapping[str, Callable[..., Any]]) -> jinja2.Environment:
+    """A new sandbox with the same limits whose filters also include `filters` (a name
+    already taken is replaced: Orquesta's catalog differs from the rule filters); render
+    with ``Template(source, environment=...)``."""
+    environment = _new_environment()
+    environment.filters.update(filters)
+    environment.filters.update(template_limits.bounded_filters(environment.filters))
+    return environment
 
 
 def register_filter(name: str, func: Callable[..., Any]) -> None:
@@ -145,9 +156,12 @@ class Template:
 
     __slots__ = ("_compiled", "native", "shell_problems", "source")
 
-    def __init__(self, source: str, shell: bool = False) -> None:
+    def __init__(
+        self, source: str, shell: bool = False, environment: jinja2.Environment | None = None
+    ) -> None:
         self.source = source
-        environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
+        if environment is None:
+            environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
         #: Shell commands: each {{ }} that refuses its value (see shell_quoting).
         self.shell_problems: tuple[str, ...] = ()
         try:
@@ -158,7 +172,7 @@ class Template:
             # A shell command is always text: its values are quoted words in it.
             self.native = not shell and native_source is not None and _is_single_expression(tree)
             if self.native:
-                self._compiled: Any = _ENVIRONMENT.compile_expression(
+                self._compiled: Any = environment.compile_expression(
                     native_source["expr"],  # type: ignore[index]  # native implies a match
                     undefined_to_none=False,
                 )
