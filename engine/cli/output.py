@@ -14,6 +14,9 @@ from typing import Any, NoReturn, Protocol
 
 import click
 import yaml
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 DEFAULT_LIMIT = 50
 
@@ -47,9 +50,6 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 
 def _rich_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(header_style="bold")
     for header in headers:
         # Fold long values (rule refs, criteria keys) rather than cutting them off.
@@ -86,8 +86,6 @@ _STATUS_STYLES = {
 
 
 def _styled(text: str):
-    from rich.text import Text
-
     style = _STATUS_STYLES.get(text)
     return Text(text, style=style) if style else Text(text)
 

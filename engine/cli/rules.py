@@ -26,11 +26,15 @@ from engine.cli.output import (
     show_list,
     show_object,
 )
+from engine.config import load_settings
 from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
 from engine.model.names import MAX_REF_CHARS, too_long
+from engine.packs import load_packs
 from engine.rules import load_rule, load_rules, render_parameters
+from engine.rules.lint import lint_rules
 from engine.rules.loader import iter_rule_files
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
+from engine.runners import default_runners
 from engine.support import safeyaml
 
 EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
@@ -271,10 +275,6 @@ def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
 
 def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, ...]) -> list[str]:
     """Lint warnings, with the actions of the packs from --packs or the config's packs_dirs."""
-    from engine.config import load_settings
-    from engine.packs import load_packs
-    from engine.rules.lint import lint_rules
-    from engine.runners import default_runners
 
     dirs = [Path(d) for d in packs_dirs]
     try:

@@ -14,6 +14,7 @@ worker; completion is accepted only with the current token (else LeaseLost).
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -85,8 +86,6 @@ class Store(OutboundStore, abc.ABC):
         sleep (polling); implementations wake early on new rows (an in-process event for
         SQLite, LISTEN/NOTIFY for PostgreSQL). A hint is only a hint: callers poll anyway.
         """
-        import asyncio
-
         await asyncio.sleep(timeout)
 
     # --- trigger instances ---------------------------------------------------

@@ -48,6 +48,7 @@ from engine.model.records import (
     EnforcementOutcome,
     TriggerInstance,
 )
+from engine.rules.stored import normalize_definition
 from engine.workers.evaluator_process import OPEN_TIMEOUT, ChildLost, Culprit, EvaluatorProcess
 from engine.workers.evaluator_wire import Verdict
 
@@ -72,8 +73,6 @@ class RulesInput:
         return (self.runtime.ruleset, self.runtime.packs)
 
     def message(self) -> tuple[Any, ...]:
-        from engine.rules.stored import normalize_definition
-
         runtime = self.runtime
         definitions = [
             (normalize_definition(rule.to_api()), rule.source, rule.line)

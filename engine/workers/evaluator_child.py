@@ -19,6 +19,7 @@ import logging
 import mmap
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -39,6 +40,7 @@ from engine.rules import RuleSet, load_rule
 from engine.rules.enforce import CRITERIA, decide
 from engine.rules.explain import traces_to_keep
 from engine.rules.kvlookup import st2kv_from_snapshot
+from engine.secrets.encryption import require_cipher
 from engine.support.child_process import die_with_parent
 from engine.support.logs import configure_logging, register_secrets
 from engine.workers.evaluator_wire import (
@@ -119,8 +121,6 @@ class _Evaluator:
     def _reveal(self, ciphertext: str) -> str:
         # The key is read on first use: most rule sets never decrypt.
         if self._cipher is None:
-            from engine.secrets.encryption import require_cipher
-
             self._cipher = require_cipher(self.settings)
         return self._cipher.decrypt(ciphertext)
 
@@ -209,8 +209,6 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
         return
     evaluator = _Evaluator(settings, memory_mb, _Progress(page))
     if memory_mb > 0:
-        import resource
-
         limit = memory_mb * 1024 * 1024
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
