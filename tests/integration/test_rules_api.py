@@ -8,14 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.apikeys import new_api_key
 from engine.model.records import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
+from tests.support.app import app_client, settings_for
 
 FILE_RULE = """\
 name: from_file
@@ -34,21 +34,13 @@ API_RULE = {
 }
 
 
-def settings_for(tmp_path: Path, **changes) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "from_file.yaml").write_text(FILE_RULE)
-    defaults = dict(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=True),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
-    )
-    defaults.update(changes)
-    return Settings(**defaults)
+def rules_settings(tmp_path: Path, *, auth: bool = True, **changes) -> Settings:
+    return settings_for(tmp_path, rules={"from_file": FILE_RULE}, auth=auth, **changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return rules_settings(tmp_path)
 
 
 async def add_key(client: TestClient, *, admin: bool) -> dict[str, str]:
@@ -58,11 +50,12 @@ async def add_key(client: TestClient, *, admin: bool) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, capsys):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
+def after_start(capsys):
+    async def add_admin_key(client: TestClient) -> None:
         capsys.readouterr()  # the first admin key printed on start
-        c.admin = await add_key(c, admin=True)
-        yield c
+        client.admin = await add_key(client, admin=True)
+
+    return add_admin_key
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -161,17 +154,17 @@ async def test_rule_writes_need_an_admin_key(client) -> None:
 async def test_stored_rules_survive_a_restart_and_reach_other_processes(
     tmp_path: Path, capsys
 ) -> None:
-    settings = settings_for(tmp_path, auth=AuthSettings(enabled=False))
+    settings = rules_settings(tmp_path, auth=False)
     async with (
-        TestClient(TestServer(create_app(settings))) as first,
-        TestClient(TestServer(create_app(settings))) as second,
+        app_client(settings) as first,
+        app_client(settings) as second,
     ):
         assert (await first.post("/api/v1/rules", json=API_RULE)).status == 201
         # The second process learns it by polling the rules version (forced here).
         assert await second.server.app[RULE_SYNC].refresh() is True
         assert "ci.on_push" in second.server.app[RUNTIME].ruleset
         assert await second.server.app[RULE_SYNC].refresh() is False  # nothing new
-    async with TestClient(TestServer(create_app(settings))) as restarted:
+    async with app_client(settings) as restarted:
         runtime = restarted.server.app[RUNTIME]
         assert runtime.ruleset.get("ci.on_push").source == "api"
         assert "t.from_file" in runtime.ruleset
@@ -243,13 +236,13 @@ async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str)
     """`api`: the request reaches the worker in its own process at once; `heartbeat`: as
     from another process, the worker learns it from its next heartbeat."""
     pid_file = tmp_path / "pid"
-    settings = settings_for(
+    settings = rules_settings(
         tmp_path,
-        auth=AuthSettings(enabled=False),
+        auth=False,
         roles=("api", "actions"),
         workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         response = await client.post(
             "/api/v1/executions",
             json={"action": "core.local", "parameters": {"cmd": f"echo $$ > {pid_file}; sleep 30"}},
