@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests.processes import alive
+from tests.support.processes import alive
 
 # The lease is short so that the restarted worker re-claims the execution soon.
 ACTION_SECONDS = 20
