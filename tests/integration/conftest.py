@@ -14,22 +14,19 @@ builds only its own backend.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
 from engine.config import Settings, StoreSettings
 from engine.store import Store, create_store
 from tests.support.app import app_client
-from tests.support.postgres import PG_ENV, truncate_all
+from tests.support.postgres import admin, database_url, server_url, truncate_all
 
 OpenStore = Callable[..., Awaitable[Store]]
 
@@ -62,26 +59,16 @@ def _run_in_own_loop(coro: Awaitable[Any]) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (skips when not configured)."""
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
+    server = server_url()
     name = f"hookyard_test_{uuid.uuid4().hex[:12]}"
-    _run_in_own_loop(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    _run_in_own_loop(admin(server, f'CREATE DATABASE "{name}"'))
     try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+        yield database_url(server, name)
     finally:
-        _run_in_own_loop(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run_in_own_loop(admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
