@@ -9,11 +9,12 @@ running is killed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import scratch_database
 from tests.support.serve import ServeLauncher
 
 
@@ -34,3 +35,11 @@ def module_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeLaun
         yield launcher
     finally:
         launcher.close()
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh database on the server named by HOOKYARD_TEST_PG, dropped afterwards (the
+    test skips without it)."""
+    async with scratch_database("hookyard_acc") as url:
+        yield url

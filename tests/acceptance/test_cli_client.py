@@ -18,8 +18,8 @@ from tests.support.cli import (
     GITHUB_PUSH,
     Client,
     start_client,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 # --- typing of key=value arguments (no server) ---------------------------------------
 

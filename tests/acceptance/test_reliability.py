@@ -16,12 +16,10 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from tests.support.postgres import scratch_database
 from tests.support.stream import (
     CONCURRENCY,
     DRAIN_TIMEOUT,
@@ -142,13 +140,6 @@ async def test_sqlite_kill_mid_stream_loses_and_duplicates_nothing(serve):
 
 
 # --- PostgreSQL: two processes, one killed while it holds claimed work ----------------
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh database on the server named by HOOKYARD_TEST_PG, dropped afterwards."""
-    async with scratch_database("hookyard_acc") as url:
-        yield url
 
 
 async def test_postgres_survivor_reclaims_the_killed_process_work(pg_database, serve):

@@ -65,7 +65,7 @@ def quick_outbound(tmp_path: Path, **changes: Any) -> OutboundSettings:
 
 
 @contextlib.asynccontextmanager
-async def app_client(settings: Settings, **server: Any) -> AsyncIterator[TestClient]:
+async def app_client(settings: Settings) -> AsyncIterator[TestClient]:
     """A test client on a real loopback server running the app (started and stopped)."""
-    async with TestClient(TestServer(create_app(settings), **server)) as client:
+    async with TestClient(TestServer(create_app(settings))) as client:
         yield client

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from typing import Any
 
@@ -24,7 +23,6 @@ EXAMPLE_RULES = ROOT / "rules"
 GITHUB_PUSH = json.loads((EXAMPLE_RULES / "samples" / "github_push.json").read_text())
 ALL_ROLES = "api,rules,actions"
 COMMAND_TIMEOUT = 60
-WAIT_TIMEOUT = 20.0
 
 
 class Client:
@@ -92,13 +90,3 @@ def start_server(serve):
 def start_client(serve) -> Client:
     server, api_key = start_server(serve)
     return Client(server.url, api_key)
-
-
-def wait_for(check, what: str):
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"no {what} after {WAIT_TIMEOUT} s"
-        time.sleep(0.1)

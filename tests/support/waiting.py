@@ -65,9 +65,14 @@ async def wait_execution(
 
 
 async def wait_until(
-    check: Callable[[], Any | Awaitable[Any]], what: str, timeout: float = 10.0
+    check: Callable[[], Any | Awaitable[Any]],
+    what: str,
+    timeout: float = 10.0,
+    *,
+    every: float = 0.005,
 ) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail after timeout."""
+    """Poll `check` (sync or async) every `every` seconds until it returns something
+    truthy, and return that; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -77,4 +82,16 @@ async def wait_until(
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(every)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """The blocking form of wait_until, for tests outside an event loop: polls `check`
+    every 0.1 s until it returns something truthy, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.1)
