@@ -16,6 +16,8 @@ from engine.model.apikeys import new_api_key
 from engine.model.records import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
 from tests.support.app import app_client, settings_for
+from tests.support.processes import gone_within
+from tests.support.waiting import wait_execution
 
 FILE_RULE = """\
 name: from_file
@@ -203,34 +205,6 @@ async def test_cancel_a_queued_execution(client) -> None:
     assert missing.status == 404
 
 
-async def wait_status(client, execution_id: str, wanted: str, headers=None) -> dict:
-    for _ in range(1000):
-        response = await client.get(f"/api/v1/executions/{execution_id}", headers=headers)
-        data = await response.json()
-        if data["status"] == wanted:
-            return data
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"execution {execution_id} never became {wanted}: {data}")
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie not yet reaped counts as gone: it runs nothing.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" in status.read_text()
-
-
-async def wait_gone(pid: int) -> None:
-    for _ in range(500):
-        if process_gone(pid):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"process {pid} still runs")
-
-
 @pytest.mark.parametrize("through", ["api", "heartbeat"])
 async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str) -> None:
     """`api`: the request reaches the worker in its own process at once; `heartbeat`: as
@@ -248,7 +222,7 @@ async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str)
             json={"action": "core.local", "parameters": {"cmd": f"echo $$ > {pid_file}; sleep 30"}},
         )
         execution_id = (await response.json())["id"]
-        await wait_status(client, execution_id, "running")
+        await wait_execution(client, execution_id, statuses=("running",))
         for _ in range(500):
             if pid_file.exists() and pid_file.read_text().strip():
                 break
@@ -261,7 +235,7 @@ async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str)
             store = client.server.app[RUNTIME].store
             _, previous = await store.request_cancel(execution_id)
             assert previous == "running"
-        done = await wait_status(client, execution_id, "canceled")
+        done = await wait_execution(client, execution_id, statuses=("canceled",))
         assert done["result"] == {"message": "Action canceled by user."}
         assert [e["status"] for e in done["log"]][-2:] == ["canceling", "canceled"]
-        await wait_gone(pid)
+        assert await gone_within(pid, 10.0), f"process {pid} still runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -23,9 +24,10 @@ def process_state(pid: int) -> tuple[str, int] | None:
 
 
 def alive(pid: int) -> bool:
-    """Running (an exited but unreaped process, a zombie, is not)."""
+    """Running: an exited process not yet reaped (a zombie, Z; or dead, X) is not (the
+    container's init may not reap orphans)."""
     state = process_state(pid)
-    return state is not None and state[0] != "Z"
+    return state is not None and state[0] not in ("Z", "X")
 
 
 def cmdline(pid: int) -> str:
@@ -67,6 +69,17 @@ def wait_gone(pid: int, timeout: float = EXIT_TIMEOUT) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+async def gone_within(pid: int, timeout: float) -> bool:
+    """Whether `pid` stopped running within `timeout` seconds (checked once more at the
+    end), without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return not alive(pid)
 
 
 @contextlib.contextmanager
