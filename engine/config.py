@@ -72,8 +72,9 @@ class WorkerSettings:
     # Trigger instances claimed per rules-worker batch.
     rules_batch: int = 200
     # Share of the process's time the rules worker takes while webhooks are arriving in
-    # the same process and the backlog is empty; it grows with the backlog, to all of it
-    # at ingest.max_backlog (engine.ingest.pressure). 1 = never yield to ingest.
+    # the same process faster than it decides them (more than rules_batch waiting); it
+    # grows with the backlog, to all of it at ingest.max_backlog (engine.ingest.pressure).
+    # 1 = never yield to ingest.
     rules_share_while_ingesting: float = 0.05
     # A trigger instance claimed this many times without its decision being recorded (its
     # worker died each time, e.g. a rule crashed the process) is marked processing_failed

@@ -8,6 +8,7 @@ create` sends) a key is an observer, or a posting key when limited to webhooks.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp import web
 from engine.errors import IngestError, NotFound
 from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
-from engine.http.context import RUNTIME, json_response
+from engine.http.context import RUNTIME, Handler, json_response
 from engine.http.guard import guarded
 from engine.model.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.model.roles import Grants, RoleError, check_role
@@ -29,11 +30,25 @@ def add_routes(app: web.Application) -> None:
     for path in ("/api/v1/apikeys", "/api/v1/apikeys/"):
         app.router.add_post(path, guarded(create))
         app.router.add_get(path, guarded(list_keys))
-        app.router.add_delete(path, guarded(delete_many))
-    app.router.add_patch("/api/v1/apikeys/{id}/extend", guarded(extend))
-    app.router.add_put("/api/v1/apikeys/{id}", guarded(update))
+        app.router.add_delete(path, guarded(_changing(delete_many)))
+    app.router.add_patch("/api/v1/apikeys/{id}/extend", guarded(_changing(extend)))
+    app.router.add_put("/api/v1/apikeys/{id}", guarded(_changing(update)))
     app.router.add_get("/api/v1/apikeys/{id}", guarded(get_key))
-    app.router.add_delete("/api/v1/apikeys/{id}", guarded(delete_one))
+    app.router.add_delete("/api/v1/apikeys/{id}", guarded(_changing(delete_one)))
+
+
+def _changing(handler: Handler) -> Handler:
+    """`handler` changes keys: the key records cached for authentication are dropped after
+    it (engine.http.key_cache), whether it finished or failed half-way."""
+
+    @functools.wraps(handler)
+    async def changing(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            request.app[GATEKEEPER].keys.forget()
+
+    return changing
 
 
 async def _admin(request: web.Request) -> None:

@@ -26,6 +26,7 @@ from engine.errors import AuthError, ConfigError, EngineError, IngestError
 from engine.http import rbac
 from engine.http.context import RUNTIME
 from engine.http.hookdefs import WebhookDefinition, load_definitions
+from engine.http.key_cache import ApiKeyCache
 from engine.model.apikeys import ApiKey, key_prefix, new_api_key
 from engine.model.records import utcnow
 from engine.model.roles import posts_webhooks
@@ -60,6 +61,7 @@ class Gatekeeper:
         self.enabled = settings.auth.enabled
         self.max_headers = settings.ingest.max_headers
         self.store = store
+        self.keys = ApiKeyCache(store.find_api_key)
         self.definitions: dict[str, WebhookDefinition] = load_definitions(
             settings.webhooks, settings.config_file
         )
@@ -110,7 +112,7 @@ class Gatekeeper:
         if not presented:
             raise AuthError(f"an API key is required: {_WHERE_KEYS_GO}", 401)
         prefix = key_prefix(presented)
-        record = await self.store.find_api_key(prefix) if prefix else None
+        record = await self.keys.find(prefix) if prefix else None
         if record is None or not record.matches(presented):
             raise AuthError("invalid API key", 401)
         if not record.enabled:

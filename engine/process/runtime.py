@@ -25,7 +25,7 @@ from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 from engine.runners import RunnerRegistry, default_runners
-from engine.secrets.sealing import ParameterSealer, SealingStore
+from engine.secrets.sealing import ParameterSealer
 from engine.store.base import Store
 from engine.store.datastore import Datastore
 
@@ -85,14 +85,15 @@ class Runtime:
         # Secret action parameters are written sealed by whatever creates an execution
         # (rules, the API) and unsealed by the actions worker (engine.secrets.sealing).
         self.sealer = ParameterSealer(self.settings, self.secret_parameters)
-        if not isinstance(self.store, SealingStore):
-            self.store = SealingStore(self.store, self.sealer)  # type: ignore[assignment]
+        self.store.use_sealer(self.sealer)
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)
         # Webhooks in this process come before its rules work (engine.ingest.pressure).
         self.ingest_pressure = IngestPressure(
-            self.settings.workers.rules_share_while_ingesting, self.settings.ingest.max_backlog
+            self.settings.workers.rules_share_while_ingesting,
+            self.settings.ingest.max_backlog,
+            keeps_up_below=self.settings.workers.rules_batch,
         )
         if self.runners is None:
             guard = DestinationGuard(self.settings.outbound.allow_private)

@@ -20,11 +20,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.ingest_writer import CHILD_MODULE
 from tests.support.processes import EXIT_TIMEOUT, alive, child_running, reaped, wait_gone
 
 pytestmark = pytest.mark.slow
-
-CHILD_MODULE = "engine.ingest.writer"
 
 
 def writer_of(parent: int) -> int:

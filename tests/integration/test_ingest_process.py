@@ -476,7 +476,7 @@ async def post_in_one_batch(
     writer's two batch slots (the child waits for the lock); `posts` then queue behind
     them, and become the next batch once the lock is released.
     """
-    committer = runtime_of(client).writer._committer
+    committer = runtime_of(client).ingest_process._committer
     lock = sqlite3.connect(sqlite_file(settings), isolation_level=None, timeout=0)
     try:
         lock.execute("BEGIN IMMEDIATE")
@@ -501,7 +501,7 @@ async def post_in_one_batch(
 async def test_an_unstorable_generic_payload_fails_alone_in_its_batch(tmp_path):
     settings = ingest_writer_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
-        stats = runtime_of(client).writer._committer.stats
+        stats = runtime_of(client).ingest_process._committer.stats
 
         def good(n: int) -> Post:
             return lambda: client.post("/webhooks/anything", json={"n": n})
@@ -560,7 +560,7 @@ async def test_a_refused_body_is_its_own_answer_and_the_batch_is_written(tmp_pat
         TestClient(TestServer(create_app(inline))) as inline_client,
     ):
         runtime = runtime_of(client)
-        stats = runtime.writer._committer.stats
+        stats = runtime.ingest_process._committer.stats
         before = await runtime.store.pending_backlog()
         runtime.store._backlog._refresh_seconds = 3600.0  # moved only by what is counted in
 

@@ -1,4 +1,4 @@
-"""The ingest writer child process (engine.ingest.writer) and the rows it stores."""
+"""The ingest writer child process (engine.ingest.writer_child) and the rows it stores."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.support.app import settings_for
 from tests.support.packs import noop_rule
 from tests.support.processes import alive, children, cmdline
 
-CHILD_MODULE = "engine.ingest.writer"
+CHILD_MODULE = "engine.ingest.writer_child"
 CUSTOM_RULE = """\
 name: custom
 pack: t

@@ -229,3 +229,14 @@ def test_the_allowances_are_still_needed() -> None:
     graph = _graph()
     stale = [pair for pair in ALLOWED_UPWARD if pair[1] not in graph.get(pair[0], {})]
     assert not stale, f"remove these from ALLOWED_UPWARD, the imports are gone: {stale}"
+
+
+def test_every_folder_of_modules_is_a_regular_package():
+    # setuptools' find_packages leaves out a folder without __init__.py, so a wheel would
+    # lack its modules although they import fine from a checkout (a namespace package).
+    missing = sorted(
+        str(folder.relative_to(ENGINE_DIR.parent))
+        for folder in {path.parent for path in ENGINE_DIR.rglob("*.py")}
+        if not (folder / "__init__.py").exists() and "__pycache__" not in folder.parts
+    )
+    assert missing == []

@@ -1,0 +1,1 @@
+"""Records that travel between the layers: plain, immutable data, no I/O."""
