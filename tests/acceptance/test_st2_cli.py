@@ -8,7 +8,6 @@ server has API keys on: the first admin key it prints at start).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -21,16 +20,12 @@ from typing import Any
 
 import pytest
 
-from engine.config import Settings
-from engine.model.apikeys import KEY_PATTERN
+from tests.support.app import REPO_ROOT as ROOT
+from tests.support.cli import GITHUB_PUSH, start_server
 
-ROOT = Path(__file__).parents[2]
-EXAMPLE_RULES = ROOT / "rules"
-GITHUB_PUSH = json.loads((EXAMPLE_RULES / "samples" / "github_push.json").read_text())
 ST2CLIENT = "st2client==3.9.0"
 ST2_VENV = ROOT / ".st2venv"
 ST2 = ST2_VENV / "bin" / "st2"
-ALL_ROLES = "api,rules,actions"
 INSTALL_TIMEOUT = 480
 COMMAND_TIMEOUT = 60
 WAIT_TIMEOUT = 20.0
@@ -128,20 +123,6 @@ class St2:
         request = urllib.request.Request(self.url + path, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
-
-
-def start_server(serve):
-    """Serve with the example rules and, where the server has API keys, auth on.
-
-    A server with auth on prints its first admin key once, at start, on stdout: that key
-    is what the client sends.
-    """
-    has_auth = "auth" in {f.name for f in dataclasses.fields(Settings)}
-    env = {"HOOKYARD_AUTH__ENABLED": "true"} if has_auth else {}
-    server = serve.start(roles=ALL_ROLES, env=env, args=["--rules", str(EXAMPLE_RULES)])
-    found = KEY_PATTERN.search(server.log_text())
-    assert found or not has_auth, f"no admin key printed at start:\n{server.log_tail()}"
-    return server, found.group(0) if found else None
 
 
 def start(serve, st2_cli: Path, tmp_path: Path) -> St2:
