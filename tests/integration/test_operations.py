@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from tests.support.postgres import truncate_all
 
 from engine.config import (
     ExplainSettings,
@@ -19,6 +18,7 @@ from engine.config import (
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
 from tests.support.app import app_client, settings_for
+from tests.support.postgres import truncate_all
 from tests.support.waiting import wait_processed
 
 DEPLOY_RULE = """\
