@@ -41,6 +41,10 @@ class Dialect:
     request_cancel: Op  # (conn, id, now)
     record_execution_process: Op
     execution_processes: Op
+    # claimers: the processes that claim work (engine.store.ops.claimers)
+    register_claimer: Op  # (conn, claimer_id, record, now)
+    unregister_claimer: Op  # (conn, claimer_id)
+    take_over_dead_claims: Op  # (conn, claimer_id, is_dead, now) -> counts
     # API keys
     create_api_key: Op
     list_api_keys: Op

@@ -31,6 +31,7 @@ from engine.store.dialect import Dialect
 from engine.store.migrations.postgres import MIGRATIONS
 from engine.store.ops import (
     apikeys,
+    claimers,
     columns,
     decisions,
     deliveries,
@@ -98,6 +99,9 @@ POSTGRES = Dialect(
     request_cancel=executions.pg_request_cancel,
     record_execution_process=processes.pg_record,
     execution_processes=processes.pg_list,
+    register_claimer=claimers.pg_register,
+    unregister_claimer=claimers.pg_unregister,
+    take_over_dead_claims=claimers.pg_take_over,
     create_api_key=apikeys.pg_insert,
     list_api_keys=apikeys.pg_list,
     find_api_key=apikeys.pg_find,

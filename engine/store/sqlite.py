@@ -33,6 +33,7 @@ from engine.store.dialect import Dialect
 from engine.store.migrations.sqlite import MIGRATIONS
 from engine.store.ops import (
     apikeys,
+    claimers,
     columns,
     decisions,
     deliveries,
@@ -99,6 +100,9 @@ SQLITE = Dialect(
     request_cancel=executions.sqlite_request_cancel,
     record_execution_process=processes.sqlite_record,
     execution_processes=processes.sqlite_list,
+    register_claimer=claimers.sqlite_register,
+    unregister_claimer=claimers.sqlite_unregister,
+    take_over_dead_claims=claimers.sqlite_take_over,
     create_api_key=apikeys.sqlite_insert,
     list_api_keys=apikeys.sqlite_list,
     find_api_key=apikeys.sqlite_find,

@@ -270,3 +270,21 @@ _API_KEY_ROLES = (
     "UPDATE api_keys SET role_migrated = true WHERE role = 'observer'",
 )
 MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
+
+# Version N (claimers): the processes that claim work from this store, so that one starting
+# after a crash takes over the dead one's leases at once instead of waiting for them to
+# expire (engine.store.ops.claimers).
+_CLAIMERS = (
+    """
+    CREATE TABLE claimers (
+        id text PRIMARY KEY,
+        host text,
+        boot_id text,
+        pid_namespace bigint,
+        pid bigint,
+        pid_start bigint,
+        started_at timestamptz NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _CLAIMERS)

@@ -256,3 +256,21 @@ _API_KEY_ROLES = (
     "UPDATE api_keys SET role_migrated = 1 WHERE role = 'observer'",
 )
 MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
+
+# Version N (claimers): the processes that claim work from this store, so that one starting
+# after a crash takes over the dead one's leases at once instead of waiting for them to
+# expire (engine.store.ops.claimers).
+_CLAIMERS = (
+    """
+    CREATE TABLE claimers (
+        id TEXT PRIMARY KEY,
+        host TEXT,
+        boot_id TEXT,
+        pid_namespace INTEGER,
+        pid INTEGER,
+        pid_start INTEGER,
+        started_at TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _CLAIMERS)
