@@ -25,7 +25,7 @@ from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
 from engine.runners import RunnerRegistry, default_runners
-from engine.secrets.sealing import ParameterSealer, SealingStore
+from engine.secrets.sealing import ParameterSealer
 from engine.store.base import Store
 from engine.store.datastore import Datastore
 
@@ -85,8 +85,7 @@ class Runtime:
         # Secret action parameters are written sealed by whatever creates an execution
         # (rules, the API) and unsealed by the actions worker (engine.secrets.sealing).
         self.sealer = ParameterSealer(self.settings, self.secret_parameters)
-        if not isinstance(self.store, SealingStore):
-            self.store = SealingStore(self.store, self.sealer)  # type: ignore[assignment]
+        self.store.use_sealer(self.sealer)
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)

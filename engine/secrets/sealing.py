@@ -8,22 +8,22 @@ actions worker unseals them just before validating and running; the API shows
 ``********`` either way. Every process that runs actions needs the key the sealing
 process used, as for secret datastore values.
 
-Sealing happens at the one place every new execution passes — the store, wrapped by
-`SealingStore` — so rules, `POST /api/v1/executions` and anything else that creates
-executions get it alike.
+Sealing happens at the one place every new execution passes — the store, which the
+runtime gives a `ParameterSealer` (`store.use_sealer`, engine.store.sealer) — so rules,
+`POST /api/v1/executions` and anything else that creates executions get it alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.config import Settings
 from engine.errors import ActionError
 from engine.model.kv import DatastoreError
-from engine.model.records import EnforcementOutcome, NewExecution
+from engine.model.records import NewExecution
 from engine.secrets.encryption import DatastoreCipher, load_cipher, require_cipher
 
 SEALED = "$hookyard_secret"
@@ -83,59 +83,3 @@ class ParameterSealer:
                 self._cipher = require_cipher(self._settings)
         assert self._cipher is not None  # create=True always yields one
         return self._cipher
-
-
-class SealingStore:
-    """A store whose new executions are written with their secret parameters sealed.
-
-    Only the methods that write new executions are its own; every other attribute is the
-    wrapped store's (`__getattr__`), so it stands wherever the store does.
-    """
-
-    def __init__(self, store: Any, sealer: ParameterSealer) -> None:
-        self._store = store
-        self._sealer = sealer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    @property
-    def unwrapped(self) -> Any:
-        return self._store
-
-    async def create_execution(self, new: NewExecution) -> Any:
-        return await self._store.create_execution(self._sealer.seal_execution(new))
-
-    async def record_enforcements(
-        self,
-        instance_id: str,
-        lease_token: str,
-        outcomes: Sequence[EnforcementOutcome],
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        return await self._store.record_enforcements(
-            instance_id, lease_token, self._sealed_outcomes(outcomes), *args, **kwargs
-        )
-
-    async def record_decisions(self, decisions: Sequence[Any]) -> Any:
-        return await self._store.record_decisions([self._sealed_decision(d) for d in decisions])
-
-    def _sealed_decision(self, decision: Any) -> Any:
-        outcomes = self._sealed_outcomes(decision.outcomes)
-        if outcomes is decision.outcomes:
-            return decision
-        return dataclasses.replace(decision, outcomes=outcomes)
-
-    def _sealed_outcomes(self, outcomes: Sequence[EnforcementOutcome]) -> Sequence:
-        """`outcomes` itself when nothing in it is secret (the rules worker's hot path)."""
-        sealed = list(outcomes)
-        changed = False
-        for position, outcome in enumerate(outcomes):
-            if outcome.execution is None:
-                continue
-            execution = self._sealer.seal_execution(outcome.execution)
-            if execution is not outcome.execution:
-                sealed[position] = dataclasses.replace(outcome, execution=execution)
-                changed = True
-        return sealed if changed else outcomes

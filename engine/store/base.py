@@ -1,7 +1,9 @@
 """The store protocol: what the engine needs from a database, named after the domain.
 
-Two implementations (sqlite.py, postgres.py) pass one contract test suite
-(tests/integration/test_store_contract.py). Nothing above this package sees a driver
+The contract is this class. It is implemented once, by engine.store.sql_store.SqlStore,
+over two backends (sqlite.py, postgres.py) that supply their connections and a table of
+dialect operations (engine.store.dialect, engine.store.ops); both pass one contract test
+suite (tests/integration/test_store_contract.py). Nothing above this package sees a driver
 exception: implementations translate them into engine.errors types (StoreError tree).
 
 Queues (trigger instances, executions) are claimed with a lease: a claim sets
@@ -32,6 +34,7 @@ from engine.model.records import (
 from engine.model.roles import Grants
 from engine.rules.stored import StoredRule
 from engine.store.outbound_base import OutboundStore
+from engine.store.sealer import ExecutionSealer, NoSealing
 
 
 class Store(OutboundStore, abc.ABC):
@@ -40,6 +43,13 @@ class Store(OutboundStore, abc.ABC):
     # Group commits of webhooks written at once (engine.store.batching): SQLite has one
     # writer; PostgreSQL writes the next batch while the previous one waits for its fsync.
     ingest_concurrency = 1
+
+    # Seals the secret parameters of every execution written (engine.store.sealer).
+    sealer: ExecutionSealer = NoSealing()
+
+    def use_sealer(self, sealer: ExecutionSealer) -> None:
+        """Write every new execution through `sealer.seal_execution` from now on."""
+        self.sealer = sealer
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -183,7 +193,8 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def create_execution(self, new: NewExecution) -> Execution:
-        """Store a requested execution (started by hand or by re-emit)."""
+        """Store a requested execution (started by hand or by re-emit), sealed by the
+        store's sealer (as are the executions of record_enforcements/record_decisions)."""
 
     @abc.abstractmethod
     async def claim_executions(
@@ -307,7 +318,7 @@ class Store(OutboundStore, abc.ABC):
     ) -> bool:
         """Delete the pair; returns whether a live one existed."""
 
-    # --- cancel and rules stored through the API (engine.store.cancel_ops, rule_ops) ------
+    # --- cancel and rules stored through the API (engine.store.ops.executions, rules) ------
 
     @abc.abstractmethod
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:

@@ -1,19 +1,18 @@
 """Outbound rows (subscriptions, events, deliveries) to records and back, for both stores.
 
-Also the pure parts of the outbox both stores share: which subscriptions get which new
-event, and what a finished attempt changes on a delivery and its subscription.
+Also the outbox fan-out both stores share: which subscriptions get which new event. What
+a finished attempt changes is decided in engine.outbound.attempts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model.records import new_id
 from engine.outbound import events as outbound_events
-from engine.outbound.delivery import FAILED, PENDING, SUCCEEDED, AttemptResult, Delivery
+from engine.outbound.delivery import Delivery
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import Secret, Subscription
 from engine.store.codec import FilterSpec, ToTime, dumps, loads, parse_time
@@ -170,64 +169,3 @@ def number(first_sequence: int, subscription_id: str, events: Sequence[NewEvent]
         NewDelivery(new_id(), subscription_id, event, first_sequence + offset)
         for offset, event in enumerate(events)
     ]
-
-
-# --- a finished attempt ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AttemptOutcome:
-    """What one finished attempt writes."""
-
-    status: str
-    attempts: int
-    next_attempt_at: datetime | None
-    attempt_json: str
-    # Subscription columns to set (failing_since, enabled, disabled_reason).
-    subscription_changes: Mapping[str, Any]
-    exhausted_event: NewEvent | None
-
-
-def attempt_outcome(
-    delivery: Delivery,
-    subscription: Subscription,
-    result: AttemptResult,
-    retry_at: datetime | None,
-    auto_disable_after: float,
-) -> AttemptOutcome:
-    attempts = delivery.attempts + 1
-    attempt_json = dumps(result.to_json(attempts))
-    if result.succeeded:
-        changes: dict[str, Any] = {}
-        if subscription.failing_since is not None:
-            changes["failing_since"] = None
-        return AttemptOutcome(SUCCEEDED, attempts, None, attempt_json, changes, None)
-    failing_since = subscription.failing_since or result.at
-    changes = {} if subscription.failing_since else {"failing_since": failing_since}
-    if retry_at is not None:
-        return AttemptOutcome(PENDING, attempts, retry_at, attempt_json, changes, None)
-    exhausted = None
-    # An exhausted notice about an exhausted notice would bounce between two failing
-    # receivers for ever: the chain stops here.
-    if delivery.event_type != outbound_events.DELIVERY_EXHAUSTED:
-        exhausted = outbound_events.delivery_exhausted(
-            delivery.id,
-            delivery.subscription_id,
-            delivery.event_id,
-            delivery.event_type,
-            attempts,
-            result.status_code,
-            result.error,
-        )
-    if (
-        auto_disable_after > 0
-        and subscription.enabled
-        and result.at - failing_since >= timedelta(seconds=auto_disable_after)
-    ):
-        changes["enabled"] = False
-        changes["disabled_reason"] = (
-            f"every delivery failed since {failing_since.isoformat()} "
-            f"(outbound.auto_disable_after = {auto_disable_after:g} s); "
-            "fix the receiver, then PATCH enabled: true and recover"
-        )
-    return AttemptOutcome(FAILED, attempts, None, attempt_json, changes, exhausted)

@@ -15,50 +15,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
-from engine.model.apikeys import ApiKey
-from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model.records import (
     Accepted,
-    EnforcementOutcome,
-    Execution,
-    InstanceDecision,
-    NewExecution,
     NewTriggerInstance,
-    Page,
-    TriggerInstance,
-    utcnow,
 )
-from engine.model.roles import Grants
-from engine.rules.stored import StoredRule
-from engine.store import (
-    apikey_ops,
-    cancel_ops,
-    codec,
-    decision_ops,
-    explain_ops,
-    kv_ops,
-    process_ops,
-    rule_ops,
-)
-from engine.store import postgres_ops as ops
-from engine.store.backlog import BacklogGauge
-from engine.store.base import Store
-from engine.store.batching import GroupCommitter
+from engine.store import codec
+from engine.store.dialect import Dialect
 from engine.store.migrations.postgres import MIGRATIONS
-from engine.store.postgres_outbound import PostgresOutbound
+from engine.store.ops import (
+    apikeys,
+    columns,
+    decisions,
+    deliveries,
+    executions,
+    instances,
+    kv,
+    processes,
+    rules,
+    subscriptions,
+)
+from engine.store.sql_store import QUEUES, SqlStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-QUEUES = ("trigger_instances", "executions", "deliveries")
 # pg_advisory_xact_lock key for migrations: "hookyard" in ASCII.
 MIGRATION_LOCK = 0x686F6F6B79617264
 CONNECT_TIMEOUT = 10.0
@@ -67,7 +54,7 @@ LISTENER_RETRY_SECONDS = 1.0
 # while one waits for its commit to reach the disk, the next is already being written.
 _COMMIT_CONCURRENCY = 3
 # Seconds the ingest skips its one-statement insert after an enabled subscription held a
-# batch back (ops.insert_trigger_instances_alone).
+# batch back (instances.pg_insert_alone).
 _SUBSCRIBED_RECHECK = 10.0
 
 
@@ -91,28 +78,75 @@ _BUSY = (
 )
 
 
-class PostgresStore(PostgresOutbound, Store):
+# The PostgreSQL operations behind each store method (engine.store.dialect.Dialect).
+POSTGRES = Dialect(
+    count_pending=instances.pg_count_pending,
+    claim_trigger_instances=instances.pg_claim,
+    release_trigger_instances=instances.pg_release,
+    get_trigger_instance=instances.pg_get,
+    list_rows=columns.pg_list_rows,
+    record_enforcements=decisions.pg_record_enforcements,
+    record_decisions=decisions.pg_record_decisions,
+    get_rule_evaluations=decisions.pg_get_evaluations,
+    queue_stats=decisions.pg_queue_stats,
+    create_execution=executions.pg_create,
+    claim_executions=executions.pg_claim,
+    start_execution=executions.pg_start,
+    heartbeat_execution=executions.pg_heartbeat,
+    finish_execution=executions.pg_finish,
+    get_execution=executions.pg_get,
+    request_cancel=executions.pg_request_cancel,
+    record_execution_process=processes.pg_record,
+    execution_processes=processes.pg_list,
+    create_api_key=apikeys.pg_insert,
+    list_api_keys=apikeys.pg_list,
+    find_api_key=apikeys.pg_find,
+    get_api_key=apikeys.pg_get,
+    extend_api_key=apikeys.pg_extend,
+    set_api_key_enabled=apikeys.pg_set_enabled,
+    set_api_key_role=apikeys.pg_set_role,
+    delete_api_keys=apikeys.pg_delete,
+    put_kv=kv.pg_put,
+    get_kv=kv.pg_get,
+    list_kv=kv.pg_list,
+    delete_kv=kv.pg_delete,
+    create_rule=rules.pg_create,
+    replace_rule=rules.pg_replace,
+    delete_rule=rules.pg_delete,
+    list_rules=rules.pg_list,
+    rules_version=rules.pg_version,
+    insert_subscription=subscriptions.pg_insert,
+    get_subscription=subscriptions.pg_get,
+    list_subscriptions=subscriptions.pg_list,
+    update_subscription=subscriptions.pg_update,
+    delete_subscription=subscriptions.pg_delete,
+    put_global_subscription=subscriptions.pg_put_global,
+    claim_deliveries=deliveries.pg_claim,
+    complete_delivery=deliveries.pg_complete,
+    release_deliveries=deliveries.pg_release,
+    get_delivery=deliveries.pg_get,
+    list_deliveries=deliveries.pg_list,
+    redeliver=deliveries.pg_redeliver,
+    recover_deliveries=deliveries.pg_recover,
+)
+
+
+class PostgresStore(SqlStore):
+    dialect = POSTGRES
     ingest_concurrency = _COMMIT_CONCURRENCY
 
     def __init__(self, url: str, settings: StoreSettings) -> None:
+        super().__init__(settings, f"postgresql {codec.redact_url(url)}")
         self.url = url
-        self.settings = settings
-        self.where = f"postgresql {codec.redact_url(url)}"
-        # Committed add_trigger_instances batches (tests and metrics read it).
-        self.commit_batches = 0
         self._pool: asyncpg.Pool | None = None
-        # The group committer's own connections (see _add_prepared).
+        # The group committer's own connections (see _insert_batch).
         self._ingest_pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         # When the last LISTEN connection attempt failed (reconnects are spaced after failures).
         self._listener_failed_at: float | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
         # Until when ingest writes in a transaction without trying one statement first.
         self._subscribed_until = 0.0
-        self._work = {queue: asyncio.Event() for queue in QUEUES}
-        self._backlog = BacklogGauge(self._count_pending)
-        self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -153,14 +187,7 @@ class PostgresStore(PostgresOutbound, Store):
             await self._pool.close()
             self._pool = None
             raise StoreUnavailable(f"{self.where}: cannot connect: {exc}") from exc
-        self._committer = GroupCommitter(
-            self._add_prepared,
-            batch_max=self.settings.batch_max,
-            timeout=self.settings.busy_timeout,
-            name="postgresql group commit",
-            concurrency=_COMMIT_CONCURRENCY,
-        )
-        self._committer.start()
+        self._start_committer("postgresql group commit", concurrency=_COMMIT_CONCURRENCY)
         # No LISTEN connection yet: the first wait_for_work opens it. A process that never
         # waits for work (an api-only process, the ingest writer child) never listens, so
         # the database does not deliver it every commit's wake-up hint.
@@ -210,8 +237,7 @@ class PostgresStore(PostgresOutbound, Store):
                 except TimeoutError:
                     pool.terminate()
         self._pool = self._ingest_pool = None
-        for event in self._work.values():
-            event.set()
+        self._wake_all()
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.fetchval("SELECT 1"))
@@ -219,9 +245,7 @@ class PostgresStore(PostgresOutbound, Store):
     # --- wake-up hints ---------------------------------------------------------------
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
-        event = self._work.get(queue)
-        if event is None:
-            raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        self._hint_event(queue)  # an unknown queue fails before any connecting
         if self._listener is None and not self._closed:
             # One connect at a time, owned by the store: a waiter cancelled meanwhile (a
             # worker stopping, a delivery hint no longer needed) neither abandons a
@@ -234,11 +258,7 @@ class PostgresStore(PostgresOutbound, Store):
                 )
                 self._connecting = connecting
             await asyncio.wait({connecting})
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
-        event.clear()
+        await self._wait_for_hint(queue, timeout)
 
     async def _connect_listener(self) -> None:
         if self._listener is not None or self._closed:
@@ -256,7 +276,7 @@ class PostgresStore(PostgresOutbound, Store):
             return
         try:
             for queue in QUEUES:
-                await conn.add_listener(ops.channel(queue), self._on_notify)
+                await conn.add_listener(columns.channel(queue), self._on_notify)
         except Exception as exc:
             conn.terminate()
             log.warning("LISTEN failed; polling", extra={"error": repr(exc)})
@@ -271,8 +291,7 @@ class PostgresStore(PostgresOutbound, Store):
         self._listener = conn
         self._listener_failed_at = None
         # Notifications sent while no listener was connected are lost: wake everyone.
-        for event in self._work.values():
-            event.set()
+        self._wake_all()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         event = self._work.get(channel.removeprefix("hookyard_"))
@@ -283,249 +302,15 @@ class PostgresStore(PostgresOutbound, Store):
         if self._listener is conn:
             self._listener = None
             log.warning("LISTEN connection lost; reconnecting on the next wait")
-        for event in self._work.values():
-            event.set()
-
-    # --- trigger instances ---------------------------------------------------------
-
-    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
-        return await self._add_prepared([codec.prepare_trigger_instance(i) for i in batch])
-
-    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
-        if self._committer is None:
-            raise StoreUnavailable(f"{self.where}: the store is not open")
-        return await self._committer.enqueue(codec.prepare_trigger_instance(item))
-
-    async def _add_prepared(
-        self, batch: Sequence[tuple[NewTriggerInstance, str]]
-    ) -> list[Accepted]:
-        if not batch:
-            return []
-        started = time.perf_counter()
-        answers, inserted = await self._ingest_transaction(batch)
-        self.commit_batches += 1
-        self.observe_commit(len(batch), time.perf_counter() - started)
-        self.count_ingested(inserted)
-        return answers
-
-    def count_ingested(self, stored: int) -> None:
-        if stored:
-            self._backlog.added(stored)
-            self._work["trigger_instances"].set()
-
-    async def pending_backlog(self) -> int:
-        return await self._backlog.value()
-
-    def known_backlog(self) -> int | None:
-        return self._backlog.known()
-
-    async def _count_pending(self) -> int:
-        return await self._read(ops.count_pending)
-
-    async def claim_trigger_instances(
-        self, limit: int, lease_seconds: float
-    ) -> list[TriggerInstance]:
-        claimed = await self._transaction(ops.claim_trigger_instances, limit, lease_seconds)
-        self._backlog.claimed(len(claimed))
-        return claimed
-
-    async def record_enforcements(
-        self,
-        instance_id: str,
-        lease_token: str,
-        outcomes: Sequence[EnforcementOutcome],
-        final_status: str,
-        evaluations: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[str]:
-        codec.check_final_status(final_status)
-        written = await self._transaction(
-            explain_ops.pg_record_enforcements,
-            instance_id,
-            lease_token,
-            outcomes,
-            final_status,
-            utcnow(),
-            evaluations,
-        )
-        if any(outcome.execution is not None for outcome in outcomes):
-            self._work["executions"].set()
-        return written
-
-    async def record_decisions(
-        self, decisions: Sequence[InstanceDecision]
-    ) -> list[list[str] | StoreError]:
-        for decision in decisions:
-            codec.check_final_status(decision.final_status)
-        results = await self._transaction(decision_ops.pg_record_decisions, decisions, utcnow())
-        if any(
-            not isinstance(result, StoreError) and any(o.execution for o in decision.outcomes)
-            for decision, result in zip(decisions, results, strict=True)
-        ):
-            self._work["executions"].set()
-        return results
-
-    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
-        return await self._read(explain_ops.pg_get_evaluations, instance_id)
-
-    async def queue_stats(self) -> dict[str, dict[str, float]]:
-        return await self._read(explain_ops.pg_queue_stats)
-
-    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
-        if leases:
-            await self._transaction(ops.release_trigger_instances, dict(leases))
-            self._backlog.forget()
-            self._work["trigger_instances"].set()
-
-    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
-        return await self._read(ops.get_trigger_instance, instance_id)
-
-    async def list_trigger_instances(
-        self, filters: Mapping[str, Any], limit: int, offset: int
-    ) -> Page:
-        return await self._list(
-            "trigger_instances", codec.TRIGGER_INSTANCE_FILTERS, filters, limit, offset
-        )
-
-    # --- enforcements ----------------------------------------------------------------
-
-    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        return await self._list("enforcements", codec.ENFORCEMENT_FILTERS, filters, limit, offset)
-
-    # --- executions --------------------------------------------------------------------
-
-    async def create_execution(self, new: NewExecution) -> Execution:
-        async def create(conn: asyncpg.Connection) -> Execution:
-            await ops.insert_execution(conn, new, utcnow())
-            await conn.execute("SELECT pg_notify($1, '')", ops.channel("executions"))
-            return await ops.get_execution(conn, new.id)
-
-        execution = await self._transaction(create)
-        self._work["executions"].set()
-        return execution
-
-    async def claim_executions(
-        self, limit: int, lease_seconds: float, max_attempts: int = 2
-    ) -> list[Execution]:
-        return await self._transaction(
-            cancel_ops.pg_claim_executions, limit, lease_seconds, max_attempts, utcnow()
-        )
-
-    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
-        return await self._transaction(ops.start_execution, execution_id, lease_token, utcnow())
-
-    async def heartbeat_execution(
-        self, execution_id: str, lease_token: str, lease_seconds: float
-    ) -> str:
-        return await self._transaction(
-            ops.heartbeat_execution, execution_id, lease_token, lease_seconds
-        )
-
-    async def finish_execution(
-        self, execution_id: str, lease_token: str, status: str, result: Any
-    ) -> Execution:
-        codec.check_terminal_status(status)
-        result_json = codec.dumps(result, "execution result")
-        return await self._transaction(
-            ops.finish_execution, execution_id, lease_token, status, result_json, utcnow()
-        )
-
-    async def record_execution_process(
-        self, execution_id: str, lease_token: str, process: Mapping[str, Any]
-    ) -> None:
-        await self._transaction(process_ops.pg_record, execution_id, lease_token, process)
-
-    async def execution_processes(
-        self, execution_ids: Sequence[str] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        return await self._read(process_ops.pg_list, execution_ids)
-
-    async def get_execution(self, execution_id: str) -> Execution:
-        return await self._read(ops.get_execution, execution_id)
-
-    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
-
-    # --- API keys ------------------------------------------------------------------------
-
-    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
-        return await self._transaction(apikey_ops.pg_insert, key, only_if_none)
-
-    async def list_api_keys(self) -> list[ApiKey]:
-        return await self._read(apikey_ops.pg_list)
-
-    async def find_api_key(self, prefix: str) -> ApiKey | None:
-        return await self._read(apikey_ops.pg_find, prefix)
-
-    async def get_api_key(self, key_id: str) -> ApiKey:
-        return await self._read(apikey_ops.pg_get, key_id)
-
-    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
-        return await self._transaction(apikey_ops.pg_extend, key_id, by, utcnow())
-
-    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
-        return await self._transaction(apikey_ops.pg_set_enabled, key_id, enabled)
-
-    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
-        return await self._transaction(apikey_ops.pg_set_role, key_id, role, grants)
-
-    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
-        return await self._transaction(apikey_ops.pg_delete, list(key_ids))
-
-    # --- datastore (st2kv) -----------------------------------------------------------------
-
-    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
-        return await self._transaction(kv_ops.pg_put, pair, utcnow())
-
-    async def get_kv(
-        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
-    ) -> KeyValuePair:
-        return await self._read(kv_ops.pg_get, name, scope, user, utcnow())
-
-    async def list_kv(
-        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
-    ) -> list[KeyValuePair]:
-        return await self._read(kv_ops.pg_list, prefix, scope, user, utcnow())
-
-    async def delete_kv(
-        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
-    ) -> bool:
-        return await self._transaction(kv_ops.pg_delete, name, scope, user, utcnow())
-
-    # --- cancel and API rules ------------------------------------------------------------
-
-    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
-        return await self._transaction(cancel_ops.pg_request_cancel, execution_id, utcnow())
-
-    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
-        return await self._transaction(rule_ops.pg_create, ref, definition, utcnow())
-
-    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
-        return await self._transaction(rule_ops.pg_replace, ref, definition, utcnow())
-
-    async def delete_rule(self, ref: str) -> None:
-        await self._transaction(rule_ops.pg_delete, ref)
-
-    async def list_rules(self) -> list[StoredRule]:
-        return await self._read(rule_ops.pg_list)
-
-    async def rules_version(self) -> int:
-        return await self._read(rule_ops.pg_version)
+        self._wake_all()
 
     # --- connections and errors -----------------------------------------------------------
 
-    async def _list(
-        self,
-        table: str,
-        known: Mapping[str, codec.FilterSpec],
-        filters: Mapping[str, Any],
-        limit: int,
-        offset: int,
-    ) -> Page:
-        codec.check_paging(limit, offset)
-        conditions = codec.parse_filters(filters, known)
-        return await self._transaction(
-            ops.list_rows, table, conditions, limit, offset, isolation="repeatable_read"
-        )
+    async def _write(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._transaction(operation, *args)
+
+    async def _read_snapshot(self, operation: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await self._transaction(operation, *args, isolation="repeatable_read")
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -547,7 +332,7 @@ class PostgresStore(PostgresOutbound, Store):
                 return await operation(conn, *args)
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
-    async def _ingest_transaction(
+    async def _insert_batch(
         self, batch: Sequence[tuple[NewTriggerInstance, str]]
     ) -> tuple[list[Accepted], int]:
         # The committer never has more batches in flight than this pool has connections,
@@ -558,10 +343,13 @@ class PostgresStore(PostgresOutbound, Store):
         with self._translated():
             async with pool.acquire() as conn:
                 # One round trip when it can be: a single statement needs no BEGIN and
-                # COMMIT around it (see ops.insert_trigger_instances_alone for when not).
+                # COMMIT around it (see instances.pg_insert_alone for when not).
                 answers = None
-                if ops.may_insert_alone(batch) and time.monotonic() >= self._subscribed_until:
-                    answers = await ops.insert_trigger_instances_alone(conn, batch)
+                if (
+                    instances.pg_may_insert_alone(batch)
+                    and time.monotonic() >= self._subscribed_until
+                ):
+                    answers = await instances.pg_insert_alone(conn, batch)
                     if answers is None:
                         # Held back by an enabled subscription: the next batches go
                         # straight to the transaction for a while, rather than send their
@@ -569,7 +357,7 @@ class PostgresStore(PostgresOutbound, Store):
                         self._subscribed_until = time.monotonic() + _SUBSCRIBED_RECHECK
                 if answers is None:
                     async with conn.transaction():
-                        answers = await ops.insert_trigger_instances(conn, batch)
+                        answers = await instances.pg_insert(conn, batch)
                 return answers
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -17,56 +17,42 @@ import logging
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.config import StoreSettings
 from engine.errors import Conflict, StoreBusy, StoreError, StoreUnavailable
-from engine.model.apikeys import ApiKey
-from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model.records import (
     Accepted,
-    EnforcementOutcome,
-    Execution,
-    InstanceDecision,
-    NewExecution,
     NewTriggerInstance,
-    Page,
-    TriggerInstance,
     utcnow,
 )
-from engine.model.roles import Grants
-from engine.rules.stored import StoredRule
-from engine.store import (
-    apikey_ops,
-    cancel_ops,
-    codec,
-    decision_ops,
-    explain_ops,
-    kv_ops,
-    process_ops,
-    rule_ops,
-)
-from engine.store import sqlite_ops as ops
-from engine.store.backlog import BacklogGauge
-from engine.store.base import Store
-from engine.store.batching import GroupCommitter
+from engine.store.dialect import Dialect
 from engine.store.migrations.sqlite import MIGRATIONS
+from engine.store.ops import (
+    apikeys,
+    columns,
+    decisions,
+    deliveries,
+    executions,
+    instances,
+    kv,
+    processes,
+    rules,
+    subscriptions,
+)
+from engine.store.sql_store import SqlStore
 from engine.store.sqlite_checkpoint import (
     WAL_SIZE_LIMIT,
     WRITER_AUTOCHECKPOINT_PAGES,
     WalCheckpointer,
 )
-from engine.store.sqlite_outbound import SqliteOutbound
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-QUEUES = ("trigger_instances", "executions", "deliveries")
 _READER_THREADS = 4
 
 _BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
@@ -93,16 +79,69 @@ _WRITABLE_HINT = (
 )
 
 
+# The SQLite operations behind each store method (engine.store.dialect.Dialect).
+SQLITE = Dialect(
+    count_pending=instances.sqlite_count_pending,
+    claim_trigger_instances=instances.sqlite_claim,
+    release_trigger_instances=instances.sqlite_release,
+    get_trigger_instance=instances.sqlite_get,
+    list_rows=columns.sqlite_list_rows,
+    record_enforcements=decisions.sqlite_record_enforcements,
+    record_decisions=decisions.sqlite_record_decisions,
+    get_rule_evaluations=decisions.sqlite_get_evaluations,
+    queue_stats=decisions.sqlite_queue_stats,
+    create_execution=executions.sqlite_create,
+    claim_executions=executions.sqlite_claim,
+    start_execution=executions.sqlite_start,
+    heartbeat_execution=executions.sqlite_heartbeat,
+    finish_execution=executions.sqlite_finish,
+    get_execution=executions.sqlite_get,
+    request_cancel=executions.sqlite_request_cancel,
+    record_execution_process=processes.sqlite_record,
+    execution_processes=processes.sqlite_list,
+    create_api_key=apikeys.sqlite_insert,
+    list_api_keys=apikeys.sqlite_list,
+    find_api_key=apikeys.sqlite_find,
+    get_api_key=apikeys.sqlite_get,
+    extend_api_key=apikeys.sqlite_extend,
+    set_api_key_enabled=apikeys.sqlite_set_enabled,
+    set_api_key_role=apikeys.sqlite_set_role,
+    delete_api_keys=apikeys.sqlite_delete,
+    put_kv=kv.sqlite_put,
+    get_kv=kv.sqlite_get,
+    list_kv=kv.sqlite_list,
+    delete_kv=kv.sqlite_delete,
+    create_rule=rules.sqlite_create,
+    replace_rule=rules.sqlite_replace,
+    delete_rule=rules.sqlite_delete,
+    list_rules=rules.sqlite_list,
+    rules_version=rules.sqlite_version,
+    insert_subscription=subscriptions.sqlite_insert,
+    get_subscription=subscriptions.sqlite_get,
+    list_subscriptions=subscriptions.sqlite_list,
+    update_subscription=subscriptions.sqlite_update,
+    delete_subscription=subscriptions.sqlite_delete,
+    put_global_subscription=subscriptions.sqlite_put_global,
+    claim_deliveries=deliveries.sqlite_claim,
+    complete_delivery=deliveries.sqlite_complete,
+    release_deliveries=deliveries.sqlite_release,
+    get_delivery=deliveries.sqlite_get,
+    list_deliveries=deliveries.sqlite_list,
+    redeliver=deliveries.sqlite_redeliver,
+    recover_deliveries=deliveries.sqlite_recover,
+)
+
+
 def _companions(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
-class SqliteStore(SqliteOutbound, Store):
+class SqliteStore(SqlStore):
+    dialect = SQLITE
+
     def __init__(self, path: Path, settings: StoreSettings) -> None:
+        super().__init__(settings, f"sqlite {path}")
         self.path = path
-        self.settings = settings
-        # Committed add_trigger_instances transactions (tests and metrics read it).
-        self.commit_batches = 0
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
@@ -112,11 +151,7 @@ class SqliteStore(SqliteOutbound, Store):
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_conns_lock = threading.Lock()
-        self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
-        self._work = {queue: asyncio.Event() for queue in QUEUES}
-        self._backlog = BacklogGauge(self._count_pending)
         self._checkpoints = WalCheckpointer(self._connect, f"sqlite checkpoint {path.name}")
-        self._closed = False
         # Why the latest write transaction failed (not busy), until one succeeds.
         self._write_failure: str | None = None
 
@@ -137,13 +172,7 @@ class SqliteStore(SqliteOutbound, Store):
         except BaseException:
             await self._shutdown_threads()
             raise
-        self._committer = GroupCommitter(
-            self._add_prepared,
-            batch_max=self.settings.batch_max,
-            timeout=self.settings.busy_timeout,
-            name=f"sqlite group commit {self.path.name}",
-        )
-        self._committer.start()
+        self._start_committer(f"sqlite group commit {self.path.name}")
         self._checkpoints.start()
 
     async def close(self) -> None:
@@ -154,8 +183,7 @@ class SqliteStore(SqliteOutbound, Store):
             await self._committer.close()
         await self._checkpoints.stop()
         await self._shutdown_threads()
-        for event in self._work.values():
-            event.set()  # waiters re-check and find the store closed
+        self._wake_all()  # waiters re-check and find the store closed
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -170,255 +198,25 @@ class SqliteStore(SqliteOutbound, Store):
         return self._write_failure
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
-        event = self._work.get(queue)
-        if event is None:
-            raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
-        # Cleared only after waking, so a hint set between a claim and this wait is kept.
-        event.clear()
+        # Hints come from this process's own writes (the `_wake` calls of SqlStore).
+        await self._wait_for_hint(queue, timeout)
 
-    # --- trigger instances ---------------------------------------------------------
+    # --- the backend interface of SqlStore -----------------------------------------
 
-    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
-        return await self._add_prepared([codec.prepare_trigger_instance(item) for item in batch])
-
-    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
-        if self._committer is None:
-            raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
-        return await self._committer.enqueue(codec.prepare_trigger_instance(item))
-
-    async def _add_prepared(
+    async def _insert_batch(
         self, batch: Sequence[tuple[NewTriggerInstance, str]]
-    ) -> list[Accepted]:
+    ) -> tuple[list[Accepted], int]:
         """One group commit of webhooks, written on the event loop (see `_write_on_loop`)."""
-        if not batch:
-            return []
-        started = time.perf_counter()
         # A batch of large bodies would hold the loop for as long as it takes to write:
         # above this size it is written by the writer thread instead.
         if sum(len(payload) for _, payload in batch) <= _LOOP_WRITE_MAX_BYTES:
-            write = self._write_on_loop
-        else:
-            write = self._write
-        answers, inserted = await write(ops.insert_trigger_instances, batch, utcnow())
-        self.commit_batches += 1
-        self.observe_commit(len(batch), time.perf_counter() - started)
-        self.count_ingested(inserted)
-        return answers
+            return await self._write_on_loop(instances.sqlite_insert, batch, utcnow())
+        return await self._write(instances.sqlite_insert, batch, utcnow())
 
-    def count_ingested(self, stored: int) -> None:
-        if stored:
-            self._backlog.added(stored)
-            self._work["trigger_instances"].set()
-
-    async def pending_backlog(self) -> int:
-        return await self._backlog.value()
-
-    def known_backlog(self) -> int | None:
-        return self._backlog.known()
-
-    async def _count_pending(self) -> int:
-        return await self._read(ops.count_pending)
-
-    async def claim_trigger_instances(
-        self, limit: int, lease_seconds: float
-    ) -> list[TriggerInstance]:
-        claimed = await self._write(ops.claim_trigger_instances, limit, lease_seconds, utcnow())
-        self._backlog.claimed(len(claimed))
-        return claimed
-
-    async def record_enforcements(
-        self,
-        instance_id: str,
-        lease_token: str,
-        outcomes: Sequence[EnforcementOutcome],
-        final_status: str,
-        evaluations: Sequence[Mapping[str, Any]] | None = None,
-    ) -> list[str]:
-        codec.check_final_status(final_status)
-        written, executions = await self._write(
-            explain_ops.sqlite_record_enforcements,
-            instance_id,
-            lease_token,
-            outcomes,
-            final_status,
-            utcnow(),
-            evaluations,
-        )
-        if executions:
-            self._work["executions"].set()
-        return written
-
-    async def record_decisions(
-        self, decisions: Sequence[InstanceDecision]
-    ) -> list[list[str] | StoreError]:
-        for decision in decisions:
-            codec.check_final_status(decision.final_status)
-        results, executions = await self._write(
-            decision_ops.sqlite_record_decisions, decisions, utcnow()
-        )
-        if executions:
-            self._work["executions"].set()
-        return results
-
-    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
-        return await self._read(explain_ops.sqlite_get_evaluations, instance_id)
-
-    async def queue_stats(self) -> dict[str, dict[str, float]]:
-        return await self._read(explain_ops.sqlite_queue_stats)
-
-    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
-        if leases:
-            await self._write(ops.release_trigger_instances, dict(leases), utcnow())
-            self._backlog.forget()
-            self._work["trigger_instances"].set()
-
-    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
-        return await self._read(ops.get_trigger_instance, instance_id)
-
-    async def list_trigger_instances(
-        self, filters: Mapping[str, Any], limit: int, offset: int
-    ) -> Page:
-        return await self._list(
-            "trigger_instances", codec.TRIGGER_INSTANCE_FILTERS, filters, limit, offset
-        )
-
-    # --- enforcements ----------------------------------------------------------------
-
-    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        return await self._list("enforcements", codec.ENFORCEMENT_FILTERS, filters, limit, offset)
-
-    # --- executions --------------------------------------------------------------------
-
-    async def create_execution(self, new: NewExecution) -> Execution:
-        await self._write(ops.insert_execution, new, utcnow())
-        self._work["executions"].set()
-        return await self._read(ops.get_execution, new.id)
-
-    async def claim_executions(
-        self, limit: int, lease_seconds: float, max_attempts: int = 2
-    ) -> list[Execution]:
-        return await self._write(
-            cancel_ops.sqlite_claim_executions, limit, lease_seconds, max_attempts, utcnow()
-        )
-
-    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
-        return await self._write(ops.start_execution, execution_id, lease_token, utcnow())
-
-    async def heartbeat_execution(
-        self, execution_id: str, lease_token: str, lease_seconds: float
-    ) -> str:
-        return await self._write(
-            ops.heartbeat_execution, execution_id, lease_token, lease_seconds, utcnow()
-        )
-
-    async def finish_execution(
-        self, execution_id: str, lease_token: str, status: str, result: Any
-    ) -> Execution:
-        codec.check_terminal_status(status)
-        result_json = codec.dumps(result, "execution result")
-        return await self._write(
-            ops.finish_execution, execution_id, lease_token, status, result_json, utcnow()
-        )
-
-    async def record_execution_process(
-        self, execution_id: str, lease_token: str, process: Mapping[str, Any]
-    ) -> None:
-        await self._write(process_ops.sqlite_record, execution_id, lease_token, process)
-
-    async def execution_processes(
-        self, execution_ids: Sequence[str] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        return await self._read(process_ops.sqlite_list, execution_ids)
-
-    async def get_execution(self, execution_id: str) -> Execution:
-        return await self._read(ops.get_execution, execution_id)
-
-    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
-
-    # --- API keys ------------------------------------------------------------------------
-
-    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
-        return await self._write(apikey_ops.sqlite_insert, key, only_if_none)
-
-    async def list_api_keys(self) -> list[ApiKey]:
-        return await self._read(apikey_ops.sqlite_list)
-
-    async def find_api_key(self, prefix: str) -> ApiKey | None:
-        return await self._read(apikey_ops.sqlite_find, prefix)
-
-    async def get_api_key(self, key_id: str) -> ApiKey:
-        return await self._read(apikey_ops.sqlite_get, key_id)
-
-    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
-        return await self._write(apikey_ops.sqlite_extend, key_id, by, utcnow())
-
-    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
-        return await self._write(apikey_ops.sqlite_set_enabled, key_id, enabled)
-
-    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
-        return await self._write(apikey_ops.sqlite_set_role, key_id, role, grants)
-
-    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
-        return await self._write(apikey_ops.sqlite_delete, list(key_ids))
-
-    # --- datastore (st2kv) -----------------------------------------------------------------
-
-    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
-        return await self._write(kv_ops.sqlite_put, pair, utcnow())
-
-    async def get_kv(
-        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
-    ) -> KeyValuePair:
-        return await self._read(kv_ops.sqlite_get, name, scope, user, utcnow())
-
-    async def list_kv(
-        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
-    ) -> list[KeyValuePair]:
-        return await self._read(kv_ops.sqlite_list, prefix, scope, user, utcnow())
-
-    async def delete_kv(
-        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
-    ) -> bool:
-        return await self._write(kv_ops.sqlite_delete, name, scope, user, utcnow())
-
-    # --- cancel and API rules ------------------------------------------------------------
-
-    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
-        return await self._write(cancel_ops.sqlite_request_cancel, execution_id, utcnow())
-
-    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
-        return await self._write(rule_ops.sqlite_create, ref, definition, utcnow())
-
-    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
-        return await self._write(rule_ops.sqlite_replace, ref, definition, utcnow())
-
-    async def delete_rule(self, ref: str) -> None:
-        await self._write(rule_ops.sqlite_delete, ref)
-
-    async def list_rules(self) -> list[StoredRule]:
-        return await self._read(rule_ops.sqlite_list)
-
-    async def rules_version(self) -> int:
-        return await self._read(rule_ops.sqlite_version)
+    async def _read_snapshot(self, operation: Callable[..., T], *args: Any) -> T:
+        return await self._read(operation, *args)
 
     # --- threads and connections ---------------------------------------------------------
-
-    async def _list(
-        self,
-        table: str,
-        known: Mapping[str, codec.FilterSpec],
-        filters: Mapping[str, Any],
-        limit: int,
-        offset: int,
-    ) -> Page:
-        codec.check_paging(limit, offset)
-        conditions = codec.parse_filters(filters, known)
-        return await self._read(ops.list_rows, table, conditions, limit, offset)
 
     async def _write(self, operation: Callable[..., T], *args: Any) -> T:
         if self._writer is None:

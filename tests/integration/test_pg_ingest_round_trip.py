@@ -17,8 +17,8 @@ from engine.model.records import NewTriggerInstance
 from engine.outbound.subscriptions import Secret, Subscription
 from engine.store import create_store
 from engine.store import postgres as postgres_store
-from engine.store import postgres_ops as ops
 from engine.store.codec import prepare_trigger_instance
+from engine.store.ops import columns, instances
 from tests.integration.conftest import truncate_all
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +44,7 @@ async def conn(pg_url: str):
 async def queries(conn, pg_store) -> list[str]:
     """The statements `conn` sends from now on, in order."""
     # Prepared first, so that asyncpg's one-time type introspection is not counted.
-    await conn.prepare(ops._INSERT_ALONE)
+    await conn.prepare(instances._PG_INSERT_ALONE)
     sent: list[str] = []
     conn.add_query_logger(lambda record: sent.append(record.query))
     return sent
@@ -77,9 +77,9 @@ async def test_without_subscriptions_a_batch_is_one_statement_outside_a_transact
 ) -> None:
     await pg_store.create_subscription(subscription("off", enabled=False))
     items = batch(None, None)
-    answers, inserted = await ops.insert_trigger_instances_alone(conn, items)
+    answers, inserted = await instances.pg_insert_alone(conn, items)
     await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
-    assert queries == [ops._INSERT_ALONE]  # no BEGIN, no COMMIT, no second statement
+    assert queries == [instances._PG_INSERT_ALONE]  # no BEGIN, no COMMIT, no second statement
     assert not conn.is_in_transaction()
     assert inserted == 2
     assert [(a.id, a.duplicate) for a in answers] == [(item.id, False) for item, _ in items]
@@ -93,23 +93,25 @@ async def test_without_subscriptions_a_batch_is_one_statement_outside_a_transact
 
 async def test_the_one_statement_sends_the_rules_workers_wake_up_hint(pg_store, conn) -> None:
     heard: list[str] = []
-    await conn.add_listener(ops.channel("trigger_instances"), lambda *args: heard.append(args[2]))
+    await conn.add_listener(
+        columns.channel("trigger_instances"), lambda *args: heard.append(args[2])
+    )
     sender = await pg_store._ingest_pool.acquire()
     try:
-        assert await ops.insert_trigger_instances_alone(sender, batch(None)) is not None
+        assert await instances.pg_insert_alone(sender, batch(None)) is not None
     finally:
         await pg_store._ingest_pool.release(sender)
     for _ in range(100):
         if heard:
             break
         await asyncio.sleep(0.02)
-    assert heard == [ops.channel("trigger_instances")]
+    assert heard == [columns.channel("trigger_instances")]
 
 
 async def test_a_subscription_holds_the_statement_back(pg_store, conn) -> None:
     await pg_store.create_subscription(subscription("created"))
     items = batch(None, None)
-    assert await ops.insert_trigger_instances_alone(conn, items) is None
+    assert await instances.pg_insert_alone(conn, items) is None
     assert await stored_ids(conn) == set()
     # The store then writes the rows and their events in one transaction.
     answers = await pg_store.add_trigger_instances([item for item, _ in items])
@@ -120,7 +122,7 @@ async def test_a_subscription_holds_the_statement_back(pg_store, conn) -> None:
 
 
 async def test_a_batch_with_dedupe_keys_is_not_one_statement(pg_store, conn, queries) -> None:
-    assert await ops.insert_trigger_instances_alone(conn, batch(None, "k:1")) is None
+    assert await instances.pg_insert_alone(conn, batch(None, "k:1")) is None
     await asyncio.sleep(0)
     assert queries == []
     assert await stored_ids(conn) == set()
@@ -130,7 +132,7 @@ async def test_the_store_takes_the_transaction_for_keys_and_subscriptions(
     pg_store, conn, monkeypatch
 ) -> None:
     calls: list[tuple[str, int]] = []
-    alone, transactional = ops.insert_trigger_instances_alone, ops.insert_trigger_instances
+    alone, transactional = instances.pg_insert_alone, instances.pg_insert
 
     async def counted_alone(connection, items):
         calls.append(("alone", len(items)))
@@ -141,8 +143,8 @@ async def test_the_store_takes_the_transaction_for_keys_and_subscriptions(
         assert connection.is_in_transaction()
         return await transactional(connection, items)
 
-    monkeypatch.setattr(ops, "insert_trigger_instances_alone", counted_alone)
-    monkeypatch.setattr(ops, "insert_trigger_instances", counted)
+    monkeypatch.setattr(instances, "pg_insert_alone", counted_alone)
+    monkeypatch.setattr(instances, "pg_insert", counted)
     plain = [NewTriggerInstance("t", {"n": n}) for n in range(3)]
     await pg_store.add_trigger_instances(plain)
     assert calls == [("alone", 3)]

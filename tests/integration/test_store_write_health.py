@@ -144,7 +144,7 @@ async def test_ready_is_503_while_the_database_files_cannot_be_written(
 async def test_ready_is_503_after_a_write_the_database_refused_until_one_succeeds(tmp_path):
     app = create_app(settings_for(tmp_path, writer_process=False))
     async with TestClient(TestServer(app)) as client:
-        store = app[RUNTIME].store.unwrapped
+        store = app[RUNTIME].store
         conn = store._loop_conn  # the connection webhooks are written with
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")  # the database is full

@@ -166,7 +166,7 @@ _OUTBOUND = (
 MIGRATIONS = (*MIGRATIONS, _OUTBOUND)
 
 # Version N (explain): per trigger instance, the evaluation trace of every candidate rule,
-# written with its enforcements (engine.store.explain_ops).
+# written with its enforcements (engine.store.ops.decisions).
 _RULE_EVALUATIONS = (
     """
     CREATE TABLE rule_evaluations (
@@ -178,7 +178,7 @@ _RULE_EVALUATIONS = (
 )
 MIGRATIONS = (*MIGRATIONS, _RULE_EVALUATIONS)
 
-# Version N (datastore): st2kv key-value pairs (engine.store.kv_ops). `user_name` is ''
+# Version N (datastore): st2kv key-value pairs (engine.store.ops.kv). `user_name` is ''
 # in the system scope so the primary key has no NULL; a secret's `value` is ciphertext.
 _KV_PAIRS = (
     """
@@ -202,7 +202,7 @@ _KV_PAIRS = (
 )
 MIGRATIONS = (*MIGRATIONS, _KV_PAIRS)
 
-# Version N (rules API): rules created through /api/v1/rules (engine.store.rule_ops); the
+# Version N (rules API): rules created through /api/v1/rules (engine.store.ops.rules); the
 # definition is the rule as StackStorm's API shapes it. `rules_version` holds one counter,
 # bumped by every write, that processes poll to pick up other processes' changes.
 _STORED_RULES = (

@@ -15,8 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from engine.store import postgres_ops, sqlite_ops
 from engine.store.codec import dumps, loads
+from engine.store.ops import columns
 
 _UNFINISHED = "('scheduled', 'running', 'canceling')"
 _LEFT_BEHIND = "('scheduled', 'running', 'canceling', 'abandoned')"
@@ -47,7 +47,7 @@ def sqlite_record(
         (_record(process), execution_id, lease_token),
     ).fetchone()
     if row is None:
-        raise sqlite_ops._missing_or_lost(conn, "executions", "execution", execution_id)
+        raise columns.sqlite_missing_or_lost(conn, "executions", "execution", execution_id)
 
 
 def sqlite_list(
@@ -85,7 +85,7 @@ async def pg_record(
         _record(process),
     )
     if found is None:
-        raise await postgres_ops._missing_or_lost(conn, "executions", "execution", execution_id)
+        raise await columns.pg_missing_or_lost(conn, "executions", "execution", execution_id)
 
 
 async def pg_list(

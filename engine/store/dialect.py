@@ -1,0 +1,77 @@
+"""What a store backend supplies per dialect: one operation per store method.
+
+An operation is `op(conn, *args)` from the op modules (engine.store.ops): a plain function
+of a sqlite3 connection, or a coroutine of an asyncpg one. engine.store.sqlite and
+engine.store.postgres each fill one `Dialect`; engine.store.sql_store.SqlStore calls
+them, so a store method is written once for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Op = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A backend's operations, each `op(conn, *args)`; the arguments are those of the
+    store method of the same name (`now` is this process's clock)."""
+
+    # trigger instances and lists
+    count_pending: Op  # (conn) -> int
+    claim_trigger_instances: Op  # (conn, limit, lease_seconds, now)
+    release_trigger_instances: Op  # (conn, leases, now)
+    get_trigger_instance: Op
+    list_rows: Op  # (conn, table, conditions, limit, offset) -> Page
+    # rule decisions: (written ids or errors, whether executions were requested)
+    record_enforcements: Op  # (conn, id, token, outcomes, final_status, now, evaluations)
+    record_decisions: Op  # (conn, decisions, now)
+    get_rule_evaluations: Op
+    queue_stats: Op
+    # executions
+    create_execution: Op  # (conn, new, now) -> Execution
+    claim_executions: Op  # (conn, limit, lease_seconds, max_attempts, now)
+    start_execution: Op  # (conn, id, token, now)
+    heartbeat_execution: Op  # (conn, id, token, lease_seconds, now)
+    finish_execution: Op  # (conn, id, token, status, result_json, now)
+    get_execution: Op
+    request_cancel: Op  # (conn, id, now)
+    record_execution_process: Op
+    execution_processes: Op
+    # API keys
+    create_api_key: Op
+    list_api_keys: Op
+    find_api_key: Op
+    get_api_key: Op
+    extend_api_key: Op  # (conn, id, by, now)
+    set_api_key_enabled: Op
+    set_api_key_role: Op
+    delete_api_keys: Op
+    # datastore
+    put_kv: Op  # (conn, pair, now)
+    get_kv: Op  # (conn, name, scope, user, now)
+    list_kv: Op  # (conn, prefix, scope, user, now)
+    delete_kv: Op  # (conn, name, scope, user, now)
+    # stored rules
+    create_rule: Op  # (conn, ref, definition, now)
+    replace_rule: Op  # (conn, ref, definition, now)
+    delete_rule: Op
+    list_rules: Op
+    rules_version: Op
+    # outbound
+    insert_subscription: Op
+    get_subscription: Op
+    list_subscriptions: Op
+    update_subscription: Op
+    delete_subscription: Op
+    put_global_subscription: Op
+    claim_deliveries: Op  # (conn, limit, lease_seconds, per_subscription, busy, now)
+    complete_delivery: Op
+    release_deliveries: Op  # (conn, leases, now)
+    get_delivery: Op
+    list_deliveries: Op  # (conn, conditions, limit, offset)
+    redeliver: Op  # (conn, id, now)
+    recover_deliveries: Op  # (conn, subscription_id, since, now)

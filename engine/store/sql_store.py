@@ -1,0 +1,440 @@
+"""Every public store method, written once over a small backend interface.
+
+`SqlStore` turns each method of the `Store` contract (engine.store.base) into one call of
+a dialect operation — a function `op(conn, *args)` from the op modules — run as a read, a
+write transaction or a consistent (snapshot) read. A backend (engine.store.sqlite,
+engine.store.postgres) supplies only what really differs:
+
+- `dialect`: the table of its operations (engine.store.dialect.Dialect), one per store
+  method;
+- `_read`, `_write`, `_read_snapshot`: how an operation runs (SQLite: on reader threads
+  and the one writer thread, operations are plain functions; PostgreSQL: on pool
+  connections, operations are coroutines);
+- `_insert_batch`: how one group commit of webhooks is written;
+- the lifecycle (`open`, `close`, `ping`) and the wake-up hints (`wait_for_work`).
+
+The clock: every operation that may need the time gets `utcnow()` of this process.
+PostgreSQL's lease operations ignore it and use the database's `now()`, one clock shared
+by every process claiming from that database.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from engine.config import StoreSettings
+from engine.errors import StoreError, StoreUnavailable
+from engine.model.apikeys import ApiKey
+from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
+from engine.model.records import (
+    Accepted,
+    EnforcementOutcome,
+    Execution,
+    InstanceDecision,
+    NewExecution,
+    NewTriggerInstance,
+    Page,
+    TriggerInstance,
+    utcnow,
+)
+from engine.model.roles import Grants
+from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
+from engine.outbound.subscriptions import Subscription
+from engine.rules.stored import StoredRule
+from engine.store import codec
+from engine.store.backlog import BacklogGauge
+from engine.store.base import Store
+from engine.store.batching import GroupCommitter
+from engine.store.dialect import Dialect, Op
+from engine.store.outbound_rows import DELIVERY_FILTERS
+from engine.store.sealer import sealed_decisions, sealed_outcomes
+
+T = TypeVar("T")
+# Queues with wake-up hints (`wait_for_work`).
+QUEUES = ("trigger_instances", "executions", "deliveries")
+
+
+class SqlStore(Store, abc.ABC):
+    """The store contract over a backend; see the module docstring for what one supplies."""
+
+    dialect: Dialect
+
+    def __init__(self, settings: StoreSettings, where: str) -> None:
+        self.settings = settings
+        # Names the database in error messages ("sqlite /path", "postgresql host/db").
+        self.where = where
+        # Committed add_trigger_instances transactions (tests and metrics read it).
+        self.commit_batches = 0
+        self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
+        self._work = {queue: asyncio.Event() for queue in QUEUES}
+        self._backlog = BacklogGauge(self._count_pending)
+        self._closed = False
+
+    # --- the backend interface -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _read(self, operation: Op, *args: Any) -> Any:
+        """`operation(conn, *args)` on a connection that only reads."""
+
+    @abc.abstractmethod
+    async def _write(self, operation: Op, *args: Any) -> Any:
+        """`operation(conn, *args)` in a write transaction."""
+
+    @abc.abstractmethod
+    async def _read_snapshot(self, operation: Op, *args: Any) -> Any:
+        """`operation(conn, *args)` seeing one state of the database (a page and its
+        total count agree)."""
+
+    @abc.abstractmethod
+    async def _insert_batch(
+        self, batch: Sequence[tuple[NewTriggerInstance, str]]
+    ) -> tuple[list[Accepted], int]:
+        """Write one group commit of webhooks: (answers in order, rows newly stored)."""
+
+    def _start_committer(self, name: str, concurrency: int = 1) -> None:
+        self._committer = GroupCommitter(
+            self._add_prepared,
+            batch_max=self.settings.batch_max,
+            timeout=self.settings.busy_timeout,
+            name=name,
+            concurrency=concurrency,
+        )
+        self._committer.start()
+
+    def _wake(self, queue: str) -> None:
+        self._work[queue].set()
+
+    def _wake_all(self) -> None:
+        for event in self._work.values():
+            event.set()
+
+    def _hint_event(self, queue: str) -> asyncio.Event:
+        event = self._work.get(queue)
+        if event is None:
+            raise StoreError(f"unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        return event
+
+    async def _wait_for_hint(self, queue: str, timeout: float) -> None:
+        event = self._hint_event(queue)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        # Cleared only after waking, so a hint set between a claim and this wait is kept.
+        event.clear()
+
+    # --- trigger instances -------------------------------------------------------------
+
+    async def add_trigger_instances(self, batch: Sequence[NewTriggerInstance]) -> list[Accepted]:
+        return await self._add_prepared([codec.prepare_trigger_instance(item) for item in batch])
+
+    async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
+        if self._committer is None:
+            raise StoreUnavailable(f"{self.where}: the store is not open")
+        return await self._committer.enqueue(codec.prepare_trigger_instance(item))
+
+    async def _add_prepared(
+        self, batch: Sequence[tuple[NewTriggerInstance, str]]
+    ) -> list[Accepted]:
+        if not batch:
+            return []
+        started = time.perf_counter()
+        answers, inserted = await self._insert_batch(batch)
+        self.commit_batches += 1
+        self.observe_commit(len(batch), time.perf_counter() - started)
+        self.count_ingested(inserted)
+        return answers
+
+    def count_ingested(self, stored: int) -> None:
+        if stored:
+            self._backlog.added(stored)
+            self._wake("trigger_instances")
+
+    async def pending_backlog(self) -> int:
+        return await self._backlog.value()
+
+    def known_backlog(self) -> int | None:
+        return self._backlog.known()
+
+    async def _count_pending(self) -> int:
+        return await self._read(self.dialect.count_pending)
+
+    async def claim_trigger_instances(
+        self, limit: int, lease_seconds: float
+    ) -> list[TriggerInstance]:
+        claimed = await self._write(
+            self.dialect.claim_trigger_instances, limit, lease_seconds, utcnow()
+        )
+        self._backlog.claimed(len(claimed))
+        return claimed
+
+    async def release_trigger_instances(self, leases: Mapping[str, str]) -> None:
+        if leases:
+            await self._write(self.dialect.release_trigger_instances, dict(leases), utcnow())
+            self._backlog.forget()
+            self._wake("trigger_instances")
+
+    async def get_trigger_instance(self, instance_id: str) -> TriggerInstance:
+        return await self._read(self.dialect.get_trigger_instance, instance_id)
+
+    async def list_trigger_instances(
+        self, filters: Mapping[str, Any], limit: int, offset: int
+    ) -> Page:
+        return await self._list(
+            "trigger_instances", codec.TRIGGER_INSTANCE_FILTERS, filters, limit, offset
+        )
+
+    async def list_enforcements(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("enforcements", codec.ENFORCEMENT_FILTERS, filters, limit, offset)
+
+    async def _list(
+        self,
+        table: str,
+        known: Mapping[str, codec.FilterSpec],
+        filters: Mapping[str, Any],
+        limit: int,
+        offset: int,
+    ) -> Page:
+        codec.check_paging(limit, offset)
+        conditions = codec.parse_filters(filters, known)
+        return await self._read_snapshot(self.dialect.list_rows, table, conditions, limit, offset)
+
+    # --- rule decisions ------------------------------------------------------------------
+
+    async def record_enforcements(
+        self,
+        instance_id: str,
+        lease_token: str,
+        outcomes: Sequence[EnforcementOutcome],
+        final_status: str,
+        evaluations: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        codec.check_final_status(final_status)
+        outcomes = sealed_outcomes(self.sealer, outcomes)
+        written, executions = await self._write(
+            self.dialect.record_enforcements,
+            instance_id,
+            lease_token,
+            outcomes,
+            final_status,
+            utcnow(),
+            evaluations,
+        )
+        if executions:
+            self._wake("executions")
+        return written
+
+    async def record_decisions(
+        self, decisions: Sequence[InstanceDecision]
+    ) -> list[list[str] | StoreError]:
+        for decision in decisions:
+            codec.check_final_status(decision.final_status)
+        decisions = sealed_decisions(self.sealer, decisions)
+        results, executions = await self._write(self.dialect.record_decisions, decisions, utcnow())
+        if executions:
+            self._wake("executions")
+        return results
+
+    async def get_rule_evaluations(self, instance_id: str) -> list[Any] | None:
+        return await self._read(self.dialect.get_rule_evaluations, instance_id)
+
+    async def queue_stats(self) -> dict[str, dict[str, float]]:
+        return await self._read(self.dialect.queue_stats)
+
+    # --- executions ----------------------------------------------------------------------
+
+    async def create_execution(self, new: NewExecution) -> Execution:
+        new = self.sealer.seal_execution(new)
+        execution = await self._write(self.dialect.create_execution, new, utcnow())
+        self._wake("executions")
+        return execution
+
+    async def claim_executions(
+        self, limit: int, lease_seconds: float, max_attempts: int = 2
+    ) -> list[Execution]:
+        return await self._write(
+            self.dialect.claim_executions, limit, lease_seconds, max_attempts, utcnow()
+        )
+
+    async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
+        return await self._write(self.dialect.start_execution, execution_id, lease_token, utcnow())
+
+    async def heartbeat_execution(
+        self, execution_id: str, lease_token: str, lease_seconds: float
+    ) -> str:
+        return await self._write(
+            self.dialect.heartbeat_execution, execution_id, lease_token, lease_seconds, utcnow()
+        )
+
+    async def finish_execution(
+        self, execution_id: str, lease_token: str, status: str, result: Any
+    ) -> Execution:
+        codec.check_terminal_status(status)
+        result_json = codec.dumps(result, "execution result")
+        return await self._write(
+            self.dialect.finish_execution, execution_id, lease_token, status, result_json, utcnow()
+        )
+
+    async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
+        return await self._write(self.dialect.request_cancel, execution_id, utcnow())
+
+    async def record_execution_process(
+        self, execution_id: str, lease_token: str, process: Mapping[str, Any]
+    ) -> None:
+        await self._write(self.dialect.record_execution_process, execution_id, lease_token, process)
+
+    async def execution_processes(
+        self, execution_ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        return await self._read(self.dialect.execution_processes, execution_ids)
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        return await self._read(self.dialect.get_execution, execution_id)
+
+    async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
+
+    # --- API keys ------------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
+        return await self._write(self.dialect.create_api_key, key, only_if_none)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return await self._read(self.dialect.list_api_keys)
+
+    async def find_api_key(self, prefix: str) -> ApiKey | None:
+        return await self._read(self.dialect.find_api_key, prefix)
+
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        return await self._read(self.dialect.get_api_key, key_id)
+
+    async def extend_api_key(self, key_id: str, by: timedelta) -> ApiKey:
+        return await self._write(self.dialect.extend_api_key, key_id, by, utcnow())
+
+    async def set_api_key_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        return await self._write(self.dialect.set_api_key_enabled, key_id, enabled)
+
+    async def set_api_key_role(self, key_id: str, role: str, grants: Grants) -> ApiKey:
+        return await self._write(self.dialect.set_api_key_role, key_id, role, grants)
+
+    async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
+        return await self._write(self.dialect.delete_api_keys, list(key_ids))
+
+    # --- datastore (st2kv) -----------------------------------------------------------------
+
+    async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:
+        return await self._write(self.dialect.put_kv, pair, utcnow())
+
+    async def get_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> KeyValuePair:
+        return await self._read(self.dialect.get_kv, name, scope, user, utcnow())
+
+    async def list_kv(
+        self, prefix: str | None = None, scope: str | None = None, user: str | None = None
+    ) -> list[KeyValuePair]:
+        return await self._read(self.dialect.list_kv, prefix, scope, user, utcnow())
+
+    async def delete_kv(
+        self, name: str, scope: str = SYSTEM_SCOPE, user: str | None = None
+    ) -> bool:
+        return await self._write(self.dialect.delete_kv, name, scope, user, utcnow())
+
+    # --- stored rules ------------------------------------------------------------------------
+
+    async def create_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._write(self.dialect.create_rule, ref, definition, utcnow())
+
+    async def replace_rule(self, ref: str, definition: Mapping[str, Any]) -> StoredRule:
+        return await self._write(self.dialect.replace_rule, ref, definition, utcnow())
+
+    async def delete_rule(self, ref: str) -> None:
+        await self._write(self.dialect.delete_rule, ref)
+
+    async def list_rules(self) -> list[StoredRule]:
+        return await self._read(self.dialect.list_rules)
+
+    async def rules_version(self) -> int:
+        return await self._read(self.dialect.rules_version)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def create_subscription(self, subscription: Subscription) -> Subscription:
+        await self._write(self.dialect.insert_subscription, subscription)
+        return await self._read(self.dialect.get_subscription, subscription.id)
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        return await self._read(self.dialect.get_subscription, subscription_id)
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        return await self._read(self.dialect.list_subscriptions)
+
+    async def update_subscription(
+        self, subscription_id: str, changes: Mapping[str, Any]
+    ) -> Subscription:
+        return await self._write(self.dialect.update_subscription, subscription_id, dict(changes))
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        await self._write(self.dialect.delete_subscription, subscription_id)
+
+    async def put_global_subscription(self, subscription: Subscription | None) -> None:
+        await self._write(self.dialect.put_global_subscription, subscription)
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    async def claim_deliveries(
+        self, limit: int, lease_seconds: float, per_subscription: int, busy: Mapping[str, int]
+    ) -> list[ClaimedDelivery]:
+        return await self._write(
+            self.dialect.claim_deliveries,
+            limit,
+            lease_seconds,
+            per_subscription,
+            dict(busy),
+            utcnow(),
+        )
+
+    async def complete_delivery(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        result: AttemptResult,
+        retry_at: datetime | None,
+        auto_disable_after: float,
+    ) -> Delivery:
+        return await self._write(
+            self.dialect.complete_delivery,
+            delivery_id,
+            lease_token,
+            result,
+            retry_at,
+            auto_disable_after,
+        )
+
+    async def release_deliveries(self, leases: Mapping[str, str]) -> None:
+        if leases:
+            await self._write(self.dialect.release_deliveries, dict(leases), utcnow())
+
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        return await self._read(self.dialect.get_delivery, delivery_id)
+
+    async def list_deliveries(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
+        conditions = codec.parse_filters(filters, DELIVERY_FILTERS)
+        return await self._read_snapshot(self.dialect.list_deliveries, conditions, limit, offset)
+
+    async def redeliver(self, delivery_id: str) -> Delivery:
+        delivery = await self._write(self.dialect.redeliver, delivery_id, utcnow())
+        self._wake("deliveries")
+        return delivery
+
+    async def recover_deliveries(self, subscription_id: str, since: datetime) -> list[Delivery]:
+        recovered = await self._write(
+            self.dialect.recover_deliveries, subscription_id, since, utcnow()
+        )
+        self._wake("deliveries")
+        return recovered
