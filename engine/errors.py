@@ -206,3 +206,37 @@ class YamlLimitError(LocatedError):
     to themselves, or nest too deeply to be read (engine.support.safeyaml)."""
 
     unnamed_origin = "<yaml>"
+
+
+# --- workflows (Orquesta) ----------------------------------------------------
+
+
+class WorkflowError(EngineError):
+    """Raised for any problem with an Orquesta workflow: its definition or its expressions."""
+
+
+class WorkflowProblem(LocatedError, WorkflowError):
+    """One problem found in a workflow definition, located ``file:line:col: field: message``.
+
+    Not raised alone: a `WorkflowSpecError` carries every problem found in one file.
+    """
+
+    unnamed_origin = "<workflow>"
+
+
+class WorkflowSpecError(WorkflowError):
+    """Raised when a workflow definition does not parse or does not fit the Orquesta spec;
+    carries every problem found (``problems``), not only the first."""
+
+    def __init__(self, problems: list[WorkflowProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+class WorkflowExpressionError(WorkflowError):
+    """Raised when a ``<% %>`` or ``{{ }}`` expression of a workflow cannot be compiled or
+    evaluated; the message quotes the expression and says why."""
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        self.expression = expression
+        super().__init__(message)

@@ -27,6 +27,7 @@ from engine.cli.rules import rule_group
 from engine.cli.run import run_command
 from engine.cli.serve import serve_command
 from engine.cli.signing import signing_key_group
+from engine.cli.workflows import workflow_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,6 +49,7 @@ for command in (
     apikey_group,
     key_group,
     signing_key_group,
+    workflow_group,
 ):
     cli.add_command(command)
 

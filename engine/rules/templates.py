@@ -371,6 +371,16 @@ _ENVIRONMENT = _new_environment()
 _SHELL_ENVIRONMENT = _new_environment(shell=True)
 
 
+def sandbox_with_filters(filters: Mapping[str, Callable[..., Any]]) -> jinja2.Environment:
+    """A new sandbox with the same limits whose filters also include `filters` (a name
+    already taken is replaced: Orquesta's catalog differs from the rule filters); render
+    with ``Template(source, environment=...)``."""
+    environment = _new_environment()
+    environment.filters.update(filters)
+    environment.filters.update(template_limits.bounded_filters(environment.filters))
+    return environment
+
+
 def register_filter(name: str, func: Callable[..., Any]) -> None:
     """Add a filter to every template (e.g. ``decrypt_kv``); a taken name is an error."""
     if not name.isidentifier():
@@ -431,9 +441,12 @@ class Template:
 
     __slots__ = ("_compiled", "native", "shell_problems", "source")
 
-    def __init__(self, source: str, shell: bool = False) -> None:
+    def __init__(
+        self, source: str, shell: bool = False, environment: jinja2.Environment | None = None
+    ) -> None:
         self.source = source
-        environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
+        if environment is None:
+            environment = _SHELL_ENVIRONMENT if shell else _ENVIRONMENT
         #: Shell commands: each {{ }} that refuses its value (see shell_quoting).
         self.shell_problems: tuple[str, ...] = ()
         try:
@@ -444,7 +457,7 @@ class Template:
             # A shell command is always text: its values are quoted words in it.
             self.native = not shell and native_source is not None and _is_single_expression(tree)
             if self.native:
-                self._compiled: Any = _ENVIRONMENT.compile_expression(
+                self._compiled: Any = environment.compile_expression(
                     native_source["expr"],  # type: ignore[index]  # native implies a match
                     undefined_to_none=False,
                 )

@@ -28,8 +28,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("model", ("engine.model",)),  # records that travel between the layers, no I/O
     (
-        "core",  # pure logic: rules, pack metadata, outbound policy, secrets
-        ("engine.rules", "engine.packs", "engine.outbound", "engine.secrets"),
+        "core",  # pure logic: rules, pack metadata, outbound policy, secrets, workflows
+        (
+            "engine.rules",
+            "engine.packs",
+            "engine.outbound",
+            "engine.secrets",
+            "engine.workflows",  # Orquesta: spec, expressions, inspection, conductor
+        ),
     ),
     ("store", ("engine.store",)),
     ("ingest", ("engine.ingest",)),  # request bodies, the ingest writer child, its pressure

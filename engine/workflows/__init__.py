@@ -1,0 +1,10 @@
+"""Orquesta workflows (StackStorm's workflow language, spec 1.0): the pure language core.
+
+- `spec`: a definition file read into frozen records, every problem located.
+- `expressions`: ``<% yaql %>`` and ``{{ jinja }}`` evaluated, bounded, against an
+  `ExpressionContext`.
+- `inspect`: the static checks of ``hookyard workflow inspect``.
+- `conductor`: the state machine that decides, from events, which tasks run next.
+
+Nothing here reads files, touches the store or runs actions; the runner builds on it.
+"""

@@ -1,0 +1,268 @@
+"""YAQL (the ``<% %>`` language of Orquesta) through the yaql library, bounded.
+
+yaql 3.x reaches ``collections.abc`` through ``import collections`` alone, which works
+only once something has imported ``collections.abc``; it is imported first here.
+
+Bounds, because an author's expression meets data a sender controls:
+- yaql's own options: no collection past `MAX_COLLECTION` items reaches a function or
+  the result, no function result past `MEMORY_QUOTA` bytes (strings are sized before
+  they are built);
+- the functions that make sequences from nothing (``range``, ``sequence``, ``repeat``,
+  ``cycle``) and ``pow`` are replaced by bounded ones;
+- every evaluation has `MAX_SECONDS` of Python work (a profile hook counts calls and
+  checks the clock), which stops products of nested ``select``/``selectMany``;
+- yaql's regular-expression library is left out (Python's ``re`` cannot be stopped);
+  the time-limited ``regex_match``/``regex_search``... of StackStorm stand in;
+- no delegates and no Python objects: only data goes in, so no attribute is reachable.
+"""
+
+from __future__ import annotations
+
+import collections.abc  # must precede yaql: see the module docstring
+import contextlib
+import inspect
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from typing import Any
+
+import yaql
+from yaql.language import exceptions as yaql_errors
+from yaql.language import factory, specs, utils, yaqltypes
+
+from engine.errors import WorkflowExpressionError
+from engine.rules import regexes
+from engine.workflows.context import CONTEXT_FUNCTIONS, ExpressionContext
+from engine.workflows.functions import DATA_FUNCTIONS
+
+__all__ = ["MAX_COLLECTION", "MAX_SECONDS", "MEMORY_QUOTA", "compile_yaql", "evaluate_yaql"]
+
+MAX_COLLECTION = 100_000
+MEMORY_QUOTA = 16 << 20
+MAX_SECONDS = 2.0
+_MAX_POWER_BITS = 100_000
+# The profile hook looks at the clock once per this many calls (keeps it cheap).
+_CLOCK_EVERY = 1024
+_SCOPE_KEY = "__hookyard_scope"
+
+_ENGINE = factory.YaqlFactory(allow_delegates=False).create(
+    options={
+        "yaql.limitIterators": MAX_COLLECTION,
+        "yaql.memoryQuota": MEMORY_QUOTA,
+        "yaql.convertInputData": True,
+        "yaql.convertOutputData": True,
+    }
+)
+
+
+class _OutOfTime(BaseException):
+    """Raised inside an evaluation that ran out of time; a BaseException so that no
+    ``except Exception`` inside yaql swallows it."""
+
+
+# --- the functions ---------------------------------------------------------------
+
+
+class _Scope(yaqltypes.HiddenParameterType, yaqltypes.SmartType):
+    """Hands a function the ExpressionContext of the evaluation it runs in."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(False)
+
+    def convert(self, value: Any, receiver: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        return context[_SCOPE_KEY]
+
+
+def _parameter_type(name: str) -> Any:
+    return _Scope() if name == "scope" else specs._infer_parameter_type(name)
+
+
+def plain(value: Any) -> Any:
+    """yaql's frozen data (FrozenDict, tuples) as plain dicts and lists."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, collections.abc.Mapping):
+        return {plain(key): plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [plain(item) for item in value]
+    return value
+
+
+def _adapted(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` taking yaql's data as plain data and returning yaql's frozen data."""
+
+    def adapted(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a if isinstance(a, ExpressionContext) else plain(a) for a in args)
+        result = function(*args, **{key: plain(value) for key, value in kwargs.items()})
+        return utils.convert_input_data(result)
+
+    # yaql reads the parameters (names, defaults, which one is the scope) from this.
+    adapted.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    adapted.__name__ = function.__name__
+    return adapted
+
+
+def _bounded_count(name: str, count: int) -> None:
+    if count > MAX_COLLECTION:
+        raise WorkflowExpressionError(f"{name} of more than {MAX_COLLECTION:,} items is refused")
+
+
+@specs.parameter("start", int)
+@specs.parameter("stop", int, nullable=True)
+@specs.parameter("step", int)
+def _range(start: int, stop: int | None = None, step: int = 1) -> Iterator[int]:
+    numbers = range(start) if stop is None else range(start, stop, step)
+    _bounded_count("range()", len(numbers))
+    return iter(numbers)
+
+
+@specs.parameter("start", int)
+@specs.parameter("step", int)
+def _sequence(start: int = 0, step: int = 1) -> Iterator[int]:
+    # Infinite in yaql; a Python generator here, so the clock sees every item.
+    for index in range(MAX_COLLECTION):
+        yield start + index * step
+    _bounded_count("sequence()", MAX_COLLECTION + 1)
+
+
+@specs.parameter("times", int)
+def _repeat(value: Any, times: int = -1) -> list[Any]:
+    _bounded_count("repeat()", MAX_COLLECTION + 1 if times < 0 else times)
+    return [value] * times
+
+
+@specs.parameter("collection", yaqltypes.Iterable())
+def _cycle(collection: Any) -> Iterator[Any]:
+    items = list(collection)
+    produced = 0
+    while items:
+        for item in items:
+            produced += 1
+            _bounded_count("cycle()", produced)
+            yield item
+
+
+def _pow(base: Any, exponent: Any, modulo: Any = None) -> Any:
+    if (
+        modulo is None
+        and isinstance(base, int)
+        and isinstance(exponent, int)
+        and abs(base) > 1
+        and exponent * abs(base).bit_length() > _MAX_POWER_BITS
+    ):
+        raise WorkflowExpressionError(f"pow({base}, {exponent}) is too large")
+    return pow(base, exponent, modulo)
+
+
+def _root_context() -> Any:
+    # No delegates (calling values), no yaql regex (see the docstring).
+    root = yaql.create_context(delegates=False, regex=False)
+    ours = root.create_child_context()
+    for name, function in CONTEXT_FUNCTIONS.items():
+        ours.register_function(_adapted(function), name=name, parameter_type_func=_parameter_type)
+    for name, function in DATA_FUNCTIONS.items():
+        ours.register_function(_adapted(function), name=name)
+    for name, function in (
+        ("range", _range),
+        ("sequence", _sequence),
+        ("repeat", _repeat),
+        ("cycle", _cycle),
+        ("pow", _pow),
+    ):
+        ours.register_function(function, name=name)
+    return ours
+
+
+_ROOT = _root_context()
+
+
+# --- compiling and evaluating -----------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def compile_yaql(source: str) -> Any:
+    """The parsed expression (the text inside ``<% %>``); WorkflowExpressionError if invalid."""
+    try:
+        return _ENGINE(source)
+    except (yaql_errors.YaqlException, ValueError, TypeError) as error:
+        raise WorkflowExpressionError(
+            f"YAQL syntax error in <% {source.strip()} %>: {_cause(error)}", source
+        ) from None
+    except RecursionError:
+        raise WorkflowExpressionError(
+            f"YAQL expression <% {_short(source)} %> is nested too deeply", source
+        ) from None
+
+
+def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
+    """The value of one YAQL expression (the text inside ``<% %>``) in `scope`."""
+    parsed = compile_yaql(source)
+    context = _ROOT.create_child_context()
+    context[_SCOPE_KEY] = scope
+    shown = f"<% {_short(source)} %>"
+    try:
+        with regexes.budget(), _time_limit(MAX_SECONDS):
+            result = parsed.evaluate(context=context)
+            return plain(result)
+    except _OutOfTime:
+        raise WorkflowExpressionError(
+            f"YAQL expression {shown} ran longer than {MAX_SECONDS:g}s and was stopped",
+            source,
+        ) from None
+    except WorkflowExpressionError as error:
+        raise WorkflowExpressionError(f"cannot evaluate {shown}: {error}", source) from None
+    except yaql_errors.CollectionTooLargeException:
+        raise WorkflowExpressionError(
+            f"cannot evaluate {shown}: a collection of more than {MAX_COLLECTION:,} items "
+            "is refused",
+            source,
+        ) from None
+    except yaql_errors.MemoryQuotaExceededException:
+        raise WorkflowExpressionError(
+            f"cannot evaluate {shown}: a value larger than {MEMORY_QUOTA:,} bytes is refused",
+            source,
+        ) from None
+    except RecursionError:
+        raise WorkflowExpressionError(
+            f"cannot evaluate {shown}: nested too deeply", source
+        ) from None
+    except KeyError as error:
+        raise WorkflowExpressionError(
+            f"cannot evaluate {shown}: there is no key {error.args[0]!r} in the value", source
+        ) from None
+    except Exception as error:  # yaql, and the Python errors functions raise on bad data
+        raise WorkflowExpressionError(
+            f"cannot evaluate {shown}: {type(error).__name__}: {_cause(error)}", source
+        ) from None
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Stop the evaluation after `seconds` of work (checked on Python and C calls)."""
+    deadline = time.monotonic() + seconds
+    calls = 0
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
+            raise _OutOfTime
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+
+
+def _cause(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+def _short(source: str) -> str:
+    source = source.strip()
+    return source if len(source) <= 200 else source[:200] + "..."

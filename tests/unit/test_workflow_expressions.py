@@ -1,0 +1,253 @@
+"""engine.workflows.expressions: YAQL and Jinja in workflows, each function, every bound."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.errors import WorkflowExpressionError
+from engine.workflows import yaql_engine
+from engine.workflows.expressions import (
+    ExpressionContext,
+    ctx_names_read,
+    evaluate,
+    expression_problems,
+)
+from engine.workflows.functions import to_human_time_from_seconds
+
+KV = {"system.k": "plain", "system.secret": "decrypted"}
+
+
+def _lookup(key: str, decrypt: bool) -> str:
+    if key == "system.secret" and not decrypt:
+        return "ciphertext"
+    return KV[key]
+
+
+SCOPE = ExpressionContext(
+    ctx={
+        "x": 1,
+        "names": ["a", "b", "c"],
+        "d": {"a": {"b": 2}, "items": [9]},
+        "nothing": None,
+        "hostile": "<% ctx(x) %>{{ ctx('x') }}",
+        "__internal": "hidden",
+    },
+    tasks={
+        "t0": {"status": "failed", "result": {"stderr": "boom"}},
+        "fan": {"status": "succeeded", "result": {"items": [{"result": 1}, {"result": 2}]}},
+    },
+    current_task="t1",
+    current_result={"stdout": "hi", "n": 3},
+    current_status="succeeded",
+    item={"host": "h1", "port": 22},
+    st2kv=_lookup,
+)
+
+
+def value(text: str, scope: ExpressionContext = SCOPE):
+    return evaluate(text, scope)
+
+
+def error(text: str, scope: ExpressionContext = SCOPE) -> str:
+    with pytest.raises(WorkflowExpressionError) as caught:
+        evaluate(text, scope)
+    return str(caught.value)
+
+
+BOTH = [("<% {} %>", "yaql"), ("{{{{ {} }}}}", "jinja")]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("ctx('x')", 1),
+        ("ctx('names')", ["a", "b", "c"]),
+        ("ctx().d.a.b", 2),
+        ("result().stdout", "hi"),
+        ("succeeded()", True),
+        ("failed()", False),
+        ("completed()", True),
+        ("task_status('t0')", "failed"),
+        ("task_status('never')", "unset"),
+        ("task_status('t1')", "succeeded"),
+        ("task('t0').result.stderr", "boom"),
+        ("task('fan').result['items'][1]['result']", 2),
+        ("item()", {"host": "h1", "port": 22}),
+        ("item('host')", "h1"),
+        ("st2kv('system.k')", "plain"),
+        ("json('{\"a\": [1]}')", {"a": [1]}),
+        ("zip(ctx('names'), [1, 2])", [["a", 1], ["b", 2], ["c", None]]),
+        ("to_json_string(ctx().d.a)", '{"b": 2}'),
+        ("from_json_string('[1, 2]')", [1, 2]),
+        ("to_yaml_string(ctx().d.a)", "b: 2\n"),
+        ("from_yaml_string('a: [1]')", {"a": [1]}),
+        ("json_escape('a \"b\" c')", 'a \\"b\\" c'),
+        ("regex_match('abc', 'a.')", True),
+        ("regex_search('xabc', '^b')", False),
+        ("regex_replace('a-b-c', '-', '+')", "a+b+c"),
+        ("regex_substring('v1.2 v3.4', 'v([0-9])', 1)", "3"),
+        ("use_none(ctx('nothing'))", None),
+        ("to_human_time_from_seconds(3785)", "1h3m5s"),
+        ("version_compare('1.2.3', '1.10.0')", -1),
+        ("version_more_than('2.0.0', '1.9.9')", True),
+        ("version_less_than('1.0.0-rc.1', '1.0.0')", True),
+        ("version_equal('1.0.0', '1.0.0')", True),
+        ("version_match('1.4.0', '>=1.2.0')", True),
+        ("version_bump_major('1.2.3')", "2.0.0"),
+        ("version_bump_minor('1.2.3')", "1.3.0"),
+        ("version_bump_patch('1.2.3')", "1.2.4"),
+        ("version_strip_patch('1.2.3')", "1.2"),
+        ("basename('/a/b.txt')", "b.txt"),
+        ("dirname('/a/b.txt')", "/a"),
+    ],
+)
+@pytest.mark.parametrize(("form", "language"), BOTH)
+def test_every_function_in_both_languages(form, language, expression, expected):
+    if language == "yaql" and "[" in expression and "][" in expression:
+        expression = expression.replace("['items'][1]['result']", ".items[1].result")
+    assert value(form.format(expression)) == expected
+
+
+def test_language_specific_call_forms():
+    assert value("<% ctx(x) %>") == 1  # YAQL reads a bare name as a string
+    assert value("<% st2kv('system.secret', decrypt => true) %>") == "decrypted"
+    assert value("{{ st2kv('system.secret', decrypt=true) }}") == "decrypted"
+    assert value("<% st2kv('system.nope', default => 'dflt') %>") == "dflt"
+    assert value("{{ st2kv('system.nope', default=None) }}") is None
+    assert value("<% zip(list(1), list(2, 3), pad => 0) %>") == [[1, 2], [0, 3]]
+    assert value("{{ ctx().d | to_json_string }}") == '{"a": {"b": 2},"items": [9]}'
+    assert value("<% ctx().names.select($ + '!') %>") == ["a!", "b!", "c!"]
+    assert value("<% ctx() %>")["x"] == 1 and "__internal" not in value("<% ctx() %>")
+
+
+def test_one_expression_is_native_and_text_renders_to_str():
+    assert value("<% ctx(names) %>") == ["a", "b", "c"]
+    assert value("  {{ ctx('x') }}  ") == 1
+    assert value("n=<% ctx(x) %>, d=<% ctx(d).a %>") == "n=1, d={'b': 2}"
+    assert value("n={{ ctx('x') }}") == "n=1"
+    assert value("plain") == "plain"
+    assert value({"<% ctx(names)[0] %>": ["{{ item('port') }}", 3, None]}) == {"a": [22, 3, None]}
+    assert value("a<% use_none(ctx(nothing)) %>b") == "ab"
+
+
+def test_a_value_that_looks_like_an_expression_is_never_evaluated():
+    assert value("<% ctx(hostile) %>") == "<% ctx(x) %>{{ ctx('x') }}"
+    assert value("{{ ctx('hostile') }}") == "<% ctx(x) %>{{ ctx('x') }}"
+    assert value("x <% ctx(hostile) %>") == "x <% ctx(x) %>{{ ctx('x') }}"
+    scope = ExpressionContext(current_task="t", current_result="{{ lipsum(10**6) }}")
+    assert value("{{ result() }}", scope) == "{{ lipsum(10**6) }}"
+
+
+def test_errors_name_the_expression_and_the_cause():
+    assert error("<% ctx(missing) %>") == (
+        'cannot evaluate <% ctx(missing) %>: Variable "missing" is referenced before assignment.'
+    )
+    assert error("{{ ctx('missing') }}") == (
+        'cannot evaluate "{{ ctx(\'missing\') }}": Variable "missing" is referenced before '
+        "assignment."
+    )
+    assert error("<% ctx('__internal') %>").endswith(
+        '"__internal" is referenced before assignment.'
+    )
+    assert error("<% ctx().d.nope %>") == (
+        "cannot evaluate <% ctx().d.nope %>: there is no key 'nope' in the value"
+    )
+    assert 'Unknown function "nope"' in error("<% nope() %>")
+    assert (
+        error("<% 1 + %>")
+        == "YAQL syntax error in <% 1 + %>: Parse error: unexpected end of statement"
+    )
+    assert "is never closed" in error("<% ctx(x)")
+    assert error("<% result() %>", ExpressionContext()) == (
+        "cannot evaluate <% result() %>: result() is only available where a task has run "
+        "(in next, retry or publish)"
+    )
+    assert "item() is only available in a with-items task" in error(
+        "{{ item() }}", ExpressionContext()
+    )
+    assert "does not exist in the datastore" in error("<% st2kv('system.nope') %>")
+    assert "no datastore" in error("<% st2kv('system.k') %>", ExpressionContext())
+    assert 'Unable to find task execution for "ghost".' in error("<% task(ghost) %>")
+    assert "unsafe attribute '__class__'" in error("{{ ctx().__class__ }}")
+
+
+@pytest.mark.parametrize(
+    ("expression", "cause"),
+    [
+        ("<% range(10000000) %>", "range() of more than 100,000 items is refused"),
+        ("<% sequence().len() %>", "sequence() of more than 100,000 items is refused"),
+        ("<% cycle(list(1)).len() %>", "cycle() of more than 100,000 items is refused"),
+        ("<% repeat(1).len() %>", "repeat() of more than 100,000 items is refused"),
+        (
+            "<% range(60000).toList() + range(60000).toList() %>",
+            "a collection of more than 100,000 items is refused",
+        ),
+        ("<% 'x' * 100000000 %>", "larger than 16,777,216 bytes is refused"),
+        ("<% pow(3, 10000000) %>", "pow(3, 10000000) is too large"),
+        ("<% range(10000).selectMany(range(10000)).len() %>", "ran longer than"),
+        ("{{ 'x' * 100000000 }}", "too large"),
+        ("{% for i in range(10**7) %}{% endfor %}", "range() of more than"),
+        ("<% regex_match(concat('a' * 40, '!'), '^(a|aa)+$') %>", "ran longer"),
+        ("<% to_json_string(ctx(x), 100000) %>", "an indent of more than 64 is refused"),
+        ("<% from_yaml_string('a: &a [1]') %>", "list"),
+    ],
+)
+def test_a_huge_or_endless_evaluation_is_refused_within_a_bound(monkeypatch, expression, cause):
+    monkeypatch.setattr(yaql_engine, "MAX_SECONDS", 0.5)
+    started = time.monotonic()
+    if cause == "list":
+        bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"a{i}: &a{i} [{', '.join(['*a' if i == 1 else f'*a{i - 1}'] * 9)}]\n"
+            for i in range(1, 9)
+        )
+        scope = ExpressionContext(ctx={"doc": bomb})
+        message = error("<% from_yaml_string(ctx(doc)) %>", scope)
+        assert "alias bomb" in message
+    else:
+        assert cause in error(expression)
+    assert time.monotonic() - started < 3
+
+
+def test_the_time_limit_does_not_leave_a_profiler_behind():
+    import sys
+
+    before = sys.getprofile()
+    value("<% ctx(names).select($ + 'x') %>")
+    assert sys.getprofile() is before
+
+
+def test_expression_problems_quote_every_bad_expression():
+    problems = expression_problems(
+        {
+            "ok": "<% ctx(x) %> and {{ ctx('x') }}",
+            "list": ["<% 1 + %>", "{{ a( }}"],
+            "nested": "<% <% succeeded() %>",
+            "open": "<% ctx(x) %> <% ctx(",
+        }
+    )
+    assert problems == [
+        "YAQL syntax error in <% 1 + %>: Parse error: unexpected end of statement",
+        "Jinja template syntax error on line 1: unexpected '}', expected ')' in '{{ a( }}'",
+        "YAQL syntax error in <% <% succeeded() %>: <% inside <%",
+        "the expression opened with <% in '<% ctx(x) %> <% ctx(' is never closed with %>",
+    ]
+
+
+def test_ctx_names_read_finds_every_form():
+    assert ctx_names_read(
+        [
+            "<% ctx(a) + ctx('b') + ctx(\"c\") + ctx().d.sub + ctx()['e'] %>",
+            '{{ ctx("f") }}{% for x in ctx().g %}{% endfor %}',
+            "ctx(not_an_expression)",
+            {"<% ctx(key) %>": "<% ctx().names.select($) %>"},
+        ]
+    ) == {"a", "b", "c", "d", "e", "f", "g", "key", "names"}
+
+
+def test_human_time_forms():
+    assert to_human_time_from_seconds(0) == "0s"
+    assert to_human_time_from_seconds(59) == "59s"
+    assert to_human_time_from_seconds(90061) == "1d1h1m1s"
+    assert to_human_time_from_seconds(None) is None
