@@ -108,6 +108,65 @@ def use_none(value: Any) -> Any:
     return NONE_MARKER if value is None else value
 
 
+# JSONPath steps of jsonpath_query: .name, ..name, .*, [n], ['name'], ["name"], [*].
+_JSONPATH_STEP = re.compile(
+    r"""\.\.(?P<deep>[\w-]+|\*)|\.(?P<name>[\w-]+|\*)|\[\s*(?:(?P<index>-?\d+)|'(?P<single>[^']*)'"""
+    r"""|"(?P<double>[^"]*)"|(?P<all>\*))\s*\]"""
+)
+
+
+def jsonpath_query(value: Any, query: str) -> list[Any] | None:
+    """The values `query` (JSONPath: ``$.a.b``, ``$.a[*].b``, ``$..b``, ``$.a[0]``) selects,
+    or None when it selects nothing (StackStorm's jsonpath_query, common subset)."""
+    text = str(query).strip()
+    text = text[1:] if text.startswith("$") else "." + text if text[:1] not in ".[" else text
+    matches = [value]
+    position = 0
+    while position < len(text):
+        step = _JSONPATH_STEP.match(text, position)
+        if step is None:
+            raise ValueError(f"jsonpath_query cannot read {query!r} at {text[position:]!r}")
+        position = step.end()
+        matches = [found for current in matches for found in _jsonpath_step(current, step)]
+        _refuse_large("jsonpath_query()", len(matches))
+    return matches or None
+
+
+def _jsonpath_step(current: Any, step: re.Match[str]) -> list[Any]:
+    if step["deep"] is not None:
+        return _descendants(current, step["deep"])
+    if step["index"] is not None:
+        index = int(step["index"])
+        return (
+            [current[index]]
+            if isinstance(current, list) and -len(current) <= index < len(current)
+            else []
+        )
+    if step["all"] is not None or step["name"] == "*":
+        if isinstance(current, dict):
+            return list(current.values())
+        return list(current) if isinstance(current, list) else []
+    key = next(k for k in (step["name"], step["single"], step["double"]) if k is not None)
+    return [current[key]] if isinstance(current, dict) and key in current else []
+
+
+def _descendants(current: Any, name: str) -> list[Any]:
+    found: list[Any] = []
+    pending = [current]
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, dict):
+            if name == "*":
+                found.extend(node.values())
+            elif name in node:
+                found.append(node[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        _refuse_large("jsonpath_query()", len(found) + len(pending))
+    return found
+
+
 # --- regular expressions (time-limited, engine.rules.regexes) -----------------------
 
 
@@ -272,6 +331,7 @@ DATA_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "json_escape": json_escape,
     "to_complex": to_complex,
     "use_none": use_none,
+    "jsonpath_query": jsonpath_query,
     "regex_match": regex_match,
     "regex_search": regex_search,
     "regex_replace": regex_replace,

@@ -1,0 +1,526 @@
+"""The Orquesta conductor: a pure state machine that decides which actions a workflow runs.
+
+``WorkflowConductor.start(spec, inputs)`` renders input and vars and returns the first
+`ActionRequest`s; ``task_finished(task, route, status, result, item_id)`` takes one action
+result and returns the requests it makes ready. Between calls the whole state is
+`conductor.state`, a plain dict that round-trips through ``json.dumps``, so the runner
+stores it in the same transaction as the step (``WorkflowConductor(spec, state)``
+continues it). Nothing here runs an action, sleeps or reads the store.
+
+Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm runs it:
+- contexts flow along transitions: a task sees the context of the transition that
+  staged it (a join merges its inbound ones); `publish` adds to it, in order;
+- a task reached by several transitions without `join` runs once per arrival, each on
+  its own route (a list of split points); a join waits for `all` or N inbound tasks;
+- a failed task whose taken transitions lead anywhere but `continue` is remediated;
+  otherwise the workflow fails at once (running tasks may still report);
+  `do: fail` fails it too, yet still runs the other tasks of that transition;
+- retry (`when`, `count`, `delay`) is decided before transitions; with-items runs
+  every item, `concurrency` at a time, and fails if any item failed;
+- every failed action logs ``{"type": "error", "message": "Execution failed. See result
+  for details.", "task_id", "result"}``; the output is rendered from the terminal
+  contexts when the workflow completes, failed or not, as far as it can be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import WorkflowError, WorkflowExpressionError
+from engine.workflows.context import NO_ITEM, ExpressionContext, KeyValueLookup
+from engine.workflows.expressions import evaluate
+from engine.workflows.spec import ENGINE_COMMANDS, TaskSpec, WorkflowSpec
+
+__all__ = ["ActionRequest", "WorkflowConductor"]
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+FAILED_MESSAGE = "Execution failed. See result for details."
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    """Run `action` with `input` for task `task` (route, item), after `delay` seconds."""
+
+    task: str
+    route: int
+    action: str
+    input: dict[str, Any]
+    item_id: int | None = None
+    delay: int = 0
+    #: Unique per run of a task (retries and loops make new ones): a key for idempotence.
+    key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WorkflowConductor:
+    def __init__(
+        self, spec: WorkflowSpec, state: dict[str, Any], st2kv: KeyValueLookup | None = None
+    ) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise WorkflowError(f"workflow state version {state.get('version')!r} is unknown")
+        self.spec = spec
+        self.state = state
+        self.st2kv = st2kv
+        self._cycles = _tasks_in_cycles(spec)
+
+    # --- the public steps ------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        spec: WorkflowSpec,
+        inputs: Mapping[str, Any],
+        *,
+        runtime_context: Mapping[str, Any] | None = None,
+        st2kv: KeyValueLookup | None = None,
+    ) -> tuple[WorkflowConductor, list[ActionRequest]]:
+        """A new workflow run: input and vars rendered, start tasks requested."""
+        state: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "status": RUNNING,
+            "input": {},
+            "contexts": [{}],
+            "routes": [[]],
+            "tasks": [],
+            "terminal": [],
+            "errors": [],
+            "output": None,
+        }
+        conductor = cls(spec, state, st2kv)
+        ctx = dict(runtime_context or {})
+        try:
+            for name, default, has_default in spec.input:
+                if name in inputs:
+                    ctx[name] = inputs[name]
+                else:
+                    ctx[name] = conductor._eval(default, ctx) if has_default else None
+                state["input"][name] = ctx[name]
+            for name, value in spec.vars:
+                ctx[name] = conductor._eval(value, ctx)
+        except WorkflowExpressionError as error:
+            conductor._error(str(error))
+            state["status"] = FAILED
+            return conductor, []
+        state["contexts"][0] = ctx
+        for name in spec.start_tasks():
+            conductor._stage(name, 0, [0])
+        return conductor, conductor._advance()
+
+    def task_finished(
+        self,
+        task: str,
+        route: int,
+        status: str,
+        result: Any = None,
+        item_id: int | None = None,
+    ) -> list[ActionRequest]:
+        """Record the result of the action run for `task` and return what is now ready."""
+        record = self._running_record(task, route)
+        outcome = SUCCEEDED if status == SUCCEEDED else FAILED
+        if outcome == FAILED:
+            self._error(FAILED_MESSAGE, task_id=task, result=result)
+        if record.get("items") is not None:
+            if item_id is None or not 0 <= item_id < len(record["items"]):
+                raise WorkflowError(f"task {task!r} has no item {item_id!r} running")
+            record["items"][item_id] = outcome
+            record["item_results"][item_id] = result
+            # Once the workflow has failed, items not yet started never will be.
+            startable = "unset" in record["items"] and self._may_start(record)
+            if RUNNING in record["items"] or startable:
+                return self._request_items(record, self.spec.tasks[task])
+            outcome = FAILED if FAILED in record["items"] else SUCCEEDED
+            result = list(record["item_results"])
+        self._complete(record, outcome, result)
+        return self._advance()
+
+    @property
+    def status(self) -> str:
+        return self.state["status"]
+
+    def result(self) -> dict[str, Any]:
+        """The workflow's result in StackStorm's shape."""
+        if self.status == FAILED:
+            return {"errors": list(self.state["errors"]), "output": self.state["output"]}
+        return {"output": self.state["output"]}
+
+    # --- staging and requesting -----------------------------------------------------------
+
+    def _stage(self, name: str, route: int, ctx: list[int], arrival: str | None = None) -> None:
+        task = self.spec.tasks[name]
+        if task.join is not None:
+            for record in self.state["tasks"]:
+                if record["id"] != name or record["route"] != route:
+                    continue
+                if record["status"] == "waiting":
+                    record["ctx"] += [i for i in ctx if i not in record["ctx"]]
+                    record["arrivals"].append(arrival)
+                    self._check_join(record, task)
+                    return
+                if name not in self._cycles:
+                    # A count join that already ran ignores the branches arriving late;
+                    # only a loop brings a join round again.
+                    return
+        record = {
+            "id": name,
+            "seq": len(self.state["tasks"]),
+            "route": route,
+            "ctx": list(ctx),
+            "status": "staged",
+            "arrivals": [arrival] if arrival else [],
+            "retry_tally": 0,
+        }
+        self.state["tasks"].append(record)
+        if task.join is not None:
+            record["status"] = "waiting"
+            self._check_join(record, task)
+
+    def _check_join(self, record: dict[str, Any], task: TaskSpec) -> None:
+        inbound = {source for source, _ in self.spec.inbound(task.name)}
+        arrived = set(record["arrivals"])
+        needed = len(inbound) if task.join == "all" else task.join
+        if len(arrived & inbound) >= needed:
+            record["status"] = "staged"
+
+    def _advance(self) -> list[ActionRequest]:
+        """Request every staged task; action-less tasks complete here at once."""
+        requests: list[ActionRequest] = []
+        progressed = True
+        while progressed:
+            progressed = False
+            for record in self.state["tasks"]:
+                if record["status"] != "staged" or not self._may_start(record):
+                    continue
+                progressed = True
+                requests.extend(self._request(record))
+        self._settle()
+        return requests
+
+    def _may_start(self, record: dict[str, Any]) -> bool:
+        return self.status == RUNNING or record.get("run_on_fail", False)
+
+    def _request(self, record: dict[str, Any]) -> list[ActionRequest]:
+        task = self.spec.tasks[record["id"]]
+        record["status"] = RUNNING
+        try:
+            # A retry waits its own delay instead of the task's (as Orquesta).
+            delay = record.pop("retry_delay", None)
+            if delay is None:
+                # An expression giving null (an input left out) means no delay.
+                delay = self._number(task.delay, record, "delay", none_is=0) if task.delay else 0
+            record["delay"] = delay
+            if task.action is None:
+                self._complete(record, SUCCEEDED, None)
+                return []
+            if task.with_items is None:
+                return [self._action_request(record, task, None)]
+            items = self._eval(task.with_items.expression, self._ctx(record))
+            if not isinstance(items, list):
+                raise WorkflowExpressionError(
+                    f'the value of "{task.with_items.expression}" is not a list'
+                )
+            record["items"] = ["unset"] * len(items)
+            record["item_results"] = [None] * len(items)
+            record["item_values"] = [_bind_item(task, item) for item in items]
+            record["concurrency"] = (
+                self._number(task.with_items.concurrency, record, "concurrency")
+                if task.with_items.concurrency is not None
+                else None
+            )
+            if not items:
+                self._complete(record, SUCCEEDED, [])
+                return []
+            return self._request_items(record, task)
+        except WorkflowExpressionError as error:
+            self._error(str(error), task_id=record["id"], route=record["route"])
+            record["status"] = FAILED
+            self.state["status"] = FAILED
+            return []
+
+    def _request_items(self, record: dict[str, Any], task: TaskSpec) -> list[ActionRequest]:
+        if not self._may_start(record):
+            return []
+        active = record["items"].count(RUNNING)
+        room = len(record["items"]) if record["concurrency"] is None else record["concurrency"]
+        requests = []
+        for index, status in enumerate(record["items"]):
+            if status != "unset" or active >= max(room, 1):
+                continue
+            try:
+                requests.append(self._action_request(record, task, index))
+            except WorkflowExpressionError as error:
+                self._error(str(error), task_id=record["id"], route=record["route"])
+                self.state["status"] = FAILED
+                break
+            record["items"][index] = RUNNING
+            active += 1
+        return requests
+
+    def _action_request(
+        self, record: dict[str, Any], task: TaskSpec, item_id: int | None
+    ) -> ActionRequest:
+        item = NO_ITEM if item_id is None else record["item_values"][item_id]
+        scope = self._scope(record, item=item)
+        action = evaluate(task.action, scope)
+        if not isinstance(action, str) or not action:
+            raise WorkflowExpressionError(f"the action of task {task.name!r} is not a ref")
+        rendered = evaluate(task.input, scope)
+        if not isinstance(rendered, dict):
+            raise WorkflowExpressionError(f"the input of task {task.name!r} is not a mapping")
+        suffix = "" if item_id is None else f":{item_id}"
+        # As StackStorm: with a concurrency, only the first batch of items waits the delay.
+        concurrency = record.get("concurrency")
+        delayed = item_id is None or concurrency is None or item_id < concurrency
+        return ActionRequest(
+            task=task.name,
+            route=record["route"],
+            action=action,
+            input=rendered,
+            item_id=item_id,
+            delay=record.get("delay", 0) if delayed else 0,
+            key=f"{task.name}:{record['route']}:{record['seq']}:{record['retry_tally']}{suffix}",
+        )
+
+    # --- completion -------------------------------------------------------------------
+
+    def _complete(self, record: dict[str, Any], outcome: str, result: Any) -> None:
+        task = self.spec.tasks[record["id"]]
+        record["status"], record["result"] = outcome, result
+        scope = self._scope(record)
+        if self.status == RUNNING and task.retry is not None and self._retry(record, task, scope):
+            return
+        taken_anywhere = False
+        manual_fail = False
+        staged: list[tuple[str, int, list[int], str]] = []
+        for index, transition in enumerate(task.next):
+            targets = transition.do
+            transition_id = f"{targets[0] if targets else 'continue'}__t{index}"
+            try:
+                if transition.when is not None and not evaluate(transition.when, scope):
+                    continue
+                out_ctx = list(record["ctx"])
+                if transition.publish:
+                    rolling = dict(scope.ctx)
+                    delta = {}
+                    for name, value in transition.publish:
+                        delta[name] = rolling[name] = self._eval(value, rolling, record)
+                    self.state["contexts"].append(delta)
+                    out_ctx.append(len(self.state["contexts"]) - 1)
+            except WorkflowExpressionError as error:
+                self._error(
+                    str(error),
+                    task_id=record["id"],
+                    route=record["route"],
+                    task_transition_id=transition_id,
+                )
+                self.state["status"] = FAILED
+                continue
+            for target in targets:
+                if target in ENGINE_COMMANDS:
+                    self.state["terminal"].append([record["seq"], out_ctx])
+                    taken_anywhere |= target != "continue"
+                    manual_fail |= target == "fail"
+                    if target == "retry":
+                        staged.append((record["id"], record["route"], out_ctx, ""))
+                    continue
+                taken_anywhere = True
+                route = self._route(record, target, index)
+                staged.append((target, route, out_ctx, record["id"]))
+        if not staged and not any(record["seq"] == seq for seq, _ in self.state["terminal"]):
+            self.state["terminal"].append([record["seq"], list(record["ctx"])])
+        if manual_fail:
+            self._error(FAILED_MESSAGE, task_id="fail")
+            self.state["status"] = FAILED
+        elif outcome == FAILED and not taken_anywhere:
+            self.state["status"] = FAILED
+        for target, route, ctx, arrival in staged:
+            before = len(self.state["tasks"])
+            self._stage(target, route, ctx, arrival or None)
+            if manual_fail:
+                for new in self.state["tasks"][before:]:
+                    new["run_on_fail"] = True
+
+    def _retry(self, record: dict[str, Any], task: TaskSpec, scope: ExpressionContext) -> bool:
+        assert task.retry is not None
+        try:
+            count = self._number(task.retry.count, record, "retry count")
+            if record["retry_tally"] >= count:
+                return False
+            if task.retry.when is None:
+                wanted = record["status"] == FAILED
+            else:
+                wanted = bool(evaluate(task.retry.when, scope))
+            delay = self._number(task.retry.delay, record, "retry delay") if task.retry.delay else 0
+        except WorkflowExpressionError as error:
+            self._error(str(error), task_id=record["id"], route=record["route"])
+            self.state["status"] = FAILED
+            return False
+        if not wanted:
+            return False
+        record["retry_tally"] += 1
+        record["status"] = "staged"
+        record["retry_delay"] = delay
+        for key in ("items", "item_results", "item_values", "result"):
+            record.pop(key, None)
+        return True
+
+    def _settle(self) -> None:
+        """Decide the workflow's status and render its output once nothing is active."""
+        active = any(
+            r["status"] == RUNNING or (r["status"] == "staged" and self._may_start(r))
+            for r in self.state["tasks"]
+        )
+        if active:
+            return
+        if self.status == RUNNING:
+            self.state["status"] = SUCCEEDED
+        # Rendered again only if a task that reported after a failure added a context.
+        if self.state.get("output_from") != len(self.state["terminal"]):
+            self.state["output_from"] = len(self.state["terminal"])
+            self._render_output()
+
+    def _render_output(self) -> None:
+        ctx: dict[str, Any] = {}
+        for _, indexes in sorted(self.state["terminal"], key=lambda entry: entry[0]):
+            for index in indexes:
+                ctx.update(self.state["contexts"][index])
+        output: dict[str, Any] = {}
+        for name, value in self.spec.output:
+            try:
+                output[name] = ctx[name] = self._eval(value, ctx)
+            except WorkflowExpressionError as error:
+                self._error(str(error))
+                self.state["status"] = FAILED
+        # As Orquesta: a workflow without output (or none rendered) has output None.
+        self.state["output"] = output or None
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _running_record(self, task: str, route: int) -> dict[str, Any]:
+        for record in reversed(self.state["tasks"]):
+            if record["id"] == task and record["route"] == route and record["status"] == RUNNING:
+                return record
+        raise WorkflowError(f"task {task!r} (route {route}) has no action running")
+
+    def _route(self, record: dict[str, Any], target: str, index: int) -> int:
+        target_task = self.spec.tasks[target]
+        inbound = self.spec.inbound(target)
+        if target_task.join is not None or len(inbound) <= 1 or target in self._cycles:
+            return record["route"]
+        details = [*self.state["routes"][record["route"]], f"{record['id']}__t{index}"]
+        if details not in self.state["routes"]:
+            self.state["routes"].append(details)
+        return self.state["routes"].index(details)
+
+    def _ctx(self, record: dict[str, Any]) -> dict[str, Any]:
+        ctx: dict[str, Any] = {}
+        for index in record["ctx"]:
+            ctx.update(self.state["contexts"][index])
+        return ctx
+
+    def _tasks_view(self) -> dict[str, dict[str, Any]]:
+        """What task(name) and task_status(name) see: each task's latest completed run."""
+        tasks: dict[str, dict[str, Any]] = {}
+        for other in self.state["tasks"]:
+            if other["status"] in (SUCCEEDED, FAILED):
+                tasks[other["id"]] = {
+                    "status": other["status"],
+                    "result": _task_result(other),
+                    "route": other["route"],
+                }
+        return tasks
+
+    def _scope(self, record: dict[str, Any], item: Any = NO_ITEM) -> ExpressionContext:
+        done = record["status"] in (SUCCEEDED, FAILED)
+        return ExpressionContext(
+            ctx=self._ctx(record),
+            tasks=self._tasks_view(),
+            current_task=record["id"] if done else None,
+            current_result=record.get("result") if done else None,
+            current_status=record["status"] if done else None,
+            item=item,
+            st2kv=self.st2kv,
+        )
+
+    def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
+        if record is None:
+            scope = ExpressionContext(ctx=ctx, tasks=self._tasks_view(), st2kv=self.st2kv)
+            return evaluate(value, scope)
+        scope = self._scope(record)
+        return evaluate(
+            value,
+            ExpressionContext(
+                ctx=ctx,
+                tasks=scope.tasks,
+                current_task=scope.current_task,
+                current_result=scope.current_result,
+                current_status=scope.current_status,
+                st2kv=self.st2kv,
+            ),
+        )
+
+    def _number(
+        self, value: Any, record: dict[str, Any], what: str, none_is: int | None = None
+    ) -> int:
+        number = self._eval(value, self._ctx(record)) if isinstance(value, str) else value
+        if number is None and none_is is not None:
+            return none_is
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise WorkflowExpressionError(
+                f"the {what} of task {record['id']!r} is not a non-negative integer: {number!r}"
+            )
+        return number
+
+    def _error(self, message: str, **fields: Any) -> None:
+        entry: dict[str, Any] = {"type": "error", "message": message}
+        entry.update({key: value for key, value in fields.items() if value is not None})
+        if "result" in fields and fields["result"] is None:
+            entry["result"] = None
+        self.state["errors"].append(entry)
+
+
+def _task_result(record: dict[str, Any]) -> Any:
+    # StackStorm's task(name).result: a with-items task's is {"items": [{status, result}]}.
+    if record.get("items") is not None:
+        return {
+            "items": [
+                {"status": status, "result": result}
+                for status, result in zip(record["items"], record["item_results"], strict=True)
+            ]
+        }
+    return record.get("result")
+
+
+def _bind_item(task: TaskSpec, item: Any) -> Any:
+    assert task.with_items is not None
+    names = task.with_items.names
+    if names and isinstance(item, list | tuple):
+        return dict(zip(names, item, strict=False))
+    if len(names) == 1:
+        return {names[0]: item}
+    return item
+
+
+def _tasks_in_cycles(spec: WorkflowSpec) -> frozenset[str]:
+    """Tasks from which a path of transitions leads back to themselves."""
+    edges = {
+        name: {t for transition in task.next for t in transition.do if t in spec.tasks}
+        for name, task in spec.tasks.items()
+    }
+    cyclic = set()
+    for start in edges:
+        seen: set[str] = set()
+        pending = list(edges[start])
+        while pending:
+            current = pending.pop()
+            if current == start:
+                cyclic.add(start)
+                break
+            if current not in seen:
+                seen.add(current)
+                pending.extend(edges[current])
+    return frozenset(cyclic)

@@ -1,0 +1,521 @@
+"""engine.workflows.conductor: workflows shaped like StackStorm's examples, stepped with the
+real expression evaluator, the state round-tripped through JSON between every step."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from engine.errors import WorkflowError
+from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workflows.spec import parse_workflow
+
+FAILED_LOCAL = {"failed": True, "return_code": 1, "stderr": "", "stdout": "", "succeeded": False}
+
+
+def echo_actions(request: ActionRequest) -> tuple[str, Any]:
+    """core.echo echoes; core.local 'exit 1' fails; everything else succeeds with None."""
+    if request.action == "core.local" and request.input.get("cmd") == "exit 1":
+        return "failed", FAILED_LOCAL
+    if request.action in ("core.echo", "core.local"):
+        text = request.input.get("message", request.input.get("cmd"))
+        return "succeeded", {"stdout": text, "return_code": 0}
+    return "succeeded", None
+
+
+class Run:
+    """Drives a conductor like a runner would: one request at a time, state via JSON."""
+
+    def __init__(self, text: str, inputs: dict | None = None, **start: Any) -> None:
+        self.spec = parse_workflow(textwrap.dedent(text), "wf.yaml")
+        self.st2kv = start.get("st2kv")
+        self.conductor, requests = WorkflowConductor.start(self.spec, inputs or {}, **start)
+        self.pending: list[ActionRequest] = list(requests)
+        self.ran: list[ActionRequest] = []
+
+    def reload(self) -> WorkflowConductor:
+        state = json.loads(json.dumps(self.conductor.state))
+        assert state == self.conductor.state
+        self.conductor = WorkflowConductor(self.spec, state, self.st2kv)
+        return self.conductor
+
+    def finish(self, request: ActionRequest, status: str, result: Any = None) -> None:
+        self.pending.remove(request)
+        self.ran.append(request)
+        new = self.reload().task_finished(
+            request.task, request.route, status, result, request.item_id
+        )
+        self.pending.extend(new)
+
+    def run_all(self, actions: Callable[[ActionRequest], tuple[str, Any]] = echo_actions):
+        while self.pending:
+            request = self.pending[0]
+            self.finish(request, *actions(request))
+        return self.conductor
+
+    def tasks_ran(self) -> list[str]:
+        return [r.task for r in self.ran]
+
+
+SEQUENTIAL = """\
+    version: 1.0
+    input:
+      - name
+    vars:
+      - greeting: null
+    output:
+      - greeting: <% ctx(greeting) %>
+    tasks:
+      task1:
+        action: core.echo message=<% ctx(name) %>
+        next:
+          - when: <% succeeded() %>
+            publish: greeting=<% result().stdout %>
+            do: task2
+      task2:
+        action: core.echo
+        input:
+          message: "All your base are belong to us!"
+        next:
+          - when: <% succeeded() %>
+            publish:
+              - greeting: <% ctx("greeting") %>, <% result().stdout %>
+            do:
+              - task3
+      task3:
+        action: core.echo message=<% ctx('greeting') %>
+        next:
+          - when: <% succeeded() %>
+            publish: greeting=<% result().stdout %>
+"""
+
+
+def test_sequential_runs_in_order_and_renders_the_output():
+    run = Run(SEQUENTIAL, {"name": "Stanley"})
+    first = run.pending[0]
+    assert first == ActionRequest(
+        "task1", 0, "core.echo", {"message": "Stanley"}, None, 0, "task1:0:0:0"
+    )
+    assert first.to_dict()["input"] == {"message": "Stanley"}
+    conductor = run.run_all()
+    assert run.tasks_ran() == ["task1", "task2", "task3"]
+    assert conductor.status == "succeeded"
+    assert conductor.result() == {
+        "output": {"greeting": "Stanley, All your base are belong to us!"}
+    }
+
+
+def test_branching_follows_the_transition_whose_when_holds():
+    text = """\
+        version: 1.0
+        input: [which]
+        tasks:
+          t1:
+            action: core.noop
+            next:
+              - when: <% ctx(which) = 'a' %>
+                do: a
+              - when: "{{ ctx('which') == 'b' }}"
+                do: b
+          a:
+            action: core.echo message=A
+          b:
+            action: core.echo message=B
+    """
+    assert Run(text, {"which": "b"}).run_all().status == "succeeded"
+    run = Run(text, {"which": "a"})
+    run.run_all()
+    assert run.tasks_ran() == ["t1", "a"]
+
+
+JOIN = """\
+    version: 1.0
+    output:
+      - seen: <% ctx(left) + ctx(right) %>
+    tasks:
+      start:
+        action: core.noop
+        next:
+          - do: [left, right, quick]
+      left:
+        action: core.echo message=L
+        next:
+          - publish: left=<% result().stdout %>
+            do: joined
+      right:
+        action: core.echo message=R
+        next:
+          - publish: right=<% result().stdout %>
+            do: joined
+      quick:
+        action: core.noop
+        next:
+          - do: first_two
+      slow:
+        action: core.noop
+        next:
+          - do: first_two
+      joined:
+        join: all
+        action: core.noop
+      first_two:
+        join: 1
+        action: core.noop
+"""
+
+
+def test_join_all_waits_for_every_branch_and_merges_their_contexts():
+    run = Run(JOIN)
+    assert [r.task for r in run.pending] == ["start", "slow"]
+    run.finish(run.pending[1], "succeeded")  # slow: the count join runs at once
+    assert [r.task for r in run.pending] == ["start", "first_two"]
+    run.finish(run.pending[0], "succeeded")
+    assert [r.task for r in run.pending] == ["first_two", "left", "right", "quick"]
+    run.finish(run.pending[0], "succeeded")
+    left = run.pending[0]
+    run.finish(left, "succeeded", {"stdout": "L"})
+    assert "joined" not in [r.task for r in run.pending]
+    run.finish(run.pending[0], "succeeded", {"stdout": "R"})
+    assert "joined" in [r.task for r in run.pending]
+    conductor = run.run_all()
+    assert run.tasks_ran().count("joined") == 1
+    assert run.tasks_ran().count("first_two") == 1
+    assert conductor.result() == {"output": {"seen": "LR"}}
+
+
+def test_a_task_reached_twice_without_join_runs_once_per_route():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          a:
+            action: core.noop
+            next: [{do: shared}]
+          b:
+            action: core.noop
+            next: [{do: shared}]
+          shared:
+            action: core.echo message=<% ctx(st2).user %>
+        """,
+        runtime_context={"st2": {"user": "stanley"}},
+    )
+    run.run_all()
+    shared = [r for r in run.ran if r.task == "shared"]
+    assert sorted(r.route for r in shared) == [1, 2]
+    assert {r.input["message"] for r in shared} == {"stanley"}
+    assert run.conductor.state["routes"] == [[], ["a__t0"], ["b__t0"]]
+
+
+WITH_ITEMS = """\
+    version: 1.0
+    input: [members, hosts, ports]
+    tasks:
+      greet:
+        with:
+          items: <% ctx(members) %>
+          concurrency: 2
+        delay: 5
+        action: core.echo message="<% item() %>, resistance is futile!"
+        next:
+          - when: <% succeeded() %>
+            publish: said=<% result().select($.stdout) %>
+            do: pairs
+      pairs:
+        with: host, port in <% zip(ctx(hosts), ctx(ports)) %>
+        action: core.echo message="{{ item('host') }}:{{ item('port') }}"
+    output:
+      - said: <% ctx(said) %>
+      - items: <% task(greet).result.items.select($.result.stdout) %>
+      - pairs: <% task(pairs).result.items.select($.status) %>
+"""
+
+
+def test_with_items_respects_concurrency_and_collects_results():
+    run = Run(WITH_ITEMS, {"members": ["a", "b", "c"], "hosts": ["h1", "h2"], "ports": [22]})
+    assert [(r.item_id, r.delay) for r in run.pending] == [(0, 5), (1, 5)]
+    run.finish(run.pending[1], "succeeded", {"stdout": "b!"})
+    assert [(r.item_id, r.delay) for r in run.pending] == [(0, 5), (2, 0)]
+    assert run.pending[1].input == {"message": "c, resistance is futile!"}
+    run.finish(run.pending[1], "succeeded", {"stdout": "c!"})
+    run.finish(run.pending[0], "succeeded", {"stdout": "a!"})
+    assert [r.input["message"] for r in run.pending] == ["h1:22", "h2:None"]
+    conductor = run.run_all()
+    assert conductor.result() == {
+        "output": {
+            "said": ["a!", "b!", "c!"],
+            "items": ["a!", "b!", "c!"],
+            "pairs": ["succeeded", "succeeded"],
+        }
+    }
+
+
+def test_with_items_fails_when_an_item_fails_and_an_empty_list_succeeds():
+    run = Run(WITH_ITEMS, {"members": ["a", "b"], "hosts": [], "ports": []})
+    run.finish(run.pending[0], "failed", {"stdout": "no"})
+    assert run.conductor.status == "running"  # item b still runs
+    run.finish(run.pending[0], "succeeded", {"stdout": "b!"})
+    assert run.conductor.status == "failed" and run.pending == []
+    errors = run.conductor.result()["errors"]
+    assert errors[0] == {
+        "type": "error",
+        "message": "Execution failed. See result for details.",
+        "task_id": "greet",
+        "result": {"stdout": "no"},
+    }
+    # The output is rendered as far as it can be: what failed to render is reported too.
+    assert errors[1]["message"] == (
+        'cannot evaluate <% ctx(said) %>: Variable "said" is referenced before assignment.'
+    )
+    empty = Run(WITH_ITEMS, {"members": [], "hosts": [], "ports": []})
+    assert empty.pending == [] and empty.conductor.status == "succeeded"
+
+
+RETRY = """\
+    version: 1.0
+    tasks:
+      check:
+        action: core.local cmd="exit 1"
+        retry:
+          count: <% 2 %>
+          delay: 3
+        next:
+          - when: <% succeeded() %>
+            publish: attempts=<% task(check).status %>
+    output:
+      - attempts: <% ctx(attempts) %>
+"""
+
+
+def test_retry_runs_again_with_its_delay_until_it_succeeds():
+    run = Run(RETRY)
+    run.finish(run.pending[0], "failed", FAILED_LOCAL)
+    assert [(r.task, r.delay, r.key) for r in run.pending] == [("check", 3, "check:0:0:1")]
+    run.finish(run.pending[0], "succeeded", {"stdout": ""})
+    assert run.conductor.result() == {"output": {"attempts": "succeeded"}}
+
+
+def test_retry_exhausted_fails_the_workflow_with_every_failure():
+    conductor = Run(RETRY).run_all()
+    assert conductor.status == "failed"
+    failures = [e for e in conductor.result()["errors"] if e.get("task_id")]
+    assert [e["task_id"] for e in failures] == ["check"] * 3
+    never = RETRY.replace("retry:", "retry:\n          when: <% false %>")
+    conductor = Run(never).run_all()
+    assert len([e for e in conductor.result()["errors"] if e.get("task_id")]) == 1
+
+
+ERROR_HANDLING = """\
+    version: 1.0
+    input: [cmd]
+    vars:
+      - message: null
+    tasks:
+      task1:
+        action: core.local cmd=<% ctx(cmd) %>
+        next:
+          - when: <% succeeded() %>
+            do: task2
+          - when: <% failed() %>
+            publish:
+              - message: "$%#&@#$!!!"
+            do: HANDLER
+      task2:
+        action: core.noop
+        next:
+          - when: <% succeeded() %>
+            publish:
+              - message: "hooray!!!"
+      CLEANUP
+    output:
+      - message: <% ctx().message %>
+"""
+
+CLEANUP_TASK = "cleanup:\n        action: core.echo message=<% ctx(message) %>"
+
+
+def handled_by(handler: str) -> str:
+    cleanup = CLEANUP_TASK if "cleanup" in handler else ""
+    return ERROR_HANDLING.replace("HANDLER", handler).replace("CLEANUP", cleanup)
+
+
+FAILURE = {
+    "type": "error",
+    "message": "Execution failed. See result for details.",
+    "task_id": "task1",
+    "result": FAILED_LOCAL,
+}
+
+
+def test_continue_on_failure_fails_the_workflow_but_renders_the_output():
+    conductor = Run(handled_by("continue"), {"cmd": "exit 1"}).run_all()
+    assert conductor.result() == {"errors": [FAILURE], "output": {"message": "$%#&@#$!!!"}}
+    conductor = Run(handled_by("continue"), {"cmd": "ok"}).run_all()
+    assert conductor.result() == {"output": {"message": "hooray!!!"}}
+
+
+def test_noop_and_a_cleanup_task_remediate_a_failure():
+    conductor = Run(handled_by("noop"), {"cmd": "exit 1"}).run_all()
+    assert conductor.result() == {"output": {"message": "$%#&@#$!!!"}}
+    run = Run(handled_by("cleanup"), {"cmd": "exit 1"})
+    assert run.run_all().status == "succeeded"
+    assert run.ran[-1].input == {"message": "$%#&@#$!!!"}
+
+
+def test_fail_manually_still_runs_the_remediation_of_the_same_transition():
+    run = Run(handled_by("[cleanup, fail]"), {"cmd": "exit 1"})
+    conductor = run.run_all()
+    assert run.tasks_ran() == ["task1", "cleanup"]
+    assert conductor.result() == {
+        "errors": [
+            FAILURE,
+            {
+                "type": "error",
+                "message": "Execution failed. See result for details.",
+                "task_id": "fail",
+            },
+        ],
+        "output": {"message": "$%#&@#$!!!"},
+    }
+
+
+def test_an_unremediated_failure_fails_at_once_while_other_tasks_still_report():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          bad:
+            action: core.local cmd="exit 1"
+          slow:
+            action: core.noop
+            next: [{do: after}]
+          after:
+            action: core.noop
+        """
+    )
+    bad, slow = run.pending
+    run.finish(bad, "failed", FAILED_LOCAL)
+    assert run.conductor.status == "failed"
+    run.finish(slow, "succeeded")
+    assert run.pending == [] and "after" not in run.tasks_ran()
+
+
+def test_action_less_tasks_publish_and_expressions_errors_are_located_by_task():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          setup:
+            next:
+              - publish: [{x: 1}, {y: <% ctx(x) + 1 %>}]
+                do: use
+          use:
+            action: core.echo message=<% ctx(y) %>
+            next:
+              - when: <% result().nope %>
+                do: never
+          never:
+            action: core.noop
+        """
+    )
+    assert [(r.task, r.input) for r in run.pending] == [("use", {"message": 2})]
+    conductor = run.run_all()
+    assert conductor.result() == {
+        "errors": [
+            {
+                "type": "error",
+                "message": "cannot evaluate <% result().nope %>: there is no key 'nope' in "
+                "the value",
+                "task_id": "use",
+                "route": 0,
+                "task_transition_id": "never__t0",
+            }
+        ],
+        "output": None,
+    }
+
+
+def test_input_and_vars_errors_fail_before_any_task():
+    run = Run("version: 1.0\nvars:\n  - v: <% ctx(nope) %>\ntasks:\n  t:\n    action: core.noop\n")
+    assert run.pending == []
+    assert run.conductor.result() == {
+        "errors": [
+            {
+                "type": "error",
+                "message": 'cannot evaluate <% ctx(nope) %>: Variable "nope" is referenced '
+                "before assignment.",
+            }
+        ],
+        "output": None,
+    }
+
+
+def test_published_values_are_data_and_st2kv_reaches_the_lookup():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          t1:
+            action: core.echo message=x
+            next:
+              - publish: got=<% result().stdout %>
+                do: t2
+          t2:
+            action: core.echo
+            input:
+              message: "{{ ctx('got') }}"
+              secret: <% st2kv('system.k', decrypt => true) %>
+        """,
+        st2kv=lambda key, decrypt: f"{key}:{decrypt}",
+    )
+    run.finish(run.pending[0], "succeeded", {"stdout": "<% ctx(st2) %>{{ 7 * 7 }}"})
+    assert run.pending[0].input == {
+        "message": "<% ctx(st2) %>{{ 7 * 7 }}",
+        "secret": "system.k:True",
+    }
+
+
+def test_the_state_is_json_and_misuse_is_refused():
+    run = Run(SEQUENTIAL, {"name": "x"})
+    state = json.loads(json.dumps(run.conductor.state))
+    with pytest.raises(WorkflowError, match="has no action running"):
+        WorkflowConductor(run.spec, state).task_finished("task2", 0, "succeeded")
+    with pytest.raises(WorkflowError, match="version"):
+        WorkflowConductor(run.spec, {"version": 99})
+
+
+def test_a_loop_runs_its_task_again_on_the_same_route_with_the_new_context():
+    run = Run(
+        """\
+        version: 1.0
+        tasks:
+          init:
+            next:
+              - publish: i=0
+                do: loop
+          loop:
+            action: core.echo message=<% ctx(i) %>
+            next:
+              - when: <% ctx(i) < 2 %>
+                publish: i=<% ctx(i) + 1 %>
+                do: loop
+              - when: <% ctx(i) >= 2 %>
+                do: done
+          done:
+            action: core.noop
+        output:
+          - i: <% ctx(i) %>
+        """
+    )
+    conductor = run.run_all()
+    assert [(r.task, r.route, r.input) for r in run.ran] == [
+        ("loop", 0, {"message": 0}),
+        ("loop", 0, {"message": 1}),
+        ("loop", 0, {"message": 2}),
+        ("done", 0, {}),
+    ]
+    assert len({r.key for r in run.ran}) == 4
+    assert conductor.result() == {"output": {"i": 2}}
