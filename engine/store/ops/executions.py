@@ -31,7 +31,7 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import dumps, time_to_text
-from engine.store.ops import columns, outbox
+from engine.store.ops import columns, lineage, outbox
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}
@@ -58,8 +58,8 @@ def sqlite_insert(
     at = time_to_text(now)
     conn.execute(
         "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-        " rule_ref, created_at, attempt, log, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        " rule_ref, created_at, attempt, log, updated_at, parent_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
         (
             new.id,
             new.action,
@@ -71,6 +71,7 @@ def sqlite_insert(
             at,
             dumps([codec.log_entry(REQUESTED, now)]),
             at,
+            new.parent,
         ),
     )
     outbox.sqlite_emit(
@@ -113,6 +114,7 @@ def _sqlite_claim_due(
             limit,
         ),
     ).fetchall()
+    lineage.sqlite_mark_parents_due(conn, map(columns.sqlite_execution, abandoned))
     if abandoned or rows:
         changed = [*abandoned, *rows]
         outbox.sqlite_emit(
@@ -193,6 +195,7 @@ def sqlite_finish(
     if row is None:
         raise columns.sqlite_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.sqlite_execution(row)
+    lineage.sqlite_mark_parents_due(conn, [execution])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
 
@@ -244,6 +247,7 @@ def sqlite_request_cancel(
     else:
         return columns.sqlite_execution(row), previous
     execution = columns.sqlite_execution(row)
+    lineage.sqlite_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
 
@@ -269,6 +273,7 @@ def sqlite_claim(
     ).fetchall()
     if rows:
         settled = [columns.sqlite_execution(row) for row in rows]
+        lineage.sqlite_mark_parents_due(conn, settled)
         outbox.sqlite_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
@@ -294,8 +299,8 @@ async def pg_insert(
 
 PG_INSERT_EXECUTION = (
     "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-    " rule_ref, created_at, attempt, log, updated_at)"
-    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())"
+    " rule_ref, created_at, attempt, log, updated_at, parent_id)"
+    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now(), $10)"
 )
 
 
@@ -314,6 +319,7 @@ def pg_execution_row(
         linked_rule,
         now,
         columns.pg_log_param(REQUESTED, now),
+        new.parent,
     )
 
 
@@ -349,6 +355,7 @@ async def _pg_claim_due(
         columns.pg_log_param(SCHEDULED, now),
         limit,
     )
+    await lineage.pg_mark_parents_due(conn, map(columns.pg_execution, abandoned))
     if abandoned or rows:
         changed = [*abandoned, *rows]
         await outbox.pg_emit(
@@ -426,6 +433,7 @@ async def pg_finish(
     if row is None:
         raise await columns.pg_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.pg_execution(row)
+    await lineage.pg_mark_parents_due(conn, [execution])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
 
@@ -478,6 +486,7 @@ async def pg_request_cancel(
         row = await conn.fetchrow(f"SELECT {cols} FROM executions WHERE id = $1", execution_id)
         return columns.pg_execution(row), previous
     execution = columns.pg_execution(row)
+    await lineage.pg_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
 
@@ -500,6 +509,7 @@ async def pg_claim(
     )
     if rows:
         settled = [columns.pg_execution(row) for row in rows]
+        await lineage.pg_mark_parents_due(conn, settled)
         await outbox.pg_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
