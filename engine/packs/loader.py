@@ -207,6 +207,16 @@ def _load_actions(
             )
             continue
         actions[action.name] = action
+        if action.broken is not None:
+            # Kept loaded: running it fails with this, not with "unknown action".
+            errors.append(
+                PackError(
+                    f"action {action.ref!r} cannot run: its workflow has problems:\n"
+                    f"{action.broken}",
+                    file=action.source,
+                    line=action.line,
+                )
+            )
         if action.entry_point:
             files.append(_relative(Path(action.entry_point), pack_dir))
     return actions

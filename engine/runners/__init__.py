@@ -70,6 +70,7 @@ def default_runners(
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
+    from engine.runners.orquesta import OrquestaRunner
     from engine.runners.python_script import PythonScriptRunner
     from engine.runners.sendwebhook import SendWebhookRunner
     from engine.runners.shell import LocalShellCommandRunner, LocalShellScriptRunner
@@ -82,6 +83,7 @@ def default_runners(
         HttpRequestRunner(destination_guard, http_connector_factory),
         SendWebhookRunner(destination_guard, http_connector_factory, keyring),
         NoopRunner(),
+        OrquestaRunner(),
     ):
         registry.register(runner)
     return registry

@@ -1,0 +1,137 @@
+"""A pack of Orquesta workflows for the tests: written into a packs directory."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+def sequential(count: int) -> str:
+    tasks = []
+    for number in range(1, count + 1):
+        after = f"\n    next:\n      - do: task{number + 1}" if number < count else ""
+        tasks.append(f"  task{number}:\n    action: core.noop{after}")
+    return (
+        "version: 1.0\ninput:\n  - name\ntasks:\n"
+        + "\n".join(tasks)
+        + ("\noutput:\n  - greeting: <% ctx(name) %>\n")
+    )
+
+
+WORKFLOWS = {
+    "noop10": sequential(10),
+    "echo": """\
+        version: 1.0
+        input:
+          - name
+        tasks:
+          greet:
+            action: core.local cmd="echo hello <% ctx(name) %>"
+            next:
+              - when: <% succeeded() %>
+                publish:
+                  - said: <% result().stdout %>
+                do: shout
+          shout:
+            action: core.local
+            input:
+              cmd: echo <% ctx(said) %>!
+            next:
+              - publish:
+                  - shouted: <% result().stdout %>
+        output:
+          - said: <% ctx(said) %>
+          - shouted: <% ctx(shouted) %>
+        """,
+    "branches": """\
+        version: 1.0
+        tasks:
+          start:
+            action: core.noop
+            next:
+              - do: left, right
+          left:
+            action: core.local cmd="echo L"
+            next:
+              - publish: [l: <% result().stdout %>]
+                do: both
+          right:
+            action: core.local cmd="echo R"
+            next:
+              - publish: [r: <% result().stdout %>]
+                do: both
+          both:
+            join: all
+            action: core.noop
+        output:
+          - joined: <% ctx(l) + ctx(r) %>
+        """,
+    "failing": """\
+        version: 1.0
+        tasks:
+          boom:
+            action: core.local cmd="exit 3"
+            next:
+              - when: <% succeeded() %>
+                do: never
+          never:
+            action: core.noop
+        output:
+          - reached: false
+        """,
+    "looping": """\
+        version: 1.0
+        vars:
+          - huge: <% range(100000000).select(str($)).join(",") %>
+        tasks:
+          only:
+            action: core.noop
+        """,
+    "growing": """\
+        version: 1.0
+        vars:
+          - word: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+        tasks:
+          only:
+            action: core.noop
+            next:
+              - publish:
+                  - word: <% ctx(word) + ctx(word) %>
+                do: only
+        """,
+    "broken": """\
+        version: 1.0
+        tasks:
+          one:
+            action: core.noop
+            next:
+              - do: nowhere
+        """,
+}
+
+
+def write_pack(packs_dir: Path, ref: str = "flows") -> Path:
+    """The pack `ref` with one orquesta action per workflow above, plus `flows.plain`."""
+    pack = packs_dir / ref
+    actions = pack / "actions"
+    (actions / "workflows").mkdir(parents=True, exist_ok=True)
+    (pack / "pack.yaml").write_text(
+        f"name: {ref}\nversion: 1.0.0\ndescription: tests\nauthor: tests\nemail: t@example.com\n"
+    )
+    for name, text in WORKFLOWS.items():
+        (actions / "workflows" / f"{name}.yaml").write_text(textwrap.dedent(text))
+        (actions / f"{name}.yaml").write_text(
+            textwrap.dedent(
+                f"""\
+                name: {name}
+                runner_type: orquesta
+                entry_point: workflows/{name}.yaml
+                parameters:
+                  name:
+                    type: string
+                    default: world
+                """
+            )
+        )
+    (actions / "plain.yaml").write_text("name: plain\nrunner_type: noop\n")
+    return pack
