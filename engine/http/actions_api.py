@@ -18,10 +18,13 @@ from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model.records import NewExecution, NewTriggerInstance
+from engine.packs.action import ORQUESTA
 from engine.process.runtime import Runtime
 from engine.secrets.sealing import is_sealed
 
 MASK = "********"
+# Most task runs listed for one workflow (a with-items over many items has that many).
+MAX_CHILDREN = 10_000
 API_USER = "api"
 
 
@@ -40,12 +43,14 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/executions", guarded(list_executions))
     app.router.add_get("/api/v1/executions/", guarded(list_executions))
     app.router.add_get("/api/v1/executions/{id}", guarded(get_execution))
+    app.router.add_get("/api/v1/executions/{id}/children", guarded(list_children))
+    app.router.add_get("/api/v1/executions/{id}/children/", guarded(list_children))
     app.router.add_post("/api/v1/executions", guarded(create_execution))
     app.router.add_post("/api/v1/executions/", guarded(create_execution))
     app.router.add_post("/api/v1/triggerinstances/{id}/re_emit", guarded(re_emit))
 
 
-def execution_api(runtime: Runtime, record) -> dict[str, Any]:
+def execution_api(runtime: Runtime, record, children: list[str] | None = None) -> dict[str, Any]:
     """An execution with its action's API shape and secret parameters masked."""
     action_api: dict[str, Any] = {"ref": record.action, "runner_type": None}
     secrets: frozenset[str] = frozenset()
@@ -53,7 +58,7 @@ def execution_api(runtime: Runtime, record) -> dict[str, Any]:
         action = runtime.packs.action(record.action)
         action_api = action.to_api()
         secrets = action.secret_parameters
-    data = shapes.execution(record, action_api)
+    data = shapes.execution(record, action_api, children)
     if isinstance(data["parameters"], dict):
         # Sealed values (engine.secrets.sealing) are masked too, should the action that
         # declared them secret be gone.
@@ -129,7 +134,7 @@ async def list_executions(request: web.Request) -> web.Response:
         filters(request.query, EXECUTION_FILTERS), limit, offset
     )
     return json_response(
-        [execution_api(runtime, item) for item in page.items],
+        [execution_api(runtime, item, await _children_ids(runtime, item)) for item in page.items],
         headers={"X-Total-Count": str(page.total)},
     )
 
@@ -137,7 +142,41 @@ async def list_executions(request: web.Request) -> web.Response:
 async def get_execution(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     record = await runtime.store.get_execution(request.match_info["id"])
-    return json_response(execution_api(runtime, record))
+    return json_response(execution_api(runtime, record, await _children_ids(runtime, record)))
+
+
+async def list_children(request: web.Request) -> web.Response:
+    """`GET /api/v1/executions/{id}/children?depth=N` (-1: every level): the task runs of
+    a workflow and, deeper, of its subworkflows, parents before their children."""
+    runtime = request.app[RUNTIME]
+    root = await runtime.store.get_execution(request.match_info["id"])
+    try:
+        depth = int(request.query.get("depth", "1"))
+    except ValueError:
+        raise IngestError('"depth" must be an integer (-1: every level)') from None
+    found: list[Any] = []
+    level, parents = 1, [root]
+    while parents and (depth < 0 or level <= depth) and len(found) < MAX_CHILDREN:
+        below = []
+        for parent in parents:
+            page = await runtime.store.list_executions({"parent": parent.id}, MAX_CHILDREN, 0)
+            below.extend(sorted(page.items, key=lambda item: (item.created_at, item.id)))
+        found.extend(below)
+        parents, level = below, level + 1
+    found = found[:MAX_CHILDREN]
+    return json_response(
+        [execution_api(runtime, item, await _children_ids(runtime, item)) for item in found]
+    )
+
+
+async def _children_ids(runtime: Runtime, record) -> list[str]:
+    """A workflow's task runs, oldest first; [] for an execution of any other runner."""
+    if not runtime.action_known(record.action):
+        return []
+    if runtime.packs.action(record.action).runner_type != ORQUESTA:
+        return []
+    page = await runtime.store.list_executions({"parent": record.id}, MAX_CHILDREN, 0)
+    return [item.id for item in sorted(page.items, key=lambda item: (item.created_at, item.id))]
 
 
 async def create_execution(request: web.Request) -> web.Response:

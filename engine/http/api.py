@@ -29,7 +29,15 @@ ENFORCEMENT_FILTERS = (
     "enforced_at_gt",
     "enforced_at_lt",
 )
-EXECUTION_FILTERS = ("action", "status", "trigger_instance", "rule", "timestamp_gt", "timestamp_lt")
+EXECUTION_FILTERS = (
+    "action",
+    "status",
+    "trigger_instance",
+    "rule",
+    "parent",
+    "timestamp_gt",
+    "timestamp_lt",
+)
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,150 @@
+"""Orquesta workflows end to end in one process: POST /api/v1/executions, the actions and
+workflows roles, a real SQLite file and a real PostgreSQL (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.app import create_app
+from tests.workflow_pack import write_pack
+
+ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
+
+
+@pytest.fixture
+async def client(tmp_path: Path, store_url: str):
+    packs = tmp_path / "packs"
+    write_pack(packs)
+    settings = Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(packs),),
+        roles=("api", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as c:
+        yield c
+
+
+async def run(client, action: str, timeout: float = 30.0, **parameters) -> dict:
+    reply = await client.post(
+        "/api/v1/executions", json={"action": action, "parameters": parameters}
+    )
+    assert reply.status == 201, await reply.text()
+    return await wait_ended(client, (await reply.json())["id"], timeout)
+
+
+async def wait_ended(client, execution_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await (await client.get(f"/api/v1/executions/{execution_id}")).json()
+        if data["status"] in ENDED or time.monotonic() > deadline:
+            return data
+        await asyncio.sleep(0.01)
+
+
+async def children_of(client, execution_id: str) -> list[dict]:
+    reply = await client.get(f"/api/v1/executions/{execution_id}/children", params={"depth": -1})
+    assert reply.status == 200
+    return await reply.json()
+
+
+async def test_a_sequential_workflow_succeeds_with_its_output_and_children(client) -> None:
+    workflow = await run(client, "flows.echo", name="mona")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"said": "hello mona", "shouted": "hello mona!"}}
+    assert workflow["action"]["runner_type"] == "orquesta"
+    children = await children_of(client, workflow["id"])
+    assert [c["context"]["orquesta"]["task_name"] for c in children] == ["greet", "shout"]
+    assert all(c["parent"] == workflow["id"] for c in children)
+    assert all(c["status"] == "succeeded" for c in children)
+    assert children[0]["context"]["parent"]["execution_id"] == workflow["id"]
+    assert children[1]["parameters"] == {"cmd": "echo hello mona!"}
+    assert workflow["children"] == [c["id"] for c in children]
+    listed = await (
+        await client.get("/api/v1/executions", params={"parent": workflow["id"]})
+    ).json()
+    assert sorted(c["id"] for c in listed) == sorted(workflow["children"])
+    top = await (await client.get("/api/v1/executions", params={"parent": "null"})).json()
+    assert workflow["id"] in [e["id"] for e in top]
+    assert not set(workflow["children"]) & {e["id"] for e in top}
+
+
+async def test_ten_noop_tasks_in_sequence_run_each_once(client) -> None:
+    workflow = await run(client, "flows.noop10", name="x")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"greeting": "x"}}
+    children = await children_of(client, workflow["id"])
+    names = [c["context"]["orquesta"]["task_name"] for c in children]
+    assert names == [f"task{n}" for n in range(1, 11)]
+
+
+async def test_branches_join_and_the_output_has_both(client) -> None:
+    workflow = await run(client, "flows.branches")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"joined": "LR"}}
+    names = sorted(
+        c["context"]["orquesta"]["task_name"] for c in await children_of(client, workflow["id"])
+    )
+    assert names == ["both", "left", "right", "start"]
+
+
+async def test_a_failing_task_fails_the_workflow_with_stackstorms_errors(client) -> None:
+    workflow = await run(client, "flows.failing")
+    assert workflow["status"] == "failed"
+    [error] = workflow["result"]["errors"]
+    assert error["type"] == "error" and error["task_id"] == "boom"
+    assert error["message"] == "Execution failed. See result for details."
+    assert error["result"]["return_code"] == 3
+    assert workflow["result"]["output"] == {"reached": False}
+    [child] = await children_of(client, workflow["id"])
+    assert child["status"] == "failed"
+
+
+async def test_a_broken_workflow_fails_saying_where(client) -> None:
+    workflow = await run(client, "flows.broken")
+    assert workflow["status"] == "failed"
+    [error] = workflow["result"]["errors"]
+    assert "broken.yaml:6:" in error["message"] and "nowhere" in error["message"]
+    assert await children_of(client, workflow["id"]) == []
+
+
+async def test_runaway_expressions_fail_the_workflow_and_the_server_keeps_serving(
+    client,
+) -> None:
+    reply = await client.post("/api/v1/executions", json={"action": "flows.looping"})
+    looping = (await reply.json())["id"]
+    growing = await run(client, "flows.growing", timeout=60)
+    # Served while the expressions ran.
+    started = time.monotonic()
+    assert (await client.get("/api/v1/executions", params={"limit": 1})).status == 200
+    assert time.monotonic() - started < 1.0
+    assert growing["status"] == "failed"
+    grown = growing["result"]["errors"][-1]["message"]
+    assert "over the limit" in grown or "is refused" in grown
+    looped = await wait_ended(client, looping, 60)
+    assert looped["status"] == "failed"
+    message = looped["result"]["errors"][0]["message"]
+    assert "refused" in message or "ran longer" in message
+
+
+async def test_cancel_reaches_the_running_task_and_ends_the_workflow(client) -> None:
+    reply = await client.post(
+        "/api/v1/executions", json={"action": "flows.echo", "parameters": {"name": "$(sleep 5)"}}
+    )
+    workflow_id = (await reply.json())["id"]
+    await asyncio.sleep(0.3)
+    canceled = await client.delete(f"/api/v1/executions/{workflow_id}")
+    assert canceled.status == 200, await canceled.text()
+    workflow = await wait_ended(client, workflow_id, 30)
+    assert workflow["status"] == "canceled"
+    for child in await children_of(client, workflow_id):
+        assert child["status"] in ENDED
