@@ -6,11 +6,11 @@ import textwrap
 from pathlib import Path
 
 
-def sequential(count: int) -> str:
+def sequential(count: int, action: str = "core.noop") -> str:
     tasks = []
     for number in range(1, count + 1):
         after = f"\n    next:\n      - do: task{number + 1}" if number < count else ""
-        tasks.append(f"  task{number}:\n    action: core.noop{after}")
+        tasks.append(f"  task{number}:\n    action: {action}{after}")
     return (
         "version: 1.0\ninput:\n  - name\ntasks:\n"
         + "\n".join(tasks)
@@ -20,6 +20,7 @@ def sequential(count: int) -> str:
 
 WORKFLOWS = {
     "noop10": sequential(10),
+    "slow8": sequential(8, 'core.local cmd="sleep 0.3"'),
     "echo": """\
         version: 1.0
         input:
