@@ -14,12 +14,13 @@ from aiohttp import web
 
 from engine.errors import IngestError
 from engine.http import rbac
-from engine.http.actions_api import execution_api
+from engine.http.actions_api import MAX_CHILDREN, execution_api
 from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
 from engine.model.records import CANCELED, CANCELING, REQUESTED, SCHEDULED
+from engine.store.ops.workflows import MAX_CANCEL_DEPTH
 from engine.workers.actions import CANCEL_REQUESTED
 
 
@@ -50,8 +51,25 @@ async def cancel_execution(request: web.Request) -> web.Response:
     execution, previous = await runtime.store.request_cancel(execution_id)
     if execution.status == CANCELING:
         runtime.observe(CANCEL_REQUESTED, execution.id)
+        # A workflow's running task runs were set canceling with it (the store cascades);
+        # those this process runs stop now instead of at their next heartbeat.
+        for child in await _canceling_descendants(runtime, execution.id):
+            runtime.observe(CANCEL_REQUESTED, child)
     elif previous == CANCELED:
         return json_response({"faultstring": 'Action is already in "canceled" state.'})
     elif previous not in (REQUESTED, SCHEDULED):
         return json_response({"faultstring": f"Action cannot be canceled. State = {previous}."})
     return json_response(execution_api(runtime, execution))
+
+
+async def _canceling_descendants(runtime, execution_id: str, depth: int = 0) -> list[str]:
+    if depth >= MAX_CANCEL_DEPTH:
+        return []
+    page = await runtime.store.list_executions(
+        {"parent": execution_id, "status": CANCELING}, MAX_CHILDREN, 0
+    )
+    found = []
+    for child in page.items:
+        found.append(child.id)
+        found.extend(await _canceling_descendants(runtime, child.id, depth + 1))
+    return found

@@ -144,7 +144,9 @@ async def test_cancel_reaches_the_running_task_and_ends_the_workflow(client) -> 
     await asyncio.sleep(0.3)
     canceled = await client.delete(f"/api/v1/executions/{workflow_id}")
     assert canceled.status == 200, await canceled.text()
-    workflow = await wait_ended(client, workflow_id, 30)
+    assert (await canceled.json())["status"] == "canceling"
+    # The running task run stops at once (not at its next heartbeat, seconds later).
+    workflow = await wait_ended(client, workflow_id, 3)
     assert workflow["status"] == "canceled"
     for child in await children_of(client, workflow_id):
         assert child["status"] in ENDED
