@@ -39,6 +39,7 @@ __all__ = [
     "is_template",
     "register_filter",
     "render_value",
+    "sandbox_with_filters",
 ]
 
 # Bound for int ** int: results wider than this many bits would take unbounded time.

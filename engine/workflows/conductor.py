@@ -5,7 +5,9 @@
 result and returns the requests it makes ready. Between calls the whole state is
 `conductor.state`, a plain dict that round-trips through ``json.dumps``, so the runner
 stores it in the same transaction as the step (``WorkflowConductor(spec, state)``
-continues it). Nothing here runs an action, sleeps or reads the store.
+continues it). ``pause()``, ``resume()`` and ``cancel()`` stop or restart requesting
+(the runner pauses or cancels the running actions; their results still come in).
+Nothing here runs an action, sleeps or reads the store.
 
 Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm runs it:
 - contexts flow along transitions: a task sees the context of the transition that
@@ -17,6 +19,8 @@ Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm r
   `do: fail` fails it too, yet still runs the other tasks of that transition;
 - retry (`when`, `count`, `delay`) is decided before transitions; with-items runs
   every item, `concurrency` at a time, and fails if any item failed;
+- a canceled action cancels the workflow (StackStorm cascades cancel upwards); a
+  timeout, abandoned or expired action is a failure;
 - every failed action logs ``{"type": "error", "message": "Execution failed. See result
   for details.", "task_id", "result"}``; the output is rendered from the terminal
   contexts when the workflow completes, failed or not, as far as it can be.
@@ -24,6 +28,7 @@ Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,7 +41,12 @@ from engine.workflows.spec import ENGINE_COMMANDS, TaskSpec, WorkflowSpec
 __all__ = ["ActionRequest", "WorkflowConductor"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+PAUSING, PAUSED, CANCELING, CANCELED = "pausing", "paused", "canceling", "canceled"
+#: Workflow statuses after which nothing runs again.
+COMPLETED = frozenset({SUCCEEDED, FAILED, CANCELED})
 FAILED_MESSAGE = "Execution failed. See result for details."
+# `do: retry` runs the task again up to this many times, without delay (Orquesta's docs).
+_RETRY_COMMAND_TIMES = 3
 _STATE_VERSION = 1
 
 
@@ -66,7 +76,7 @@ class WorkflowConductor:
         self.spec = spec
         self.state = state
         self.st2kv = st2kv
-        self._cycles = _tasks_in_cycles(spec)
+        self._cycles = spec.tasks_in_cycles()
 
     # --- the public steps ------------------------------------------------------------
 
@@ -104,7 +114,7 @@ class WorkflowConductor:
                 ctx[name] = conductor._eval(value, ctx)
         except WorkflowExpressionError as error:
             conductor._error(str(error))
-            state["status"] = FAILED
+            state["status"] = FAILED  # nothing ran: no cancel or pause to respect
             return conductor, []
         state["contexts"][0] = ctx
         for name in spec.start_tasks():
@@ -121,19 +131,30 @@ class WorkflowConductor:
     ) -> list[ActionRequest]:
         """Record the result of the action run for `task` and return what is now ready."""
         record = self._running_record(task, route)
-        outcome = SUCCEEDED if status == SUCCEEDED else FAILED
+        # Any other end (timeout, abandoned, expired) is a failure, as in StackStorm.
+        outcome = status if status in (SUCCEEDED, CANCELED) else FAILED
         if outcome == FAILED:
             self._error(FAILED_MESSAGE, task_id=task, result=result)
         if record.get("items") is not None:
             if item_id is None or not 0 <= item_id < len(record["items"]):
                 raise WorkflowError(f"task {task!r} has no item {item_id!r} running")
+            if record["items"][item_id] != RUNNING:
+                # A result delivered twice must not count twice (the runner may redeliver).
+                raise WorkflowError(f"item {item_id} of task {task!r} is not running")
             record["items"][item_id] = outcome
             record["item_results"][item_id] = result
-            # Once the workflow has failed, items not yet started never will be.
-            startable = "unset" in record["items"] and self._may_start(record)
-            if RUNNING in record["items"] or startable:
+            unstarted = "unset" in record["items"]
+            if RUNNING in record["items"] or (unstarted and self._may_start(record)):
                 return self._request_items(record, self.spec.tasks[task])
-            outcome = FAILED if FAILED in record["items"] else SUCCEEDED
+            if unstarted and self.status in (PAUSING, PAUSED):
+                self._settle()  # the rest of the items wait for resume()
+                return []
+            # Once the workflow has failed or is canceled, items not started never will be.
+            if unstarted:
+                outcome = CANCELED if self.status in (CANCELING, CANCELED) else FAILED
+            else:
+                found = (s for s in (CANCELED, FAILED) if s in record["items"])
+                outcome = next(found, SUCCEEDED)
             result = list(record["item_results"])
         self._complete(record, outcome, result)
         return self._advance()
@@ -141,6 +162,32 @@ class WorkflowConductor:
     @property
     def status(self) -> str:
         return self.state["status"]
+
+    def pause(self) -> None:
+        """Start no new task; the workflow is paused once the running ones have reported."""
+        if self.status != RUNNING:
+            raise WorkflowError(f"a {self.status} workflow cannot be paused")
+        self.state["status"] = PAUSING
+        self._settle()
+
+    def resume(self) -> list[ActionRequest]:
+        """Run again after pause(): what was staged meanwhile is requested now."""
+        if self.status not in (PAUSING, PAUSED):
+            raise WorkflowError(f"a {self.status} workflow cannot be resumed")
+        self.state["status"] = RUNNING
+        requests = []
+        for record in self.state["tasks"]:
+            if record["status"] == RUNNING and "unset" in (record.get("items") or ()):
+                requests.extend(self._request_items(record, self.spec.tasks[record["id"]]))
+        return requests + self._advance()
+
+    def cancel(self) -> None:
+        """Start no new task; canceled once the running ones (the runner cancels them)
+        have reported. The output is rendered as far as it can be."""
+        if self.status in COMPLETED or self.status == CANCELING:
+            raise WorkflowError(f"a {self.status} workflow cannot be canceled")
+        self.state["status"] = CANCELING
+        self._settle()
 
     def result(self) -> dict[str, Any]:
         """The workflow's result in StackStorm's shape."""
@@ -201,7 +248,7 @@ class WorkflowConductor:
         return requests
 
     def _may_start(self, record: dict[str, Any]) -> bool:
-        return self.status == RUNNING or record.get("run_on_fail", False)
+        return self.status == RUNNING or (self.status == FAILED and record.get("run_on_fail"))
 
     def _request(self, record: dict[str, Any]) -> list[ActionRequest]:
         task = self.spec.tasks[record["id"]]
@@ -225,7 +272,7 @@ class WorkflowConductor:
                 )
             record["items"] = ["unset"] * len(items)
             record["item_results"] = [None] * len(items)
-            record["item_values"] = [_bind_item(task, item) for item in items]
+            record["item_values"] = [task.with_items.bind(item) for item in items]
             record["concurrency"] = (
                 self._number(task.with_items.concurrency, record, "concurrency")
                 if task.with_items.concurrency is not None
@@ -238,7 +285,7 @@ class WorkflowConductor:
         except WorkflowExpressionError as error:
             self._error(str(error), task_id=record["id"], route=record["route"])
             record["status"] = FAILED
-            self.state["status"] = FAILED
+            self._fail()
             return []
 
     def _request_items(self, record: dict[str, Any], task: TaskSpec) -> list[ActionRequest]:
@@ -254,7 +301,7 @@ class WorkflowConductor:
                 requests.append(self._action_request(record, task, index))
             except WorkflowExpressionError as error:
                 self._error(str(error), task_id=record["id"], route=record["route"])
-                self.state["status"] = FAILED
+                self._fail()
                 break
             record["items"][index] = RUNNING
             active += 1
@@ -291,10 +338,17 @@ class WorkflowConductor:
         task = self.spec.tasks[record["id"]]
         record["status"], record["result"] = outcome, result
         scope = self._scope(record)
-        if self.status == RUNNING and task.retry is not None and self._retry(record, task, scope):
+        if outcome == CANCELED:
+            # A canceled task cancels its workflow (StackStorm cascades cancel upwards).
+            if self.status not in COMPLETED:
+                self.state["status"] = CANCELING
+            self.state["terminal"].append([record["seq"], list(record["ctx"])])
+            return
+        retrying = self.status in (RUNNING, PAUSING) and task.retry is not None
+        if retrying and self._retry(record, task, scope):
             return
         taken_anywhere = False
-        manual_fail = False
+        manual_fail = retry_command = False
         staged: list[tuple[str, int, list[int], str]] = []
         for index, transition in enumerate(task.next):
             targets = transition.do
@@ -317,26 +371,35 @@ class WorkflowConductor:
                     route=record["route"],
                     task_transition_id=transition_id,
                 )
-                self.state["status"] = FAILED
+                self._fail()
                 continue
             for target in targets:
+                if target == "retry" and record.get("command_retries", 0) < _RETRY_COMMAND_TIMES:
+                    retry_command = True
+                    continue
                 if target in ENGINE_COMMANDS:
                     self.state["terminal"].append([record["seq"], out_ctx])
-                    taken_anywhere |= target != "continue"
+                    # An exhausted `retry` leaves the task's state as it is, like continue.
+                    taken_anywhere |= target not in ("continue", "retry")
                     manual_fail |= target == "fail"
-                    if target == "retry":
-                        staged.append((record["id"], record["route"], out_ctx, ""))
                     continue
                 taken_anywhere = True
                 route = self._route(record, target, index)
                 staged.append((target, route, out_ctx, record["id"]))
+        if retry_command and not manual_fail and self.status in (RUNNING, PAUSING):
+            record["command_retries"] = record.get("command_retries", 0) + 1
+            self._rerun(record, delay=0)
+            return
         if not staged and not any(record["seq"] == seq for seq, _ in self.state["terminal"]):
             self.state["terminal"].append([record["seq"], list(record["ctx"])])
         if manual_fail:
             self._error(FAILED_MESSAGE, task_id="fail")
-            self.state["status"] = FAILED
+            self._fail()
         elif outcome == FAILED and not taken_anywhere:
-            self.state["status"] = FAILED
+            self._fail()
+        if staged and not manual_fail and self.status in (FAILED, CANCELING, CANCELED):
+            # Nothing staged here will run: what this task published is where the run ends.
+            self.state["terminal"].extend([record["seq"], ctx] for _, _, ctx, _ in staged)
         for target, route, ctx, arrival in staged:
             before = len(self.state["tasks"])
             self._stage(target, route, ctx, arrival or None)
@@ -357,27 +420,34 @@ class WorkflowConductor:
             delay = self._number(task.retry.delay, record, "retry delay") if task.retry.delay else 0
         except WorkflowExpressionError as error:
             self._error(str(error), task_id=record["id"], route=record["route"])
-            self.state["status"] = FAILED
+            self._fail()
             return False
         if not wanted:
             return False
+        self._rerun(record, delay)
+        return True
+
+    def _rerun(self, record: dict[str, Any], delay: int) -> None:
+        """Run the task of `record` again, after `delay` seconds, with the same context."""
         record["retry_tally"] += 1
         record["status"] = "staged"
         record["retry_delay"] = delay
         for key in ("items", "item_results", "item_values", "result"):
             record.pop(key, None)
-        return True
 
     def _settle(self) -> None:
         """Decide the workflow's status and render its output once nothing is active."""
         active = any(
-            r["status"] == RUNNING or (r["status"] == "staged" and self._may_start(r))
+            (r["status"] == RUNNING and (r.get("items") is None or RUNNING in r["items"]))
+            or (r["status"] == "staged" and self._may_start(r))
             for r in self.state["tasks"]
         )
         if active:
             return
-        if self.status == RUNNING:
-            self.state["status"] = SUCCEEDED
+        settled = {RUNNING: SUCCEEDED, PAUSING: PAUSED, CANCELING: CANCELED}
+        self.state["status"] = settled.get(self.status, self.status)
+        if self.status not in COMPLETED:
+            return
         # Rendered again only if a task that reported after a failure added a context.
         if self.state.get("output_from") != len(self.state["terminal"]):
             self.state["output_from"] = len(self.state["terminal"])
@@ -394,7 +464,7 @@ class WorkflowConductor:
                 output[name] = ctx[name] = self._eval(value, ctx)
             except WorkflowExpressionError as error:
                 self._error(str(error))
-                self.state["status"] = FAILED
+                self._fail()
         # As Orquesta: a workflow without output (or none rendered) has output None.
         self.state["output"] = output or None
 
@@ -426,7 +496,7 @@ class WorkflowConductor:
         """What task(name) and task_status(name) see: each task's latest completed run."""
         tasks: dict[str, dict[str, Any]] = {}
         for other in self.state["tasks"]:
-            if other["status"] in (SUCCEEDED, FAILED):
+            if other["status"] in (SUCCEEDED, FAILED, CANCELED):
                 tasks[other["id"]] = {
                     "status": other["status"],
                     "result": _task_result(other),
@@ -435,7 +505,7 @@ class WorkflowConductor:
         return tasks
 
     def _scope(self, record: dict[str, Any], item: Any = NO_ITEM) -> ExpressionContext:
-        done = record["status"] in (SUCCEEDED, FAILED)
+        done = record["status"] in (SUCCEEDED, FAILED, CANCELED)
         return ExpressionContext(
             ctx=self._ctx(record),
             tasks=self._tasks_view(),
@@ -447,21 +517,12 @@ class WorkflowConductor:
         )
 
     def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
+        """`value` evaluated against `ctx` (and, with `record`, that task's result)."""
         if record is None:
             scope = ExpressionContext(ctx=ctx, tasks=self._tasks_view(), st2kv=self.st2kv)
-            return evaluate(value, scope)
-        scope = self._scope(record)
-        return evaluate(
-            value,
-            ExpressionContext(
-                ctx=ctx,
-                tasks=scope.tasks,
-                current_task=scope.current_task,
-                current_result=scope.current_result,
-                current_status=scope.current_status,
-                st2kv=self.st2kv,
-            ),
-        )
+        else:
+            scope = dataclasses.replace(self._scope(record), ctx=ctx)
+        return evaluate(value, scope)
 
     def _number(
         self, value: Any, record: dict[str, Any], what: str, none_is: int | None = None
@@ -474,6 +535,11 @@ class WorkflowConductor:
                 f"the {what} of task {record['id']!r} is not a non-negative integer: {number!r}"
             )
         return number
+
+    def _fail(self) -> None:
+        # A workflow being canceled stays so: cancel wins over a failure (as Orquesta).
+        if self.status not in (CANCELING, CANCELED):
+            self.state["status"] = FAILED
 
     def _error(self, message: str, **fields: Any) -> None:
         entry: dict[str, Any] = {"type": "error", "message": message}
@@ -493,34 +559,3 @@ def _task_result(record: dict[str, Any]) -> Any:
             ]
         }
     return record.get("result")
-
-
-def _bind_item(task: TaskSpec, item: Any) -> Any:
-    assert task.with_items is not None
-    names = task.with_items.names
-    if names and isinstance(item, list | tuple):
-        return dict(zip(names, item, strict=False))
-    if len(names) == 1:
-        return {names[0]: item}
-    return item
-
-
-def _tasks_in_cycles(spec: WorkflowSpec) -> frozenset[str]:
-    """Tasks from which a path of transitions leads back to themselves."""
-    edges = {
-        name: {t for transition in task.next for t in transition.do if t in spec.tasks}
-        for name, task in spec.tasks.items()
-    }
-    cyclic = set()
-    for start in edges:
-        seen: set[str] = set()
-        pending = list(edges[start])
-        while pending:
-            current = pending.pop()
-            if current == start:
-                cyclic.add(start)
-                break
-            if current not in seen:
-                seen.add(current)
-                pending.extend(edges[current])
-    return frozenset(cyclic)

@@ -23,7 +23,7 @@ from typing import Any
 from engine.errors import TemplateError, WorkflowExpressionError
 from engine.rules import templates
 from engine.workflows.context import CONTEXT_FUNCTIONS, NO_ITEM, ExpressionContext
-from engine.workflows.functions import DATA_FUNCTIONS, NONE_MARKER
+from engine.workflows.functions import DATA_FUNCTIONS, NONE_MARKER, sized
 from engine.workflows.yaql_engine import compile_yaql, evaluate_yaql
 
 __all__ = [
@@ -48,7 +48,8 @@ _CTX_READS = (
 )
 
 # Orquesta registers its whole catalog as Jinja filters too (``x | to_json_string``).
-_SANDBOX = templates.sandbox_with_filters(DATA_FUNCTIONS)
+_JINJA_FUNCTIONS = {name: sized(function) for name, function in DATA_FUNCTIONS.items()}
+_SANDBOX = templates.sandbox_with_filters(_JINJA_FUNCTIONS)
 
 
 def has_expressions(text: str) -> bool:
@@ -119,7 +120,7 @@ def _compile_jinja(text: str) -> templates.Template:
 
 
 def _jinja_names(scope: ExpressionContext) -> dict[str, Any]:
-    names: dict[str, Any] = dict(DATA_FUNCTIONS)
+    names: dict[str, Any] = dict(_JINJA_FUNCTIONS)
     for name, function in CONTEXT_FUNCTIONS.items():
         names[name] = functools.partial(_checked, function, scope)
     return names

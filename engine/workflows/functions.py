@@ -11,10 +11,11 @@ engine.rules.regexes (time-limited), sizes checked before a large string is buil
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import os.path
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import zip_longest
 from typing import Any
 
@@ -24,11 +25,14 @@ from engine.errors import WorkflowExpressionError, YamlLimitError
 from engine.rules import regexes
 from engine.support import safeyaml
 
-__all__ = ["DATA_FUNCTIONS", "MAX_BUILT_CHARS", "NONE_MARKER"]
+__all__ = ["DATA_FUNCTIONS", "MAX_BUILT_CHARS", "MAX_VALUE_CHARS", "NONE_MARKER", "sized"]
 
 #: Longest string a function may build (the same bound as a rendered template).
 MAX_BUILT_CHARS = 1 << 20
 _MAX_INDENT = 64
+#: Most characters a function argument may stand for written out, shared parts counted
+#: each time (one string referenced 100,000 times is written 100,000 times by json).
+MAX_VALUE_CHARS = 16 << 20
 # StackStorm's use_none marker: "this parameter is None", surviving string rendering.
 NONE_MARKER = "%*****__%NONE%__*****%"
 
@@ -44,6 +48,39 @@ def _indent(indent: Any) -> Any:
     if isinstance(indent, int) and indent > _MAX_INDENT:
         raise WorkflowExpressionError(f"an indent of more than {_MAX_INDENT} is refused")
     return indent
+
+
+def check_written_size(value: Any, room: int = MAX_VALUE_CHARS) -> int:
+    """What is left of `room` once `value` is written out; WorkflowExpressionError past it."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        room -= len(current) if isinstance(current, str) else 8
+        if room < 0:
+            raise WorkflowExpressionError(
+                f"a value of more than {MAX_VALUE_CHARS:,} characters (written out) is refused"
+            )
+        if isinstance(current, Mapping):
+            pending.extend(current.keys())
+            pending.extend(current.values())
+        elif isinstance(current, list | tuple | set | frozenset):
+            pending.extend(current)
+    return room
+
+
+def sized(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` refusing arguments that stand for more than MAX_VALUE_CHARS in all."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        room = MAX_VALUE_CHARS
+        for argument in (*args, *kwargs.values()):
+            room = check_written_size(argument, room)
+        return function(*args, **kwargs)
+
+    checked.__signature__ = inspect.signature(function)  # type: ignore[attr-defined]
+    checked.__name__ = function.__name__
+    checked.__doc__ = function.__doc__
+    return checked
 
 
 # --- data --------------------------------------------------------------------------

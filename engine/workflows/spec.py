@@ -5,7 +5,8 @@ nesting are refused before anything walks the document), then checks the node gr
 field by field, so every problem names ``file:line:col`` and the field path
 (``tasks.task1.next[0].do``). All problems are collected and raised together as one
 `WorkflowSpecError`. Expressions are kept as their source text: checking and evaluating
-them is engine.workflows.expressions' work.
+them is engine.workflows.expressions' work. The records are in engine.workflows.model
+(re-exported here).
 
 Pure: text in, records out; nothing is read, run or stored.
 """
@@ -13,8 +14,6 @@ Pure: text in, records out; nothing is read, run or stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -22,6 +21,14 @@ import yaml
 from engine.errors import WorkflowProblem, WorkflowSpecError, YamlLimitError
 from engine.support import safeyaml
 from engine.workflows.inline import parse_inline
+from engine.workflows.model import (
+    ENGINE_COMMANDS,
+    ItemsSpec,
+    RetrySpec,
+    TaskSpec,
+    Transition,
+    WorkflowSpec,
+)
 
 __all__ = [
     "ENGINE_COMMANDS",
@@ -34,9 +41,6 @@ __all__ = [
     "read_workflow",
 ]
 
-#: Names a transition's `do` may use that are not tasks: commands to the workflow engine.
-ENGINE_COMMANDS = frozenset({"continue", "fail", "noop", "retry"})
-
 # Variable names may hold periods (`- published.hosts: ...`, as StackStorm's field-escaping
 # test does); task names may not hold what `do: a, b` splits on.
 _VARIABLE = re.compile(r"\A[^\s]+\Z")
@@ -47,88 +51,6 @@ _ITEMS = re.compile(
 )
 _TASK_KEYS = ("action", "input", "next", "join", "with", "retry", "delay")
 _TOP_KEYS = ("version", "description", "input", "vars", "tasks", "output")
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One entry of a task's `next`: when `when` holds, publish, then do `do`."""
-
-    when: str | None
-    #: (variable, value or expression) in the order written.
-    publish: tuple[tuple[str, Any], ...]
-    #: Task names and engine commands; Orquesta's default is ("continue",).
-    do: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ItemsSpec:
-    """A task's `with`: run the action once per item of `expression`'s value."""
-
-    expression: str
-    #: The names of `x, y in <% zip(...) %>` (item(x)); empty for the bare form (item()).
-    names: tuple[str, ...]
-    #: How many items may run at once: an int, an expression, or None (no limit).
-    concurrency: int | str | None
-
-
-@dataclass(frozen=True)
-class RetrySpec:
-    """A task's `retry`: run it again up to `count` times while `when` holds."""
-
-    when: str | None
-    count: int | str
-    delay: int | str | None
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    #: The action ref (or an expression giving it); None for a task that only publishes.
-    action: str | None
-    #: The action's input: a mapping of values and expressions, or one expression.
-    input: dict[str, Any] | str
-    next: tuple[Transition, ...]
-    #: "all", a count of inbound transitions to wait for, or None (not a join).
-    join: str | int | None
-    with_items: ItemsSpec | None
-    retry: RetrySpec | None
-    #: Seconds to wait before the task runs: an int, an expression, or None.
-    delay: int | str | None
-
-
-@dataclass(frozen=True)
-class WorkflowSpec:
-    version: str
-    description: str | None
-    #: (name, default, has_default) in the order written: `name` or `name: default`.
-    input: tuple[tuple[str, Any, bool], ...]
-    vars: tuple[tuple[str, Any], ...]
-    #: Tasks by name, in the order written.
-    tasks: dict[str, TaskSpec]
-    output: tuple[tuple[str, Any], ...]
-    file: str | None = None
-    #: Field path -> (line, column), 1-based, of every field read (for later messages).
-    locations: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False)
-
-    def start_tasks(self) -> list[str]:
-        """Tasks no transition of another task leads to, in the order written."""
-        targets = {
-            name
-            for task in self.tasks.values()
-            for transition in task.next
-            for name in transition.do
-            if name != task.name
-        }
-        return [name for name in self.tasks if name not in targets]
-
-    def inbound(self, task_name: str) -> list[tuple[str, int]]:
-        """(task, transition index) of every transition whose `do` names `task_name`."""
-        return [
-            (task.name, index)
-            for task in self.tasks.values()
-            for index, transition in enumerate(task.next)
-            if task_name in transition.do
-        ]
 
 
 def parse_workflow(text: str, file: str | None = None) -> WorkflowSpec:

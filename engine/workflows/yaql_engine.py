@@ -8,9 +8,14 @@ Bounds, because an author's expression meets data a sender controls:
   the result, no function result past `MEMORY_QUOTA` bytes (strings are sized before
   they are built);
 - the functions that make sequences from nothing (``range``, ``sequence``, ``repeat``,
-  ``cycle``) and ``pow`` are replaced by bounded ones;
-- every evaluation has `MAX_SECONDS` of Python work (a profile hook counts calls and
-  checks the clock), which stops products of nested ``select``/``selectMany``;
+  ``cycle``), ``pow``, and the string builders that allocate in one step (``join``,
+  ``replace``) are replaced by bounded ones;
+- every evaluation has `MAX_SECONDS` of Python work and may grow the process by at most
+  `MAX_GROWTH_BYTES` (a profile hook counts calls, checks the clock and the resident
+  size), which stops products of nested ``select``/``selectMany``;
+- a value passed to a function or returned may stand for at most `MAX_VALUE_CHARS` once
+  written out (one big string referenced 100,000 times is refused before any function
+  writes it out 100,000 times);
 - yaql's regular-expression library is left out (Python's ``re`` cannot be stopped);
   the time-limited ``regex_match``/``regex_search``... of StackStorm stand in;
 - no delegates and no Python objects: only data goes in, so no attribute is reachable.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import collections.abc  # must precede yaql: see the module docstring
 import contextlib
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,16 +40,24 @@ from yaql.language import factory, specs, utils, yaqltypes
 from engine.errors import WorkflowExpressionError
 from engine.rules import regexes
 from engine.workflows.context import CONTEXT_FUNCTIONS, ExpressionContext
-from engine.workflows.functions import DATA_FUNCTIONS
+from engine.workflows.functions import DATA_FUNCTIONS, MAX_VALUE_CHARS, check_written_size
 
-__all__ = ["MAX_COLLECTION", "MAX_SECONDS", "MEMORY_QUOTA", "compile_yaql", "evaluate_yaql"]
+__all__ = [
+    "MAX_COLLECTION",
+    "MAX_GROWTH_BYTES",
+    "MAX_SECONDS",
+    "MEMORY_QUOTA",
+    "compile_yaql",
+    "evaluate_yaql",
+]
 
 MAX_COLLECTION = 100_000
 MEMORY_QUOTA = 16 << 20
 MAX_SECONDS = 2.0
+MAX_GROWTH_BYTES = 256 << 20
 _MAX_POWER_BITS = 100_000
 # The profile hook looks at the clock once per this many calls (keeps it cheap).
-_CLOCK_EVERY = 1024
+_CLOCK_EVERY = 512
 _SCOPE_KEY = "__hookyard_scope"
 
 _ENGINE = factory.YaqlFactory(allow_delegates=False).create(
@@ -59,6 +73,10 @@ _ENGINE = factory.YaqlFactory(allow_delegates=False).create(
 class _OutOfTime(BaseException):
     """Raised inside an evaluation that ran out of time; a BaseException so that no
     ``except Exception`` inside yaql swallows it."""
+
+
+class _OutOfMemory(BaseException):
+    """Raised inside an evaluation that grew the process past `MAX_GROWTH_BYTES`."""
 
 
 # --- the functions ---------------------------------------------------------------
@@ -81,13 +99,32 @@ def _parameter_type(name: str) -> Any:
 
 
 def plain(value: Any) -> Any:
-    """yaql's frozen data (FrozenDict, tuples) as plain dicts and lists."""
+    """yaql's frozen data (FrozenDict, tuples) as plain dicts and lists, refused when it
+    stands for more than MAX_VALUE_CHARS written out (shared parts counted each time).
+    A value that is not JSON data (a datetime, a timespan) becomes its str: results are
+    stored as JSON."""
+    check_written_size(value)
+    return _thawed(value, as_data=True)
+
+
+def _materialized(value: Any) -> Any:
+    if utils.is_iterator(value):
+        return list(utils.limit_iterable(value, MAX_COLLECTION))
+    return value
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _thawed(value: Any, as_data: bool = False) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, collections.abc.Mapping):
-        return {plain(key): plain(item) for key, item in value.items()}
+        return {_thawed(key, as_data): _thawed(item, as_data) for key, item in value.items()}
     if isinstance(value, tuple | list | frozenset | set):
-        return [plain(item) for item in value]
+        return [_thawed(item, as_data) for item in value]
+    if as_data and not isinstance(value, _JSON_SCALARS):
+        return str(value)
     return value
 
 
@@ -95,8 +132,15 @@ def _adapted(function: Callable[..., Any]) -> Callable[..., Any]:
     """`function` taking yaql's data as plain data and returning yaql's frozen data."""
 
     def adapted(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(a if isinstance(a, ExpressionContext) else plain(a) for a in args)
-        result = function(*args, **{key: plain(value) for key, value in kwargs.items()})
+        # A lazy yaql sequence (select, where...) is read here, bounded like a result.
+        args = tuple(_materialized(a) for a in args)
+        kwargs = {key: _materialized(value) for key, value in kwargs.items()}
+        room = MAX_VALUE_CHARS
+        for argument in (*args, *kwargs.values()):
+            if not isinstance(argument, ExpressionContext):
+                room = check_written_size(argument, room)
+        args = tuple(a if isinstance(a, ExpressionContext) else _thawed(a) for a in args)
+        result = function(*args, **{key: _thawed(value) for key, value in kwargs.items()})
         return utils.convert_input_data(result)
 
     # yaql reads the parameters (names, defaults, which one is the scope) from this.
@@ -145,6 +189,44 @@ def _cycle(collection: Any) -> Iterator[Any]:
             yield item
 
 
+@specs.parameter("sequence", yaqltypes.Iterable())
+@specs.parameter("separator", yaqltypes.String())
+@specs.inject("str_delegate", yaqltypes.Delegate("str"))
+@specs.method
+def _join(sequence: Any, separator: str, str_delegate: Any) -> str:
+    texts = [str_delegate(item) for item in sequence]
+    _bounded_text("join()", sum(map(len, texts)) + len(separator) * max(len(texts) - 1, 0))
+    return separator.join(texts)
+
+
+@specs.parameter("sequence", yaqltypes.Iterable())
+@specs.parameter("separator", yaqltypes.String())
+@specs.inject("str_delegate", yaqltypes.Delegate("str"))
+@specs.method
+def _join_by(separator: str, sequence: Any, str_delegate: Any) -> str:
+    return _join(sequence, separator, str_delegate)
+
+
+@specs.parameter("string", yaqltypes.String())
+@specs.parameter("old", yaqltypes.String())
+@specs.parameter("new", yaqltypes.String())
+@specs.parameter("count", int)
+@specs.method
+def _replace(string: str, old: str, new: str, count: int = -1) -> str:
+    found = string.count(old) if old else len(string) + 1
+    if count >= 0:
+        found = min(found, count)
+    _bounded_text("replace()", len(string) + found * max(len(new) - len(old), 0))
+    return string.replace(old, new, count)
+
+
+def _bounded_text(name: str, size: int) -> None:
+    if size > MAX_VALUE_CHARS:
+        raise WorkflowExpressionError(
+            f"{name} would build more than {MAX_VALUE_CHARS:,} characters and was refused"
+        )
+
+
 def _pow(base: Any, exponent: Any, modulo: Any = None) -> Any:
     if (
         modulo is None
@@ -171,6 +253,9 @@ def _root_context() -> Any:
         ("repeat", _repeat),
         ("cycle", _cycle),
         ("pow", _pow),
+        ("join", _join),
+        ("join", _join_by),
+        ("replace", _replace),
     ):
         ours.register_function(function, name=name)
     return ours
@@ -212,6 +297,12 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
             f"YAQL expression {shown} ran longer than {MAX_SECONDS:g}s and was stopped",
             source,
         ) from None
+    except _OutOfMemory:
+        raise WorkflowExpressionError(
+            f"YAQL expression {shown} used more than {MAX_GROWTH_BYTES >> 20} MiB of memory "
+            "and was stopped",
+            source,
+        ) from None
     except WorkflowExpressionError as error:
         raise WorkflowExpressionError(f"cannot evaluate {shown}: {error}", source) from None
     except yaql_errors.CollectionTooLargeException:
@@ -241,15 +332,20 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Stop the evaluation after `seconds` of work (checked on Python and C calls)."""
+    """Stop the evaluation after `seconds` of work, or once it grew the process by
+    `MAX_GROWTH_BYTES` (both checked every `_CLOCK_EVERY` Python and C calls)."""
     deadline = time.monotonic() + seconds
+    resident_limit = _resident_bytes() + MAX_GROWTH_BYTES
     calls = 0
 
     def watch(frame: Any, event: str, arg: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls % _CLOCK_EVERY == 0 and time.monotonic() > deadline:
-            raise _OutOfTime
+        if calls % _CLOCK_EVERY == 0:
+            if time.monotonic() > deadline:
+                raise _OutOfTime
+            if _resident_bytes() > resident_limit:
+                raise _OutOfMemory
 
     previous = sys.getprofile()
     sys.setprofile(watch)
@@ -257,6 +353,18 @@ def _time_limit(seconds: float) -> Iterator[None]:
         yield
     finally:
         sys.setprofile(previous)
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_bytes() -> int:
+    """The process's resident size (Linux /proc); 0 where it cannot be read (no check)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _cause(error: BaseException) -> str:

@@ -483,6 +483,15 @@ def test_the_state_is_json_and_misuse_is_refused():
     state = json.loads(json.dumps(run.conductor.state))
     with pytest.raises(WorkflowError, match="has no action running"):
         WorkflowConductor(run.spec, state).task_finished("task2", 0, "succeeded")
+    items = Run(WITH_ITEMS, {"members": ["a"], "hosts": [], "ports": []})
+    only = items.pending[0]
+    items.finish(only, "succeeded", {"stdout": "a"})
+    with pytest.raises(WorkflowError, match="has no action running"):
+        items.conductor.task_finished("greet", 0, "succeeded", None, 0)
+    items = Run(WITH_ITEMS, {"members": ["a", "b"], "hosts": [], "ports": []})
+    items.finish(items.pending[0], "succeeded", {"stdout": "a"})
+    with pytest.raises(WorkflowError, match="item 0 of task 'greet' is not running"):
+        items.conductor.task_finished("greet", 0, "succeeded", None, 0)
     with pytest.raises(WorkflowError, match="version"):
         WorkflowConductor(run.spec, {"version": 99})
 
@@ -519,3 +528,71 @@ def test_a_loop_runs_its_task_again_on_the_same_route_with_the_new_context():
     ]
     assert len({r.key for r in run.ran}) == 4
     assert conductor.result() == {"output": {"i": 2}}
+
+
+def test_the_retry_command_runs_the_task_again_three_times_without_delay():
+    text = """\
+        version: 1.0
+        tasks:
+          fetch:
+            action: core.local cmd="exit 1"
+            next:
+              - when: <% failed() %>
+                do: retry
+              - when: <% succeeded() %>
+                do: done
+          done:
+            action: core.noop
+    """
+    run = Run(text)
+    conductor = run.run_all()
+    assert [(r.task, r.delay) for r in run.ran] == [("fetch", 0)] * 4
+    assert conductor.status == "failed"
+    run = Run(text)
+    run.finish(run.pending[0], "failed", FAILED_LOCAL)
+    run.finish(run.pending[0], "succeeded", {"stdout": ""})
+    assert run.run_all().status == "succeeded" and run.tasks_ran() == ["fetch", "fetch", "done"]
+
+
+def test_pause_lets_running_tasks_finish_and_resume_requests_what_was_staged():
+    run = Run(SEQUENTIAL, {"name": "x"})
+    run.conductor.pause()
+    assert run.conductor.status == "pausing"
+    run.finish(run.pending[0], "succeeded", {"stdout": "x"})
+    assert run.pending == [] and run.conductor.status == "paused"
+    with pytest.raises(WorkflowError, match="a paused workflow cannot be paused"):
+        run.conductor.pause()
+    run.pending.extend(run.reload().resume())
+    assert [r.task for r in run.pending] == ["task2"]
+    assert run.run_all().status == "succeeded"
+
+
+def test_pause_inside_with_items_holds_the_items_not_started():
+    run = Run(WITH_ITEMS.replace("concurrency: 2", "concurrency: 1"), {"members": ["a", "b"]})
+    run.conductor.pause()
+    run.finish(run.pending[0], "succeeded", {"stdout": "a!"})
+    assert run.pending == [] and run.conductor.status == "paused"
+    run.pending.extend(run.reload().resume())
+    assert [(r.task, r.item_id) for r in run.pending] == [("greet", 1)]
+    run.finish(run.pending[0], "succeeded", {"stdout": "b!"})
+    assert run.conductor.status == "succeeded"
+
+
+def test_cancel_waits_for_running_tasks_and_starts_nothing_more():
+    run = Run(SEQUENTIAL, {"name": "x"})
+    run.conductor.cancel()
+    assert run.conductor.status == "canceling"
+    run.finish(run.pending[0], "succeeded", {"stdout": "x"})
+    assert run.pending == [] and run.conductor.status == "canceled"
+    assert run.conductor.result() == {"output": {"greeting": "x"}}
+    with pytest.raises(WorkflowError, match="a canceled workflow cannot be canceled"):
+        run.conductor.cancel()
+
+
+def test_a_canceled_task_cancels_its_workflow():
+    run = Run(JOIN)
+    run.finish(run.pending[1], "canceled")  # slow
+    assert run.conductor.status == "canceling"
+    run.finish(run.pending[0], "succeeded")  # start: its next tasks never start
+    assert run.pending == [] and run.conductor.status == "canceled"
+    assert "errors" not in run.conductor.result()

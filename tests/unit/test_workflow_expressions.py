@@ -258,3 +258,38 @@ def test_human_time_forms():
     assert to_human_time_from_seconds(59) == "59s"
     assert to_human_time_from_seconds(90061) == "1d1h1m1s"
     assert to_human_time_from_seconds(None) is None
+
+
+BIG = ExpressionContext(ctx={"s": "x" * 1_000_000})
+
+
+@pytest.mark.parametrize(
+    ("expression", "cause"),
+    [
+        # One string referenced many times: refused before anything writes it out.
+        ("<% range(100).select(ctx(s)).join('') %>", "join() would build more than"),
+        ("<% ctx(s).replace('x', 'yyyyyyyyyyyyyyyyyyyy') %>", "replace() would build more than"),
+        ("<% range(100).select(ctx(s)) %>", "a value of more than 16,777,216 characters"),
+        ("<% to_json_string(range(20).select(ctx(s))) %>", "a value of more than 16,777,216"),
+        ("{{ to_json_string([ctx('s')] * 20) }}", "a value of more than 16,777,216"),
+        # Many new strings: the process may not grow by more than the bound.
+        ("<% range(100000).select('x' * 10000000).toList().len() %>", "used more than 256 MiB"),
+    ],
+)
+def test_values_that_would_be_huge_once_written_out_are_refused(expression, cause):
+    started = time.monotonic()
+    assert cause in error(expression, BIG)
+    assert time.monotonic() - started < 3
+
+
+def test_lazy_sequences_reach_functions_as_lists():
+    assert value("<% to_json_string(range(3).select($ * 2)) %>") == "[0,2,4]"
+    assert value("<% zip(range(2), ctx(names).where($ != 'b')) %>") == [[0, "a"], [1, "c"]]
+    assert value("<% list(1, 2).join(',') %> <% ','.join(list(3)) %>") == "1,2 3"
+
+
+def test_results_are_json_data():
+    assert value("<% datetime(2020, 1, 2) %>") == "2020-01-02 00:00:00+00:00"
+    assert value("<% list(timespan(days => 1)) %>") == ["1 day, 0:00:00"]
+    assert value("<% now() > datetime(2020, 1, 1) %>") is True
+    assert value("<% set(1, 2) %>") == [1, 2]

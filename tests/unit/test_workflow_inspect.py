@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 from engine.workflows.inspect import inspect_workflow
 
-ROOT = Path(__file__).parents[2]
-
-# StackStorm's own fixture for `st2 workflow inspect` (orquesta-fail-inspection.yaml):
+# StackStorm's own fixture for `st2 workflow inspect` (orquesta-fail-inspection.yaml);
+# tests/acceptance/test_cli_workflow.py runs it through the CLI.
 # a list where input needs a mapping, a nested <%, and a ctx name nothing sets.
 FAIL_INSPECTION = """\
 version: 1.0
@@ -119,37 +114,3 @@ def test_a_yaml_bomb_is_one_located_problem():
     problems = inspect_workflow(bomb, "bomb.yaml")
     assert len(problems) == 1 and "alias bomb" in str(problems[0])
     assert str(problems[0]).startswith("bomb.yaml:")
-
-
-def hookyard(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_the_cli_prints_every_problem_and_exits_like_rule_validate(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(FAIL_INSPECTION)
-    good = tmp_path / "good.yaml"
-    good.write_text("version: 1.0\ntasks:\n  t:\n    action: core.noop\n")
-    result = hookyard("workflow", "inspect", str(bad), str(good), str(tmp_path / "none.yaml"))
-    assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert (
-        lines[0] == f"{bad}:18:9: tasks.task2.input: must be a mapping of input names, not a list"
-    )
-    assert lines[3] == f"{tmp_path / 'none.yaml'}: cannot read the file: No such file or directory"
-    assert lines[-1] == "4 problem(s) in 3 file(s)"
-    as_json = hookyard("workflow", "inspect", "--json", str(bad))
-    assert as_json.returncode == 1
-    assert [p["type"] for p in json.loads(as_json.stdout)["problems"]] == [
-        "syntax",
-        "expression",
-        "context",
-    ]
-    clean = hookyard("workflow", "inspect", str(good))
-    assert (clean.returncode, clean.stdout) == (0, "ok: 1 workflow file(s)\n")
