@@ -100,6 +100,16 @@ WORKFLOWS = {
                   - word: <% ctx(word) + ctx(word) %>
                 do: only
         """,
+    "two_sleeps": """\
+        version: 1.0
+        tasks:
+          first:
+            action: core.local cmd="sleep 5"
+          second:
+            action: core.local cmd="sleep 5"
+        output:
+          - done: true
+        """,
     "broken": """\
         version: 1.0
         tasks:

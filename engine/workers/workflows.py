@@ -26,10 +26,8 @@ from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
 from engine.model.records import (
-    CANCELED,
     CANCELING,
     FAILED,
-    SUCCEEDED,
     TERMINAL_EXECUTION_STATUSES,
     Execution,
     NewExecution,
@@ -38,7 +36,7 @@ from engine.model.records import (
 from engine.process.runtime import Runtime
 from engine.store import codec
 from engine.workers import sleep_until
-from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workflows.conductor import COMPLETED, ActionRequest, WorkflowConductor
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +185,23 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
     if final is not None:
         log.info("workflow %s %s", workflow.id, ended.status)
         runtime.observe("execution_finished", ended)
+    elif ended.status == "running" and state.get("status") == CANCELING:
+        # A task run was canceled: StackStorm cancels its workflow, and with it the
+        # workflow's other running tasks (the store cascades; a later step ends it).
+        try:
+            await runtime.store.request_cancel(workflow.id)
+        except StoreError as exc:
+            log.error("canceling workflow %s failed: %s", workflow.id, exc)
 
 
-def _stepped(
-    runtime: Runtime, step: WorkflowStep
-) -> tuple[dict, list[NewExecution], str | None, Any]:
+def _stepped(runtime: Runtime, step: WorkflowStep) -> tuple[dict, list[NewExecution], Any, Any]:
     workflow = step.workflow
     action = runtime.packs.action(workflow.action)
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
     conductor = WorkflowConductor(action.workflow, step.state)
+    if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
+        conductor.cancel()  # no new task starts; it ends once its running ones have
     requests: list[ActionRequest] = []
     for child in step.finished:
         task = (child.context or {}).get("orquesta") or {}
@@ -209,11 +214,6 @@ def _stepped(
                 task.get("item_id"),
             )
         )
-    if workflow.status == CANCELING:
-        # No new task starts; the workflow ends once its running children have.
-        if step.active:
-            return conductor.state, [], None, None
-        return conductor.state, [], CANCELED, conductor.result()
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
     return conductor.state, children, final, result
@@ -221,7 +221,7 @@ def _stepped(
 
 def _end_of(conductor: WorkflowConductor, *, active: int, requested: int) -> tuple[Any, Any]:
     """(final status, result) once the conductor has ended and no task runs any more."""
-    if conductor.status not in (SUCCEEDED, FAILED) or active or requested:
+    if conductor.status not in COMPLETED or active or requested:
         return None, None
     return conductor.status, conductor.result()
 

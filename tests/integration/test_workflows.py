@@ -150,3 +150,23 @@ async def test_cancel_reaches_the_running_task_and_ends_the_workflow(client) -> 
     assert workflow["status"] == "canceled"
     for child in await children_of(client, workflow_id):
         assert child["status"] in ENDED
+
+
+async def test_a_canceled_task_cancels_its_workflow_and_the_other_tasks(client) -> None:
+    reply = await client.post("/api/v1/executions", json={"action": "flows.two_sleeps"})
+    workflow_id = (await reply.json())["id"]
+
+    async def both_running() -> list[dict]:
+        for _ in range(300):
+            children = await children_of(client, workflow_id)
+            if len(children) == 2 and all(c["status"] == "running" for c in children):
+                return children
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"tasks not running: {children}")
+
+    first, second = await both_running()
+    assert (await client.delete(f"/api/v1/executions/{first['id']}")).status == 200
+    workflow = await wait_ended(client, workflow_id, 4)
+    assert workflow["status"] == "canceled", workflow
+    statuses = {c["id"]: c["status"] for c in await children_of(client, workflow_id)}
+    assert statuses == {first["id"]: "canceled", second["id"]: "canceled"}
