@@ -110,6 +110,17 @@ WORKFLOWS = {
         output:
           - done: true
         """,
+    "delayed": """\
+        version: 1.0
+        tasks:
+          first:
+            action: core.noop
+            next:
+              - do: later
+          later:
+            delay: 1
+            action: core.noop
+        """,
     "broken": """\
         version: 1.0
         tasks:

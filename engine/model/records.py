@@ -161,6 +161,8 @@ class NewExecution:
     id: str = field(default_factory=new_id)
     # The workflow execution this one is a task run of (StackStorm's `parent`).
     parent: str | None = None
+    # Seconds after its request before it may be claimed (an Orquesta task's `delay`).
+    delay: float = 0
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ def _child(workflow: Execution, request: ActionRequest) -> NewExecution:
             },
         },
         parent=workflow.id,
+        delay=request.delay,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,13 @@ async def test_a_canceled_task_cancels_its_workflow_and_the_other_tasks(client) 
     assert workflow["status"] == "canceled", workflow
     statuses = {c["id"]: c["status"] for c in await children_of(client, workflow_id)}
     assert statuses == {first["id"]: "canceled", second["id"]: "canceled"}
+
+
+async def test_a_task_delay_holds_its_run_back(client) -> None:
+    workflow = await run(client, "flows.delayed")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    _first, later = await children_of(client, workflow["id"])
+    assert later["context"]["orquesta"]["task_name"] == "later"
+    requested = datetime.fromisoformat(later["start_timestamp"])
+    started = datetime.fromisoformat(later["started_at"])
+    assert (started - requested).total_seconds() >= 0.95

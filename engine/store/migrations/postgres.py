@@ -280,6 +280,8 @@ MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
 _WORKFLOWS = (
     "ALTER TABLE executions ADD COLUMN parent_id text",
     "ALTER TABLE executions ADD COLUMN step_applied boolean NOT NULL DEFAULT false",
+    # A task's `delay`: the execution is not claimed before this time.
+    "ALTER TABLE executions ADD COLUMN run_after timestamptz",
     "CREATE INDEX executions_parent ON executions (parent_id, created_at)",
     """
     CREATE TABLE workflow_runs (

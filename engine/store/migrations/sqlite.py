@@ -266,6 +266,8 @@ MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
 _WORKFLOWS = (
     "ALTER TABLE executions ADD COLUMN parent_id TEXT",
     "ALTER TABLE executions ADD COLUMN step_applied INTEGER NOT NULL DEFAULT 0",
+    # A task's `delay`: the execution is not claimed before this time.
+    "ALTER TABLE executions ADD COLUMN run_after TEXT",
     "CREATE INDEX executions_parent ON executions (parent_id, created_at)",
     """
     CREATE TABLE workflow_runs (

@@ -58,8 +58,8 @@ def sqlite_insert(
     at = time_to_text(now)
     conn.execute(
         "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-        " rule_ref, created_at, attempt, log, updated_at, parent_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        " rule_ref, created_at, attempt, log, updated_at, parent_id, run_after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         (
             new.id,
             new.action,
@@ -72,6 +72,7 @@ def sqlite_insert(
             dumps([codec.log_entry(REQUESTED, now)]),
             at,
             new.parent,
+            time_to_text(now + timedelta(seconds=new.delay)) if new.delay else None,
         ),
     )
     outbox.sqlite_emit(
@@ -102,7 +103,9 @@ def _sqlite_claim_due(
         " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
         " status = ?, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
         f" updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-        f" WHERE id IN ({active} AND (status = 'requested' OR lease_expires_at < ?)"
+        f" WHERE id IN ({active}"
+        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= ?)"
+        "   OR lease_expires_at < ?)"
         "  ORDER BY id LIMIT ?)"
         f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
         (
@@ -110,6 +113,7 @@ def _sqlite_claim_due(
             time_to_text(now + timedelta(seconds=lease_seconds)),
             at,
             columns.sqlite_log_param(SCHEDULED, now),
+            at,
             at,
             limit,
         ),
@@ -299,8 +303,9 @@ async def pg_insert(
 
 PG_INSERT_EXECUTION = (
     "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-    " rule_ref, created_at, attempt, log, updated_at, parent_id)"
-    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now(), $10)"
+    " rule_ref, created_at, attempt, log, updated_at, parent_id, run_after)"
+    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now(), $10,"
+    " CASE WHEN $11::float8 > 0 THEN now() + make_interval(secs => $11::float8) END)"
 )
 
 
@@ -320,6 +325,7 @@ def pg_execution_row(
         now,
         columns.pg_log_param(REQUESTED, now),
         new.parent,
+        float(new.delay),
     )
 
 
@@ -347,7 +353,8 @@ async def _pg_claim_due(
         " log = log || $3::jsonb"
         " WHERE id IN (SELECT id FROM executions"
         "  WHERE status IN ('requested', 'scheduled', 'running')"
-        "  AND (status = 'requested' OR lease_expires_at < now())"
+        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= now())"
+        "   OR lease_expires_at < now())"
         "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         SCHEDULED,
