@@ -121,6 +121,17 @@ WORKFLOWS = {
             delay: 1
             action: core.noop
         """,
+    "kv": """\
+        version: 1.0
+        tasks:
+          only:
+            action: core.noop
+        output:
+          - greeting: <% st2kv('system.greeting') %>
+          - mine: <% st2kv('user.mine') %>
+          - missing: <% st2kv('system.nope', default => 'fallback') %>
+          - who: <% ctx(st2).user %>
+        """,
     "broken": """\
         version: 1.0
         tasks:

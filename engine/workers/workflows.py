@@ -34,9 +34,11 @@ from engine.model.records import (
     WorkflowStep,
 )
 from engine.process.runtime import Runtime
+from engine.rules.enforce import RULE_USER
 from engine.store import codec
 from engine.workers import sleep_until
 from engine.workflows.conductor import COMPLETED, ActionRequest, WorkflowConductor
+from engine.workflows.context import KeyValueLookup
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,13 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
         state, children, final, result = {}, [], FAILED, _errors_result(action.broken or "")
     else:
         try:
+            kv = await _st2kv(runtime, execution)
+        except StoreError as exc:
+            log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
+            return  # its lease expires and it is claimed again
+        try:
             state, children, final, result = await asyncio.to_thread(
-                _started, runtime, execution, action
+                _started, runtime, execution, action, kv
             )
         except ActionError as exc:
             state, children, final, result = {}, [], FAILED, _errors_result(str(exc))
@@ -101,12 +108,15 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
 
 
 def _started(
-    runtime: Runtime, execution: Execution, action: Any
+    runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup
 ) -> tuple[dict, list[NewExecution], str | None, Any]:
     parameters = runtime.sealer.unseal(execution.parameters or {})
     _, inputs = action.prepare_parameters(parameters)
     conductor, requests = WorkflowConductor.start(
-        action.workflow, inputs, runtime_context={"st2": _st2_context(execution, action)}
+        action.workflow,
+        inputs,
+        runtime_context={"st2": _st2_context(execution, action)},
+        st2kv=kv,
     )
     children = [_child(execution, request) for request in requests]
     final, result = _end_of(conductor, active=0, requested=len(children))
@@ -124,6 +134,27 @@ def _st2_context(execution: Execution, action: Any) -> dict[str, Any]:
         "user": context.get("user"),
         "runner": "orquesta",
     }
+
+
+async def _st2kv(runtime: Runtime, execution: Execution) -> KeyValueLookup:
+    """st2kv('system.x') / st2kv('user.x') for the workflow's user, read from the
+    datastore's loaded copy before the conductor runs (it does no I/O itself)."""
+    user = (execution.context or {}).get("user")
+    user = user if isinstance(user, str) and user else RULE_USER
+    system, own = await runtime.datastore.st2kv_snapshot(user)
+    scopes = {
+        "system": {name: (value, secret) for name, value, secret in system},
+        "user": {name: (value, secret) for name, value, secret in own},
+    }
+
+    def lookup(key: str, decrypt: bool) -> Any:
+        scope, _, name = key.partition(".")
+        if scope not in scopes or not name:
+            scope, name = "system", key  # StackStorm's default scope
+        value, secret = scopes[scope][name]  # KeyError: no such key
+        return runtime.datastore.decrypt(value) if secret and decrypt else value
+
+    return lookup
 
 
 def _child(workflow: Execution, request: ActionRequest) -> NewExecution:
@@ -164,7 +195,12 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
         state, children, final, result = step.state, [], None, None
     else:
         try:
-            state, children, final, result = await asyncio.to_thread(_stepped, runtime, step)
+            kv = await _st2kv(runtime, workflow)
+        except StoreError as exc:
+            log.error("loading the datastore for %s failed: %s", workflow.id, exc)
+            return  # the lease expires and the step is taken again
+        try:
+            state, children, final, result = await asyncio.to_thread(_stepped, runtime, step, kv)
         except EngineError as exc:
             state, children, final = step.state, [], FAILED
             result = _errors_result(f"the workflow cannot go on: {exc}")
@@ -195,12 +231,14 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
             log.error("canceling workflow %s failed: %s", workflow.id, exc)
 
 
-def _stepped(runtime: Runtime, step: WorkflowStep) -> tuple[dict, list[NewExecution], Any, Any]:
+def _stepped(
+    runtime: Runtime, step: WorkflowStep, kv: KeyValueLookup
+) -> tuple[dict, list[NewExecution], Any, Any]:
     workflow = step.workflow
     action = runtime.packs.action(workflow.action)
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
-    conductor = WorkflowConductor(action.workflow, step.state)
+    conductor = WorkflowConductor(action.workflow, step.state, st2kv=kv)
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
     requests: list[ActionRequest] = []

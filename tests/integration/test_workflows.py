@@ -181,3 +181,20 @@ async def test_a_task_delay_holds_its_run_back(client) -> None:
     requested = datetime.fromisoformat(later["start_timestamp"])
     started = datetime.fromisoformat(later["started_at"])
     assert (started - requested).total_seconds() >= 0.95
+
+
+async def test_st2kv_and_the_st2_context_reach_the_expressions(client) -> None:
+    for name, body in (
+        ("greeting", {"name": "greeting", "value": "hi"}),
+        ("mine", {"name": "mine", "value": "own", "scope": "user", "user": "api"}),
+    ):
+        reply = await client.put(f"/api/v1/keys/{name}", json=body)
+        assert reply.status == 200, await reply.text()
+    workflow = await run(client, "flows.kv")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"]["output"] == {
+        "greeting": "hi",
+        "mine": "own",
+        "missing": "fallback",
+        "who": "api",
+    }
