@@ -120,3 +120,47 @@ def test_a_workflow_killed_mid_way_finishes_after_a_restart_running_no_task_twic
     # kill is the same execution's second attempt, not a second run of the task.)
     assert sorted(names) == sorted(f"task{n}" for n in range(1, 9))
     assert all(c["status"] == "succeeded" for c in children), children
+
+
+@pytest.mark.postgres
+def test_two_serve_processes_on_one_postgresql_step_each_workflow_once(
+    serve: ServeLauncher, tmp_path: Path
+) -> None:
+    packs = tmp_path / "packs"
+    write_pack(packs)
+    env = {"HOOKYARD_PACKS_DIRS": f"[{packs}]"}
+    with fresh_pg_database() as url:
+        one = serve.start(store=url, roles=ROLES, env=env, name="one")
+        two = serve.start(store=url, roles=ROLES, env=env, name="two")
+
+        async def run_many() -> list[tuple[dict, list[dict]]]:
+            async with aiohttp.ClientSession() as session:
+                ids = []
+                for index in range(12):
+                    base = (one, two)[index % 2].url
+                    action = ("flows.noop10", "flows.branches")[index % 3 == 0]
+                    async with session.post(
+                        f"{base}/api/v1/executions", json={"action": action}
+                    ) as response:
+                        assert response.status == 201, await response.text()
+                        ids.append((await response.json())["id"])
+                done = []
+                for workflow_id in ids:
+                    url_ = f"{one.url}/api/v1/executions/{workflow_id}"
+
+                    async def ended(url_=url_) -> dict | None:
+                        data = await get(session, url_)
+                        return data if data["status"] in ENDED else None
+
+                    workflow = await wait_for(ended, 60, f"workflow {workflow_id}")
+                    children = await get(session, f"{url_}/children", depth=-1)
+                    done.append((workflow, children))
+                return done
+
+        for workflow, children in asyncio.run(run_many()):
+            assert workflow["status"] == "succeeded", workflow["result"]
+            names = [c["context"]["orquesta"]["task_name"] for c in children]
+            # Each task ran once, whichever process stepped the workflow.
+            assert len(names) == len(set(names)) and len(names) in (4, 10), names
+        logs = one.log_text() + two.log_text()
+        assert "another worker took this step over" not in logs
