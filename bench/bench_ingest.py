@@ -44,27 +44,31 @@ counted 2xx answers (a 202 means committed).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import resource
-import shutil
-import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-LUA_SCRIPT = BENCH_DIR / "post_json.lua"
+from harness import (
+    BENCH_DIR,
+    REPO,
+    Target,
+    add_common_arguments,
+    bench_session,
+    children_of,
+    cpu_seconds,
+    free_port,
+    parse_arguments,
+    pg_database_url,
+    run_wrk,
+    start,
+    store_rows,
+    terminate,
+)
+
 HOOKS_FILE = BENCH_DIR / "webhook_hooks.json"
 TARGET_NAMES = ("bare", "floor", "naive", "sqlite", "postgres", "webhook")
 
@@ -90,181 +94,14 @@ action:
 """
 
 
-@dataclass
-class Run:
-    accepted_per_second: float
-    p50_ms: float
-    p99_ms: float
-    accepted: int
-    errors: int
-    non_2xx: int
-    # CPU µs per accepted webhook of the server process, its other processes, the
-    # database server and wrk, measured over the run (see cpu_snapshot).
-    cpu: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Target:
-    name: str
-    url: str
-    command: list[str]
-    cwd: Path
-    ready_path: str | None = None
-    database: str | None = None  # Hookyard only: to wait for the backlog and count rows
-    env: dict[str, str] = field(default_factory=dict)
-    # Started beside the target and stopped with it (Hookyard's rules process).
-    helpers: list[list[str]] = field(default_factory=list)
-    helper_processes: list[subprocess.Popen] = field(default_factory=list)
-    # Run only while the driver waits for the backlog (topology "ingest").
-    drainer: list[str] | None = None
-    process: subprocess.Popen | None = None
-    log_path: Path | None = None
-    runs: list[Run] = field(default_factory=list)
-    accepted_total: int = 0
-    drain_seconds: list[float] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-def wait_ready(target: Target, port: int, deadline_seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        if target.process is not None and target.process.poll() is not None:
-            raise SystemExit(f"{target.name} exited early; see {target.log_path}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-            if target.ready_path is None:
-                return
-            status, _, _ = http_get(f"http://127.0.0.1:{port}{target.ready_path}")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{target.name} not ready after {deadline_seconds:g}s; see {target.log_path}")
-
-
-def start(target: Target, port: int, workdir: Path) -> None:
-    target.log_path = workdir / f"{target.name}.log"
-    with target.log_path.open("wb") as log:
-        target.process = subprocess.Popen(
-            target.command,
-            cwd=target.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **target.env},
-            start_new_session=True,
-        )
-    wait_ready(target, port)
-    for index, command in enumerate(target.helpers):
-        with (workdir / f"{target.name}-helper{index}.log").open("wb") as log:
-            target.helper_processes.append(
-                subprocess.Popen(
-                    command,
-                    cwd=target.cwd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, **target.env},
-                    start_new_session=True,
-                )
-            )
-
-
-def stop(target: Target) -> None:
-    for process in [*target.helper_processes, target.process]:
-        if process is not None:
-            terminate(process)
-
-
-def terminate(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def run_wrk(url: str, args: argparse.Namespace, seconds: float) -> Run:
-    command = [
-        args.wrk,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(LUA_SCRIPT),
-        url,
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    line = next(row for row in out.stdout.splitlines() if row.startswith("BENCH "))
-    data = json.loads(line.removeprefix("BENCH "))
-    socket_errors = (
-        data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"]
-    )
-    accepted = data["requests"] - data["status_errors"]
-    return Run(
-        accepted_per_second=accepted / (data["duration_us"] / 1e6),
-        p50_ms=data["p50_us"] / 1000,
-        p99_ms=data["p99_us"] / 1000,
-        accepted=accepted,
-        errors=socket_errors + data["status_errors"],
-        non_2xx=data["status_errors"],
-    )
-
-
 def status_counts(target: Target) -> dict[str, int]:
     """Trigger instances by status, read from the database itself (the read API needs a
     key, and the count should not depend on the server under test)."""
-    query = "SELECT status, count(*) FROM trigger_instances GROUP BY status"
-    if target.database.startswith("sqlite:///"):
-        conn = sqlite3.connect(target.database.removeprefix("sqlite:///"), timeout=30)
-        try:
-            return dict(conn.execute(query).fetchall())
-        finally:
-            conn.close()
-    return asyncio.run(_pg_fetch(target.database, query))
-
-
-async def _pg_fetch(url: str, query: str) -> dict[str, int]:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        return {row[0]: row[1] for row in await conn.fetch(query)}
-    finally:
-        await conn.close()
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its reaped children (webhook's /bin/true runs)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in listed.split()]
+    return dict(
+        store_rows(
+            target.database, "SELECT status, count(*) FROM trigger_instances GROUP BY status"
+        )
+    )
 
 
 def database_cpu_seconds() -> float:
@@ -346,21 +183,6 @@ def _wait_quiet(target: Target, limit_seconds: float) -> float:
         if not counts.get("pending") and not counts.get("processing"):
             break
     return time.monotonic() - started
-
-
-async def _pg_admin(admin_url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def pg_database_url(admin_url: str, database: str) -> str:
-    base, _, _ = admin_url.rpartition("/")
-    return f"{base}/{database}"
 
 
 def build_targets(args: argparse.Namespace, workdir: Path, ports: dict[str, int]) -> list[Target]:
@@ -478,40 +300,20 @@ def summarise_cpu(targets: list[Target]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
-    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
         "--topology",
         choices=("single", "split", "ingest"),
         default="single",
         help="Hookyard as one process, as api and rules processes, or ingest alone",
     )
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument(
-        "--targets",
-        default=",".join(TARGET_NAMES),
-        type=lambda value: [v.strip() for v in value.split(",") if v.strip()],
-    )
-    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--pg-database", default=f"hookyard_bench_{os.getpid()}")
     parser.add_argument("--drain-limit", type=float, default=120.0, help="max wait for backlog")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder and logs")
-    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk")
-    parser.add_argument("--webhook", default=shutil.which("webhook") or "webhook")
-    args = parser.parse_args()
-    unknown = set(args.targets) - set(TARGET_NAMES)
-    if unknown:
-        parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGET_NAMES)}")
+    add_common_arguments(parser, TARGET_NAMES, "hookyard_bench")
+    args = parse_arguments(parser, TARGET_NAMES)
 
-    workdir = Path(tempfile.mkdtemp(prefix="hookyard-bench-"))
-    ports = {name: free_port() for name in args.targets}
-    targets = build_targets(args, workdir, ports)
-    pg_created = False
-    try:
-        if "postgres" in args.targets:
-            asyncio.run(_pg_admin(args.pg_admin_url, f'CREATE DATABASE "{args.pg_database}"'))
-            pg_created = True
+    with bench_session(args, "hookyard-bench-", "postgres" in args.targets) as session:
+        workdir, targets = session
+        ports = {name: free_port() for name in args.targets}
+        targets += build_targets(args, workdir, ports)
         for target in targets:
             start(target, ports[target.name], workdir)
             warm = run_wrk(target.url, args, args.warmup)
@@ -556,17 +358,6 @@ def main() -> None:
                 f"{processed} processed by the rules worker [{verdict}]; median wait for the "
                 f"backlog after a run {drain:.1f}s"
             )
-    finally:
-        for target in targets:
-            stop(target)
-        if pg_created:
-            asyncio.run(
-                _pg_admin(args.pg_admin_url, f'DROP DATABASE "{args.pg_database}" WITH (FORCE)')
-            )
-        if args.keep:
-            print(f"work folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from harness import pg_admin
+
 from engine.model.records import new_id
 from engine.store.migrations.postgres import MIGRATIONS
 
@@ -106,16 +108,6 @@ async def psycopg_loop(url: str, batches: list[Batch], mode: str) -> None:
                     await cursor.executemany(statement, batch)
 
 
-async def admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 async def create_schema(url: str) -> None:
     import asyncpg
 
@@ -152,7 +144,7 @@ def main() -> None:
         ("psycopg", "executemany"): psycopg_loop,
     }
     results: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in variants}
-    asyncio.run(admin(args.pg_admin_url, f'CREATE DATABASE "{database}"'))
+    asyncio.run(pg_admin(args.pg_admin_url, f'CREATE DATABASE "{database}"'))
     try:
         asyncio.run(create_schema(url))
         for round_index in range(args.repeat):
@@ -165,7 +157,7 @@ def main() -> None:
                     measure(lambda loop=loop, b=batches, m=key[1]: loop(url, b, m), args.rows)
                 )
     finally:
-        asyncio.run(admin(args.pg_admin_url, f'DROP DATABASE "{database}" WITH (FORCE)'))
+        asyncio.run(pg_admin(args.pg_admin_url, f'DROP DATABASE "{database}" WITH (FORCE)'))
     print(
         f"{args.rows} rows in batches of {args.batch}, one transaction per batch, "
         f"median of {args.repeat} rounds"

@@ -21,3 +21,19 @@ done = function(summary, latency, requests)
     e.status, e.timeout, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, latency.mean))
 end
+
+-- With BENCH_REQUESTS_PER_THREAD set, each thread stops once that many of its requests
+-- have been answered (a fixed number of webhooks rather than a fixed time), and says so
+-- on a line of its own: the driver then ends wrk (whose main thread sleeps for all of -d).
+local per_thread = tonumber(os.getenv("BENCH_REQUESTS_PER_THREAD") or "")
+if per_thread then
+  local answered = 0
+  response = function(status, headers, body)
+    answered = answered + 1
+    if answered == per_thread then
+      io.write("STOPPED\n")
+      io.flush()
+      wrk.thread:stop()
+    end
+  end
+end

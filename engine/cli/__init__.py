@@ -1,32 +1,27 @@
 """The `hookyard` command: parses arguments and calls engine functions.
 
-Each command group lives in its own module; errors a user can cause are one line on
-stderr and a non-zero exit, never a traceback. Local commands (rule validate/test, serve,
-apikey, key, signing-key) work on the config and store directly; the others talk to a
-running server (--url / HOOKYARD_URL, HOOKYARD_API_KEY).
+Each command group lives in its own module, one per resource; errors a user can cause
+are one line on stderr and a non-zero exit, never a traceback. Local commands (rule
+validate/test, serve, apikey, key, signing-key) work on the config and store directly;
+the others talk to a running server (--url / HOOKYARD_URL, HOOKYARD_API_KEY).
 """
 
 from __future__ import annotations
 
 import click
 
-from engine.cli import changes
 from engine.cli.apikeys import apikey_group
 from engine.cli.datastore import key_group
 from engine.cli.deliveries import delivery_group
+from engine.cli.enforcements import enforcement_group
+from engine.cli.executions import execution_group
 from engine.cli.explain import explain_command
-from engine.cli.resources import (
-    enforcement_group,
-    execution_group,
-    rule_get,
-    rule_list,
-    trigger_instance_group,
-    webhook_group,
-)
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
 from engine.cli.serve import serve_command
 from engine.cli.signing import signing_key_group
+from engine.cli.trigger_instances import trigger_instance_group
+from engine.cli.webhooks import webhook_group
 from engine.cli.workflows import workflow_group
 
 
@@ -52,18 +47,6 @@ for command in (
     workflow_group,
 ):
     cli.add_command(command)
-
-# Server-side rule commands join the local validate/test in one `hookyard rule` group.
-for command in (
-    rule_list,
-    rule_get,
-    changes.rule_enable,
-    changes.rule_disable,
-    changes.rule_delete,
-):
-    rule_group.add_command(command)
-execution_group.add_command(changes.execution_cancel)
-trigger_instance_group.add_command(changes.trigger_instance_re_emit)
 
 
 def main() -> None:

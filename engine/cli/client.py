@@ -164,3 +164,8 @@ def server_command(function: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
 
     return command
+
+
+def path_part(value: str) -> str:
+    """One URL path segment: an id or ref with `/` or `?` cannot reach another route."""
+    return urllib.parse.quote(value, safe="")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from engine.cli.client import ApiClient, server_command
-from engine.cli.output import print_json
-from engine.cli.resources import limit_option, path_part, show_list, show_object
+from engine.cli.client import ApiClient, path_part, server_command
+from engine.cli.output import limit_option, print_json, show_list, show_object
 
 DELIVERY_COLUMNS = (
     ("id", "id"),

@@ -1,19 +1,40 @@
-"""`hookyard rule validate` and `hookyard rule test`."""
+"""`hookyard rule`: validate and test rule files here; list, get, enable, disable and
+delete the rules of a running server.
+
+Rules created through the API can be changed on the server; a rule from a file is changed
+by editing its file (the server answers 409 naming it).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from engine.cli.output import fail, print_json, print_table, short
+from engine.cli.client import API_KEY_VARIABLE, ApiClient, ClientError, path_part, server_command
+from engine.cli.output import (
+    fail,
+    field,
+    limit_option,
+    print_json,
+    print_table,
+    short,
+    show_list,
+    show_object,
+)
+from engine.config import load_settings
 from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
+from engine.model.names import MAX_REF_CHARS, too_long
+from engine.packs import load_packs
 from engine.rules import load_rule, load_rules, render_parameters
+from engine.rules.lint import lint_rules
 from engine.rules.loader import iter_rule_files
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
+from engine.runners import default_runners
 from engine.support import safeyaml
 
 EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
@@ -114,6 +135,106 @@ def test(
     raise SystemExit(EXIT_MATCHED if report["matched"] else EXIT_NOT_MATCHED)
 
 
+# --- on a running server ------------------------------------------------------------
+
+
+@rule_group.command("list")
+@click.option("--pack", help="Only rules of this pack.")
+@click.option("--action", help="Only rules running this action ref.")
+@click.option(
+    "--enabled/--disabled", "enabled", default=None, help="Only enabled (or disabled) rules."
+)
+@limit_option
+@server_command
+def rule_list(
+    client: ApiClient,
+    as_json: bool,
+    pack: str | None,
+    action: str | None,
+    enabled: bool | None,
+    limit: int,
+) -> None:
+    """List the rules a running server has loaded."""
+    query = {
+        "pack": pack,
+        "action": action,
+        "enabled": None if enabled is None else str(enabled),
+        "limit": limit,
+    }
+    reply = client.get("/rules", query)
+    if not as_json:
+        for rule in reply.data or []:
+            url = field(rule, "trigger.parameters.url")
+            rule["trigger_shown"] = (field(rule, "trigger.type") or "") + (
+                f" ({url})" if url else ""
+            )
+    columns = (
+        ("ref", "ref"),
+        ("enabled", "enabled"),
+        ("trigger", "trigger_shown"),
+        ("action", "action.ref"),
+        ("description", "description"),
+    )
+    show_list(reply, as_json, columns, "rules")
+
+
+@rule_group.command("get")
+@click.argument("ref")
+@server_command
+def rule_get(client: ApiClient, as_json: bool, ref: str) -> None:
+    """Show a loaded rule: trigger, criteria and action."""
+    data = client.get(f"/rules/{path_part(ref)}").data
+    show_object(data, as_json, ("ref", "pack", "name", "description", "enabled", "trigger"))
+
+
+def _set_enabled(client: ApiClient, as_json: bool, ref: str, enabled: bool) -> None:
+    data = client.put(f"/rules/{path_part(ref)}", {"enabled": enabled}).data
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(f"rule {data.get('ref', ref)} {'enabled' if enabled else 'disabled'}")
+
+
+@rule_group.command("enable")
+@click.argument("ref")
+@server_command
+def rule_enable(client: ApiClient, as_json: bool, ref: str) -> None:
+    """Enable a rule created through the API."""
+    _set_enabled(client, as_json, ref, True)
+
+
+@rule_group.command("disable")
+@click.argument("ref")
+@server_command
+def rule_disable(client: ApiClient, as_json: bool, ref: str) -> None:
+    """Disable a rule created through the API (it stays stored)."""
+    _set_enabled(client, as_json, ref, False)
+
+
+@rule_group.command("delete")
+@click.argument("ref")
+@server_command
+def rule_delete(client: ApiClient, as_json: bool, ref: str) -> None:
+    """Delete a rule created through the API, by REF (pack.name) or by its id.
+
+    The id is in `hookyard rule get REF --json`; a stored rule that no longer loads
+    (e.g. a name over the length limit) is named by its id in the server's log.
+    """
+    if len(ref) > MAX_REF_CHARS:
+        fail(
+            f"the rule ref {too_long(len(ref), MAX_REF_CHARS)}; no such rule can be named by "
+            "its ref: give the rule's id (24 hex digits, shown in the server log)"
+        )
+    client.delete(f"/rules/{path_part(ref)}")
+    if as_json:
+        print_json({"ref": ref, "deleted": True})
+    else:
+        click.echo(f"rule {ref} deleted")
+
+
+# --- the rule tester --------------------------------------------------------------------
+
+
 def evaluate_for_report(rule, payload: Any, trigger_type: str | None) -> dict[str, Any]:
     """The rule tester's answer as plain data (shared by the CLI and the API)."""
     report: dict[str, Any] = {"rule": rule.ref, "trigger": rule.trigger_type}
@@ -140,14 +261,9 @@ def evaluate_for_report(rule, payload: Any, trigger_type: str | None) -> dict[st
 
 def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
     """The payload and trigger type of a stored trigger instance, read from the server."""
-    import os
-    from urllib.parse import quote
-
-    from engine.cli.client import API_KEY_VARIABLE, ApiClient, ClientError
-
     client = ApiClient(url, os.environ.get(API_KEY_VARIABLE))
     try:
-        data = client.get(f"/triggerinstances/{quote(instance_id, safe='')}").data
+        data = client.get(f"/triggerinstances/{path_part(instance_id)}").data
     except ClientError as exc:
         fail(str(exc), EXIT_ERROR)
     trigger = data.get("trigger")
@@ -159,10 +275,6 @@ def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
 
 def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, ...]) -> list[str]:
     """Lint warnings, with the actions of the packs from --packs or the config's packs_dirs."""
-    from engine.config import load_settings
-    from engine.packs import load_packs
-    from engine.rules.lint import lint_rules
-    from engine.runners import default_runners
 
     dirs = [Path(d) for d in packs_dirs]
     try:

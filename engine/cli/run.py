@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from engine.cli.client import ApiClient, ClientError, server_command
-from engine.cli.output import print_json
-from engine.cli.resources import EXECUTION_ORDER, execution_for_display, path_part, show_object
+from engine.cli.client import ApiClient, ClientError, path_part, server_command
+from engine.cli.executions import EXECUTION_ORDER, execution_for_display
+from engine.cli.output import print_json, show_object
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "timeout", "canceled", "abandoned"})
 # Quick first polls for short actions, then at most one request a second.

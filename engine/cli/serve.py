@@ -7,8 +7,9 @@ import asyncio
 import click
 
 from engine.cli.output import fail
-from engine.config import load_settings
+from engine.config import load_settings, validate_roles
 from engine.errors import EngineError
+from engine.http.server import serve
 from engine.support.logs import configure_logging
 
 
@@ -68,9 +69,6 @@ def serve_command(
                 changes[key] = [_absolute(p) for p in changes[key]]
         settings = settings.replace(**{k: v for k, v in changes.items() if v is not None})
         configure_logging(settings.logging.level, settings.logging.format)
-        from engine.config import validate_roles
-        from engine.http.server import serve
-
         validate_roles(settings.roles, "--roles")
         asyncio.run(serve(settings, watch=watch))
     except EngineError as exc:

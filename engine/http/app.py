@@ -17,17 +17,19 @@ from engine.config import Settings
 from engine.errors import StoreError
 from engine.http import (
     actions_api,
-    api,
     apikeys_api,
     auth,
-    cancel_api,
     datastore_api,
+    enforcements_api,
+    executions_api,
     expect,
     metrics_api,
     operations_api,
     outbound_api,
     rules_api,
+    trigger_instances_api,
     webhooks,
+    webhooks_api,
 )
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import add_unknown_route, check_all_guarded, guarded
@@ -58,15 +60,20 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.router.add_get("/health", guarded(health))
     app.router.add_get("/ready", guarded(ready))
     if "api" in settings.roles:
-        webhooks.add_routes(app)
-        api.add_routes(app)
-        actions_api.add_routes(app)
-        apikeys_api.add_routes(app)
-        datastore_api.add_routes(app)
-        outbound_api.add_routes(app)
-        rules_api.add_routes(app)
-        cancel_api.add_routes(app)
-        operations_api.add_routes(app)
+        for routes in (
+            webhooks,
+            webhooks_api,
+            trigger_instances_api,
+            enforcements_api,
+            rules_api,
+            executions_api,
+            actions_api,
+            apikeys_api,
+            datastore_api,
+            outbound_api,
+            operations_api,
+        ):
+            routes.add_routes(app)
     metrics_api.install(app)
     for context in role_contexts(settings.roles, runtime):
         app.cleanup_ctx.append(context)

@@ -21,11 +21,11 @@ from aiohttp import web
 
 from engine.errors import IngestError
 from engine.http import rbac
-from engine.http.api import paging
 from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
+from engine.http.paging import paging
 from engine.model.apikeys import ApiKey
 from engine.model.kv import SYSTEM_SCOPE, KeyValuePair, parse_scope
 from engine.rules.enforce import RULE_USER

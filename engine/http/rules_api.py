@@ -1,9 +1,11 @@
-"""Rule writes under /api/v1/rules in StackStorm's shapes (reads are in engine.http.api).
+"""Rules under /api/v1/rules in StackStorm's shapes: list, get, create, replace, delete.
 
-`POST /api/v1/rules` stores a new rule, `PUT /api/v1/rules/{ref}` replaces one (a body of
-only `{"enabled": ...}` just enables or disables it), `DELETE /api/v1/rules/{ref}` removes
-one. Each needs an admin API key. Stored rules are shared by every process on the store
-and survive restarts (engine.workers.rule_sync).
+`GET /api/v1/rules[/{ref}]` shows the rules this process has loaded (from files and
+stored through the API). `POST /api/v1/rules` stores a new rule,
+`PUT /api/v1/rules/{ref}` replaces one (a body of only `{"enabled": ...}` just enables or
+disables it), `DELETE /api/v1/rules/{ref}` removes one. Each write needs an admin API
+key. Stored rules are shared by every process on the store and survive restarts
+(engine.workers.rule_sync).
 
 Rules from files and packs stay owned by their files: PUT and DELETE on them answer 409
 naming the file to edit (and reload), so the file on disk is never contradicted by a
@@ -22,6 +24,7 @@ from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
 from engine.http.guard import guarded
+from engine.http.paging import add_get_both_slashes, paging
 from engine.process.runtime import Runtime
 from engine.rules import Rule
 from engine.rules.rule import is_rule_id
@@ -37,10 +40,36 @@ from engine.workers.rule_sync import RULE_SYNC
 
 
 def add_routes(app: web.Application) -> None:
+    add_get_both_slashes(app, "/api/v1/rules", list_rules)
+    add_get_both_slashes(app, "/api/v1/rules/{ref}", get_rule)
     app.router.add_post("/api/v1/rules", guarded(create_rule))
     app.router.add_post("/api/v1/rules/", guarded(create_rule))
     app.router.add_put("/api/v1/rules/{ref}", guarded(update_rule))
     app.router.add_delete("/api/v1/rules/{ref}", guarded(delete_rule))
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    rules = [rule.to_api() for rule in request.app[RUNTIME].ruleset]
+    query = request.query
+    if query.get("pack"):
+        rules = [r for r in rules if r["pack"] == query["pack"]]
+    if query.get("enabled") is not None:
+        wanted = query["enabled"].lower() in ("true", "1")
+        rules = [r for r in rules if r["enabled"] == wanted]
+    if query.get("trigger"):
+        rules = [r for r in rules if r["trigger"]["type"] == query["trigger"]]
+    if query.get("action"):
+        rules = [r for r in rules if r["action"]["ref"] == query["action"]]
+    limit, offset = paging(query)
+    return json_response(rules[offset : offset + limit], headers={"X-Total-Count": str(len(rules))})
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    ref = request.match_info["ref"]
+    rule = loaded_rule(request.app[RUNTIME].ruleset, ref)
+    if rule is None:
+        raise NotFound(f"no rule {ref!r}")
+    return json_response(rule.to_api())
 
 
 async def create_rule(request: web.Request) -> web.Response:

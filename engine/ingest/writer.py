@@ -12,15 +12,8 @@ with the store's own `add_trigger_instances`, and answers; the API process answe
 only then, so a 202 still means committed. The API process still parses a body it needs
 itself: an API key in the body, a custom response, the generic st2 hook.
 
-Frames on a private socket pair: a 4-byte big-endian length, then a `marshal`-encoded
-tuple (the standard library's fastest encoding of tuples of str, bytes, int and JSON
-data; both ends are the same Python).
-- API → child: first ("open", protocol, store settings, base folder, log level, log
-  format, secrets to scrub, the most fields a form body may have); then
-  (seq, [item, ...]) per batch, an item being `_wire(NewTriggerInstance)`.
-- child → API: ("ready",) or ("failed", reason) after opening the store; then per batch
-  (seq, True, [(id, duplicate) or (None, error kind, message, status), ...], seconds) or,
-  when the batch failed, (seq, False, error kind, message, retry_after).
+What crosses the socket is in engine.ingest.writer_wire; the child is
+engine.ingest.writer_child.
 
 If the child dies, each batch it held is answered StoreUnavailable (a 503 and a retry):
 such a batch may have been committed, as with any crash between a commit and its answer,
@@ -34,40 +27,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import itertools
 import logging
-import marshal
-import signal
 import socket
-import struct
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from engine.config import Settings, StoreSettings
-from engine.errors import EngineError, IngestError, StoreBusy, StoreError, StoreUnavailable
-from engine.ingest.bodies import stored_body_text
-from engine.model.hook_payload import NamedHookPost
+from engine.config import Settings
+from engine.errors import EngineError, StoreBusy, StoreError, StoreUnavailable
+from engine.ingest.writer_wire import (
+    ERROR_KINDS,
+    PROTOCOL,
+    Wire,
+    answer_from_wire,
+    frame,
+    item_to_wire,
+    read_frame,
+)
 from engine.model.records import Accepted, NewTriggerInstance
-from engine.store import create_store
 from engine.store.base import Store
 from engine.store.batching import GroupCommitter
-from engine.store.codec import UnstorableValue, as_utc
+from engine.store.codec import UnstorableValue
 from engine.support.child_process import child_environment as _child_environment
 from engine.support.child_process import python_module_command
 from engine.support.child_process import reap as _reap
-from engine.support.logs import configure_logging, register_secrets, scrubber
+from engine.support.logs import scrubber
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct("!I")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+# The module the child runs (tests find the children by it in /proc/*/cmdline).
+CHILD_MODULE = "engine.ingest.writer_child"
+# What a child is sent to speak (a test plays another version by replacing it here).
+_PROTOCOL = PROTOCOL
 # How long the child may take to open the store (PostgreSQL connects and migrates).
 _OPEN_TIMEOUT = 60.0
 # Seconds beyond twice the store's busy_timeout after which a child that has not
@@ -79,9 +72,6 @@ _RESTART_PAUSE = 0.5
 _RESTART_PAUSE_MAX = 30.0
 # Seconds a child that closed its socket has to exit before it is killed.
 _EXIT_WAIT = 5.0
-# What the two ends speak: a child from another version of Hookyard (an upgrade in place
-# between the API process's start and a restart) refuses to run.
-_PROTOCOL = 2
 # Webhooks per batch sent to the child. A batch's senders wait for its commit, and with
 # a bounded number of connections big batches left the API process idle, all of them
 # waiting; small batches in flight keep its loop busy with the others' requests (same
@@ -89,15 +79,6 @@ _PROTOCOL = 2
 _BATCH_MAX = 16
 # The child only writes trigger instances: a small general pool is enough.
 _CHILD_POOL_SIZE = 2
-# Errors that cross the socket keep their type (the API answers them differently).
-_ERROR_KINDS: dict[str, type[StoreError]] = {
-    "StoreBusy": StoreBusy,
-    "StoreUnavailable": StoreUnavailable,
-    "UnstorableValue": UnstorableValue,
-    "StoreError": StoreError,
-}
-
-Wire = tuple[Any, ...]
 
 
 class IngestProcess:
@@ -135,7 +116,7 @@ class IngestProcess:
         self._committer.start()
 
     async def add_trigger_instance(self, item: NewTriggerInstance) -> Accepted:
-        answer = await self._committer.enqueue(_wire(item))
+        answer = await self._committer.enqueue(item_to_wire(item))
         if isinstance(answer, EngineError):  # its body, parsed by the child, was refused
             raise answer
         return answer
@@ -167,7 +148,7 @@ class IngestProcess:
         reply = await child.call(list(items))
         if not reply[1]:
             _, _, kind, message, retry_after = reply
-            error_type = _ERROR_KINDS.get(kind, StoreError)
+            error_type = ERROR_KINDS.get(kind, StoreError)
             if error_type is StoreBusy:
                 raise StoreBusy(message, retry_after=retry_after or 1.0)
             if error_type is not UnstorableValue:
@@ -175,7 +156,7 @@ class IngestProcess:
             raise error_type(message)
         self._write_failure = None
         _, _, results, seconds = reply
-        answers = [_answer(result) for result in results]
+        answers = [answer_from_wire(result) for result in results]
         self._store.count_ingested(
             sum(1 for answer in answers if isinstance(answer, Accepted) and not answer.duplicate)
         )
@@ -275,8 +256,8 @@ class _Child:
             settings.ingest.max_form_fields,
         )
         try:
-            writer.write(_frame(opening))
-            answer = await asyncio.wait_for(_read_frame(reader), _OPEN_TIMEOUT)
+            writer.write(frame(opening))
+            answer = await asyncio.wait_for(read_frame(reader), _OPEN_TIMEOUT)
         except (OSError, EOFError, asyncio.IncompleteReadError, TimeoutError) as exc:
             await child._kill()
             raise StoreUnavailable(f"the ingest writer process did not start: {exc!r}") from exc
@@ -303,7 +284,7 @@ class _Child:
         # watchdog must see that batch too.
         self._sent_at[seq] = time.monotonic()
         try:
-            self._writer.write(_frame((seq, items)))
+            self._writer.write(frame((seq, items)))
             await self._writer.drain()
         except OSError:
             pass  # the reply reader sees the same end and fails the future
@@ -337,7 +318,7 @@ class _Child:
         reason = "no reason"
         try:
             while True:
-                reply = await _read_frame(self._reader)
+                reply = await read_frame(self._reader)
                 future = self._pending.get(reply[0])
                 if future is not None and not future.done():
                     future.set_result(reply)
@@ -383,149 +364,4 @@ class _Child:
 
 
 def _child_command(fd: int) -> list[str]:
-    return python_module_command("engine.ingest.writer", str(fd))
-
-
-def _answer(result: tuple[Any, ...]) -> Accepted | EngineError:
-    """One item's answer: (id, duplicate), or (None, error kind, message, status) for a
-    request whose body the child refused."""
-    if result[0] is not None:
-        return Accepted(result[0], result[1])
-    _, kind, message, status = result
-    return IngestError(message, status) if kind == "IngestError" else UnstorableValue(message)
-
-
-def _wire(item: NewTriggerInstance) -> Wire:
-    """An item as the child rebuilds it. A named-hook post travels as its raw parts; any
-    other payload as data (JSON data is marshal data)."""
-    occurred = (as_utc(item.occurrence_time) - _EPOCH) // _MICROSECOND
-    post = item.post
-    parts = None
-    if post is not None:
-        parts = (post.raw_headers, post.dropped, post.body_text, post.content_type, post.body)
-    return (item.id, item.trigger, item.webhook, item.dedupe_key, occurred, item.payload, parts)
-
-
-def _unwire(wire: Wire, max_form_fields: int) -> NewTriggerInstance:
-    """The item `wire` carries, its post's body parsed here when the API process left it
-    (IngestError or UnstorableValue when the body is refused)."""
-    instance_id, trigger, webhook, dedupe_key, occurred, payload, parts = wire
-    if parts is not None and parts[2] is None:
-        raw_headers, dropped, _, content_type, body = parts
-        text = stored_body_text(content_type, body, max_form_fields=max_form_fields)
-        parts = (raw_headers, dropped, text)
-    return NewTriggerInstance(
-        trigger=trigger,
-        payload=payload,
-        webhook=webhook,
-        dedupe_key=dedupe_key,
-        occurrence_time=_EPOCH + occurred * _MICROSECOND,
-        id=instance_id,
-        post=None if parts is None else NamedHookPost(*parts),
-    )
-
-
-def _frame(message: tuple[Any, ...]) -> bytes:
-    data = marshal.dumps(message)
-    return _LENGTH.pack(len(data)) + data
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...]:
-    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return marshal.loads(await reader.readexactly(length))
-
-
-# --- the child ------------------------------------------------------------------------
-
-
-async def _serve(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    opening = await _read_frame(reader)
-    protocol = opening[1]
-    if protocol != _PROTOCOL:  # checked first: another version's frame has other fields
-        writer.write(_frame(("failed", f"protocol {protocol}, this child speaks {_PROTOCOL}")))
-        await writer.drain()
-        writer.close()
-        return
-    _, _, store_settings, base_dir, log_level, log_format, secrets, max_form_fields = opening
-    configure_logging(log_level, log_format)
-    register_secrets(*secrets)
-    try:
-        store = create_store(StoreSettings(**store_settings), Path(base_dir))
-        await store.open()
-    except Exception as exc:
-        writer.write(_frame(("failed", f"{type(exc).__name__}: {exc}")))
-        await writer.drain()
-        writer.close()
-        return
-    writer.write(_frame(("ready",)))
-    batches: set[asyncio.Task[None]] = set()
-    try:
-        while True:
-            try:
-                seq, items = await _read_frame(reader)
-            except (OSError, asyncio.IncompleteReadError):
-                break  # the API process closed the socket, or is gone
-            task = asyncio.get_running_loop().create_task(
-                _write(store, writer, seq, items, max_form_fields)
-            )
-            batches.add(task)
-            task.add_done_callback(batches.discard)
-    finally:
-        if batches:
-            await asyncio.wait(set(batches))
-        await store.close()
-        writer.close()
-
-
-async def _write(
-    store: Store, writer: asyncio.StreamWriter, seq: int, wires: list[Wire], max_form_fields: int
-) -> None:
-    try:
-        reply = await _reply(store, seq, wires, max_form_fields)
-    except Exception as exc:  # a bug must not take the writer down: the batch fails alone
-        log.exception("ingest writer process: batch failed")
-        reply = (seq, False, "StoreError", f"{type(exc).__name__}: {exc}", None)
-    if not writer.is_closing():
-        writer.write(_frame(reply))
-
-
-async def _reply(
-    store: Store, seq: int, wires: list[Wire], max_form_fields: int
-) -> tuple[Any, ...]:
-    started = time.perf_counter()
-    # A refused body is its own request's answer; the rest of the batch is written.
-    results: list[tuple[Any, ...] | None] = [None] * len(wires)
-    items: list[NewTriggerInstance] = []
-    for index, wire in enumerate(wires):
-        try:
-            items.append(_unwire(wire, max_form_fields))
-        except IngestError as exc:
-            results[index] = (None, "IngestError", str(exc), exc.status)
-        except UnstorableValue as exc:
-            results[index] = (None, "UnstorableValue", str(exc), 400)
-    try:
-        answers = await store.add_trigger_instances(items) if items else []
-    except StoreError as exc:
-        kind = type(exc).__name__ if type(exc).__name__ in _ERROR_KINDS else "StoreError"
-        return (seq, False, kind, str(exc), getattr(exc, "retry_after", None))
-    stored = iter(answers)
-    for index, result in enumerate(results):
-        if result is None:
-            answer = next(stored)
-            results[index] = (answer.id, answer.duplicate)
-    return (seq, True, results, time.perf_counter() - started)
-
-
-def main(argv: list[str]) -> None:
-    # The API process decides when this process stops (by closing the socket), so that it
-    # can drain its queue through it first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    faulthandler.enable()  # a SIGBUS (engine.http.server) leaves the stacks in the log
-    asyncio.run(_serve(int(argv[0])))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    return python_module_command(CHILD_MODULE, str(fd))

@@ -3,7 +3,7 @@ as StackStorm builds it, without the credential headers.
 
 It is built from what the request carried (its header lines as received and the body's
 JSON text) by pure functions, so that the ingest writer process
-(engine.ingest.writer) builds exactly what the API process would, and the API
+(engine.ingest.writer_child) builds exactly what the API process would, and the API
 process's event loop does not spend its time on it.
 """
 

@@ -121,7 +121,7 @@ class NewTriggerInstance:
     id: str = field(default_factory=new_id)
     # A named-hook post, whose payload (None above) is built from it by the process that
     # stores it (engine.model.hook_payload): off the HTTP loop when an ingest writer process
-    # stores webhooks (engine.ingest.writer).
+    # stores webhooks (engine.ingest.writer_child).
     post: NamedHookPost | None = field(default=None, compare=False, repr=False)
 
     def payload_data(self) -> Any:

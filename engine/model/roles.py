@@ -27,7 +27,7 @@ ROLES = (ADMIN, OPERATOR, OBSERVER, WEBHOOK)
 DEFAULT_ROLE = OBSERVER
 
 # Users the engine acts as itself: the rule user (engine.rules.enforce.RULE_USER) and
-# the user of executions an admin starts without one (engine.http.actions_api.API_USER).
+# the user of executions an admin starts without one (engine.http.executions_api.API_USER).
 RESERVED_USERS = ("hookyard", "api")
 MAX_GRANT_CHARS = 200
 

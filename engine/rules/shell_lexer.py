@@ -13,100 +13,34 @@ from __future__ import annotations
 
 import re
 
+from engine.rules.shell_commands import ASSIGNMENT, read_command_word
+from engine.rules.shell_frames import (
+    ANSI,
+    ARITH,
+    ARITH_CMD,
+    BACKTICK,
+    CMDSUB,
+    DQ,
+    DYNAMIC,
+    FRAME_CONTEXTS,
+    MAX_FRAMES,
+    PARAM,
+    PROCSUB,
+    SQ,
+    TOP,
+    Frame,
+    append,
+)
+
 __all__ = ["DOUBLE", "SINGLE", "WORD", "ShellLexer"]
 
 #: How an accepted value is quoted: a word of its own, inside "...", inside '...'.
 WORD, DOUBLE, SINGLE = "word", "double", "single"
 
-# Commands that parse (some of) their arguments as shell code again, or hand them to a
-# shell elsewhere. A value after one of these in the same simple command is refused. The
-# first set counts anywhere in the command (docker exec c sh -c ..., find -exec sh -c),
-# the second (ordinary words too) only where a command name stands.
-_RESHELLING_ANYWHERE = frozenset(
-    {
-        "sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "yash", "posh", "rbash",
-        "busybox", "fish", "csh", "tcsh", "eval", "ssh", "su", "runuser", "sudo", "doas",
-    }
-)  # fmt: skip
-_RESHELLING_COMMANDS = frozenset(
-    {"trap", "watch", "alias", "script", "parallel", "let", "flock", "tmux", "screen", "at",
-     "batch", "sg", "source", "."}
-)  # fmt: skip
-# Commands that run what they read on stdin as code (or as commands): a value anywhere
-# upstream of one in a pipeline (`echo {{ x }} | sh`), or written into a process
-# substitution that runs one (`tee >(bash)`), would run. Followed as command names only.
-_STDIN_CODE_READERS = _RESHELLING_ANYWHERE | frozenset(
-    {
-        "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua",
-        "tclsh", "wish", "pwsh", "osascript", "xargs", "at", "batch", "source", ".",
-    }
-)  # fmt: skip
-# Compound commands: one after a pipe runs its inner commands on the piped stdin
-# (`| (sh)`, `| while read l; do eval "$l"; done`), which is not followed: refused.
-_COMPOUND_OPENERS = frozenset({"{", "while", "until", "if", "for", "case", "select"})
-# find's options whose next word is a command name.
-_EXEC_OPTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
-# Commands that run their (later) arguments as a command: the word after one is a command
-# name again, so a value-derived word there makes the command unknown.
-_WRAPPERS = frozenset(
-    {
-        "env", "exec", "command", "builtin", "nohup", "nice", "ionice", "timeout", "time",
-        "stdbuf", "setsid", "chrt", "taskset", "flock", "unbuffer", "xargs", "chroot",
-        "strace", "ltrace", "then", "do", "else", "elif", "if", "while", "until", "!", "{",
-    }
-)  # fmt: skip
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _HEREDOC_DELIMITER = re.compile(r"[A-Za-z0-9_.-]+")
-# Beyond these the text is treated as unknowable rather than followed further.
-_MAX_FRAMES = 16
-_WORD_CAP = 48
-_DYNAMIC, _OVERFLOW = "\x00", "\x01"
-
-# Frames of the lexer's stack and how a refusal names them.
-_TOP, _DQ, _SQ = "top", "dq", "sq"
-_CMDSUB, _PROCSUB, _BACKTICK = "cmdsub", "procsub", "backtick"
-_PARAM, _ARITH, _ARITH_CMD, _ANSI = "param", "arith", "arith_cmd", "ansi"
-_FRAME_CONTEXTS = {
-    _CMDSUB: "inside a command substitution $(...)",
-    _PROCSUB: "inside a process substitution <(...)",
-    _BACKTICK: "inside a backtick command substitution `...`",
-    _PARAM: "inside a parameter expansion ${...}",
-    _ARITH: "inside an arithmetic expansion $((...))",
-    _ARITH_CMD: "inside an arithmetic command ((...))",
-    _ANSI: "inside $'...' quotes",
-}
 
 
 # --- the lexer: one concrete reading of the shell source so far --------------------
-
-
-class _Frame:
-    __slots__ = ("after_wrapper", "candidate", "comment", "depth", "dynamic_command",
-                 "heredocs", "kind", "piped", "redirect", "reshell", "word")  # fmt: skip
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.depth = 0  # open ( inside $(...) / $((...))
-        # The current word's literal text (quotes removed, _DYNAMIC where text is expanded
-        # or inserted, _OVERFLOW once too long to matter); None between words.
-        self.word: str | None = None
-        self.comment = False
-        self.candidate = True  # the next word names the command
-        self.after_wrapper = False
-        self.redirect = False  # the current word is a redirection's target
-        self.reshell: str | None = None  # a re-parsing command seen in this simple command
-        self.dynamic_command = False  # this simple command's name is not literal
-        self.heredocs: tuple[tuple[str, bool], ...] = ()  # (delimiter, strip tabs) to read
-        self.piped = False  # this simple command reads the previous one's output (after |)
-
-    def copy(self) -> _Frame:
-        other = _Frame.__new__(_Frame)
-        for name in _Frame.__slots__:
-            setattr(other, name, getattr(self, name))
-        return other
-
-    def key(self) -> tuple:
-        return tuple(getattr(self, name) for name in _Frame.__slots__)
 
 
 class ShellLexer:
@@ -117,7 +51,7 @@ class ShellLexer:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.frames: list[_Frame] = [_Frame(_TOP)]
+        self.frames: list[Frame] = [Frame(TOP)]
         self.pending = ""  # a character whose meaning depends on the next one
         self.escape = False  # the previous character was an unquoted backslash
         self.unknown: str | None = None
@@ -150,7 +84,7 @@ class ShellLexer:
     # -- helpers
 
     @property
-    def frame(self) -> _Frame:
+    def frame(self) -> Frame:
         return self.frames[-1]
 
     def give_up(self, reason: str) -> None:
@@ -158,32 +92,32 @@ class ShellLexer:
             self.unknown = reason
 
     def push(self, kind: str) -> None:
-        if len(self.frames) >= _MAX_FRAMES:
+        if len(self.frames) >= MAX_FRAMES:
             self.give_up("after shell constructs nested too deeply to follow")
             return
-        if kind not in (_DQ, _SQ):
+        if kind not in (DQ, SQ):
             self.mark_dynamic()
-        self.frames.append(_Frame(kind))
+        self.frames.append(Frame(kind))
 
-    def word_frame(self) -> _Frame | None:
+    def word_frame(self) -> Frame | None:
         """The command-level frame the current text is a word of (None inside expansions)."""
         for frame in reversed(self.frames):
-            if frame.kind in (_TOP, _CMDSUB, _PROCSUB):
+            if frame.kind in (TOP, CMDSUB, PROCSUB):
                 return frame
-            if frame.kind not in (_DQ, _SQ):
+            if frame.kind not in (DQ, SQ):
                 return None
         return None
 
     def add_literal(self, char: str) -> None:
         frame = self.word_frame()
         if frame is not None:
-            _append(frame, char)
+            append(frame, char)
 
     def mark_dynamic(self) -> None:
         """The current word holds expanded or inserted text (marked by a NUL in it)."""
         for frame in reversed(self.frames):
-            if frame.kind in (_TOP, _CMDSUB, _PROCSUB):
-                _append(frame, _DYNAMIC)
+            if frame.kind in (TOP, CMDSUB, PROCSUB):
+                append(frame, DYNAMIC)
                 return
 
     # -- feeding text
@@ -209,20 +143,20 @@ class ShellLexer:
             if self.resolve(pending, char):
                 return
         kind = self.frame.kind
-        if kind in (_TOP, _CMDSUB, _PROCSUB):
+        if kind in (TOP, CMDSUB, PROCSUB):
             self.command_char(char)
-        elif kind == _DQ:
+        elif kind == DQ:
             self.double_char(char)
-        elif kind == _SQ:
+        elif kind == SQ:
             if char == "'":
                 self.frames.pop()
             else:
                 self.add_literal(char)
-        elif kind == _ANSI:
+        elif kind == ANSI:
             self.ansi_char(char)
-        elif kind == _PARAM:
+        elif kind == PARAM:
             self.param_char(char)
-        elif kind in (_ARITH, _ARITH_CMD):
+        elif kind in (ARITH, ARITH_CMD):
             self.arith_char(char)
         else:
             self.backtick_char(char)
@@ -235,30 +169,30 @@ class ShellLexer:
                 self.pending = "$("
                 return True
             if char == "{":
-                self.push(_PARAM)
+                self.push(PARAM)
                 return True
             if char == "[":
                 self.give_up("after a $[...] expansion")
                 return True
-            if frame.kind != _DQ and char == "'":
-                self.push(_ANSI)
+            if frame.kind != DQ and char == "'":
+                self.push(ANSI)
                 return True
-            if frame.kind != _DQ and char == '"':
-                self.push(_DQ)  # $"..." (bash locale string) is read as "..."
+            if frame.kind != DQ and char == '"':
+                self.push(DQ)  # $"..." (bash locale string) is read as "..."
                 return True
             self.mark_dynamic()  # $name, $1, $?, or a literal $
             return False
         if pending == "$(":
             if char == "(":
-                self.push(_ARITH)
+                self.push(ARITH)
                 return True
-            self.push(_CMDSUB)
+            self.push(CMDSUB)
             return False
         if pending == "(":
             if char == "(":
-                if frame.kind != _TOP:
+                if frame.kind != TOP:
                     frame.depth -= 1  # the first ( opened this, not a subshell
-                self.push(_ARITH_CMD)
+                self.push(ARITH_CMD)
                 return True
             return False
         if pending == ")":
@@ -272,12 +206,12 @@ class ShellLexer:
                 self.pending = "<<"
                 return True
             if char == "(":
-                self.push(_PROCSUB)
+                self.push(PROCSUB)
                 return True
             return char in "&>"
         if pending == ">":
             if char == "(":
-                self.push(_PROCSUB)
+                self.push(PROCSUB)
                 return True
             return char in ">&|"
         if pending == "<<":
@@ -322,28 +256,28 @@ class ShellLexer:
         elif char in ";|":
             self.end_word(frame)
             # `||` (a second | where a command name was due) does not feed its stdin.
-            or_list = char == "|" and frame.piped and frame.candidate and frame.kind == _TOP
+            or_list = char == "|" and frame.piped and frame.candidate and frame.kind == TOP
             self.end_command(frame)
             frame.piped = char == "|" and not or_list
         elif char == "&":
             self.end_word(frame)
-            if frame.piped and frame.candidate and frame.kind == _TOP:
+            if frame.piped and frame.candidate and frame.kind == TOP:
                 return  # |& (bash): a pipe of stdout and stderr, still a pipe
             self.pending = "&"
         elif char == "(":
             starts_word = frame.word is None
-            if frame.piped and frame.candidate and starts_word and frame.kind == _TOP:
+            if frame.piped and frame.candidate and starts_word and frame.kind == TOP:
                 self.feeds_code = self.feeds_code or "a compound command (( ... ))"
             self.end_word(frame)
             self.end_command(frame)
-            if frame.kind != _TOP:
+            if frame.kind != TOP:
                 frame.depth += 1
             if starts_word:
                 self.pending = "("
         elif char == ")":
             self.end_word(frame)
             self.end_command(frame)
-            if frame.kind != _TOP:
+            if frame.kind != TOP:
                 if frame.depth:
                     frame.depth -= 1
                 else:
@@ -356,27 +290,27 @@ class ShellLexer:
             self.pending = char
         elif char == "'":
             self.begin_word(frame)
-            self.push(_SQ)
+            self.push(SQ)
         elif char == '"':
             self.begin_word(frame)
-            self.push(_DQ)
+            self.push(DQ)
         elif char == "`":
-            self.push(_BACKTICK)
+            self.push(BACKTICK)
         elif char == "$":
             self.begin_word(frame)
             self.pending = "$"
         elif char == "#" and frame.word is None:
-            if frame.kind != _TOP:
+            if frame.kind != TOP:
                 self.give_up("after a comment inside a command substitution")
             frame.comment = True
         else:
             self.add_literal(char)
 
-    def begin_word(self, frame: _Frame) -> None:
+    def begin_word(self, frame: Frame) -> None:
         if frame.word is None:
             frame.word = ""
 
-    def end_word(self, frame: _Frame) -> None:
+    def end_word(self, frame: Frame) -> None:
         word = frame.word
         if word is None:
             return
@@ -384,38 +318,13 @@ class ShellLexer:
         if frame.redirect:
             frame.redirect = False
             return
-        name = word.rsplit("/", 1)[-1]
-        literal = _DYNAMIC not in name and _OVERFLOW not in name
-        if frame.kind != _TOP:
-            if word == "case":
-                self.give_up("after a case statement inside a command substitution")
-            if frame.kind == _PROCSUB and (not literal or name in _STDIN_CODE_READERS):
-                # >(sh): what the outer command writes there runs (any word: conservative)
-                self.feeds_code = self.feeds_code or (name if literal else "a non-literal command")
-            return
-        if literal and name in _RESHELLING_ANYWHERE:
-            frame.reshell = frame.reshell or name
-        if literal and name in _EXEC_OPTIONS:
-            frame.candidate = frame.after_wrapper = True
-            return
-        if not frame.candidate or _ASSIGNMENT.match(word):
-            return  # an argument, or NAME=value before the command (or after env)
-        if frame.piped and (not literal or name in _STDIN_CODE_READERS):
-            self.feeds_code = self.feeds_code or (name if literal else "a non-literal command")
-        if frame.piped and literal and name in _COMPOUND_OPENERS:
-            self.feeds_code = self.feeds_code or f"a compound command ({name} ...)"
-        if not literal:
-            frame.dynamic_command = True
-        elif name in _RESHELLING_COMMANDS:
-            frame.reshell = frame.reshell or name
-            if name == "alias":  # any later command name may then be a shell
-                self.give_up("after an alias definition")
-        elif name in _WRAPPERS:
-            frame.after_wrapper = True
-            return
-        frame.candidate = frame.after_wrapper
+        feeds_code, unknown = read_command_word(frame, word)
+        if feeds_code is not None:
+            self.feeds_code = self.feeds_code or feeds_code
+        if unknown is not None:
+            self.give_up(unknown)
 
-    def end_command(self, frame: _Frame) -> None:
+    def end_command(self, frame: Frame) -> None:
         frame.candidate = True
         frame.after_wrapper = False
         frame.redirect = False
@@ -423,7 +332,7 @@ class ShellLexer:
         frame.dynamic_command = False
         frame.piped = False
 
-    def newline(self, frame: _Frame) -> None:
+    def newline(self, frame: Frame) -> None:
         self.end_command(frame)
         if frame.heredocs:
             self.heredoc, frame.heredocs = frame.heredocs, ()
@@ -432,7 +341,7 @@ class ShellLexer:
     # -- here-documents
 
     def start_heredoc(self, strip_tabs: bool) -> None:
-        if self.frame.kind != _TOP:
+        if self.frame.kind != TOP:
             self.give_up("after a here-document inside a command substitution")
             return
         self.delimiter = "-" if strip_tabs else ""
@@ -487,7 +396,7 @@ class ShellLexer:
         elif char == "$":
             self.pending = "$"
         elif char == "`":
-            self.push(_BACKTICK)
+            self.push(BACKTICK)
         else:
             self.add_literal(char)
 
@@ -509,16 +418,16 @@ class ShellLexer:
         elif char == "}":
             self.frames.pop()
         elif char == "'":
-            if any(frame.kind == _DQ for frame in self.frames):
+            if any(frame.kind == DQ for frame in self.frames):
                 self.give_up("after quotes inside ${...} inside double quotes")
             else:
-                self.push(_SQ)
+                self.push(SQ)
         elif char == '"':
-            self.push(_DQ)
+            self.push(DQ)
         elif char == "$":
             self.pending = "$"
         elif char == "`":
-            self.push(_BACKTICK)
+            self.push(BACKTICK)
 
     def arith_char(self, char: str) -> None:
         frame = self.frame
@@ -532,7 +441,7 @@ class ShellLexer:
         elif char == "$":
             self.pending = "$"
         elif char == "`":
-            self.push(_BACKTICK)
+            self.push(BACKTICK)
         elif char in "'\"\\":
             self.give_up("after quotes inside an arithmetic expression")
 
@@ -564,7 +473,7 @@ class ShellLexer:
             self.mark_dynamic()
             return None, "directly after a $ (the value would become part of an expansion)"
         if pending == "$(":
-            self.push(_CMDSUB)
+            self.push(CMDSUB)
         elif pending == "<<":
             self.give_up("after a here-document whose delimiter is a template value")
             return None, "in a here-document delimiter"
@@ -580,9 +489,9 @@ class ShellLexer:
         if self.frame.comment:
             return None, "in a comment"
         for frame in reversed(self.frames):
-            if frame.kind in _FRAME_CONTEXTS:
+            if frame.kind in FRAME_CONTEXTS:
                 self.mark_dynamic()
-                return None, _FRAME_CONTEXTS[frame.kind]
+                return None, FRAME_CONTEXTS[frame.kind]
         top = self.frames[0]
         prior = top.word or ""
         self.begin_word(top)
@@ -591,7 +500,7 @@ class ShellLexer:
             top.candidate
             and not top.after_wrapper
             and not top.redirect
-            and not _ASSIGNMENT.match(prior)
+            and not ASSIGNMENT.match(prior)
         ):
             # One quoted word, but the word that picks the program: `{{ x }} /data` runs
             # whatever x names (reboot, a script the sender planted).
@@ -603,11 +512,4 @@ class ShellLexer:
                 "in the arguments of a command whose name is not literal (it may be a shell "
                 "that parses them again)"
             )
-        return {_TOP: WORD, _DQ: DOUBLE, _SQ: SINGLE}[self.frame.kind], None
-
-
-def _append(frame: _Frame, text: str) -> None:
-    word = frame.word or ""
-    if not word.endswith(_OVERFLOW):
-        word += text
-        frame.word = word if len(word) <= _WORD_CAP else word[:_WORD_CAP] + _OVERFLOW
+        return {TOP: WORD, DQ: DOUBLE, SQ: SINGLE}[self.frame.kind], None

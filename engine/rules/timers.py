@@ -113,6 +113,8 @@ class CronSchedule:
     """StackStorm's CronTimer is APScheduler's CronTrigger: the same fields and syntax."""
 
     def __init__(self, fields: Mapping[str, Any], timezone: ZoneInfo) -> None:
+        # Imported on the first cron timer: most rule sets have none, and APScheduler
+        # costs every process that loads rules (the evaluator children too) its start-up.
         from apscheduler.triggers.cron import CronTrigger
 
         try:

@@ -14,6 +14,7 @@ worker; completion is accepted only with the current token (else LeaseLost).
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -86,8 +87,6 @@ class Store(OutboundStore, abc.ABC):
         sleep (polling); implementations wake early on new rows (an in-process event for
         SQLite, LISTEN/NOTIFY for PostgreSQL). A hint is only a hint: callers poll anyway.
         """
-        import asyncio
-
         await asyncio.sleep(timeout)
 
     # --- trigger instances ---------------------------------------------------
@@ -243,6 +242,26 @@ class Store(OutboundStore, abc.ABC):
     ) -> dict[str, dict[str, Any]]:
         """Execution id → its recorded process, for executions not finished yet (scheduled,
         running, canceling) or abandoned that have one; only `execution_ids` when given."""
+
+    # --- claimers: the processes that claim work (engine.store.ops.claimers) ------------
+
+    @abc.abstractmethod
+    async def register_claimer(self, claimer_id: str, record: Mapping[str, Any]) -> None:
+        """Record a process that is about to claim work: `record` holds host, boot_id,
+        pid_namespace, pid and pid_start (engine.workers.claimers)."""
+
+    @abc.abstractmethod
+    async def unregister_claimer(self, claimer_id: str) -> None:
+        """Forget a claimer that stopped (its leases were released)."""
+
+    @abc.abstractmethod
+    async def take_over_dead_claims(
+        self, claimer_id: str, is_dead: Callable[[Mapping[str, Any]], bool]
+    ) -> dict[str, int]:
+        """Forget the registered claimers `is_dead` says are dead; when every claimer but
+        `claimer_id` is, expire every lease still held (they are all dead processes'), so
+        the work is claimed again now. One transaction no registration interleaves with.
+        Returns counts: dead_claimers, trigger_instances, executions, deliveries, workflows."""
 
     @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:

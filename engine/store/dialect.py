@@ -46,6 +46,10 @@ class Dialect:
     claim_workflow_steps: Op  # (conn, limit, lease_seconds, now)
     # (conn, id, token, version, state_json, applied, children, final_status, result_json, now)
     apply_workflow_step: Op
+    # claimers: the processes that claim work (engine.store.ops.claimers)
+    register_claimer: Op  # (conn, claimer_id, record, now)
+    unregister_claimer: Op  # (conn, claimer_id)
+    take_over_dead_claims: Op  # (conn, claimer_id, is_dead, now) -> counts
     # API keys
     create_api_key: Op
     list_api_keys: Op

@@ -31,6 +31,7 @@ from engine.store.dialect import Dialect
 from engine.store.migrations.postgres import MIGRATIONS
 from engine.store.ops import (
     apikeys,
+    claimers,
     columns,
     decisions,
     deliveries,
@@ -102,6 +103,9 @@ POSTGRES = Dialect(
     start_workflow=workflows.pg_start,
     claim_workflow_steps=workflows.pg_claim,
     apply_workflow_step=workflows.pg_apply,
+    register_claimer=claimers.pg_register,
+    unregister_claimer=claimers.pg_unregister,
+    take_over_dead_claims=claimers.pg_take_over,
     create_api_key=apikeys.pg_insert,
     list_api_keys=apikeys.pg_list,
     find_api_key=apikeys.pg_find,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -299,6 +299,20 @@ class SqlStore(Store, abc.ABC):
         self, execution_ids: Sequence[str] | None = None
     ) -> dict[str, dict[str, Any]]:
         return await self._read(self.dialect.execution_processes, execution_ids)
+
+    async def register_claimer(self, claimer_id: str, record: Mapping[str, Any]) -> None:
+        await self._write(self.dialect.register_claimer, claimer_id, dict(record), utcnow())
+
+    async def unregister_claimer(self, claimer_id: str) -> None:
+        await self._write(self.dialect.unregister_claimer, claimer_id)
+
+    async def take_over_dead_claims(
+        self, claimer_id: str, is_dead: Callable[[Mapping[str, Any]], bool]
+    ) -> dict[str, int]:
+        taken = await self._write(self.dialect.take_over_dead_claims, claimer_id, is_dead, utcnow())
+        if any(taken[queue] for queue in QUEUES):
+            self._wake_all()
+        return taken
 
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._read(self.dialect.get_execution, execution_id)

@@ -33,6 +33,7 @@ from engine.store.dialect import Dialect
 from engine.store.migrations.sqlite import MIGRATIONS
 from engine.store.ops import (
     apikeys,
+    claimers,
     columns,
     decisions,
     deliveries,
@@ -103,6 +104,9 @@ SQLITE = Dialect(
     start_workflow=workflows.sqlite_start,
     claim_workflow_steps=workflows.sqlite_claim,
     apply_workflow_step=workflows.sqlite_apply,
+    register_claimer=claimers.sqlite_register,
+    unregister_claimer=claimers.sqlite_unregister,
+    take_over_dead_claims=claimers.sqlite_take_over,
     create_api_key=apikeys.sqlite_insert,
     list_api_keys=apikeys.sqlite_list,
     find_api_key=apikeys.sqlite_find,

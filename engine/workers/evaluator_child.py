@@ -1,4 +1,6 @@
-"""The rule evaluator's child process (engine.workers.evaluator is its parent's side).
+"""The rule evaluator's child process, run as `python -m engine.workers.evaluator_child`
+(engine.workers.evaluator_process is its parent's handle on it, engine.workers.evaluator_wire
+what they exchange).
 
 It reads frames from its socket: rules (definitions in their API shape, rebuilt here into
 the same RuleSet), the st2kv snapshot, and chunks of trigger instances, which it decides
@@ -14,14 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import marshal
 import mmap
 import os
-import pickle
 import random
+import resource
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -34,87 +34,31 @@ from engine.model.records import (
     PROCESSED,
     PROCESSING_FAILED,
     EnforcementOutcome,
-    NewExecution,
     TriggerInstance,
 )
 from engine.rules import RuleSet, load_rule
 from engine.rules.enforce import CRITERIA, decide
 from engine.rules.explain import traces_to_keep
 from engine.rules.kvlookup import st2kv_from_snapshot
+from engine.secrets.encryption import require_cipher
 from engine.support.child_process import die_with_parent
 from engine.support.logs import configure_logging, register_secrets
+from engine.workers.evaluator_wire import (
+    LENGTH,
+    PAGE,
+    PROGRESS,
+    PROTOCOL,
+    REF_AT,
+    REF_MAX,
+    frame,
+    outcome_to_wire,
+    plain,
+    unframe,
+)
 
 log = logging.getLogger(__name__)
 
-# Frames: a 4-byte big-endian length, then a marshal or pickle
-# (engine.workers.evaluator_child.frame).
-LENGTH = struct.Struct("!I")
-PROTOCOL = 1
-# The progress page: step (bumped at each instance's start and end), busy, phase, chunk
-# seq, instance index, length of the rule ref that follows (utf-8, cut to REF_MAX).
-PROGRESS = struct.Struct("<QBBxxIIH")
-REF_AT = 24
-REF_MAX = 512
-PAGE = 4096
-PHASES = {0: "", 1: "matching the criteria", 2: "rendering the action parameters"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def frame(message: tuple[Any, ...]) -> bytes:
-    """A message as a frame: marshal (the fastest for plain data, which nearly every
-    message is), else pickle; one byte says which."""
-    try:
-        data = b"m" + marshal.dumps(message)
-    except ValueError:  # a date in a rule's parameters, a set...
-        data = b"p" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return LENGTH.pack(len(data)) + data
-
-
-def unframe(data: bytes) -> tuple[Any, ...]:
-    """The message of a frame's body (after its length)."""
-    if data[:1] == b"m":
-        return marshal.loads(memoryview(data)[1:])
-    return pickle.loads(memoryview(data)[1:])
-
-
-def instance_to_wire(instance: TriggerInstance) -> tuple[Any, ...]:
-    # What decide reads of an instance.
-    return (instance.id, instance.trigger, instance.webhook, instance.payload)
-
-
-def outcome_to_wire(outcome: EnforcementOutcome) -> tuple[Any, ...]:
-    execution = outcome.execution
-    return (
-        outcome.rule_ref,
-        outcome.status,
-        _plain(outcome.trace),
-        outcome.failure_reason,
-        None
-        if execution is None
-        else (
-            execution.action,
-            _plain(execution.parameters),
-            _plain(execution.context),
-            execution.id,
-        ),
-        outcome.once_per_key,
-        outcome.rule_id,
-        outcome.id,
-    )
-
-
-def outcome_from_wire(wire: tuple[Any, ...]) -> EnforcementOutcome:
-    rule_ref, status, trace, failure_reason, execution, once_per_key, rule_id, id_ = wire
-    return EnforcementOutcome(
-        rule_ref=rule_ref,
-        status=status,
-        trace=trace,
-        failure_reason=failure_reason,
-        execution=None if execution is None else NewExecution(*execution),
-        once_per_key=once_per_key,
-        rule_id=rule_id,
-        id=id_,
-    )
 
 
 class _Progress:
@@ -177,8 +121,6 @@ class _Evaluator:
     def _reveal(self, ciphertext: str) -> str:
         # The key is read on first use: most rule sets never decrypt.
         if self._cipher is None:
-            from engine.secrets.encryption import require_cipher
-
             self._cipher = require_cipher(self.settings)
         return self._cipher.decrypt(ciphertext)
 
@@ -232,7 +174,7 @@ class _Evaluator:
             max_candidates=explain.max_candidates,
         )
         matched = [result.rule.ref for result in evaluations if result.matched]
-        return (status, [outcome_to_wire(o) for o in outcomes], _plain(traces), matched)
+        return (status, [outcome_to_wire(o) for o in outcomes], plain(traces), matched)
 
 
 def _failed_on(ref: str | None, reason: str) -> tuple[Any, ...]:
@@ -241,19 +183,6 @@ def _failed_on(ref: str | None, reason: str) -> tuple[Any, ...]:
     outcome = EnforcementOutcome(rule_ref=ref, status=ENFORCEMENT_FAILED, failure_reason=reason)
     record = {"rule": ref, "matched": False, "reason": reason, "trace": []}
     return [outcome_to_wire(outcome)], [record], []
-
-
-def _plain(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {_plain(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
 
 
 def _serve(sock: socket.socket, page: mmap.mmap) -> None:
@@ -280,8 +209,6 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
         return
     evaluator = _Evaluator(settings, memory_mb, _Progress(page))
     if memory_mb > 0:
-        import resource
-
         limit = memory_mb * 1024 * 1024
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

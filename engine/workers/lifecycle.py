@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from engine.errors import StoreError
 from engine.process.runtime import Runtime
 from engine.workers.actions import run_actions_worker
+from engine.workers.claimers import CLAIMING_ROLES, Claimer
 from engine.workers.deliveries import run_deliveries_worker
 from engine.workers.rules import run_rules_worker
 from engine.workers.timers import run_timers_worker
@@ -49,6 +51,14 @@ def _roles_context(roles: list[tuple[str, RoleMain]], runtime: Runtime):
     async def background_roles(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
         tasks = {}
+        # Registered before any role claims: a process starting after this one sees it
+        # alive and leaves its leases alone (engine.workers.claimers).
+        claimer = Claimer(runtime.store) if CLAIMING_ROLES & {n for n, _ in roles} else None
+        if claimer is not None:
+            try:
+                await claimer.start()
+            except StoreError as exc:  # leases still expire: slower, not wrong
+                log.warning("could not take over dead processes' work at start: %s", exc)
         for name, main in roles:
             tasks[name] = asyncio.create_task(main(runtime, stop), name=f"hookyard-{name}")
             runtime.tasks[name] = tasks[name]
@@ -57,6 +67,11 @@ def _roles_context(roles: list[tuple[str, RoleMain]], runtime: Runtime):
         finally:
             stop.set()
             await _stop_roles(tasks, runtime.settings.server.shutdown_grace)
+            if claimer is not None:
+                try:
+                    await claimer.stop()
+                except Exception as exc:  # a dead row is removed by the next start-up
+                    log.warning("could not unregister this process's claims: %s", exc)
 
     return background_roles
 

@@ -36,6 +36,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.waiting import wait_until
+
 pytestmark = pytest.mark.slow
 
 FINAL_INSTANCE = ("processed", "processing_failed")
@@ -195,17 +197,6 @@ async def call(
             return response.status, text
 
 
-async def wait_until(check, timeout: float, what: str) -> Any:
-    """Poll the coroutine function `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.1)
-
-
 async def post_hook(session: aiohttp.ClientSession, target: Target, hook: str, body: Any) -> str:
     status, answer = await call(session, target, "POST", f"/webhooks/{hook}", json=body)
     assert status == 202, answer
@@ -222,7 +213,7 @@ async def instance_final(
         assert status == 200, instance
         return instance if instance["status"] in FINAL_INSTANCE else None
 
-    return await wait_until(final, timeout, f"trigger instance {instance_id} decided")
+    return await wait_until(final, f"trigger instance {instance_id} decided", timeout, every=0.1)
 
 
 async def enforcement_of(session: aiohttp.ClientSession, target: Target, instance_id: str) -> dict:
@@ -243,7 +234,7 @@ async def execution_finished(
         assert status == 200, execution
         return execution if execution["status"] in FINISHED else None
 
-    return await wait_until(finished, timeout, f"execution {execution_id} finished")
+    return await wait_until(finished, f"execution {execution_id} finished", timeout, every=0.1)
 
 
 async def execution_of(session: aiohttp.ClientSession, target: Target, instance_id: str) -> dict:
@@ -671,7 +662,9 @@ async def test_3_a_catastrophic_regex_on_20_mb_does_not_stall_health(serve, sess
         ids = await asyncio.gather(
             *(post_hook(session, target, "redos", payload) for _ in range(20))
         )
-        await wait_until(lambda: no_undecided(session, target), 60, "the 20 payloads decided")
+        await wait_until(
+            lambda: no_undecided(session, target), "the 20 payloads decided", 60, every=0.1
+        )
     finally:
         stop.set()
         await poller

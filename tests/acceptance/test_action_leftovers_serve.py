@@ -13,17 +13,14 @@ import asyncio
 import json
 import os
 import sqlite3
-import time
 import urllib.request
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from tests.processes import alive
+from tests.support.processes import alive
+from tests.support.waiting import wait_for, wait_until
 
 # The lease is short so that the restarted worker re-claims the execution soon.
 ACTION_SECONDS = 20
@@ -52,16 +49,6 @@ def recorded_process(db: Path, execution_id: str) -> dict | None:
             "SELECT process FROM executions WHERE id = ?", (execution_id,)
         ).fetchone()
     return json.loads(row[0]) if row and row[0] else None
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def action_group(text: str) -> int | None:
@@ -101,13 +88,13 @@ def test_kill_9_kills_the_action_group_and_attempt_2_runs_alone(serve, tmp_path:
     cmd = f"echo start >> {counter}; sleep {ACTION_SECONDS}; echo done >> {counter}"
     first = serve.start(roles="api,actions", env=LEASE)
     execution_id = create_execution(first.url, cmd)
-    pgid = wait_for(lambda: action_group(str(counter)), 20, "the action's shell to run")
+    pgid = wait_for(lambda: action_group(str(counter)), "the action's shell to run", 20)
     # `sh -c` with two commands forks `sleep`: the group has a grandchild.
-    wait_for(lambda: len(group_members(pgid)) >= 2, 10, "sh and its sleep in the group")
+    wait_for(lambda: len(group_members(pgid)) >= 2, "sh and its sleep in the group", 10)
     first_pid = first.proc.pid
 
     assert first.kill() == -9
-    wait_for(lambda: not group_members(pgid), 10, "the action's group to be gone")
+    wait_for(lambda: not group_members(pgid), "the action's group to be gone", 10)
     assert not alive(pgid)
     assert counter.read_text().splitlines() == ["start"]
     # What a restarted worker would need to find the group again, had the guard missed it.
@@ -119,33 +106,11 @@ def test_kill_9_kills_the_action_group_and_attempt_2_runs_alone(serve, tmp_path:
     second = serve.start(roles="api,actions", env=LEASE)
     done = wait_for(
         lambda: (e := get_execution(second.url, execution_id))["status"] == "succeeded" and e,
-        ACTION_SECONDS + 40,
         "attempt 2 to succeed",
+        ACTION_SECONDS + 40,
     )
     assert counter.read_text().splitlines() == ["start", "start", "done"]
     assert [entry["status"] for entry in done["log"]].count("running") == 2
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh database on the server named by HOOKYARD_TEST_PG, dropped afterwards."""
-    server_url = os.environ.get("HOOKYARD_TEST_PG")
-    if not server_url:
-        pytest.skip("HOOKYARD_TEST_PG is not set")
-    name = f"hookyard_acc_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def pg_process(url: str, execution_id: str) -> dict | None:
@@ -159,16 +124,6 @@ async def pg_process(url: str, execution_id: str) -> dict | None:
     return json.loads(text) if text else None
 
 
-async def wait_async(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.mark.timeout(150)
 async def test_postgres_a_second_serve_on_the_host_spares_a_live_workers_action(
     pg_database, serve, tmp_path: Path
@@ -177,7 +132,9 @@ async def test_postgres_a_second_serve_on_the_host_spares_a_live_workers_action(
     cmd = f"echo start >> {counter}; sleep {ACTION_SECONDS}; echo done >> {counter}"
     a = serve.start(store=pg_database, roles="api,actions", env=LEASE, name="a")
     execution_id = create_execution(a.url, cmd)
-    process = await wait_async(lambda: pg_process(pg_database, execution_id), 20, "A's action")
+    process = await wait_until(
+        lambda: pg_process(pg_database, execution_id), "A's action", 20, every=0.1
+    )
     assert process["worker_pid"] == a.proc.pid
     pgid = process["pgid"]
 
@@ -196,7 +153,9 @@ async def test_postgres_a_second_serve_on_the_host_spares_a_live_workers_action(
         execution = get_execution(b.url, execution_id)
         return execution if execution["status"] == "succeeded" else None
 
-    await wait_async(group_gone, 10, "A's group to be gone")
-    done = await wait_async(succeeded_on_b, ACTION_SECONDS + 40, "attempt 2 on B to succeed")
+    await wait_until(group_gone, "A's group to be gone", 10, every=0.1)
+    done = await wait_until(
+        succeeded_on_b, "attempt 2 on B to succeed", ACTION_SECONDS + 40, every=0.1
+    )
     assert done["attempt"] == 2
     assert counter.read_text().splitlines() == ["start", "start", "done"]

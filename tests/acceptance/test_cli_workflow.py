@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit.test_workflow_inspect import FAIL_INSPECTION
+from tests.support.workflows import FAIL_INSPECTION
 
 ROOT = Path(__file__).parents[2]
 

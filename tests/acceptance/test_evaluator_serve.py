@@ -5,15 +5,12 @@ the poisoned instance is decided (processing_failed) instead of hanging it again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.acceptance.test_ingest_process_serve import reaped, wait_gone
-from tests.processes import alive, process_state
+from tests.support.processes import alive, child_running, reaped, wait_gone
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +32,7 @@ ENV = {
 
 def evaluator_of(parent: int) -> int:
     """The pid of `parent`'s rule evaluator process (waits for it to appear)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            stat = process_state(int(entry.name))
-            if stat is None or stat[1] != parent or stat[0] == "Z":
-                continue
-            with contextlib.suppress(OSError):
-                if b"engine.workers.evaluator_child" in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
-        time.sleep(0.02)
-    raise AssertionError(f"no rule evaluator process under pid {parent}")
+    return child_running(parent, "engine.workers.evaluator_child")
 
 
 async def status_of(session: aiohttp.ClientSession, base: str, instance_id: str) -> str:

@@ -14,57 +14,21 @@ import json
 import os
 import signal
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.processes import alive, process_state
+from tests.support.ingest_writer import CHILD_MODULE
+from tests.support.processes import EXIT_TIMEOUT, alive, child_running, reaped, wait_gone
 
 pytestmark = pytest.mark.slow
-
-CHILD_MODULE = "engine.ingest.writer"
-EXIT_TIMEOUT = 15.0
 
 
 def writer_of(parent: int) -> int:
     """The pid of `parent`'s ingest writer process (waits for it to appear)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            stat = process_state(pid)
-            if stat is None or stat[1] != parent or stat[0] == "Z":
-                continue
-            with contextlib.suppress(OSError):
-                if CHILD_MODULE.encode() in (entry / "cmdline").read_bytes():
-                    return pid
-        time.sleep(0.02)
-    raise AssertionError(f"no ingest writer process under pid {parent}")
-
-
-def wait_gone(pid: int, timeout: float = EXIT_TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-@contextlib.contextmanager
-def reaped(pid: int):
-    """Kill `pid` at the end if the test left it running (it would outlive the test)."""
-    try:
-        yield pid
-    finally:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    return child_running(parent, CHILD_MODULE)
 
 
 def stored_bodies(db: Path) -> dict[str, dict]:

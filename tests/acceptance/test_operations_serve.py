@@ -11,8 +11,8 @@ import time
 
 import aiohttp
 
-from tests.acceptance.conftest import serve_environment
-from tests.acceptance.test_reliability import list_all, post_stream, wait_drained
+from tests.support.serve import serve_environment
+from tests.support.stream import list_all, post_stream, wait_drained
 
 WATCHED_RULE = """\
 name: watched

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.acceptance.conftest import ServeLauncher, serve_environment
+from tests.support.serve import ServeLauncher, serve_environment
 
 OUTBOUND_ENV = {
     "HOOKYARD_OUTBOUND__ALLOW_PRIVATE": "[127.0.0.1/32]",

@@ -6,116 +6,38 @@ every webhook answered 202 ends `processed` with exactly one enforcement and one
 execution; a request that got no answer may or may not have been stored, but if it was,
 it is complete; nothing exists that was never posted.
 
-The rule's slow criterion (see conftest.LOAD_RULE) keeps the rules worker behind the
-ingest, so a kill always finds work left: pending instances and a claimed batch.
+The rule's slow criterion (LOAD_RULE in tests/support/serve.py) keeps the rules worker
+behind the ingest, so a kill always finds work left: pending instances and a claimed batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import re
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 import pytest
+
+from tests.support.stream import (
+    CONCURRENCY,
+    DRAIN_TIMEOUT,
+    StreamResult,
+    count,
+    list_all,
+    post_stream,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.slow
 
-PG_ENV = "HOOKYARD_TEST_PG"
-CONCURRENCY = 16
 # Short leases so a dead worker's claims come back within the test's time.
 LEASE_SECONDS = 2
-DRAIN_TIMEOUT = 30.0
 # About 4 ms (SQLite test) and 8 ms (PostgreSQL test) of evaluation per instance.
 SQLITE_PAD = "a" * 17 + "b"
 PG_PAD = "a" * 18 + "b"
 ENFORCED_LINE = re.compile(r"enforced on (\w+): ")
-
-
-@dataclass
-class StreamResult:
-    accepted: dict[int, str] = field(default_factory=dict)  # n -> trigger instance id
-    unanswered: set[int] = field(default_factory=set)  # connection lost, no status
-    refused: dict[int, int] = field(default_factory=dict)  # n -> HTTP status other than 202
-
-    @property
-    def posted(self) -> set[int]:
-        return set(self.accepted) | self.unanswered | set(self.refused)
-
-
-async def post_stream(
-    session: aiohttp.ClientSession,
-    urls: list[str],
-    *,
-    webhook: str,
-    pad: str,
-    max_requests: int,
-    stop_when: Callable[[StreamResult], bool] = lambda result: False,
-    on_stop: Callable[[], None] = lambda: None,
-) -> StreamResult:
-    """Post {"kind": "load", "n": n, "pad": pad} for n = 0, 1, ... from CONCURRENCY tasks,
-    round-robin over `urls`, until max_requests are sent or `stop_when` holds (then
-    `on_stop()` runs once, e.g. a SIGKILL, and the tasks finish their current request)."""
-    result = StreamResult()
-    numbers = itertools.count()
-    stopped = False
-
-    async def client() -> None:
-        nonlocal stopped
-        while not stopped:
-            n = next(numbers)
-            if n >= max_requests:
-                return
-            url = f"{urls[n % len(urls)]}/webhooks/{webhook}"
-            try:
-                async with session.post(url, json={"kind": "load", "n": n, "pad": pad}) as resp:
-                    if resp.status == 202:
-                        result.accepted[n] = (await resp.json())["id"]
-                    else:
-                        result.refused[n] = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                result.unanswered.add(n)
-            if not stopped and stop_when(result):
-                stopped = True
-                on_stop()
-
-    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
-    return result
-
-
-async def list_all(session: aiohttp.ClientSession, url: str, **filters: str) -> list[dict]:
-    """Every record of an API list (limit=-1), checked against X-Total-Count."""
-    async with session.get(url, params={"limit": "-1", **filters}) as response:
-        assert response.status == 200, await response.text()
-        items = await response.json()
-        assert int(response.headers["X-Total-Count"]) == len(items), url
-        return items
-
-
-async def count(session: aiohttp.ClientSession, url: str, **filters: str) -> int:
-    async with session.get(url, params={"limit": "1", **filters}) as response:
-        assert response.status == 200, await response.text()
-        return int(response.headers["X-Total-Count"])
-
-
-async def wait_drained(session: aiohttp.ClientSession, base: str) -> None:
-    """Until no trigger instance is pending or processing."""
-    url = base + "/api/v1/triggerinstances"
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    while True:
-        left = {s: await count(session, url, status=s) for s in ("pending", "processing")}
-        if not any(left.values()):
-            return
-        assert time.monotonic() < deadline, f"not drained after {DRAIN_TIMEOUT} s: {left}"
-        await asyncio.sleep(0.1)
 
 
 async def enforcement_counts(
@@ -218,28 +140,6 @@ async def test_sqlite_kill_mid_stream_loses_and_duplicates_nothing(serve):
 
 
 # --- PostgreSQL: two processes, one killed while it holds claimed work ----------------
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A fresh database on the server named by HOOKYARD_TEST_PG, dropped afterwards."""
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = f"hookyard_acc_{uuid.uuid4().hex[:12]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def test_postgres_survivor_reclaims_the_killed_process_work(pg_database, serve):

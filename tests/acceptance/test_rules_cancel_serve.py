@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_cli_client import ALL_ROLES, Client, start_client, wait_for
+from tests.support.cli import ALL_ROLES, Client, start_client
+from tests.support.waiting import wait_for
 
 RULE = {
     "name": "api_echo",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 from typing import Any
 
 import aiohttp
 import pytest
+
+from tests.support.waiting import wait_processed
 
 pytestmark = pytest.mark.slow
 
@@ -17,17 +17,6 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, 
     async with session.get(url) as response:
         assert response.content_type == "application/json", url
         return response.status, await response.json(), response.headers
-
-
-async def wait_processed(session: aiohttp.ClientSession, url: str, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, instance, _ = await get_json(session, url)
-        assert status == 200, instance
-        if instance["status"] not in ("pending", "processing"):
-            return instance
-        assert time.monotonic() < deadline, f"still {instance['status']} after {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 async def test_probes_and_a_webhook_becomes_an_enforcement_and_a_requested_execution(
@@ -47,9 +36,7 @@ async def test_probes_and_a_webhook_becomes_an_enforcement_and_a_requested_execu
             accepted = await response.json()
         instance_id = accepted["id"]
 
-        instance = await wait_processed(
-            session, f"{server.url}/api/v1/triggerinstances/{instance_id}"
-        )
+        instance = await wait_processed(session, instance_id, base=server.url, timeout=15)
         assert instance["status"] == "processed"
         assert instance["payload"]["body"] == body
         assert instance["webhook"] == serve.webhook

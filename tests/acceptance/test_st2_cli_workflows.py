@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.test_st2_cli import St2, st2_cli  # noqa: F401  (the fixture)
-from tests.workflow_pack import write_pack
+from tests.support.st2 import St2
+from tests.support.workflow_pack import write_workflow_pack
 
 pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture
-def st2(serve, st2_cli, tmp_path: Path) -> St2:  # noqa: F811
+def st2(serve, st2_cli, tmp_path: Path) -> St2:
     packs = tmp_path / "packs"
-    write_pack(packs)
+    write_workflow_pack(packs)
     server = serve.start(
         roles="api,actions,workflows",
         env={"HOOKYARD_PACKS_DIRS": f"[{packs}]", "HOOKYARD_AUTH__ENABLED": "false"},

@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.acceptance.conftest import ServeLauncher
-from tests.workflow_pack import write_pack
+from tests.support.serve import ServeLauncher
+from tests.support.workflow_pack import write_workflow_pack
 
 ROLES = "api,actions,workflows"
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
@@ -74,7 +74,7 @@ def test_a_workflow_killed_mid_way_finishes_after_a_restart_running_no_task_twic
     serve: ServeLauncher, tmp_path: Path, store_url: str
 ) -> None:
     packs = tmp_path / "packs"
-    write_pack(packs)
+    write_workflow_pack(packs)
     # Short leases: the task cut short by the kill is claimed again soon after the restart.
     env = {"HOOKYARD_PACKS_DIRS": f"[{packs}]", "HOOKYARD_WORKERS__LEASE_SECONDS": "3"}
     first = serve.start(store=store_url, roles=ROLES, env=env)
@@ -127,7 +127,7 @@ def test_two_serve_processes_on_one_postgresql_step_each_workflow_once(
     serve: ServeLauncher, tmp_path: Path
 ) -> None:
     packs = tmp_path / "packs"
-    write_pack(packs)
+    write_workflow_pack(packs)
     env = {"HOOKYARD_PACKS_DIRS": f"[{packs}]"}
     with fresh_pg_database() as url:
         one = serve.start(store=url, roles=ROLES, env=env, name="one")

@@ -8,12 +8,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.records import NewExecution
+from tests.support.app import FAST_POLL, settings_for
+from tests.support.waiting import wait_execution
 
 RULE = """\
 name: on_deploy
@@ -104,35 +104,16 @@ def write_stackstorm_pack(root: Path) -> None:
 
 
 @pytest.fixture
-async def client(tmp_path):
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "deploy.yaml").write_text(RULE)
+def settings(tmp_path: Path) -> Settings:
     packs = tmp_path / "packs"
     write_stackstorm_pack(packs)
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
-        auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
-        rules_dirs=(str(rules),),
-        packs_dirs=(str(packs),),
+    return settings_for(
+        tmp_path,
+        rules={"deploy": RULE},
+        packs=[packs],
         roles=("api", "rules", "actions"),
-        base_dir=str(tmp_path),
+        workers=WorkerSettings(poll_interval=FAST_POLL, lease_seconds=0.6),
     )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
-
-
-async def wait_execution(
-    client, execution_id: str, statuses=("succeeded", "failed", "timeout", "abandoned")
-) -> dict:
-    # Generous: a loaded CI machine starts Python actions slowly. Not a timing assertion.
-    for _ in range(1000):
-        data = await (await client.get(f"/api/v1/executions/{execution_id}")).json()
-        if data["status"] in statuses:
-            return data
-        await asyncio.sleep(0.03)
-    raise AssertionError(f"execution {execution_id} stuck: {data}")
 
 
 async def execution_of(client, instance_id: str) -> dict:
@@ -341,5 +322,5 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_before_its_lease_can_be
     running = await (await client.get(f"/api/v1/executions/{created['id']}")).json()
     assert running["attempt"] == 2
     await client.delete(f"/api/v1/executions/{created['id']}")
-    done = await wait_execution(client, created["id"], ("canceled",))
+    done = await wait_execution(client, created["id"], statuses=("canceled",))
     assert done["status"] == "canceled"

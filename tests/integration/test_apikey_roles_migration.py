@@ -20,7 +20,7 @@ from engine.store import create_store
 from engine.store.codec import time_to_text
 from engine.store.migrations import postgres as pg_migrations
 from engine.store.migrations import sqlite as sqlite_migrations
-from tests.integration.conftest import pg_database_before
+from tests.support.postgres import pg_database_before
 
 # Keys as the previous version stored them: (name, admin, webhooks, triggers).
 OLD_KEYS = (

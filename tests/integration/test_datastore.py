@@ -3,31 +3,28 @@ StackStorm's shapes, secrets encrypted at rest, the encryption key's origin."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import stat
-import textwrap
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
 from engine.config import (
-    AuthSettings,
     DatastoreSettings,
     Settings,
     StoreSettings,
-    WorkerSettings,
     load_settings,
 )
 from engine.errors import ConfigError
-from engine.http.app import create_app
 from engine.http.context import RUNTIME
 from engine.model.apikeys import new_api_key
 from engine.model.kv import DatastoreError
 from engine.store import create_store
 from engine.store.datastore import Datastore
+from tests.support.app import app_client, settings_for
+from tests.support.packs import pack_meta, write_pack
+from tests.support.waiting import wait_execution, wait_processed
 
 RULE = """\
 name: deploy_to_target
@@ -46,74 +43,42 @@ action:
 """
 
 
-def write_pack(root: Path) -> None:
-    actions = root / "kvt" / "actions"
-    actions.mkdir(parents=True)
-    (root / "kvt" / "pack.yaml").write_text(
-        "ref: kvt\nname: kvt\ndescription: datastore tests\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (actions / "shell.yaml").write_text(
+PACK_FILES = {
+    "actions/shell.yaml": (
         "name: shell\nrunner_type: local-shell-cmd\nparameters:\n"
         "  cmd: {type: string, required: true}\n"
-    )
-    (actions / "greet.yaml").write_text(
-        textwrap.dedent("""\
+    ),
+    "actions/greet.yaml": """\
         name: greet
         runner_type: local-shell-cmd
         parameters:
           cmd: {type: string, default: "echo {{ st2kv.system.greeting }}"}
-        """)
-    )
+        """,
+}
 
 
-def settings_for(tmp_path: Path, *, auth: bool = False) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "deploy.yaml").write_text(RULE)
+def kv_settings(tmp_path: Path, *, auth: bool = False) -> Settings:
     packs = tmp_path / "packs"
     if not packs.exists():
-        write_pack(packs)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=auth),
-        rules_dirs=(str(rules),),
-        packs_dirs=(str(packs),),
+        write_pack(packs, "kvt", PACK_FILES, meta=pack_meta("kvt", description="datastore tests"))
+    return settings_for(
+        tmp_path,
+        rules={"deploy": RULE},
+        packs=[packs],
         roles=("api", "rules", "actions"),
-        base_dir=str(tmp_path),
+        auth=auth,
     )
 
 
 @pytest.fixture
-async def client(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
-        yield c
+def settings(tmp_path: Path) -> Settings:
+    return kv_settings(tmp_path)
 
 
 async def put(client, name: str, **body):
     reply = await client.put(f"/api/v1/keys/{name}", json={"name": name, **body})
     assert reply.status == 200, await reply.text()
     return await reply.json()
-
-
-async def wait_execution(client, **params) -> dict:
-    # Generous bound for a loaded machine; not a timing assertion.
-    for _ in range(1000):
-        items = await (await client.get("/api/v1/executions", params=params)).json()
-        if items and items[0]["status"] in ("succeeded", "failed", "timeout", "abandoned"):
-            return items[0]
-        await asyncio.sleep(0.03)
-    raise AssertionError(f"no finished execution for {params}")
-
-
-async def wait_processed(client, instance_id: str) -> None:
-    for _ in range(1000):
-        data = await (await client.get(f"/api/v1/triggerinstances/{instance_id}")).json()
-        if data["status"] in ("processed", "processing_failed"):
-            return
-        await asyncio.sleep(0.03)
-    raise AssertionError(f"trigger instance {instance_id} not processed")
 
 
 # --- st2kv in rules and actions ------------------------------------------------------
@@ -257,7 +222,7 @@ async def test_bad_key_set_is_400_with_faultstring(client, body, message):
 
 
 async def test_writing_and_revealing_secrets_need_an_admin_key(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, auth=True)))) as c:
+    async with app_client(kv_settings(tmp_path, auth=True)) as c:
         store = c.app[RUNTIME].store
         admin, admin_key = new_api_key("root", admin=True)
         plain, plain_key = new_api_key("ci")

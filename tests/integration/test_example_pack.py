@@ -6,29 +6,24 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings
 from engine.http.context import RUNTIME
+from tests.support.app import REPO_ROOT, app_client, settings_for
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO_ROOT
 
 
-def settings_for(tmp_path: Path) -> Settings:
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(str(ROOT / "rules"),),
-        packs_dirs=(str(ROOT / "packs"),),
+def example_settings(tmp_path: Path) -> Settings:
+    return settings_for(
+        tmp_path,
+        packs=[ROOT / "packs"],
         roles=("api", "actions"),
-        base_dir=str(tmp_path),
+        rules_dirs=(str(ROOT / "rules"),),
     )
 
 
 async def test_example_rules_and_pack_load_and_the_script_gets_values_as_argv(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(example_settings(tmp_path)) as client:
         runtime = client.server.app[RUNTIME]
         assert runtime.load_errors == []
         assert {"core", "examples"} <= set(runtime.packs.packs)

@@ -19,39 +19,25 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import (
-    AuthSettings,
     IngestSettings,
     OutboundSettings,
     Settings,
-    StoreSettings,
-    WorkerSettings,
 )
 from engine.errors import IngestError
 from engine.http.app import create_app
 from engine.http.content_coding import decode_body
+from tests.support.app import app_client, settings_for
+from tests.support.packs import noop_rule
 
-HOOK_RULE = """\
-name: catch_all
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: hook}}
-action: {ref: core.noop}
-"""
+HOOK_RULE = noop_rule("hook", "catch_all")
 
 
-def settings_for(tmp_path: Path, **ingest) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "hook.yaml").write_text(HOOK_RULE)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        ingest=IngestSettings(**ingest),
-        auth=AuthSettings(enabled=False),  # about bodies, not keys
-        workers=WorkerSettings(poll_interval=0.05),
+def bodies_settings(tmp_path: Path, **ingest) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"hook": HOOK_RULE},
+        ingest=IngestSettings(**ingest),  # auth off: about bodies, not keys
         outbound=OutboundSettings(allow_private=("127.0.0.1/32",)),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
     )
 
 
@@ -72,7 +58,7 @@ REPEATED_FORM = b"a=1&" * 262_000  # 1 MB, one key 262,000 times
 
 
 async def test_form_with_more_fields_than_the_limit_is_413_naming_it(tmp_path, writer_process):
-    app = create_app(settings_for(tmp_path, writer_process=writer_process))
+    app = create_app(bodies_settings(tmp_path, writer_process=writer_process))
     async with TestClient(TestServer(app)) as client:
         started = time.monotonic()
         response = await client.post(
@@ -97,8 +83,8 @@ async def test_form_with_more_fields_than_the_limit_is_413_naming_it(tmp_path, w
 
 
 async def test_form_parsing_is_linear_in_the_repeats_of_a_key(tmp_path, writer_process):
-    settings = settings_for(tmp_path, writer_process=writer_process, max_form_fields=300_000)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = bodies_settings(tmp_path, writer_process=writer_process, max_form_fields=300_000)
+    async with app_client(settings) as client:
         started = time.monotonic()
         response = await client.post(
             "/webhooks/hook",
@@ -132,7 +118,7 @@ async def test_compressed_body_is_stored_whole(tmp_path, writer_process, coding,
     original = BIG_JSON.encode()
     sent = encode(original)
     assert len(sent) < len(original) // 10
-    app = create_app(settings_for(tmp_path, writer_process=writer_process))
+    app = create_app(bodies_settings(tmp_path, writer_process=writer_process))
     async with TestClient(TestServer(app)) as client:
         response = await client.post(
             "/webhooks/hook",
@@ -146,7 +132,7 @@ async def test_compressed_body_is_stored_whole(tmp_path, writer_process, coding,
 async def test_gzip_bomb_is_413_and_nothing_is_stored(tmp_path, writer_process):
     bomb = gzip.compress(b'{"a": "' + b"0" * (200 * 1024 * 1024) + b'"}', 9)  # 200 MB
     assert len(bomb) < 1024 * 1024
-    app = create_app(settings_for(tmp_path, writer_process=writer_process))
+    app = create_app(bodies_settings(tmp_path, writer_process=writer_process))
     async with TestClient(TestServer(app)) as client:
         response = await client.post(
             "/webhooks/hook",
@@ -189,7 +175,7 @@ def test_a_body_of_many_empty_gzip_members_is_refused_not_decoded_quadratically(
 
 @pytest.mark.parametrize("coding", ["br", "zstd", "compress", "gzip, gzip", "foo"])
 async def test_other_content_codings_are_415(tmp_path, coding):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(bodies_settings(tmp_path)) as client:
         response = await client.post(
             "/webhooks/hook",
             data=gzip.compress(b'{"a": 1}'),
@@ -201,7 +187,7 @@ async def test_other_content_codings_are_415(tmp_path, coding):
 
 
 async def test_truncated_gzip_is_400(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(bodies_settings(tmp_path)) as client:
         response = await client.post(
             "/webhooks/hook",
             data=gzip.compress(BIG_JSON.encode())[:-100],
@@ -212,7 +198,7 @@ async def test_truncated_gzip_is_400(tmp_path):
 
 
 async def test_the_api_refuses_compressed_bodies(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(bodies_settings(tmp_path)) as client:
         response = await client.put(
             "/api/v1/keys/k",
             data=gzip.compress(b'{"value": "v"}'),
@@ -245,7 +231,7 @@ JSON_ROUTES = [
 
 @pytest.mark.parametrize(("method", "path"), JSON_ROUTES)
 async def test_deeply_nested_json_is_400_on_every_api_route(tmp_path, method, path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(bodies_settings(tmp_path)) as client:
         if SUBSCRIPTION in path:
             created = await client.post(
                 "/api/v1/events/webhooks", json={"url": "http://127.0.0.1:9/events"}

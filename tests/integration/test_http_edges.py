@@ -14,40 +14,29 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from engine.config import AuthSettings, ServerSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import ServerSettings, Settings
 from engine.http.app import create_app
 from engine.http.header_timeout import HeaderTimeoutRunner
+from tests.support.app import settings_for
+from tests.support.packs import noop_rule
 
-HOOK_RULE = """\
-name: catch_all
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: hook}}
-action: {ref: core.noop}
-"""
+HOOK_RULE = noop_rule("hook", "catch_all")
 HEADER_TIMEOUT = 2.0
 FIVE_MB = 5 * 1024 * 1024
 
 
-def settings_for(tmp_path: Path) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "hook.yaml").write_text(HOOK_RULE)
-    return Settings(
+def edges_settings(tmp_path: Path) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"hook": HOOK_RULE},
         server=ServerSettings(header_timeout=HEADER_TIMEOUT),
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        auth=AuthSettings(enabled=False),
-        workers=WorkerSettings(poll_interval=0.05),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
     )
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     """The app served as engine.http.server serves it, on a free port of 127.0.0.1."""
-    settings = settings_for(tmp_path)
+    settings = edges_settings(tmp_path)
     runner = HeaderTimeoutRunner(
         create_app(settings),
         header_timeout=settings.server.header_timeout,

@@ -8,31 +8,20 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings
-from engine.http.app import create_app
+from engine.config import IngestSettings, Settings, StoreSettings
 from engine.http.context import RUNTIME, STORE_BUSY, STORE_UNAVAILABLE
+from tests.support.app import app_client, settings_for
+from tests.support.packs import noop_rule
 
-RULE = """\
-name: anything
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: anything}}
-action: {ref: core.noop}
-"""
+RULE = noop_rule("anything")
 
 
-def settings_for(store_url: str, tmp_path: Path, **store) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "anything.yaml").write_text(RULE)
-    return Settings(
+def errors_settings(store_url: str, tmp_path: Path, **store) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"anything": RULE},
         store=StoreSettings(url=store_url, **store),
-        ingest=IngestSettings(retry_after=9),
-        auth=AuthSettings(enabled=False),  # about error bodies, not auth
-        rules_dirs=(str(rules),),
-        roles=("api",),
-        base_dir=str(tmp_path),
+        ingest=IngestSettings(retry_after=9),  # auth off: about error bodies, not auth
     )
 
 
@@ -45,7 +34,7 @@ def private_details(store_url: str, tmp_path: Path) -> list[str]:
 
 
 async def test_an_unavailable_store_is_a_generic_503(store_url, tmp_path, caplog) -> None:
-    async with TestClient(TestServer(create_app(settings_for(store_url, tmp_path)))) as client:
+    async with app_client(errors_settings(store_url, tmp_path)) as client:
         await client.app[RUNTIME].store.close()  # the database is gone from under the app
         with caplog.at_level(logging.ERROR, logger="engine.http.context"):
             responses = [
@@ -68,8 +57,8 @@ async def test_an_unavailable_store_is_a_generic_503(store_url, tmp_path, caplog
 
 async def test_a_locked_sqlite_file_is_a_generic_busy_503(tmp_path) -> None:
     path = tmp_path / "hookyard.db"
-    settings = settings_for(f"sqlite:///{path}", tmp_path, busy_timeout=0.2)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = errors_settings(f"sqlite:///{path}", tmp_path, busy_timeout=0.2)
+    async with app_client(settings) as client:
         # Another process holds the write lock past the store's busy timeout.
         holder = sqlite3.connect(path, isolation_level=None)
         try:
@@ -85,8 +74,8 @@ async def test_a_locked_sqlite_file_is_a_generic_busy_503(tmp_path) -> None:
 
 
 async def test_unstorable_values_still_name_the_callers_data(tmp_path) -> None:
-    settings = settings_for(f"sqlite:///{tmp_path / 'hookyard.db'}", tmp_path)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = errors_settings(f"sqlite:///{tmp_path / 'hookyard.db'}", tmp_path)
+    async with app_client(settings) as client:
         response = await client.post(
             "/webhooks/anything",
             data=b'{"x": NaN}',

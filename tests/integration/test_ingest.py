@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import IngestSettings, Settings
 from engine.http.app import create_app
+from tests.support.app import settings_for
+from tests.support.packs import noop_rule
+from tests.support.waiting import wait_processed
 
 RULE = """\
 name: on_push
@@ -25,12 +26,7 @@ action:
     cmd: "echo {{ trigger.body.ref }}"
     commits: "{{ trigger.body.commits }}"
 """
-ANY_RULE = """\
-name: anything
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: anything}}
-action: {ref: core.noop}
-"""
+ANY_RULE = noop_rule("anything")
 CUSTOM_TRIGGER_RULE = """\
 name: deployed
 pack: t
@@ -39,39 +35,22 @@ criteria:
   trigger.status: {type: equals, pattern: failed}
 action: {ref: core.echo, parameters: {message: "{{ trigger.service }}"}}
 """
+# The bound this module always waited for the rules worker: ingest is quick.
+INGEST_WAIT = 5.0
 
 
-def settings_for(tmp_path: Path, **ingest) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    for name, text in (("push", RULE), ("any", ANY_RULE), ("custom", CUSTOM_TRIGGER_RULE)):
-        (rules / f"{name}.yaml").write_text(textwrap.dedent(text))
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        ingest=IngestSettings(**ingest),
-        auth=AuthSettings(enabled=False),  # these tests are about ingest, not auth
-        workers=WorkerSettings(poll_interval=0.05),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
+def ingest_settings(tmp_path: Path, **ingest) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"push": RULE, "any": ANY_RULE, "custom": CUSTOM_TRIGGER_RULE},
         roles=("api", "rules"),
-        base_dir=str(tmp_path),
+        ingest=IngestSettings(**ingest),  # auth off: these tests are about ingest
     )
 
 
 @pytest.fixture
-async def client(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
-        yield c
-
-
-async def wait_processed(client: TestClient, instance_id: str) -> dict:
-    for _ in range(200):
-        response = await client.get(f"/api/v1/triggerinstances/{instance_id}")
-        data = await response.json()
-        if data["status"] in ("processed", "processing_failed"):
-            return data
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{instance_id} was not processed: {data}")
+def settings(tmp_path: Path) -> Settings:
+    return ingest_settings(tmp_path)
 
 
 async def test_named_hook_to_enforcement_and_requested_execution(client):
@@ -87,7 +66,7 @@ async def test_named_hook_to_enforcement_and_requested_execution(client):
     assert response.status == 202
     accepted = await response.json()
     assert accepted["webhook"] == "github/push" and accepted["duplicate"] is False
-    instance = await wait_processed(client, accepted["id"])
+    instance = await wait_processed(client, accepted["id"], timeout=INGEST_WAIT)
     assert instance["status"] == "processed"
     assert instance["trigger"] == "core.st2.webhook"
     payload = instance["payload"]
@@ -121,7 +100,7 @@ async def test_named_hook_to_enforcement_and_requested_execution(client):
 async def test_api_prefix_and_non_matching_payload(client):
     response = await client.post("/api/v1/webhooks/github/push/", json={"ref": "refs/heads/dev"})
     assert response.status == 202
-    instance = await wait_processed(client, (await response.json())["id"])
+    instance = await wait_processed(client, (await response.json())["id"], timeout=INGEST_WAIT)
     assert instance["status"] == "processed"
     enforcements = await client.get(
         "/api/v1/ruleenforcements/", params={"trigger_instance": instance["id"]}
@@ -196,7 +175,7 @@ async def test_bad_requests_get_json_errors_and_store_nothing(
 
 
 async def test_body_over_the_limit_is_413(tmp_path):
-    app = create_app(settings_for(tmp_path, max_body=100))
+    app = create_app(ingest_settings(tmp_path, max_body=100))
     async with TestClient(TestServer(app)) as c:
         response = await c.post("/webhooks/anything", json={"x": "y" * 200})
         assert response.status == 413
@@ -215,7 +194,7 @@ async def test_body_over_the_limit_is_413(tmp_path):
 
 
 async def test_backlog_over_bound_is_503_with_retry_after(tmp_path):
-    settings = settings_for(tmp_path, max_backlog=0, retry_after=7)
+    settings = ingest_settings(tmp_path, max_backlog=0, retry_after=7)
     async with TestClient(TestServer(create_app(settings))) as c:
         response = await c.post("/webhooks/anything", json={})
         assert response.status == 503
@@ -232,7 +211,7 @@ async def test_generic_st2_webhook_fires_custom_trigger_rules(client):
     assert response.status == 202
     accepted = await response.json()
     assert accepted["trigger"] == "ci.deployed" and accepted["webhook"] is None
-    await wait_processed(client, accepted["id"])
+    await wait_processed(client, accepted["id"], timeout=INGEST_WAIT)
     (enforcement,) = await (
         await client.get("/api/v1/ruleenforcements", params={"rule_ref": "t.deployed"})
     ).json()

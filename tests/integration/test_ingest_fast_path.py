@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import json
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import IngestSettings, Settings, StoreSettings
 from engine.errors import StoreBusy
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
 from engine.http.guard import check_all_guarded, guarded
 from engine.model.apikeys import new_api_key
 from engine.model.records import NewTriggerInstance
+from tests.support.app import settings_for
+from tests.support.packs import noop_rule
 
-ANY_RULE = """\
-name: anything
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: anything}}
-action: {ref: core.noop}
-"""
+ANY_RULE = noop_rule("anything")
 NESTED_RULE = """\
 name: nested
 pack: t
@@ -203,27 +199,18 @@ async def test_a_lock_held_past_busy_timeout_is_store_busy_and_nothing_is_stored
 # --- the app ---------------------------------------------------------------------------------
 
 
-def settings_for(tmp_path: Path, *, auth: bool = False, **ingest) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "any.yaml").write_text(textwrap.dedent(ANY_RULE))
-    (rules / "nested.yaml").write_text(textwrap.dedent(NESTED_RULE))
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
+def fast_path_settings(tmp_path: Path, *, auth: bool = False, **ingest) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"any": ANY_RULE, "nested": NESTED_RULE},
+        auth=auth,
         ingest=IngestSettings(**ingest),
-        auth=AuthSettings(enabled=auth),
-        workers=WorkerSettings(poll_interval=0.05),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
     )
 
 
 @pytest.fixture
-async def client(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
-        yield c
+def settings(tmp_path: Path) -> Settings:
+    return fast_path_settings(tmp_path)
 
 
 async def post_json(client: TestClient, body: bytes, path: str = "/webhooks/anything"):
@@ -454,7 +441,7 @@ async def test_unknown_path_is_json_404(client) -> None:
 
 
 async def test_api_needs_a_key_when_auth_is_enabled(tmp_path, capsys) -> None:
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, auth=True)))) as c:
+    async with TestClient(TestServer(create_app(fast_path_settings(tmp_path, auth=True)))) as c:
         refused = await c.get("/api/v1/triggerinstances")
         assert refused.status == 401
         assert refused.content_type == "application/json"

@@ -8,7 +8,8 @@ import time
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.http.app import create_app
-from tests.integration.test_ingest import settings_for
+from tests.support.app import settings_for
+from tests.support.packs import noop_rule
 
 
 async def _count(client: TestClient, status: str) -> int:
@@ -17,7 +18,13 @@ async def _count(client: TestClient, status: str) -> int:
 
 
 async def test_rules_keep_moving_under_a_stream_of_webhooks_and_catch_up(tmp_path) -> None:
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with TestClient(
+        TestServer(
+            create_app(
+                settings_for(tmp_path, rules={"any": noop_rule("anything")}, roles=("api", "rules"))
+            )
+        )
+    ) as client:
         processed_while_posting = 0
         sent = 0
         deadline = time.monotonic() + 1.5

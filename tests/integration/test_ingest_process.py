@@ -28,7 +28,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import Settings, StoreSettings
 from engine.errors import StoreUnavailable
 from engine.http.app import create_app
 from engine.http.context import RUNTIME, STORE_UNAVAILABLE
@@ -38,97 +38,20 @@ from engine.model.records import NewTriggerInstance
 from engine.process.runtime import Runtime
 from engine.store import create_store
 from engine.store.codec import UnstorableValue
-from tests.processes import alive, process_state
+from tests.support.ingest_writer import (
+    CHILD_MODULE,
+    ingest_writer_settings,
+    stored_rows,
+    writer_children,
+)
+from tests.support.processes import alive, children, cmdline, process_state
+from tests.support.waiting import wait_until
 
-CHILD_MODULE = "engine.ingest.writer"
-HOOK_RULE = """\
-name: anything
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: anything}}
-action: {ref: core.noop}
-"""
-CUSTOM_RULE = """\
-name: custom
-pack: t
-trigger: {type: t.custom}
-action: {ref: core.noop}
-"""
 DEDUPE_HOOKS = {"dd": {"auth": "none", "dedupe": {"header": "Idempotency-Key"}}}
-
-
-def make_settings(
-    folder: Path,
-    *,
-    writer_process: bool = True,
-    store_url: str | None = None,
-    roles: tuple[str, ...] = ("api",),
-    webhooks: dict[str, Any] | None = None,
-    busy_timeout: float = 5.0,
-) -> Settings:
-    folder.mkdir(parents=True, exist_ok=True)
-    rules = folder / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "any.yaml").write_text(HOOK_RULE)
-    (rules / "custom.yaml").write_text(CUSTOM_RULE)
-    return Settings(
-        store=StoreSettings(
-            url=store_url or f"sqlite:///{folder / 'hookyard.db'}", busy_timeout=busy_timeout
-        ),
-        ingest=IngestSettings(writer_process=writer_process),
-        auth=AuthSettings(enabled=False),
-        workers=WorkerSettings(poll_interval=0.05),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=roles,
-        base_dir=str(folder),
-        webhooks=webhooks or {},
-    )
 
 
 def runtime_of(client: TestClient) -> Runtime:
     return client.server.app[RUNTIME]
-
-
-async def wait_until(
-    check: Callable[[], Any | Awaitable[Any]], what: str, timeout: float = 10.0
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.005)
-
-
-# --- processes, seen through /proc ------------------------------------------------------------
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def children(pid: int) -> set[int]:
-    """Every process (zombies too) whose parent is `pid`."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = process_state(int(entry.name))
-            if stat is not None and stat[1] == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def writer_children() -> set[int]:
-    """Running ingest writer processes started by this test process."""
-    return {pid for pid in children(os.getpid()) if alive(pid) and CHILD_MODULE in cmdline(pid)}
 
 
 # --- raw HTTP: every byte of the request chosen by the test ------------------------------------
@@ -168,33 +91,6 @@ async def raw_post(
 
 def sqlite_file(settings: Settings) -> Path:
     return Path(settings.store.url.removeprefix("sqlite:///"))
-
-
-async def stored_rows(url: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Rows of trigger_instances by id: payload (JSON text), status, dedupe_key, webhook."""
-    if url.startswith("postgresql://"):
-        conn = await asyncpg.connect(url)
-        try:
-            records = await conn.fetch(
-                "SELECT id, trigger, payload::text AS payload, status, dedupe_key, webhook"
-                " FROM trigger_instances WHERE id = ANY($1::text[])",
-                ids,
-            )
-        finally:
-            await conn.close()
-        return {r["id"]: dict(r) for r in records}
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows += conn.execute(
-                "SELECT id, trigger, payload, status, dedupe_key, webhook"
-                f" FROM trigger_instances WHERE id IN ({marks})",
-                chunk,
-            ).fetchall()
-    return {row["id"]: dict(row) for row in rows}
 
 
 async def rows_with_dedupe_key(url: str, key: str) -> list[str]:
@@ -297,8 +193,8 @@ async def _post_cases(port: int) -> dict[str, str]:
 
 
 async def test_payloads_are_byte_identical_with_and_without_the_writer_process(tmp_path):
-    with_child = make_settings(tmp_path / "child", writer_process=True)
-    in_process = make_settings(tmp_path / "inline", writer_process=False)
+    with_child = ingest_writer_settings(tmp_path / "child", writer_process=True)
+    in_process = ingest_writer_settings(tmp_path / "inline", writer_process=False)
     async with (
         TestServer(create_app(with_child)) as child_server,
         TestServer(create_app(in_process)) as inline_server,
@@ -351,7 +247,7 @@ async def test_payloads_are_byte_identical_with_and_without_the_writer_process(t
 
 
 async def test_the_writer_is_a_child_process_that_stores_and_exits_with_the_app(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
         writer = runtime_of(client).ingest_process
         assert writer is not None
@@ -384,7 +280,7 @@ async def test_the_writer_is_a_child_process_that_stores_and_exits_with_the_app(
 
 
 async def test_close_writes_what_is_queued_before_the_child_exits(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     store = create_store(settings.store, tmp_path)
     await store.open()
     try:
@@ -415,7 +311,7 @@ async def test_close_writes_what_is_queued_before_the_child_exits(tmp_path):
 
 
 async def test_killing_the_writer_mid_stream_loses_no_accepted_webhook(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     total = 200
     kill_after = 30
     async with TestClient(TestServer(create_app(settings))) as client:
@@ -488,7 +384,7 @@ async def _ready_status(client: TestClient, status: int) -> bool:
 async def test_ready_names_the_writer_process_while_it_restarts(tmp_path, monkeypatch):
     # A longer pause than the default 0.5 s, so that the restart window can be seen surely.
     monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 1.5)
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
         runtime = runtime_of(client)
         writer = runtime.ingest_process
@@ -528,7 +424,7 @@ async def test_ready_names_the_writer_process_while_it_restarts(tmp_path, monkey
 
 
 async def test_dedupe_through_the_writer_process(tmp_path, store_url):
-    settings = make_settings(tmp_path / "app", store_url=store_url, webhooks=DEDUPE_HOOKS)
+    settings = ingest_writer_settings(tmp_path / "app", store_url=store_url, webhooks=DEDUPE_HOOKS)
     run = uuid.uuid4().hex  # the PostgreSQL test database is shared by the session
     async with TestClient(TestServer(create_app(settings))) as client:
         assert runtime_of(client).ingest_process is not None
@@ -603,7 +499,7 @@ async def post_in_one_batch(
 
 
 async def test_an_unstorable_generic_payload_fails_alone_in_its_batch(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     async with TestClient(TestServer(create_app(settings))) as client:
         stats = runtime_of(client).ingest_process._committer.stats
 
@@ -649,8 +545,10 @@ async def test_a_refused_body_is_its_own_answer_and_the_batch_is_written(tmp_pat
     """The child parses named-hook bodies: a body it refuses is that request's 4xx, with
     the message the api process gives without a writer process, and its neighbours in
     the batch are stored."""
-    settings = make_settings(tmp_path / "child", webhooks=DEDUPE_HOOKS)
-    inline = make_settings(tmp_path / "inline", writer_process=False, webhooks=DEDUPE_HOOKS)
+    settings = ingest_writer_settings(tmp_path / "child", webhooks=DEDUPE_HOOKS)
+    inline = ingest_writer_settings(
+        tmp_path / "inline", writer_process=False, webhooks=DEDUPE_HOOKS
+    )
 
     def refused_post(client: TestClient, name: str) -> Post:
         content_type, body = REFUSED_BODIES[name]
@@ -718,7 +616,7 @@ async def total_stored(client: TestClient) -> int:
 async def test_a_writer_that_cannot_open_the_store_fails_and_leaves_no_process(tmp_path):
     regular_file = tmp_path / "afile.txt"
     regular_file.write_text("not a folder")
-    settings = make_settings(tmp_path, store_url=f"sqlite:///{regular_file}/db.sqlite")
+    settings = ingest_writer_settings(tmp_path, store_url=f"sqlite:///{regular_file}/db.sqlite")
     before = children(os.getpid())
     exits = []
     with pytest.raises(StoreUnavailable) as raised:
@@ -734,7 +632,7 @@ async def test_a_writer_that_cannot_open_the_store_fails_and_leaves_no_process(t
 
 
 async def test_closing_the_app_drains_in_flight_webhooks_through_the_writer(tmp_path):
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     server = TestServer(create_app(settings))
     await server.start_server()
     pid = server.app[RUNTIME].ingest_process.pid
@@ -780,7 +678,7 @@ async def test_closing_the_app_drains_in_flight_webhooks_through_the_writer(tmp_
 
 
 async def test_the_api_process_counts_what_the_writer_stored(tmp_path, store_url):
-    settings = make_settings(tmp_path / "app", store_url=store_url)
+    settings = ingest_writer_settings(tmp_path / "app", store_url=store_url)
     async with TestClient(TestServer(create_app(settings))) as client:
         runtime = runtime_of(client)
         assert runtime.ingest_process is not None and alive(runtime.ingest_process.pid)
@@ -800,7 +698,7 @@ async def test_the_api_process_counts_what_the_writer_stored(tmp_path, store_url
 
 
 async def test_the_rules_worker_decides_what_the_writer_stored(tmp_path, store_url):
-    settings = make_settings(tmp_path / "app", store_url=store_url, roles=("api", "rules"))
+    settings = ingest_writer_settings(tmp_path / "app", store_url=store_url, roles=("api", "rules"))
     async with TestClient(TestServer(create_app(settings))) as client:
         runtime = runtime_of(client)
         assert runtime.ingest_process is not None
@@ -833,7 +731,7 @@ async def test_the_rules_worker_decides_what_the_writer_stored(tmp_path, store_u
     ],
 )
 async def test_a_lone_surrogate_is_not_a_503_on_postgresql(tmp_path, pg_url, headers, body):
-    settings = make_settings(tmp_path / "app", store_url=pg_url)
+    settings = ingest_writer_settings(tmp_path / "app", store_url=pg_url)
     async with TestServer(create_app(settings)) as server:
         status, _, content = await raw_post(
             server.port,
@@ -860,7 +758,7 @@ async def test_a_lone_surrogate_is_not_a_503_on_postgresql(tmp_path, pg_url, hea
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_closing_while_the_writer_restarts_leaves_no_process(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 0.0)
-    settings = make_settings(tmp_path, busy_timeout=10.0)
+    settings = ingest_writer_settings(tmp_path, busy_timeout=10.0)
     lock = sqlite3.connect(sqlite_file(settings), isolation_level=None, timeout=0)
     spawned: set[int] = set()
     try:
@@ -894,7 +792,7 @@ async def test_a_writer_that_stops_answering_is_replaced_and_its_batch_is_a_503(
     # The reply timeout is twice busy_timeout plus a margin: 1 s here.
     monkeypatch.setattr(ingest_writer, "_REPLY_MARGIN", 0.0)
     monkeypatch.setattr(ingest_writer, "_RESTART_PAUSE", 0.0)
-    settings = make_settings(tmp_path, busy_timeout=0.5)
+    settings = ingest_writer_settings(tmp_path, busy_timeout=0.5)
     async with TestClient(TestServer(create_app(settings))) as client:
         writer = runtime_of(client).ingest_process
         stuck_pid = writer.pid
@@ -921,7 +819,7 @@ async def test_a_writer_that_stops_answering_is_replaced_and_its_batch_is_a_503(
 
 @pytest.mark.parametrize("writer_process", [True, False])
 async def test_a_dedupe_key_that_is_not_utf8_is_read_as_latin1(tmp_path, store_url, writer_process):
-    settings = make_settings(
+    settings = ingest_writer_settings(
         tmp_path / "app", store_url=store_url, webhooks=DEDUPE_HOOKS, writer_process=writer_process
     )
     key = uuid.uuid4().hex.encode() + b"-caf\xe9"  # the database is shared by the session
@@ -950,7 +848,7 @@ async def test_the_writer_imports_the_api_process_engine_not_one_in_the_working_
     stray.mkdir(parents=True)
     (stray / "__init__.py").write_text("raise ImportError('the stray engine was imported')\n")
     monkeypatch.chdir(tmp_path / "cwd")
-    settings = make_settings(tmp_path / "app")
+    settings = ingest_writer_settings(tmp_path / "app")
     async with TestClient(TestServer(create_app(settings))) as client:
         response = await client.post("/webhooks/anything", json={"n": 1})
         assert response.status == 202, await response.text()
@@ -959,7 +857,7 @@ async def test_the_writer_imports_the_api_process_engine_not_one_in_the_working_
 
 async def test_a_writer_of_another_protocol_refuses_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest_writer, "_PROTOCOL", 999)  # what the API process sends
-    settings = make_settings(tmp_path)
+    settings = ingest_writer_settings(tmp_path)
     before = writer_children()
     with pytest.raises(StoreUnavailable, match="protocol 999"):
         await _Child.spawn(settings, lambda child: None)
@@ -969,7 +867,7 @@ async def test_a_writer_of_another_protocol_refuses_to_run(tmp_path, monkeypatch
 async def test_the_writer_runs_in_a_session_of_its_own(tmp_path):
     # A signal to the API process's group (Ctrl-C, a terminal hangup) must not reach it:
     # the API process decides when it stops, after draining through it.
-    async with TestClient(TestServer(create_app(make_settings(tmp_path)))) as client:
+    async with TestClient(TestServer(create_app(ingest_writer_settings(tmp_path)))) as client:
         pid = runtime_of(client).ingest_process.pid
         assert os.getsid(pid) == pid != os.getsid(0)
         assert os.getpgid(pid) != os.getpgid(0)

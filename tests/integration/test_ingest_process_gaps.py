@@ -20,13 +20,9 @@ from engine.ingest.writer import IngestProcess
 from engine.model.records import NewTriggerInstance
 from engine.store import create_store
 from engine.support.logs import SCRUBBED, register_secrets, scrubber
-from tests.integration.test_ingest_process import (
-    make_settings,
-    stored_rows,
-    wait_until,
-    writer_children,
-)
-from tests.processes import alive
+from tests.support.ingest_writer import ingest_writer_settings, stored_rows, writer_children
+from tests.support.processes import alive
+from tests.support.waiting import wait_until
 
 # --- the secrets registered in the API process are hidden in the child's log lines ----------
 
@@ -42,7 +38,9 @@ async def test_the_child_hides_the_secrets_registered_in_the_api_process(
     # The child logs the path of a SQLite file it migrates: here, one with the secret in
     # a folder's name.
     folder = tmp_path / f"data-{secret}-end"
-    settings = make_settings(tmp_path / "app", store_url=f"sqlite:///{folder / 'hookyard.db'}")
+    settings = ingest_writer_settings(
+        tmp_path / "app", store_url=f"sqlite:///{folder / 'hookyard.db'}"
+    )
     store = create_store(settings.store, tmp_path)
     writer = IngestProcess(settings, store)
     capfd.readouterr()  # what came before is not the child's
@@ -100,7 +98,9 @@ async def test_respawn_pauses_double_up_to_the_cap_then_a_child_starts_again(
     expected = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert (ingest_writer._RESTART_PAUSE, ingest_writer._RESTART_PAUSE_MAX) == (0.5, 30.0)
     data = tmp_path / "data"
-    settings = make_settings(tmp_path / "app", store_url=f"sqlite:///{data / 'hookyard.db'}")
+    settings = ingest_writer_settings(
+        tmp_path / "app", store_url=f"sqlite:///{data / 'hookyard.db'}"
+    )
     away = tmp_path / "data.away"
     problems: list[str | None] = []
     writer: IngestProcess | None = None

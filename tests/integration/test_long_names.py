@@ -9,17 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings
 from engine.http.context import RUNTIME
 from engine.model.apikeys import new_api_key
 from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS
 from engine.rules.rule import rule_id
 from engine.workers.rule_sync import RULE_SYNC
+from tests.support.app import REPO_PACKS, settings_for
 
-REPO_PACKS = Path(__file__).parents[2] / "packs"
 HUGE = 900_000
 
 
@@ -33,22 +31,20 @@ def api_rule(name: str = "on_push", pack: str = "ci") -> dict:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, capsys):
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=True),
-        packs_dirs=(str(REPO_PACKS),),
-        roles=("api",),
-        base_dir=str(tmp_path),
-    )
-    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as c:
+def settings(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path, packs=[REPO_PACKS], auth=True)
+
+
+@pytest.fixture
+def after_start(capsys):
+    async def add_admin_key(client) -> None:
         capsys.readouterr()  # the first admin key printed on start
         record, key = new_api_key("admin", admin=True)
-        await c.server.app[RUNTIME].store.create_api_key(record)
-        c.key = key
-        c.admin = {"St2-Api-Key": key}
-        yield c
+        await client.server.app[RUNTIME].store.create_api_key(record)
+        client.key = key
+        client.admin = {"St2-Api-Key": key}
+
+    return add_admin_key
 
 
 async def fault(response) -> str:

@@ -10,15 +10,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import (
-    AuthSettings,
     ExplainSettings,
     Settings,
     StoreSettings,
     TimerSettings,
-    WorkerSettings,
 )
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
+from tests.support.app import app_client, settings_for
+from tests.support.postgres import truncate_all
+from tests.support.waiting import wait_processed
 
 DEPLOY_RULE = """\
 name: deploy_main
@@ -45,19 +46,14 @@ action: {ref: core.noop}
 """
 
 
-def settings_for(tmp_path: Path, rules: Path, **changes) -> Settings:
-    defaults = dict(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        timers=TimerSettings(check_interval=0.2),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api", "rules", "actions", "timers"),
-        base_dir=str(tmp_path),
-    )
-    defaults.update(changes)
-    return Settings(**defaults)
+def ops_settings(tmp_path: Path, rules: Path, **changes) -> Settings:
+    fields = {
+        "roles": ("api", "rules", "actions", "timers"),
+        "timers": TimerSettings(check_interval=0.2),
+        "rules_dirs": (str(rules),),
+        **changes,
+    }
+    return settings_for(tmp_path, **fields)
 
 
 @pytest.fixture
@@ -70,22 +66,12 @@ def rules(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, rules: Path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as c:
-        yield c
-
-
-async def processed(client, instance_id: str) -> dict:
-    for _ in range(500):
-        data = await (await client.get(f"/api/v1/triggerinstances/{instance_id}")).json()
-        if data["status"] in ("processed", "processing_failed"):
-            return data
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"trigger instance {instance_id} never processed: {data}")
+def settings(tmp_path: Path, rules: Path) -> Settings:
+    return ops_settings(tmp_path, rules)
 
 
 async def explained(client, instance_id: str, **query) -> dict:
-    await processed(client, instance_id)
+    await wait_processed(client, instance_id)
     for _ in range(500):
         report = await (
             await client.get(f"/api/v1/triggerinstances/{instance_id}/explain", params=query)
@@ -131,7 +117,7 @@ async def test_a_catastrophic_regex_is_stopped_and_explained_and_the_engine_goes
         "criteria:\n  trigger.body.branch: {type: regex, pattern: '^(a|aa)+$'}\n"
         "action: {ref: core.noop}\n"
     )
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(ops_settings(tmp_path, rules)) as client:
         evil = await client.post("/webhooks/deploy", json={"branch": "a" * 40 + "!"})
         report = await explained(client, (await evil.json())["id"])
         by_rule = {c["rule"]: c for c in report["candidates"]}
@@ -149,8 +135,8 @@ async def test_a_catastrophic_regex_is_stopped_and_explained_and_the_engine_goes
 
 async def test_explain_hints_when_no_rule_listens(tmp_path, rules):
     # A hook defined in the config (so it accepts posts) that no rule listens to.
-    settings = settings_for(tmp_path, rules, webhooks={"deploi": {"auth": "none"}})
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = ops_settings(tmp_path, rules, webhooks={"deploi": {"auth": "none"}})
+    async with app_client(settings) as client:
         posted = await client.post("/webhooks/deploi", json={})
         report = await explained(client, (await posted.json())["id"])
     assert report["candidates"] == []
@@ -165,8 +151,8 @@ async def test_explain_of_an_unknown_instance_is_404(client):
 
 async def test_unmatched_traces_are_not_kept_at_sample_rate_zero(tmp_path, rules):
     (rules / "deploy_any.yaml").unlink()
-    settings = settings_for(tmp_path, rules, explain=ExplainSettings(sample_rate=0.0))
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = ops_settings(tmp_path, rules, explain=ExplainSettings(sample_rate=0.0))
+    async with app_client(settings) as client:
         posted = await client.post("/webhooks/deploy", json={"branch": "dev"})
         report = await explained(client, (await posted.json())["id"])
         assert report["traces_kept"] is False
@@ -237,8 +223,8 @@ async def test_metrics_never_label_an_undefined_path(client):
 async def test_two_apps_have_separate_registries(tmp_path, rules, client):
     other = tmp_path / "other"
     other.mkdir()
-    settings = settings_for(other, rules, roles=("api",))
-    async with TestClient(TestServer(create_app(settings))) as second:
+    settings = ops_settings(other, rules, roles=("api",))
+    async with app_client(settings) as second:
         await client.post("/webhooks/deploy", json={})
         text = await (await second.get("/metrics")).text()
         assert sample(text, "hookyard_webhooks_received_total", webhook="deploy", status="202") == 0
@@ -274,7 +260,7 @@ async def ticks(client, limit: int = 100) -> list[dict]:
 
 async def test_interval_timer_fires_its_rule_through_the_store(tmp_path, rules):
     (rules / "tick.yaml").write_text(TICK_RULE)
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(ops_settings(tmp_path, rules)) as client:
         for _ in range(400):
             fired = await ticks(client)
             if len(fired) >= 2:
@@ -293,8 +279,6 @@ async def test_interval_timer_fires_its_rule_through_the_store(tmp_path, rules):
 
 @pytest.mark.postgres
 async def test_two_processes_on_postgresql_fire_each_tick_once(tmp_path, rules, pg_url):
-    from tests.integration.conftest import truncate_all
-
     (rules / "tick.yaml").write_text(TICK_RULE)
     apps = []
     for name in ("a", "b"):
@@ -302,7 +286,7 @@ async def test_two_processes_on_postgresql_fire_each_tick_once(tmp_path, rules, 
         folder.mkdir()
         apps.append(
             create_app(
-                settings_for(
+                ops_settings(
                     folder,
                     rules,
                     store=StoreSettings(url=pg_url),
@@ -336,7 +320,7 @@ def test_reload_keeps_the_previous_action_and_pack_of_broken_files(tmp_path, rul
     (pack / "pack.yaml").write_text(pack_yaml)
     action = "name: hello\nrunner_type: local-shell-cmd\nparameters: {cmd: {default: 'true'}}\n"
     (pack / "actions" / "hello.yaml").write_text(action)
-    settings = settings_for(tmp_path, rules, packs_dirs=(str(tmp_path / "packs"),))
+    settings = ops_settings(tmp_path, rules, packs_dirs=(str(tmp_path / "packs"),))
     runtime = Runtime(settings, create_store(settings.store, tmp_path))
     assert reload_runtime(runtime).errors == []
     assert runtime.action_known("ops.hello")

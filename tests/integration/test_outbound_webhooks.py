@@ -19,12 +19,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from standardwebhooks.webhooks import Webhook
 
-from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings
 from engine.http.context import RUNTIME
 from engine.outbound.subscriptions import Secret, Subscription
+from tests.support.app import app_client, quick_outbound, settings_for
 
-LOOPBACK = ("127.0.0.1/32",)
 # POST /webhooks/in runs core.noop: the events of a whole rule run.
 IN_RULE = """\
 name: on_in
@@ -82,26 +81,12 @@ def hang(seconds: float) -> Behaviour:
     return respond
 
 
-def settings_for(tmp_path: Path, **outbound: Any) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "in.yaml").write_text(IN_RULE)
-    defaults: dict[str, Any] = {
-        "allow_private": LOOPBACK,
-        "retry_schedule": ("0s", "0.2s", "0.2s"),
-        "retry_jitter": 0.0,
-        "delivery_timeout": 0.5,
-        "keyring_dir": str(tmp_path / "keys"),
-    }
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),  # admin-only routes: auth is tested elsewhere
-        outbound=OutboundSettings(**{**defaults, **outbound}),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
+def outbound_settings(tmp_path: Path, **outbound: Any) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"in": IN_RULE},
         roles=("api", "rules", "actions", "deliveries"),
-        base_dir=str(tmp_path),
+        outbound=quick_outbound(tmp_path, **outbound),  # auth off: admin-only routes
     )
 
 
@@ -139,7 +124,7 @@ async def test_standard_webhooks_delivery_succeeds_on_the_third_attempt(tmp_path
         return web.Response(status=204)
 
     receiver = Receiver([answer(500), hang(2.0), verify_and_accept])
-    async with receiver, TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with receiver, app_client(outbound_settings(tmp_path)) as client:
         created = await subscribe(
             client, url=receiver.url(), events=["trigger_instance.created"], description="t"
         )
@@ -169,7 +154,7 @@ async def test_standard_webhooks_delivery_succeeds_on_the_third_attempt(tmp_path
 
 async def test_rsa_signature_verifies_with_the_published_jwks(tmp_path: Path) -> None:
     receiver = Receiver([answer(200)])
-    async with receiver, TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with receiver, app_client(outbound_settings(tmp_path)) as client:
         created = await subscribe(
             client,
             url=receiver.url(),
@@ -194,8 +179,8 @@ async def test_receiver_down_for_the_whole_schedule_fails_exhausts_and_disables(
     tmp_path: Path,
 ) -> None:
     watcher = Receiver([answer(200)])
-    settings = settings_for(tmp_path, auto_disable_after=0.1)
-    async with watcher, TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path, auto_disable_after=0.1)
+    async with watcher, app_client(settings) as client:
         async with Receiver([answer(200)]) as gone:
             down_url = gone.url()  # its port is closed once this block ends
         failing = await subscribe(client, url=down_url, events=["trigger_instance.created"])
@@ -220,8 +205,8 @@ async def test_receiver_down_for_the_whole_schedule_fails_exhausts_and_disables(
 
 async def test_events_of_a_rule_run_reach_a_subscription_in_sequence(tmp_path: Path) -> None:
     receiver = Receiver([answer(200)])
-    settings = settings_for(tmp_path)
-    async with receiver, TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path)
+    async with receiver, app_client(settings) as client:
         created = await subscribe(client, url=receiver.url())
         await client.post("/webhooks/in", json={})
 
@@ -260,8 +245,8 @@ async def test_events_of_a_rule_run_reach_a_subscription_in_sequence(tmp_path: P
     ],
 )
 async def test_subscription_urls_to_private_addresses_are_refused(tmp_path: Path, url: str):
-    settings = settings_for(tmp_path, allow_private=())
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path, allow_private=())
+    async with app_client(settings) as client:
         response = await client.post("/api/v1/events/webhooks", json={"url": url})
         assert response.status == 400
         assert "refusing" in (await response.json())["faultstring"]
@@ -273,8 +258,8 @@ async def test_allowlisted_loopback_is_accepted_and_a_redirect_is_not_followed(t
         raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
 
     receiver = Receiver([redirect])
-    settings = settings_for(tmp_path, retry_schedule=("0s",))
-    async with receiver, TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path, retry_schedule=("0s",))
+    async with receiver, app_client(settings) as client:
         created = await subscribe(client, url=receiver.url())
         await client.post("/webhooks/in", json={})
         [delivery, *_] = await wait_deliveries(client, created["id"], finished)
@@ -284,8 +269,8 @@ async def test_allowlisted_loopback_is_accepted_and_a_redirect_is_not_followed(t
 
 
 async def test_a_destination_refused_at_delivery_time_is_the_delivery_error(tmp_path):
-    settings = settings_for(tmp_path, allow_private=(), retry_schedule=("0s",))
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path, allow_private=(), retry_schedule=("0s",))
+    async with app_client(settings) as client:
         store = client.server.app[RUNTIME].store
         # Saved behind the API's back (as a DNS change would make it): checked again on send.
         await store.create_subscription(
@@ -305,8 +290,8 @@ async def test_a_destination_refused_at_delivery_time_is_the_delivery_error(tmp_
 
 async def test_rotate_secret_signs_with_both_and_redeliver_recover(tmp_path: Path) -> None:
     receiver = Receiver([answer(500), answer(200)])
-    settings = settings_for(tmp_path, retry_schedule=("0s",))
-    async with receiver, TestClient(TestServer(create_app(settings))) as client:
+    settings = outbound_settings(tmp_path, retry_schedule=("0s",))
+    async with receiver, app_client(settings) as client:
         created = await subscribe(client, url=receiver.url(), events=["trigger_instance.created"])
         await client.post("/webhooks/in", json={})
         [failed] = await wait_deliveries(client, created["id"], finished)
@@ -340,7 +325,7 @@ async def test_rotate_secret_signs_with_both_and_redeliver_recover(tmp_path: Pat
 
 
 async def test_subscription_bodies_are_checked(tmp_path: Path) -> None:
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(outbound_settings(tmp_path)) as client:
         cases = [
             ({"url": "http://127.0.0.1/", "events": ["nope"]}, "unknown event type 'nope'"),
             ({"url": "http://127.0.0.1/", "colour": 1}, "unknown field 'colour'"),
@@ -369,12 +354,12 @@ async def test_subscription_bodies_are_checked(tmp_path: Path) -> None:
 async def test_credential_headers_are_masked_by_the_api_yet_sent_on_delivery(tmp_path: Path):
     receiver = Receiver([answer(200)])
     async with receiver:
-        settings = settings_for(
+        settings = outbound_settings(
             tmp_path,
             global_webhook_url=receiver.url("/global"),
             global_webhook_api_key="gk-bearer-1",
         )
-        async with TestClient(TestServer(create_app(settings))) as client:
+        async with app_client(settings) as client:
             created = await subscribe(
                 client,
                 url=receiver.url("/own"),

@@ -8,58 +8,48 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings
+from tests.support.app import app_client, settings_for
+from tests.support.packs import pack_meta, write_pack
 
-
-def write_pack(packs: Path) -> None:
-    pack = packs / "cfgdemo"
-    (pack / "actions").mkdir(parents=True)
-    (pack / "pack.yaml").write_text(
-        "ref: cfgdemo\nname: cfgdemo\ndescription: pack config tests\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (pack / "config.schema.yaml").write_text(
-        textwrap.dedent("""\
+PACK_FILES = {
+    "config.schema.yaml": """\
         api_url: {type: string, required: true}
         retries: {type: integer, default: 1}
         token: {type: string, secret: true, required: true}
-        """)
-    )
-    (pack / "actions" / "show.yaml").write_text(
-        "name: show\nrunner_type: python-script\nentry_point: show.py\n"
-    )
-    (pack / "actions" / "show.py").write_text(
-        textwrap.dedent("""\
+        """,
+    "actions/show.yaml": "name: show\nrunner_type: python-script\nentry_point: show.py\n",
+    "actions/show.py": """\
         from st2common.runners.base_action import Action
 
 
         class Show(Action):
             def run(self):
                 return {"config": self.config}
-        """)
+        """,
+}
+
+
+def write_cfgdemo(packs: Path) -> None:
+    write_pack(
+        packs, "cfgdemo", PACK_FILES, meta=pack_meta("cfgdemo", description="pack config tests")
     )
 
 
-def settings_for(tmp_path: Path) -> Settings:
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(),
-        packs_dirs=(str(tmp_path / "packs"),),
-        configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
+def configs_settings(tmp_path: Path) -> Settings:
+    return settings_for(
+        tmp_path,
+        packs=[tmp_path / "packs"],
         roles=("api", "actions"),
-        base_dir=str(tmp_path),
+        configs_dir="configs",  # relative: resolved against base_dir, as in config.yaml
     )
 
 
 @pytest.fixture
-async def client(tmp_path):
+def settings(tmp_path: Path) -> Settings:
     packs = tmp_path / "packs"
-    write_pack(packs)
+    write_cfgdemo(packs)
     configs = tmp_path / "configs"
     configs.mkdir()
     (configs / "cfgdemo.yaml").write_text(
@@ -69,8 +59,7 @@ async def client(tmp_path):
         token: "{{ st2kv.system.cfgdemo.token }}"
         """)
     )
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
-        yield c
+    return configs_settings(tmp_path)
 
 
 async def put_key(client, name: str, value: str, secret: bool = False) -> None:
@@ -146,10 +135,10 @@ async def test_a_config_that_breaks_on_reload_keeps_the_one_that_worked(client, 
 
 async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reason(tmp_path):
     packs = tmp_path / "packs"
-    write_pack(packs)
+    write_cfgdemo(packs)
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "cfgdemo.yaml").write_text("retries: 2\n")  # api_url missing
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(configs_settings(tmp_path)) as client:
         done = await run_show(client)
     assert done["status"] == "failed"
     error = done["result"]["error"]

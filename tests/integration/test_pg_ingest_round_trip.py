@@ -19,7 +19,7 @@ from engine.store import create_store
 from engine.store import postgres as postgres_store
 from engine.store.codec import prepare_trigger_instance
 from engine.store.ops import columns, instances
-from tests.integration.conftest import truncate_all
+from tests.support.postgres import truncate_all
 
 pytestmark = pytest.mark.postgres
 

@@ -15,7 +15,7 @@ from engine.config import StoreSettings
 from engine.model.records import NewTriggerInstance
 from engine.store import create_store
 from engine.store.migrations.postgres import _PAYLOAD_JSON, MIGRATIONS
-from tests.integration.conftest import pg_database_before
+from tests.support.postgres import pg_database_before
 
 pytestmark = pytest.mark.postgres
 

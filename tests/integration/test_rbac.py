@@ -13,41 +13,31 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings
 from engine.http.context import RUNTIME
 from engine.model.apikeys import new_api_key
 from engine.model.records import NewExecution, NewTriggerInstance
 from engine.model.roles import ADMIN, OBSERVER, OPERATOR, Grants
-
-REPO_ROOT = Path(__file__).parents[2]
-
-
-def write_examples_pack(root: Path) -> None:
-    actions = root / "examples" / "actions"
-    actions.mkdir(parents=True)
-    (root / "examples" / "pack.yaml").write_text(
-        "ref: examples\nname: examples\ndescription: role tests\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (actions / "hello.yaml").write_text("name: hello\nrunner_type: noop\nparameters: {}\n")
+from tests.support.app import REPO_ROOT, app_client, settings_for
+from tests.support.packs import pack_meta, write_pack
 
 
-def settings_for(tmp_path: Path) -> Settings:
+def roles_settings(tmp_path: Path) -> Settings:
     packs = tmp_path / "packs"
     if not packs.exists():
-        write_examples_pack(packs)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=True),
-        rules_dirs=(),
-        packs_dirs=(str(packs),),
-        roles=("api",),
-        base_dir=str(tmp_path),
-    )
+        write_pack(
+            packs,
+            "examples",
+            {"actions/hello.yaml": "name: hello\nrunner_type: noop\nparameters: {}\n"},
+            meta=pack_meta("examples", description="role tests"),
+        )
+    return settings_for(tmp_path, packs=[packs], auth=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return roles_settings(tmp_path)
 
 
 class Keys:
@@ -61,11 +51,11 @@ class Keys:
 
 
 @pytest.fixture
-async def client(tmp_path, capsys):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
+def after_start(capsys):
+    async def store_keys(client) -> None:
         capsys.readouterr()  # the first admin key, not used here
-        store = c.app[RUNTIME].store
-        c.k = Keys()
+        store = client.app[RUNTIME].store
+        client.k = Keys()
         for name, role, grants in (
             ("root", ADMIN, Grants()),
             ("watcher", OBSERVER, Grants()),
@@ -77,8 +67,9 @@ async def client(tmp_path, capsys):
         ):
             record, key = new_api_key(name, role=role, grants=grants)
             await store.create_api_key(record)
-            c.k.keys[name] = key
-        yield c
+            client.k.keys[name] = key
+
+    return store_keys
 
 
 async def fault(response) -> str:
@@ -426,7 +417,7 @@ def apikey_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_the_cli_creates_an_operator_key_that_the_server_honours(tmp_path, capsys):
-    settings = settings_for(tmp_path)
+    settings = roles_settings(tmp_path)
     store_url = settings.store.url
     created = apikey_cli(
         store_url, "create", "ci", "--role", "operator", "--pack", "examples", "--action", "core.n*"
@@ -444,7 +435,7 @@ async def test_the_cli_creates_an_operator_key_that_the_server_honours(tmp_path,
     table = apikey_cli(store_url, "list").stdout
     assert "operator" in table and "examples,core.n*" in table
 
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         headers = {"St2-Api-Key": key}
         for action, status in (("examples.hello", 201), ("core.noop", 201), ("core.local", 403)):
             response = await client.post(
@@ -454,7 +445,7 @@ async def test_the_cli_creates_an_operator_key_that_the_server_honours(tmp_path,
 
     demoted = apikey_cli(store_url, "set-role", entry["id"], "--role", "observer")
     assert demoted.returncode == 0, demoted.stderr
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         response = await client.post(
             "/api/v1/executions", json={"action": "examples.hello"}, headers={"St2-Api-Key": key}
         )

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings, WorkerSettings
+from engine.config import IngestSettings, Settings, WorkerSettings
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
+from tests.support.app import FAST_POLL, REPO_PACKS, app_client, settings_for
 
-PACKS = str(Path(__file__).parents[2] / "packs")
 FINAL = ("processed", "processing_failed")
 # Ten levels of nine aliases: billions of nodes once expanded.
 ALIAS_BOMB = "\n".join(
@@ -52,20 +52,14 @@ def rule(name: str, hook: str, parameters: str, criteria: str = "") -> str:
     )
 
 
-def settings_for(tmp_path: Path, rules: dict[str, str], **workers) -> Settings:
-    folder = tmp_path / "rules"
-    folder.mkdir(exist_ok=True)
-    for name, text in rules.items():
-        (folder / f"{name}.yaml").write_text(text)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/h.db"),
-        auth=AuthSettings(enabled=False),
-        ingest=IngestSettings(max_body=2 * 1024 * 1024),
-        workers=WorkerSettings(poll_interval=0.05, **workers),
-        rules_dirs=(str(folder),),
-        packs_dirs=(PACKS,),
+def evaluator_settings(tmp_path: Path, rules: dict[str, str], **workers) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules=rules,
+        packs=[REPO_PACKS],
         roles=("api", "rules"),
-        base_dir=str(tmp_path),
+        ingest=IngestSettings(max_body=2 * 1024 * 1024),
+        workers=WorkerSettings(poll_interval=FAST_POLL, **workers),
     )
 
 
@@ -102,7 +96,7 @@ async def executions_parameters(client: TestClient, instance_id: str) -> list[di
 
 async def test_an_alias_bomb_payload_fails_its_enforcement_and_the_batch_goes_on(tmp_path):
     rules = {"yaml": rule("from_yaml", "yaml", 'y: "{{ trigger.body.y | from_yaml_string }}"')}
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(evaluator_settings(tmp_path, rules)) as client:
         bomb = await post(client, "yaml", {"y": ALIAS_BOMB})
         good = await post(client, "yaml", {"y": "a: [1, 2]"})
         assert await final_status(client, good) == "processed"
@@ -119,8 +113,8 @@ async def test_an_alias_bomb_payload_fails_its_enforcement_and_the_batch_goes_on
 async def test_a_hanging_template_ends_processing_failed_by_the_watchdog(tmp_path):
     hang = f'x: "{{% if trigger.body.hang %}}{HANG}{{% endif %}}done"'
     rules = {"hang": rule("slow", "slow", hang)}
-    settings = settings_for(tmp_path, rules, rules_eval_timeout=1.0)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = evaluator_settings(tmp_path, rules, rules_eval_timeout=1.0)
+    async with app_client(settings) as client:
         poisoned = await post(client, "slow", {"hang": True})
         fine = await post(client, "slow", {"hang": False})
         started = time.monotonic()
@@ -149,7 +143,7 @@ async def test_a_hanging_template_ends_processing_failed_by_the_watchdog(tmp_pat
 async def test_catastrophic_regexes_do_not_stall_the_http_loop(tmp_path):
     criteria = "criteria: {trigger.body.x: {type: regex, pattern: '(a+)+$'}}"
     rules = {"redos": rule("redos", "redos", "v: 1", criteria)}
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(evaluator_settings(tmp_path, rules)) as client:
         lags: list[float] = []
         stop = asyncio.Event()
 
@@ -188,8 +182,8 @@ async def test_killing_the_evaluator_mid_chunk_loses_nothing(tmp_path):
     # About a second of work per instance: the kill lands while the chunk is evaluated.
     slow = "x: \"{% for i in range(300) %}{% set s = ('x' * 1000000).upper() %}{% endfor %}ok\""
     rules = {"slow": rule("slow", "busy", slow)}
-    settings = settings_for(tmp_path, rules, rules_eval_timeout=60.0)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = evaluator_settings(tmp_path, rules, rules_eval_timeout=60.0)
+    async with app_client(settings) as client:
         evaluator = client.server.app[RUNTIME].evaluator
         (pid,) = evaluator.pids
         ids = [await post(client, "busy", {"n": n}) for n in range(4)]
@@ -205,8 +199,8 @@ async def test_killing_the_evaluator_mid_chunk_loses_nothing(tmp_path):
 
 async def test_reloaded_rules_are_the_ones_the_evaluator_uses(tmp_path):
     rules = {"r": rule("versioned", "v", 'version: "one"')}
-    settings = settings_for(tmp_path, rules)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = evaluator_settings(tmp_path, rules)
+    async with app_client(settings) as client:
         first = await post(client, "v", {})
         assert await final_status(client, first) == "processed"
         assert await executions_parameters(client, first) == [{"version": "one"}]
@@ -232,7 +226,7 @@ async def test_reloaded_rules_are_the_ones_the_evaluator_uses(tmp_path):
 
 async def test_a_billion_laughs_rule_file_is_refused_on_reload_and_old_rules_serve(tmp_path):
     rules = {"r": rule("kept", "k", 'v: "old"')}
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(evaluator_settings(tmp_path, rules)) as client:
         bomb_file = tmp_path / "rules" / "r.yaml"
         bomb_file.write_text(
             rule("kept", "k", 'v: "new"')
@@ -265,8 +259,10 @@ async def test_an_evaluation_past_the_memory_limit_fails_and_the_evaluator_goes_
     grow = "{% set ns.a = ns.a + ['x' * 1000000 + i|string] %}"
     hog = f'x: "{{% set ns = namespace(a=[]) %}}{{% for i in range(100000) %}}{grow}{{% endfor %}}"'
     rules = {"hog": rule("hog", "hog", hog)}
-    settings = settings_for(tmp_path, rules, rules_eval_memory_mb=256, rules_eval_timeout=30.0)
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = evaluator_settings(
+        tmp_path, rules, rules_eval_memory_mb=256, rules_eval_timeout=30.0
+    )
+    async with app_client(settings) as client:
         instance = await post(client, "hog", {})
         fine = await post(client, "hog", {})
         # A template error like any other: its enforcement failed, saying MemoryError.
@@ -285,7 +281,7 @@ async def test_a_payload_whose_aliases_stand_for_gigabytes_of_parameters_fails_i
     # Within the alias and node limits (9,000 aliases), but each alias is a 5 KB string:
     # the parameter stood for 45 MB that the worker's own process encoded and stored.
     rules = {"yaml": rule("from_yaml", "yaml", 'y: "{{ trigger.body.y | from_yaml_string }}"')}
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, rules)))) as client:
+    async with app_client(evaluator_settings(tmp_path, rules)) as client:
         wide = "a: &a " + "x" * 5000 + "\nb: [" + ", ".join(["*a"] * 9000) + "]"
         instance = await post(client, "yaml", {"y": wide})
         assert await final_status(client, instance) == "processed"
@@ -302,7 +298,7 @@ async def test_a_chunk_that_kills_its_child_before_any_instance_is_split_not_ret
     # child's memory limit, so the child dies reading it (no instance named). Each
     # instance fits on its own: they must be decided, not released and re-claimed for ever.
     rules = {"big": rule("big", "big", "v: 1")}
-    settings = settings_for(tmp_path, rules, rules_eval_memory_mb=150)
+    settings = evaluator_settings(tmp_path, rules, rules_eval_memory_mb=150)
     api_only = dataclasses.replace(settings, roles=("api",))
     async with TestClient(TestServer(create_app(api_only))) as client:
         ids = []
@@ -312,7 +308,7 @@ async def test_a_chunk_that_kills_its_child_before_any_instance_is_split_not_ret
             response = await client.post("/webhooks/big", data=body, headers=headers)
             assert response.status == 202, await response.text()
             ids.append((await response.json())["id"])
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         statuses = [await final_status(client, i, timeout=45) for i in ids]
         assert statuses == ["processed"] * 32
         for instance_id in ids:
@@ -343,7 +339,7 @@ async def test_a_child_that_cannot_load_the_rules_ends_instead_of_deciding_with_
     from engine.model.records import PROCESSED, TriggerInstance, utcnow
     from engine.workers.evaluator import EvaluatorPool
 
-    pool = EvaluatorPool(settings_for(tmp_path, {}))
+    pool = EvaluatorPool(evaluator_settings(tmp_path, {}))
     await pool.start()
     try:
         instance = TriggerInstance("t1", "core.st2.webhook", {"body": {}}, utcnow(), "pending")

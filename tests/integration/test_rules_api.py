@@ -8,14 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.apikeys import new_api_key
 from engine.model.records import NewExecution
 from engine.workers.rule_sync import RULE_SYNC
+from tests.support.app import app_client, settings_for
+from tests.support.processes import gone_within
+from tests.support.waiting import wait_execution
 
 FILE_RULE = """\
 name: from_file
@@ -34,21 +36,13 @@ API_RULE = {
 }
 
 
-def settings_for(tmp_path: Path, **changes) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "from_file.yaml").write_text(FILE_RULE)
-    defaults = dict(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=True),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
-    )
-    defaults.update(changes)
-    return Settings(**defaults)
+def rules_settings(tmp_path: Path, *, auth: bool = True, **changes) -> Settings:
+    return settings_for(tmp_path, rules={"from_file": FILE_RULE}, auth=auth, **changes)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return rules_settings(tmp_path)
 
 
 async def add_key(client: TestClient, *, admin: bool) -> dict[str, str]:
@@ -58,11 +52,12 @@ async def add_key(client: TestClient, *, admin: bool) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, capsys):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as c:
+def after_start(capsys):
+    async def add_admin_key(client: TestClient) -> None:
         capsys.readouterr()  # the first admin key printed on start
-        c.admin = await add_key(c, admin=True)
-        yield c
+        client.admin = await add_key(client, admin=True)
+
+    return add_admin_key
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -161,17 +156,17 @@ async def test_rule_writes_need_an_admin_key(client) -> None:
 async def test_stored_rules_survive_a_restart_and_reach_other_processes(
     tmp_path: Path, capsys
 ) -> None:
-    settings = settings_for(tmp_path, auth=AuthSettings(enabled=False))
+    settings = rules_settings(tmp_path, auth=False)
     async with (
-        TestClient(TestServer(create_app(settings))) as first,
-        TestClient(TestServer(create_app(settings))) as second,
+        app_client(settings) as first,
+        app_client(settings) as second,
     ):
         assert (await first.post("/api/v1/rules", json=API_RULE)).status == 201
         # The second process learns it by polling the rules version (forced here).
         assert await second.server.app[RULE_SYNC].refresh() is True
         assert "ci.on_push" in second.server.app[RUNTIME].ruleset
         assert await second.server.app[RULE_SYNC].refresh() is False  # nothing new
-    async with TestClient(TestServer(create_app(settings))) as restarted:
+    async with app_client(settings) as restarted:
         runtime = restarted.server.app[RUNTIME]
         assert runtime.ruleset.get("ci.on_push").source == "api"
         assert "t.from_file" in runtime.ruleset
@@ -210,52 +205,24 @@ async def test_cancel_a_queued_execution(client) -> None:
     assert missing.status == 404
 
 
-async def wait_status(client, execution_id: str, wanted: str, headers=None) -> dict:
-    for _ in range(1000):
-        response = await client.get(f"/api/v1/executions/{execution_id}", headers=headers)
-        data = await response.json()
-        if data["status"] == wanted:
-            return data
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"execution {execution_id} never became {wanted}: {data}")
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie not yet reaped counts as gone: it runs nothing.
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" in status.read_text()
-
-
-async def wait_gone(pid: int) -> None:
-    for _ in range(500):
-        if process_gone(pid):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"process {pid} still runs")
-
-
 @pytest.mark.parametrize("through", ["api", "heartbeat"])
 async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str) -> None:
     """`api`: the request reaches the worker in its own process at once; `heartbeat`: as
     from another process, the worker learns it from its next heartbeat."""
     pid_file = tmp_path / "pid"
-    settings = settings_for(
+    settings = rules_settings(
         tmp_path,
-        auth=AuthSettings(enabled=False),
+        auth=False,
         roles=("api", "actions"),
         workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         response = await client.post(
             "/api/v1/executions",
             json={"action": "core.local", "parameters": {"cmd": f"echo $$ > {pid_file}; sleep 30"}},
         )
         execution_id = (await response.json())["id"]
-        await wait_status(client, execution_id, "running")
+        await wait_execution(client, execution_id, statuses=("running",))
         for _ in range(500):
             if pid_file.exists() and pid_file.read_text().strip():
                 break
@@ -268,7 +235,7 @@ async def test_cancel_a_running_execution_kills_it(tmp_path: Path, through: str)
             store = client.server.app[RUNTIME].store
             _, previous = await store.request_cancel(execution_id)
             assert previous == "running"
-        done = await wait_status(client, execution_id, "canceled")
+        done = await wait_execution(client, execution_id, statuses=("canceled",))
         assert done["result"] == {"message": "Action canceled by user."}
         assert [e["status"] for e in done["log"]][-2:] == ["canceling", "canceled"]
-        await wait_gone(pid)
+        assert await gone_within(pid, 10.0), f"process {pid} still runs"

@@ -27,6 +27,7 @@ from engine.runners import (
 from engine.runners.noop import NoopRunner
 from engine.runners.process import run_process
 from engine.runners.shell import script_arguments
+from tests.support.processes import alive, gone_within
 
 
 def make_request(
@@ -63,23 +64,6 @@ def write_script(directory: Path, text: str, executable: bool = True) -> str:
     if executable:
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
-
-
-def process_is_gone(pid: int) -> bool:
-    # The container's init may not reap orphans, so a zombie counts as gone.
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return fields[0] in ("Z", "X")
-
-
-async def wait_until_gone(pid: int) -> bool:
-    for _ in range(100):
-        if process_is_gone(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return process_is_gone(pid)
 
 
 # --- registry ------------------------------------------------------------------
@@ -184,7 +168,7 @@ async def test_shell_timeout_kills_the_whole_process_tree():
     assert result.result["return_code"] == -9
     assert "0.5 seconds" in result.result["error"]
     grandchild = int(result.result["stdout"])  # partial output was kept
-    assert await wait_until_gone(grandchild)
+    assert await gone_within(grandchild, 2.0)
 
 
 async def test_output_beyond_max_output_is_truncated_and_marked():
@@ -331,7 +315,7 @@ async def test_cancelled_run_kills_the_process_tree(tmp_path):
     # for the garbage collector to warn about as a still-running subprocess.
     with pytest.raises(ProcessLookupError):
         os.kill(int(leader_file.read_text()), 0)
-    assert await wait_until_gone(grandchild)
+    assert await gone_within(grandchild, 2.0)
 
 
 def living_sleeps(marker: str) -> list[int]:
@@ -344,7 +328,7 @@ def living_sleeps(marker: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[:2] == [b"sleep", marker.encode()] and not process_is_gone(int(entry.name)):
+        if argv[:2] == [b"sleep", marker.encode()] and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

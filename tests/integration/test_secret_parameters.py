@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-import textwrap
 from pathlib import Path
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from engine.config import AuthSettings, DatastoreSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import DatastoreSettings, Settings
 from engine.http.context import RUNTIME
 from engine.model.records import (
     ENFORCEMENT_SUCCEEDED,
@@ -22,21 +18,16 @@ from engine.model.records import (
     NewTriggerInstance,
 )
 from engine.secrets.sealing import SEALED
+from tests.support.app import app_client, settings_for
+from tests.support.packs import pack_meta, write_pack
+from tests.support.waiting import wait_execution
 
 SECRET = "tok-5f2a9c-secret"
 OTHER_SECRET = "api-8d1e77-secret"
 
 
-def write_pack(root: Path) -> None:
-    pack = root / "vault"
-    (pack / "actions").mkdir(parents=True)
-    (pack / "rules").mkdir()
-    (pack / "pack.yaml").write_text(
-        "ref: vault\nname: vault\ndescription: secret tests\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (pack / "actions" / "digest.yaml").write_text(
-        textwrap.dedent("""\
+VAULT_FILES = {
+    "actions/digest.yaml": """\
         ---
         name: digest
         runner_type: python-script
@@ -44,10 +35,8 @@ def write_pack(root: Path) -> None:
         parameters:
           token: {type: string, secret: true, required: true}
           who: {type: string}
-        """)
-    )
-    (pack / "actions" / "digest.py").write_text(
-        textwrap.dedent("""\
+        """,
+    "actions/digest.py": """\
         import hashlib
 
         from st2common.runners.base_action import Action
@@ -57,10 +46,8 @@ def write_pack(root: Path) -> None:
             def run(self, token, who=None):
                 print("token is", token)
                 return {"sha256": hashlib.sha256(token.encode()).hexdigest(), "who": who}
-        """)
-    )
-    (pack / "rules" / "on_digest.yaml").write_text(
-        textwrap.dedent("""\
+        """,
+    "rules/on_digest.yaml": """\
         ---
         name: on_digest
         pack: vault
@@ -70,33 +57,21 @@ def write_pack(root: Path) -> None:
           parameters:
             token: "{{ trigger.body.token }}"
             who: "{{ trigger.body.who }}"
-        """)
-    )
+        """,
+}
 
 
-def settings_for(tmp_path: Path, roles=("api", "rules", "actions")) -> Settings:
+def vault_settings(tmp_path: Path, roles=("api", "rules", "actions")) -> Settings:
     packs = tmp_path / "packs"
     if not packs.exists():
-        write_pack(packs)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),  # about storage, not auth
-        datastore=DatastoreSettings(key_file=str(tmp_path / "keys" / "datastore.key")),
-        packs_dirs=(str(packs),),
+        write_pack(packs, "vault", VAULT_FILES, meta=pack_meta("vault", description="secret tests"))
+    return settings_for(
+        tmp_path,
+        packs=[packs],
         roles=roles,
-        base_dir=str(tmp_path),
+        # auth off: about storage, not auth
+        datastore=DatastoreSettings(key_file=str(tmp_path / "keys" / "datastore.key")),
     )
-
-
-async def wait_done(client: TestClient, execution_id: str) -> dict:
-    # Generous: a loaded machine starts Python actions slowly. Not a timing assertion.
-    for _ in range(1000):
-        data = await (await client.get(f"/api/v1/executions/{execution_id}")).json()
-        if data["status"] in ("succeeded", "failed", "timeout", "abandoned"):
-            return data
-        await asyncio.sleep(0.03)
-    raise AssertionError(f"execution {execution_id} stuck: {data}")
 
 
 def stored_row(tmp_path: Path, execution_id: str) -> str:
@@ -111,7 +86,7 @@ def sha256(text: str) -> str:
 
 
 async def test_api_execution_stores_the_secret_sealed_and_the_action_gets_it(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(vault_settings(tmp_path)) as client:
         created = await client.post(
             "/api/v1/executions",
             json={"action": "vault.digest", "parameters": {"token": SECRET, "who": "ann"}},
@@ -119,7 +94,7 @@ async def test_api_execution_stores_the_secret_sealed_and_the_action_gets_it(tmp
         assert created.status == 201
         body = await created.json()
         assert body["parameters"] == {"token": "********", "who": "ann"}
-        done = await wait_done(client, body["id"])
+        done = await wait_execution(client, body["id"])
     assert done["status"] == "succeeded", done["result"]
     # The action received the real value: its digest is the secret's.
     assert done["result"]["result"] == {"sha256": sha256(SECRET), "who": "ann"}
@@ -129,7 +104,7 @@ async def test_api_execution_stores_the_secret_sealed_and_the_action_gets_it(tmp
 
 
 async def test_rule_execution_stores_the_secret_sealed(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(vault_settings(tmp_path)) as client:
         accepted = await (
             await client.post("/webhooks/digest", json={"token": OTHER_SECRET, "who": "bo"})
         ).json()
@@ -141,7 +116,7 @@ async def test_rule_execution_stores_the_secret_sealed(tmp_path):
             if items:
                 break
             await asyncio.sleep(0.03)
-        done = await wait_done(client, items[0]["id"])
+        done = await wait_execution(client, items[0]["id"])
     assert done["status"] == "succeeded", done["result"]
     assert done["result"]["result"]["sha256"] == sha256(OTHER_SECRET)
     assert done["parameters"]["token"] == "********"
@@ -149,21 +124,21 @@ async def test_rule_execution_stores_the_secret_sealed(tmp_path):
 
 
 async def test_a_sealed_secret_without_its_key_fails_the_run_naming_the_parameter(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, roles=("api",))))) as c:
+    async with app_client(vault_settings(tmp_path, roles=("api",))) as c:
         created = await (
             await c.post(
                 "/api/v1/executions", json={"action": "vault.digest", "parameters": {"token": "x"}}
             )
         ).json()
     (tmp_path / "keys" / "datastore.key").unlink()  # the key the value was sealed with
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
-        done = await wait_done(client, created["id"])
+    async with app_client(vault_settings(tmp_path)) as client:
+        done = await wait_execution(client, created["id"])
     assert done["status"] == "failed"
     assert "secret parameter 'token' cannot be unsealed" in done["result"]["error"]
 
 
 async def test_an_absent_secret_is_stored_as_given(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, roles=("api",))))) as c:
+    async with app_client(vault_settings(tmp_path, roles=("api",))) as c:
         record = await c.app[RUNTIME].store.create_execution(
             NewExecution("vault.digest", {"token": None, "who": "cy"})
         )
@@ -173,7 +148,7 @@ async def test_an_absent_secret_is_stored_as_given(tmp_path):
 
 async def test_enforcements_recorded_directly_are_sealed_too(tmp_path):
     """record_enforcements (one instance) seals as record_decisions (a batch) does."""
-    async with TestClient(TestServer(create_app(settings_for(tmp_path, roles=("api",))))) as c:
+    async with app_client(vault_settings(tmp_path, roles=("api",))) as c:
         store = c.app[RUNTIME].store
         await store.add_trigger_instance(NewTriggerInstance("core.st2.webhook", {"n": 1}))
         [instance] = await store.claim_trigger_instances(1, 30)

@@ -4,16 +4,16 @@ signature with the independent `standardwebhooks` library."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from standardwebhooks.webhooks import Webhook
 
-from engine.http.app import create_app
+from engine.config import Settings
 from engine.outbound.signing import generate_secret
-from tests.integration.test_outbound_webhooks import settings_for
+from tests.support.app import app_client, quick_outbound, settings_for
+from tests.support.waiting import wait_execution
 
 SECRET = generate_secret()
 RULE = f"""\
@@ -37,16 +37,19 @@ action:
 """
 
 
-async def wait_execution(client: TestClient, instance_id: str) -> dict:
-    # Generous bound for a loaded machine; not a timing assertion.
-    for _ in range(400):
-        found = await (
-            await client.get("/api/v1/executions", params={"trigger_instance": instance_id})
-        ).json()
-        if found and found[0]["status"] in ("succeeded", "failed", "timeout"):
-            return found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no finished execution for {instance_id}")
+def send_settings(tmp_path: Path) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={},
+        roles=("api", "rules", "actions", "deliveries"),
+        outbound=quick_outbound(tmp_path),
+    )
+
+
+async def wait_sent(client: TestClient, instance_id: str) -> dict:
+    return await wait_execution(
+        client, trigger_instance=instance_id, statuses=("succeeded", "failed", "timeout")
+    )
 
 
 async def test_a_rule_posts_a_signed_webhook_the_receiver_verifies(tmp_path: Path) -> None:
@@ -61,14 +64,14 @@ async def test_a_rule_posts_a_signed_webhook_the_receiver_verifies(tmp_path: Pat
     app = web.Application()
     app.router.add_post("/deploys", receive)
     receiver = TestServer(app, host="127.0.0.1")
-    settings = settings_for(tmp_path)
+    settings = send_settings(tmp_path)
     (tmp_path / "rules" / "notify.yaml").write_text(RULE)
-    async with receiver, TestClient(TestServer(create_app(settings))) as client:
+    async with receiver, app_client(settings) as client:
         callback = f"http://127.0.0.1:{receiver.port}/deploys"
         accepted = await client.post(
             "/webhooks/deploys", json={"env": "prod", "service": "api", "callback": callback}
         )
-        execution = await wait_execution(client, (await accepted.json())["id"])
+        execution = await wait_sent(client, (await accepted.json())["id"])
 
     assert execution["status"] == "succeeded", execution["result"]
     assert execution["result"]["status_code"] == 200
@@ -78,15 +81,15 @@ async def test_a_rule_posts_a_signed_webhook_the_receiver_verifies(tmp_path: Pat
 
 
 async def test_an_unknown_signing_scheme_fails_the_execution_before_sending(tmp_path: Path):
-    settings = settings_for(tmp_path)
+    settings = send_settings(tmp_path)
     (tmp_path / "rules" / "notify.yaml").write_text(
         RULE.replace("scheme: standard-webhooks", "scheme: md5")
     )
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with app_client(settings) as client:
         accepted = await client.post(
             "/webhooks/deploys",
             json={"env": "prod", "service": "api", "callback": "http://127.0.0.1:9/x"},
         )
-        execution = await wait_execution(client, (await accepted.json())["id"])
+        execution = await wait_sent(client, (await accepted.json())["id"])
     assert execution["status"] == "failed"
     assert "unknown outbound signature scheme" in execution["result"]["error"]

@@ -8,19 +8,16 @@ Passing the same value through `env` runs and prints it verbatim.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
-
-REPO_PACKS = Path(__file__).parents[2] / "packs"
+from engine.config import Settings
+from tests.support.app import REPO_PACKS, settings_for
+from tests.support.packs import write_pack
 
 RULES = {
-    "substitution.yaml": """\
+    "substitution": """\
         name: substitution
         pack: t
         trigger: {type: core.st2.webhook, parameters: {url: substitution}}
@@ -29,7 +26,7 @@ RULES = {
           parameters:
             cmd: 'echo "$(echo {{ trigger.body.x }})"'
         """,
-    "through_env.yaml": """\
+    "through_env": """\
         name: through_env
         pack: t
         trigger: {type: core.st2.webhook, parameters: {url: through_env}}
@@ -50,29 +47,15 @@ WRAP_ACTION = """\
 
 
 @pytest.fixture
-async def client(tmp_path):
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for name, text in RULES.items():
-        (rules / name).write_text(textwrap.dedent(text))
-    pack = tmp_path / "packs" / "ops"
-    (pack / "actions").mkdir(parents=True)
-    (pack / "pack.yaml").write_text(
-        "ref: ops\nname: ops\ndescription: tests\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (pack / "actions" / "wrap.yaml").write_text(textwrap.dedent(WRAP_ACTION))
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(str(rules),),
-        packs_dirs=(str(REPO_PACKS), str(tmp_path / "packs")),
+def settings(tmp_path: Path) -> Settings:
+    packs = tmp_path / "packs"
+    write_pack(packs, "ops", {"actions/wrap.yaml": WRAP_ACTION})
+    return settings_for(
+        tmp_path,
+        rules=RULES,
+        packs=[REPO_PACKS, packs],
         roles=("api", "rules", "actions"),
-        base_dir=str(tmp_path),
     )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
 
 
 async def poll(client, path: str, params: dict, done) -> object:

@@ -6,25 +6,18 @@ import subprocess
 import sys
 
 import jwt
-from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings
-from engine.http.app import create_app
+from engine.config import OutboundSettings, Settings
 from engine.http.context import RUNTIME
 from engine.outbound import signing
+from tests.support.app import app_client, settings_for
 
 
-def settings_for(tmp_path, **outbound) -> Settings:
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/h.db"),
-        auth=AuthSettings(enabled=False),
-        outbound=OutboundSettings(keyring_dir=str(tmp_path / "keys"), **outbound),
-        rules_dirs=(),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
+def keyring_settings(tmp_path, **outbound) -> Settings:
+    return settings_for(
+        tmp_path, outbound=OutboundSettings(keyring_dir=str(tmp_path / "keys"), **outbound)
     )
 
 
@@ -43,7 +36,7 @@ def verify(jwks: dict, headers: dict, body: bytes) -> str:
 
 
 async def test_rotation_by_api_keeps_the_old_key_published_and_signs_with_the_new(tmp_path):
-    async with TestClient(TestServer(create_app(settings_for(tmp_path)))) as client:
+    async with app_client(keyring_settings(tmp_path)) as client:
         runtime = client.app[RUNTIME]
         before = await (await client.get("/.well-known/jwks.json")).json()
         (old,) = [k["kid"] for k in before["keys"]]
@@ -103,8 +96,8 @@ async def test_configured_pem_signs_and_cannot_be_rotated_by_api(tmp_path):
             serialization.NoEncryption(),
         )
     )
-    settings = settings_for(tmp_path, signing_key_pem=str(pem))
-    async with TestClient(TestServer(create_app(settings))) as client:
+    settings = keyring_settings(tmp_path, signing_key_pem=str(pem))
+    async with app_client(settings) as client:
         jwks = await (await client.get("/.well-known/jwks.json")).json()
         (jwk,) = jwks["keys"]
         assert jwt.PyJWK(jwk).key.public_numbers() == private.public_key().public_numbers()

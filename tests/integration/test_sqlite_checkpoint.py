@@ -17,7 +17,10 @@ def rows_in_database_file(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?immutable=1", uri=True)
     try:
         return conn.execute("SELECT count(*) FROM trigger_instances").fetchone()[0]
-    except sqlite3.OperationalError:  # not even the schema has been copied yet
+    except sqlite3.DatabaseError:
+        # Not even the schema has been copied yet; or ("database disk image is malformed")
+        # a checkpoint was writing the pages this immutable read took as unchanging — a
+        # torn read of this reader's own making, so the caller reads again.
         return 0
     finally:
         conn.close()

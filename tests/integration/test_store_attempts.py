@@ -7,18 +7,17 @@ claimed again at the same attempt and is never abandoned for it. Run on both sto
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.records import ABANDONED, REQUESTED, RUNNING, SCHEDULED, SUCCEEDED, NewExecution
 from engine.store import Store
 from engine.workers.actions import run_actions_worker
+from tests.support.app import FAST_POLL, settings_for
+from tests.support.packs import pack_meta, write_pack
 
 LEASE = 0.01
 EXPIRED = 0.05  # sleep long enough for a LEASE-second lease to lapse
@@ -65,39 +64,28 @@ async def test_expired_running_execution_counts_then_scheduled_retry_keeps_its_a
 # --- the actions worker: a `retry: never` action that never ran still runs ---------------
 
 
-def write_pack(root: Path) -> None:
-    actions = root / "once" / "actions"
-    actions.mkdir(parents=True)
-    (root / "once" / "pack.yaml").write_text(
-        "ref: once\nname: once\ndescription: one-shot actions\nversion: 1.0.0\n"
-        "author: Hookyard tests\nemail: tests@example.com\n"
-    )
-    (actions / "never.yaml").write_text(
-        textwrap.dedent("""\
+ONCE_FILES = {
+    "actions/never.yaml": """\
         ---
         name: never
         runner_type: local-shell-cmd
         retry: never
         parameters:
           cmd: {default: "echo ran once"}
-        """)
-    )
+        """
+}
 
 
 @pytest.fixture
-async def client(tmp_path: Path):
+def settings(tmp_path: Path) -> Settings:
     packs = tmp_path / "packs"
-    write_pack(packs)
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05, lease_seconds=0.6),
-        auth=AuthSettings(enabled=False),
-        packs_dirs=(str(packs),),
+    write_pack(packs, "once", ONCE_FILES, meta=pack_meta("once", description="one-shot actions"))
+    return settings_for(
+        tmp_path,
+        packs=[packs],
         roles=("api",),  # the test runs the actions worker itself
-        base_dir=str(tmp_path),
+        workers=WorkerSettings(poll_interval=FAST_POLL, lease_seconds=0.6),
     )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
 
 
 async def test_retry_never_action_claimed_but_never_started_still_runs(client) -> None:

@@ -23,19 +23,16 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine.config import AuthSettings, IngestSettings, Settings, StoreSettings
+from engine.config import IngestSettings, Settings, StoreSettings
 from engine.errors import StoreUnavailable
 from engine.http.app import create_app
 from engine.http.context import RUNTIME
 from engine.store import create_store
+from tests.support.app import settings_for
+from tests.support.packs import noop_rule
 
 ROOT = Path(__file__).parents[2]
-HOOK_RULE = """\
-name: catch_all
-pack: t
-trigger: {type: core.st2.webhook, parameters: {url: hook}}
-action: {ref: core.noop}
-"""
+HOOK_RULE = noop_rule("hook", "catch_all")
 
 
 @pytest.fixture
@@ -102,18 +99,11 @@ async def test_serve_exits_non_zero_on_an_unwritable_database(tmp_path, unwritab
     assert done.returncode != -7  # not SIGBUS
 
 
-def settings_for(tmp_path: Path, *, writer_process: bool) -> Settings:
-    rules = tmp_path / "rules"
-    rules.mkdir(exist_ok=True)
-    (rules / "hook.yaml").write_text(HOOK_RULE)
-    return Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
+def health_settings(tmp_path: Path, *, writer_process: bool) -> Settings:
+    return settings_for(
+        tmp_path,
+        rules={"hook": HOOK_RULE},
         ingest=IngestSettings(writer_process=writer_process),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(str(rules),),
-        packs_dirs=(),
-        roles=("api",),
-        base_dir=str(tmp_path),
     )
 
 
@@ -126,7 +116,7 @@ async def ready(client: TestClient) -> tuple[int, dict]:
 async def test_ready_is_503_while_the_database_files_cannot_be_written(
     tmp_path, unwritable, writer_process
 ):
-    app = create_app(settings_for(tmp_path, writer_process=writer_process))
+    app = create_app(health_settings(tmp_path, writer_process=writer_process))
     async with TestClient(TestServer(app)) as client:
         assert (await ready(client))[0] == 200
         db = tmp_path / "hookyard.db"
@@ -142,7 +132,7 @@ async def test_ready_is_503_while_the_database_files_cannot_be_written(
 
 
 async def test_ready_is_503_after_a_write_the_database_refused_until_one_succeeds(tmp_path):
-    app = create_app(settings_for(tmp_path, writer_process=False))
+    app = create_app(health_settings(tmp_path, writer_process=False))
     async with TestClient(TestServer(app)) as client:
         store = app[RUNTIME].store
         conn = store._loop_conn  # the connection webhooks are written with

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from engine.config import AuthSettings, OutboundSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
+from engine.config import OutboundSettings, Settings
+from tests.support.app import LOOPBACK, settings_for
+from tests.support.packs import write_pack
 
 HEARD = web.AppKey("heard", list)
 
@@ -52,55 +53,45 @@ def rule(name: str, url: str, **extra: object) -> str:
     )
 
 
-def write_pack(root: Path, base: str) -> None:
+def write_web_pack(packs: Path, base: str) -> None:
     """A pack whose http-request action builds its URL from a parameter in its metadata."""
-    actions = root / "web" / "actions"
-    actions.mkdir(parents=True)
-    (root / "web" / "pack.yaml").write_text(
-        "ref: web\nname: web\ndescription: web\nversion: 1.0.0\nauthor: tests\n"
-    )
-    (actions / "item.yaml").write_text(
-        textwrap.dedent(f"""\
+    item = f"""\
         name: item
         runner_type: http-request
         parameters:
           id: {{type: string, required: true}}
           url: {{default: "{base}/items/{{{{ id }}}}?token=t"}}
-        """)
-    )
+        """
+    meta = "ref: web\nname: web\ndescription: web\nversion: 1.0.0\nauthor: tests\n"
+    write_pack(packs, "web", {"actions/item.yaml": item}, meta=meta)
 
 
 @pytest.fixture
-async def client(tmp_path, receiver):
+def settings(tmp_path, receiver) -> Settings:
     base, _ = receiver
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for name, url, extra in [
-        ("path", f"{base}/items/{{{{ trigger.body.id }}}}?token=t", {}),
-        ("query", f"{base}/search?q={{{{ trigger.body.q }}}}&token=t", {}),
-        ("whole", "{{ trigger.body.callback }}", {}),
-        ("raw", f"{base}/{{{{ trigger.body.path | unquoted }}}}", {}),
-        ("params", f"{base}/search", {"params": {"q": "{{ trigger.body.q }}"}}),
-    ]:
-        (rules / f"{name}.yaml").write_text(rule(name, url, **extra))
-    (rules / "meta.yaml").write_text(
+    rules = {
+        name: rule(name, url, **extra)
+        for name, url, extra in [
+            ("path", f"{base}/items/{{{{ trigger.body.id }}}}?token=t", {}),
+            ("query", f"{base}/search?q={{{{ trigger.body.q }}}}&token=t", {}),
+            ("whole", "{{ trigger.body.callback }}", {}),
+            ("raw", f"{base}/{{{{ trigger.body.path | unquoted }}}}", {}),
+            ("params", f"{base}/search", {"params": {"q": "{{ trigger.body.q }}"}}),
+        ]
+    }
+    rules["meta"] = (
         "name: meta\npack: t\ntrigger: {type: core.st2.webhook, parameters: {url: meta}}\n"
         'action: {ref: web.item, parameters: {id: "{{ trigger.body.id }}"}}\n'
     )
     packs = tmp_path / "packs"
-    write_pack(packs, base)
-    settings = Settings(
-        store=StoreSettings(url=f"sqlite:///{tmp_path}/hookyard.db"),
-        workers=WorkerSettings(poll_interval=0.05),
-        auth=AuthSettings(enabled=False),
-        rules_dirs=(str(rules),),
-        packs_dirs=(str(packs),),
+    write_web_pack(packs, base)
+    return settings_for(
+        tmp_path,
+        rules=rules,
+        packs=[packs],
         roles=("api", "rules", "actions"),
-        outbound=OutboundSettings(allow_private=("127.0.0.1/32",)),
-        base_dir=str(tmp_path),
+        outbound=OutboundSettings(allow_private=LOOPBACK),
     )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
 
 
 async def outcome(client, hook: str, body: dict) -> dict:

@@ -89,10 +89,11 @@ def settings(tmp_path, monkeypatch) -> Settings:
 
 
 @pytest.fixture
-async def client(settings, capsys):
-    async with TestClient(TestServer(create_app(settings))) as c:
-        c.first_key = _first_key(capsys.readouterr().out)
-        yield c
+def after_start(capsys):
+    async def take_first_key(client: TestClient) -> None:
+        client.first_key = _first_key(capsys.readouterr().out)
+
+    return take_first_key
 
 
 def _first_key(out: str) -> str:

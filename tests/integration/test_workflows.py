@@ -9,20 +9,19 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
-from engine.http.app import create_app
-from tests.workflow_pack import write_pack
+from tests.support.workflow_pack import write_workflow_pack
 
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
 
 
 @pytest.fixture
-async def client(tmp_path: Path, store_url: str):
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """The app of the shared `client` fixture (tests/integration/conftest.py)."""
     packs = tmp_path / "packs"
-    write_pack(packs)
-    settings = Settings(
+    write_workflow_pack(packs)
+    return Settings(
         store=StoreSettings(url=store_url),
         workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
         auth=AuthSettings(enabled=False),
@@ -31,8 +30,6 @@ async def client(tmp_path: Path, store_url: str):
         roles=("api", "actions", "workflows"),
         base_dir=str(tmp_path),
     )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
 
 
 async def run(client, action: str, timeout: float = 30.0, **parameters) -> dict:

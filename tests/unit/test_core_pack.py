@@ -11,6 +11,7 @@ from engine.config import load_settings
 from engine.packs import load_packs
 from engine.packs.loader import BUILTIN_CORE_DIR
 from engine.runners import default_runners
+from tests.support.packs import write_pack
 
 # The pack core checks actions against the runner registry it is given.
 RUNNERS = default_runners()
@@ -36,15 +37,6 @@ def pack_yaml(name: str) -> str:
     return f"name: {name}\ndescription: test pack\nversion: 1.0.0\nauthor: tests\n"
 
 
-def write_pack(root: Path, ref: str, meta: str, actions: dict[str, str]) -> Path:
-    pack = root / ref
-    (pack / "actions").mkdir(parents=True)
-    (pack / "pack.yaml").write_text(meta)
-    for name, text in actions.items():
-        (pack / "actions" / f"{name}.yaml").write_text(text)
-    return pack
-
-
 def test_the_core_pack_lives_inside_the_package() -> None:
     package = Path(engine.__file__).parent
     assert BUILTIN_CORE_DIR.is_relative_to(package)
@@ -60,8 +52,13 @@ def test_core_is_loaded_with_no_packs_dirs_at_all() -> None:
 
 
 def test_core_comes_first_before_the_packs_of_the_directories(tmp_path: Path) -> None:
-    write_pack(tmp_path, "zeta", pack_yaml("zeta"), {"hi": "name: hi\nrunner_type: noop\n"})
-    write_pack(tmp_path, "alpha", pack_yaml("alpha"), {})
+    write_pack(
+        tmp_path,
+        "zeta",
+        {"actions/hi.yaml": "name: hi\nrunner_type: noop\n"},
+        meta=pack_yaml("zeta"),
+    )
+    write_pack(tmp_path, "alpha", {}, meta=pack_yaml("alpha"))
     packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert errors == []
     assert list(packs.packs) == ["core", "alpha", "zeta"]
@@ -69,8 +66,10 @@ def test_core_comes_first_before_the_packs_of_the_directories(tmp_path: Path) ->
 
 
 def test_a_core_pack_in_a_packs_dir_is_refused_naming_both_paths(tmp_path: Path) -> None:
-    user_core = write_pack(tmp_path, "core", USER_CORE, {"local": USER_CORE_ACTION})
-    write_pack(tmp_path, "other", pack_yaml("other"), {})
+    user_core = write_pack(
+        tmp_path, "core", {"actions/local.yaml": USER_CORE_ACTION}, meta=USER_CORE
+    )
+    write_pack(tmp_path, "other", {}, meta=pack_yaml("other"))
     packs, errors = load_packs([tmp_path], runners=RUNNERS)
     assert len(errors) == 1
     message = str(errors[0])
@@ -84,7 +83,9 @@ def test_a_core_pack_in_a_packs_dir_is_refused_naming_both_paths(tmp_path: Path)
 
 
 def test_override_core_replaces_the_built_in_core_with_the_directory_one(tmp_path: Path) -> None:
-    user_core = write_pack(tmp_path, "core", USER_CORE, {"local": USER_CORE_ACTION})
+    user_core = write_pack(
+        tmp_path, "core", {"actions/local.yaml": USER_CORE_ACTION}, meta=USER_CORE
+    )
     packs, errors = load_packs([tmp_path], override_core=True, runners=RUNNERS)
     assert errors == []
     assert list(packs.packs) == ["core"]
@@ -96,8 +97,8 @@ def test_override_core_replaces_the_built_in_core_with_the_directory_one(tmp_pat
 
 
 def test_override_core_still_refuses_a_second_core_in_the_directories(tmp_path: Path) -> None:
-    first = write_pack(tmp_path / "a", "core", USER_CORE, {})
-    second = write_pack(tmp_path / "b", "core", USER_CORE, {})
+    first = write_pack(tmp_path / "a", "core", {}, meta=USER_CORE)
+    second = write_pack(tmp_path / "b", "core", {}, meta=USER_CORE)
     packs, errors = load_packs(
         [tmp_path / "a", tmp_path / "b"], override_core=True, runners=RUNNERS
     )

@@ -3,8 +3,6 @@ file:line, the field and the limit; exactly the limit is accepted."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from engine.errors import ConfigError, NameTooLong, RuleLoadError
@@ -16,6 +14,7 @@ from engine.packs import load_packs
 from engine.rules import load_rule
 from engine.rules.rule import rule_id
 from engine.runners import default_runners
+from tests.support.packs import pack_meta, write_pack
 
 # The pack core checks actions against the runner registry it is given.
 RUNNERS = default_runners()
@@ -69,30 +68,24 @@ def test_rule_ids_are_short_and_stable():
     assert load_rule(rule_yaml()).to_api()["id"] == rule_id("default.r")
 
 
-def write_pack(root, pack_name: str, action_name: str) -> None:
-    pack = root / "p"
-    (pack / "actions").mkdir(parents=True)
-    (pack / "pack.yaml").write_text(
-        f"ref: p\nname: {pack_name}\ndescription: d\nversion: 1.0.0\nauthor: a\n"
-    )
-    (pack / "actions" / "a.yaml").write_text(
-        textwrap.dedent(f"""\
-        name: {action_name}
-        runner_type: noop
-        """)
+def write_named_pack(root, pack_name: str, action_name: str) -> None:
+    """Pack `p` named `pack_name` (line 2 of pack.yaml), with action `action_name`."""
+    meta = pack_meta("p", name=pack_name, description="d")
+    write_pack(
+        root, "p", {"actions/a.yaml": f"name: {action_name}\nrunner_type: noop\n"}, meta=meta
     )
 
 
 def test_pack_and_action_names_are_bounded(tmp_path):
-    write_pack(tmp_path / "one", "p" * 256, "a")
+    write_named_pack(tmp_path / "one", "p" * 256, "a")
     _, errors = load_packs([tmp_path / "one"], runners=RUNNERS)
     assert len(errors) == 1
     assert "pack.yaml:2:7: name is 256 characters long; the limit is 255" in str(errors[0])
-    write_pack(tmp_path / "two", "p", "a" * 256)
+    write_named_pack(tmp_path / "two", "p", "a" * 256)
     packs, errors = load_packs([tmp_path / "two"], runners=RUNNERS)
     assert len(errors) == 1
     assert "a.yaml:1:7: name is 256 characters long; the limit is 255" in str(errors[0])
-    write_pack(tmp_path / "three", "p" * 255, "a" * 255)
+    write_named_pack(tmp_path / "three", "p" * 255, "a" * 255)
     packs, errors = load_packs([tmp_path / "three"], runners=RUNNERS)
     assert errors == [] and packs.action("p." + "a" * 255)
 

@@ -53,7 +53,7 @@ def test_the_role_a_new_key_gets():
 
 
 def test_reserved_users_are_the_ones_the_engine_acts_as():
-    from engine.http.actions_api import API_USER
+    from engine.http.executions_api import API_USER
     from engine.rules.enforce import RULE_USER
 
     assert set(RESERVED_USERS) == {RULE_USER, API_USER}

@@ -13,14 +13,14 @@ import pytest
 
 from engine.errors import StoreBusy, StoreUnavailable
 from engine.store.batching import GroupCommitter
-from tests.unit.test_store_batching import Table as BaseTable
-from tests.unit.test_store_batching import submit
+from tests.support.batching import Table as BaseTable
+from tests.support.batching import submit
 
 DEADLINE = 5.0  # seconds any bounded wait below may take before the test fails
 
 
 class Table(BaseTable):
-    """test_store_batching's table, also counting how many writes run at once."""
+    """The shared table, also counting how many writes run at once."""
 
     def __init__(self) -> None:
         super().__init__()

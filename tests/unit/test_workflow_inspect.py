@@ -5,35 +5,11 @@ from __future__ import annotations
 import textwrap
 
 from engine.workflows.inspect import inspect_workflow
+from tests.support.workflows import FAIL_INSPECTION
 
 # StackStorm's own fixture for `st2 workflow inspect` (orquesta-fail-inspection.yaml);
 # tests/acceptance/test_cli_workflow.py runs it through the CLI.
 # a list where input needs a mapping, a nested <%, and a ctx name nothing sets.
-FAIL_INSPECTION = """\
-version: 1.0
-
-description: A basic sequential workflow.
-
-vars:
-  - macro: polo
-
-tasks:
-  task1:
-    action: core.local cmd=<% ctx().foobar %>
-    next:
-      - when: <% succeeded() %>
-        do:
-          - task2
-  task2:
-    action: core.local
-    input:
-        - cmd: echo <% ctx().macro %>
-    next:
-      - when: <% <% succeeded() %>
-        do: task3
-  task3:
-    action: std.noop
-"""
 
 
 def test_stackstorms_fail_inspection_fixture_reports_all_three_problems():

@@ -8,13 +8,13 @@ from pathlib import Path
 from engine.packs.loader import load_packs
 from engine.runners import default_runners
 from engine.workflows.spec import WorkflowSpec
-from tests.workflow_pack import write_pack
+from tests.support.workflow_pack import write_workflow_pack
 
 
 def test_orquesta_actions_load_with_their_workflow_and_a_broken_one_is_reported(
     tmp_path: Path,
 ) -> None:
-    write_pack(tmp_path)
+    write_workflow_pack(tmp_path)
     packs, errors = load_packs([tmp_path], runners=default_runners())
     noop10 = packs.action("flows.noop10")
     assert noop10.runner_type == "orquesta" and noop10.broken is None
@@ -32,7 +32,7 @@ def test_orquesta_actions_load_with_their_workflow_and_a_broken_one_is_reported(
 
 
 def test_an_orquesta_action_needs_its_entry_point(tmp_path: Path) -> None:
-    pack = write_pack(tmp_path)
+    pack = write_workflow_pack(tmp_path)
     (pack / "actions" / "nofile.yaml").write_text("name: nofile\nrunner_type: orquesta\n")
     packs, errors = load_packs([tmp_path], runners=default_runners())
     assert any("set entry_point" in str(error) for error in errors)

@@ -271,6 +271,24 @@ _API_KEY_ROLES = (
 )
 MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
 
+# Version N (claimers): the processes that claim work from this store, so that one starting
+# after a crash takes over the dead one's leases at once instead of waiting for them to
+# expire (engine.store.ops.claimers).
+_CLAIMERS = (
+    """
+    CREATE TABLE claimers (
+        id text PRIMARY KEY,
+        host text,
+        boot_id text,
+        pid_namespace bigint,
+        pid bigint,
+        pid_start bigint,
+        started_at timestamptz NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _CLAIMERS)
+
 # Version N (workflows): a task run of a workflow is a child execution (`parent_id`);
 # `step_applied` marks a finished child whose result a workflow step has consumed, so no
 # result is applied twice. `workflow_runs` holds one Orquesta run per workflow execution:

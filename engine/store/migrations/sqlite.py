@@ -257,6 +257,24 @@ _API_KEY_ROLES = (
 )
 MIGRATIONS = (*MIGRATIONS, _API_KEY_ROLES)
 
+# Version N (claimers): the processes that claim work from this store, so that one starting
+# after a crash takes over the dead one's leases at once instead of waiting for them to
+# expire (engine.store.ops.claimers).
+_CLAIMERS = (
+    """
+    CREATE TABLE claimers (
+        id TEXT PRIMARY KEY,
+        host TEXT,
+        boot_id TEXT,
+        pid_namespace INTEGER,
+        pid INTEGER,
+        pid_start INTEGER,
+        started_at TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _CLAIMERS)
+
 # Version N (workflows): a task run of a workflow is a child execution (`parent_id`);
 # `step_applied` marks a finished child whose result a workflow step has consumed, so no
 # result is applied twice. `workflow_runs` holds one Orquesta run per workflow execution:

@@ -143,7 +143,7 @@ WORKFLOWS = {
 }
 
 
-def write_pack(packs_dir: Path, ref: str = "flows") -> Path:
+def write_workflow_pack(packs_dir: Path, ref: str = "flows") -> Path:
     """The pack `ref` with one orquesta action per workflow above, plus `flows.plain`."""
     pack = packs_dir / ref
     actions = pack / "actions"

@@ -1,0 +1,114 @@
+"""`hookyard execution list|get|cancel`: executions on a running server.
+
+`hookyard run` (engine.cli.run) requests one and shows it the way `get` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from engine.cli.client import ApiClient, path_part, server_command
+from engine.cli.output import field, limit_option, print_json, show_list, show_object
+
+EXECUTION_COLUMNS = (
+    ("id", "id"),
+    ("action", "action.ref"),
+    ("status", "status"),
+    ("rule", "rule.ref"),
+    ("trigger instance", "trigger_instance"),
+    ("requested", "start_timestamp"),
+    ("finished", "end_timestamp"),
+)
+EXECUTION_ORDER = (
+    "id",
+    "status",
+    "action",
+    "parameters",
+    "context",
+    "rule",
+    "trigger_instance",
+    "attempt",
+    "start_timestamp",
+    "started_at",
+    "end_timestamp",
+    "result",
+    "log",
+)
+
+
+def execution_for_display(execution: dict[str, Any]) -> dict[str, Any]:
+    """The execution with its action reduced to the ref (the full action is in --json)."""
+    shown = dict(execution)
+    shown["action"] = field(execution, "action.ref")
+    if isinstance(shown.get("rule"), dict):
+        shown["rule"] = shown["rule"].get("ref")
+    return shown
+
+
+@click.group("execution")
+def execution_group() -> None:
+    """Executions on a running server."""
+
+
+@execution_group.command("list")
+@click.option("--action", help="Only this action ref, e.g. core.local.")
+@click.option("--status", help="Only this status: requested, running, succeeded, failed...")
+@click.option("--trigger-instance", help="Only executions this trigger instance caused.")
+@click.option("--rule", help="Only executions this rule enforced.")
+@limit_option
+@server_command
+def execution_list(
+    client: ApiClient,
+    as_json: bool,
+    action: str | None,
+    status: str | None,
+    trigger_instance: str | None,
+    rule: str | None,
+    limit: int,
+) -> None:
+    """List executions, newest first."""
+    query = {
+        "action": action,
+        "status": status,
+        "trigger_instance": trigger_instance,
+        "rule": rule,
+        "limit": limit,
+    }
+    show_list(client.get("/executions", query), as_json, EXECUTION_COLUMNS, "executions")
+
+
+@execution_group.command("get")
+@click.argument("execution_id")
+@server_command
+def execution_get(client: ApiClient, as_json: bool, execution_id: str) -> None:
+    """Show one execution: parameters, status, timestamps, result and status log."""
+    data = client.get(f"/executions/{path_part(execution_id)}").data
+    show_object(data if as_json else execution_for_display(data), as_json, EXECUTION_ORDER)
+
+
+@execution_group.command("cancel")
+@click.argument("execution_ids", nargs=-1, required=True)
+@server_command
+def execution_cancel(client: ApiClient, as_json: bool, execution_ids: tuple[str, ...]) -> None:
+    """Cancel executions: queued ones end at once, running ones are killed.
+
+    A running execution shows `canceling` until its worker has stopped it.
+    """
+    answers = []
+    refused = []
+    for execution_id in execution_ids:
+        data = client.delete(f"/executions/{path_part(execution_id)}").data or {}
+        answers.append(data)
+        if data.get("faultstring"):
+            refused.append(f"{execution_id}: {data['faultstring']}")
+        elif not as_json:
+            click.echo(f"execution {execution_id}: {data.get('status')}")
+    if as_json:
+        print_json(answers if len(answers) > 1 else answers[0])
+    for line in refused:
+        click.echo(f"error: {line}", err=True)
+    if refused:
+        sys.exit(1)
