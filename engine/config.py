@@ -99,6 +99,9 @@ class WorkerSettings:
     max_output: int = 1024 * 1024
     # A run whose worker died is tried again until this many attempts, then abandoned.
     max_attempts: int = 2
+    # Links one action chain runs at most before it fails: StackStorm has no bound, and a
+    # chain whose links lead back to themselves would otherwise run forever.
+    max_chain_links: int = 1000
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,20 @@ from engine.packs.metadata import (
 from engine.packs.parameters import ActionParameter, check_definitions, merge_with_runner
 from engine.packs.values import Renderer, prepare_values
 from engine.rules.yamlsource import Located
+from engine.workflows.chain_spec import parse_chain
 from engine.workflows.spec import parse_workflow
 
 RETRY_ONCE = "once"
 RETRY_NEVER = "never"
 # Runners that execute a file, so an action using one must name its entry point.
-RUNNERS_WITH_ENTRY_POINT = frozenset({"local-shell-script", "python-script", "orquesta"})
 ORQUESTA = "orquesta"
+ACTION_CHAIN = "action-chain"
+RUNNERS_WITH_ENTRY_POINT = frozenset(
+    {"local-shell-script", "python-script", ORQUESTA, ACTION_CHAIN}
+)
+# Runners whose executions are stepped by the workflows role, their children running as
+# ordinary executions (engine.workers.workflows).
+WORKFLOW_RUNNERS = frozenset({ORQUESTA, ACTION_CHAIN})
 
 ACTION_KEYS = (
     "name",
@@ -124,7 +131,8 @@ class Action:
     line: int | None = None
     # The metadata file relative to its pack (``actions/echo.yaml``).
     metadata_file: str | None = None
-    # An orquesta action's workflow (engine.workflows.spec.WorkflowSpec), read at load.
+    # An orquesta action's workflow (engine.workflows.spec.WorkflowSpec) or an action-chain
+    # action's chain (engine.workflows.chain_spec.ChainSpec), read at load.
     workflow: Any = None
     # Why this action cannot run (its workflow file is broken, every problem located): it
     # stays loaded so that running it says this, not "unknown action".
@@ -208,7 +216,9 @@ def build_action(
     declared = check_definitions(located, data.get("parameters"), ("parameters",))
     specs = merge_with_runner(located, runner_type, runner.parameters, declared)
     entry_point = _entry_point(located, data.get("entry_point") or "", runner_type, pack_dir)
-    workflow, broken = _workflow(entry_point) if runner_type == ORQUESTA else (None, None)
+    workflow, broken = (
+        _workflow(entry_point, runner_type) if runner_type in WORKFLOW_RUNNERS else (None, None)
+    )
     line, _ = located.position(())
     source = located.file
     return Action(
@@ -235,15 +245,16 @@ def build_action(
     )
 
 
-def _workflow(path: str | None) -> tuple[Any, str | None]:
-    """(the workflow spec, None), or (None, why it cannot run) for a broken file."""
-    assert path is not None  # orquesta needs an entry point: checked before
+def _workflow(path: str | None, runner_type: str) -> tuple[Any, str | None]:
+    """(the workflow or chain spec, None), or (None, why it cannot run) for a broken file."""
+    assert path is not None  # both need an entry point: checked before
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"{path}: the workflow file cannot be read: {exc}"
     try:
-        return parse_workflow(text, path), None
+        parse = parse_chain if runner_type == ACTION_CHAIN else parse_workflow
+        return parse(text, path), None
     except WorkflowError as exc:
         return None, str(exc)
 

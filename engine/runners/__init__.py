@@ -68,6 +68,7 @@ def default_runners(
     """
     # Imported here so that the python-script child, which imports this package on its
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
+    from engine.runners.action_chain import ActionChainRunner
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
     from engine.runners.orquesta import OrquestaRunner
@@ -84,6 +85,7 @@ def default_runners(
         SendWebhookRunner(destination_guard, http_connector_factory, keyring),
         NoopRunner(),
         OrquestaRunner(),
+        ActionChainRunner(),
     ):
         registry.register(runner)
     return registry
