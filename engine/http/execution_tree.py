@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.model.records import CANCELING
-from engine.packs.action import ORQUESTA
+from engine.packs.action import WORKFLOW_RUNNERS
 from engine.process.runtime import Runtime
 from engine.store.ops.workflows import MAX_CANCEL_DEPTH
 
@@ -25,7 +25,7 @@ async def children_ids(runtime: Runtime, record: Any) -> list[str]:
     """A workflow's task runs, oldest first; [] for an execution of any other runner."""
     if not runtime.action_known(record.action):
         return []
-    if runtime.packs.action(record.action).runner_type != ORQUESTA:
+    if runtime.packs.action(record.action).runner_type not in WORKFLOW_RUNNERS:
         return []
     page = await runtime.store.list_executions({"parent": record.id}, MAX_CHILDREN, 0)
     return [item.id for item in _oldest_first(page.items)]

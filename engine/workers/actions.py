@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
 from engine.model.records import ABANDONED, CANCELED, CANCELING, FAILED, Execution
-from engine.packs.action import ORQUESTA
+from engine.packs.action import WORKFLOW_RUNNERS
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
 from engine.process.runtime import Runtime
@@ -114,7 +114,7 @@ async def run_execution(
         return  # its lease expires and it is claimed again
     if runtime.action_known(execution.action):
         workflow_action = runtime.packs.action(execution.action)
-        if workflow_action.runner_type == ORQUESTA:
+        if workflow_action.runner_type in WORKFLOW_RUNNERS:
             await start_workflow(runtime, execution, workflow_action)
             return
     try:

@@ -1,4 +1,5 @@
-"""The workflows worker: Orquesta workflows started and stepped through the conductor.
+"""The workflows worker: Orquesta workflows and action chains started and stepped
+through their conductors (engine.workers.chains builds a chain's).
 
 A workflow is an execution like any other: rules and the API request it, and the actions
 worker claims it. Seeing the `orquesta` runner, the actions worker calls `start_workflow`
@@ -33,10 +34,11 @@ from engine.model.records import (
     NewExecution,
     WorkflowStep,
 )
+from engine.packs.action import ACTION_CHAIN
 from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.store import codec
-from engine.workers import sleep_until
+from engine.workers import chains, sleep_until
 from engine.workflows.conductor import COMPLETED, ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
 
@@ -74,24 +76,26 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 
 
 async def start_workflow(runtime: Runtime, execution: Execution, action: Any) -> None:
-    """Start a claimed (scheduled) orquesta execution; see the module docstring."""
+    """Start a claimed (scheduled) orquesta or action-chain execution; see the module
+    docstring."""
     token = execution.lease_token or ""
     extra = {"execution": execution.id, "action": execution.action}
+    chain = action.runner_type == ACTION_CHAIN
     if action.broken is not None or action.workflow is None:
-        state, children, final, result = {}, [], FAILED, _errors_result(action.broken or "")
+        state, children, final, result = {}, [], FAILED, _errors_result(action.broken or "", chain)
     else:
         try:
-            kv = await _st2kv(runtime, execution)
+            kv = await (chains.load_st2kv if chain else _st2kv)(runtime, execution)
         except StoreError as exc:
             log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
             return  # its lease expires and it is claimed again
         try:
             state, children, final, result = await asyncio.to_thread(
-                _started, runtime, execution, action, kv
+                chains.started if chain else _started, runtime, execution, action, kv
             )
         except ActionError as exc:
-            state, children, final, result = {}, [], FAILED, _errors_result(str(exc))
-    state, final, result = _bounded(state, final, result)
+            state, children, final, result = {}, [], FAILED, _errors_result(str(exc), chain)
+    state, final, result = _bounded(state, final, result, chain)
     try:
         workflow = await runtime.store.start_workflow(
             execution.id, token, state, children, final, result
@@ -194,21 +198,25 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
         # Ended already (failed or canceled while tasks ran): their ends change nothing.
         state, children, final, result = step.state, [], None, None
     else:
+        chain = _is_chain(runtime, workflow)
         try:
-            kv = await _st2kv(runtime, workflow)
+            kv = await (chains.load_st2kv if chain else _st2kv)(runtime, workflow)
         except StoreError as exc:
             log.error("loading the datastore for %s failed: %s", workflow.id, exc)
             return  # the lease expires and the step is taken again
         try:
-            state, children, final, result = await asyncio.to_thread(_stepped, runtime, step, kv)
+            state, children, final, result = await asyncio.to_thread(
+                chains.stepped if chain else _stepped, runtime, step, kv
+            )
         except EngineError as exc:
             state, children, final = step.state, [], FAILED
-            result = _errors_result(f"the workflow cannot go on: {exc}")
+            result = _errors_result(f"the workflow cannot go on: {exc}", chain)
         except Exception as exc:  # a bug must not leave the run re-claimed forever
             log.exception("stepping workflow %s failed", workflow.id)
             state, children, final = step.state, [], FAILED
-            result = _errors_result(f"the workflow cannot go on: {type(exc).__name__}: {exc}")
-        state, final, result = _bounded(state, final, result)
+            message = f"the workflow cannot go on: {type(exc).__name__}: {exc}"
+            result = _errors_result(message, chain)
+        state, final, result = _bounded(state, final, result, chain)
     try:
         ended = await runtime.store.apply_workflow_step(
             step, state, applied, children, final, result
@@ -229,6 +237,11 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
             await runtime.store.request_cancel(workflow.id)
         except StoreError as exc:
             log.error("canceling workflow %s failed: %s", workflow.id, exc)
+
+
+def _is_chain(runtime: Runtime, execution: Execution) -> bool:
+    known = runtime.action_known(execution.action)
+    return known and runtime.packs.action(execution.action).runner_type == ACTION_CHAIN
 
 
 def _stepped(
@@ -265,7 +278,9 @@ def _end_of(conductor: WorkflowConductor, *, active: int, requested: int) -> tup
     return conductor.status, conductor.result()
 
 
-def _bounded(state: dict, final: str | None, result: Any) -> tuple[dict, str | None, Any]:
+def _bounded(
+    state: dict, final: str | None, result: Any, chain: bool = False
+) -> tuple[dict, str | None, Any]:
     """The state as given, or — grown past MAX_STATE_BYTES — a failed workflow's."""
     try:
         size = len(codec.dumps(state, "workflow state"))
@@ -278,8 +293,10 @@ def _bounded(state: dict, final: str | None, result: Any) -> tuple[dict, str | N
     except StoreError as exc:  # a value JSON cannot hold (NaN, a NUL character)
         message = f"the workflow's state cannot be stored: {exc}"
     small = {"version": state.get("version"), "status": FAILED, "output": None}
-    return small, FAILED, _errors_result(message)
+    return small, FAILED, _errors_result(message, chain)
 
 
-def _errors_result(message: str) -> dict[str, Any]:
+def _errors_result(message: str, chain: bool = False) -> dict[str, Any]:
+    if chain:  # StackStorm's action-chain runner reports a top-level failure so
+        return {"error": message}
     return {"errors": [{"type": "error", "message": message}], "output": None}

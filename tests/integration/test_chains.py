@@ -1,0 +1,254 @@
+"""Action chains end to end in one process: POST /api/v1/executions, the actions and
+workflows roles, a real SQLite file and a real PostgreSQL (see conftest.py). StackStorm's
+own example chains (tests/support/st2_chains) end with StackStorm's results."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from tests.support.chain_pack import write_chain_pack
+from tests.support.workflow_pack import write_workflow_pack
+
+ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
+TASK_KEYS = {
+    "id",
+    "name",
+    "execution_id",
+    "liveaction_id",
+    "workflow",
+    "created_at",
+    "updated_at",
+    "state",
+    "result",
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """The app of the shared `client` fixture (tests/integration/conftest.py)."""
+    packs = tmp_path / "packs"
+    write_chain_pack(packs)
+    write_workflow_pack(packs)
+    return Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5, max_chain_links=25),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(packs),),
+        roles=("api", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+
+
+async def start(client, action: str, **parameters) -> str:
+    reply = await client.post(
+        "/api/v1/executions", json={"action": action, "parameters": parameters}
+    )
+    assert reply.status == 201, await reply.text()
+    return (await reply.json())["id"]
+
+
+async def wait_ended(client, execution_id: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await (await client.get(f"/api/v1/executions/{execution_id}")).json()
+        if data["status"] in ENDED or time.monotonic() > deadline:
+            return data
+        await asyncio.sleep(0.02)
+
+
+async def run(client, action: str, **parameters) -> dict:
+    return await wait_ended(client, await start(client, action, **parameters))
+
+
+async def children_of(client, execution_id: str) -> list[dict]:
+    reply = await client.get(f"/api/v1/executions/{execution_id}/children", params={"depth": 1})
+    assert reply.status == 200
+    return await reply.json()
+
+
+def stdout(chain: dict) -> list[str]:
+    return [task["result"]["stdout"] for task in chain["result"]["tasks"]]
+
+
+async def test_echochain_runs_its_three_links_as_children(client) -> None:
+    chain = await run(client, "chains.echochain")
+    assert chain["status"] == "succeeded", chain["result"]
+    assert chain["action"]["runner_type"] == "action-chain"
+    assert set(chain["result"]) == {"tasks", "published"}
+    assert chain["result"]["published"] == {}
+    tasks = chain["result"]["tasks"]
+    assert [t["name"] for t in tasks] == ["c1", "c2", "c3"]
+    assert all(set(t) == TASK_KEYS and t["state"] == "succeeded" for t in tasks)
+    assert stdout(chain) == ["c1", f"c2: parent exec is {chain['id']}.", "c3"]
+    children = await children_of(client, chain["id"])
+    assert [c["context"]["chain"]["name"] for c in children] == ["c1", "c2", "c3"]
+    assert [c["id"] for c in children] == [t["execution_id"] for t in tasks]
+    assert chain["children"] == [c["id"] for c in children]
+    assert all(c["parent"] == chain["id"] for c in children)
+    assert all(c["context"]["parent"]["execution_id"] == chain["id"] for c in children)
+
+
+async def test_echochain_param_passes_inputs_and_earlier_results(client) -> None:
+    chain = await run(client, "chains.echochain-param", input1="foo")
+    assert chain["status"] == "succeeded", chain["result"]
+    assert stdout(chain) == ["c1, input foo", "c2 c1, input foo", "c3 c2 c1, input foo"]
+
+
+async def test_chain_sequential_publishes_its_greeting(client) -> None:
+    chain = await run(client, "chains.chain-sequential")
+    assert chain["status"] == "succeeded", chain["result"]
+    greeting = "Lakshmi, All your base are belong to us!"
+    assert chain["result"]["published"] == {"greeting": greeting}
+    assert stdout(chain) == ["Lakshmi", "All your base are belong to us!", greeting]
+
+
+async def test_publish_data_publishes_then_fails_where_no_stackstorm_api_answers(client) -> None:
+    # call_api asks StackStorm's API on this host (port 9101): none here, so the link
+    # fails and, with no on-failure, so does the chain — after publishing.
+    chain = await run(client, "chains.publish_data")
+    host = socket.gethostname().replace(" ", "")
+    assert chain["status"] == "failed", chain["result"]
+    published = chain["result"]["published"]
+    assert published == {  # vars (api_port, webui_port, domain) are not published
+        "api_url": f"http://{host}:9101",
+        "webui_url": f"http://{host}:8080",
+        "host": host,
+        "fqdn": host,
+        "paths": {
+            "api": ["v1/actions", "v1/triggers"],
+            "webui": "/",
+            "auth_port": "9102",
+            "system_info": "/system-info",
+        },
+    }
+    tasks = chain["result"]["tasks"]
+    assert [(t["name"], t["state"]) for t in tasks] == [
+        ("get_host", "succeeded"),
+        ("say_the_names", "succeeded"),
+        ("call_api", "failed"),
+    ]
+    assert tasks[1]["result"]["stdout"] == (
+        f"host={host}, domain=, fqdn={host}, api_url=http://{host}:9101,"
+        f" webui_url=http://{host}:8080"
+    )
+
+
+@pytest.mark.parametrize("name", ["echochain_task_failure", "echochain_top_level_failure"])
+async def test_stackstorms_failure_examples_are_refused_before_they_run(client, name) -> None:
+    # Their c1 names an on-failure link "c4" they lack: StackStorm's runner refuses them
+    # in pre_run, before any link runs.
+    chain = await run(client, f"chains.{name}")
+    assert chain["status"] == "failed"
+    assert set(chain["result"]) == {"error"}
+    assert f"{name}.yaml:5: " in chain["result"]["error"]
+    assert (
+        'unable to find link "c4" referenced in "on-failure" in link "c1"'
+        in (chain["result"]["error"])
+    )
+    assert await children_of(client, chain["id"]) == []
+
+
+async def test_a_failed_link_without_on_failure_fails_the_chain(client) -> None:
+    chain = await run(client, "chains.task_failure")
+    assert chain["status"] == "failed"
+    tasks = chain["result"]["tasks"]
+    assert [(t["name"], t["state"]) for t in tasks] == [("c1", "succeeded"), ("c2", "failed")]
+    assert tasks[1]["result"]["stderr"] == "all aboard the fail boat"
+    assert "error" not in chain["result"]
+
+
+async def test_a_link_to_an_action_that_does_not_exist_is_a_top_level_failure(client) -> None:
+    chain = await run(client, "chains.top_level_failure")
+    assert chain["status"] == "failed"
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["c1"]
+    assert chain["result"]["error"].startswith(
+        'Failed to run task "c2". Action with reference "core.invalid-action" doesn\'t exist.'
+    )
+
+
+async def test_a_failed_link_with_on_failure_runs_it_and_the_chain_takes_its_status(
+    client,
+) -> None:
+    chain = await run(client, "chains.handled")
+    assert chain["status"] == "succeeded", chain["result"]
+    tasks = chain["result"]["tasks"]
+    assert [(t["name"], t["state"]) for t in tasks] == [
+        ("boom", "failed"),
+        ("cleanup", "succeeded"),
+    ]
+    assert tasks[1]["result"]["stdout"] == "cleaned after oops"
+    assert chain["result"]["published"] == {"code": "2"}
+
+
+async def test_vars_results_context_and_published_values(client) -> None:
+    chain = await run(client, "chains.vars_and_results")
+    assert chain["status"] == "succeeded", chain["result"]
+    assert stdout(chain) == ["hello mona 9102", "hello mona 9102|hello mona 9102|api"]
+    assert chain["result"]["published"] == {
+        "said": "hello mona 9102",
+        "twice": ["hello mona 9102", 2],
+    }
+
+
+async def test_a_chain_links_to_another_chain(client) -> None:
+    chain = await run(client, "chains.nested")
+    assert chain["status"] == "succeeded", chain["result"]
+    inner, after = chain["result"]["tasks"]
+    assert inner["result"]["tasks"][2]["result"]["stdout"] == "c3 c2 c1, input from outside"
+    assert after["result"]["stdout"] == "links: 3"
+
+
+async def test_a_chain_that_links_to_itself_forever_stops_at_the_limit(client) -> None:
+    chain = await run(client, "chains.forever")
+    assert chain["status"] == "failed"
+    assert len(chain["result"]["tasks"]) == 25
+    assert (
+        "The chain has run 25 links, its limit (workers.max_chain_links)"
+        in (chain["result"]["error"])
+    )
+
+
+@pytest.mark.parametrize("name", ["looping_params", "huge_params"])
+async def test_a_runaway_params_template_fails_the_chain_saying_why(client, name) -> None:
+    chain = await run(client, f"chains.{name}")
+    assert chain["status"] == "failed"
+    assert chain["result"]["tasks"] == []
+    error = chain["result"]["error"]
+    assert error.startswith('Failed to run task "huge". Parameter rendering failed.')
+    assert 'Failed rendering value for action parameter "message"' in error
+    assert (await run(client, "chains.echochain"))["status"] == "succeeded"
+
+
+async def test_a_broken_chain_fails_at_run_time_saying_where(client) -> None:
+    chain = await run(client, "chains.broken")
+    assert chain["status"] == "failed"
+    error = chain["result"]["error"]
+    assert "broken.yaml:2: " in error and '"nowhere"' in error
+    assert "broken.yaml:5: " in error and "given twice" in error
+    assert await children_of(client, chain["id"]) == []
+
+
+async def test_canceling_a_chain_cancels_its_running_link_and_runs_no_more(
+    client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    chain_id = await start(client, "chains.waiting", tempfile=str(marker))
+    deadline = time.monotonic() + 20
+    while not await children_of(client, chain_id) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    reply = await client.delete(f"/api/v1/executions/{chain_id}")
+    assert reply.status == 200, await reply.text()
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "canceled"
+    [task] = chain["result"]["tasks"]
+    assert task["name"] == "task1" and task["state"] == "canceled"
+    [child] = await children_of(client, chain_id)
+    assert child["status"] == "canceled"
