@@ -252,3 +252,48 @@ async def test_canceling_a_chain_cancels_its_running_link_and_runs_no_more(
     assert task["name"] == "task1" and task["state"] == "canceled"
     [child] = await children_of(client, chain_id)
     assert child["status"] == "canceled"
+
+
+async def wait_for_children(client, execution_id: str, count: int) -> list[dict]:
+    deadline = time.monotonic() + 20
+    while len(children := await children_of(client, execution_id)) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} children of {execution_id}"
+        await asyncio.sleep(0.05)
+    return children
+
+
+async def test_canceling_a_chain_cancels_its_orquesta_subworkflow_and_its_tasks(client) -> None:
+    chain_id = await start(client, "chains.with_subworkflow")
+    [subworkflow] = await wait_for_children(client, chain_id, 1)
+    await wait_for_children(client, subworkflow["id"], 2)
+    assert (await client.delete(f"/api/v1/executions/{chain_id}")).status == 200
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "canceled"
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1"]
+    assert (await wait_ended(client, subworkflow["id"]))["status"] == "canceled"
+    tasks = await children_of(client, subworkflow["id"])
+    assert sorted(t["status"] for t in tasks) == ["canceled", "canceled"]
+
+
+async def test_an_orquesta_workflow_runs_a_chain_as_a_task(client) -> None:
+    workflow = await run(client, "chains.calls_chain")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"]["output"] == {"said": "c3 c2 c1, input from a workflow"}
+    [inner] = await children_of(client, workflow["id"])
+    assert inner["context"]["orquesta"]["task_name"] == "inner"
+    links = await children_of(client, inner["id"])
+    assert [c["context"]["chain"]["name"] for c in links] == ["c1", "c2", "c3"]
+
+
+async def test_canceling_a_workflow_cancels_the_chain_it_runs(client, tmp_path: Path) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    workflow_id = await start(client, "chains.waits_in_a_chain", tempfile=str(marker))
+    [inner] = await wait_for_children(client, workflow_id, 1)
+    [link] = await wait_for_children(client, inner["id"], 1)
+    assert (await client.delete(f"/api/v1/executions/{workflow_id}")).status == 200
+    assert (await wait_ended(client, workflow_id))["status"] == "canceled"
+    chain = await wait_ended(client, inner["id"])
+    assert chain["status"] == "canceled"
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1"]
+    assert (await wait_ended(client, link["id"]))["status"] == "canceled"

@@ -178,6 +178,18 @@ CHAINS = {
         """,
         "",
     ),
+    # StackStorm's chain_test_cancel_with_subworkflow, with a workflow of ours.
+    "with_subworkflow": (
+        """\
+        chain:
+          - name: task1
+            ref: flows.two_sleeps
+            on-success: task2
+          - name: task2
+            ref: core.noop
+        """,
+        "",
+    ),
     "broken": (
         """\
         chain:
@@ -192,8 +204,38 @@ CHAINS = {
 }
 
 
+# Orquesta workflows in the same pack, calling chains: name -> (workflow, parameters).
+WORKFLOWS = {
+    "calls_chain": (
+        """\
+        version: 1.0
+        tasks:
+          inner:
+            action: chains.echochain-param input1="from a workflow"
+            next:
+              - publish:
+                  - said: <% result().tasks[2].result.stdout %>
+        output:
+          - said: <% ctx(said) %>
+        """,
+        "",
+    ),
+    "waits_in_a_chain": (
+        """\
+        version: 1.0
+        input: [tempfile]
+        tasks:
+          inner:
+            action: chains.waiting tempfile=<% ctx(tempfile) %>
+        """,
+        "tempfile:\n    type: string\n    required: true\n",
+    ),
+}
+
+
 def write_chain_pack(packs_dir: Path, ref: str = "chains") -> Path:
-    """The pack `ref` with one action-chain action per chain above."""
+    """The pack `ref` with one action-chain action per chain above, and one orquesta
+    action per workflow."""
     pack = packs_dir / ref
     actions = pack / "actions"
     (actions / "chains").mkdir(parents=True, exist_ok=True)
@@ -208,6 +250,12 @@ def write_chain_pack(packs_dir: Path, ref: str = "chains") -> Path:
     for name, (text, params) in files.items():
         (actions / "chains" / f"{name}.yaml").write_text(text)
         meta = f"name: {name}\nrunner_type: action-chain\nentry_point: chains/{name}.yaml\n"
+        if params:
+            meta += f"parameters:\n  {params}"
+        (actions / f"{name}.meta.yaml").write_text(meta)
+    for name, (text, params) in WORKFLOWS.items():
+        (actions / "chains" / f"{name}.yaml").write_text(textwrap.dedent(text))
+        meta = f"name: {name}\nrunner_type: orquesta\nentry_point: chains/{name}.yaml\n"
         if params:
             meta += f"parameters:\n  {params}"
         (actions / f"{name}.meta.yaml").write_text(meta)
