@@ -18,6 +18,7 @@ from engine.errors import ActionError
 from engine.model.records import CANCELING, Execution, NewExecution, WorkflowStep
 from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
+from engine.rules.parameter_kinds import kinds_for_runner
 from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
 
 Outcome = tuple[dict, list[NewExecution], Any, Any]
@@ -70,6 +71,7 @@ def _scope(runtime: Runtime, execution: Execution, kv: Any) -> ChainScope:
         action_context={"parent": _parent(execution)},
         st2kv=kv,
         action_exists=runtime.action_known,
+        parameter_kinds=lambda ref: kinds_for_runner(runtime.packs.action(ref).runner_type),
         display_published=runner_parameters.get("display_published", True) is not False,
         max_links=runtime.settings.workers.max_chain_links,
     )

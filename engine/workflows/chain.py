@@ -15,6 +15,8 @@ Semantics follow StackStorm's runner (action_chain_runner.py):
   link handled by a succeeding `on-failure` link leaves the chain succeeded;
 - `params` are Jinja over the action's parameters, earlier results by link name, `vars`
   (published values included), `__results`, `st2kv`, `action_context` and `__context`;
+  unlike StackStorm, a shell command's inserted values are shell-quoted and a URL's
+  percent-encoded, as in a rule's parameters (engine.rules.parameter_kinds);
   `publish` renders after a link ends, over the same plus that link's result;
 - a link whose params do not render, or whose action does not exist, fails the chain
   with a top-level `error` and no task entry for that link; so does a publish that does
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError, WorkflowError
+from engine.rules.parameter_kinds import render_parameter
 from engine.rules.templates import compile_template, is_template
 from engine.workflows.chain_spec import ChainSpec, LinkSpec
 
@@ -70,6 +73,9 @@ class ChainScope:
     action_context: Mapping[str, Any] = field(default_factory=dict)
     st2kv: Any = None
     action_exists: Callable[[str], bool] = lambda ref: True
+    #: The parameters of action `ref` that render their own way (engine.rules.parameter_kinds:
+    #: a shell command quotes each inserted value, a URL percent-encodes it).
+    parameter_kinds: Callable[[str], Mapping[str, str]] = lambda ref: {}
     display_published: bool = True
     max_links: int = DEFAULT_MAX_LINKS
 
@@ -204,7 +210,8 @@ class ChainConductor:
             )
             return []
         try:
-            parameters = _render_native_values(link.params, self._context(), name)
+            kinds = self.scope.parameter_kinds(link.ref)
+            parameters = _render_native_values(link.params, self._context(), name, kinds)
         except EngineError as exc:
             self._fail(f'Failed to run task "{name}". Parameter rendering failed. {exc}')
             return []
@@ -242,13 +249,19 @@ class ChainConductor:
         )
 
 
-def _render_native_values(values: Mapping[str, Any], context: Mapping[str, Any], link: str):
+def _render_native_values(
+    values: Mapping[str, Any], context: Mapping[str, Any], link: str, kinds: Mapping[str, str]
+) -> dict[str, Any]:
     """Action parameters: a `{{ expression }}` keeps its value's type (StackStorm casts
-    its strings to the parameter's declared type; this needs no cast)."""
+    its strings to the parameter's declared type; this needs no cast). A shell command or
+    a URL quotes what it inserts, as a rule's parameters do: a link's result is data."""
     rendered = {}
     for key, value in values.items():
         try:
-            rendered[key] = _render(value, context, native=True)
+            if key in kinds and isinstance(value, str) and is_template(value):
+                rendered[key] = render_parameter(kinds[key], value, context, key)
+            else:
+                rendered[key] = _render(value, context, native=True)
         except EngineError as exc:
             raise WorkflowError(
                 f'Failed rendering value for action parameter "{key}" in task "{link}"'

@@ -297,3 +297,15 @@ async def test_canceling_a_workflow_cancels_the_chain_it_runs(client, tmp_path: 
     assert chain["status"] == "canceled"
     assert [t["name"] for t in chain["result"]["tasks"]] == ["task1"]
     assert (await wait_ended(client, link["id"]))["status"] == "canceled"
+
+
+async def test_a_links_result_is_data_in_the_next_links_shell_command(
+    client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "owned"
+    chain = await run(client, "chains.hostile_result", marker=str(marker))
+    assert chain["status"] == "succeeded", chain["result"]
+    said = chain["result"]["tasks"][0]["result"]["stdout"]
+    assert said == f"x'; echo owned > {marker}; echo '"
+    assert chain["result"]["tasks"][1]["result"]["stdout"] == f"got {said}"
+    assert not marker.exists()

@@ -190,6 +190,20 @@ CHAINS = {
         """,
         "",
     ),
+    # A result holding shell syntax stays data in the next link's command.
+    "hostile_result": (
+        """\
+        chain:
+          - name: first
+            ref: core.echo
+            params: {message: "x'; echo owned > {{ marker }}; echo '"}
+            on-success: second
+          - name: second
+            ref: core.local
+            params: {cmd: "echo got {{ first.stdout }}"}
+        """,
+        "marker:\n    type: string\n    required: true\n",
+    ),
     "broken": (
         """\
         chain:

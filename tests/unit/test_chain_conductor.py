@@ -343,3 +343,20 @@ def test_an_end_for_a_link_not_running_is_refused() -> None:
         conductor.link_finished("c2", "succeeded", {})
     with pytest.raises(WorkflowError, match="chain state version"):
         ChainConductor(conductor.spec, {"version": 99}, ChainScope())
+
+
+def test_a_shell_command_quotes_what_a_result_inserts() -> None:
+    spec = chain(
+        "chain: [{name: a, ref: x, on-success: b},"
+        " {name: b, ref: core.local,"
+        " params: {cmd: 'echo {{ a.stdout }}', other: '{{ a.stdout }}'}}]\n"
+    )
+    scope = ChainScope(
+        parameter_kinds=lambda ref: {"cmd": "shell-command"} if ref == "core.local" else {}
+    )
+    conductor, [first] = ChainConductor.start(spec, scope)
+    [second] = step(conductor, first, "succeeded", {"stdout": "x; touch /tmp/owned"})
+    assert second.parameters == {
+        "cmd": "echo 'x; touch /tmp/owned'",
+        "other": "x; touch /tmp/owned",
+    }
