@@ -132,6 +132,20 @@ WORKFLOWS = {
           - missing: <% st2kv('system.nope', default => 'fallback') %>
           - who: <% ctx(st2).user %>
         """,
+    "items": """\
+        version: 1.0
+        input:
+          - count: 1000
+          - concurrency: 50
+        tasks:
+          each:
+            with:
+              items: n in <% range(ctx(count)) %>
+              concurrency: <% ctx(concurrency) %>
+            action: core.noop
+        output:
+          - runs: <% len(task(each).result.items) %>
+        """,
     "broken": """\
         version: 1.0
         tasks:
@@ -163,6 +177,12 @@ def write_pack(packs_dir: Path, ref: str = "flows") -> Path:
                   name:
                     type: string
                     default: world
+                  count:
+                    type: integer
+                    default: 1000
+                  concurrency:
+                    type: integer
+                    default: 50
                 """
             )
         )
