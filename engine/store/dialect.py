@@ -46,6 +46,8 @@ class Dialect:
     claim_workflow_steps: Op  # (conn, limit, lease_seconds, now)
     # (conn, id, token, version, state_json, applied, children, final_status, result_json, now)
     apply_workflow_step: Op
+    request_pause: Op  # (conn, id, now) -> (execution, previous status)
+    request_resume: Op  # (conn, id, now) -> (execution, previous status)
     # API keys
     create_api_key: Op
     list_api_keys: Op

@@ -40,6 +40,7 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
     workflows,
 )
 from engine.store.sql_store import QUEUES, SqlStore
@@ -102,6 +103,8 @@ POSTGRES = Dialect(
     start_workflow=workflows.pg_start,
     claim_workflow_steps=workflows.pg_claim,
     apply_workflow_step=workflows.pg_apply,
+    request_pause=workflow_pauses.pg_pause,
+    request_resume=workflow_pauses.pg_resume,
     create_api_key=apikeys.pg_insert,
     list_api_keys=apikeys.pg_list,
     find_api_key=apikeys.pg_find,

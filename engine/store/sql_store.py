@@ -361,6 +361,16 @@ class SqlStore(Store, abc.ABC):
         self._woken_by_step(children, workflow)
         return workflow
 
+    async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
+        answer = await self._write(self.dialect.request_pause, execution_id, utcnow())
+        self._wake("workflows")
+        return answer
+
+    async def request_resume(self, execution_id: str) -> tuple[Execution, str]:
+        answer = await self._write(self.dialect.request_resume, execution_id, utcnow())
+        self._wake("workflows")
+        return answer
+
     def _woken_by_step(self, children: Sequence[NewExecution], workflow: Execution) -> None:
         if children:
             self._wake("executions")
@@ -511,7 +521,8 @@ class SqlStore(Store, abc.ABC):
 def _step_json(
     state: Mapping[str, Any], final_status: str | None, result: Any
 ) -> tuple[str, str | None]:
-    if final_status is not None:
+    # Besides the final statuses, a step settles a pause ("paused") or a resume ("running").
+    if final_status is not None and final_status not in ("paused", "running"):
         codec.check_terminal_status(final_status)
     state_json = codec.dumps(state, "workflow state")
     result_json = None if final_status is None else codec.dumps(result, "workflow result")

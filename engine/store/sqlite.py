@@ -42,6 +42,7 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
     workflows,
 )
 from engine.store.sql_store import SqlStore
@@ -103,6 +104,8 @@ SQLITE = Dialect(
     start_workflow=workflows.sqlite_start,
     claim_workflow_steps=workflows.sqlite_claim,
     apply_workflow_step=workflows.sqlite_apply,
+    request_pause=workflow_pauses.sqlite_pause,
+    request_resume=workflow_pauses.sqlite_resume,
     create_api_key=apikeys.sqlite_insert,
     list_api_keys=apikeys.sqlite_list,
     find_api_key=apikeys.sqlite_find,
