@@ -146,6 +146,19 @@ WORKFLOWS = {
         output:
           - runs: <% len(task(each).result.items) %>
         """,
+    "nested": """\
+        version: 1.0
+        tasks:
+          inner:
+            action: flows.echo
+            input:
+              name: nested
+            next:
+              - publish:
+                  - inner_said: <% result().output.said %>
+        output:
+          - inner_said: <% ctx(inner_said) %>
+        """,
     "broken": """\
         version: 1.0
         tasks:

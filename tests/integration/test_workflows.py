@@ -246,3 +246,18 @@ async def test_a_paused_workflow_can_be_canceled(client) -> None:
     not_a_workflow = (await children_of(client, workflow_id))[0]["id"]
     refused = await client.put(f"/api/v1/executions/{not_a_workflow}", json={"status": "pausing"})
     assert refused.status == 404
+
+
+async def test_a_subworkflow_runs_as_a_child_workflow(client) -> None:
+    workflow = await run(client, "flows.nested")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"inner_said": "hello nested"}}
+    tree = await children_of(client, workflow["id"])
+    sub = tree[0]
+    assert sub["action"]["runner_type"] == "orquesta" and sub["parent"] == workflow["id"]
+    assert sub["result"]["output"]["shouted"] == "hello nested!"
+    assert [c["parent"] for c in tree[1:]] == [sub["id"], sub["id"]]
+    direct = await (
+        await client.get(f"/api/v1/executions/{workflow['id']}/children", params={"depth": 1})
+    ).json()
+    assert [c["id"] for c in direct] == [sub["id"]]
