@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -190,6 +191,45 @@ def execution_get(client: ApiClient, as_json: bool, execution_id: str) -> None:
     """Show one execution: parameters, status, timestamps, result and status log."""
     data = client.get(f"/executions/{path_part(execution_id)}").data
     show_object(data if as_json else execution_for_display(data), as_json, EXECUTION_ORDER)
+    if not as_json and data.get("children"):
+        tree = client.get(f"/executions/{path_part(execution_id)}/children", {"depth": -1})
+        print_table(("task", "status", "action", "seconds", "id"), task_rows(data["id"], tree.data))
+
+
+def task_rows(root: str, children: list[dict[str, Any]]) -> list[list[Any]]:
+    """A workflow's task runs as a tree: subworkflows' tasks indented under them."""
+    below: dict[str, list[dict[str, Any]]] = {}
+    for child in children:
+        below.setdefault(child.get("parent") or "", []).append(child)
+    rows: list[list[Any]] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for child in below.get(parent, []):
+            task = (child.get("context") or {}).get("orquesta", {}).get("task_name", "")
+            rows.append(
+                [
+                    "  " * depth + str(task),
+                    child.get("status"),
+                    field(child, "action.ref"),
+                    _seconds(child.get("started_at"), child.get("end_timestamp")),
+                    child.get("id"),
+                ]
+            )
+            if depth < 32:
+                walk(child["id"], depth + 1)
+
+    walk(root, 0)
+    return rows
+
+
+def _seconds(started: str | None, ended: str | None) -> str:
+    if not started or not ended:
+        return ""
+    try:
+        elapsed = datetime.fromisoformat(ended) - datetime.fromisoformat(started)
+    except ValueError:
+        return ""
+    return f"{elapsed.total_seconds():.1f}"
 
 
 # --- trigger instances -------------------------------------------------------
