@@ -98,8 +98,12 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
             state, children, final, result = await asyncio.to_thread(
                 _started, runtime, execution, action, kv
             )
-        except ActionError as exc:
+        except EngineError as exc:  # a bad parameter, an unreadable state...
             state, children, final, result = {}, [], FAILED, _errors_result(str(exc))
+        except Exception as exc:  # a bug must not leave it to be claimed again forever
+            log.exception("starting workflow %s failed", execution.id, extra=extra)
+            message = f"the workflow cannot start: {type(exc).__name__}: {exc}"
+            state, children, final, result = {}, [], FAILED, _errors_result(message)
     state, final, result = _bounded(state, final, result)
     try:
         workflow = await runtime.store.start_workflow(
