@@ -4,10 +4,11 @@
 worker runs it. Secret parameters are masked in every execution this API returns.
 
 Cancel: `DELETE /api/v1/executions/{id}` (what `st2 execution cancel` sends) or
-`PUT /api/v1/executions/{id}` with `{"status": "canceled"}`. Answers as StackStorm does:
-200 with the execution (now `canceled`, or `canceling` while its worker stops a running
-one); 200 with a `faultstring` when it has already finished; 404 when there is no such
-execution.
+`PUT /api/v1/executions/{id}` with `{"status": "canceled"}`; pause and resume a workflow
+with `{"status": "pausing"}` / `{"status": "resuming"}` (`st2 execution pause`). Answers
+as StackStorm does: 200 with the execution (now `canceled`, or `canceling` while its
+worker stops a running one); 200 with a `faultstring` when it has already finished; 404
+when there is no such execution.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.errors import ActionError, IngestError
+from engine.errors import ActionError, Conflict, IngestError
 from engine.http import rbac, shapes
 from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
@@ -28,6 +29,7 @@ from engine.http.paging import add_get_both_slashes, filters, paging
 from engine.model.records import CANCELED, CANCELING, REQUESTED, SCHEDULED, NewExecution
 from engine.process.runtime import Runtime
 from engine.secrets.sealing import is_sealed
+from engine.store.ops.workflow_pauses import PAUSING, RESUMING
 from engine.workers.actions import CANCEL_REQUESTED
 
 MASK = "********"
@@ -145,11 +147,34 @@ async def update_execution(request: web.Request) -> web.Response:
         body = await read_json(request)
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
-    if not isinstance(body, dict) or body.get("status") != CANCELED or set(body) != {"status"}:
-        raise IngestError(
-            'an execution can only be updated to cancel it: send {"status": "canceled"}'
-        )
-    return await cancel_execution(request)
+    wanted = body.get("status") if isinstance(body, dict) and set(body) == {"status"} else None
+    if wanted == CANCELED:
+        return await cancel_execution(request)
+    if wanted in (PAUSING, RESUMING):
+        return await pause_or_resume(request, wanted)
+    raise IngestError(
+        "an execution can only be updated to cancel, pause or resume it: send "
+        '{"status": "canceled"}, {"status": "pausing"} or {"status": "resuming"}'
+    )
+
+
+async def pause_or_resume(request: web.Request, wanted: str) -> web.Response:
+    """StackStorm's `st2 execution pause|resume`: a workflow, with its subworkflows."""
+    runtime = request.app[RUNTIME]
+    execution_id = request.match_info["id"]
+    key = request.get(API_KEY)
+    verb = "pause" if wanted == PAUSING else "resume"
+    if key is not None:
+        current = await runtime.store.get_execution(execution_id)
+        rbac.require_owner(key, verb, execution_id, current.context)
+    try:
+        if wanted == PAUSING:
+            execution, _ = await runtime.store.request_pause(execution_id)
+        else:
+            execution, _ = await runtime.store.request_resume(execution_id)
+    except Conflict as exc:
+        raise IngestError(str(exc), 409) from None
+    return json_response(execution_api(runtime, execution))
 
 
 async def cancel_execution(request: web.Request) -> web.Response:

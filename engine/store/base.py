@@ -276,6 +276,18 @@ class Store(OutboundStore, abc.ABC):
     # --- workflow runs (engine.store.ops.workflows) ------------------------------------
 
     @abc.abstractmethod
+    async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
+        """A running (or resuming) workflow becomes `pausing`, with its subworkflows; its
+        steps pause it once its running tasks have ended. Returns the workflow and its
+        status before. NotFound if it is not a started workflow; Conflict if it cannot
+        be paused now."""
+
+    @abc.abstractmethod
+    async def request_resume(self, execution_id: str) -> tuple[Execution, str]:
+        """A pausing or paused workflow becomes `resuming`, with its subworkflows; its next
+        step requests what was held back. As request_pause otherwise."""
+
+    @abc.abstractmethod
     async def start_workflow(
         self,
         execution_id: str,
@@ -308,7 +320,8 @@ class Store(OutboundStore, abc.ABC):
         """One transaction: the new state (LeaseLost unless the step's lease and version
         are still current), the `applied` children marked so, the new `children`
         requested, and with `final_status` the workflow ended with `result` (and its own
-        parent's run made due). Releases the lease; returns the workflow execution."""
+        parent's run made due) — or, with "paused" or "running", its pause or resume
+        settled. Releases the lease; returns the workflow execution."""
 
     # --- API keys (only hashes are stored; see engine.model.apikeys) ---------------------------
 

@@ -50,6 +50,8 @@ class Dialect:
     register_claimer: Op  # (conn, claimer_id, record, now)
     unregister_claimer: Op  # (conn, claimer_id)
     take_over_dead_claims: Op  # (conn, claimer_id, is_dead, now) -> counts
+    request_pause: Op  # (conn, id, now) -> (execution, previous status)
+    request_resume: Op  # (conn, id, now) -> (execution, previous status)
     # API keys
     create_api_key: Op
     list_api_keys: Op

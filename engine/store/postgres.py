@@ -41,6 +41,7 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
     workflows,
 )
 from engine.store.sql_store import QUEUES, SqlStore
@@ -106,6 +107,8 @@ POSTGRES = Dialect(
     register_claimer=claimers.pg_register,
     unregister_claimer=claimers.pg_unregister,
     take_over_dead_claims=claimers.pg_take_over,
+    request_pause=workflow_pauses.pg_pause,
+    request_resume=workflow_pauses.pg_resume,
     create_api_key=apikeys.pg_insert,
     list_api_keys=apikeys.pg_list,
     find_api_key=apikeys.pg_find,

@@ -32,7 +32,6 @@ from engine.errors import StoreError, StoreUnavailable
 from engine.model.apikeys import ApiKey
 from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.model.records import (
-    TERMINAL_EXECUTION_STATUSES,
     Accepted,
     EnforcementOutcome,
     Execution,
@@ -41,7 +40,6 @@ from engine.model.records import (
     NewTriggerInstance,
     Page,
     TriggerInstance,
-    WorkflowStep,
     utcnow,
 )
 from engine.model.roles import Grants
@@ -55,13 +53,14 @@ from engine.store.batching import GroupCommitter
 from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
+from engine.store.sql_workflows import SqlWorkflowRuns
 
 T = TypeVar("T")
 # Queues with wake-up hints (`wait_for_work`).
 QUEUES = ("trigger_instances", "executions", "deliveries", "workflows")
 
 
-class SqlStore(Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
@@ -320,67 +319,6 @@ class SqlStore(Store, abc.ABC):
     async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
         return await self._list("executions", codec.EXECUTION_FILTERS, filters, limit, offset)
 
-    # --- workflow runs ---------------------------------------------------------------------
-
-    async def start_workflow(
-        self,
-        execution_id: str,
-        lease_token: str,
-        state: Mapping[str, Any],
-        children: Sequence[NewExecution],
-        final_status: str | None = None,
-        result: Any = None,
-    ) -> Execution:
-        state_json, result_json = _step_json(state, final_status, result)
-        children = [self.sealer.seal_execution(child) for child in children]
-        workflow = await self._write(
-            self.dialect.start_workflow,
-            execution_id,
-            lease_token,
-            state_json,
-            children,
-            final_status,
-            result_json,
-            utcnow(),
-        )
-        self._woken_by_step(children, workflow)
-        return workflow
-
-    async def claim_workflow_steps(self, limit: int, lease_seconds: float) -> list[WorkflowStep]:
-        return await self._write(self.dialect.claim_workflow_steps, limit, lease_seconds, utcnow())
-
-    async def apply_workflow_step(
-        self,
-        step: WorkflowStep,
-        state: Mapping[str, Any],
-        applied: Sequence[str],
-        children: Sequence[NewExecution],
-        final_status: str | None = None,
-        result: Any = None,
-    ) -> Execution:
-        state_json, result_json = _step_json(state, final_status, result)
-        children = [self.sealer.seal_execution(child) for child in children]
-        workflow = await self._write(
-            self.dialect.apply_workflow_step,
-            step.workflow.id,
-            step.lease_token,
-            step.version,
-            state_json,
-            list(applied),
-            children,
-            final_status,
-            result_json,
-            utcnow(),
-        )
-        self._woken_by_step(children, workflow)
-        return workflow
-
-    def _woken_by_step(self, children: Sequence[NewExecution], workflow: Execution) -> None:
-        if children:
-            self._wake("executions")
-        if workflow.parent and workflow.status in TERMINAL_EXECUTION_STATUSES:
-            self._wake("workflows")  # a subworkflow ended: its parent's run is due
-
     # --- API keys ------------------------------------------------------------------------
 
     async def create_api_key(self, key: ApiKey, *, only_if_none: bool = False) -> bool:
@@ -520,13 +458,3 @@ class SqlStore(Store, abc.ABC):
         )
         self._wake("deliveries")
         return recovered
-
-
-def _step_json(
-    state: Mapping[str, Any], final_status: str | None, result: Any
-) -> tuple[str, str | None]:
-    if final_status is not None:
-        codec.check_terminal_status(final_status)
-    state_json = codec.dumps(state, "workflow state")
-    result_json = None if final_status is None else codec.dumps(result, "workflow result")
-    return state_json, result_json

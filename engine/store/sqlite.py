@@ -43,6 +43,7 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
     workflows,
 )
 from engine.store.sql_store import SqlStore
@@ -107,6 +108,8 @@ SQLITE = Dialect(
     register_claimer=claimers.sqlite_register,
     unregister_claimer=claimers.sqlite_unregister,
     take_over_dead_claims=claimers.sqlite_take_over,
+    request_pause=workflow_pauses.sqlite_pause,
+    request_resume=workflow_pauses.sqlite_resume,
     create_api_key=apikeys.sqlite_insert,
     list_api_keys=apikeys.sqlite_list,
     find_api_key=apikeys.sqlite_find,

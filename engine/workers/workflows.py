@@ -39,10 +39,19 @@ from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.store import codec
 from engine.workers import chains, sleep_until
-from engine.workflows.conductor import COMPLETED, ActionRequest, WorkflowConductor
+from engine.workflows.conductor import (
+    COMPLETED,
+    PAUSED,
+    PAUSING,
+    RUNNING,
+    ActionRequest,
+    WorkflowConductor,
+)
 from engine.workflows.context import KeyValueLookup
 
 log = logging.getLogger(__name__)
+
+RESUMING = "resuming"  # the workflow execution's status while a resume is applied
 
 # Runs stepped per claim.
 STEP_BATCH = 32
@@ -93,8 +102,12 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
             state, children, final, result = await asyncio.to_thread(
                 chains.started if chain else _started, runtime, execution, action, kv
             )
-        except ActionError as exc:
+        except EngineError as exc:  # a bad parameter, an unreadable state...
             state, children, final, result = {}, [], FAILED, _errors_result(str(exc), chain)
+        except Exception as exc:  # a bug must not leave it to be claimed again forever
+            log.exception("starting workflow %s failed", execution.id, extra=extra)
+            message = f"the workflow cannot start: {type(exc).__name__}: {exc}"
+            state, children, final, result = {}, [], FAILED, _errors_result(message, chain)
     state, final, result = _bounded(state, final, result, chain)
     try:
         workflow = await runtime.store.start_workflow(
@@ -227,10 +240,10 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
     except StoreError as exc:
         log.error("stepping workflow %s failed: %s", workflow.id, exc)
         return  # the lease expires and the step is taken again
-    if final is not None:
+    if final in TERMINAL_EXECUTION_STATUSES:
         log.info("workflow %s %s", workflow.id, ended.status)
         runtime.observe("execution_finished", ended)
-    elif ended.status == "running" and state.get("status") == CANCELING:
+    elif ended.status == RUNNING and state.get("status") == CANCELING:
         # A task run was canceled: StackStorm cancels its workflow, and with it the
         # workflow's other running tasks (the store cascades; a later step ends it).
         try:
@@ -252,9 +265,13 @@ def _stepped(
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
     conductor = WorkflowConductor(action.workflow, step.state, st2kv=kv)
+    requests: list[ActionRequest] = []
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
-    requests: list[ActionRequest] = []
+    elif workflow.status == PAUSING and conductor.status == RUNNING:
+        conductor.pause()  # no new task starts; paused once its running ones have ended
+    elif workflow.status == RESUMING and conductor.status in (PAUSING, PAUSED):
+        requests.extend(conductor.resume())
     for child in step.finished:
         task = (child.context or {}).get("orquesta") or {}
         requests.extend(
@@ -268,6 +285,10 @@ def _stepped(
         )
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
+    if final is None and workflow.status == RESUMING:
+        final = RUNNING  # the resume settled: what was held back is requested
+    elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
+        final = PAUSED
     return conductor.state, children, final, result
 
 

@@ -60,3 +60,25 @@ def test_st2_execution_cancel_cancels_a_running_workflow(st2: St2) -> None:
         time.sleep(0.1)
     children = st2.api(f"/api/v1/executions?parent={workflow_id}")
     assert {child["status"] for child in children} == {"canceled"}
+
+
+def test_st2_execution_pause_and_resume(st2: St2) -> None:
+    started = st2.ok("run", "flows.slow8", "-a")
+    workflow_id = re.search(r"st2 execution get ([0-9a-f]+)", started).group(1)
+    deadline = time.monotonic() + 20
+
+    def status() -> str:
+        return st2.api(f"/api/v1/executions/{workflow_id}")["status"]
+
+    while status() != "running":
+        assert time.monotonic() < deadline, "never running"
+        time.sleep(0.05)
+    assert "pausing" in st2.ok("execution", "pause", workflow_id)
+    while status() != "paused":
+        assert time.monotonic() < deadline, "never paused"
+        time.sleep(0.05)
+    assert "resuming" in st2.ok("execution", "resume", workflow_id)
+    while status() != "succeeded":
+        assert time.monotonic() < deadline + 10, "never finished"
+        time.sleep(0.1)
+    assert len(st2.api(f"/api/v1/executions?parent={workflow_id}")) == 8

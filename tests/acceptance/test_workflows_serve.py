@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.support.app import REPO_ROOT as ROOT
 from tests.support.serve import ServeLauncher
 from tests.support.workflow_pack import write_workflow_pack
 
@@ -164,3 +167,42 @@ def test_two_serve_processes_on_one_postgresql_step_each_workflow_once(
             assert len(names) == len(set(names)) and len(names) in (4, 10), names
         logs = one.log_text() + two.log_text()
         assert "another worker took this step over" not in logs
+
+
+def test_hookyard_execution_get_shows_the_task_tree(serve: ServeLauncher, tmp_path: Path) -> None:
+    packs = tmp_path / "packs"
+    write_workflow_pack(packs)
+    server = serve.start(roles=ROLES, env={"HOOKYARD_PACKS_DIRS": f"[{packs}]"})
+
+    async def run_nested() -> str:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{server.url}/api/v1/executions", json={"action": "flows.nested"}
+            ) as response:
+                workflow_id = (await response.json())["id"]
+
+            async def ended() -> bool:
+                data = await get(session, f"{server.url}/api/v1/executions/{workflow_id}")
+                return data["status"] in ENDED
+
+            await wait_for(ended, 30, "the workflow to end")
+        return workflow_id
+
+    workflow_id = asyncio.run(run_nested())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
+    env["HOOKYARD_URL"] = server.url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine", "execution", "get", workflow_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    inner = next(line for line in lines if "flows.echo" in line)
+    greet = next(line for line in lines if "greet" in line and "core.local" in line)
+    assert "inner" in inner and "succeeded" in inner
+    # The subworkflow's tasks are indented under it.
+    assert greet.index("greet") > inner.index("inner")

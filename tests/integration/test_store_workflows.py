@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from engine.errors import LeaseLost
+from engine.errors import Conflict, LeaseLost, NotFound
 from engine.model.records import (
     CANCELED,
     CANCELING,
@@ -185,3 +185,47 @@ async def test_cancel_cascades_to_the_children_and_the_workflow_ends_by_a_step(
     assert last.workflow.status == CANCELING and last.active == 0
     ended = await store.apply_workflow_step(last, STATE, [busy.id], [], CANCELED, {"output": None})
     assert ended.status == CANCELED
+
+
+async def test_pause_and_resume_move_the_workflow_and_its_subworkflows(store: Store) -> None:
+    parent = await claimed_workflow(store)
+    sub_request = NewExecution("examples.sub", {}, {}, parent=parent.id)
+    task = child(parent, "t1")
+    await store.start_workflow(parent.id, parent.lease_token or "", STATE, [sub_request, task])
+    claimed = {e.id: e for e in await store.claim_executions(10, 30)}
+    sub = claimed[sub_request.id]
+    await store.start_workflow(sub.id, sub.lease_token or "", STATE, [])
+
+    paused, previous = await store.request_pause(parent.id)
+    assert (paused.status, previous) == ("pausing", RUNNING)
+    assert (await store.get_execution(sub.id)).status == "pausing"
+    # A task run that is not a workflow runs on; pausing twice is refused.
+    assert (await store.get_execution(task.id)).status == "scheduled"
+    with pytest.raises(Conflict, match="cannot be paused"):
+        await store.request_pause(parent.id)
+    with pytest.raises(NotFound):
+        await store.request_pause(task.id)
+
+    # Both runs are due (their conductors learn of the pause); the subworkflow has no
+    # task running, so its step settles the pause; the parent's waits for its task.
+    steps = {step.workflow.id: step for step in await store.claim_workflow_steps(10, 30)}
+    assert set(steps) == {parent.id, sub.id}
+    assert steps[parent.id].active == 2 and steps[sub.id].active == 0
+    settled = await store.apply_workflow_step(steps[sub.id], STATE, [], [], "paused")
+    assert settled.status == "paused" and settled.finished_at is None
+    still = await store.apply_workflow_step(steps[parent.id], STATE, [], [])
+    assert still.status == "pausing"
+    assert await store.claim_workflow_steps(10, 30) == []
+
+    resumed, previous = await store.request_resume(parent.id)
+    assert (resumed.status, previous) == ("resuming", "pausing")
+    assert (await store.get_execution(sub.id)).status == "resuming"
+    steps = {step.workflow.id: step for step in await store.claim_workflow_steps(10, 30)}
+    assert set(steps) == {parent.id, sub.id}
+    back = await store.apply_workflow_step(steps[sub.id], STATE, [], [], "running")
+    assert back.status == RUNNING
+
+    canceled, previous = await store.request_cancel(parent.id)
+    assert (canceled.status, previous) == (CANCELING, "resuming")
+    assert (await store.get_execution(task.id)).status == CANCELED
+    assert (await store.get_execution(sub.id)).status == CANCELING

@@ -195,3 +195,66 @@ async def test_st2kv_and_the_st2_context_reach_the_expressions(client) -> None:
         "missing": "fallback",
         "who": "api",
     }
+
+
+async def test_pause_holds_the_next_task_back_and_resume_finishes_the_workflow(client) -> None:
+    reply = await client.post("/api/v1/executions", json={"action": "flows.slow8"})
+    workflow_id = (await reply.json())["id"]
+    for _ in range(300):
+        if await children_of(client, workflow_id):
+            break
+        await asyncio.sleep(0.01)
+    url = f"/api/v1/executions/{workflow_id}"
+    paused = await client.put(url, json={"status": "pausing"})
+    assert paused.status == 200, await paused.text()
+    assert (await paused.json())["status"] == "pausing"
+    again = await client.put(url, json={"status": "pausing"})
+    assert again.status == 409 and "cannot be paused" in await again.text()
+    deadline = time.monotonic() + 10
+    while (await (await client.get(url)).json())["status"] != "paused":
+        assert time.monotonic() < deadline, "never paused"
+        await asyncio.sleep(0.02)
+    held = await children_of(client, workflow_id)
+    assert all(child["status"] == "succeeded" for child in held)
+    await asyncio.sleep(0.5)
+    assert len(await children_of(client, workflow_id)) == len(held) < 8
+
+    resumed = await client.put(url, json={"status": "resuming"})
+    assert resumed.status == 200 and (await resumed.json())["status"] == "resuming"
+    workflow = await wait_ended(client, workflow_id, 30)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    statuses = [entry["status"] for entry in workflow["log"]]
+    assert statuses[-5:] == ["pausing", "paused", "resuming", "running", "succeeded"]
+    assert len(await children_of(client, workflow_id)) == 8
+
+
+async def test_a_paused_workflow_can_be_canceled(client) -> None:
+    reply = await client.post("/api/v1/executions", json={"action": "flows.slow8"})
+    workflow_id = (await reply.json())["id"]
+    url = f"/api/v1/executions/{workflow_id}"
+    for _ in range(300):
+        if (await (await client.get(url)).json())["status"] == "running":
+            break
+        await asyncio.sleep(0.01)
+    assert (await client.put(url, json={"status": "pausing"})).status == 200
+    assert (await client.delete(url)).status == 200
+    workflow = await wait_ended(client, workflow_id, 10)
+    assert workflow["status"] == "canceled"
+    not_a_workflow = (await children_of(client, workflow_id))[0]["id"]
+    refused = await client.put(f"/api/v1/executions/{not_a_workflow}", json={"status": "pausing"})
+    assert refused.status == 404
+
+
+async def test_a_subworkflow_runs_as_a_child_workflow(client) -> None:
+    workflow = await run(client, "flows.nested")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"inner_said": "hello nested"}}
+    tree = await children_of(client, workflow["id"])
+    sub = tree[0]
+    assert sub["action"]["runner_type"] == "orquesta" and sub["parent"] == workflow["id"]
+    assert sub["result"]["output"]["shouted"] == "hello nested!"
+    assert [c["parent"] for c in tree[1:]] == [sub["id"], sub["id"]]
+    direct = await (
+        await client.get(f"/api/v1/executions/{workflow['id']}/children", params={"depth": 1})
+    ).json()
+    assert [c["id"] for c in direct] == [sub["id"]]

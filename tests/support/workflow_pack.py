@@ -132,6 +132,33 @@ WORKFLOWS = {
           - missing: <% st2kv('system.nope', default => 'fallback') %>
           - who: <% ctx(st2).user %>
         """,
+    "items": """\
+        version: 1.0
+        input:
+          - count: 1000
+          - concurrency: 50
+        tasks:
+          each:
+            with:
+              items: n in <% range(ctx(count)) %>
+              concurrency: <% ctx(concurrency) %>
+            action: core.noop
+        output:
+          - runs: <% len(task(each).result.items) %>
+        """,
+    "nested": """\
+        version: 1.0
+        tasks:
+          inner:
+            action: flows.echo
+            input:
+              name: nested
+            next:
+              - publish:
+                  - inner_said: <% result().output.said %>
+        output:
+          - inner_said: <% ctx(inner_said) %>
+        """,
     "broken": """\
         version: 1.0
         tasks:
@@ -163,6 +190,12 @@ def write_workflow_pack(packs_dir: Path, ref: str = "flows") -> Path:
                   name:
                     type: string
                     default: world
+                  count:
+                    type: integer
+                    default: 1000
+                  concurrency:
+                    type: integer
+                    default: 50
                 """
             )
         )

@@ -36,18 +36,24 @@ from engine.store.codec import loads, time_to_text
 from engine.store.ops import columns, executions, lineage, outbox
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
+# A workflow not ended yet, and one whose pause or resume a step settles.
+_LIVE = "('running', 'canceling', 'pausing', 'paused', 'resuming')"
+_SETTLING = "('pausing', 'resuming')"
 # A cancel walks the tree of subworkflows this deep at most (a workflow cannot call
 # itself without end: each level is a real execution, and this bounds one transaction).
 MAX_CANCEL_DEPTH = 32
 
 
 def _due(run: str, false: str) -> str:
-    """What a step recomputes `due` from: a child ended and not applied yet, or a
-    canceling workflow with no child left running (its step ends it)."""
+    """What a step recomputes `due` from: a child ended and not applied yet, a resume to
+    apply, or a canceling or pausing workflow with no child left running (its step ends
+    or pauses it)."""
     return (
         f"EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
-        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'canceling')"
+        f" OR EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
+        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
+        "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.status NOT IN {_ENDED}))"
     )
@@ -59,10 +65,19 @@ def _due(run: str, false: str) -> str:
 def _sqlite_end(
     conn: sqlite3.Connection, execution_id: str, status: str, result_json: str, now: datetime
 ) -> Execution | None:
+    """The workflow's final status and result — or a pause or resume settled."""
     at = time_to_text(now)
+    if status not in TERMINAL_EXECUTION_STATUSES:
+        row = conn.execute(
+            f"UPDATE executions SET status = ?, updated_at = ?, {columns.SQLITE_APPEND_LOG}"
+            f" WHERE id = ? AND status IN {_SETTLING}"
+            f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
+            (status, at, columns.sqlite_log_param(status, now), execution_id),
+        ).fetchone()
+        return None if row is None else columns.sqlite_execution(row)
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, updated_at = ?,"
-        f" {columns.SQLITE_APPEND_LOG} WHERE id = ? AND status IN ('running', 'canceling')"
+        f" {columns.SQLITE_APPEND_LOG} WHERE id = ? AND status IN {_LIVE}"
         f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
         (status, result_json, at, at, columns.sqlite_log_param(status, now), execution_id),
     ).fetchone()
@@ -189,7 +204,17 @@ def sqlite_cancel_tree(
 ) -> tuple[Execution, str]:
     """Cancel an execution and, for a workflow, every child not ended (subworkflows too);
     returns the execution after the request and its status before it."""
-    execution, previous = executions.sqlite_request_cancel(conn, execution_id, now)
+    before = conn.execute("SELECT status FROM executions WHERE id = ?", (execution_id,)).fetchone()
+    if before is not None and before["status"] in ("pausing", "paused", "resuming"):
+        row = conn.execute(
+            "UPDATE executions SET status = 'canceling', updated_at = ?,"
+            f" {columns.SQLITE_APPEND_LOG} WHERE id = ?"
+            f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
+            (time_to_text(now), columns.sqlite_log_param(CANCELING, now), execution_id),
+        ).fetchone()
+        execution, previous = columns.sqlite_execution(row), before["status"]
+    else:
+        execution, previous = executions.sqlite_request_cancel(conn, execution_id, now)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
@@ -210,10 +235,20 @@ def sqlite_cancel_tree(
 async def _pg_end(
     conn: asyncpg.Connection, execution_id: str, status: str, result_json: str, now: datetime
 ) -> Execution | None:
+    if status not in TERMINAL_EXECUTION_STATUSES:
+        row = await conn.fetchrow(
+            "UPDATE executions SET status = $2, updated_at = now(), log = log || $3::jsonb"
+            f" WHERE id = $1 AND status IN {_SETTLING}"
+            f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
+            execution_id,
+            status,
+            columns.pg_log_param(status, now),
+        )
+        return None if row is None else columns.pg_execution(row)
     row = await conn.fetchrow(
         "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
         " updated_at = now(), log = log || $5::jsonb"
-        " WHERE id = $1 AND status IN ('running', 'canceling')"
+        f" WHERE id = $1 AND status IN {_LIVE}"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         execution_id,
         status,
@@ -355,7 +390,19 @@ async def pg_apply(
 async def pg_cancel_tree(
     conn: asyncpg.Connection, execution_id: str, now: datetime, depth: int = 0
 ) -> tuple[Execution, str]:
-    execution, previous = await executions.pg_request_cancel(conn, execution_id, now)
+    previous = await conn.fetchval(
+        "SELECT status FROM executions WHERE id = $1 FOR UPDATE", execution_id
+    )
+    if previous in ("pausing", "paused", "resuming"):
+        row = await conn.fetchrow(
+            "UPDATE executions SET status = 'canceling', updated_at = now(),"
+            f" log = log || $2::jsonb WHERE id = $1 RETURNING {columns.PG_EXECUTION_COLUMNS}",
+            execution_id,
+            columns.pg_log_param(CANCELING, now),
+        )
+        execution = columns.pg_execution(row)
+    else:
+        execution, previous = await executions.pg_request_cancel(conn, execution_id, now)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
