@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.errors import ActionError
-from engine.model.records import CANCELING, Execution, NewExecution, WorkflowStep
+from engine.model.records import CANCELING, RUNNING, Execution, NewExecution, WorkflowStep
 from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
+from engine.store.ops.workflow_pauses import PAUSED, PAUSING, RESUMING
 from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
 
 Outcome = tuple[dict, list[NewExecution], Any, Any]
@@ -43,9 +44,13 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not an action chain")
     conductor = ChainConductor(action.workflow, step.state, _scope(runtime, chain, kv))
+    requests: list[LinkRequest] = []
     if chain.status == CANCELING:
         conductor.cancel()  # no link starts; it ends once its running link has
-    requests: list[LinkRequest] = []
+    elif chain.status == PAUSING and conductor.status == RUNNING:
+        conductor.pause()  # no link starts; paused once its running link has ended
+    elif chain.status == RESUMING and conductor.status in (PAUSING, PAUSED):
+        requests.extend(conductor.resume())
     for child in step.finished:
         link = (child.context or {}).get("chain") or {}
         requests.extend(
@@ -59,7 +64,12 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
             )
         )
     children = [_child(chain, request) for request in requests]
-    return conductor.state, children, *_end_of(conductor, step.active, len(children))
+    final, result = _end_of(conductor, step.active, len(children))
+    if final is None and chain.status == RESUMING:
+        final = RUNNING  # the resume settled: the held link is requested
+    elif final is None and chain.status == PAUSING and conductor.status == PAUSED:
+        final = PAUSED
+    return conductor.state, children, final, result
 
 
 def _scope(runtime: Runtime, execution: Execution, kv: Any) -> ChainScope:

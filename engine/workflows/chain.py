@@ -18,6 +18,8 @@ Semantics follow StackStorm's runner (action_chain_runner.py):
   unlike StackStorm, a shell command's inserted values are shell-quoted and a URL's
   percent-encoded, as in a rule's parameters (engine.rules.parameter_kinds);
   `publish` renders after a link ends, over the same plus that link's result;
+- `pause()` lets the running link end and holds the next one back; `resume()` requests
+  it (StackStorm's `st2 execution pause|resume` of a chain);
 - a link whose params do not render, or whose action does not exist, fails the chain
   with a top-level `error` and no task entry for that link; so does a publish that does
   not render, after the link's entry;
@@ -43,6 +45,7 @@ __all__ = ["ChainConductor", "ChainScope", "LinkRequest"]
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 TIMEOUT, CANCELED = "timeout", "canceled"
+PAUSING, PAUSED = "pausing", "paused"
 #: Chain statuses after which nothing runs again.
 COMPLETED = frozenset({SUCCEEDED, FAILED, TIMEOUT, CANCELED})
 DEFAULT_MAX_LINKS = 1000
@@ -106,6 +109,7 @@ class ChainConductor:
             "current": None,
             "links_run": 0,
             "canceling": False,
+            "held": None,
         }
         conductor = cls(spec, state, scope)
         try:
@@ -162,12 +166,32 @@ class ChainConductor:
         if not following:
             self.state["status"] = chain_status
             return []
+        if self.status == PAUSING:
+            # StackStorm stops after the running link and resumes with the next one.
+            self.state["held"] = following
+            self.state["status"] = PAUSED
+            return []
         return self._request(following)
+
+    def pause(self) -> None:
+        """Start no new link; paused once the running link has ended."""
+        if self.status != RUNNING:
+            raise WorkflowError(f"a {self.status} chain cannot be paused")
+        self.state["status"] = PAUSING if self.state["current"] is not None else PAUSED
+
+    def resume(self) -> list[LinkRequest]:
+        """Run again after pause(): the link held back is requested now."""
+        if self.status not in (PAUSING, PAUSED):
+            raise WorkflowError(f"a {self.status} chain cannot be resumed")
+        self.state["status"] = RUNNING
+        held, self.state["held"] = self.state.get("held"), None
+        return self._request(held) if held else []
 
     def cancel(self) -> None:
         """No link starts any more; the chain ends canceled once its running link has."""
         if self.status in COMPLETED:
             return
+        self.state["held"] = None
         if self.state["current"] is None:
             self.state["status"] = CANCELED
         else:

@@ -309,3 +309,66 @@ async def test_a_links_result_is_data_in_the_next_links_shell_command(
     assert said == f"x'; echo owned > {marker}; echo '"
     assert chain["result"]["tasks"][1]["result"]["stdout"] == f"got {said}"
     assert not marker.exists()
+
+
+async def test_stackstorms_cancel_example_cancels_the_running_link(client, tmp_path: Path) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    chain_id = await start(client, "chains.chain-test-cancel", tempfile=str(marker), message="m")
+    await wait_for_children(client, chain_id, 1)
+    assert (await client.delete(f"/api/v1/executions/{chain_id}")).status == 200
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "canceled"
+    assert [(t["name"], t["state"]) for t in chain["result"]["tasks"]] == [("task1", "canceled")]
+
+
+async def test_pause_lets_the_running_link_end_and_resume_runs_the_next(
+    client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    chain_id = await start(
+        client, "chains.chain-test-pause-resume", tempfile=str(marker), message="hello"
+    )
+    await wait_for_children(client, chain_id, 1)
+    url = f"/api/v1/executions/{chain_id}"
+    paused = await client.put(url, json={"status": "pausing"})
+    assert paused.status == 200, await paused.text()
+    assert (await paused.json())["status"] == "pausing"
+    marker.unlink()  # task1 ends now
+    deadline = time.monotonic() + 20
+    while (await (await client.get(url)).json())["status"] != "paused":
+        assert time.monotonic() < deadline, "never paused"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1)  # a step that wrongly requested task2 would have by now
+    [task1] = await children_of(client, chain_id)
+    assert task1["status"] == "succeeded"
+    resumed = await client.put(url, json={"status": "resuming"})
+    assert resumed.status == 200, await resumed.text()
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "succeeded", chain["result"]
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1", "task2"]
+    assert chain["result"]["tasks"][1]["result"]["stdout"] == "hello"
+    statuses = [entry["status"] for entry in chain["log"]]
+    assert statuses[-5:] == ["pausing", "paused", "resuming", "running", "succeeded"]
+
+
+async def test_a_paused_chain_can_be_canceled_and_runs_no_more(client, tmp_path: Path) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    chain_id = await start(
+        client, "chains.chain-test-pause-resume", tempfile=str(marker), message="m"
+    )
+    await wait_for_children(client, chain_id, 1)
+    url = f"/api/v1/executions/{chain_id}"
+    assert (await client.put(url, json={"status": "pausing"})).status == 200
+    marker.unlink()
+    deadline = time.monotonic() + 20
+    while (await (await client.get(url)).json())["status"] != "paused":
+        assert time.monotonic() < deadline, "never paused"
+        await asyncio.sleep(0.05)
+    assert (await client.delete(url)).status == 200
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "canceled"
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1"]
+    assert len(await children_of(client, chain_id)) == 1

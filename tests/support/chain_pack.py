@@ -26,6 +26,16 @@ ST2_EXAMPLES = {
         "publish_data.yaml",
         "system_info_path:\n    type: string\n    required: true\n    default: /system-info\n",
     ),
+    "chain-test-cancel": (
+        "chain_test_cancel.yaml",
+        "tempfile:\n    type: string\n    required: true\n"
+        "  message:\n    type: string\n    required: true\n",
+    ),
+    "chain-test-pause-resume": (
+        "chain_test_pause_resume.yaml",
+        "tempfile:\n    type: string\n    required: true\n"
+        "  message:\n    type: string\n    required: true\n",
+    ),
     # Both name an on-failure link "c4" that they do not have: StackStorm's runner refuses
     # them before they run ("Unable to find node with name "c4" ..."); so does Hookyard, at
     # load. `task_failure` and `top_level_failure` below are them without "c4".

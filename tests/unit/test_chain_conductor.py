@@ -360,3 +360,34 @@ def test_a_shell_command_quotes_what_a_result_inserts() -> None:
         "cmd": "echo 'x; touch /tmp/owned'",
         "other": "x; touch /tmp/owned",
     }
+
+
+def test_pause_holds_the_next_link_back_until_resume() -> None:
+    conductor, [first] = ChainConductor.start(chain(ECHOCHAIN_PARAM), INPUT)
+    conductor.pause()
+    assert conductor.status == "pausing"
+    assert step(conductor, first, "succeeded", {"stdout": "one"}) == []
+    assert conductor.status == "paused"
+    with pytest.raises(WorkflowError, match="a paused chain cannot be paused"):
+        conductor.pause()
+    [second] = conductor.resume()
+    assert second.name == "c2" and second.parameters == {"cmd": "echo c2 one"}
+    assert conductor.status == "running"
+    step(conductor, second, "succeeded", {"stdout": "two"})
+    with pytest.raises(WorkflowError, match="a running chain cannot be resumed"):
+        conductor.resume()
+
+
+def test_a_pause_whose_link_was_the_last_ends_the_chain_and_cancel_drops_a_held_link() -> None:
+    spec = chain("chain: [{name: a, ref: x}]\n")
+    conductor, [first] = ChainConductor.start(spec, ChainScope())
+    conductor.pause()
+    step(conductor, first, "succeeded", {})
+    assert conductor.status == "succeeded"
+    conductor, [first] = ChainConductor.start(chain(ECHOCHAIN_PARAM), INPUT)
+    conductor.pause()
+    step(conductor, first, "succeeded", {"stdout": "one"})
+    conductor.cancel()
+    assert conductor.status == "canceled" and conductor.state["held"] is None
+    with pytest.raises(WorkflowError, match="a canceled chain cannot be resumed"):
+        conductor.resume()
