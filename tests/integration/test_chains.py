@@ -372,3 +372,29 @@ async def test_a_paused_chain_can_be_canceled_and_runs_no_more(client, tmp_path:
     assert chain["status"] == "canceled"
     assert [t["name"] for t in chain["result"]["tasks"]] == ["task1"]
     assert len(await children_of(client, chain_id)) == 1
+
+
+async def test_pause_and_resume_reach_a_sub_chain(client, tmp_path: Path) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    chain_id = await start(client, "chains.with_subchain", tempfile=str(marker), message="hi")
+    [inner] = await wait_for_children(client, chain_id, 1)
+    await wait_for_children(client, inner["id"], 1)
+    url = f"/api/v1/executions/{chain_id}"
+    assert (await client.put(url, json={"status": "pausing"})).status == 200
+    marker.unlink()
+    inner_url = f"/api/v1/executions/{inner['id']}"
+    deadline = time.monotonic() + 20
+    while (await (await client.get(inner_url)).json())["status"] != "paused":
+        assert time.monotonic() < deadline, "the sub-chain never paused"
+        await asyncio.sleep(0.05)
+    assert len(await children_of(client, inner["id"])) == 1  # its task2 held back
+    # Known gap, shared with Orquesta parents: the outer chain waits on its running link,
+    # the paused sub-chain, and shows `pausing` where StackStorm shows `paused` (the
+    # store's steps count a paused child as running).
+    assert (await (await client.get(url)).json())["status"] == "pausing"
+    assert (await client.put(url, json={"status": "resuming"})).status == 200
+    chain = await wait_ended(client, chain_id)
+    assert chain["status"] == "succeeded", chain["result"]
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1", "task2"]
+    assert chain["result"]["tasks"][1]["result"]["stdout"] == "hi again"

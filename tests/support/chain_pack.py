@@ -214,6 +214,22 @@ CHAINS = {
         """,
         "marker:\n    type: string\n    required: true\n",
     ),
+    # StackStorm's chain_test_pause_resume_with_subchain, shaped for these tests.
+    "with_subchain": (
+        """\
+        chain:
+          - name: task1
+            ref: chains.chain-test-pause-resume
+            params: {tempfile: "{{ tempfile }}", message: "{{ message }}"}
+            on-success: task2
+          - name: task2
+            ref: core.local
+            params:
+              cmd: echo "{{ task1.tasks[1].result.stdout }} again"
+        """,
+        "tempfile:\n    type: string\n    required: true\n"
+        "  message:\n    type: string\n    required: true\n",
+    ),
     "broken": (
         """\
         chain:
