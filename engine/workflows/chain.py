@@ -32,14 +32,18 @@ run forever, so `ChainScope.max_links` bounds it (setting `workers.max_chain_lin
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError, WorkflowError
-from engine.rules.parameter_kinds import render_parameter
-from engine.rules.templates import compile_template, is_template
+from engine.rules import templates
+from engine.rules.parameter_kinds import SHELL_COMMAND, render_parameter
+from engine.rules.templates import Template, is_template
 from engine.workflows.chain_spec import ChainSpec, LinkSpec
+from engine.workflows.functions import DATA_FUNCTIONS, sized
 
 __all__ = ["ChainConductor", "ChainScope", "LinkRequest"]
 
@@ -52,6 +56,11 @@ DEFAULT_MAX_LINKS = 1000
 _STATE_VERSION = 1
 # Long template sources are cut in error messages.
 _SHOWN = 200
+# StackStorm's Jinja filters beyond the rule templates' (to_human_time_from_seconds,
+# version_*, to_json_string...): Orquesta's catalog, as its Jinja expressions have it.
+_FILTERS = {name: sized(function) for name, function in DATA_FUNCTIONS.items()}
+_SANDBOX = templates.sandbox_with_filters(_FILTERS)
+_SHELL_SANDBOX = templates.sandbox_with_filters(_FILTERS, shell=True)
 
 
 @dataclass(frozen=True)
@@ -246,7 +255,7 @@ class ChainConductor:
 
     def _render_name(self, source: str) -> Any:
         try:
-            return compile_template(source).render(self._context())
+            return _compile(source).render(self._context())
         except EngineError:
             return source  # reported as a link that does not exist
 
@@ -282,8 +291,11 @@ def _render_native_values(
     rendered = {}
     for key, value in values.items():
         try:
-            if key in kinds and isinstance(value, str) and is_template(value):
-                rendered[key] = render_parameter(kinds[key], value, context, key)
+            kind = kinds.get(key) if isinstance(value, str) and is_template(value) else None
+            if kind == SHELL_COMMAND:
+                rendered[key] = _compile(value, shell=True).render(context) or ""
+            elif kind is not None:
+                rendered[key] = render_parameter(kind, value, context, key)
             else:
                 rendered[key] = _render(value, context, native=True)
         except EngineError as exc:
@@ -318,13 +330,25 @@ def _render(value: Any, context: Mapping[str, Any], *, native: bool) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
-        rendered = compile_template(value).render(context)
+        rendered = _compile(value).render(context)
         return rendered if native or isinstance(rendered, str) else _text(rendered)
     if isinstance(value, dict):
         return {key: _render(item, context, native=native) for key, item in value.items()}
     if isinstance(value, list):
         return [_render(item, context, native=native) for item in value]
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str, shell: bool = False) -> Template:
+    """The template of a chain's string, in the sandbox with StackStorm's filters; a
+    shell command's quotes every inserted value (engine.rules.shell_quoting)."""
+    with warnings.catch_warnings():
+        # StackStorm's examples write regexes such as "\w" in Jinja string literals, an
+        # escape Python only warns about (a DeprecationWarning; an error in our tests).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return Template(source, shell, _SHELL_SANDBOX if shell else _SANDBOX)
 
 
 def _text(value: Any) -> str:

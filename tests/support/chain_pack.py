@@ -36,6 +36,9 @@ ST2_EXAMPLES = {
         "tempfile:\n    type: string\n    required: true\n"
         "  message:\n    type: string\n    required: true\n",
     ),
+    "regex_jinja_filter": ("regex_jinja_filter.yaml", ""),
+    "time_jinja_filter": ("time_jinja_filter.yaml", ""),
+    "version_jinja_filter": ("version_jinja_filter.yaml", ""),
     # Both name an on-failure link "c4" that they do not have: StackStorm's runner refuses
     # them before they run ("Unable to find node with name "c4" ..."); so does Hookyard, at
     # load. `task_failure` and `top_level_failure` below are them without "c4".
