@@ -391,3 +391,22 @@ def test_a_pause_whose_link_was_the_last_ends_the_chain_and_cancel_drops_a_held_
     assert conductor.status == "canceled" and conductor.state["held"] is None
     with pytest.raises(WorkflowError, match="a canceled chain cannot be resumed"):
         conductor.resume()
+
+
+def test_stackstorms_filters_work_in_params_and_inside_a_quoted_shell_command() -> None:
+    spec = chain(
+        """\
+        chain:
+          - name: a
+            ref: core.local
+            params:
+              cmd: "echo {{ '1.6.0' | version_bump_minor }} {{ said }}"
+              took: "{{ 12345 | to_human_time_from_seconds }}"
+        """
+    )
+    scope = ChainScope(
+        parameters={"said": "$(reboot)"},
+        parameter_kinds=lambda ref: {"cmd": "shell-command"},
+    )
+    _, [first] = ChainConductor.start(spec, scope)
+    assert first.parameters == {"cmd": "echo 1.7.0 '$(reboot)'", "took": "3h25m45s"}
