@@ -65,3 +65,32 @@ def test_st2_execution_cancel_cancels_a_running_chain(st2: St2, tmp_path: Path) 
         time.sleep(0.1)
     [link] = st2.api(f"/api/v1/executions?parent={chain_id}")
     assert link["status"] == "canceled"
+
+
+def test_st2_execution_pause_and_resume_a_chain(st2: St2, tmp_path: Path) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    started = st2.ok(
+        "run", "chains.chain-test-pause-resume", f"tempfile={marker}", "message=back", "-a"
+    )
+    chain_id = re.search(r"st2 execution get ([0-9a-f]+)", started).group(1)
+    deadline = time.monotonic() + 20
+
+    def status() -> str:
+        return st2.api(f"/api/v1/executions/{chain_id}")["status"]
+
+    while not st2.api(f"/api/v1/executions?parent={chain_id}"):
+        assert time.monotonic() < deadline, "the first link never started"
+        time.sleep(0.1)
+    assert "pausing" in st2.ok("execution", "pause", chain_id)
+    marker.unlink()
+    while status() != "paused":
+        assert time.monotonic() < deadline, "never paused"
+        time.sleep(0.05)
+    assert len(st2.api(f"/api/v1/executions?parent={chain_id}")) == 1
+    assert "resuming" in st2.ok("execution", "resume", chain_id)
+    while status() != "succeeded":
+        assert time.monotonic() < deadline + 10, "never finished"
+        time.sleep(0.1)
+    got = st2.ok("execution", "get", chain_id)
+    assert [row[3] for row in task_rows(got)] == ["task1", "task2"], got
