@@ -200,4 +200,12 @@ def write_pack(packs_dir: Path, ref: str = "flows") -> Path:
             )
         )
     (actions / "plain.yaml").write_text("name: plain\nrunner_type: noop\n")
+    (actions / "workflows" / "secretive.yaml").write_text(
+        "version: 1.0\ninput:\n  - token\ntasks:\n  only:\n    action: core.noop\n"
+        "output:\n  - length: <% len(ctx(token)) %>\n"
+    )
+    (actions / "secretive.yaml").write_text(
+        "name: secretive\nrunner_type: orquesta\nentry_point: workflows/secretive.yaml\n"
+        "parameters:\n  token:\n    type: string\n    secret: true\n"
+    )
     return pack

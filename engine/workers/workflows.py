@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 RESUMING = "resuming"  # the workflow execution's status while a resume is applied
 
+# The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
+# was given a secret input, which its state holds.
+SEALED_STATE = "sealed"
 # Runs stepped per claim.
 STEP_BATCH = 32
 # A workflow whose stored state grows past this fails instead of writing it (each step
@@ -105,6 +108,8 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
             message = f"the workflow cannot start: {type(exc).__name__}: {exc}"
             state, children, final, result = {}, [], FAILED, _errors_result(message)
     state, final, result = _bounded(state, final, result)
+    if _has_secret_inputs(execution, action):
+        state = _sealed(runtime, state)
     try:
         workflow = await runtime.store.start_workflow(
             execution.id, token, state, children, final, result
@@ -221,7 +226,6 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
             log.exception("stepping workflow %s failed", workflow.id)
             state, children, final = step.state, [], FAILED
             result = _errors_result(f"the workflow cannot go on: {type(exc).__name__}: {exc}")
-        state, final, result = _bounded(state, final, result)
     try:
         ended = await runtime.store.apply_workflow_step(
             step, state, applied, children, final, result
@@ -251,7 +255,9 @@ def _stepped(
     action = runtime.packs.action(workflow.action)
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
-    conductor = WorkflowConductor(action.workflow, step.state, st2kv=kv)
+    sealed = SEALED_STATE in step.state
+    state = runtime.sealer.unseal_value(step.state[SEALED_STATE]) if sealed else step.state
+    conductor = WorkflowConductor(action.workflow, state, st2kv=kv)
     requests: list[ActionRequest] = []
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
@@ -276,7 +282,18 @@ def _stepped(
         final = RUNNING  # the resume settled: what was held back is requested
     elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
         final = PAUSED
-    return conductor.state, children, final, result
+    new_state, final, result = _bounded(conductor.state, final, result)
+    return _sealed(runtime, new_state) if sealed else new_state, children, final, result
+
+
+def _has_secret_inputs(execution: Execution, action: Any) -> bool:
+    given = execution.parameters or {}
+    return any(given.get(name) is not None for name in action.secret_parameters)
+
+
+def _sealed(runtime: Runtime, state: dict) -> dict:
+    """A state holding secret inputs, sealed at rest as the inputs themselves are."""
+    return {SEALED_STATE: runtime.sealer.seal_value(state)}
 
 
 def _end_of(conductor: WorkflowConductor, *, active: int, requested: int) -> tuple[Any, Any]:

@@ -4,10 +4,12 @@ workflows roles, a real SQLite file and a real PostgreSQL (see conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -261,3 +263,24 @@ async def test_a_subworkflow_runs_as_a_child_workflow(client) -> None:
         await client.get(f"/api/v1/executions/{workflow['id']}/children", params={"depth": 1})
     ).json()
     assert [c["id"] for c in direct] == [sub["id"]]
+
+
+async def test_a_secret_input_is_not_stored_in_the_clear(client, store_url: str) -> None:
+    workflow = await run(client, "flows.secretive", token="s3cr3t-value")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"length": 12}}
+    assert workflow["parameters"]["token"] == "********"
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            [(state,)] = conn.execute(
+                "SELECT state FROM workflow_runs WHERE execution_id = ?", (workflow["id"],)
+            ).fetchall()
+    else:
+        conn = await asyncpg.connect(store_url)
+        try:
+            state = await conn.fetchval(
+                "SELECT state::text FROM workflow_runs WHERE execution_id = $1", workflow["id"]
+            )
+        finally:
+            await conn.close()
+    assert "s3cr3t-value" not in state and "$hookyard_secret" in state
