@@ -26,6 +26,7 @@ from engine.http import (
     metrics_api,
     operations_api,
     outbound_api,
+    rerun_api,
     rules_api,
     webhooks,
 )
@@ -66,6 +67,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         outbound_api.add_routes(app)
         rules_api.add_routes(app)
         cancel_api.add_routes(app)
+        rerun_api.add_routes(app)
         operations_api.add_routes(app)
     metrics_api.install(app)
     for context in role_contexts(settings.roles, runtime):

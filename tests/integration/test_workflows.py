@@ -284,3 +284,19 @@ async def test_a_secret_input_is_not_stored_in_the_clear(client, store_url: str)
         finally:
             await conn.close()
     assert "s3cr3t-value" not in state and "$hookyard_secret" in state
+
+
+async def test_re_run_runs_the_workflow_again_with_new_parameters(client) -> None:
+    first = await run(client, "flows.echo", name="mona")
+    reply = await client.post(
+        f"/api/v1/executions/{first['id']}/re_run", json={"parameters": {"name": "lisa"}}
+    )
+    assert reply.status == 201, await reply.text()
+    again = await wait_ended(client, (await reply.json())["id"])
+    assert again["status"] == "succeeded", again["result"]
+    assert again["result"]["output"]["said"] == "hello lisa"
+    assert again["context"]["re-run"] == {"ref": first["id"]}
+    partial = await client.post(
+        f"/api/v1/executions/{first['id']}/re_run", json={"tasks": ["shout"]}
+    )
+    assert partial.status == 501 and "not supported yet" in await partial.text()
