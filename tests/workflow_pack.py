@@ -159,6 +159,20 @@ WORKFLOWS = {
         output:
           - inner_said: <% ctx(inner_said) %>
         """,
+    "slow_items": """\
+        version: 1.0
+        input:
+          - count: 12
+          - concurrency: 3
+        tasks:
+          each:
+            with:
+              items: n in <% range(ctx(count)) %>
+              concurrency: <% ctx(concurrency) %>
+            action: core.local cmd="sleep 0.2; echo <% item(n) %>"
+        output:
+          - said: <% task(each).result.items.select($.result.stdout) %>
+        """,
     "broken": """\
         version: 1.0
         tasks:

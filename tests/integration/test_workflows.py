@@ -300,3 +300,18 @@ async def test_re_run_runs_the_workflow_again_with_new_parameters(client) -> Non
         f"/api/v1/executions/{first['id']}/re_run", json={"tasks": ["shout"]}
     )
     assert partial.status == 501 and "not supported yet" in await partial.text()
+
+
+async def test_with_items_runs_every_item_at_most_concurrency_at_once(client) -> None:
+    workflow = await run(client, "flows.slow_items", count=12, concurrency=3)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    # (core.local reads a stdout that is JSON as its value.)
+    assert workflow["result"]["output"]["said"] == list(range(12))
+    children = await children_of(client, workflow["id"])
+    assert sorted(c["context"]["orquesta"]["item_id"] for c in children) == list(range(12))
+    spans = [
+        (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["end_timestamp"]))
+        for c in children
+    ]
+    most = max(sum(start <= at < end for start, end in spans) for at, _ in spans)
+    assert most <= 3
