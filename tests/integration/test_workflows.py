@@ -315,3 +315,47 @@ async def test_with_items_runs_every_item_at_most_concurrency_at_once(client) ->
     ]
     most = max(sum(start <= at < end for start, end in spans) for at, _ in spans)
     assert most <= 3
+
+
+FLOW_RULE = """\
+name: on_flow
+pack: flows
+trigger: {type: core.st2.webhook, parameters: {url: flow}}
+action:
+  ref: flows.echo
+  parameters:
+    name: "{{ trigger.body.name }}"
+"""
+
+
+async def test_a_rule_starts_a_workflow_and_explain_shows_its_tasks(
+    tmp_path: Path, store_url: str
+) -> None:
+    packs, rules = tmp_path / "packs", tmp_path / "rules"
+    write_pack(packs)
+    rules.mkdir()
+    (rules / "flow.yaml").write_text(FLOW_RULE)
+    settings = Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(str(rules),),
+        packs_dirs=(str(packs),),
+        roles=("api", "rules", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        accepted = await (await client.post("/webhooks/flow", json={"name": "rita"})).json()
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await client.get(f"/api/v1/triggerinstances/{accepted['id']}/explain")
+            report = await reply.json()
+            execution = (report.get("candidates") or [{}])[0].get("execution") or {}
+            tasks = execution.get("tasks") or []
+            if len(tasks) == 2 and all(t["status"] == "succeeded" for t in tasks):
+                break
+            assert time.monotonic() < deadline, report
+            await asyncio.sleep(0.05)
+        assert [t["task"] for t in tasks] == ["greet", "shout"]
+        workflow = await wait_ended(client, execution["id"])
+        assert workflow["result"]["output"]["said"] == "hello rita"
