@@ -22,6 +22,7 @@ The conductor runs in a thread: an expression may take up to its time budget
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 RESUMING = "resuming"  # the workflow execution's status while a resume is applied
 
+# The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
+# was given a secret input, which its state holds.
+SEALED_STATE = "sealed"
 # Runs stepped per claim.
 STEP_BATCH = 32
 # A workflow whose stored state grows past this fails instead of writing it (each step
@@ -109,6 +113,8 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
             message = f"the workflow cannot start: {type(exc).__name__}: {exc}"
             state, children, final, result = {}, [], FAILED, _errors_result(message, chain)
     state, final, result = _bounded(state, final, result, chain)
+    if _has_secret_inputs(execution, action):
+        state = _sealed(runtime, state)
     try:
         workflow = await runtime.store.start_workflow(
             execution.id, token, state, children, final, result
@@ -219,7 +225,7 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
             return  # the lease expires and the step is taken again
         try:
             state, children, final, result = await asyncio.to_thread(
-                chains.stepped if chain else _stepped, runtime, step, kv
+                _chain_stepped if chain else _stepped, runtime, step, kv
             )
         except EngineError as exc:
             state, children, final = step.state, [], FAILED
@@ -229,7 +235,6 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
             state, children, final = step.state, [], FAILED
             message = f"the workflow cannot go on: {type(exc).__name__}: {exc}"
             result = _errors_result(message, chain)
-        state, final, result = _bounded(state, final, result, chain)
     try:
         ended = await runtime.store.apply_workflow_step(
             step, state, applied, children, final, result
@@ -257,6 +262,20 @@ def _is_chain(runtime: Runtime, execution: Execution) -> bool:
     return known and runtime.packs.action(execution.action).runner_type == ACTION_CHAIN
 
 
+def _chain_stepped(
+    runtime: Runtime, step: WorkflowStep, kv: Any
+) -> tuple[dict, list[NewExecution], Any, Any]:
+    """A chain's step (engine.workers.chains), its state bounded and sealed as a
+    workflow's is."""
+    sealed = SEALED_STATE in step.state
+    if sealed:
+        state = runtime.sealer.unseal_value(step.state[SEALED_STATE])
+        step = dataclasses.replace(step, state=state)
+    new_state, children, final, result = chains.stepped(runtime, step, kv)
+    new_state, final, result = _bounded(new_state, final, result, chain=True)
+    return _sealed(runtime, new_state) if sealed else new_state, children, final, result
+
+
 def _stepped(
     runtime: Runtime, step: WorkflowStep, kv: KeyValueLookup
 ) -> tuple[dict, list[NewExecution], Any, Any]:
@@ -264,7 +283,9 @@ def _stepped(
     action = runtime.packs.action(workflow.action)
     if action.workflow is None:
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
-    conductor = WorkflowConductor(action.workflow, step.state, st2kv=kv)
+    sealed = SEALED_STATE in step.state
+    state = runtime.sealer.unseal_value(step.state[SEALED_STATE]) if sealed else step.state
+    conductor = WorkflowConductor(action.workflow, state, st2kv=kv)
     requests: list[ActionRequest] = []
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
@@ -289,7 +310,18 @@ def _stepped(
         final = RUNNING  # the resume settled: what was held back is requested
     elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
         final = PAUSED
-    return conductor.state, children, final, result
+    new_state, final, result = _bounded(conductor.state, final, result)
+    return _sealed(runtime, new_state) if sealed else new_state, children, final, result
+
+
+def _has_secret_inputs(execution: Execution, action: Any) -> bool:
+    given = execution.parameters or {}
+    return any(given.get(name) is not None for name in action.secret_parameters)
+
+
+def _sealed(runtime: Runtime, state: dict) -> dict:
+    """A state holding secret inputs, sealed at rest as the inputs themselves are."""
+    return {SEALED_STATE: runtime.sealer.seal_value(state)}
 
 
 def _end_of(conductor: WorkflowConductor, *, active: int, requested: int) -> tuple[Any, Any]:

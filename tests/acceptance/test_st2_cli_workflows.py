@@ -82,3 +82,10 @@ def test_st2_execution_pause_and_resume(st2: St2) -> None:
         assert time.monotonic() < deadline + 10, "never finished"
         time.sleep(0.1)
     assert len(st2.api(f"/api/v1/executions?parent={workflow_id}")) == 8
+
+
+def test_st2_execution_re_run_runs_the_workflow_again(st2: St2) -> None:
+    ran = st2.ok("run", "flows.echo", "name=mona")
+    workflow_id = re.search(r"^id: ([0-9a-f]+)$", ran, re.MULTILINE).group(1)
+    again = st2.ok("execution", "re-run", workflow_id, "name=lisa")
+    assert re.search(r"^\s+said: hello lisa$", again, re.MULTILINE), again

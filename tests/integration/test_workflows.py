@@ -4,13 +4,16 @@ workflows roles, a real SQLite file and a real PostgreSQL (see conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from tests.support.app import app_client
 from tests.support.workflow_pack import write_workflow_pack
 
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
@@ -258,3 +261,99 @@ async def test_a_subworkflow_runs_as_a_child_workflow(client) -> None:
         await client.get(f"/api/v1/executions/{workflow['id']}/children", params={"depth": 1})
     ).json()
     assert [c["id"] for c in direct] == [sub["id"]]
+
+
+async def test_a_secret_input_is_not_stored_in_the_clear(client, store_url: str) -> None:
+    workflow = await run(client, "flows.secretive", token="s3cr3t-value")
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": {"length": 12}}
+    assert workflow["parameters"]["token"] == "********"
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            [(state,)] = conn.execute(
+                "SELECT state FROM workflow_runs WHERE execution_id = ?", (workflow["id"],)
+            ).fetchall()
+    else:
+        conn = await asyncpg.connect(store_url)
+        try:
+            state = await conn.fetchval(
+                "SELECT state::text FROM workflow_runs WHERE execution_id = $1", workflow["id"]
+            )
+        finally:
+            await conn.close()
+    assert "s3cr3t-value" not in state and "$hookyard_secret" in state
+
+
+async def test_re_run_runs_the_workflow_again_with_new_parameters(client) -> None:
+    first = await run(client, "flows.echo", name="mona")
+    reply = await client.post(
+        f"/api/v1/executions/{first['id']}/re_run", json={"parameters": {"name": "lisa"}}
+    )
+    assert reply.status == 201, await reply.text()
+    again = await wait_ended(client, (await reply.json())["id"])
+    assert again["status"] == "succeeded", again["result"]
+    assert again["result"]["output"]["said"] == "hello lisa"
+    assert again["context"]["re-run"] == {"ref": first["id"]}
+    partial = await client.post(
+        f"/api/v1/executions/{first['id']}/re_run", json={"tasks": ["shout"]}
+    )
+    assert partial.status == 501 and "not supported yet" in await partial.text()
+
+
+async def test_with_items_runs_every_item_at_most_concurrency_at_once(client) -> None:
+    workflow = await run(client, "flows.slow_items", count=12, concurrency=3)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    # (core.local reads a stdout that is JSON as its value.)
+    assert workflow["result"]["output"]["said"] == list(range(12))
+    children = await children_of(client, workflow["id"])
+    assert sorted(c["context"]["orquesta"]["item_id"] for c in children) == list(range(12))
+    spans = [
+        (datetime.fromisoformat(c["started_at"]), datetime.fromisoformat(c["end_timestamp"]))
+        for c in children
+    ]
+    most = max(sum(start <= at < end for start, end in spans) for at, _ in spans)
+    assert most <= 3
+
+
+FLOW_RULE = """\
+name: on_flow
+pack: flows
+trigger: {type: core.st2.webhook, parameters: {url: flow}}
+action:
+  ref: flows.echo
+  parameters:
+    name: "{{ trigger.body.name }}"
+"""
+
+
+async def test_a_rule_starts_a_workflow_and_explain_shows_its_tasks(
+    tmp_path: Path, store_url: str
+) -> None:
+    packs, rules = tmp_path / "packs", tmp_path / "rules"
+    write_workflow_pack(packs)
+    rules.mkdir()
+    (rules / "flow.yaml").write_text(FLOW_RULE)
+    settings = Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(str(rules),),
+        packs_dirs=(str(packs),),
+        roles=("api", "rules", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+    async with app_client(settings) as client:
+        accepted = await (await client.post("/webhooks/flow", json={"name": "rita"})).json()
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await client.get(f"/api/v1/triggerinstances/{accepted['id']}/explain")
+            report = await reply.json()
+            execution = (report.get("candidates") or [{}])[0].get("execution") or {}
+            tasks = execution.get("tasks") or []
+            if len(tasks) == 2 and all(t["status"] == "succeeded" for t in tasks):
+                break
+            assert time.monotonic() < deadline, report
+            await asyncio.sleep(0.05)
+        assert [t["task"] for t in tasks] == ["greet", "shout"]
+        workflow = await wait_ended(client, execution["id"])
+        assert workflow["result"]["output"]["said"] == "hello rita"

@@ -159,6 +159,20 @@ WORKFLOWS = {
         output:
           - inner_said: <% ctx(inner_said) %>
         """,
+    "slow_items": """\
+        version: 1.0
+        input:
+          - count: 12
+          - concurrency: 3
+        tasks:
+          each:
+            with:
+              items: n in <% range(ctx(count)) %>
+              concurrency: <% ctx(concurrency) %>
+            action: core.local cmd="sleep 0.2; echo <% item(n) %>"
+        output:
+          - said: <% task(each).result.items.select($.result.stdout) %>
+        """,
     "broken": """\
         version: 1.0
         tasks:
@@ -200,4 +214,12 @@ def write_workflow_pack(packs_dir: Path, ref: str = "flows") -> Path:
             )
         )
     (actions / "plain.yaml").write_text("name: plain\nrunner_type: noop\n")
+    (actions / "workflows" / "secretive.yaml").write_text(
+        "version: 1.0\ninput:\n  - token\ntasks:\n  only:\n    action: core.noop\n"
+        "output:\n  - length: <% len(ctx(token)) %>\n"
+    )
+    (actions / "secretive.yaml").write_text(
+        "name: secretive\nrunner_type: orquesta\nentry_point: workflows/secretive.yaml\n"
+        "parameters:\n  token:\n    type: string\n    secret: true\n"
+    )
     return pack

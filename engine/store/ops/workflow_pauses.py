@@ -89,6 +89,10 @@ def sqlite_resume(conn: sqlite3.Connection, execution_id: str, now: datetime):
 async def pg_request(
     conn: asyncpg.Connection, execution_id: str, wanted: str, now: datetime, depth: int = 0
 ) -> tuple[Execution, str]:
+    # The run's row first, in the order a step takes them (see workflows.pg_cancel_tree).
+    is_workflow = await conn.fetchval(
+        "SELECT 1 FROM workflow_runs WHERE execution_id = $1 FOR UPDATE", execution_id
+    )
     row = await conn.fetchrow(
         f"SELECT {columns.PG_EXECUTION_COLUMNS} FROM executions WHERE id = $1 FOR UPDATE",
         execution_id,
@@ -98,9 +102,6 @@ async def pg_request(
     execution = columns.pg_execution(row)
     previous = execution.status
     sources, target = _MOVES[wanted]
-    is_workflow = await conn.fetchval(
-        "SELECT 1 FROM workflow_runs WHERE execution_id = $1", execution_id
-    )
     if not is_workflow:
         if depth:
             return execution, previous

@@ -390,6 +390,11 @@ async def pg_apply(
 async def pg_cancel_tree(
     conn: asyncpg.Connection, execution_id: str, now: datetime, depth: int = 0
 ) -> tuple[Execution, str]:
+    # The run's row first, as a step takes it (then the execution's): the same order, so
+    # a cancel and a step of one workflow wait for each other instead of deadlocking.
+    await conn.execute(
+        "SELECT 1 FROM workflow_runs WHERE execution_id = $1 FOR UPDATE", execution_id
+    )
     previous = await conn.fetchval(
         "SELECT status FROM executions WHERE id = $1 FOR UPDATE", execution_id
     )
