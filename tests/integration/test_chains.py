@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
@@ -425,3 +427,41 @@ async def test_stackstorms_jinja_filter_chains_say_what_their_comments_promise(
     chain = await run(client, f"chains.{name}")
     assert chain["status"] == "succeeded", chain["result"]
     assert [str(text) for text in stdout(chain)] == said
+
+
+async def stored_state(store_url: str, execution_id: str) -> str:
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            [(state,)] = conn.execute(
+                "SELECT state FROM workflow_runs WHERE execution_id = ?", (execution_id,)
+            ).fetchall()
+            return state
+    conn = await asyncpg.connect(store_url)
+    try:
+        return await conn.fetchval(
+            "SELECT state::text FROM workflow_runs WHERE execution_id = $1", execution_id
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_chain_with_a_secret_parameter_keeps_its_state_sealed(
+    client, store_url: str
+) -> None:
+    chain = await run(client, "chains.secret_param", password="hunter2")
+    assert chain["status"] == "succeeded", chain["result"]
+    assert chain["parameters"]["password"] == "********"
+    assert chain["result"]["tasks"][1]["result"]["stdout"] == "7 characters"
+    state = await stored_state(store_url, chain["id"])
+    assert "hunter2" not in state and "$hookyard_secret" in state
+
+
+async def test_re_run_runs_the_chain_again_with_new_parameters(client) -> None:
+    first = await run(client, "chains.echochain-param", input1="one")
+    reply = await client.post(
+        f"/api/v1/executions/{first['id']}/re_run", json={"parameters": {"input1": "two"}}
+    )
+    assert reply.status in (200, 201), await reply.text()
+    again = await wait_ended(client, (await reply.json())["id"])
+    assert again["status"] == "succeeded", again["result"]
+    assert stdout(again) == ["c1, input two", "c2 c1, input two", "c3 c2 c1, input two"]

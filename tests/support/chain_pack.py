@@ -233,6 +233,20 @@ CHAINS = {
         "tempfile:\n    type: string\n    required: true\n"
         "  message:\n    type: string\n    required: true\n",
     ),
+    # A secret parameter: the chain's stored state is sealed, and still steps.
+    "secret_param": (
+        """\
+        vars: {copy: "{{ password }}", size: "{{ password | length }}"}
+        chain:
+          - name: one
+            ref: core.noop
+            on-success: two
+          - name: two
+            ref: core.echo
+            params: {message: "{{ size }} characters"}
+        """,
+        "password:\n    type: string\n    secret: true\n    required: true\n",
+    ),
     "broken": (
         """\
         chain:
