@@ -74,7 +74,7 @@ async def explain_handler(request: web.Request) -> web.Response:
             if children.items:
                 execution["tasks"] = [
                     {
-                        "task": (child.context.get("orquesta") or {}).get("task_name"),
+                        "task": _task_name(child.context or {}),
                         "id": child.id,
                         "action": child.action,
                         "status": child.status,
@@ -82,6 +82,13 @@ async def explain_handler(request: web.Request) -> web.Response:
                     for child in sorted(children.items, key=lambda c: (c.created_at, c.id))
                 ]
     return json_response(report)
+
+
+def _task_name(context: dict) -> str | None:
+    """A task run's name: an Orquesta task's, or an action chain's link."""
+    if isinstance(context.get("chain"), dict):
+        return context["chain"].get("name")
+    return (context.get("orquesta") or {}).get("task_name")
 
 
 async def reload_handler(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from tests.support.app import app_client
 from tests.support.chain_pack import write_chain_pack
 from tests.support.workflow_pack import write_workflow_pack
 
@@ -465,3 +466,47 @@ async def test_re_run_runs_the_chain_again_with_new_parameters(client) -> None:
     again = await wait_ended(client, (await reply.json())["id"])
     assert again["status"] == "succeeded", again["result"]
     assert stdout(again) == ["c1, input two", "c2 c1, input two", "c3 c2 c1, input two"]
+
+
+CHAIN_RULE = """\
+name: on_chain
+pack: chains
+trigger: {type: core.st2.webhook, parameters: {url: chain}}
+action:
+  ref: chains.echochain-param
+  parameters:
+    input1: "{{ trigger.body.word }}"
+"""
+
+
+async def test_a_rule_starts_a_chain_and_explain_names_its_links(
+    tmp_path: Path, store_url: str
+) -> None:
+    packs, rules = tmp_path / "packs", tmp_path / "rules"
+    write_chain_pack(packs)
+    rules.mkdir()
+    (rules / "chain.yaml").write_text(CHAIN_RULE)
+    settings = Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(str(rules),),
+        packs_dirs=(str(packs),),
+        roles=("api", "rules", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+    async with app_client(settings) as client:
+        accepted = await (await client.post("/webhooks/chain", json={"word": "a; b"})).json()
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await client.get(f"/api/v1/triggerinstances/{accepted['id']}/explain")
+            report = await reply.json()
+            execution = (report.get("candidates") or [{}])[0].get("execution") or {}
+            tasks = execution.get("tasks") or []
+            if len(tasks) == 3 and all(t["status"] == "succeeded" for t in tasks):
+                break
+            assert time.monotonic() < deadline, report
+            await asyncio.sleep(0.05)
+        assert [t["task"] for t in tasks] == ["c1", "c2", "c3"]
+        chain = await wait_ended(client, execution["id"])
+        assert stdout(chain)[2] == "c3 c2 c1, input a; b"
