@@ -99,6 +99,9 @@ class WorkerSettings:
     max_output: int = 1024 * 1024
     # A run whose worker died is tried again until this many attempts, then abandoned.
     max_attempts: int = 2
+    # Links one action chain runs at most before it fails: StackStorm has no bound, and a
+    # chain whose links lead back to themselves would otherwise run forever.
+    max_chain_links: int = 1000
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ class Settings:
     packs: PacksSettings = field(default_factory=PacksSettings)
     # Pack configs, one <pack ref>.yaml each (StackStorm's /opt/stackstorm/configs).
     configs_dir: str = "configs"
-    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers")
+    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers", "workflows")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
     # The file these settings came from (None: defaults only), for file:line in errors.
@@ -226,7 +229,7 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers")
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers", "workflows")
 
 
 def load_settings(

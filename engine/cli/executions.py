@@ -6,12 +6,20 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
 
 from engine.cli.client import ApiClient, path_part, server_command
-from engine.cli.output import field, limit_option, print_json, show_list, show_object
+from engine.cli.output import (
+    field,
+    limit_option,
+    print_json,
+    print_table,
+    show_list,
+    show_object,
+)
 
 EXECUTION_COLUMNS = (
     ("id", "id"),
@@ -87,6 +95,52 @@ def execution_get(client: ApiClient, as_json: bool, execution_id: str) -> None:
     """Show one execution: parameters, status, timestamps, result and status log."""
     data = client.get(f"/executions/{path_part(execution_id)}").data
     show_object(data if as_json else execution_for_display(data), as_json, EXECUTION_ORDER)
+    if not as_json and data.get("children"):
+        tree = client.get(f"/executions/{path_part(execution_id)}/children", {"depth": -1})
+        print_table(("task", "status", "action", "seconds", "id"), task_rows(data["id"], tree.data))
+
+
+def task_rows(root: str, children: list[dict[str, Any]]) -> list[list[Any]]:
+    """A workflow's task runs (a chain's links) as a tree: subworkflows' tasks indented
+    under them."""
+    below: dict[str, list[dict[str, Any]]] = {}
+    for child in children:
+        below.setdefault(child.get("parent") or "", []).append(child)
+    rows: list[list[Any]] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for child in below.get(parent, []):
+            rows.append(
+                [
+                    "  " * depth + _task_name(child),
+                    child.get("status"),
+                    field(child, "action.ref"),
+                    _seconds(child.get("started_at"), child.get("end_timestamp")),
+                    child.get("id"),
+                ]
+            )
+            if depth < 32:
+                walk(child["id"], depth + 1)
+
+    walk(root, 0)
+    return rows
+
+
+def _task_name(child: dict[str, Any]) -> str:
+    context = child.get("context") or {}
+    if isinstance(context.get("chain"), dict):
+        return str(context["chain"].get("name", ""))
+    return str((context.get("orquesta") or {}).get("task_name", ""))
+
+
+def _seconds(started: str | None, ended: str | None) -> str:
+    if not started or not ended:
+        return ""
+    try:
+        elapsed = datetime.fromisoformat(ended) - datetime.fromisoformat(started)
+    except ValueError:
+        return ""
+    return f"{elapsed.total_seconds():.1f}"
 
 
 @execution_group.command("cancel")

@@ -75,4 +75,8 @@ def _candidate_lines(candidate: dict[str, Any]) -> list[str]:
     execution = candidate.get("execution")
     if execution is not None:
         lines.append(f"  execution {execution['id']}: {execution['action']} {execution['status']}")
+        for task in execution.get("tasks") or ():
+            lines.append(
+                f"    task {task['task']}: {task['action']} {task['status']} ({task['id']})"
+            )
     return lines

@@ -26,6 +26,7 @@ from engine.http import (
     metrics_api,
     operations_api,
     outbound_api,
+    rerun_api,
     rules_api,
     trigger_instances_api,
     webhooks,
@@ -72,6 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             datastore_api,
             outbound_api,
             operations_api,
+            rerun_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

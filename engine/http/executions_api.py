@@ -4,10 +4,11 @@
 worker runs it. Secret parameters are masked in every execution this API returns.
 
 Cancel: `DELETE /api/v1/executions/{id}` (what `st2 execution cancel` sends) or
-`PUT /api/v1/executions/{id}` with `{"status": "canceled"}`. Answers as StackStorm does:
-200 with the execution (now `canceled`, or `canceling` while its worker stops a running
-one); 200 with a `faultstring` when it has already finished; 404 when there is no such
-execution.
+`PUT /api/v1/executions/{id}` with `{"status": "canceled"}`; pause and resume a workflow
+with `{"status": "pausing"}` / `{"status": "resuming"}` (`st2 execution pause`). Answers
+as StackStorm does: 200 with the execution (now `canceled`, or `canceling` while its
+worker stops a running one); 200 with a `faultstring` when it has already finished; 404
+when there is no such execution.
 """
 
 from __future__ import annotations
@@ -17,33 +18,44 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.errors import ActionError, IngestError
+from engine.errors import ActionError, Conflict, IngestError
 from engine.http import rbac, shapes
 from engine.http.api_json import read_json
 from engine.http.auth import API_KEY
 from engine.http.context import RUNTIME, json_response
+from engine.http.execution_tree import canceling_descendants, children_ids, descendants
 from engine.http.guard import guarded
 from engine.http.paging import add_get_both_slashes, filters, paging
 from engine.model.records import CANCELED, CANCELING, REQUESTED, SCHEDULED, NewExecution
 from engine.process.runtime import Runtime
 from engine.secrets.sealing import is_sealed
+from engine.store.ops.workflow_pauses import PAUSING, RESUMING
 from engine.workers.actions import CANCEL_REQUESTED
 
 MASK = "********"
 API_USER = "api"
-EXECUTION_FILTERS = ("action", "status", "trigger_instance", "rule", "timestamp_gt", "timestamp_lt")
+EXECUTION_FILTERS = (
+    "action",
+    "status",
+    "trigger_instance",
+    "rule",
+    "parent",
+    "timestamp_gt",
+    "timestamp_lt",
+)
 
 
 def add_routes(app: web.Application) -> None:
     add_get_both_slashes(app, "/api/v1/executions", list_executions)
     app.router.add_get("/api/v1/executions/{id}", guarded(get_execution))
+    add_get_both_slashes(app, "/api/v1/executions/{id}/children", list_children)
     app.router.add_post("/api/v1/executions", guarded(create_execution))
     app.router.add_post("/api/v1/executions/", guarded(create_execution))
     app.router.add_delete("/api/v1/executions/{id}", guarded(cancel_execution))
     app.router.add_put("/api/v1/executions/{id}", guarded(update_execution))
 
 
-def execution_api(runtime: Runtime, record) -> dict[str, Any]:
+def execution_api(runtime: Runtime, record, children: list[str] | None = None) -> dict[str, Any]:
     """An execution with its action's API shape and secret parameters masked."""
     action_api: dict[str, Any] = {"ref": record.action, "runner_type": None}
     secrets: frozenset[str] = frozenset()
@@ -51,7 +63,7 @@ def execution_api(runtime: Runtime, record) -> dict[str, Any]:
         action = runtime.packs.action(record.action)
         action_api = action.to_api()
         secrets = action.secret_parameters
-    data = shapes.execution(record, action_api)
+    data = shapes.execution(record, action_api, children)
     if isinstance(data["parameters"], dict):
         # Sealed values (engine.secrets.sealing) are masked too, should the action that
         # declared them secret be gone.
@@ -69,7 +81,7 @@ async def list_executions(request: web.Request) -> web.Response:
         filters(request.query, EXECUTION_FILTERS), limit, offset
     )
     return json_response(
-        [execution_api(runtime, item) for item in page.items],
+        [execution_api(runtime, item, await children_ids(runtime, item)) for item in page.items],
         headers={"X-Total-Count": str(page.total)},
     )
 
@@ -77,7 +89,22 @@ async def list_executions(request: web.Request) -> web.Response:
 async def get_execution(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     record = await runtime.store.get_execution(request.match_info["id"])
-    return json_response(execution_api(runtime, record))
+    return json_response(execution_api(runtime, record, await children_ids(runtime, record)))
+
+
+async def list_children(request: web.Request) -> web.Response:
+    """`GET /api/v1/executions/{id}/children?depth=N` (-1: every level): the task runs of
+    a workflow and, deeper, of its subworkflows, parents before their children."""
+    runtime = request.app[RUNTIME]
+    root = await runtime.store.get_execution(request.match_info["id"])
+    try:
+        depth = int(request.query.get("depth", "1"))
+    except ValueError:
+        raise IngestError('"depth" must be an integer (-1: every level)') from None
+    found = await descendants(runtime, root, depth)
+    return json_response(
+        [execution_api(runtime, item, await children_ids(runtime, item)) for item in found]
+    )
 
 
 async def create_execution(request: web.Request) -> web.Response:
@@ -120,11 +147,34 @@ async def update_execution(request: web.Request) -> web.Response:
         body = await read_json(request)
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
-    if not isinstance(body, dict) or body.get("status") != CANCELED or set(body) != {"status"}:
-        raise IngestError(
-            'an execution can only be updated to cancel it: send {"status": "canceled"}'
-        )
-    return await cancel_execution(request)
+    wanted = body.get("status") if isinstance(body, dict) and set(body) == {"status"} else None
+    if wanted == CANCELED:
+        return await cancel_execution(request)
+    if wanted in (PAUSING, RESUMING):
+        return await pause_or_resume(request, wanted)
+    raise IngestError(
+        "an execution can only be updated to cancel, pause or resume it: send "
+        '{"status": "canceled"}, {"status": "pausing"} or {"status": "resuming"}'
+    )
+
+
+async def pause_or_resume(request: web.Request, wanted: str) -> web.Response:
+    """StackStorm's `st2 execution pause|resume`: a workflow, with its subworkflows."""
+    runtime = request.app[RUNTIME]
+    execution_id = request.match_info["id"]
+    key = request.get(API_KEY)
+    verb = "pause" if wanted == PAUSING else "resume"
+    if key is not None:
+        current = await runtime.store.get_execution(execution_id)
+        rbac.require_owner(key, verb, execution_id, current.context)
+    try:
+        if wanted == PAUSING:
+            execution, _ = await runtime.store.request_pause(execution_id)
+        else:
+            execution, _ = await runtime.store.request_resume(execution_id)
+    except Conflict as exc:
+        raise IngestError(str(exc), 409) from None
+    return json_response(execution_api(runtime, execution))
 
 
 async def cancel_execution(request: web.Request) -> web.Response:
@@ -137,6 +187,10 @@ async def cancel_execution(request: web.Request) -> web.Response:
     execution, previous = await runtime.store.request_cancel(execution_id)
     if execution.status == CANCELING:
         runtime.observe(CANCEL_REQUESTED, execution.id)
+        # A workflow's running task runs were set canceling with it (the store cascades);
+        # those this process runs stop now instead of at their next heartbeat.
+        for child in await canceling_descendants(runtime, execution.id):
+            runtime.observe(CANCEL_REQUESTED, child)
     elif previous == CANCELED:
         return json_response({"faultstring": 'Action is already in "canceled" state.'})
     elif previous not in (REQUESTED, SCHEDULED):

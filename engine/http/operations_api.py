@@ -42,6 +42,10 @@ async def watch_app(app: web.Application, stop: asyncio.Event) -> None:
     await watch_files(app[RUNTIME], stop, _gate(app))
 
 
+# Task runs of a workflow listed under the execution a rule requested.
+_MAX_TASKS = 100
+
+
 async def explain_handler(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     store = runtime.store
@@ -62,7 +66,29 @@ async def explain_handler(request: web.Request) -> web.Response:
         runtime.ruleset,
         rule_ref=request.query.get("rule") or None,
     )
+    for candidate in report.get("candidates", []):
+        execution = candidate.get("execution")
+        if execution is not None:
+            # A workflow's task runs: what happened after the rule fired.
+            children = await store.list_executions({"parent": execution["id"]}, _MAX_TASKS, 0)
+            if children.items:
+                execution["tasks"] = [
+                    {
+                        "task": _task_name(child.context or {}),
+                        "id": child.id,
+                        "action": child.action,
+                        "status": child.status,
+                    }
+                    for child in sorted(children.items, key=lambda c: (c.created_at, c.id))
+                ]
     return json_response(report)
+
+
+def _task_name(context: dict) -> str | None:
+    """A task run's name: an Orquesta task's, or an action chain's link."""
+    if isinstance(context.get("chain"), dict):
+        return context["chain"].get("name")
+    return (context.get("orquesta") or {}).get("task_name")
 
 
 async def reload_handler(request: web.Request) -> web.Response:

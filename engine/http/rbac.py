@@ -32,6 +32,8 @@ _OPERATOR_WRITES = frozenset(
         ("PUT", "/api/v1/executions/{id}"),
         ("DELETE", "/api/v1/executions/{id}"),
         ("POST", "/api/v1/triggerinstances/{id}/re_emit"),
+        ("POST", "/api/v1/executions/{id}/re_run"),
+        ("POST", "/api/v1/executions/{id}/re_run/"),
         ("PUT", "/api/v1/keys/{name}"),
         ("DELETE", "/api/v1/keys/{name}"),
     }

@@ -34,8 +34,11 @@ def enforcement(record: Enforcement) -> dict[str, Any]:
     }
 
 
-def execution(record: Execution, action: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`action` is the action's API dict when known; st2 needs at least ref and runner_type."""
+def execution(
+    record: Execution, action: dict[str, Any] | None = None, children: list[str] | None = None
+) -> dict[str, Any]:
+    """`action` is the action's API dict when known; st2 needs at least ref and runner_type.
+    `children`: the ids of a workflow's task runs (st2 marks listed workflows by them)."""
     action_api = action or {"ref": record.action, "runner_type": None}
     return {
         "id": record.id,
@@ -51,6 +54,8 @@ def execution(record: Execution, action: dict[str, Any] | None = None) -> dict[s
         "log": list(record.log),
         "trigger_instance": (record.context.get("trigger_instance") or {}).get("id"),
         "rule": record.context.get("rule"),
+        "parent": record.parent,
+        "children": list(children or []),
     }
 
 

@@ -159,6 +159,10 @@ class NewExecution:
     # trigger_instance, rule (ref and id), user: the "why" of this execution.
     context: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
+    # The workflow execution this one is a task run of (StackStorm's `parent`).
+    parent: str | None = None
+    # Seconds after its request before it may be claimed (an Orquesta task's `delay`).
+    delay: float = 0
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class Execution:
     log: tuple[dict[str, Any], ...] = ()
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
+    parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,3 +232,19 @@ class Page:
 
     items: list[Any]
     total: int
+
+
+@dataclass(frozen=True)
+class WorkflowStep:
+    """A claimed workflow run (engine.store.ops.workflows): what its next step reads."""
+
+    workflow: Execution
+    # The conductor's state as the last step left it (JSON data).
+    state: dict[str, Any]
+    # Checked and bumped by the step that applies this one: two steps never both apply.
+    version: int
+    lease_token: str
+    # Children that ended since the last step, in the order they ended.
+    finished: tuple[Execution, ...] = ()
+    # Children not ended yet (requested, scheduled, running, canceling).
+    active: int = 0

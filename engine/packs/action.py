@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from engine.errors import RunnerError
+from engine.errors import RunnerError, WorkflowError
 from engine.model.names import MAX_NAME_CHARS
 from engine.packs.metadata import (
     check_schema,
@@ -27,11 +27,20 @@ from engine.packs.metadata import (
 from engine.packs.parameters import ActionParameter, check_definitions, merge_with_runner
 from engine.packs.values import Renderer, prepare_values
 from engine.rules.yamlsource import Located
+from engine.workflows.chain_spec import parse_chain
+from engine.workflows.spec import parse_workflow
 
 RETRY_ONCE = "once"
 RETRY_NEVER = "never"
 # Runners that execute a file, so an action using one must name its entry point.
-RUNNERS_WITH_ENTRY_POINT = frozenset({"local-shell-script", "python-script"})
+ORQUESTA = "orquesta"
+ACTION_CHAIN = "action-chain"
+RUNNERS_WITH_ENTRY_POINT = frozenset(
+    {"local-shell-script", "python-script", ORQUESTA, ACTION_CHAIN}
+)
+# Runners whose executions are stepped by the workflows role, their children running as
+# ordinary executions (engine.workers.workflows).
+WORKFLOW_RUNNERS = frozenset({ORQUESTA, ACTION_CHAIN})
 
 ACTION_KEYS = (
     "name",
@@ -122,6 +131,12 @@ class Action:
     line: int | None = None
     # The metadata file relative to its pack (``actions/echo.yaml``).
     metadata_file: str | None = None
+    # An orquesta action's workflow (engine.workflows.spec.WorkflowSpec) or an action-chain
+    # action's chain (engine.workflows.chain_spec.ChainSpec), read at load.
+    workflow: Any = None
+    # Why this action cannot run (its workflow file is broken, every problem located): it
+    # stays loaded so that running it says this, not "unknown action".
+    broken: str | None = None
 
     @property
     def uid(self) -> str:
@@ -201,6 +216,9 @@ def build_action(
     declared = check_definitions(located, data.get("parameters"), ("parameters",))
     specs = merge_with_runner(located, runner_type, runner.parameters, declared)
     entry_point = _entry_point(located, data.get("entry_point") or "", runner_type, pack_dir)
+    workflow, broken = (
+        _workflow(entry_point, runner_type) if runner_type in WORKFLOW_RUNNERS else (None, None)
+    )
     line, _ = located.position(())
     source = located.file
     return Action(
@@ -222,7 +240,23 @@ def build_action(
         source=source,
         line=line,
         metadata_file=os.path.relpath(source, pack_dir) if source else None,
+        workflow=workflow,
+        broken=broken,
     )
+
+
+def _workflow(path: str | None, runner_type: str) -> tuple[Any, str | None]:
+    """(the workflow or chain spec, None), or (None, why it cannot run) for a broken file."""
+    assert path is not None  # both need an entry point: checked before
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path}: the workflow file cannot be read: {exc}"
+    try:
+        parse = parse_chain if runner_type == ACTION_CHAIN else parse_workflow
+        return parse(text, path), None
+    except WorkflowError as exc:
+        return None, str(exc)
 
 
 def _entry_point(located: Located, declared: str, runner_type: str, pack_dir: Path) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError, PackError
-from engine.packs.action import Action, RunnerCatalog, build_action
+from engine.packs.action import ACTION_CHAIN, Action, RunnerCatalog, build_action
 from engine.packs.config import read_config_schema, resolve_config
 from engine.packs.metadata import (
     METADATA_SUFFIXES,
@@ -207,6 +207,16 @@ def _load_actions(
             )
             continue
         actions[action.name] = action
+        if action.broken is not None:
+            # Kept loaded: running it fails with this, not with "unknown action".
+            errors.append(
+                PackError(
+                    f"action {action.ref!r} cannot run: its {_definition(action)} has problems:\n"
+                    f"{action.broken}",
+                    file=action.source,
+                    line=action.line,
+                )
+            )
         if action.entry_point:
             files.append(_relative(Path(action.entry_point), pack_dir))
     return actions
@@ -325,3 +335,7 @@ def _load_config(
 
 def _relative(path: Path, pack_dir: Path) -> str:
     return Path(os.path.relpath(path, pack_dir)).as_posix()
+
+
+def _definition(action: Action) -> str:
+    return "chain" if action.runner_type == ACTION_CHAIN else "workflow"

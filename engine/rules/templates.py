@@ -86,13 +86,18 @@ _ENVIRONMENT = _new_environment()
 _SHELL_ENVIRONMENT = _new_environment(shell=True)
 
 
-def sandbox_with_filters(filters: Mapping[str, Callable[..., Any]]) -> jinja2.Environment:
+def sandbox_with_filters(
+    filters: Mapping[str, Callable[..., Any]], shell: bool = False
+) -> jinja2.Environment:
     """A new sandbox with the same limits whose filters also include `filters` (a name
     already taken is replaced: Orquesta's catalog differs from the rule filters); render
-    with ``Template(source, environment=...)``."""
-    environment = _new_environment()
+    with ``Template(source, environment=...)``. With `shell`, one for shell commands
+    (``Template(source, True, environment)``), its quoting filters kept."""
+    environment = _new_environment(shell)
     environment.filters.update(filters)
     environment.filters.update(template_limits.bounded_filters(environment.filters))
+    if shell:
+        environment.filters.update({f.__name__: f for f in SHELL_FILTERS.values()})
     return environment
 
 

@@ -68,8 +68,10 @@ def default_runners(
     """
     # Imported here so that the python-script child, which imports this package on its
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
+    from engine.runners.action_chain import ActionChainRunner
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
+    from engine.runners.orquesta import OrquestaRunner
     from engine.runners.python_script import PythonScriptRunner
     from engine.runners.sendwebhook import SendWebhookRunner
     from engine.runners.shell import LocalShellCommandRunner, LocalShellScriptRunner
@@ -82,6 +84,8 @@ def default_runners(
         HttpRequestRunner(destination_guard, http_connector_factory),
         SendWebhookRunner(destination_guard, http_connector_factory, keyring),
         NoopRunner(),
+        OrquestaRunner(),
+        ActionChainRunner(),
     ):
         registry.register(runner)
     return registry

@@ -75,6 +75,19 @@ class ParameterSealer:
                 raise ActionError(f"secret parameter {name!r} cannot be unsealed: {exc}") from None
         return opened
 
+    def seal_value(self, value: Any) -> dict[str, str]:
+        """Any JSON value sealed whole (a workflow's state holding secret inputs)."""
+        return {SEALED: self._cipher_for(create=True).encrypt(json.dumps(value))}
+
+    def unseal_value(self, value: Any) -> Any:
+        """A value sealed by seal_value opened (any other value as it is)."""
+        if not is_sealed(value):
+            return value
+        try:
+            return json.loads(self._cipher_for(create=False).decrypt(value[SEALED]))
+        except DatastoreError as exc:
+            raise ActionError(f"a sealed workflow state cannot be unsealed: {exc}") from None
+
     def _cipher_for(self, *, create: bool) -> DatastoreCipher:
         if self._cipher is None:
             if create:

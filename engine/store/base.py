@@ -31,6 +31,7 @@ from engine.model.records import (
     NewTriggerInstance,
     Page,
     TriggerInstance,
+    WorkflowStep,
 )
 from engine.model.roles import Grants
 from engine.rules.stored import StoredRule
@@ -260,7 +261,7 @@ class Store(OutboundStore, abc.ABC):
         """Forget the registered claimers `is_dead` says are dead; when every claimer but
         `claimer_id` is, expire every lease still held (they are all dead processes'), so
         the work is claimed again now. One transaction no registration interleaves with.
-        Returns counts: dead_claimers, trigger_instances, executions, deliveries."""
+        Returns counts: dead_claimers, trigger_instances, executions, deliveries, workflows."""
 
     @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:
@@ -268,8 +269,59 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def list_executions(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        """Newest first. Filters: action, status, trigger_instance, rule,
-        timestamp_gt, timestamp_lt."""
+        """Newest first. Filters: action, status, trigger_instance, rule, parent (an
+        execution id, or "null" for executions without a parent), timestamp_gt,
+        timestamp_lt."""
+
+    # --- workflow runs (engine.store.ops.workflows) ------------------------------------
+
+    @abc.abstractmethod
+    async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
+        """A running (or resuming) workflow becomes `pausing`, with its subworkflows; its
+        steps pause it once its running tasks have ended. Returns the workflow and its
+        status before. NotFound if it is not a started workflow; Conflict if it cannot
+        be paused now."""
+
+    @abc.abstractmethod
+    async def request_resume(self, execution_id: str) -> tuple[Execution, str]:
+        """A pausing or paused workflow becomes `resuming`, with its subworkflows; its next
+        step requests what was held back. As request_pause otherwise."""
+
+    @abc.abstractmethod
+    async def start_workflow(
+        self,
+        execution_id: str,
+        lease_token: str,
+        state: Mapping[str, Any],
+        children: Sequence[NewExecution],
+        final_status: str | None = None,
+        result: Any = None,
+    ) -> Execution:
+        """One transaction: the claimed (scheduled) workflow execution becomes `running`
+        with no lease, its run is stored with `state`, its first `children` (each with
+        `parent` set) are requested; with `final_status` it also ends at once (its input
+        did not render). LeaseLost if the claim is no longer current."""
+
+    @abc.abstractmethod
+    async def claim_workflow_steps(self, limit: int, lease_seconds: float) -> list[WorkflowStep]:
+        """Lease up to `limit` runs that are due (or whose lease expired), each with the
+        children ended since its last step."""
+
+    @abc.abstractmethod
+    async def apply_workflow_step(
+        self,
+        step: WorkflowStep,
+        state: Mapping[str, Any],
+        applied: Sequence[str],
+        children: Sequence[NewExecution],
+        final_status: str | None = None,
+        result: Any = None,
+    ) -> Execution:
+        """One transaction: the new state (LeaseLost unless the step's lease and version
+        are still current), the `applied` children marked so, the new `children`
+        requested, and with `final_status` the workflow ended with `result` (and its own
+        parent's run made due) — or, with "paused" or "running", its pause or resume
+        settled. Releases the lease; returns the workflow execution."""
 
     # --- API keys (only hashes are stored; see engine.model.apikeys) ---------------------------
 
@@ -342,7 +394,8 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
         """Cancel an execution: requested/scheduled → canceled at once, running → canceling
-        (its worker stops it and records canceled), anything else unchanged. Returns the
+        (its worker stops it and records canceled), anything else unchanged. A workflow's
+        children that have not ended are canceled alike, down its subworkflows. Returns the
         execution after the request and its status before it. NotFound if absent."""
 
     @abc.abstractmethod

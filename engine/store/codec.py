@@ -270,6 +270,7 @@ def execution_from_row(row: Any, to_time: ToTime) -> Execution:
         log=tuple(loads(row["log"])),
         lease_token=row["lease_token"],
         lease_expires_at=to_time(row["lease_expires_at"]),
+        parent=row["parent_id"],
     )
 
 
@@ -281,7 +282,7 @@ class FilterSpec:
     """How one documented filter name maps to a column: equality or a time bound."""
 
     column: str
-    kind: str  # "eq" | "gt" | "lt"
+    kind: str  # "eq" | "eq_or_null" (the value "null" matches no value) | "gt" | "lt"
 
 
 TRIGGER_INSTANCE_FILTERS = {
@@ -303,6 +304,8 @@ EXECUTION_FILTERS = {
     "status": FilterSpec("status", "eq"),
     "trigger_instance": FilterSpec("trigger_instance_id", "eq"),
     "rule": FilterSpec("rule_ref", "eq"),
+    # StackStorm's `parent`: an execution id, or "null" for executions without a parent.
+    "parent": FilterSpec("parent_id", "eq_or_null"),
     "timestamp_gt": FilterSpec("created_at", "gt"),
     "timestamp_lt": FilterSpec("created_at", "lt"),
 }
@@ -313,7 +316,7 @@ class Condition:
     """One parsed filter: `column op value`, or `column IN values` for a list."""
 
     column: str
-    op: str  # "=" | ">" | "<" | "in"
+    op: str  # "=" | ">" | "<" | "in" | "is null"
     value: Any
 
 
@@ -330,7 +333,9 @@ def parse_filters(filters: Mapping[str, Any], known: Mapping[str, FilterSpec]) -
             raise StoreError(f"unknown filter {name!r}; known: {', '.join(known)}")
         if value is None:
             continue
-        if spec.kind == "eq":
+        if spec.kind == "eq_or_null" and value in ("null", "None"):
+            conditions.append(Condition(spec.column, "is null", None))
+        elif spec.kind in ("eq", "eq_or_null"):
             if isinstance(value, list | tuple | set | frozenset):
                 values = [str(v) for v in value]
                 conditions.append(Condition(spec.column, "in", values))

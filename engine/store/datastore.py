@@ -95,6 +95,10 @@ class Datastore:
         """The plaintext of a pair (decrypting a secret; DatastoreError without the key)."""
         return self._reading_cipher().decrypt(pair.value) if pair.secret else pair.value
 
+    def decrypt(self, ciphertext: str) -> str:
+        """The plaintext of a secret value (DatastoreError without the key)."""
+        return self._reading_cipher().decrypt(ciphertext)
+
     def to_api(self, pair: KeyValuePair, *, decrypt: bool = False) -> dict[str, Any]:
         return pair.to_api(plaintext=self.reveal(pair) if decrypt and pair.secret else None)
 

@@ -38,13 +38,20 @@ class Dialect:
     heartbeat_execution: Op  # (conn, id, token, lease_seconds, now)
     finish_execution: Op  # (conn, id, token, status, result_json, now)
     get_execution: Op
-    request_cancel: Op  # (conn, id, now)
+    request_cancel: Op  # (conn, id, now); cascades down a workflow's children
     record_execution_process: Op
     execution_processes: Op
+    # workflow runs
+    start_workflow: Op  # (conn, id, token, state_json, children, final_status, result_json, now)
+    claim_workflow_steps: Op  # (conn, limit, lease_seconds, now)
+    # (conn, id, token, version, state_json, applied, children, final_status, result_json, now)
+    apply_workflow_step: Op
     # claimers: the processes that claim work (engine.store.ops.claimers)
     register_claimer: Op  # (conn, claimer_id, record, now)
     unregister_claimer: Op  # (conn, claimer_id)
     take_over_dead_claims: Op  # (conn, claimer_id, is_dead, now) -> counts
+    request_pause: Op  # (conn, id, now) -> (execution, previous status)
+    request_resume: Op  # (conn, id, now) -> (execution, previous status)
     # API keys
     create_api_key: Op
     list_api_keys: Op

@@ -29,7 +29,9 @@ def sqlite_page(
     params: list[Any] = []
     for condition in conditions:
         value = condition.value
-        if condition.op == "in":
+        if condition.op == "is null":
+            clauses.append(f"{condition.column} IS NULL")
+        elif condition.op == "in":
             clauses.append(f"{condition.column} IN ({','.join('?' * len(value))})")
             params.extend(value)
         else:
@@ -62,6 +64,9 @@ async def postgres_page(
     clauses: list[str] = []
     params: list[Any] = []
     for condition in conditions:
+        if condition.op == "is null":
+            clauses.append(f"{condition.column} IS NULL")
+            continue
         params.append(condition.value)
         if condition.op == "in":
             clauses.append(f"{condition.column} = ANY(${len(params)}::text[])")

@@ -41,6 +41,8 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
+    workflows,
 )
 from engine.store.sql_store import QUEUES, SqlStore
 
@@ -96,12 +98,17 @@ POSTGRES = Dialect(
     heartbeat_execution=executions.pg_heartbeat,
     finish_execution=executions.pg_finish,
     get_execution=executions.pg_get,
-    request_cancel=executions.pg_request_cancel,
+    request_cancel=workflows.pg_cancel_tree,
     record_execution_process=processes.pg_record,
     execution_processes=processes.pg_list,
+    start_workflow=workflows.pg_start,
+    claim_workflow_steps=workflows.pg_claim,
+    apply_workflow_step=workflows.pg_apply,
     register_claimer=claimers.pg_register,
     unregister_claimer=claimers.pg_unregister,
     take_over_dead_claims=claimers.pg_take_over,
+    request_pause=workflow_pauses.pg_pause,
+    request_resume=workflow_pauses.pg_resume,
     create_api_key=apikeys.pg_insert,
     list_api_keys=apikeys.pg_list,
     find_api_key=apikeys.pg_find,

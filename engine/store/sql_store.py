@@ -53,13 +53,14 @@ from engine.store.batching import GroupCommitter
 from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
+from engine.store.sql_workflows import SqlWorkflowRuns
 
 T = TypeVar("T")
 # Queues with wake-up hints (`wait_for_work`).
-QUEUES = ("trigger_instances", "executions", "deliveries")
+QUEUES = ("trigger_instances", "executions", "deliveries", "workflows")
 
 
-class SqlStore(Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
@@ -276,12 +277,17 @@ class SqlStore(Store, abc.ABC):
     ) -> Execution:
         codec.check_terminal_status(status)
         result_json = codec.dumps(result, "execution result")
-        return await self._write(
+        finished = await self._write(
             self.dialect.finish_execution, execution_id, lease_token, status, result_json, utcnow()
         )
+        if finished.parent:
+            self._wake("workflows")  # its workflow's run is due (same transaction)
+        return finished
 
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
-        return await self._write(self.dialect.request_cancel, execution_id, utcnow())
+        answer = await self._write(self.dialect.request_cancel, execution_id, utcnow())
+        self._wake("workflows")
+        return answer
 
     async def record_execution_process(
         self, execution_id: str, lease_token: str, process: Mapping[str, Any]

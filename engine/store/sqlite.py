@@ -43,6 +43,8 @@ from engine.store.ops import (
     processes,
     rules,
     subscriptions,
+    workflow_pauses,
+    workflows,
 )
 from engine.store.sql_store import SqlStore
 from engine.store.sqlite_checkpoint import (
@@ -97,12 +99,17 @@ SQLITE = Dialect(
     heartbeat_execution=executions.sqlite_heartbeat,
     finish_execution=executions.sqlite_finish,
     get_execution=executions.sqlite_get,
-    request_cancel=executions.sqlite_request_cancel,
+    request_cancel=workflows.sqlite_cancel_tree,
     record_execution_process=processes.sqlite_record,
     execution_processes=processes.sqlite_list,
+    start_workflow=workflows.sqlite_start,
+    claim_workflow_steps=workflows.sqlite_claim,
+    apply_workflow_step=workflows.sqlite_apply,
     register_claimer=claimers.sqlite_register,
     unregister_claimer=claimers.sqlite_unregister,
     take_over_dead_claims=claimers.sqlite_take_over,
+    request_pause=workflow_pauses.sqlite_pause,
+    request_resume=workflow_pauses.sqlite_resume,
     create_api_key=apikeys.sqlite_insert,
     list_api_keys=apikeys.sqlite_list,
     find_api_key=apikeys.sqlite_find,

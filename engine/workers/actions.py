@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
 from engine.model.records import ABANDONED, CANCELED, CANCELING, FAILED, Execution
+from engine.packs.action import WORKFLOW_RUNNERS
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
 from engine.process.runtime import Runtime
@@ -25,6 +26,7 @@ from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.workers import sleep_until
 from engine.workers.leftovers import ActionProcesses
+from engine.workers.workflows import start_workflow
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,11 @@ async def run_execution(
     except StoreError as exc:
         log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
         return  # its lease expires and it is claimed again
+    if runtime.action_known(execution.action):
+        workflow_action = runtime.packs.action(execution.action)
+        if workflow_action.runner_type in WORKFLOW_RUNNERS:
+            await start_workflow(runtime, execution, workflow_action)
+            return
     try:
         request, action = prepare(runtime, execution, kv)
     except ActionError as exc:

@@ -9,6 +9,8 @@ running is killed.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from tests.support.postgres import scratch_database
 from tests.support.serve import ServeLauncher
+from tests.support.st2 import INSTALL_TIMEOUT, ST2, ST2_VENV, ST2CLIENT, st2client_installed
 
 
 @pytest.fixture
@@ -43,3 +46,22 @@ async def pg_database() -> AsyncIterator[str]:
     test skips without it)."""
     async with scratch_database("hookyard_acc") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def st2_cli() -> Path:
+    """The official st2 CLI in its own virtualenv, installed once (tests.support.st2)."""
+    if not st2client_installed():
+        steps = (
+            [sys.executable, "-m", "venv", "--clear", str(ST2_VENV)],
+            [str(ST2_VENV / "bin" / "python"), "-m", "pip", "install", "-q", ST2CLIENT],
+        )
+        for step in steps:
+            result = subprocess.run(step, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+            if result.returncode != 0:
+                pytest.fail(
+                    f"installing {ST2CLIENT} failed: {' '.join(step)}\n"
+                    f"{result.stdout}\n{result.stderr}"
+                )
+        assert st2client_installed(), f"{ST2} missing after installing {ST2CLIENT}"
+    return ST2

@@ -89,7 +89,13 @@ async def test_a_live_claimer_keeps_its_leases(store: Store) -> None:
     await lease_everything(store)
 
     taken = await Claimer(store).start()
-    assert taken == {"dead_claimers": 1, "trigger_instances": 0, "executions": 0, "deliveries": 0}
+    assert taken == {
+        "dead_claimers": 1,
+        "trigger_instances": 0,
+        "executions": 0,
+        "deliveries": 0,
+        "workflows": 0,
+    }
     assert await store.claim_trigger_instances(10, LONG_LEASE) == []
     assert await store.claim_executions(10, LONG_LEASE) == []
 

@@ -288,3 +288,34 @@ _CLAIMERS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _CLAIMERS)
+
+# Version N (workflows): a task run of a workflow is a child execution (`parent_id`);
+# `step_applied` marks a finished child whose result a workflow step has consumed, so no
+# result is applied twice. `workflow_runs` holds one Orquesta run per workflow execution:
+# the conductor's state (json: written and read whole, never queried inside), a version
+# that each step checks and bumps, `due` (a child finished since the last step: set in
+# the child's finishing transaction) and the lease of the worker applying a step.
+_WORKFLOWS = (
+    "ALTER TABLE executions ADD COLUMN parent_id text",
+    "ALTER TABLE executions ADD COLUMN step_applied boolean NOT NULL DEFAULT false",
+    # A task's `delay`: the execution is not claimed before this time.
+    "ALTER TABLE executions ADD COLUMN run_after timestamptz",
+    "CREATE INDEX executions_parent ON executions (parent_id, created_at)",
+    """
+    CREATE TABLE workflow_runs (
+        execution_id text PRIMARY KEY REFERENCES executions (id),
+        state json NOT NULL,
+        version bigint NOT NULL DEFAULT 1,
+        due boolean NOT NULL DEFAULT false,
+        lease_token text,
+        lease_expires_at timestamptz,
+        updated_at timestamptz NOT NULL
+    )
+    """,
+    # Claims walk only the runs with work or a lease (a finished run has neither).
+    """
+    CREATE INDEX workflow_runs_active ON workflow_runs (execution_id)
+    WHERE due OR lease_token IS NOT NULL
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)

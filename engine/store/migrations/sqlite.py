@@ -274,3 +274,34 @@ _CLAIMERS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _CLAIMERS)
+
+# Version N (workflows): a task run of a workflow is a child execution (`parent_id`);
+# `step_applied` marks a finished child whose result a workflow step has consumed, so no
+# result is applied twice. `workflow_runs` holds one Orquesta run per workflow execution:
+# the conductor's state (JSON, written and read whole), a version that each step checks
+# and bumps, `due` (a child finished since the last step: set in the child's finishing
+# transaction) and the lease of the worker applying a step.
+_WORKFLOWS = (
+    "ALTER TABLE executions ADD COLUMN parent_id TEXT",
+    "ALTER TABLE executions ADD COLUMN step_applied INTEGER NOT NULL DEFAULT 0",
+    # A task's `delay`: the execution is not claimed before this time.
+    "ALTER TABLE executions ADD COLUMN run_after TEXT",
+    "CREATE INDEX executions_parent ON executions (parent_id, created_at)",
+    """
+    CREATE TABLE workflow_runs (
+        execution_id TEXT PRIMARY KEY REFERENCES executions (id),
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        due INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_expires_at TEXT,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    # Claims walk only the runs with work or a lease (a finished run has neither).
+    """
+    CREATE INDEX workflow_runs_active ON workflow_runs (execution_id)
+    WHERE due = 1 OR lease_token IS NOT NULL
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)

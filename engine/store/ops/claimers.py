@@ -34,7 +34,13 @@ _ACTIVE_EXECUTIONS = "('scheduled', 'running', 'canceling')"
 
 
 def _nothing_taken() -> dict[str, int]:
-    return {"dead_claimers": 0, "trigger_instances": 0, "executions": 0, "deliveries": 0}
+    return {
+        "dead_claimers": 0,
+        "trigger_instances": 0,
+        "executions": 0,
+        "deliveries": 0,
+        "workflows": 0,
+    }
 
 
 # --- SQLite ------------------------------------------------------------------------------
@@ -82,6 +88,11 @@ def sqlite_take_over(
     taken["deliveries"] = conn.execute(
         "UPDATE deliveries SET next_attempt_at = ? WHERE status = 'delivering'"
         " AND next_attempt_at > ?",
+        (past, past),
+    ).rowcount
+    taken["workflows"] = conn.execute(
+        "UPDATE workflow_runs SET lease_expires_at = ?"
+        " WHERE lease_token IS NOT NULL AND lease_expires_at > ?",
         (past, past),
     ).rowcount
     return taken
@@ -140,6 +151,11 @@ async def pg_take_over(
             "deliveries",
             f"UPDATE deliveries SET next_attempt_at = {past}"
             f" WHERE status = 'delivering' AND next_attempt_at > {past}",
+        ),
+        (
+            "workflows",
+            f"UPDATE workflow_runs SET lease_expires_at = {past}"
+            f" WHERE lease_token IS NOT NULL AND lease_expires_at > {past}",
         ),
     ):
         status = await conn.execute(statement)

@@ -31,7 +31,7 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import dumps, time_to_text
-from engine.store.ops import columns, outbox
+from engine.store.ops import columns, lineage, outbox
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}
@@ -58,8 +58,8 @@ def sqlite_insert(
     at = time_to_text(now)
     conn.execute(
         "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-        " rule_ref, created_at, attempt, log, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        " rule_ref, created_at, attempt, log, updated_at, parent_id, run_after)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         (
             new.id,
             new.action,
@@ -71,6 +71,8 @@ def sqlite_insert(
             at,
             dumps([codec.log_entry(REQUESTED, now)]),
             at,
+            new.parent,
+            time_to_text(now + timedelta(seconds=new.delay)) if new.delay else None,
         ),
     )
     outbox.sqlite_emit(
@@ -101,7 +103,9 @@ def _sqlite_claim_due(
         " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
         " status = ?, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
         f" updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-        f" WHERE id IN ({active} AND (status = 'requested' OR lease_expires_at < ?)"
+        f" WHERE id IN ({active}"
+        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= ?)"
+        "   OR lease_expires_at < ?)"
         "  ORDER BY id LIMIT ?)"
         f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
         (
@@ -110,9 +114,11 @@ def _sqlite_claim_due(
             at,
             columns.sqlite_log_param(SCHEDULED, now),
             at,
+            at,
             limit,
         ),
     ).fetchall()
+    lineage.sqlite_mark_parents_due(conn, map(columns.sqlite_execution, abandoned))
     if abandoned or rows:
         changed = [*abandoned, *rows]
         outbox.sqlite_emit(
@@ -193,6 +199,7 @@ def sqlite_finish(
     if row is None:
         raise columns.sqlite_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.sqlite_execution(row)
+    lineage.sqlite_mark_parents_due(conn, [execution])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
 
@@ -244,6 +251,7 @@ def sqlite_request_cancel(
     else:
         return columns.sqlite_execution(row), previous
     execution = columns.sqlite_execution(row)
+    lineage.sqlite_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
 
@@ -269,6 +277,7 @@ def sqlite_claim(
     ).fetchall()
     if rows:
         settled = [columns.sqlite_execution(row) for row in rows]
+        lineage.sqlite_mark_parents_due(conn, settled)
         outbox.sqlite_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
@@ -294,8 +303,9 @@ async def pg_insert(
 
 PG_INSERT_EXECUTION = (
     "INSERT INTO executions (id, action, parameters, status, context, trigger_instance_id,"
-    " rule_ref, created_at, attempt, log, updated_at)"
-    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now())"
+    " rule_ref, created_at, attempt, log, updated_at, parent_id, run_after)"
+    " VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8, 1, $9::jsonb, now(), $10,"
+    " CASE WHEN $11::float8 > 0 THEN now() + make_interval(secs => $11::float8) END)"
 )
 
 
@@ -314,6 +324,8 @@ def pg_execution_row(
         linked_rule,
         now,
         columns.pg_log_param(REQUESTED, now),
+        new.parent,
+        float(new.delay),
     )
 
 
@@ -341,7 +353,8 @@ async def _pg_claim_due(
         " log = log || $3::jsonb"
         " WHERE id IN (SELECT id FROM executions"
         "  WHERE status IN ('requested', 'scheduled', 'running')"
-        "  AND (status = 'requested' OR lease_expires_at < now())"
+        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= now())"
+        "   OR lease_expires_at < now())"
         "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         SCHEDULED,
@@ -349,6 +362,7 @@ async def _pg_claim_due(
         columns.pg_log_param(SCHEDULED, now),
         limit,
     )
+    await lineage.pg_mark_parents_due(conn, map(columns.pg_execution, abandoned))
     if abandoned or rows:
         changed = [*abandoned, *rows]
         await outbox.pg_emit(
@@ -426,6 +440,7 @@ async def pg_finish(
     if row is None:
         raise await columns.pg_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.pg_execution(row)
+    await lineage.pg_mark_parents_due(conn, [execution])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
 
@@ -478,6 +493,7 @@ async def pg_request_cancel(
         row = await conn.fetchrow(f"SELECT {cols} FROM executions WHERE id = $1", execution_id)
         return columns.pg_execution(row), previous
     execution = columns.pg_execution(row)
+    await lineage.pg_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
 
@@ -500,6 +516,7 @@ async def pg_claim(
     )
     if rows:
         settled = [columns.pg_execution(row) for row in rows]
+        await lineage.pg_mark_parents_due(conn, settled)
         await outbox.pg_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )

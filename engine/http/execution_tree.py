@@ -1,0 +1,61 @@
+"""A workflow's task runs as the API lists them: children of an execution, level by level.
+
+StackStorm marks a listed workflow by its `children` ids and shows its task table from
+`GET /api/v1/executions/{id}/children?depth=-1` (engine.http.executions_api).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model.records import CANCELING
+from engine.packs.action import WORKFLOW_RUNNERS
+from engine.process.runtime import Runtime
+from engine.store.ops.workflows import MAX_CANCEL_DEPTH
+
+# Most task runs listed for one workflow (a with-items over many items has that many).
+MAX_CHILDREN = 10_000
+
+
+def _oldest_first(items: list[Any]) -> list[Any]:
+    return sorted(items, key=lambda item: (item.created_at, item.id))
+
+
+async def children_ids(runtime: Runtime, record: Any) -> list[str]:
+    """A workflow's task runs, oldest first; [] for an execution of any other runner."""
+    if not runtime.action_known(record.action):
+        return []
+    if runtime.packs.action(record.action).runner_type not in WORKFLOW_RUNNERS:
+        return []
+    page = await runtime.store.list_executions({"parent": record.id}, MAX_CHILDREN, 0)
+    return [item.id for item in _oldest_first(page.items)]
+
+
+async def descendants(runtime: Runtime, root: Any, depth: int) -> list[Any]:
+    """The task runs under `root`, `depth` levels down (-1: every level), parents before
+    their children, at most MAX_CHILDREN."""
+    found: list[Any] = []
+    level, parents = 1, [root]
+    while parents and (depth < 0 or level <= depth) and len(found) < MAX_CHILDREN:
+        below = []
+        for parent in parents:
+            page = await runtime.store.list_executions({"parent": parent.id}, MAX_CHILDREN, 0)
+            below.extend(_oldest_first(page.items))
+        found.extend(below)
+        parents, level = below, level + 1
+    return found[:MAX_CHILDREN]
+
+
+async def canceling_descendants(runtime: Runtime, execution_id: str, depth: int = 0) -> list[str]:
+    """The ids of the task runs under `execution_id` that the store's cancel cascade set
+    canceling."""
+    if depth >= MAX_CANCEL_DEPTH:
+        return []
+    page = await runtime.store.list_executions(
+        {"parent": execution_id, "status": CANCELING}, MAX_CHILDREN, 0
+    )
+    found = []
+    for child in page.items:
+        found.append(child.id)
+        found.extend(await canceling_descendants(runtime, child.id, depth + 1))
+    return found

@@ -1,0 +1,107 @@
+"""The workflow-run methods of the store contract (engine.store.base), written once over
+a backend's dialect: a mixin of engine.store.sql_store.SqlStore, which supplies `_write`,
+`dialect`, `sealer` and `_wake`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.model.records import (
+    TERMINAL_EXECUTION_STATUSES,
+    Execution,
+    NewExecution,
+    WorkflowStep,
+    utcnow,
+)
+from engine.store import codec
+
+
+class SqlWorkflowRuns:
+    """Workflow runs: start, claim a step, apply it; pause and resume."""
+
+    _write: Any
+    dialect: Any
+    sealer: Any
+    _wake: Any
+
+    async def start_workflow(
+        self,
+        execution_id: str,
+        lease_token: str,
+        state: Mapping[str, Any],
+        children: Sequence[NewExecution],
+        final_status: str | None = None,
+        result: Any = None,
+    ) -> Execution:
+        state_json, result_json = _step_json(state, final_status, result)
+        children = [self.sealer.seal_execution(child) for child in children]
+        workflow = await self._write(
+            self.dialect.start_workflow,
+            execution_id,
+            lease_token,
+            state_json,
+            children,
+            final_status,
+            result_json,
+            utcnow(),
+        )
+        self._woken_by_step(children, workflow)
+        return workflow
+
+    async def claim_workflow_steps(self, limit: int, lease_seconds: float) -> list[WorkflowStep]:
+        return await self._write(self.dialect.claim_workflow_steps, limit, lease_seconds, utcnow())
+
+    async def apply_workflow_step(
+        self,
+        step: WorkflowStep,
+        state: Mapping[str, Any],
+        applied: Sequence[str],
+        children: Sequence[NewExecution],
+        final_status: str | None = None,
+        result: Any = None,
+    ) -> Execution:
+        state_json, result_json = _step_json(state, final_status, result)
+        children = [self.sealer.seal_execution(child) for child in children]
+        workflow = await self._write(
+            self.dialect.apply_workflow_step,
+            step.workflow.id,
+            step.lease_token,
+            step.version,
+            state_json,
+            list(applied),
+            children,
+            final_status,
+            result_json,
+            utcnow(),
+        )
+        self._woken_by_step(children, workflow)
+        return workflow
+
+    async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
+        answer = await self._write(self.dialect.request_pause, execution_id, utcnow())
+        self._wake("workflows")
+        return answer
+
+    async def request_resume(self, execution_id: str) -> tuple[Execution, str]:
+        answer = await self._write(self.dialect.request_resume, execution_id, utcnow())
+        self._wake("workflows")
+        return answer
+
+    def _woken_by_step(self, children: Sequence[NewExecution], workflow: Execution) -> None:
+        if children:
+            self._wake("executions")
+        if workflow.parent and workflow.status in TERMINAL_EXECUTION_STATUSES:
+            self._wake("workflows")  # a subworkflow ended: its parent's run is due
+
+
+def _step_json(
+    state: Mapping[str, Any], final_status: str | None, result: Any
+) -> tuple[str, str | None]:
+    # Besides the final statuses, a step settles a pause ("paused") or a resume ("running").
+    if final_status is not None and final_status not in ("paused", "running"):
+        codec.check_terminal_status(final_status)
+    state_json = codec.dumps(state, "workflow state")
+    result_json = None if final_status is None else codec.dumps(result, "workflow result")
+    return state_json, result_json
