@@ -40,15 +40,9 @@ from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.store import codec
 from engine.workers import chains, sleep_until
-from engine.workflows.conductor import (
-    COMPLETED,
-    PAUSED,
-    PAUSING,
-    RUNNING,
-    ActionRequest,
-    WorkflowConductor,
-)
+from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
+from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
 
 log = logging.getLogger(__name__)
 
