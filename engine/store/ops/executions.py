@@ -1,5 +1,5 @@
 """Executions, both dialects: requested (by a rule decision, the API or re-emit), claimed
-with a lease, started, heartbeaten, finished — and canceled (StackStorm's
+with a lease (engine.store.ops.execution_claims), started, heartbeaten, finished — and canceled (StackStorm's
 `st2 execution cancel`).
 
 An execution that has not started (requested, scheduled) becomes `canceled` at once: the
@@ -19,7 +19,6 @@ import asyncpg
 
 from engine.errors import NotFound
 from engine.model.records import (
-    ABANDONED,
     CANCELED,
     CANCELING,
     REQUESTED,
@@ -35,9 +34,6 @@ from engine.store.ops import columns, lineage, outbox
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}
-
-
-WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before confirming."}
 
 
 def _missing(execution_id: str) -> NotFound:
@@ -78,57 +74,6 @@ def sqlite_insert(
     outbox.sqlite_emit(
         conn, now, lambda: [outbound_events.execution_created(new, linked_instance, linked_rule)]
     )
-
-
-def _sqlite_claim_due(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
-) -> list[Execution]:
-    at = time_to_text(now)
-    active = (
-        "SELECT id FROM executions INDEXED BY executions_active"
-        " WHERE status IN ('requested', 'scheduled', 'running')"
-    )
-    # Only an expired `running` execution was a failed attempt (its action may have run);
-    # an expired `scheduled` one never started, so it is claimed again at the same attempt.
-    abandoned = conn.execute(
-        f"UPDATE executions SET status = ?, finished_at = ?, lease_token = NULL,"
-        f" lease_expires_at = NULL, updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-        f" WHERE id IN ({active} AND status = 'running' AND lease_expires_at < ?"
-        "  AND attempt >= ?)"
-        f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
-        (ABANDONED, at, at, columns.sqlite_log_param(ABANDONED, now), at, max_attempts),
-    ).fetchall()
-    rows = conn.execute(
-        "UPDATE executions SET"
-        " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
-        " status = ?, lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
-        f" updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-        f" WHERE id IN ({active}"
-        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= ?)"
-        "   OR lease_expires_at < ?)"
-        "  ORDER BY id LIMIT ?)"
-        f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
-        (
-            SCHEDULED,
-            time_to_text(now + timedelta(seconds=lease_seconds)),
-            at,
-            columns.sqlite_log_param(SCHEDULED, now),
-            at,
-            at,
-            limit,
-        ),
-    ).fetchall()
-    lineage.sqlite_mark_parents_due(conn, map(columns.sqlite_execution, abandoned))
-    if abandoned or rows:
-        changed = [*abandoned, *rows]
-        outbox.sqlite_emit(
-            conn,
-            now,
-            lambda: [
-                outbound_events.execution_updated(columns.sqlite_execution(r)) for r in changed
-            ],
-        )
-    return sorted((columns.sqlite_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
 def sqlite_start(
@@ -256,34 +201,6 @@ def sqlite_request_cancel(
     return execution, previous
 
 
-def sqlite_claim(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
-) -> list[Execution]:
-    """Settle canceling executions whose worker is gone, then claim as usual."""
-    at = time_to_text(now)
-    rows = conn.execute(
-        f"UPDATE executions SET status = ?, result = ?, finished_at = ?, lease_token = NULL,"
-        f" lease_expires_at = NULL, updated_at = ?, log = json_insert(log, '$[#]', json(?))"
-        f" WHERE status = ? AND lease_expires_at < ? RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
-        (
-            CANCELED,
-            dumps(WORKER_GONE_RESULT, "result"),
-            at,
-            at,
-            columns.sqlite_log_param(CANCELED, now),
-            CANCELING,
-            at,
-        ),
-    ).fetchall()
-    if rows:
-        settled = [columns.sqlite_execution(row) for row in rows]
-        lineage.sqlite_mark_parents_due(conn, settled)
-        outbox.sqlite_emit(
-            conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
-        )
-    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now)
-
-
 # --- PostgreSQL (coroutines on a pool connection, in a transaction) ---
 
 
@@ -327,50 +244,6 @@ def pg_execution_row(
         new.parent,
         float(new.delay),
     )
-
-
-async def _pg_claim_due(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
-) -> list[Execution]:
-    # Only an expired `running` execution was a failed attempt (its action may have run);
-    # an expired `scheduled` one never started, so it is claimed again at the same attempt.
-    abandoned = await conn.fetch(
-        "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
-        " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
-        " WHERE id IN (SELECT id FROM executions WHERE status = 'running'"
-        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
-        ABANDONED,
-        now,
-        columns.pg_log_param(ABANDONED, now),
-        max_attempts,
-    )
-    rows = await conn.fetch(
-        "UPDATE executions SET"
-        " attempt = CASE WHEN status = 'running' THEN attempt + 1 ELSE attempt END,"
-        f" status = $1, lease_token = {columns.PG_NEW_TOKEN},"
-        " lease_expires_at = now() + make_interval(secs => $2), updated_at = now(),"
-        " log = log || $3::jsonb"
-        " WHERE id IN (SELECT id FROM executions"
-        "  WHERE status IN ('requested', 'scheduled', 'running')"
-        "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= now())"
-        "   OR lease_expires_at < now())"
-        "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
-        SCHEDULED,
-        float(lease_seconds),
-        columns.pg_log_param(SCHEDULED, now),
-        limit,
-    )
-    await lineage.pg_mark_parents_due(conn, map(columns.pg_execution, abandoned))
-    if abandoned or rows:
-        changed = [*abandoned, *rows]
-        await outbox.pg_emit(
-            conn,
-            now,
-            lambda: [outbound_events.execution_updated(columns.pg_execution(r)) for r in changed],
-        )
-    return sorted((columns.pg_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
 async def pg_start(
@@ -496,28 +369,3 @@ async def pg_request_cancel(
     await lineage.pg_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
-
-
-async def pg_claim(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
-) -> list[Execution]:
-    rows = await conn.fetch(
-        "UPDATE executions SET status = $1, result = $2::jsonb, finished_at = $3,"
-        " lease_token = NULL, lease_expires_at = NULL, updated_at = now(),"
-        " log = log || $4::jsonb"
-        " WHERE id IN (SELECT id FROM executions WHERE status = $5"
-        "  AND lease_expires_at < now() FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
-        CANCELED,
-        dumps(WORKER_GONE_RESULT, "result"),
-        now,
-        columns.pg_log_param(CANCELED, now),
-        CANCELING,
-    )
-    if rows:
-        settled = [columns.pg_execution(row) for row in rows]
-        await lineage.pg_mark_parents_due(conn, settled)
-        await outbox.pg_emit(
-            conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
-        )
-    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now)
