@@ -1,6 +1,6 @@
 """Executions, both dialects: requested (by a rule decision, the API or re-emit), claimed
-with a lease (engine.store.ops.execution_claims), started, heartbeaten, finished — and canceled (StackStorm's
-`st2 execution cancel`).
+with a lease (engine.store.ops.execution_claims), started, heartbeaten, finished — and
+canceled (StackStorm's `st2 execution cancel`).
 
 An execution that has not started (requested, scheduled) becomes `canceled` at once: the
 worker holding a scheduled one finds its lease gone when it tries to start it. A running
