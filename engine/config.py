@@ -36,6 +36,15 @@ class ServerSettings:
     # Seconds a client has from the first byte of a request's headers to their end; a
     # slower one is disconnected (an idle keep-alive connection is aiohttp's to close).
     header_timeout: float = 10.0
+    # The URL clients reach the API at, as workflows see it in ctx(st2).api_url (StackStorm's
+    # `api_url`); empty: http://<host>:<port>/api/v1. Set it behind a proxy or a load balancer.
+    api_url: str = ""
+
+    def public_api_url(self) -> str:
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/api/v1"
 
 
 @dataclass(frozen=True)

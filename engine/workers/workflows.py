@@ -132,7 +132,7 @@ def _started(
     conductor, requests = WorkflowConductor.start(
         action.workflow,
         inputs,
-        runtime_context={"st2": _st2_context(execution, action)},
+        runtime_context={"st2": _st2_context(runtime, execution, action)},
         st2kv=kv,
     )
     children = [_child(execution, request) for request in requests]
@@ -140,7 +140,7 @@ def _started(
     return conductor.state, children, final, result
 
 
-def _st2_context(execution: Execution, action: Any) -> dict[str, Any]:
+def _st2_context(runtime: Runtime, execution: Execution, action: Any) -> dict[str, Any]:
     # ctx(st2): what StackStorm's workflows read of their runtime context.
     context = execution.context or {}
     return {
@@ -150,6 +150,7 @@ def _st2_context(execution: Execution, action: Any) -> dict[str, Any]:
         "pack": action.pack,
         "user": context.get("user"),
         "runner": "orquesta",
+        "api_url": runtime.settings.server.public_api_url(),
     }
 
 

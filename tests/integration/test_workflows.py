@@ -197,6 +197,8 @@ async def test_st2kv_and_the_st2_context_reach_the_expressions(client) -> None:
         "mine": "own",
         "missing": "fallback",
         "who": "api",
+        # server.api_url unset: the address this server listens on.
+        "api": "http://127.0.0.1:8080/api/v1",
     }
 
 

@@ -131,6 +131,7 @@ WORKFLOWS = {
           - mine: <% st2kv('user.mine') %>
           - missing: <% st2kv('system.nope', default => 'fallback') %>
           - who: <% ctx(st2).user %>
+          - api: <% ctx(st2).api_url %>
         """,
     "items": """\
         version: 1.0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import Settings, load_settings
+from engine.config import ServerSettings, Settings, load_settings
 from engine.errors import ConfigError
 
 
@@ -73,3 +73,10 @@ def test_shipped_config_file_is_valid_and_matches_defaults():
 
     shipped = load_settings(Path(__file__).parents[2] / "config.yaml", environ={})
     assert shipped.replace(base_dir=".") == Settings()
+
+
+def test_the_public_api_url_is_the_listener_unless_set() -> None:
+    assert ServerSettings().public_api_url() == "http://127.0.0.1:8080/api/v1"
+    assert ServerSettings(host="::1", port=9000).public_api_url() == "http://[::1]:9000/api/v1"
+    behind_proxy = ServerSettings(api_url="https://hooks.example.com/api/v1/")
+    assert behind_proxy.public_api_url() == "https://hooks.example.com/api/v1"
