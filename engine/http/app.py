@@ -28,6 +28,7 @@ from engine.http import (
     outbound_api,
     rules_api,
     trigger_instances_api,
+    triggers_api,
     webhooks,
     webhooks_api,
 )
@@ -64,6 +65,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             webhooks,
             webhooks_api,
             trigger_instances_api,
+            triggers_api,
             enforcements_api,
             rules_api,
             executions_api,

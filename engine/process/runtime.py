@@ -163,5 +163,8 @@ class Runtime:
 
     @property
     def known_trigger_types(self) -> set[str]:
-        """Trigger types a generic /webhooks/st2 post may name: those rules listen to."""
-        return {rule.trigger_type for rule in self.ruleset}
+        """Trigger types a generic /webhooks/st2 post may name: those packs register and
+        those rules listen to."""
+        return {rule.trigger_type for rule in self.ruleset} | {
+            t.ref for t in self.packs.trigger_types()
+        }
