@@ -174,6 +174,14 @@ class DatastoreSettings:
 
 
 @dataclass(frozen=True)
+class RuleSettings:
+    # How many times a chain of rules on the generic triggers (a rule on
+    # core.st2.generic.actiontrigger whose action finishes and fires it again) may re-fire
+    # before its enforcement fails instead of requesting another execution.
+    max_trigger_depth: int = 10
+
+
+@dataclass(frozen=True)
 class PacksSettings:
     # A `core` pack in packs_dirs replaces the built-in one (engine/packs/builtin/core)
     # instead of being refused at load.
@@ -198,6 +206,7 @@ class Settings:
     datastore: DatastoreSettings = field(default_factory=DatastoreSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)

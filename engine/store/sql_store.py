@@ -272,13 +272,34 @@ class SqlStore(Store, abc.ABC):
         )
 
     async def finish_execution(
-        self, execution_id: str, lease_token: str, status: str, result: Any
+        self,
+        execution_id: str,
+        lease_token: str,
+        status: str,
+        result: Any,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
     ) -> Execution:
         codec.check_terminal_status(status)
         result_json = codec.dumps(result, "execution result")
-        return await self._write(
-            self.dialect.finish_execution, execution_id, lease_token, status, result_json, utcnow()
+        fired: list[int] = []  # how many generic instances the transaction stored
+
+        def counted(execution: Execution) -> Sequence[NewTriggerInstance]:
+            fired.clear()  # a retried transaction counts once
+            items = generic(execution) if generic is not None else ()
+            fired.append(len(items))
+            return items
+
+        finished = await self._write(
+            self.dialect.finish_execution,
+            execution_id,
+            lease_token,
+            status,
+            result_json,
+            utcnow(),
+            counted if generic is not None else None,
         )
+        self.count_ingested(sum(fired))
+        return finished
 
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
         return await self._write(self.dialect.request_cancel, execution_id, utcnow())

@@ -24,6 +24,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.workers import sleep_until
+from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,11 @@ async def _finish(
 ) -> None:
     try:
         finished = await runtime.store.finish_execution(
-            execution.id, execution.lease_token or "", status, result
+            execution.id,
+            execution.lease_token or "",
+            status,
+            result,
+            generic_source(runtime, execution),
         )
     except LeaseLost:
         log.warning(

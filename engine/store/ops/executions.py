@@ -31,7 +31,7 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import dumps, time_to_text
-from engine.store.ops import columns, outbox
+from engine.store.ops import columns, generic_triggers, outbox
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}
@@ -173,6 +173,7 @@ def sqlite_finish(
     status: str,
     result_json: str,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     at = time_to_text(now)
     row = conn.execute(
@@ -194,6 +195,7 @@ def sqlite_finish(
         raise columns.sqlite_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.sqlite_execution(row)
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    generic_triggers.sqlite_fire(conn, execution, generic, now)
     return execution
 
 
@@ -409,6 +411,7 @@ async def pg_finish(
     status: str,
     result_json: str,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     row = await conn.fetchrow(
         "UPDATE executions SET status = $3, result = $4::jsonb, finished_at = $5,"
@@ -427,6 +430,7 @@ async def pg_finish(
         raise await columns.pg_missing_or_lost(conn, "executions", "execution", execution_id)
     execution = columns.pg_execution(row)
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    await generic_triggers.pg_fire(conn, execution, generic)
     return execution
 
 
