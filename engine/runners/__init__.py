@@ -68,6 +68,7 @@ def default_runners(
     """
     # Imported here so that the python-script child, which imports this package on its
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
+    from engine.runners.dispatch import AnnouncementRunner, InjectTriggerRunner
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
     from engine.runners.python_script import PythonScriptRunner
@@ -82,6 +83,8 @@ def default_runners(
         HttpRequestRunner(destination_guard, http_connector_factory),
         SendWebhookRunner(destination_guard, http_connector_factory, keyring),
         NoopRunner(),
+        InjectTriggerRunner(),
+        AnnouncementRunner(),
     ):
         registry.register(runner)
     return registry

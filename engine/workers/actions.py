@@ -24,6 +24,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.workers import sleep_until
+from engine.workers.dispatch import dispatcher
 from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
 
@@ -192,6 +193,7 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
         timeout=float(timeout),
         action_config=_pack_config(runtime.packs.packs[action.pack], kv),
         max_output=workers.max_output,
+        dispatch_trigger=dispatcher(runtime),
     )
     return request, action
 
