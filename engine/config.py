@@ -216,7 +216,7 @@ class Settings:
     packs: PacksSettings = field(default_factory=PacksSettings)
     # Pack configs, one <pack ref>.yaml each (StackStorm's /opt/stackstorm/configs).
     configs_dir: str = "configs"
-    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers")
+    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers", "sensors")
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
     # The file these settings came from (None: defaults only), for file:line in errors.
@@ -235,7 +235,7 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers")
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers", "sensors")
 
 
 def load_settings(

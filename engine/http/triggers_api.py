@@ -116,7 +116,15 @@ def _one(request: web.Request, items: list[dict[str, Any]]) -> web.Response:
 
 def _sensor_types(request: web.Request) -> list[dict[str, Any]]:
     runtime = request.app[RUNTIME]
-    return [spec.to_api() for spec in runtime.packs.sensors()]
+    items = []
+    for spec in runtime.packs.sensors():
+        item = spec.to_api()
+        # The states of the sensors this process runs (the sensors role); elsewhere they
+        # run in another process, or nowhere when no process has the role.
+        state = runtime.sensors.state(spec.ref) if runtime.sensors is not None else None
+        item.update(state or {"status": "enabled" if spec.enabled else "disabled"})
+        items.append(item)
+    return items
 
 
 async def list_sensor_types(request: web.Request) -> web.Response:

@@ -52,6 +52,8 @@ class Runtime:
     ingest_process: IngestProcess | None = None
     # The rules role's evaluator processes (engine.workers.evaluator.EvaluatorPool).
     evaluator: Any = None
+    # The sensors role's supervisor (engine.workers.sensors), for the sensors' states.
+    sensors: Any = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
     # "execution_finished", "delivery_finished"...); engine.support.metrics subscribes. An observer
