@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -314,3 +315,27 @@ async def test_hookyard_sensor_list_shows_states(tmp_path: Path) -> None:
         states = {s["ref"]: s for s in json.loads(listed.stdout)}
         assert "SyntaxError" in states["s.Broken"]["last_error"]
         assert states["s.Keeper"]["status"] == "running"
+
+
+async def test_a_sensor_killed_mid_poll_is_restarted_and_loses_nothing(tmp_path: Path) -> None:
+    packs = tmp_path / "packs"
+    write_pack(packs, "s", ONE_TICKER)
+    async with app_client(sensor_settings(tmp_path, [packs])) as client:
+        await wait_until(lambda: _at_least(client, "s.tick", 5), "ticks", timeout=20)
+        first_pid = (await sensor_states(client))["s.Ticker"]["pid"]
+        os.kill(first_pid, signal.SIGKILL)
+
+        async def back():
+            state = (await sensor_states(client))["s.Ticker"]
+            running_again = state["status"] == "running" and state["pid"] != first_pid
+            return state if running_again and state["restarts"] == 1 else None
+
+        state = await wait_until(back, "the ticker restarted", timeout=20)
+        assert "exited with code -9" in state["last_error"]
+        ticks = await get_json(client, "/api/v1/triggerinstances", trigger="s.tick", limit=1000)
+        in_order = [t["payload"]["n"] for t in sorted(ticks, key=lambda t: t["occurrence_time"])]
+        # The first run's numbers, up to where the second run starts from 1 again, have no
+        # gap: every dispatch written before the kill was stored.
+        restart_at = in_order.index(1, 1)
+        assert in_order[:restart_at] == list(range(1, restart_at + 1))
+        assert restart_at >= 5
