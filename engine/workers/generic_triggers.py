@@ -25,15 +25,18 @@ def generic_source(runtime: Runtime, execution: Execution) -> GenericSource | No
     """The builder of `execution`'s generic trigger instances, or None when no rule
     listens to them (or its action has no notify for the notify trigger)."""
     ruleset = runtime.ruleset
+    on_action, on_notify = ruleset.candidates(ACTION_TRIGGER), ruleset.candidates(NOTIFY_TRIGGER)
+    if not on_action and not on_notify:
+        return None  # the common case: two dict lookups, nothing else
     wanted = set()
     try:
         action = runtime.packs.action(execution.action)
     except ActionError:
         action = None
-    if ruleset.candidates(ACTION_TRIGGER):
+    if on_action:
         wanted.add(ACTION_TRIGGER)
     notify = dict(action.notify) if action is not None else {}
-    if notify and ruleset.candidates(NOTIFY_TRIGGER):
+    if notify and on_notify:
         wanted.add(NOTIFY_TRIGGER)
     if not wanted:
         return None
