@@ -332,7 +332,12 @@ async def test_a_sensor_killed_mid_poll_is_restarted_and_loses_nothing(tmp_path:
 
         state = await wait_until(back, "the ticker restarted", timeout=20)
         assert "exited with code -9" in state["last_error"]
-        ticks = await get_json(client, "/api/v1/triggerinstances", trigger="s.tick", limit=1000)
+
+        async def second_run_ticked():
+            found = await get_json(client, "/api/v1/triggerinstances", trigger="s.tick", limit=1000)
+            return found if sum(t["payload"]["n"] == 1 for t in found) == 2 else None
+
+        ticks = await wait_until(second_run_ticked, "the second run's first tick", timeout=20)
         in_order = [t["payload"]["n"] for t in sorted(ticks, key=lambda t: t["occurrence_time"])]
         # The first run's numbers, up to where the second run starts from 1 again, have no
         # gap: every dispatch written before the kill was stored.
