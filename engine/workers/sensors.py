@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from engine.errors import EngineError, NotFound
+from engine.model.records import NewTriggerInstance
 from engine.packs.sensors import SensorSpec
 from engine.process.runtime import Runtime
 from engine.store.exclusive import Exclusive, try_exclusive
@@ -43,6 +44,8 @@ STOP_GRACE = 5.0
 STDERR_TAIL = 40
 # How long a dispatch waits before looking at a full backlog again.
 FLOOD_WAIT = 0.2
+SPAWN_TRIGGER = "core.st2.sensor.process_spawn"
+EXIT_TRIGGER = "core.st2.sensor.process_exit"
 
 
 class SensorState:
@@ -164,6 +167,7 @@ class SensorSupervisor:
             return
         state.pid = child.pid
         state.status = "starting"
+        await self._system_trigger(SPAWN_TRIGGER, {"id": spec.ref, "pid": child.pid})
         tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         assert child.stdin is not None and child.stdout is not None and child.stderr is not None
         child.stdin.write(json.dumps(request).encode() + b"\n")
@@ -189,6 +193,7 @@ class SensorSupervisor:
                 await serving
             await errors
             state.pid = None
+        await self._system_trigger(EXIT_TRIGGER, {"id": spec.ref, "exit_code": child.returncode})
         if stop.is_set():
             return
         # The last stderr line first (a traceback's exception: what a table shows).
@@ -226,6 +231,19 @@ class SensorSupervisor:
                     await child.stdin.drain()
             else:
                 return f"sent an unknown request {str(op)[:40]!r}; killed"
+
+    async def _system_trigger(self, trigger: str, details: dict[str, Any]) -> None:
+        """A sensor process started or ended, stored only when a rule listens (as the
+        generic triggers: nothing written for nobody)."""
+        if not self.runtime.ruleset.candidates(trigger):
+            return
+        payload = {**details, "timestamp": time.time()}
+        try:
+            await self.runtime.store.add_trigger_instances(
+                [NewTriggerInstance(trigger=trigger, payload=payload)]
+            )
+        except EngineError as exc:
+            log.error("%s for sensor %s not stored: %s", trigger, details.get("id"), exc)
 
     async def _dispatch(self, state: SensorState, message: dict[str, Any]) -> None:
         runtime = self.runtime

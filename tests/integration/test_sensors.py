@@ -344,3 +344,56 @@ async def test_a_sensor_killed_mid_poll_is_restarted_and_loses_nothing(tmp_path:
         restart_at = in_order.index(1, 1)
         assert in_order[:restart_at] == list(range(1, restart_at + 1))
         assert restart_at >= 5
+
+
+async def test_sensor_process_spawn_and_exit_fire_when_a_rule_listens(tmp_path: Path) -> None:
+    packs = tmp_path / "packs"
+    write_pack(
+        packs,
+        "s",
+        {
+            "sensors/broken.yaml": SENSORS["sensors/broken.yaml"],
+            "sensors/broken.py": SENSORS["sensors/broken.py"],
+            "triggers/tick.yaml": TICK,
+        },
+    )
+    rules = {
+        "spawn": "name: spawned\npack: t\ntrigger: {type: core.st2.sensor.process_spawn}\n"
+        "action: {ref: core.noop}\n",
+    }
+    settings = settings_for(tmp_path, packs=[packs], rules=rules, roles=("api", "sensors"))
+    async with app_client(settings) as client:
+        spawned = await wait_until(
+            lambda: get_json(
+                client, "/api/v1/triggerinstances", trigger="core.st2.sensor.process_spawn"
+            ),
+            "a spawn instance",
+            timeout=20,
+        )
+        assert spawned[0]["payload"]["id"] == "s.Broken"
+        assert isinstance(spawned[0]["payload"]["pid"], int)
+        await wait_until(
+            lambda: _at_least(client, "core.st2.sensor.process_spawn", 2), "a respawn", timeout=20
+        )
+        # No rule listens to the exit trigger: none is written.
+        assert await count(client, "core.st2.sensor.process_exit") == 0
+
+
+async def test_sensor_process_exit_carries_the_exit_code(tmp_path: Path) -> None:
+    packs = tmp_path / "packs"
+    broken = {k: v for k, v in SENSORS.items() if "broken" in k or k.startswith("triggers/t")}
+    write_pack(packs, "s", broken)
+    rule = (
+        "name: ended\npack: t\ntrigger: {type: core.st2.sensor.process_exit}\n"
+        "action: {ref: core.noop}\n"
+    )
+    settings = settings_for(tmp_path, packs=[packs], rules={"exit": rule}, roles=("api", "sensors"))
+    async with app_client(settings) as client:
+        ended = await wait_until(
+            lambda: get_json(
+                client, "/api/v1/triggerinstances", trigger="core.st2.sensor.process_exit"
+            ),
+            "an exit instance",
+            timeout=20,
+        )
+        assert (ended[0]["payload"]["id"], ended[0]["payload"]["exit_code"]) == ("s.Broken", 1)
