@@ -186,6 +186,14 @@ class DatastoreSettings:
 
 
 @dataclass(frozen=True)
+class RuleSettings:
+    # How many times a chain of rules on the generic triggers (a rule on
+    # core.st2.generic.actiontrigger whose action finishes and fires it again) may re-fire
+    # before its enforcement fails instead of requesting another execution.
+    max_trigger_depth: int = 10
+
+
+@dataclass(frozen=True)
 class PacksSettings:
     # A `core` pack in packs_dirs replaces the built-in one (engine/packs/builtin/core)
     # instead of being refused at load.
@@ -210,6 +218,7 @@ class Settings:
     datastore: DatastoreSettings = field(default_factory=DatastoreSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)
@@ -219,7 +228,15 @@ class Settings:
     packs: PacksSettings = field(default_factory=PacksSettings)
     # Pack configs, one <pack ref>.yaml each (StackStorm's /opt/stackstorm/configs).
     configs_dir: str = "configs"
-    roles: tuple[str, ...] = ("api", "rules", "actions", "deliveries", "timers", "workflows")
+    roles: tuple[str, ...] = (
+        "api",
+        "rules",
+        "actions",
+        "deliveries",
+        "timers",
+        "workflows",
+        "sensors",
+    )
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
     # The file these settings came from (None: defaults only), for file:line in errors.
@@ -238,7 +255,7 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers", "workflows")
+KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers", "workflows", "sensors")
 
 
 def load_settings(

@@ -18,6 +18,7 @@ from engine.cli.executions import execution_group
 from engine.cli.explain import explain_command
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
+from engine.cli.sensors import sensor_group, trigger_group
 from engine.cli.serve import serve_command
 from engine.cli.signing import signing_key_group
 from engine.cli.trigger_instances import trigger_instance_group
@@ -45,6 +46,8 @@ for command in (
     key_group,
     signing_key_group,
     workflow_group,
+    sensor_group,
+    trigger_group,
 ):
     cli.add_command(command)
 

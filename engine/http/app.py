@@ -29,6 +29,7 @@ from engine.http import (
     rerun_api,
     rules_api,
     trigger_instances_api,
+    triggers_api,
     webhooks,
     webhooks_api,
 )
@@ -65,6 +66,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             webhooks,
             webhooks_api,
             trigger_instances_api,
+            triggers_api,
             enforcements_api,
             rules_api,
             executions_api,

@@ -125,7 +125,7 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
         body = {k: v for k, v in body.items() if k != placement.name}
     dedupe_key = _dedupe_key(request, definition, raw, caller)
     if name == GENERIC_HOOK:
-        item = _generic_instance(body, runtime.known_trigger_types, dedupe_key)
+        item = _generic_instance(body, runtime, dedupe_key)
         Gatekeeper.check_fires(caller, {item.trigger})
     else:
         if caller.key is not None:  # only a key can limit what a caller fires
@@ -283,9 +283,7 @@ def _payload_headers(payload: Any) -> Any:
     return payload.get("headers", {}) if isinstance(payload, dict) else {}
 
 
-def _generic_instance(
-    body: Any, known_triggers: set[str], dedupe_key: str | None
-) -> NewTriggerInstance:
+def _generic_instance(body: Any, runtime, dedupe_key: str | None) -> NewTriggerInstance:
     if not isinstance(body, dict):
         raise IngestError(
             'the st2 webhook needs a JSON object body: {"trigger": "<pack>.<name>", '
@@ -301,9 +299,15 @@ def _generic_instance(
         payload = {}
     if not isinstance(payload, dict):
         raise IngestError('"payload" must be a JSON object')
-    if trigger not in known_triggers:
+    # A registered trigger type is accepted even when no rule listens yet (StackStorm
+    # stores its instances all the same); its payload must fit its payload_schema.
+    trigger_type = runtime.packs.trigger_type(trigger)
+    if trigger_type is not None:
+        trigger_type.validate_payload(payload)
+    elif trigger not in runtime.known_trigger_types:
         raise IngestError(
-            f"unknown trigger type {trigger!r}: no loaded rule listens to it",
+            f"unknown trigger type {trigger!r}: no pack registers it and no loaded rule "
+            "listens to it (GET /api/v1/triggertypes lists them)",
             400,
         )
     return NewTriggerInstance(trigger=trigger, payload=payload, dedupe_key=dedupe_key)

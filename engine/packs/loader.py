@@ -1,10 +1,10 @@
 """Load packs in StackStorm's layout from one or more directories.
 
 ``<dir>/<pack>/pack.yaml``, ``actions/*.yaml`` (entry points beside them), ``rules/*.yaml``,
-``webhooks/*.yaml`` and ``config.schema.yaml``. Every problem is reported with its file and
-line, and never stops the rest: a broken action file loses that action, a broken
-``pack.yaml`` loses that pack. Earlier directories win: a pack ref seen again later is an
-error naming both places, never a silent override.
+``webhooks/*.yaml``, ``triggers/*.yaml``, ``sensors/*.yaml`` and ``config.schema.yaml``.
+Every problem is reported with its file and line, and never stops the rest: a broken
+action file loses that action, a broken ``pack.yaml`` loses that pack. Earlier directories
+win: a pack ref seen again later is an error naming both places, never a silent override.
 
 The built-in ``core`` pack (``core.local``, ``core.http``, ...) is package data beside this
 module and is always loaded first, as StackStorm always has its core pack: a ``core`` pack
@@ -33,6 +33,8 @@ from engine.packs.metadata import (
 )
 from engine.packs.pack import Pack, PackSet, WebhookSpec, read_pack_metadata
 from engine.packs.parameters import ActionParameter
+from engine.packs.sensors import load_sensors
+from engine.packs.triggers import load_trigger_types
 from engine.rules import load_rules
 from engine.rules.rule import Rule, normalize_webhook_name
 from engine.rules.yamlsource import Located
@@ -166,6 +168,8 @@ def _load_pack(
     rules = _load_rules(pack_dir, ref, files, errors)
     webhooks = _load_webhooks(pack_dir, ref, files, errors)
     config = _load_config(pack_dir, ref, configs_dir, files, errors)
+    trigger_types = load_trigger_types(pack_dir, ref, files, errors)
+    sensors = load_sensors(pack_dir, ref, files, trigger_types, errors)
     return Pack(
         ref=ref,
         name=metadata["name"],
@@ -180,6 +184,8 @@ def _load_pack(
         config_file=config.file,
         config_error=config.error,
         files=tuple(files),
+        trigger_types=trigger_types,
+        sensors=sensors,
     )
 
 

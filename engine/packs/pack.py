@@ -20,6 +20,8 @@ from engine.packs.metadata import (
     suggestion,
 )
 from engine.packs.parameters import ActionParameter
+from engine.packs.sensors import SensorSpec
+from engine.packs.triggers import TriggerType
 from engine.rules.rule import Rule
 from engine.rules.yamlsource import Located
 
@@ -96,6 +98,10 @@ class Pack:
     config_error: str | None = None
     # Files read from the pack, relative to it (StackStorm's PackAPI ``files``).
     files: tuple[str, ...] = ()
+    # Trigger types by name (``triggers/*.yaml`` and those its sensors declare).
+    trigger_types: Mapping[str, TriggerType] = field(default_factory=dict)
+    # Sensors by class name (``sensors/*.yaml``).
+    sensors: Mapping[str, SensorSpec] = field(default_factory=dict)
 
     @property
     def uid(self) -> str:
@@ -146,6 +152,23 @@ class PackSet:
 
     def rules(self) -> list[Rule]:
         return [rule for pack in self.packs.values() for rule in pack.rules]
+
+    def trigger_types(self) -> list[TriggerType]:
+        return sorted(
+            (t for pack in self.packs.values() for t in pack.trigger_types.values()),
+            key=lambda t: t.ref,
+        )
+
+    def trigger_type(self, ref: str) -> TriggerType | None:
+        pack_ref, _, name = ref.partition(".")
+        pack = self.packs.get(pack_ref)
+        return pack.trigger_types.get(name) if pack is not None else None
+
+    def sensors(self) -> list[SensorSpec]:
+        return sorted(
+            (s for pack in self.packs.values() for s in pack.sensors.values()),
+            key=lambda s: s.ref,
+        )
 
     def webhooks(self) -> dict[str, WebhookSpec]:
         """Hook name -> settings, over every pack (the loader keeps names unique)."""

@@ -52,6 +52,8 @@ class Runtime:
     ingest_process: IngestProcess | None = None
     # The rules role's evaluator processes (engine.workers.evaluator.EvaluatorPool).
     evaluator: Any = None
+    # The sensors role's supervisor (engine.workers.sensors), for the sensors' states.
+    sensors: Any = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
     # "execution_finished", "delivery_finished"...); engine.support.metrics subscribes. An observer
@@ -163,5 +165,8 @@ class Runtime:
 
     @property
     def known_trigger_types(self) -> set[str]:
-        """Trigger types a generic /webhooks/st2 post may name: those rules listen to."""
-        return {rule.trigger_type for rule in self.ruleset}
+        """Trigger types a generic /webhooks/st2 post may name: those packs register and
+        those rules listen to."""
+        return {rule.trigger_type for rule in self.ruleset} | {
+            t.ref for t in self.packs.trigger_types()
+        }

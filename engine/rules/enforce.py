@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import RuleError
+from engine.model.generic_triggers import DEPTH_KEY, GENERIC_TRIGGERS, depth_of
 from engine.model.records import (
     ENFORCEMENT_FAILED,
     ENFORCEMENT_SUCCEEDED,
@@ -39,12 +40,15 @@ def decide(
     action_known: Callable[[str], bool] | None = None,
     parameter_kinds: Callable[[str], Mapping[str, str]] | None = None,
     progress: Callable[[Rule, str], None] | None = None,
+    max_trigger_depth: int | None = None,
 ) -> tuple[list[EnforcementOutcome], list[RuleEvaluation]]:
     """Enforcement outcomes for `instance`, plus every candidate's evaluation (for explain).
 
     `action_known(ref)` says whether an action exists; `parameter_kinds(ref)` names the
     parameters of an action that render their own way (shell commands, URLs: quoted).
     `progress(rule, step)` is told each step ("criteria", "parameters") before it starts.
+    A generic trigger (engine.model.generic_triggers) deeper than `max_trigger_depth`
+    fails its enforcements: a rule re-firing itself through its own action stops there.
     """
     on_rule = None if progress is None else (lambda rule: progress(rule, CRITERIA))
     evaluations = ruleset.evaluate(
@@ -54,7 +58,7 @@ def decide(
     for result in evaluations:
         if progress is not None and result.matched:
             progress(result.rule, PARAMETERS)
-        outcome = _outcome(result, instance, kv, action_known, parameter_kinds)
+        outcome = _outcome(result, instance, kv, action_known, parameter_kinds, max_trigger_depth)
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes, evaluations
@@ -66,6 +70,7 @@ def _outcome(
     kv: Any,
     action_known: Callable[[str], bool] | None,
     parameter_kinds: Callable[[str], Mapping[str, str]] | None,
+    max_trigger_depth: int | None = None,
 ) -> EnforcementOutcome | None:
     rule = result.rule
     trace = result.evaluation.trace_dicts()
@@ -92,6 +97,15 @@ def _outcome(
     except RuleError as exc:
         return failed(f"once_per key did not render: {exc}")
     context = action_context_for(rule, instance.id, RULE_USER)
+    if instance.trigger in GENERIC_TRIGGERS:
+        depth = depth_of(instance.payload)
+        if max_trigger_depth is not None and depth > max_trigger_depth:
+            return failed(
+                f"trigger {instance.trigger} is {depth} executions deep, past "
+                f"rules.max_trigger_depth ({max_trigger_depth}): a rule chain re-fires "
+                "itself through its own actions; stopped here"
+            )
+        context[DEPTH_KEY] = depth  # its execution's generic triggers go one deeper
     try:
         parameters = render_parameters(
             rule,

@@ -69,6 +69,7 @@ def default_runners(
     # Imported here so that the python-script child, which imports this package on its
     # way to engine.runners.python_host, does not pay for aiohttp on every start.
     from engine.runners.action_chain import ActionChainRunner
+    from engine.runners.dispatch import AnnouncementRunner, InjectTriggerRunner
     from engine.runners.http_request import HttpRequestRunner
     from engine.runners.noop import NoopRunner
     from engine.runners.orquesta import OrquestaRunner
@@ -86,6 +87,8 @@ def default_runners(
         NoopRunner(),
         OrquestaRunner(),
         ActionChainRunner(),
+        InjectTriggerRunner(),
+        AnnouncementRunner(),
     ):
         registry.register(runner)
     return registry

@@ -25,6 +25,11 @@ MASK = "********"
 DestinationGuard = Callable[[str], Awaitable[object]]
 
 
+# Stores a trigger instance as /webhooks/st2 does (the type's payload_schema checked):
+# (trigger ref, payload, trace tag) -> the instance id; raises EngineError when refused.
+TriggerDispatch = Callable[[str, Any, str | None], Awaitable[str]]
+
+
 class ProcessWatch(Protocol):
     """Told of each process group a run starts, and when the runner is done with it, so
     that the group can be killed if the worker dies meanwhile (engine.workers.leftovers)."""
@@ -57,6 +62,8 @@ class RunRequest:
     destination_guard: DestinationGuard | None = field(default=None, compare=False)
     # Told of the process groups this run starts (shell, script and Python runners).
     process_watch: ProcessWatch | None = field(default=None, compare=False)
+    # How core.inject_trigger and core.announcement store their trigger instances.
+    dispatch_trigger: TriggerDispatch | None = field(default=None, compare=False)
 
     def parameter(self, name: str, default: Any = None) -> Any:
         """A parameter looked up in runner parameters first, then action parameters.

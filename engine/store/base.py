@@ -222,10 +222,16 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def finish_execution(
-        self, execution_id: str, lease_token: str, status: str, result: Any
+        self,
+        execution_id: str,
+        lease_token: str,
+        status: str,
+        result: Any,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
     ) -> Execution:
         """Record the final status, result and end time (also of a canceling execution).
-        LeaseLost on a stale token."""
+        LeaseLost on a stale token. `generic(finished)` builds the generic trigger
+        instances (engine.model.generic_triggers) stored in the same transaction."""
 
     @abc.abstractmethod
     async def record_execution_process(

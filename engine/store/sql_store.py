@@ -273,13 +273,33 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
         )
 
     async def finish_execution(
-        self, execution_id: str, lease_token: str, status: str, result: Any
+        self,
+        execution_id: str,
+        lease_token: str,
+        status: str,
+        result: Any,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
     ) -> Execution:
         codec.check_terminal_status(status)
         result_json = codec.dumps(result, "execution result")
+        fired: list[int] = []  # how many generic instances the transaction stored
+
+        def counted(execution: Execution) -> Sequence[NewTriggerInstance]:
+            fired.clear()  # a retried transaction counts once
+            items = generic(execution) if generic is not None else ()
+            fired.append(len(items))
+            return items
+
         finished = await self._write(
-            self.dialect.finish_execution, execution_id, lease_token, status, result_json, utcnow()
+            self.dialect.finish_execution,
+            execution_id,
+            lease_token,
+            status,
+            result_json,
+            utcnow(),
+            counted if generic is not None else None,
         )
+        self.count_ingested(sum(fired))
         if finished.parent:
             self._wake("workflows")  # its workflow's run is due (same transaction)
         return finished

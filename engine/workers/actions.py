@@ -25,6 +25,8 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
 from engine.workers import sleep_until
+from engine.workers.dispatch import dispatcher
+from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
 from engine.workers.workflows import start_workflow
 
@@ -198,6 +200,7 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
         timeout=float(timeout),
         action_config=_pack_config(runtime.packs.packs[action.pack], kv),
         max_output=workers.max_output,
+        dispatch_trigger=dispatcher(runtime),
     )
     return request, action
 
@@ -285,7 +288,11 @@ async def _finish(
 ) -> None:
     try:
         finished = await runtime.store.finish_execution(
-            execution.id, execution.lease_token or "", status, result
+            execution.id,
+            execution.lease_token or "",
+            status,
+            result,
+            generic_source(runtime, execution),
         )
     except LeaseLost:
         log.warning(

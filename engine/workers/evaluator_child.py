@@ -152,6 +152,7 @@ class _Evaluator:
                 action_known=self.kinds.__contains__,
                 parameter_kinds=lambda ref: self.kinds.get(ref, {}),
                 progress=self.progress.rule,
+                max_trigger_depth=self.settings.rules.max_trigger_depth,
             )
             status = PROCESSED
         except MemoryError:

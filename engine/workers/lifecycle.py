@@ -14,6 +14,7 @@ from engine.workers.actions import run_actions_worker
 from engine.workers.claimers import CLAIMING_ROLES, Claimer
 from engine.workers.deliveries import run_deliveries_worker
 from engine.workers.rules import run_rules_worker
+from engine.workers.sensors import run_sensors_worker
 from engine.workers.timers import run_timers_worker
 from engine.workers.workflows import run_workflows_worker
 
@@ -30,6 +31,7 @@ def role_mains() -> dict[str, RoleMain]:
         "timers": run_timers_worker,
         "deliveries": run_deliveries_worker,
         "workflows": run_workflows_worker,
+        "sensors": run_sensors_worker,
     }
 
 

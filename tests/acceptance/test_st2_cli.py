@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.app import REPO_ROOT as ROOT
 from tests.support.cli import GITHUB_PUSH, start_server
 from tests.support.st2 import COMMAND_TIMEOUT, INSTALL_TIMEOUT, WAIT_TIMEOUT, St2
 
@@ -230,3 +231,33 @@ def test_st2_run_with_an_operator_key_is_limited_to_its_grants(serve, st2_cli, t
     ) in refused.stdout + refused.stderr
     # The refused run left nothing behind: only the noop ran.
     assert len(st2.api("/api/v1/executions")) == 1
+
+
+def test_st2_trigger_timer_and_sensor_lists(serve, st2_cli, tmp_path):
+    """`st2 trigger list|get`, `st2 timer list`, `st2 sensor list` on StackStorm's own
+    examples sensor and trigger files (tests/support/st2_examples)."""
+    rules = tmp_path / "timer_rules"
+    rules.mkdir()
+    (rules / "timer.yaml").write_text(
+        "name: every_minute\npack: t\n"
+        "trigger: {type: core.st2.IntervalTimer, parameters: {unit: minutes, delta: 1}}\n"
+        "action: {ref: core.noop}\n"
+    )
+    examples = ROOT / "tests" / "support" / "st2_examples"
+    server = serve.start(
+        roles="api",
+        env={"HOOKYARD_AUTH__ENABLED": "false"},
+        args=["--rules", str(rules), "--packs", str(examples)],
+    )
+    st2 = St2(st2_cli, server.url, None, tmp_path / "home")
+    types = {t["ref"]: t for t in st2.json("trigger", "list")}
+    assert types["examples.fibonacci"]["pack"] == "examples"
+    assert "core.st2.generic.actiontrigger" in types
+    got = st2.json("trigger", "get", "examples.fibonacci")
+    assert got["payload_schema"]["properties"]["count"] == {"type": "number"}
+    timers = st2.json("timer", "list")
+    assert [(t["type"], t["parameters"]) for t in timers] == [
+        ("core.st2.IntervalTimer", {"unit": "minutes", "delta": 1})
+    ]
+    sensors = st2.json("sensor", "list")
+    assert [(s["ref"], s["enabled"]) for s in sensors] == [("examples.FibonacciSensor", True)]

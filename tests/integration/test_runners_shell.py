@@ -72,7 +72,9 @@ def write_script(directory: Path, text: str, executable: bool = True) -> str:
 def test_registry_knows_the_builtin_runners_and_each_parameter_has_a_type():
     assert runner_names() == [
         "action-chain",
+        "announcement",
         "http-request",
+        "inject-trigger",
         "local-shell-cmd",
         "local-shell-script",
         "noop",

@@ -16,7 +16,18 @@ from tests.support.packs import write_pack
 # The pack core checks actions against the runner registry it is given.
 RUNNERS = default_runners()
 
-CORE_ACTIONS = {"core.echo", "core.http", "core.local", "core.noop", "core.sendwebhook"}
+CORE_ACTIONS = {
+    "core.announcement",
+    "core.echo",
+    "core.error",
+    "core.http",
+    "core.inject_trigger",
+    "core.local",
+    "core.noop",
+    "core.pause",
+    "core.sendwebhook",
+    "core.uuid",
+}
 
 USER_CORE = """\
 name: core

@@ -741,6 +741,11 @@ def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
         "core.http": "http-request",
         "core.noop": "noop",
         "core.sendwebhook": "sendwebhook",
+        "core.announcement": "announcement",
+        "core.error": "local-shell-cmd",
+        "core.inject_trigger": "inject-trigger",
+        "core.pause": "python-script",
+        "core.uuid": "python-script",
     }
     assert packs.action("core.local").parameter_specs["cmd"].required
     assert packs.action("core.http").parameter_specs["url"].required

@@ -69,3 +69,13 @@ def test_the_checks_see_what_they_look_for() -> None:
     )
     assert imported_modules(tree) == ["tests.integration.test_x", "tests.acceptance.conftest"]
     assert is_fixture(tree.body[-1].decorator_list[0])
+
+
+def test_test_module_names_are_unique_across_the_folders() -> None:
+    # The test folders are not packages: pytest imports each test module by its bare name,
+    # so two test_x.py in different folders cannot both be collected.
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for path in python_files():
+        if path.name.startswith("test_"):
+            by_name[path.name].append(str(path.relative_to(TESTS)))
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}

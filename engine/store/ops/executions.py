@@ -30,7 +30,7 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import dumps, time_to_text
-from engine.store.ops import columns, lineage, outbox
+from engine.store.ops import columns, generic_triggers, lineage, outbox
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}
@@ -124,6 +124,7 @@ def sqlite_finish(
     status: str,
     result_json: str,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     at = time_to_text(now)
     row = conn.execute(
@@ -146,6 +147,7 @@ def sqlite_finish(
     execution = columns.sqlite_execution(row)
     lineage.sqlite_mark_parents_due(conn, [execution])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    generic_triggers.sqlite_fire(conn, execution, generic, now)
     return execution
 
 
@@ -296,6 +298,7 @@ async def pg_finish(
     status: str,
     result_json: str,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     row = await conn.fetchrow(
         "UPDATE executions SET status = $3, result = $4::jsonb, finished_at = $5,"
@@ -315,6 +318,7 @@ async def pg_finish(
     execution = columns.pg_execution(row)
     await lineage.pg_mark_parents_due(conn, [execution])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
+    await generic_triggers.pg_fire(conn, execution, generic)
     return execution
 
 

@@ -1,0 +1,41 @@
+"""Generic trigger instances (engine.model.generic_triggers) written in the transaction
+that finishes an execution, both dialects: they exist if and only if the end does.
+
+`source(execution)` builds them from the finished row; the finishing worker passes one
+only when its rule set has a rule on a generic trigger, so an engine with none pays
+nothing here (not even a read).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import asyncpg
+
+from engine.model.records import Execution, NewTriggerInstance
+from engine.store import codec
+from engine.store.ops import instances
+
+GenericSource = Callable[[Execution], Sequence[NewTriggerInstance]]
+
+
+def sqlite_fire(
+    conn: sqlite3.Connection, execution: Execution, source: GenericSource | None, now: datetime
+) -> None:
+    if source is None:
+        return
+    batch = [codec.prepare_trigger_instance(item) for item in source(execution)]
+    if batch:
+        instances.sqlite_insert(conn, batch, now)
+
+
+async def pg_fire(
+    conn: asyncpg.Connection, execution: Execution, source: GenericSource | None
+) -> None:
+    if source is None:
+        return
+    batch = [codec.prepare_trigger_instance(item) for item in source(execution)]
+    if batch:
+        await instances.pg_insert(conn, batch)
