@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
@@ -38,6 +39,7 @@ from engine.model.records import (
 from engine.packs.action import ACTION_CHAIN
 from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
+from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
@@ -134,10 +136,23 @@ def _started(
         inputs,
         runtime_context={"st2": _st2_context(runtime, execution, action)},
         st2kv=kv,
+        parameter_kinds=_parameter_kinds(runtime),
     )
     children = [_child(execution, request) for request in requests]
     final, result = _end_of(conductor, active=0, requested=len(children))
     return conductor.state, children, final, result
+
+
+def _parameter_kinds(runtime: Runtime) -> Callable[[str], Mapping[str, str]]:
+    """An action's parameters that are shell commands or URLs (an unknown action: none;
+    running it fails anyway)."""
+
+    def kinds(ref: str) -> Mapping[str, str]:
+        if not runtime.action_known(ref):
+            return {}
+        return kinds_for_runner(runtime.packs.action(ref).runner_type)
+
+    return kinds
 
 
 def _st2_context(runtime: Runtime, execution: Execution, action: Any) -> dict[str, Any]:
@@ -280,7 +295,9 @@ def _stepped(
         raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
     sealed = SEALED_STATE in step.state
     state = runtime.sealer.unseal_value(step.state[SEALED_STATE]) if sealed else step.state
-    conductor = WorkflowConductor(action.workflow, state, st2kv=kv)
+    conductor = WorkflowConductor(
+        action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
+    )
     requests: list[ActionRequest] = []
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have

@@ -29,14 +29,14 @@ Semantics follow Orquesta (orquesta/conducting.py, machines.py), as StackStorm r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.errors import WorkflowError, WorkflowExpressionError
 from engine.workflows.completion import TaskCompletion
 from engine.workflows.context import NO_ITEM, ExpressionContext, KeyValueLookup
-from engine.workflows.expressions import evaluate
+from engine.workflows.expressions import evaluate, evaluate_parameter
 from engine.workflows.spec import TaskSpec, WorkflowSpec
 from engine.workflows.statuses import (
     CANCELED,
@@ -50,7 +50,9 @@ from engine.workflows.statuses import (
     SUCCEEDED,
 )
 
-__all__ = ["ActionRequest", "WorkflowConductor"]
+__all__ = ["ActionRequest", "ParameterKinds", "WorkflowConductor"]
+
+ParameterKinds = Callable[[str], Mapping[str, str]]
 
 _STATE_VERSION = 1
 
@@ -74,13 +76,20 @@ class ActionRequest:
 
 class WorkflowConductor(TaskCompletion):
     def __init__(
-        self, spec: WorkflowSpec, state: dict[str, Any], st2kv: KeyValueLookup | None = None
+        self,
+        spec: WorkflowSpec,
+        state: dict[str, Any],
+        st2kv: KeyValueLookup | None = None,
+        parameter_kinds: ParameterKinds | None = None,
     ) -> None:
         if state.get("version") != _STATE_VERSION:
             raise WorkflowError(f"workflow state version {state.get('version')!r} is unknown")
         self.spec = spec
         self.state = state
         self.st2kv = st2kv
+        # Action ref -> its parameters' kinds (engine.rules.parameter_kinds): a shell
+        # command or URL in a task's input quotes what its expressions insert.
+        self._parameter_kinds = parameter_kinds
         self._cycles = spec.tasks_in_cycles()
 
     # --- the public steps ------------------------------------------------------------
@@ -93,6 +102,7 @@ class WorkflowConductor(TaskCompletion):
         *,
         runtime_context: Mapping[str, Any] | None = None,
         st2kv: KeyValueLookup | None = None,
+        parameter_kinds: ParameterKinds | None = None,
     ) -> tuple[WorkflowConductor, list[ActionRequest]]:
         """A new workflow run: input and vars rendered, start tasks requested."""
         state: dict[str, Any] = {
@@ -106,7 +116,7 @@ class WorkflowConductor(TaskCompletion):
             "errors": [],
             "output": None,
         }
-        conductor = cls(spec, state, st2kv)
+        conductor = cls(spec, state, st2kv, parameter_kinds)
         ctx = dict(runtime_context or {})
         try:
             for name, default, has_default in spec.input:
@@ -320,7 +330,20 @@ class WorkflowConductor(TaskCompletion):
         action = evaluate(task.action, scope)
         if not isinstance(action, str) or not action:
             raise WorkflowExpressionError(f"the action of task {task.name!r} is not a ref")
-        rendered = evaluate(task.input, scope)
+        kinds = self._parameter_kinds(action) if self._parameter_kinds is not None else {}
+        if kinds and not isinstance(task.input, Mapping):
+            # Every value, the command or URL included, would be the sender's data.
+            raise WorkflowExpressionError(
+                f"the input of task {task.name!r} runs {action}, which takes a shell command "
+                "or URL: write the input as a mapping, not one expression"
+            )
+        if isinstance(task.input, Mapping):
+            rendered = {
+                evaluate(name, scope): evaluate_parameter(value, scope, kinds.get(name), name)
+                for name, value in task.input.items()
+            }
+        else:
+            rendered = evaluate(task.input, scope)
         if not isinstance(rendered, dict):
             raise WorkflowExpressionError(f"the input of task {task.name!r} is not a mapping")
         suffix = "" if item_id is None else f":{item_id}"

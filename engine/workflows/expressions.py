@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.errors import TemplateError, WorkflowExpressionError
-from engine.rules import templates
+from engine.rules import parameter_kinds, templates
 from engine.workflows.context import CONTEXT_FUNCTIONS, NO_ITEM, ExpressionContext
 from engine.workflows.functions import DATA_FUNCTIONS, NONE_MARKER, sized
 from engine.workflows.yaql_engine import compile_yaql, evaluate_yaql
@@ -65,6 +65,53 @@ def evaluate(value: Any, scope: ExpressionContext) -> Any:
     if isinstance(value, list | tuple):
         return [evaluate(item, scope) for item in value]
     return value
+
+
+def evaluate_parameter(value: Any, scope: ExpressionContext, kind: str | None, name: str) -> Any:
+    """A task input value for an action parameter of `kind` (engine.rules.parameter_kinds).
+
+    A shell command or a URL written as text with expressions in it gets each expression's
+    value inserted the way a rule's parameters insert theirs: quoted or encoded for the
+    place the text puts it, refused where it would choose the program (the shell lexer
+    decides, engine.rules.shell_quoting). So `cmd: echo <% ctx().msg %>` echoes whatever
+    `msg` holds, `; rm -rf ~` included, and never runs it. Any other value: `evaluate`.
+    """
+    if kind is None or not isinstance(value, str) or not has_expressions(value):
+        return evaluate(value, scope)
+    pattern = _YAQL if "<%" in value else _JINJA_EXPRESSION
+    found = list(pattern.finditer(value))
+    if pattern is _YAQL:
+        _refuse_unclosed(value, found)
+    source, names, position = [], {}, 0
+    for index, match in enumerate(found):
+        source.append(_literal(value[position : match.start()], value, name))
+        names[f"hookyard_value_{index}"] = _segment_value(match, pattern is _YAQL, scope)
+        source.append(f"{{{{ hookyard_value_{index} }}}}")
+        position = match.end()
+    source.append(_literal(value[position:], value, name))
+    try:
+        return parameter_kinds.render_parameter(kind, "".join(source), names, name)
+    except TemplateError as error:
+        message = str(error)
+        for index, match in enumerate(found):  # the author's expressions, not ours
+            message = message.replace(f"{{{{ hookyard_value_{index} }}}}", match.group(0))
+        raise WorkflowExpressionError(f"input {name!r}: {message}", value) from None
+
+
+def _literal(text: str, whole: str, name: str) -> str:
+    if "{{" in text or "{%" in text or "{#" in text or "<%" in text:
+        raise WorkflowExpressionError(
+            f"input {name!r} is a shell command or URL: write it as text with <% %> or "
+            f"{{{{ }}}} expressions only, not Jinja statements ({_shown(whole)})",
+            whole,
+        )
+    return text
+
+
+def _segment_value(match: re.Match[str], yaql: bool, scope: ExpressionContext) -> Any:
+    source = match.group(1) if yaql else match.group(0)
+    value = evaluate_yaql(source, scope) if yaql else _render_jinja(source, scope)
+    return "" if value == NONE_MARKER or value is None else value
 
 
 def _render_string(text: str, scope: ExpressionContext) -> Any:

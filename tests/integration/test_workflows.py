@@ -68,7 +68,8 @@ async def test_a_sequential_workflow_succeeds_with_its_output_and_children(clien
     assert all(c["parent"] == workflow["id"] for c in children)
     assert all(c["status"] == "succeeded" for c in children)
     assert children[0]["context"]["parent"]["execution_id"] == workflow["id"]
-    assert children[1]["parameters"] == {"cmd": "echo hello mona!"}
+    # What the expression inserted into the command is quoted: one word, never code.
+    assert children[1]["parameters"] == {"cmd": "echo 'hello mona'!"}
     assert workflow["children"] == [c["id"] for c in children]
     listed = await (
         await client.get("/api/v1/executions", params={"parent": workflow["id"]})
@@ -138,9 +139,7 @@ async def test_runaway_expressions_fail_the_workflow_and_the_server_keeps_servin
 
 
 async def test_cancel_reaches_the_running_task_and_ends_the_workflow(client) -> None:
-    reply = await client.post(
-        "/api/v1/executions", json={"action": "flows.echo", "parameters": {"name": "$(sleep 5)"}}
-    )
+    reply = await client.post("/api/v1/executions", json={"action": "flows.slow_one"})
     workflow_id = (await reply.json())["id"]
     await asyncio.sleep(0.3)
     canceled = await client.delete(f"/api/v1/executions/{workflow_id}")
@@ -359,3 +358,12 @@ async def test_a_rule_starts_a_workflow_and_explain_shows_its_tasks(
         assert [t["task"] for t in tasks] == ["greet", "shout"]
         workflow = await wait_ended(client, execution["id"])
         assert workflow["result"]["output"]["said"] == "hello rita"
+
+
+async def test_a_value_in_a_tasks_shell_command_is_data_not_code(client, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hostile = f"x; touch {marker} $(touch {marker}) `touch {marker}`"
+    workflow = await run(client, "flows.shout", name=hostile)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"]["output"] == {"said": hostile}
+    assert not marker.exists()

@@ -19,6 +19,22 @@ def sequential(count: int, action: str = "core.noop") -> str:
 
 
 WORKFLOWS = {
+    # A sender's value in a shell command: quoted, never run (engine.workflows.expressions).
+    "shout": """\
+        version: 1.0
+        input:
+          - name
+        tasks:
+          say:
+            action: core.local
+            input:
+              cmd: echo <% ctx().name %>
+            next:
+              - publish:
+                  - said: <% result().stdout %>
+        output:
+          - said: <% ctx().said %>
+        """,
     "noop10": sequential(10),
     "slow8": sequential(8, 'core.local cmd="sleep 0.3"'),
     "echo": """\
@@ -99,6 +115,12 @@ WORKFLOWS = {
               - publish:
                   - word: <% ctx(word) + ctx(word) %>
                 do: only
+        """,
+    "slow_one": """\
+        version: 1.0
+        tasks:
+          wait:
+            action: core.local cmd="sleep 5"
         """,
     "two_sleeps": """\
         version: 1.0

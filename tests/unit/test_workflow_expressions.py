@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
 from engine.errors import WorkflowExpressionError
+from engine.rules.parameter_kinds import SHELL_COMMAND, URL
 from engine.workflows import yaql_engine
 from engine.workflows.expressions import (
     ExpressionContext,
     ctx_names_read,
     evaluate,
+    evaluate_parameter,
     expression_problems,
 )
 from engine.workflows.functions import to_human_time_from_seconds
@@ -293,3 +296,50 @@ def test_results_are_json_data():
     assert value("<% list(timespan(days => 1)) %>") == ["1 day, 0:00:00"]
     assert value("<% now() > datetime(2020, 1, 1) %>") is True
     assert value("<% set(1, 2) %>") == [1, 2]
+
+
+# --- task input for shell commands and URLs: values stay data -------------------------
+
+HOSTILE = ExpressionContext(ctx={"msg": "x; id $(whoami) `uname`", "q": "a b&c=d/e"})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "echo <% ctx().msg %>",
+        "echo {{ ctx('msg') }}",
+        "echo '<% ctx().msg %>'",
+        'echo "<% ctx(msg) %>"',
+    ],
+)
+def test_a_shell_command_quotes_what_its_expressions_insert(source: str) -> None:
+    rendered = evaluate_parameter(source, HOSTILE, SHELL_COMMAND, "cmd")
+    # A real shell prints exactly the value: nothing in it ran.
+    ran = subprocess.run(["/bin/sh", "-c", rendered], capture_output=True, text=True, timeout=10)
+    assert ran.stdout == "x; id $(whoami) `uname`\n" and ran.returncode == 0
+
+
+def test_a_url_encodes_what_its_expressions_insert() -> None:
+    rendered = evaluate_parameter("https://example.com/s?q=<% ctx().q %>", HOSTILE, URL, "url")
+    assert rendered == "https://example.com/s?q=a%20b%26c%3Dd%2Fe"
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("<% ctx().msg %>", "command name"),
+        ("sh -c <% ctx().msg %>", "arguments of sh"),
+        ("echo {% if true %}<% ctx().msg %>{% endif %}", "Jinja statements"),
+    ],
+)
+def test_a_value_that_would_choose_what_runs_is_refused(source: str, words: str) -> None:
+    with pytest.raises(WorkflowExpressionError) as refused:
+        evaluate_parameter(source, HOSTILE, SHELL_COMMAND, "cmd")
+    assert words in str(refused.value) and "input 'cmd'" in str(refused.value)
+    assert "hookyard_value" not in str(refused.value)  # the author's expression is shown
+
+
+def test_other_parameters_render_as_before() -> None:
+    assert evaluate_parameter("echo <% ctx().msg %>", HOSTILE, None, "message") == (
+        "echo x; id $(whoami) `uname`"
+    )
