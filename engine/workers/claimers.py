@@ -25,7 +25,7 @@ from engine.store.base import Store
 log = logging.getLogger(__name__)
 
 # Roles that claim work with a lease; a process running none of them registers nothing.
-CLAIMING_ROLES = frozenset({"rules", "actions", "deliveries"})
+CLAIMING_ROLES = frozenset({"rules", "actions", "deliveries", "workflows"})
 
 
 def claimer_is_dead(record: Mapping[str, Any], host: HostIdentity) -> bool:
@@ -47,19 +47,19 @@ class Claimer:
 
     async def start(self) -> dict[str, int]:
         """Register, then take over dead claimers' leases; the counts taken over."""
-        if self._host is None:
-            return {}
         pid = os.getpid()
+        host = self._host
         record = {
-            "host": self._host.hostname,
-            "boot_id": self._host.boot_id,
-            "pid_namespace": self._host.pid_namespace,
+            "host": host.hostname if host else None,
+            "boot_id": host.boot_id if host else None,
+            "pid_namespace": host.pid_namespace if host else None,
             "pid": pid,
-            "pid_start": start_time(pid),
+            "pid_start": start_time(pid) if host else None,
         }
         await self._store.register_claimer(self.id, record)
         self._registered = True
-        host = self._host
+        if host is None:
+            return {}
         taken = await self._store.take_over_dead_claims(
             self.id, lambda other: claimer_is_dead(other, host)
         )

@@ -108,14 +108,18 @@ async def test_a_claimer_on_another_host_is_never_judged_dead(store: Store) -> N
     assert await store.claim_executions(10, LONG_LEASE) == []
 
 
-async def test_a_stopped_claimer_is_forgotten(store: Store) -> None:
+async def test_a_stopped_claimer_is_forgotten_and_unregistered_leases_are_kept(
+    store: Store,
+) -> None:
     first = Claimer(store)
     await first.start()
     await first.stop()
-    # Nothing registered is left to judge: a later start-up takes over what is leased.
+    # Leases held by a process that never registered (one of an older version, during a
+    # rolling upgrade): with no dead claimer found, nothing is taken over.
     await lease_everything(store)
     taken = await Claimer(store).start()
-    assert taken["dead_claimers"] == 0 and taken["executions"] == 1
+    assert taken["dead_claimers"] == 0 and taken["executions"] == 0
+    assert await store.claim_executions(10, LONG_LEASE) == []
 
 
 def test_dead_means_this_host_and_a_pid_that_no_longer_names_the_process() -> None:

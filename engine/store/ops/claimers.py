@@ -5,13 +5,15 @@ namespace, pid and the pid's start time) before it claims anything, and removes 
 when it stops. A process starting up calls `take_over_dead_claims`: in one transaction
 that no registration can interleave with, it lists the registered claimers and asks
 `is_dead` about each. Rows of dead processes are removed; and when every claimer besides
-the caller is dead, no live process holds a lease, so every lease still held is a dead
-process's: they are expired at once, and the work is claimed again now rather than when
-its lease runs out (up to `workers.lease_seconds`). Fencing is unchanged: a re-claim gets a
+the caller is dead — and at least one is — no live process holds a lease, so every lease
+still held is a dead process's: they are expired at once, and the work is claimed again
+now rather than when its lease runs out (up to `workers.lease_seconds`). Fencing is unchanged: a re-claim gets a
 new lease token, exactly as after an expiry.
 
-When another claimer is alive, or cannot be judged (it runs on another host), nothing is
-expired: its leases may be its own, and they expire as before.
+When another claimer is alive, or cannot be judged (it runs on another host, or on a
+system without /proc), nothing is expired: its leases may be its own, and they expire as
+before. Nor when no dead claimer is found: the leases may then be held by a process that
+never registered (one of a version before claimers, during a rolling upgrade).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def sqlite_take_over(
     taken = _nothing_taken()
     taken["dead_claimers"] = len(dead)
     conn.executemany("DELETE FROM claimers WHERE id = ?", [(i,) for i in dead])
-    if len(dead) < len(others):
+    if not dead or len(dead) < len(others):
         return taken
     past = time_to_text(now - _PAST)
     taken["trigger_instances"] = conn.execute(
@@ -132,7 +134,7 @@ async def pg_take_over(
     taken["dead_claimers"] = len(dead)
     if dead:
         await conn.execute("DELETE FROM claimers WHERE id = ANY($1::text[])", dead)
-    if len(dead) < len(others):
+    if not dead or len(dead) < len(others):
         return taken
     past = "now() - interval '1 second'"
     for table, statement in (
