@@ -7,8 +7,8 @@ that no registration can interleave with, it lists the registered claimers and a
 `is_dead` about each. Rows of dead processes are removed; and when every claimer besides
 the caller is dead — and at least one is — no live process holds a lease, so every lease
 still held is a dead process's: they are expired at once, and the work is claimed again
-now rather than when its lease runs out (up to `workers.lease_seconds`). Fencing is unchanged: a re-claim gets a
-new lease token, exactly as after an expiry.
+now rather than when its lease runs out (up to `workers.lease_seconds`). Fencing is
+unchanged: a re-claim gets a new lease token, exactly as after an expiry.
 
 When another claimer is alive, or cannot be judged (it runs on another host, or on a
 system without /proc), nothing is expired: its leases may be its own, and they expire as
