@@ -41,8 +41,10 @@ MAX_RESULT_CHANNEL_BYTES = 64 * 1024 * 1024
 # stdin: engine.runners.python_host reads it before it loads the action.)
 _GATE = 'read -r go || exit 125; exec "$@" </dev/null'
 _GATE_NAME = "hookyard-gate"
-_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The host variables an action or a sensor child inherits: nothing that could carry a
+# secret of the engine (store URL, keys, webhook secrets) reaches code from a pack.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ def action_environment(
     execution_id: str, extra: Mapping[str, object] | None, host_env: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
     """A minimal environment for an action: safe host variables, then ``extra`` over them."""
-    env = {name: host_env[name] for name in _INHERITED_ENV if name in host_env}
-    env.setdefault("PATH", _DEFAULT_PATH)
+    env = {name: host_env[name] for name in INHERITED_ENV if name in host_env}
+    env.setdefault("PATH", DEFAULT_PATH)
     # StackStorm exposes the execution id to actions under this name.
     env["ST2_ACTION_EXECUTION_ID"] = execution_id
     for name, value in (extra or {}).items():

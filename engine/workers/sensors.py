@@ -30,6 +30,7 @@ from engine.errors import EngineError, NotFound
 from engine.model.records import NewTriggerInstance
 from engine.packs.sensors import SensorSpec
 from engine.process.runtime import Runtime
+from engine.runners.process import DEFAULT_PATH, INHERITED_ENV
 from engine.store.exclusive import Exclusive, try_exclusive
 from engine.workers.dispatch import check_dispatch
 
@@ -215,7 +216,7 @@ class SensorSupervisor:
                 return None
             try:
                 message = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested deeper than the parser goes
                 return "sent a line that is not JSON; killed"
             if not isinstance(message, dict):
                 return "sent a message that is not an object; killed"
@@ -341,8 +342,13 @@ async def _end(child: asyncio.subprocess.Process, *, graceful: bool, exiting: bo
 
 def _child_env(spec: SensorSpec) -> dict[str, str]:
     """As StackStorm's sensor container: PYTHONPATH holds the pack's lib/ and the
-    sensor's folder (sensors read it, e.g. the examples FibonacciSensor's payload)."""
-    env = dict(os.environ)
+    sensor's folder (sensors read it, e.g. the examples FibonacciSensor's payload). Of the
+    engine's own environment only what an action gets: a sensor is pack code, and the
+    engine's variables hold its store URL, keys and webhook secrets."""
+    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     paths = [os.path.join(spec.pack_path, "lib"), os.path.dirname(spec.entry_point)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

@@ -397,3 +397,39 @@ async def test_sensor_process_exit_carries_the_exit_code(tmp_path: Path) -> None
             timeout=20,
         )
         assert (ended[0]["payload"]["id"], ended[0]["payload"]["exit_code"]) == ("s.Broken", 1)
+
+
+ENV_SENSOR = {
+    "triggers/seen.yaml": "name: seen\n",
+    "sensors/snoop.yaml": sensor_yaml("Snoop", "snoop.py", 0.2),
+    "sensors/snoop.py": """\
+        import os
+
+        from st2reactor.sensor.base import PollingSensor
+
+        class Snoop(PollingSensor):
+            def setup(self):
+                pass
+
+            def poll(self):
+                self.sensor_service.dispatch("e.seen", {"names": sorted(os.environ)})
+    """,
+}
+
+
+async def test_a_sensor_sees_none_of_the_engines_secrets(tmp_path: Path, monkeypatch) -> None:
+    # What the engine's own environment may carry: its store URL, keys, webhook secrets.
+    monkeypatch.setenv("HOOKYARD_DATASTORE__ENCRYPTION_KEY", "a-key-of-the-engine")
+    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "a-secret-of-the-engine")
+    packs = tmp_path / "packs"
+    write_pack(packs, "e", ENV_SENSOR)
+    async with app_client(sensor_settings(tmp_path, [packs])) as client:
+        instances = await wait_until(
+            lambda: get_json(client, "/api/v1/triggerinstances", trigger="e.seen"),
+            "the sensor's dispatch",
+            timeout=20,
+        )
+        names = set(instances[0]["payload"]["names"])
+        assert "PATH" in names
+        assert not {"HOOKYARD_DATASTORE__ENCRYPTION_KEY", "GITHUB_WEBHOOK_SECRET"} & names
+        assert not any(name.startswith("HOOKYARD_") for name in names)
