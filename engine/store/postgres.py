@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -75,6 +76,10 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InterfaceError,  # connection or pool closed
     OSError,
 )
+# A transaction the database rolled back to break a deadlock or a serialization conflict
+# runs again this many times in all before the caller hears StoreBusy.
+_ROLLBACK_ATTEMPTS = 3
+
 _BUSY = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.exceptions.LockNotAvailableError,
@@ -337,11 +342,21 @@ class PostgresStore(SqlStore):
     ) -> T:
         pool = self._require_pool()
         with self._translated():
-            async with (
-                pool.acquire(timeout=self.settings.busy_timeout) as conn,
-                conn.transaction(isolation=isolation),
-            ):
-                return await operation(conn, *args)
+            for attempt in range(1, _ROLLBACK_ATTEMPTS + 1):
+                try:
+                    async with (
+                        pool.acquire(timeout=self.settings.busy_timeout) as conn,
+                        conn.transaction(isolation=isolation),
+                    ):
+                        return await operation(conn, *args)
+                except asyncpg.exceptions.TransactionRollbackError:
+                    # A deadlock (a workflow's cancel locking parent then children while a
+                    # task's end locks child then parent) or a serialization failure: the
+                    # database rolled the whole transaction back, so running it again is
+                    # safe, and almost always succeeds once the other one has committed.
+                    if attempt == _ROLLBACK_ATTEMPTS:
+                        raise
+                    await asyncio.sleep(random.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
     async def _insert_batch(
