@@ -53,6 +53,8 @@ from engine.workflows.statuses import (
 __all__ = ["ActionRequest", "ParameterKinds", "WorkflowConductor"]
 
 ParameterKinds = Callable[[str], Mapping[str, str]]
+# Items of one with-items task (each one a child execution).
+MAX_WITH_ITEMS = 10_000
 
 _STATE_VERSION = 1
 
@@ -284,6 +286,13 @@ class WorkflowConductor(TaskCompletion):
             if not isinstance(items, list):
                 raise WorkflowExpressionError(
                     f'the value of "{task.with_items.expression}" is not a list'
+                )
+            if len(items) > MAX_WITH_ITEMS:
+                # Each item is a child execution: a sender's list of 100,000 would be that
+                # many rows written in one step, holding the store's writer meanwhile.
+                raise WorkflowExpressionError(
+                    f"task {task.name!r} has {len(items):,} items; at most "
+                    f"{MAX_WITH_ITEMS:,} run in one with-items task"
                 )
             record["items"] = ["unset"] * len(items)
             record["item_results"] = [None] * len(items)

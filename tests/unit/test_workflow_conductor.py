@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.errors import WorkflowError
-from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workflows.conductor import MAX_WITH_ITEMS, ActionRequest, WorkflowConductor
 from engine.workflows.spec import parse_workflow
 
 FAILED_LOCAL = {"failed": True, "return_code": 1, "stderr": "", "stdout": "", "succeeded": False}
@@ -596,3 +596,11 @@ def test_a_canceled_task_cancels_its_workflow():
     run.finish(run.pending[0], "succeeded")  # start: its next tasks never start
     assert run.pending == [] and run.conductor.status == "canceled"
     assert "errors" not in run.conductor.result()
+
+
+def test_a_with_items_list_over_the_cap_fails_the_workflow_without_a_single_request():
+    run = Run(WITH_ITEMS, {"members": [1] * (MAX_WITH_ITEMS + 1), "hosts": [], "ports": []})
+    assert run.pending == []
+    assert run.conductor.status == "failed"
+    messages = [error["message"] for error in run.conductor.result()["errors"]]
+    assert any(f"at most {MAX_WITH_ITEMS:,} run in one with-items task" in m for m in messages)
