@@ -21,11 +21,17 @@ def _oldest_first(items: list[Any]) -> list[Any]:
     return sorted(items, key=lambda item: (item.created_at, item.id))
 
 
+def _is_workflow(runtime: Runtime, record: Any) -> bool:
+    """Only a workflow's or a chain's execution has task runs below it."""
+    return (
+        runtime.action_known(record.action)
+        and runtime.packs.action(record.action).runner_type in WORKFLOW_RUNNERS
+    )
+
+
 async def children_ids(runtime: Runtime, record: Any) -> list[str]:
     """A workflow's task runs, oldest first; [] for an execution of any other runner."""
-    if not runtime.action_known(record.action):
-        return []
-    if runtime.packs.action(record.action).runner_type not in WORKFLOW_RUNNERS:
+    if not _is_workflow(runtime, record):
         return []
     page = await runtime.store.list_executions({"parent": record.id}, MAX_CHILDREN, 0)
     return [item.id for item in _oldest_first(page.items)]
@@ -42,7 +48,9 @@ async def descendants(runtime: Runtime, root: Any, depth: int) -> list[Any]:
             page = await runtime.store.list_executions({"parent": parent.id}, MAX_CHILDREN, 0)
             below.extend(_oldest_first(page.items))
         found.extend(below)
-        parents, level = below, level + 1
+        # One query per workflow below, not per task run: a with-items over 10,000 items
+        # has that many task runs, none with children of its own.
+        parents, level = [item for item in below if _is_workflow(runtime, item)], level + 1
     return found[:MAX_CHILDREN]
 
 

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.context import RUNTIME
 from tests.support.app import app_client
 from tests.support.workflow_pack import write_workflow_pack
 
@@ -367,3 +368,30 @@ async def test_a_value_in_a_tasks_shell_command_is_data_not_code(client, tmp_pat
     assert workflow["status"] == "succeeded", workflow["result"]
     assert workflow["result"]["output"] == {"said": hostile}
     assert not marker.exists()
+
+
+async def test_listing_a_with_items_workflows_tree_queries_per_workflow_not_per_task(
+    client,
+) -> None:
+    workflow = await run(client, "flows.items", count=40, concurrency=40)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    store = client.server.app[RUNTIME].store
+    real = store.list_executions
+    parents_listed = []
+
+    async def counted(filters, limit, offset):
+        if "parent" in filters:
+            parents_listed.append(filters["parent"])
+        return await real(filters, limit, offset)
+
+    store.list_executions = counted
+    try:
+        reply = await client.get(
+            f"/api/v1/executions/{workflow['id']}/children", params={"depth": "-1"}
+        )
+    finally:
+        del store.list_executions
+    assert reply.status == 200
+    assert len(await reply.json()) == 40
+    # The workflow's children listed once; none of its 40 core.noop runs is asked for its own.
+    assert parents_listed == [workflow["id"]]
