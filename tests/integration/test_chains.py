@@ -16,6 +16,7 @@ import pytest
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from tests.support.app import app_client
 from tests.support.chain_pack import write_chain_pack
+from tests.support.waiting import wait_explained_tasks
 from tests.support.workflow_pack import write_workflow_pack
 
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
@@ -497,16 +498,7 @@ async def test_a_rule_starts_a_chain_and_explain_names_its_links(
     )
     async with app_client(settings) as client:
         accepted = await (await client.post("/webhooks/chain", json={"word": "a; b"})).json()
-        deadline = time.monotonic() + 30
-        while True:
-            reply = await client.get(f"/api/v1/triggerinstances/{accepted['id']}/explain")
-            report = await reply.json()
-            execution = (report.get("candidates") or [{}])[0].get("execution") or {}
-            tasks = execution.get("tasks") or []
-            if len(tasks) == 3 and all(t["status"] == "succeeded" for t in tasks):
-                break
-            assert time.monotonic() < deadline, report
-            await asyncio.sleep(0.05)
+        execution, tasks = await wait_explained_tasks(client, accepted["id"], 3)
         assert [t["task"] for t in tasks] == ["c1", "c2", "c3"]
         chain = await wait_ended(client, execution["id"])
         assert stdout(chain)[2] == "c3 c2 c1, input a; b"

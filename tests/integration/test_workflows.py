@@ -15,6 +15,7 @@ import pytest
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.context import RUNTIME
 from tests.support.app import app_client
+from tests.support.waiting import wait_explained_tasks
 from tests.support.workflow_pack import write_workflow_pack
 
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
@@ -346,16 +347,7 @@ async def test_a_rule_starts_a_workflow_and_explain_shows_its_tasks(
     )
     async with app_client(settings) as client:
         accepted = await (await client.post("/webhooks/flow", json={"name": "rita"})).json()
-        deadline = time.monotonic() + 30
-        while True:
-            reply = await client.get(f"/api/v1/triggerinstances/{accepted['id']}/explain")
-            report = await reply.json()
-            execution = (report.get("candidates") or [{}])[0].get("execution") or {}
-            tasks = execution.get("tasks") or []
-            if len(tasks) == 2 and all(t["status"] == "succeeded" for t in tasks):
-                break
-            assert time.monotonic() < deadline, report
-            await asyncio.sleep(0.05)
+        execution, tasks = await wait_explained_tasks(client, accepted["id"], 2)
         assert [t["task"] for t in tasks] == ["greet", "shout"]
         workflow = await wait_ended(client, execution["id"])
         assert workflow["result"]["output"]["said"] == "hello rita"

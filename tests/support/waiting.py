@@ -95,3 +95,19 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
             return value
         assert time.monotonic() < deadline, f"no {what} after {timeout} s"
         time.sleep(0.1)
+
+
+async def wait_explained_tasks(http: Any, instance_id: str, count: int) -> tuple[dict, list]:
+    """Poll the trigger instance's explain report until the workflow (or chain) its first
+    candidate rule started shows `count` task runs, all succeeded: (execution, tasks)."""
+
+    async def explained() -> tuple[dict, list] | None:
+        report = await get_json(http, f"/api/v1/triggerinstances/{instance_id}/explain")
+        execution = (report.get("candidates") or [{}])[0].get("execution") or {}
+        tasks = execution.get("tasks") or []
+        done = len(tasks) == count and all(t["status"] == "succeeded" for t in tasks)
+        return (execution, tasks) if done else None
+
+    return await wait_until(
+        explained, f"{count} succeeded task runs in the explain report", 30, every=0.05
+    )
