@@ -1,54 +1,128 @@
-"""`hookyard apikey create|list|set-role|extend|delete|disable|enable`: straight on the store.
+"""`hookyard apikey create|list|set-role|extend|delete|disable|enable`.
 
-No server needed: the same config file (and HOOKYARD_* variables) name the same store a
-running `hookyard serve` uses, so a key created here works there at once.
+With `--url`/HOOKYARD_URL through the server's /api/v1/apikeys (an admin key in
+HOOKYARD_API_KEY). Without it straight on the store — no server needed: the same config
+file (and HOOKYARD_* variables) name the same store a running `hookyard serve` uses, so a
+key created here works there at once; the store is named on stderr.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 import click
 
+from engine.cli.client import ApiClient, path_part
+from engine.cli.local_store import api_client, run_on_server, run_on_store, target_options
 from engine.cli.output import fail, print_json, print_table
-from engine.config import load_settings
-from engine.errors import EngineError
 from engine.model.apikeys import ApiKeyError, new_api_key, parse_duration
 from engine.model.roles import ROLES, Grants, RoleError, check_role
-from engine.store import Store, create_store
-
-T = TypeVar("T")
-
-_config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    envvar="HOOKYARD_CONFIG",
-    help="Config file (default: ./config.yaml if present).",
-)
-_store_option = click.option("--store", "store_url", help="Store URL (overrides store.url).")
+from engine.store import Store
 
 
-def _on_store(
-    config_file: str | None, store_url: str | None, work: Callable[[Store], Awaitable[T]]
-) -> T:
-    async def run() -> T:
-        settings = load_settings(config_file)
-        if store_url:
-            settings = settings.replace(**{"store.url": store_url})
-        store = create_store(settings.store, settings.resolve_path("."))
-        await store.open()
+class KeysOnStore:
+    """API keys written straight to the store from the config file or --store."""
+
+    def __init__(self, config_file: str | None, store_url: str | None) -> None:
+        self._config_file = config_file
+        self._store_url = store_url
+
+    def _run(self, work):
+        return run_on_store(
+            self._config_file,
+            self._store_url,
+            lambda store, _: work(store),
+            failures=(ApiKeyError,),
+        )
+
+    def create(self, name: str, fields: dict[str, Any], lifetime: timedelta | None):
         try:
-            return await work(store)
-        finally:
-            await store.close()
+            record, key = new_api_key(
+                name,
+                role=fields["role"],
+                grants=Grants.from_api(fields["grants"]),
+                admin=fields["admin"],
+                webhooks=fields["webhooks"],
+                triggers=fields["triggers"],
+                lifetime=lifetime,
+            )
+        except (ApiKeyError, RoleError) as exc:
+            fail(str(exc))
+        self._run(lambda store: store.create_api_key(record))
+        return record.to_api(), key
 
-    try:
-        return asyncio.run(run())
-    except (EngineError, ApiKeyError) as exc:
-        fail(str(exc))
+    def set_role(self, key_id: str, role: str, grants: Grants) -> dict[str, Any]:
+        async def work(store: Store):
+            current = await store.get_api_key(key_id)
+            try:
+                checked = check_role(
+                    role,
+                    grants=grants,
+                    scoped=bool(current.webhooks or current.triggers),
+                    name=current.name,
+                )
+            except RoleError as exc:
+                raise ApiKeyError(str(exc)) from None
+            return await store.set_api_key_role(key_id, checked, grants)
+
+        return self._run(work).to_api()
+
+    def list(self) -> list[dict[str, Any]]:
+        return [k.to_api() for k in self._run(lambda store: store.list_api_keys())]
+
+    def extend(self, key_id: str, by: timedelta) -> dict[str, Any]:
+        return self._run(lambda store: store.extend_api_key(key_id, by)).to_api()
+
+    def delete(self, key_ids: tuple[str, ...]) -> list[str]:
+        return list(self._run(lambda store: store.delete_api_keys(key_ids)))
+
+    def set_enabled(self, key_id: str, enabled: bool) -> dict[str, Any]:
+        return self._run(lambda store: store.set_api_key_enabled(key_id, enabled)).to_api()
+
+
+class KeysOnServer:
+    """API keys of a running server, through /api/v1/apikeys (an admin key needed)."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+
+    def create(self, name: str, fields: dict[str, Any], lifetime: timedelta | None):
+        body = {"name": name, **fields}
+        if lifetime is not None:
+            body["expiration"] = _api_lifetime(lifetime)
+        created = run_on_server(lambda: self._client.post("/apikeys", body).data)
+        key = created.pop("key")
+        return created, key
+
+    def set_role(self, key_id: str, role: str, grants: Grants) -> dict[str, Any]:
+        body = {"role": role, "grants": grants.to_api()}
+        return run_on_server(lambda: self._client.put(f"/apikeys/{path_part(key_id)}", body).data)
+
+    def list(self) -> list[dict[str, Any]]:
+        return run_on_server(lambda: self._client.get("/apikeys").data or [])
+
+    def extend(self, key_id: str, by: timedelta) -> dict[str, Any]:
+        path = f"/apikeys/{path_part(key_id)}/extend"
+        return run_on_server(lambda: self._client.patch(path, _api_lifetime(by)).data)
+
+    def delete(self, key_ids: tuple[str, ...]) -> list[str]:
+        reply = run_on_server(lambda: self._client.delete_with("/apikeys", {"ids": list(key_ids)}))
+        return list(reply.data["deleted"])
+
+    def set_enabled(self, key_id: str, enabled: bool) -> dict[str, Any]:
+        path = f"/apikeys/{path_part(key_id)}"
+        return run_on_server(lambda: self._client.put(path, {"enabled": enabled}).data)
+
+
+def _api_lifetime(duration: timedelta) -> dict[str, Any]:
+    return {"count": int(duration.total_seconds()), "interval": "seconds"}
+
+
+def _keys(url: str | None, config_file: str | None, store_url: str | None):
+    if url:
+        return KeysOnServer(api_client(url, config_file, store_url))
+    return KeysOnStore(config_file, store_url)
 
 
 @click.group("apikey")
@@ -80,30 +154,27 @@ _action_option = click.option(
 @click.option("--trigger", "triggers", multiple=True, help="Trigger or rule it may fire.")
 @click.option("--expires-in", help="Lifetime such as 30d, 12h, 90m (default: never).")
 @click.option("--admin", is_flag=True, help="Same as --role admin.")
-@_config_option
-@_store_option
+@target_options
 def create(
-    name, role, packs, actions, webhooks, triggers, expires_in, admin, config_file, store_url
+    name, role, packs, actions, webhooks, triggers, expires_in, admin, url, config_file, store_url
 ) -> None:
     """Create a key and print it once."""
     try:
         lifetime = parse_duration(expires_in) if expires_in else None
-        record, key = new_api_key(
-            name,
-            role=role,
-            grants=Grants.from_api({"packs": list(packs), "actions": list(actions)}),
-            admin=admin,
-            webhooks=webhooks,
-            triggers=triggers,
-            lifetime=lifetime,
-        )
-    except (ApiKeyError, RoleError) as exc:
+    except ApiKeyError as exc:
         fail(str(exc))
-    _on_store(config_file, store_url, lambda store: store.create_api_key(record))
+    fields = {
+        "role": role,
+        "grants": {"packs": list(packs), "actions": list(actions)},
+        "admin": admin,
+        "webhooks": list(webhooks),
+        "triggers": list(triggers),
+    }
+    record, key = _keys(url, config_file, store_url).create(name, fields, lifetime)
     click.echo(key)
     click.echo(
-        f"created API key {record.name!r} (id {record.id}, role {record.role}); it is shown "
-        "only this once",
+        f"created API key {record['name']!r} (id {record['id']}, role {record['role']}); "
+        "it is shown only this once",
         err=True,
     )
 
@@ -113,40 +184,24 @@ def create(
 @click.option("--role", type=click.Choice(ROLES), required=True, help="The key's new role.")
 @_pack_option
 @_action_option
-@_config_option
-@_store_option
-def set_role(key_id, role, packs, actions, config_file, store_url) -> None:
+@target_options
+def set_role(key_id, role, packs, actions, url, config_file, store_url) -> None:
     """Give a key another role (and an operator its grants, replacing the old ones)."""
     try:
         grants = Grants.from_api({"packs": list(packs), "actions": list(actions)})
     except RoleError as exc:
         fail(str(exc))
-
-    async def work(store: Store):
-        current = await store.get_api_key(key_id)
-        try:
-            checked = check_role(
-                role,
-                grants=grants,
-                scoped=bool(current.webhooks or current.triggers),
-                name=current.name,
-            )
-        except RoleError as exc:
-            raise ApiKeyError(str(exc)) from None
-        return await store.set_api_key_role(key_id, checked, grants)
-
-    record = _on_store(config_file, store_url, work)
-    click.echo(f"{record.id} role {record.role} (grants: {record.grants.describe()})")
+    record = _keys(url, config_file, store_url).set_role(key_id, role, grants)
+    shown = Grants.from_api(record["grants"]).describe()
+    click.echo(f"{record['id']} role {record['role']} (grants: {shown})")
 
 
 @apikey_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_config_option
-@_store_option
-def list_keys(as_json, config_file, store_url) -> None:
+@target_options
+def list_keys(as_json, url, config_file, store_url) -> None:
     """List keys (never the keys themselves)."""
-    keys = _on_store(config_file, store_url, lambda store: store.list_api_keys())
-    shown: list[dict[str, Any]] = [k.to_api() for k in keys]
+    shown = _keys(url, config_file, store_url).list()
     if as_json:
         print_json(shown)
         return
@@ -171,25 +226,23 @@ def list_keys(as_json, config_file, store_url) -> None:
 @apikey_group.command("extend")
 @click.argument("key_id")
 @click.option("--by", "by", required=True, help="How much longer, e.g. 30d.")
-@_config_option
-@_store_option
-def extend(key_id, by, config_file, store_url) -> None:
+@target_options
+def extend(key_id, by, url, config_file, store_url) -> None:
     """Push a key's expiry further (from now if it already expired)."""
     try:
         duration = parse_duration(by)
     except ApiKeyError as exc:
         fail(str(exc))
-    record = _on_store(config_file, store_url, lambda store: store.extend_api_key(key_id, duration))
-    click.echo(f"{record.id} expires at {record.to_api()['expires_at'] or 'never'}")
+    record = _keys(url, config_file, store_url).extend(key_id, duration)
+    click.echo(f"{record['id']} expires at {record['expires_at'] or 'never'}")
 
 
 @apikey_group.command("delete")
 @click.argument("key_ids", nargs=-1, required=True)
-@_config_option
-@_store_option
-def delete(key_ids, config_file, store_url) -> None:
+@target_options
+def delete(key_ids, url, config_file, store_url) -> None:
     """Delete keys by id."""
-    deleted = _on_store(config_file, store_url, lambda store: store.delete_api_keys(key_ids))
+    deleted = _keys(url, config_file, store_url).delete(key_ids)
     for key_id in deleted:
         click.echo(f"deleted {key_id}")
     missing = [k for k in key_ids if k not in deleted]
@@ -198,14 +251,11 @@ def delete(key_ids, config_file, store_url) -> None:
 
 
 def _switch(enabled: bool):
-    @_config_option
-    @_store_option
+    @target_options
     @click.argument("key_id")
-    def command(key_id, config_file, store_url) -> None:
-        record = _on_store(
-            config_file, store_url, lambda store: store.set_api_key_enabled(key_id, enabled)
-        )
-        click.echo(f"{record.id} {'enabled' if record.enabled else 'disabled'}")
+    def command(key_id, url, config_file, store_url) -> None:
+        record = _keys(url, config_file, store_url).set_enabled(key_id, enabled)
+        click.echo(f"{record['id']} {'enabled' if record['enabled'] else 'disabled'}")
 
     return command
 

@@ -76,8 +76,15 @@ class ApiClient:
     def put(self, path: str, body: Any) -> Reply:
         return self._request("PUT", path, json.dumps(body).encode())
 
+    def patch(self, path: str, body: Any) -> Reply:
+        return self._request("PATCH", path, json.dumps(body).encode())
+
     def delete(self, path: str) -> Reply:
         return self._request("DELETE", path, None)
+
+    def delete_with(self, path: str, body: Any) -> Reply:
+        """DELETE with a JSON body (several API keys at once)."""
+        return self._request("DELETE", path, json.dumps(body).encode())
 
     def _request(self, method: str, path: str, body: bytes | None) -> Reply:
         headers = {"Accept": "application/json"}

@@ -82,7 +82,7 @@ def test_secret_with_a_generated_key_file(hookyard, tmp_path):
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
 
     hidden = hookyard("get", "db_pw")
-    assert "hunter2" not in hidden.stdout and "generated" not in hidden.stderr
+    assert "hunter2" not in hidden.stdout and "generated a datastore" not in hidden.stderr
     revealed = json.loads(hookyard("get", "db_pw", "--decrypt", "--json").stdout)
     assert (revealed["value"], revealed["encrypted"]) == ("hunter2", False)
     assert "hunter2" not in hookyard("list").stdout
