@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from engine.cli.actions import action_group, pack_group
 from engine.cli.apikeys import apikey_group
 from engine.cli.datastore import key_group
 from engine.cli.deliveries import delivery_group
@@ -36,6 +37,8 @@ for command in (
     serve_command,
     rule_group,
     run_command,
+    action_group,
+    pack_group,
     execution_group,
     trigger_instance_group,
     enforcement_group,
