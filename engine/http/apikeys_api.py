@@ -24,6 +24,13 @@ from engine.model.apikeys import ApiKeyError, lifetime_from_api, new_api_key
 from engine.model.roles import Grants, RoleError, check_role
 
 _CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin", "role", "grants")
+_CHANGEABLE = frozenset({"enabled", "role", "grants"})
+# Fields of a key's API shape (and StackStorm's: uid, user, metadata, key_hash) that a
+# client reading the key and putting it back repeats unchanged.
+_READ_ONLY = frozenset(
+    {"id", "uid", "name", "key_prefix", "admin", "webhooks", "triggers", "created_at",
+     "expires_at", "user", "metadata", "key_hash"}
+)  # fmt: skip
 
 
 def add_routes(app: web.Application) -> None:
@@ -122,22 +129,29 @@ async def extend(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
+    """Change `enabled`, `role` and `grants`. `st2 apikey enable|disable` PUT back the whole
+    object they read: the other fields are accepted when they repeat the stored values,
+    and refused by name when they try to change one."""
     await _admin(request)
     data = await _json_object(request)
-    changes = set(data) - {"id", "name"}
-    enabled = data.get("enabled")
-    if (
-        not changes
-        or changes - {"enabled", "role", "grants"}
-        or ("enabled" in data and not isinstance(enabled, bool))
-    ):
-        raise IngestError('only {"enabled": true|false}, "role" and "grants" can be changed')
     store = request.app[RUNTIME].store
     key_id = request.match_info["id"]
     record = await store.get_api_key(key_id)
-    if "role" in data or "grants" in data:
+    stored = record.to_api()
+    enabled = data.get("enabled")
+    if "enabled" in data and not isinstance(enabled, bool):
+        raise IngestError("'enabled' must be true or false")
+    for name in sorted(set(data) - _CHANGEABLE):
+        if name in _READ_ONLY and data[name] == stored.get(name, data[name]):
+            continue
+        raise IngestError(
+            f'{name!r} cannot be changed; only {{"enabled": true|false}}, "role" and "grants" can'
+        )
+    role_given = data.get("role", record.role) != record.role
+    grants_given = "grants" in data and data["grants"] != stored["grants"]
+    if role_given or grants_given:
         try:
-            grants = Grants.from_api(data.get("grants"))
+            grants = Grants.from_api(data.get("grants", stored["grants"]))
             role = check_role(
                 data.get("role", record.role),
                 grants=grants,
@@ -147,7 +161,7 @@ async def update(request: web.Request) -> web.Response:
         except RoleError as exc:
             raise IngestError(str(exc), 400) from None
         record = await store.set_api_key_role(key_id, role, grants)
-    if isinstance(enabled, bool):
+    if isinstance(enabled, bool) and enabled != record.enabled:
         record = await store.set_api_key_enabled(key_id, enabled)
     return json_response(record.to_api())
 

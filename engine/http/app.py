@@ -30,6 +30,7 @@ from engine.http import (
     rules_api,
     trigger_instances_api,
     triggers_api,
+    user_api,
     webhooks,
     webhooks_api,
 )
@@ -76,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             outbound_api,
             operations_api,
             rerun_api,
+            user_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

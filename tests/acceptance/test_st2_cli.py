@@ -261,3 +261,36 @@ def test_st2_trigger_timer_and_sensor_lists(serve, st2_cli, tmp_path):
     ]
     sensors = st2.json("sensor", "list")
     assert [(s["ref"], s["enabled"]) for s in sensors] == [("examples.FibonacciSensor", True)]
+
+
+def test_st2_whoami_apikey_and_key_prefix(serve, st2_cli, tmp_path):
+    """`st2 whoami`, `st2 apikey create|list|get|disable|delete`, `st2 key list --prefix`."""
+    st2 = start(serve, st2_cli, tmp_path)
+    whoami = st2.ok("whoami")
+    admin = next(k for k in st2.api("/api/v1/apikeys") if k["key_prefix"] in st2.api_key)
+    assert f'Currently logged in as "{admin["name"]}".' in whoami
+    assert "Authentication method: api key" in whoami
+    assert " - Roles: admin" in whoami
+
+    new_key = st2.ok("apikey", "create", "-k").strip()  # -k: only the key is printed
+    assert new_key.startswith("hy_")
+    listed = st2.json("apikey", "list")
+    new_id = next(k["id"] for k in listed if k["id"] not in (admin["id"],))
+    assert st2.json("apikey", "get", new_id)["id"] == new_id
+    # Made with st2's empty body: an observer, which may read but not manage keys.
+    observer = St2(st2_cli, st2.url, new_key, tmp_path / "observer-home")
+    assert " - Roles: observer" in observer.ok("whoami")
+    assert observer("apikey", "list").returncode != 0
+
+    assert st2("apikey", "disable", new_id).returncode == 0
+    assert "Currently logged in" not in observer.ok("whoami")  # st2 prints why, exit 0
+    assert observer("key", "list").returncode != 0
+    deleted = st2("apikey", "delete", new_id)
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert new_id not in {k["id"] for k in st2.json("apikey", "list")}
+
+    for name in ("deploy.target", "deploy.region", "other"):
+        st2.ok("key", "set", name, "x")
+    prefixed = st2.ok("key", "list", "--prefix", "deploy.")
+    assert "deploy.target" in prefixed and "deploy.region" in prefixed
+    assert "other" not in prefixed

@@ -195,3 +195,24 @@ async def test_expiry_is_exact_although_the_record_is_cached(app_client):
     response = await app_client.post("/webhooks/plain", json={}, headers={"St2-Api-Key": key})
     assert response.status == 403
     assert "expired" in await response.text()
+
+
+async def test_a_key_put_back_whole_changes_only_what_may_change(app_client):
+    """`st2 apikey disable` GETs the key and PUTs the whole object back."""
+    store = app_client.server.app[RUNTIME].store
+    record, key = new_api_key("sender", role=WEBHOOK, webhooks=("plain",))
+    await store.create_api_key(record)
+    admin = {"St2-Api-Key": app_client.admin_key}
+    shown = await (await app_client.get(f"/api/v1/apikeys/{record.id}", headers=admin)).json()
+    echoed = {**shown, "enabled": False, "uid": "api_key:x", "user": "someone"}
+    response = await app_client.put(f"/api/v1/apikeys/{record.id}", json=echoed, headers=admin)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["enabled"] is False
+    assert await _post(app_client, key) == 403
+
+    # A field that cannot change is refused by name, and nothing changes.
+    widened = {**shown, "enabled": True, "webhooks": ["plain", "other"]}
+    response = await app_client.put(f"/api/v1/apikeys/{record.id}", json=widened, headers=admin)
+    assert response.status == 400
+    assert "'webhooks' cannot be changed" in (await response.json())["faultstring"]
+    assert not (await store.get_api_key(record.id)).enabled
