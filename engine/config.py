@@ -22,6 +22,7 @@ import yaml
 
 from engine.errors import ConfigError, YamlLimitError
 from engine.support import safeyaml
+from engine.support.durations import duration_seconds
 
 ENV_PREFIX = "HOOKYARD_"
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -176,6 +177,34 @@ class TimerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    # How long finished records are kept ("30d", "12h", seconds; null: forever), purged by
+    # the retention role in small batches (engine.workers.retention). Work still to be
+    # done is never purged.
+    # Trigger instances, with their enforcements and explain traces.
+    trigger_instances: str | None = "30d"
+    # Executions by workflow or action: a workflow goes with every task execution below it.
+    executions: str | None = "90d"
+    # Outbound deliveries (with their events).
+    deliveries: str | None = "30d"
+    # A trigger instance holding a dedupe key is kept at least this long, so a sender's
+    # retry within it is still answered as a duplicate however short the retention.
+    dedupe_window: str = "7d"
+    # once_per keys (a rule fired for this object): kept forever unless set; after a purge
+    # the rule fires again for an object it saw before.
+    once_per_keys: str | None = None
+    # Seconds between two purge passes, and records deleted per transaction.
+    interval: float = 60.0
+    batch: int = 500
+    # Seconds between two batches of one pass, so other writers get the store in between.
+    pause: float = 0.05
+
+
+# Kinds with a retention setting, in the order a pass purges them.
+RETENTION_KINDS = ("trigger_instances", "executions", "deliveries", "once_per_keys")
+
+
+@dataclass(frozen=True)
 class DatastoreSettings:
     # Fernet key(s) for secret datastore values; several comma-separated to rotate (the
     # first encrypts, all decrypt). Empty: the first secret generates one into key_file.
@@ -218,6 +247,7 @@ class Settings:
     datastore: DatastoreSettings = field(default_factory=DatastoreSettings)
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
@@ -236,6 +266,7 @@ class Settings:
         "timers",
         "workflows",
         "sensors",
+        "retention",
     )
     # Directory relative paths in the file are resolved against (the config file's folder).
     base_dir: str = "."
@@ -255,7 +286,16 @@ class Settings:
 
 
 # Roles grow as the workers land (deliveries, timers next).
-KNOWN_ROLES = ("api", "rules", "actions", "deliveries", "timers", "workflows", "sensors")
+KNOWN_ROLES = (
+    "api",
+    "rules",
+    "actions",
+    "deliveries",
+    "timers",
+    "workflows",
+    "sensors",
+    "retention",
+)
 
 
 def load_settings(
@@ -302,12 +342,34 @@ def load_settings(
             _set_dotted(data, ["outbound", key], environ[name], source=f"environment {name}")
     settings = _build(Settings, data, source, ())
     validate_roles(settings.roles, f"{source}: roles")
+    retention_seconds(settings.retention, source)
     if settings.timers.missed not in ("fire_once", "skip"):
         raise ConfigError(
             f"{source}: timers.missed: {settings.timers.missed!r} is not a policy; "
             "use fire_once or skip"
         )
     return settings
+
+
+def retention_seconds(retention: RetentionSettings, source: str) -> dict[str, float | None]:
+    """Each kind's retention in seconds (None: kept forever), plus the dedupe window;
+    ConfigError naming the setting when one is not a positive duration."""
+    seconds: dict[str, float | None] = {}
+    for kind in (*RETENTION_KINDS, "dedupe_window"):
+        value = getattr(retention, kind)
+        if value is None:
+            seconds[kind] = None
+            continue
+        try:
+            seconds[kind] = duration_seconds(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: retention.{kind}: {exc}") from None
+        if not seconds[kind] and kind != "dedupe_window":
+            raise ConfigError(
+                f"{source}: retention.{kind}: 0 would purge records as they finish;"
+                " use null to keep them forever"
+            )
+    return seconds
 
 
 def validate_roles(roles: tuple[str, ...], where: str) -> None:
@@ -387,6 +449,8 @@ _POSITIVE = {
     ("workers", "rules_max_claims"),
     ("workers", "rules_eval_processes"),
     ("workers", "rules_eval_timeout"),
+    ("retention", "interval"),
+    ("retention", "batch"),
 }
 
 

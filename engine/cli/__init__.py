@@ -17,6 +17,7 @@ from engine.cli.deliveries import delivery_group
 from engine.cli.enforcements import enforcement_group
 from engine.cli.executions import execution_group
 from engine.cli.explain import explain_command
+from engine.cli.purge import purge_command
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
 from engine.cli.sensors import sensor_group, trigger_group
@@ -47,6 +48,7 @@ for command in (
     explain_command,
     apikey_group,
     key_group,
+    purge_command,
     signing_key_group,
     workflow_group,
     sensor_group,

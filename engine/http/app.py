@@ -26,6 +26,7 @@ from engine.http import (
     metrics_api,
     operations_api,
     outbound_api,
+    purge_api,
     rerun_api,
     rules_api,
     trigger_instances_api,
@@ -78,6 +79,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             operations_api,
             rerun_api,
             user_api,
+            purge_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

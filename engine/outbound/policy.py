@@ -9,32 +9,20 @@ that comes back up is not hit by every queued retry in the same second.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.config import OutboundSettings
 from engine.errors import ConfigError
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+from engine.support.durations import duration_seconds
 
 
 def parse_duration(text: str | float, where: str) -> float:
     """Seconds from ``"90"``, ``"5s"``, ``"5m"``, ``"2h"``, ``"1d"`` (or a number)."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        match = _DURATION.fullmatch(str(text).strip())
-        if match is None:
-            raise ConfigError(
-                f"{where}: {text!r} is not a duration; write seconds or a number with a unit"
-                " (e.g. 0s, 5s, 5m, 2h, 1d)"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{where}: {text!r}: a delay cannot be negative")
-    return seconds
+    try:
+        return duration_seconds(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)

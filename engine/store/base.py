@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import StoreError
@@ -423,3 +423,25 @@ class Store(OutboundStore, abc.ABC):
     @abc.abstractmethod
     async def rules_version(self) -> int:
         """A counter every rule write bumps in its transaction (cheap; processes poll it)."""
+
+    # --- retention (engine.store.ops.retention) -----------------------------------------
+
+    @abc.abstractmethod
+    async def purge(
+        self,
+        kind: str,
+        before: datetime,
+        *,
+        limit: int,
+        dedupe_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete up to `limit` finished records of `kind` (engine.store.ops.retention.
+        PURGE_KINDS) older than `before`, in one short transaction; returns how many (an
+        execution tree counts each of its executions). An instance with a dedupe key is
+        kept until `dedupe_before` too. `dry_run`: count all that qualify, delete none."""
+
+    async def reclaim_space(self) -> int:
+        """Give space freed by purges back to the file system where the backend does not
+        do it itself; returns pages freed. PostgreSQL's autovacuum does: nothing here."""
+        return 0

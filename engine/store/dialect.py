@@ -86,3 +86,5 @@ class Dialect:
     list_deliveries: Op  # (conn, conditions, limit, offset)
     redeliver: Op  # (conn, id, now)
     recover_deliveries: Op  # (conn, subscription_id, since, now)
+    # retention (engine.store.ops.retention)
+    purge: Op  # (conn, kind, before, dedupe_before, limit, dry_run) -> count

@@ -41,6 +41,7 @@ from engine.store.ops import (
     instances,
     kv,
     processes,
+    retention,
     rules,
     subscriptions,
     workflow_pauses,
@@ -144,6 +145,7 @@ POSTGRES = Dialect(
     get_delivery=deliveries.pg_get,
     list_deliveries=deliveries.pg_list,
     redeliver=deliveries.pg_redeliver,
+    purge=retention.pg_purge,
     recover_deliveries=deliveries.pg_recover,
 )
 

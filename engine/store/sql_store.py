@@ -478,3 +478,17 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
         )
         self._wake("deliveries")
         return recovered
+
+    # --- retention ------------------------------------------------------------------------
+
+    async def purge(
+        self,
+        kind: str,
+        before: datetime,
+        *,
+        limit: int,
+        dedupe_before: datetime | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        run = self._read_snapshot if dry_run else self._write
+        return await run(self.dialect.purge, kind, before, dedupe_before or before, limit, dry_run)

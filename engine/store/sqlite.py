@@ -42,6 +42,7 @@ from engine.store.ops import (
     instances,
     kv,
     processes,
+    retention,
     rules,
     subscriptions,
     workflow_pauses,
@@ -140,12 +141,19 @@ SQLITE = Dialect(
     get_delivery=deliveries.sqlite_get,
     list_deliveries=deliveries.sqlite_list,
     redeliver=deliveries.sqlite_redeliver,
+    purge=retention.sqlite_purge,
     recover_deliveries=deliveries.sqlite_recover,
 )
 
 
 def _companions(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+# PRAGMA auto_vacuum's value for INCREMENTAL, and the pages one reclaim_space call frees
+# at most (4 KiB each).
+_AUTO_VACUUM_INCREMENTAL = 2
+RECLAIM_PAGES = 2048
 
 
 class SqliteStore(SqlStore):
@@ -240,6 +248,27 @@ class SqliteStore(SqlStore):
 
     def _in_transaction(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:
         return self._transaction(self._write_conn, operation, args)
+
+    async def reclaim_space(self, max_pages: int = RECLAIM_PAGES) -> int:
+        """Give up to `max_pages` free pages back to the file system (a file made before
+        auto_vacuum was set keeps them for reuse instead); returns how many were freed.
+        A few hundred pages at a time: the write lock is held while they move."""
+        if self._writer is None:
+            raise StoreUnavailable(f"sqlite {self.path}: the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._incremental_vacuum, max_pages)
+
+    def _incremental_vacuum(self, max_pages: int) -> int:
+        conn = self._write_conn
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != _AUTO_VACUUM_INCREMENTAL:
+            return 0
+        before = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        try:
+            # executescript steps the pragma to its end; execute() would free nothing.
+            conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        return before - conn.execute("PRAGMA freelist_count").fetchone()[0]
 
     async def _write_on_loop(self, operation: Callable[..., T], *args: Any) -> T:
         """`operation` in a transaction run on the event loop itself, on a connection of
@@ -366,6 +395,12 @@ class SqliteStore(SqlStore):
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            # A new file: pages freed by retention purges can then be given back to the
+            # file system (reclaim_space). SQLite allows it only before the first table,
+            # and in WAL mode (set already) the VACUUM of the empty file applies it.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
         # Under the write lock, so two processes opening one new file migrate it once.
         conn.execute("BEGIN IMMEDIATE")
         try:

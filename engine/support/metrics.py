@@ -98,6 +98,12 @@ class Metrics:
             buckets=_COMMIT_BUCKETS,
             registry=r,
         )
+        self.purged = Counter(
+            "hookyard_purged",
+            "Records the retention role deleted, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.reloads = Counter(
             "hookyard_reloads",
             "Rule and pack reloads by outcome (ok, errors).",
@@ -130,6 +136,9 @@ class Metrics:
 
     def _on_delivery_finished(self, subscription: str, outcome: str) -> None:
         self.deliveries.labels(subscription, outcome).inc()
+
+    def _on_purged(self, kind: str, count: int) -> None:
+        self.purged.labels(kind).inc(count)
 
     def _on_reloaded(self, errors: int) -> None:
         self.reloads.labels("errors" if errors else "ok").inc()

@@ -13,6 +13,7 @@ from engine.process.runtime import Runtime
 from engine.workers.actions import run_actions_worker
 from engine.workers.claimers import CLAIMING_ROLES, Claimer
 from engine.workers.deliveries import run_deliveries_worker
+from engine.workers.retention import run_retention_worker
 from engine.workers.rules import run_rules_worker
 from engine.workers.sensors import run_sensors_worker
 from engine.workers.timers import run_timers_worker
@@ -32,6 +33,7 @@ def role_mains() -> dict[str, RoleMain]:
         "deliveries": run_deliveries_worker,
         "workflows": run_workflows_worker,
         "sensors": run_sensors_worker,
+        "retention": run_retention_worker,
     }
 
 
