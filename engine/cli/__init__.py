@@ -12,6 +12,7 @@ import click
 
 from engine.cli.actions import action_group, pack_group
 from engine.cli.apikeys import apikey_group
+from engine.cli.backup import backup_command, migrate_command, restore_command
 from engine.cli.datastore import key_group
 from engine.cli.deliveries import delivery_group
 from engine.cli.enforcements import enforcement_group
@@ -49,6 +50,9 @@ for command in (
     apikey_group,
     key_group,
     purge_command,
+    backup_command,
+    restore_command,
+    migrate_command,
     signing_key_group,
     workflow_group,
     sensor_group,
