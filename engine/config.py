@@ -133,6 +133,11 @@ class OutboundSettings:
     # A subscription whose deliveries only failed for this many seconds is disabled when
     # another delivery is exhausted (0: never). Svix uses 5 days.
     auto_disable_after: float = 432000.0
+    # Circuit breaker per subscription (engine.outbound.breaker): after this many failed
+    # attempts in a row (0: never) nothing is sent to it for breaker_cooldown seconds —
+    # its deliveries wait without spending attempts — then one probe decides.
+    breaker_threshold: int = 10
+    breaker_cooldown: float = 60.0
     # Seconds the old secret keeps signing next to the new one after rotate-secret.
     secret_rotation_grace: float = 86400.0
     # Bytes of a receiver's response body kept on the delivery record.

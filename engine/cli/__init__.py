@@ -24,6 +24,7 @@ from engine.cli.run import run_command
 from engine.cli.sensors import sensor_group, trigger_group
 from engine.cli.serve import serve_command
 from engine.cli.signing import signing_key_group
+from engine.cli.subscriptions import subscription_group
 from engine.cli.trigger_instances import trigger_instance_group
 from engine.cli.webhooks import webhook_group
 from engine.cli.workflows import workflow_group
@@ -46,6 +47,7 @@ for command in (
     enforcement_group,
     webhook_group,
     delivery_group,
+    subscription_group,
     explain_command,
     apikey_group,
     key_group,

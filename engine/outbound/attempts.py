@@ -10,9 +10,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.outbound import events as outbound_events
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import FAILED, PENDING, SUCCEEDED, AttemptResult, Delivery
 from engine.outbound.events import NewEvent
 from engine.outbound.subscriptions import Subscription
+
+# A breaker that never trips (failures in a row are still counted).
+NO_BREAKER = Breaker(threshold=0)
 
 
 @dataclass(frozen=True)
@@ -35,19 +39,22 @@ def attempt_outcome(
     result: AttemptResult,
     retry_at: datetime | None,
     auto_disable_after: float,
+    breaker: Breaker | None = None,
 ) -> AttemptOutcome:
     """What one finished attempt of `delivery` changes: the delivery's status, its retry,
-    the subscription's failing_since / auto-disable, and the delivery.exhausted event when
-    no retry is left. Plain data in, plain data out; the store applies it."""
+    the subscription's failing_since / auto-disable and circuit (engine.outbound.breaker),
+    and the delivery.exhausted event when no retry is left. Plain data in, plain data
+    out; the store applies it."""
     attempts = delivery.attempts + 1
     attempt_record = result.to_json(attempts)
+    changes: dict[str, Any] = (breaker or NO_BREAKER).after_attempt(subscription, result)
     if result.succeeded:
-        changes: dict[str, Any] = {}
         if subscription.failing_since is not None:
             changes["failing_since"] = None
         return AttemptOutcome(SUCCEEDED, attempts, None, attempt_record, changes, None)
     failing_since = subscription.failing_since or result.at
-    changes = {} if subscription.failing_since else {"failing_since": failing_since}
+    if not subscription.failing_since:
+        changes["failing_since"] = failing_since
     if retry_at is not None:
         return AttemptOutcome(PENDING, attempts, retry_at, attempt_record, changes, None)
     exhausted = None

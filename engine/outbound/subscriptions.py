@@ -25,9 +25,13 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
 _RESERVED_PREFIXES = ("webhook-", "x-hookyard-")
 _CREATE_FIELDS = frozenset(
-    {"url", "customHeaders", "events", "secret", "description", "signing", "enabled"}
+    {"url", "customHeaders", "events", "secret", "description", "signing", "enabled", "rateLimit"}
 )
-_PATCH_FIELDS = frozenset({"url", "customHeaders", "events", "description", "enabled", "signing"})
+_PATCH_FIELDS = frozenset(
+    {"url", "customHeaders", "events", "description", "enabled", "signing", "rateLimit", "circuit"}
+)
+# Circuit states shown by the API (engine.outbound.breaker decides them).
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # Custom headers whose names say they carry a credential are shown masked by the API (the
 # stored value is sent on delivery); a PATCH giving the mask back keeps the stored value.
 HEADER_MASK = "********"
@@ -65,6 +69,17 @@ class Subscription:
     # When deliveries started failing without a success since (None: not failing).
     failing_since: datetime | None = None
     disabled_reason: str | None = None
+    # The circuit breaker (engine.outbound.breaker): failed attempts in a row, and while
+    # the circuit is tripped, until when no delivery is sent (None: closed).
+    consecutive_failures: int = 0
+    circuit_open_until: datetime | None = None
+    # Deliveries per second sent to this endpoint at most, per process (0: no limit).
+    rate_limit: float = 0.0
+
+    def circuit_state(self, now: datetime) -> str:
+        if self.circuit_open_until is None:
+            return CLOSED
+        return OPEN if self.circuit_open_until > now else HALF_OPEN
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """Secrets to sign with now, newest first."""
@@ -82,6 +97,12 @@ class Subscription:
             "createdAt": isoformat(self.created_at),
             "failingSince": isoformat(self.failing_since),
             "disabledReason": self.disabled_reason,
+            "circuit": {
+                "state": self.circuit_state(utcnow()),
+                "consecutiveFailures": self.consecutive_failures,
+                "openUntil": isoformat(self.circuit_open_until),
+            },
+            "rateLimit": self.rate_limit,
         }
         if secret is not None:
             shown["secret"] = secret  # only in the answers that create it
@@ -112,6 +133,7 @@ def new_subscription(body: Any) -> tuple[Subscription, str]:
         signing_scheme=scheme,
         signing_options=options,
         created_at=utcnow(),
+        rate_limit=_rate_limit(data.get("rateLimit", 0)),
     )
     return subscription, secret
 
@@ -140,7 +162,26 @@ def changes(body: Any, current: Subscription) -> dict[str, Any]:
         _check_signing(scheme, options, current.secrets[0].value)
         changed["signing_scheme"] = scheme
         changed["signing_options"] = options
+    if "rateLimit" in data:
+        changed["rate_limit"] = _rate_limit(data["rateLimit"])
+    if "circuit" in data:
+        if data["circuit"] != CLOSED:
+            raise SubscriptionError(
+                f"'circuit' can only be set to {CLOSED!r} (close a tripped circuit by hand)"
+            )
+        changed["consecutive_failures"] = 0
+        changed["circuit_open_until"] = None
     return changed
+
+
+def _rate_limit(value: Any) -> float:
+    # At least 0.1/s: a send waiting longer for its turn would outlive its claim's lease.
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (value == 0 or 0.1 <= value <= 10_000):
+        raise SubscriptionError(
+            "'rateLimit' must be deliveries per second from 0.1 to 10000, or 0 for no limit"
+        )
+    return float(value)
 
 
 def rotated_secrets(

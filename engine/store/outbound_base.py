@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.model.records import Page
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.subscriptions import Subscription
 
@@ -69,11 +70,13 @@ class OutboundStore(abc.ABC):
         result: AttemptResult,
         retry_at: datetime | None,
         auto_disable_after: float,
+        breaker: Breaker | None = None,
     ) -> Delivery:
         """Record one attempt. Success: succeeded. Failure: pending until `retry_at`, or
         (retry_at None) failed with a delivery.exhausted event and, after
-        `auto_disable_after` seconds of only failures, the subscription disabled.
-        LeaseLost on a stale token."""
+        `auto_disable_after` seconds of only failures, the subscription disabled. The
+        subscription's circuit follows `breaker` (engine.outbound.breaker). LeaseLost on a
+        stale token."""
 
     @abc.abstractmethod
     async def release_deliveries(self, leases: Mapping[str, str]) -> None:

@@ -30,6 +30,9 @@ SUBSCRIPTION_FIELDS = (
     "created_at",
     "failing_since",
     "disabled_reason",
+    "consecutive_failures",
+    "circuit_open_until",
+    "rate_limit",
 )
 DELIVERY_FIELDS = (
     "id",
@@ -62,6 +65,9 @@ UPDATABLE = frozenset(
         "signing_options",
         "failing_since",
         "disabled_reason",
+        "consecutive_failures",
+        "circuit_open_until",
+        "rate_limit",
     }
 )
 JSON_COLUMNS = frozenset({"custom_headers", "events", "secrets", "signing_options", "attempt_log"})
@@ -111,6 +117,9 @@ def subscription_from_row(row: Any, to_time: ToTime, prefix: str = "") -> Subscr
         created_at=to_time(col("created_at")),
         failing_since=to_time(col("failing_since")),
         disabled_reason=col("disabled_reason"),
+        consecutive_failures=col("consecutive_failures"),
+        circuit_open_until=to_time(col("circuit_open_until")),
+        rate_limit=col("rate_limit"),
     )
 
 

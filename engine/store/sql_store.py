@@ -43,6 +43,7 @@ from engine.model.records import (
     utcnow,
 )
 from engine.model.roles import Grants
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.subscriptions import Subscription
 from engine.rules.stored import StoredRule
@@ -446,6 +447,7 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
         result: AttemptResult,
         retry_at: datetime | None,
         auto_disable_after: float,
+        breaker: Breaker | None = None,
     ) -> Delivery:
         return await self._write(
             self.dialect.complete_delivery,
@@ -454,6 +456,7 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
             result,
             retry_at,
             auto_disable_after,
+            breaker,
         )
 
     async def release_deliveries(self, leases: Mapping[str, str]) -> None:

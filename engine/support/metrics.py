@@ -98,6 +98,18 @@ class Metrics:
             buckets=_COMMIT_BUCKETS,
             registry=r,
         )
+        self.circuit_open = Gauge(
+            "hookyard_subscription_circuit_open",
+            "1 while an outbound subscription's circuit is tripped (open or half-open).",
+            ["subscription"],
+            registry=r,
+        )
+        self.consecutive_failures = Gauge(
+            "hookyard_subscription_consecutive_failures",
+            "Failed delivery attempts in a row per outbound subscription.",
+            ["subscription"],
+            registry=r,
+        )
         self.purged = Counter(
             "hookyard_purged",
             "Records the retention role deleted, by kind.",
@@ -156,6 +168,17 @@ class Metrics:
         for queue, values in stats.items():
             self.queue_depth.labels(queue).set(values["depth"])
             self.queue_oldest.labels(queue).set(values["oldest_age_seconds"])
+        try:
+            subscriptions = await store.list_subscriptions()
+        except StoreError as exc:
+            log.warning("metrics: subscriptions unavailable: %s", exc)
+            subscriptions = []
+        # Read from the store: the circuit is shared by every process sending.
+        self.circuit_open.clear()
+        self.consecutive_failures.clear()
+        for sub in subscriptions:
+            self.circuit_open.labels(sub.id).set(int(sub.circuit_open_until is not None))
+            self.consecutive_failures.labels(sub.id).set(sub.consecutive_failures)
         return generate_latest(self.registry)
 
 

@@ -18,7 +18,9 @@ from datetime import timedelta
 
 from engine.errors import DestinationRefused, LeaseLost, OutboundError, StoreError
 from engine.model.records import utcnow
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import ClaimedDelivery
+from engine.outbound.pacing import DeliveryPacer
 from engine.outbound.policy import RetryPolicy
 from engine.outbound.sender import Sender
 from engine.outbound.signing import generate_secret
@@ -51,6 +53,7 @@ async def run_deliveries_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     )
     keyrings = runtime.keyrings
     sender = Sender(guard, keyrings, settings.delivery_timeout, settings.response_excerpt)
+    pacer = DeliveryPacer()
     async with sender:
         try:
             while not stop.is_set():
@@ -60,7 +63,7 @@ async def run_deliveries_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                         stop, asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     )
                     continue
-                busy = Counter(running.values())
+                busy = _paced(Counter(running.values()), pacer, settings)
                 try:
                     claimed = await store.claim_deliveries(
                         free, lease, settings.per_subscription_concurrency, busy
@@ -70,7 +73,7 @@ async def run_deliveries_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                     await sleep_until(stop, asyncio.sleep(poll))
                     continue
                 for item in claimed:
-                    task = asyncio.create_task(deliver(runtime, sender, policy, item))
+                    task = asyncio.create_task(deliver(runtime, sender, policy, item, pacer))
                     running[task] = item.delivery.subscription_id
                     task.add_done_callback(lambda done: running.pop(done, None))
                 if not claimed:
@@ -83,8 +86,24 @@ async def run_deliveries_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             log.info("deliveries worker stopped")
 
 
+def _paced(busy: Counter, pacer: DeliveryPacer, settings) -> Counter:
+    """`busy` raised for rate-limited subscriptions so that a claim takes no more of
+    their deliveries than their buckets allow now."""
+    for subscription_id in pacer.limited():
+        spare = pacer.spare(subscription_id)
+        if spare is not None:
+            busy[subscription_id] = max(
+                busy[subscription_id], settings.per_subscription_concurrency - spare
+            )
+    return busy
+
+
 async def deliver(
-    runtime: Runtime, sender: Sender, policy: RetryPolicy, claimed: ClaimedDelivery
+    runtime: Runtime,
+    sender: Sender,
+    policy: RetryPolicy,
+    claimed: ClaimedDelivery,
+    pacer: DeliveryPacer | None = None,
 ) -> None:
     delivery = claimed.delivery
     extra = {
@@ -92,6 +111,8 @@ async def deliver(
         "subscription": delivery.subscription_id,
         "event_type": delivery.event_type,
     }
+    if pacer is not None:
+        await pacer.take(delivery.subscription_id, claimed.subscription.rate_limit)
     result = await sender.send(claimed)
     retry_at = None
     if not result.succeeded:
@@ -105,6 +126,10 @@ async def deliver(
             result,
             retry_at,
             runtime.settings.outbound.auto_disable_after,
+            Breaker(
+                runtime.settings.outbound.breaker_threshold,
+                runtime.settings.outbound.breaker_cooldown,
+            ),
         )
     except LeaseLost:
         log.warning("delivery %s was re-claimed while sending; result dropped", delivery.id)

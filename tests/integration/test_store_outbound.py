@@ -16,9 +16,11 @@ from engine.model.records import (
     NewTriggerInstance,
     utcnow,
 )
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import AttemptResult
 from engine.outbound.subscriptions import Secret, Subscription
 from engine.store import Store
+from tests.support.postgres import truncate_all
 
 
 def subscription(sid: str, events: tuple[str, ...] = (), **fields) -> Subscription:
@@ -193,3 +195,35 @@ async def test_update_and_global_subscription(store: Store) -> None:
     assert kept.url.endswith("/moved") and kept.secrets[0].value == "whsec_c2VjcmV0"
     await store.put_global_subscription(None)
     assert (await store.get_subscription("global")).enabled is False
+
+
+async def test_a_half_open_circuit_lets_one_probe_out_across_processes(open_store, store_url):
+    first_process = await open_store()
+    if store_url.startswith("postgresql://"):
+        await truncate_all(store_url)
+    second_process = await open_store()
+    await first_process.create_subscription(subscription("s", ("trigger_instance.created",)))
+    await first_process.add_trigger_instances([NewTriggerInstance("t", {"n": n}) for n in range(3)])
+    claimed = await claim_all(first_process, per_subscription=1)
+    assert len(claimed) == 1
+    # One failure trips a threshold-1 breaker for a cooldown already over: half-open.
+    tripping = Breaker(threshold=1, cooldown=0.0)
+    delivery = claimed[0].delivery
+    await first_process.complete_delivery(
+        delivery.id, delivery.lease_token or "", attempt(503), utcnow(), 0, tripping
+    )
+    assert (await first_process.get_subscription("s")).circuit_open_until is not None
+    probes = [
+        *await claim_all(first_process, per_subscription=5),
+        *await claim_all(second_process, per_subscription=5),
+    ]
+    assert len(probes) == 1  # one probe, whichever process took it
+    # While the probe is out the circuit is open again: nothing else is claimed.
+    assert await claim_all(second_process) == [] and await claim_all(first_process) == []
+    probe = probes[0].delivery
+    await first_process.complete_delivery(
+        probe.id, probe.lease_token or "", attempt(200), None, 0, tripping
+    )
+    after = await first_process.get_subscription("s")
+    assert (after.circuit_open_until, after.consecutive_failures) == (None, 0)
+    assert len(await claim_all(second_process)) == 2  # closed: the rest go

@@ -319,3 +319,11 @@ _WORKFLOWS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)
+
+# Version N (circuit breaker): see the SQLite schema.
+_CIRCUIT_BREAKER = (
+    "ALTER TABLE subscriptions ADD COLUMN consecutive_failures integer NOT NULL DEFAULT 0",
+    "ALTER TABLE subscriptions ADD COLUMN circuit_open_until timestamptz",
+    "ALTER TABLE subscriptions ADD COLUMN rate_limit double precision NOT NULL DEFAULT 0",
+)
+MIGRATIONS = (*MIGRATIONS, _CIRCUIT_BREAKER)

@@ -305,3 +305,13 @@ _WORKFLOWS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)
+
+# Version N (circuit breaker): per subscription, failed attempts in a row and, while its
+# circuit is tripped, until when nothing is sent (engine.outbound.breaker); and a rate
+# limit of deliveries per second.
+_CIRCUIT_BREAKER = (
+    "ALTER TABLE subscriptions ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE subscriptions ADD COLUMN circuit_open_until TEXT",
+    "ALTER TABLE subscriptions ADD COLUMN rate_limit REAL NOT NULL DEFAULT 0",
+)
+MIGRATIONS = (*MIGRATIONS, _CIRCUIT_BREAKER)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 
 from engine.errors import LeaseLost, NotFound
 from engine.model.records import Page
+from engine.outbound import breaker
 from engine.outbound.attempts import attempt_outcome
+from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import DELIVERING, PENDING, AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.events import NewEvent
 from engine.store import outbound_rows as rows
@@ -34,39 +35,38 @@ def sqlite_claim(
     now: datetime,
 ) -> list[ClaimedDelivery]:
     at = time_to_text(now)
+    # A subscription whose circuit is open is skipped; a half-open one gets one probe.
     candidates = conn.execute(
-        "SELECT d.id, d.subscription_id FROM deliveries d INDEXED BY deliveries_due"
+        "SELECT d.id, d.subscription_id, s.circuit_open_until IS NOT NULL AS half_open"
+        " FROM deliveries d INDEXED BY deliveries_due"
         " JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled = 1"
+        " AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= ?)"
         " WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= ?"
         " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-        (at, rows.CLAIM_WINDOW),
+        (at, at, rows.CLAIM_WINDOW),
     ).fetchall()
-    chosen = _sqlite_choose(candidates, limit, per_subscription, busy)
+    chosen, probes = breaker.choose(
+        [breaker.Candidate(r[0], r[1], bool(r[2])) for r in candidates],
+        limit,
+        per_subscription,
+        busy,
+    )
     if not chosen:
         return []
+    lease_end = time_to_text(now + timedelta(seconds=lease_seconds))
+    if probes:
+        # Open again until the probe's lease ends: its outcome decides what comes next.
+        conn.executemany(
+            "UPDATE subscriptions SET circuit_open_until = ? WHERE id = ?",
+            [(lease_end, subscription_id) for subscription_id in sorted(probes)],
+        )
     marks = ",".join("?" * len(chosen))
     conn.execute(
         "UPDATE deliveries SET status = ?, lease_token = lower(hex(randomblob(16))),"
         f" next_attempt_at = ? WHERE id IN ({marks})",
-        [DELIVERING, time_to_text(now + timedelta(seconds=lease_seconds)), *chosen],
+        [DELIVERING, lease_end, *chosen],
     )
     return _sqlite_claimed(conn, chosen)
-
-
-def _sqlite_choose(
-    candidates: Sequence[Any], limit: int, per_subscription: int, busy: Mapping[str, int]
-) -> list[str]:
-    taken: dict[str, int] = dict(busy)
-    chosen = []
-    for row in candidates:
-        if len(chosen) >= limit:
-            break
-        subscription_id = row["subscription_id"]
-        if taken.get(subscription_id, 0) >= per_subscription:
-            continue
-        taken[subscription_id] = taken.get(subscription_id, 0) + 1
-        chosen.append(row["id"])
-    return chosen
 
 
 def _sqlite_claimed(conn: sqlite3.Connection, ids: Sequence[str]) -> list[ClaimedDelivery]:
@@ -97,6 +97,7 @@ def sqlite_complete(
     result: AttemptResult,
     retry_at: datetime | None,
     auto_disable_after: float,
+    breaker: Breaker | None = None,
 ) -> Delivery:
     row = conn.execute(
         f"SELECT {columns.DELIVERY_COLUMNS} FROM deliveries"
@@ -107,7 +108,9 @@ def sqlite_complete(
         raise _sqlite_missing_or_lost(conn, delivery_id)
     delivery = columns.sqlite_delivery(row)
     subscription = subscriptions.sqlite_get(conn, delivery.subscription_id)
-    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
+    outcome = attempt_outcome(
+        delivery, subscription, result, retry_at, auto_disable_after, breaker
+    )
     conn.execute(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
         " last_status_code = ?, last_error = ?, last_response_ms = ?,"
@@ -218,22 +221,32 @@ async def pg_claim(
 ) -> list[ClaimedDelivery]:
     # `now` is unused: leases follow the database's clock, shared by every process.
     candidates = await conn.fetch(
-        "SELECT d.id, d.subscription_id FROM deliveries d"
-        " JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled"
+        "SELECT d.id, d.subscription_id, s.circuit_open_until IS NOT NULL AS half_open"
+        " FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id AND s.enabled"
+        " AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= now())"
         " WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= now()"
         " ORDER BY d.next_attempt_at, d.id LIMIT $1 FOR UPDATE OF d SKIP LOCKED",
         rows.CLAIM_WINDOW,
     )
-    taken: dict[str, int] = dict(busy)
-    chosen: list[str] = []
-    for row in candidates:
-        if len(chosen) >= limit:
-            break
-        subscription_id = row["subscription_id"]
-        if taken.get(subscription_id, 0) >= per_subscription:
-            continue
-        taken[subscription_id] = taken.get(subscription_id, 0) + 1
-        chosen.append(row["id"])
+    chosen, probes = breaker.choose(
+        [breaker.Candidate(r[0], r[1], r[2]) for r in candidates], limit, per_subscription, busy
+    )
+    if probes:
+        # One probe across processes: only the claim that moves a half-open circuit's
+        # time forward keeps its probe.
+        won = {
+            r["id"]
+            for r in await conn.fetch(
+                "UPDATE subscriptions SET circuit_open_until = now() + make_interval(secs => $1)"
+                " WHERE id = ANY($2::text[]) AND circuit_open_until <= now() RETURNING id",
+                float(lease_seconds),
+                sorted(probes),
+            )
+        }
+        lost = probes - won
+        if lost:
+            half_open = {r[0] for r in candidates if r[2] and r[1] in lost}
+            chosen = [d for d in chosen if d not in half_open]
     if not chosen:
         return []
     await conn.execute(
@@ -269,6 +282,7 @@ async def pg_complete(
     result: AttemptResult,
     retry_at: datetime | None,
     auto_disable_after: float,
+    breaker: Breaker | None = None,
 ) -> Delivery:
     row = await conn.fetchrow(
         f"SELECT {columns.DELIVERY_COLUMNS} FROM deliveries"
@@ -281,7 +295,9 @@ async def pg_complete(
         raise await _pg_missing_or_lost(conn, delivery_id)
     delivery = columns.pg_delivery(row)
     subscription = await subscriptions.pg_get(conn, delivery.subscription_id)
-    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after)
+    outcome = attempt_outcome(
+        delivery, subscription, result, retry_at, auto_disable_after, breaker
+    )
     await conn.execute(
         "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
         " last_status_code = $5, last_error = $6, last_response_ms = $7,"
