@@ -86,3 +86,7 @@ class Dialect:
     list_deliveries: Op  # (conn, conditions, limit, offset)
     redeliver: Op  # (conn, id, now)
     recover_deliveries: Op  # (conn, subscription_id, since, now)
+    # action policies (engine.store.ops.policies)
+    take_policy_slots: Op  # (conn, id, token, [(key, threshold)], now) -> full key | None
+    delay_execution: Op  # (conn, id, token, now) -> Execution
+    requeue_delayed: Op  # (conn, action | None, limit, waited_seconds, now) -> int

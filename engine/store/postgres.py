@@ -40,6 +40,7 @@ from engine.store.ops import (
     executions,
     instances,
     kv,
+    policies,
     processes,
     rules,
     subscriptions,
@@ -145,6 +146,9 @@ POSTGRES = Dialect(
     list_deliveries=deliveries.pg_list,
     redeliver=deliveries.pg_redeliver,
     recover_deliveries=deliveries.pg_recover,
+    take_policy_slots=policies.pg_take_slots,
+    delay_execution=policies.pg_delay,
+    requeue_delayed=policies.pg_requeue_delayed,
 )
 
 

@@ -333,6 +333,27 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
             self._wake_all()
         return taken
 
+    async def take_policy_slots(
+        self, execution_id: str, lease_token: str, slots: Sequence[tuple[str, int]]
+    ) -> str | None:
+        ordered = sorted((str(key), int(threshold)) for key, threshold in slots)
+        return await self._write(
+            self.dialect.take_policy_slots, execution_id, lease_token, ordered, utcnow()
+        )
+
+    async def delay_execution(self, execution_id: str, lease_token: str) -> Execution:
+        return await self._write(self.dialect.delay_execution, execution_id, lease_token, utcnow())
+
+    async def requeue_delayed(
+        self, action: str | None, limit: int, waited_seconds: float = 0
+    ) -> int:
+        requeued = await self._write(
+            self.dialect.requeue_delayed, action, limit, float(waited_seconds), utcnow()
+        )
+        if requeued:
+            self._wake("executions")
+        return requeued
+
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._read(self.dialect.get_execution, execution_id)
 

@@ -41,6 +41,7 @@ from engine.store.ops import (
     executions,
     instances,
     kv,
+    policies,
     processes,
     rules,
     subscriptions,
@@ -141,6 +142,9 @@ SQLITE = Dialect(
     list_deliveries=deliveries.sqlite_list,
     redeliver=deliveries.sqlite_redeliver,
     recover_deliveries=deliveries.sqlite_recover,
+    take_policy_slots=policies.sqlite_take_slots,
+    delay_execution=policies.sqlite_delay,
+    requeue_delayed=policies.sqlite_requeue_delayed,
 )
 
 

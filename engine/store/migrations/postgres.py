@@ -319,3 +319,18 @@ _WORKFLOWS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)
+
+# Version N (policies): the concurrency slots of action policies (engine.store.ops.policies).
+# A slot counts while its execution is active, so it frees itself when the execution ends.
+_POLICY_SLOTS = (
+    """
+    CREATE TABLE execution_slots (
+        slot_key text NOT NULL,
+        execution_id text NOT NULL,
+        taken_at timestamptz NOT NULL,
+        PRIMARY KEY (slot_key, execution_id)
+    )
+    """,
+    "CREATE INDEX execution_slots_execution ON execution_slots (execution_id)",
+)
+MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)

@@ -305,3 +305,18 @@ _WORKFLOWS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)
+
+# Version N (policies): the concurrency slots of action policies (engine.store.ops.policies).
+# A slot counts while its execution is active, so it frees itself when the execution ends.
+_POLICY_SLOTS = (
+    """
+    CREATE TABLE execution_slots (
+        slot_key TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        taken_at TEXT NOT NULL,
+        PRIMARY KEY (slot_key, execution_id)
+    )
+    """,
+    "CREATE INDEX execution_slots_execution ON execution_slots (execution_id)",
+)
+MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)
