@@ -26,6 +26,7 @@ from engine.http import (
     metrics_api,
     operations_api,
     outbound_api,
+    policies_api,
     rerun_api,
     rules_api,
     trigger_instances_api,
@@ -75,6 +76,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             datastore_api,
             outbound_api,
             operations_api,
+            policies_api,
             rerun_api,
         ):
             routes.add_routes(app)
