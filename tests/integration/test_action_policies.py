@@ -44,7 +44,7 @@ def settings(tmp_path: Path) -> Settings:
         "sleepy": "sleep 5",
         "slow": "sleep 0.4",
         "only_one": "sleep 1",
-        "by_host": "sleep 0.5",
+        "by_host": "sleep 1",
     }
     files = {f"actions/{n}.yaml": SHELL_ACTION.format(name=n, cmd=c) for n, c in actions.items()}
     files.update(

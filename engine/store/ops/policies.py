@@ -1,10 +1,10 @@
 """Concurrency slots of action policies, both dialects (engine.packs.policy_decisions).
 
 A slot is a row of `execution_slots` (key, execution). It counts while its execution is
-active — neither waiting (requested, delayed) nor ended — so a slot frees itself in the
-very transaction that ends its execution, whoever ends it: the worker, a cancel, or the
-claim that abandons the execution of a killed worker. Nothing is released by hand, so a
-`kill -9` never leaves a slot counted forever.
+active (_HOLDING: scheduled, running...), never while it waits or once it ended, so a
+slot frees itself in the very transaction that ends its execution, whoever ends it: the
+worker, a cancel, or the claim that abandons the execution of a killed worker. Nothing is
+released by hand, so a `kill -9` never leaves a slot counted forever.
 
 Taking slots is one transaction: count the active holders of each key, then take every
 slot or none. SQLite has one writer, so two takers never interleave; on PostgreSQL a
@@ -28,12 +28,10 @@ from engine.outbound import events as outbound_events
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, outbox
 
-# Statuses in which an execution does not hold its slot.
-_NOT_HOLDING = (
-    "("
-    + ", ".join(f"'{s}'" for s in sorted({*TERMINAL_EXECUTION_STATUSES, REQUESTED, DELAYED}))
-    + ")"
-)
+# Statuses in which an execution holds its slot: StackStorm counts scheduled and running
+# ones; canceling, pausing and resuming ones still have a run or tasks going. A paused
+# workflow, as in StackStorm, does not count.
+_HOLDING = "('scheduled', 'running', 'canceling', 'pausing', 'resuming')"
 
 # (key, threshold) pairs, sorted by key.
 SlotRequest = Sequence[tuple[str, int]]
@@ -60,7 +58,7 @@ def sqlite_take_slots(
     for key, threshold in slots:
         (held,) = conn.execute(
             "SELECT count(*) FROM execution_slots s JOIN executions e ON e.id = s.execution_id"
-            f" WHERE s.slot_key = ? AND s.execution_id <> ? AND e.status NOT IN {_NOT_HOLDING}",
+            f" WHERE s.slot_key = ? AND s.execution_id <> ? AND e.status IN {_HOLDING}",
             (key, execution_id),
         ).fetchone()
         if held >= threshold:
@@ -158,7 +156,7 @@ async def pg_take_slots(
     for key, threshold in slots:
         held = await conn.fetchval(
             "SELECT count(*) FROM execution_slots s JOIN executions e ON e.id = s.execution_id"
-            f" WHERE s.slot_key = $1 AND s.execution_id <> $2 AND e.status NOT IN {_NOT_HOLDING}",
+            f" WHERE s.slot_key = $1 AND s.execution_id <> $2 AND e.status IN {_HOLDING}",
             key,
             execution_id,
         )
