@@ -292,6 +292,21 @@ class Store(OutboundStore, abc.ABC):
         oldest first, those delayed `waited_seconds` ago or longer; returns how many."""
 
     @abc.abstractmethod
+    async def mark_retry_pending(self, original_id: str) -> None:
+        """Record that an action.retry policy will re-run `original_id` (before its end is
+        recorded); a second mark is a no-op."""
+
+    @abc.abstractmethod
+    async def settle_retry(self, original_id: str, new: NewExecution | None) -> bool:
+        """Create the retry `new` (None: none after all) and settle the pending mark, in
+        one transaction; False, creating nothing, when it was not pending."""
+
+    @abc.abstractmethod
+    async def pending_retries(self, limit: int, waited_seconds: float) -> list[Execution]:
+        """Ended executions whose retry has been pending `waited_seconds` or longer (their
+        worker stopped between recording the end and the retry)."""
+
+    @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:
         """Raise NotFound if absent."""
 

@@ -90,3 +90,6 @@ class Dialect:
     take_policy_slots: Op  # (conn, id, token, [(key, threshold)], now) -> full key | None
     delay_execution: Op  # (conn, id, token, now) -> Execution
     requeue_delayed: Op  # (conn, action | None, limit, waited_seconds, now) -> int
+    mark_retry_pending: Op  # (conn, original_id, now)
+    settle_retry: Op  # (conn, original_id, new | None, now) -> bool
+    pending_retries: Op  # (conn, limit, waited_seconds, now) -> [Execution]

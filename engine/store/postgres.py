@@ -41,6 +41,7 @@ from engine.store.ops import (
     instances,
     kv,
     policies,
+    policy_retries,
     processes,
     rules,
     subscriptions,
@@ -149,6 +150,9 @@ POSTGRES = Dialect(
     take_policy_slots=policies.pg_take_slots,
     delay_execution=policies.pg_delay,
     requeue_delayed=policies.pg_requeue_delayed,
+    mark_retry_pending=policy_retries.pg_mark_pending,
+    settle_retry=policy_retries.pg_settle,
+    pending_retries=policy_retries.pg_pending,
 )
 
 

@@ -53,6 +53,7 @@ from engine.store.batching import GroupCommitter
 from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
+from engine.store.sql_policies import SqlPolicies
 from engine.store.sql_workflows import SqlWorkflowRuns
 
 T = TypeVar("T")
@@ -60,7 +61,7 @@ T = TypeVar("T")
 QUEUES = ("trigger_instances", "executions", "deliveries", "workflows")
 
 
-class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
@@ -332,27 +333,6 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
         if any(taken[queue] for queue in QUEUES):
             self._wake_all()
         return taken
-
-    async def take_policy_slots(
-        self, execution_id: str, lease_token: str, slots: Sequence[tuple[str, int]]
-    ) -> str | None:
-        ordered = sorted((str(key), int(threshold)) for key, threshold in slots)
-        return await self._write(
-            self.dialect.take_policy_slots, execution_id, lease_token, ordered, utcnow()
-        )
-
-    async def delay_execution(self, execution_id: str, lease_token: str) -> Execution:
-        return await self._write(self.dialect.delay_execution, execution_id, lease_token, utcnow())
-
-    async def requeue_delayed(
-        self, action: str | None, limit: int, waited_seconds: float = 0
-    ) -> int:
-        requeued = await self._write(
-            self.dialect.requeue_delayed, action, limit, float(waited_seconds), utcnow()
-        )
-        if requeued:
-            self._wake("executions")
-        return requeued
 
     async def get_execution(self, execution_id: str) -> Execution:
         return await self._read(self.dialect.get_execution, execution_id)

@@ -42,6 +42,7 @@ from engine.store.ops import (
     instances,
     kv,
     policies,
+    policy_retries,
     processes,
     rules,
     subscriptions,
@@ -145,6 +146,9 @@ SQLITE = Dialect(
     take_policy_slots=policies.sqlite_take_slots,
     delay_execution=policies.sqlite_delay,
     requeue_delayed=policies.sqlite_requeue_delayed,
+    mark_retry_pending=policy_retries.sqlite_mark_pending,
+    settle_retry=policy_retries.sqlite_settle,
+    pending_retries=policy_retries.sqlite_pending,
 )
 
 

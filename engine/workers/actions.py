@@ -52,8 +52,8 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 
     runtime.observers.append(on_cancel_requested)
     processes = ActionProcesses(store)
-    # Delayed executions (concurrency policies) are requested again (engine.workers.policies).
-    delayed_sweeper = asyncio.create_task(policies.sweep_delayed(runtime, stop))
+    # Delayed executions and pending retries of pack policies (engine.workers.policies).
+    policy_sweeper = asyncio.create_task(policies.sweep(runtime, stop))
     log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
     try:
         killed = await processes.sweep()
@@ -85,9 +85,9 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             # In-flight executions finish within the role's grace period; past it they are
             # cancelled, their process groups killed and their leases left to expire.
             await asyncio.gather(*running, return_exceptions=True)
-        delayed_sweeper.cancel()
+        policy_sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await delayed_sweeper
+            await policy_sweeper
         await processes.close()
         runtime.observers.remove(on_cancel_requested)
         log.info("actions worker stopped")

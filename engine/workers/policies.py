@@ -1,15 +1,17 @@
 """Action policies enforced where executions run (engine.workers.actions calls these).
 
-- `admit`, before a claimed execution starts: its ``action.concurrency`` /
+- `admit`, before a claimed execution starts: its retry marked pending when an
+  ``action.retry`` policy applies (engine.store.ops.policy_retries); its ``action.concurrency`` /
   ``action.concurrency.attr`` slots are taken in one store transaction
   (engine.store.ops.policies), or it is `delayed` (StackStorm's status; requested again
   when a slot frees) or `canceled`, as the policy says.
 - `after_finish`, once an execution's end is recorded: an ``action.retry`` policy re-runs
   it as a new execution (``context.policies.retry``, engine.packs.policy_decisions), and
   the delayed executions of its action get their turn.
-- `sweep_delayed`, beside the actions worker: delayed executions are requested again
+- `sweep`, beside the actions worker: delayed executions are requested again
   every few seconds, so one whose wake-up was lost (its releaser killed between two
-  transactions, a workflow that ended elsewhere) still runs.
+  transactions, a workflow that ended elsewhere) still runs; and retries left pending (the
+  worker killed after recording the end, a workflow that ended elsewhere) are settled.
 
 What the policies decide is pure (engine.packs.policy_decisions); this module only reads
 the runtime and calls the store.
@@ -25,7 +27,7 @@ from typing import Any
 from engine.errors import ActionError, LeaseLost, StoreError
 from engine.model.records import CANCELED, Execution, NewExecution
 from engine.packs.policy_decisions import CANCEL, concurrency_slots, retry_after
-from engine.packs.policy_types import CONCURRENCY, CONCURRENCY_BY_ATTR
+from engine.packs.policy_types import CONCURRENCY, CONCURRENCY_BY_ATTR, RETRY
 from engine.process.runtime import Runtime
 from engine.workers import sleep_until
 
@@ -57,6 +59,14 @@ async def admit(runtime: Runtime, execution: Execution) -> Admission:
     policies = runtime.packs.action_policies(execution.action)
     if not policies:
         return RUN
+    if not execution.parent and any(p.policy_type == RETRY for p in policies):
+        try:
+            # Pending before it runs: if its end is recorded but this worker dies before
+            # the retry is, the sweep still makes it.
+            await runtime.store.mark_retry_pending(execution.id)
+        except StoreError as exc:
+            log.error("recording the retry policy of %s failed: %s", execution.id, exc)
+            return HELD  # its lease expires and it is claimed again
     try:
         parameters = runtime.sealer.unseal(execution.parameters or {})
     except ActionError:
@@ -113,41 +123,54 @@ async def after_finish(runtime: Runtime, finished: Execution) -> None:
 
 
 async def _retry(runtime: Runtime, finished: Execution, policies: list[Any]) -> None:
+    if not finished.parent and any(p.policy_type == RETRY for p in policies):
+        await _settle_retry(runtime, finished, policies)
+
+
+async def _settle_retry(runtime: Runtime, finished: Execution, policies: list[Any]) -> None:
+    """Settle the execution's pending retry: create the re-run its policy asks for, or
+    none (a policy gone since, by a reload, asks for none). Settling is conditional in the
+    store, so the sweep racing the worker creates no twin."""
     retry = retry_after(policies, finished.id, finished.status, finished.context, finished.parent)
-    if retry is None:
-        return
-    try:
-        # Stored sealed; the new execution is sealed again when it is written.
-        parameters = runtime.sealer.unseal(finished.parameters or {})
-    except ActionError as exc:
-        log.error("cannot retry %s: %s", finished.id, exc)
-        return
-    created = await runtime.store.create_execution(
-        NewExecution(
-            action=finished.action,
-            parameters=parameters,
-            context=retry.context,
-            delay=retry.delay,
+    new = None
+    if retry is not None:
+        try:
+            # Stored sealed; the new execution is sealed again when it is written.
+            parameters = runtime.sealer.unseal(finished.parameters or {})
+        except ActionError as exc:
+            log.error("cannot retry %s: %s", finished.id, exc)
+            parameters = None
+        if parameters is not None:
+            new = NewExecution(
+                action=finished.action,
+                parameters=parameters,
+                context=retry.context,
+                delay=retry.delay,
+            )
+    if await runtime.store.settle_retry(finished.id, new) and new is not None:
+        log.info(
+            "execution %s %s; policy %s retries it as %s (retry %d)",
+            finished.id,
+            finished.status,
+            retry.policy,
+            new.id,
+            retry.context["policies"]["retry"]["retry_count"],
+            extra={"execution": new.id, "action": finished.action},
         )
-    )
-    log.info(
-        "execution %s %s; policy %s retries it as %s (retry %d)",
-        finished.id,
-        finished.status,
-        retry.policy,
-        created.id,
-        retry.context["policies"]["retry"]["retry_count"],
-        extra={"execution": created.id, "action": finished.action},
-    )
 
 
-async def sweep_delayed(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Request delayed executions again every SWEEP_SECONDS until `stop`."""
+async def sweep(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Every SWEEP_SECONDS until `stop`: request delayed executions again, settle the
+    retries left pending."""
     while not stop.is_set():
         await sleep_until(stop, asyncio.sleep(SWEEP_SECONDS))
         if stop.is_set():
             return
         try:
             await runtime.store.requeue_delayed(None, SWEEP_BATCH, SWEEP_SECONDS)
+            for ended in await runtime.store.pending_retries(SWEEP_BATCH, SWEEP_SECONDS):
+                # Its worker stopped before settling it, or it ended outside the actions
+                # worker (a workflow): decided here as its worker would have.
+                await _settle_retry(runtime, ended, runtime.packs.action_policies(ended.action))
         except StoreError as exc:
-            log.warning("requesting delayed executions again failed: %s", exc)
+            log.warning("sweeping delayed executions and pending retries failed: %s", exc)

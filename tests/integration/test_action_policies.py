@@ -16,10 +16,18 @@ import pytest
 
 from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
-from tests.support.app import FAST_POLL, settings_for
+from engine.model.records import NewExecution
+from engine.workers import policies
+from tests.support.app import FAST_POLL, app_client, settings_for
 from tests.support.packs import write_pack
 from tests.support.waiting import get_json, wait_execution, wait_until
 
+FAILING_WORKFLOW = """\
+version: 1.0
+tasks:
+  broken:
+    action: core.local cmd="exit 4"
+"""
 ENDED = ("succeeded", "failed", "timeout", "abandoned", "canceled")
 SHELL_ACTION = """\
 name: {name}
@@ -75,11 +83,16 @@ def settings(tmp_path: Path) -> Settings:
             ),
         }
     )
+    files["actions/wf.yaml"] = "name: wf\nrunner_type: orquesta\nentry_point: workflows/wf.yaml\n"
+    files["actions/workflows/wf.yaml"] = FAILING_WORKFLOW
+    files["policies/wf.yaml"] = _policy(
+        "wf.retry", "wf", "action.retry", "{retry_on: failure, max_retry_count: 1}"
+    )
     write_pack(tmp_path / "packs", "pol", files)
     return settings_for(
         tmp_path,
         packs=[tmp_path / "packs"],
-        roles=("api", "actions"),
+        roles=("api", "actions", "workflows"),
         workers=WorkerSettings(poll_interval=FAST_POLL, actions_concurrency=8),
     )
 
@@ -221,6 +234,7 @@ async def test_policies_and_policy_types_are_listed_in_stackstorms_shape(client)
         "pol.slow.concurrency",
         "pol.only_one.concurrency",
         "pol.by_host.concurrency",
+        "pol.wf.retry",
     }
     retry = by_ref["pol.flaky.retry"]
     assert retry["uid"] == "policy:pol:flaky.retry"
@@ -243,3 +257,68 @@ async def test_policies_and_policy_types_are_listed_in_stackstorms_shape(client)
     assert retry_type["parameters"]["max_retry_count"]["maximum"] == 5
     unknown = await client.get("/api/v1/policytypes/action.nope")
     assert unknown.status == 404 and "action.retry" in (await unknown.json())["faultstring"]
+
+
+async def test_a_failed_workflow_is_retried_by_the_sweep(client):
+    """A workflow ends in the workflows worker, not the actions worker: its retry, marked
+    pending when it started, is made by the sweep (engine.workers.policies)."""
+    first = await _run(client, "pol.wf")
+    assert (await wait_execution(client, first, timeout=20))["status"] == "failed"
+    retry = await wait_until(
+        lambda: _retry_of(client, "pol.wf", first), "a retry of the failed workflow", timeout=15
+    )
+    assert retry["context"]["policies"]["retry"]["applied_policy"] == "pol.wf.retry"
+    assert (await wait_execution(client, retry["id"], timeout=20))["status"] == "failed"
+    await asyncio.sleep(policies.SWEEP_SECONDS + 1)
+    assert len(await _all(client, "pol.wf")) == 2  # max_retry_count 1
+    # Its failing task is not retried on its own: tasks are the workflow's business.
+    tasks = await get_json(client, "/api/v1/executions", action="core.local", limit=100)
+    assert all("policies" not in t["context"] for t in tasks)
+
+
+async def test_a_retry_left_pending_by_a_killed_worker_is_made_by_the_sweep(tmp_path):
+    """The worker recorded the failure and died before the retry: no actions worker runs
+    here, the test plays its part up to the crash, then the sweep alone settles it."""
+    packs = tmp_path / "packs"
+    write_pack(
+        packs,
+        "pol",
+        {
+            "actions/flaky.yaml": SHELL_ACTION.format(name="flaky", cmd="exit 3"),
+            "policies/flaky.yaml": _policy(
+                "flaky.retry", "flaky", "action.retry", "{retry_on: failure, max_retry_count: 2}"
+            ),
+        },
+    )
+    async with app_client(settings_for(tmp_path, packs=[packs], roles=("api",))) as client:
+        runtime = client.app[RUNTIME]
+        store = runtime.store
+        original = await store.create_execution(
+            NewExecution(action="pol.flaky", parameters={}, context={"user": "stanley"})
+        )
+        (claimed,) = await store.claim_executions(1, 30, 2)
+        assert (await policies.admit(runtime, claimed)).run
+        await store.start_execution(claimed.id, claimed.lease_token)
+        await store.finish_execution(claimed.id, claimed.lease_token, "failed", {"exit": 3})
+        # ... killed here. A process's sweep finds the pending retry:
+        stop = asyncio.Event()
+        sweeper = asyncio.create_task(policies.sweep(runtime, stop))
+        try:
+            retry = await wait_until(
+                lambda: _retry_of(client, "pol.flaky", original.id), "the swept retry", timeout=15
+            )
+        finally:
+            stop.set()
+            await sweeper
+        assert retry["status"] == "requested"
+        assert retry["context"] == {
+            "user": "stanley",
+            "policies": {
+                "retry": {
+                    "applied_policy": "pol.flaky.retry",
+                    "retry_count": 1,
+                    "retried_liveaction_id": original.id,
+                }
+            },
+        }
+        assert len(await _all(client, "pol.flaky")) == 2

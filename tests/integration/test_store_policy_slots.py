@@ -119,3 +119,44 @@ async def test_two_stores_racing_never_exceed_the_threshold(
 
     taken = await asyncio.gather(*(take(i, e) for i, e in enumerate(claimed)))
     assert sum(taken) == threshold
+
+
+async def test_a_retry_is_settled_once_with_its_execution(open_store, store: Store) -> None:
+    (original,) = await _claimed(store, 1)
+    await store.mark_retry_pending(original.id)
+    await store.mark_retry_pending(original.id)  # a second mark (attempt 2) changes nothing
+    assert await store.pending_retries(10, 0) == []  # not ended yet
+    await store.start_execution(original.id, original.lease_token)
+    await store.finish_execution(original.id, original.lease_token, "failed", {})
+    (pending,) = await store.pending_retries(10, 0)
+    assert pending.id == original.id and pending.status == "failed"
+    assert await store.pending_retries(10, 3600) == []  # marked too recently
+
+    other = await open_store()
+    retries = [
+        NewExecution(action=ACTION, parameters={"n": i}, context={"try": i}) for i in range(6)
+    ]
+    # The worker and sweepers of two processes race: one retry is created.
+    settlers = [store, other] * 3
+    settled = await asyncio.gather(
+        *(s.settle_retry(original.id, new) for s, new in zip(settlers, retries, strict=True))
+    )
+    assert sum(settled) == 1
+    created = [new for new, won in zip(retries, settled, strict=True) if won]
+    page = await store.list_executions({"action": ACTION}, 100, 0)
+    ids = {execution.id for execution in page.items}
+    assert ids == {original.id, created[0].id}
+    assert await store.pending_retries(10, 0) == []
+    assert await store.settle_retry(original.id, None) is False
+
+
+async def test_a_retry_settled_with_none_creates_nothing(store: Store) -> None:
+    (original,) = await _claimed(store, 1)
+    await store.mark_retry_pending(original.id)
+    await store.start_execution(original.id, original.lease_token)
+    await store.finish_execution(original.id, original.lease_token, "succeeded", {})
+    assert await store.settle_retry(original.id, None) is True
+    assert await store.pending_retries(10, 0) == []
+    assert len((await store.list_executions({"action": ACTION}, 100, 0)).items) == 1
+    # Never marked: nothing to settle.
+    assert await store.settle_retry("unknown-id", None) is False

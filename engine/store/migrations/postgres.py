@@ -320,7 +320,8 @@ _WORKFLOWS = (
 )
 MIGRATIONS = (*MIGRATIONS, _WORKFLOWS)
 
-# Version N (policies): the concurrency slots of action policies (engine.store.ops.policies).
+# Version N (policies): the concurrency slots and the retries of action policies
+# (engine.store.ops.policies, policy_retries).
 # A slot counts while its execution is active, so it frees itself when the execution ends.
 _POLICY_SLOTS = (
     """
@@ -332,5 +333,17 @@ _POLICY_SLOTS = (
     )
     """,
     "CREATE INDEX execution_slots_execution ON execution_slots (execution_id)",
+    # action.retry: pending before the execution's end is recorded, done with its retry
+    # (engine.store.ops.policy_retries), so a killed worker's retry is not lost.
+    """
+    CREATE TABLE execution_retries (
+        original_id text PRIMARY KEY,
+        state text NOT NULL,
+        retry_id text,
+        created_at timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX execution_retries_pending ON execution_retries (created_at)"
+    " WHERE state = 'pending'",
 )
 MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)
