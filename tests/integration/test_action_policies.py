@@ -255,6 +255,12 @@ async def test_policies_and_policy_types_are_listed_in_stackstorms_shape(client)
     ]
     retry_type = await get_json(client, "/api/v1/policytypes/action.retry")
     assert retry_type["parameters"]["max_retry_count"]["maximum"] == 5
+    # Hostile lookups: a long ref, an unknown filter value, a type's id.
+    long_ref = await client.get("/api/v1/policies/" + "x" * 2000)
+    assert long_ref.status == 404 and (await long_ref.json())["faultstring"]
+    assert await get_json(client, "/api/v1/policies", pack="x" * 5000) == []
+    assert await get_json(client, f"/api/v1/policytypes/{retry_type['id']}") == retry_type
+    assert len(await get_json(client, "/api/v1/policytypes", resource_type="rule")) == 0
     unknown = await client.get("/api/v1/policytypes/action.nope")
     assert unknown.status == 404 and "action.retry" in (await unknown.json())["faultstring"]
 

@@ -289,3 +289,13 @@ def test_concurrency_by_attr_keys_by_value(tmp_path: Path) -> None:
     assert one == same and one != other
     assert one[0].threshold == 2 and one[0].on_full == "cancel"
     assert "x" not in one[0].key  # values are hashed: they may be secret
+
+
+def test_a_disabled_policy_is_listed_but_not_applied(tmp_path: Path) -> None:
+    policy = CONCURRENCY.format(threshold=1) + "enabled: false\n"
+    packset, errors = _policy_pack(tmp_path, policy)
+    assert errors == []
+    (listed,) = packset.policies()
+    assert listed.to_api()["enabled"] is False
+    assert packset.action_policies("p.a") == []
+    assert concurrency_slots([listed], {}) == []
