@@ -319,17 +319,15 @@ _POLICY_SLOTS = (
     )
     """,
     "CREATE INDEX execution_slots_execution ON execution_slots (execution_id)",
-    # action.retry: pending before the execution's end is recorded, done with its retry
-    # (engine.store.ops.policy_retries), so a killed worker's retry is not lost.
+    # action.retry: a row per retry pending, written before the execution's end is
+    # recorded and deleted with the retry's creation (engine.store.ops.policy_retries), so
+    # a killed worker's retry is not lost.
     """
     CREATE TABLE execution_retries (
         original_id TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        retry_id TEXT,
         created_at TEXT NOT NULL
     )
     """,
-    "CREATE INDEX execution_retries_pending ON execution_retries (created_at)"
-    " WHERE state = 'pending'",
+    "CREATE INDEX execution_retries_created ON execution_retries (created_at)",
 )
 MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)

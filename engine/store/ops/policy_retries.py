@@ -1,10 +1,10 @@
 """Retries of action.retry policies, both dialects: recorded so that none is lost or doubled.
 
-A row of `execution_retries` per execution a retry policy will re-run: written `pending`
-before the execution's end is recorded, settled (`done`, with the retry's id or none) in
-the transaction that creates the retry. A worker killed between the two leaves it
-pending; the sweep (engine.workers.policies) settles it. Settling is conditional on the
-row still being pending, so the worker and any number of sweepers create one retry.
+A row of `execution_retries` per execution a retry policy may re-run: written (pending)
+before the execution's end is recorded, and deleted (settled) in the transaction that
+creates the retry, or decides there is none. A worker killed between the two leaves it
+pending; the sweep (engine.workers.policies) settles it. Only the transaction that
+deletes the row creates the retry, so the worker and any number of sweepers make one.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from engine.model.records import TERMINAL_EXECUTION_STATUSES, Execution, NewExec
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, executions
 
-PENDING = "pending"
-DONE = "done"
 _ENDED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 
 
@@ -28,8 +26,8 @@ _ENDED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_EXECUTION_STATUSES)) 
 
 def sqlite_mark_pending(conn: sqlite3.Connection, original_id: str, now: datetime) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO execution_retries (original_id, state, created_at) VALUES (?, ?, ?)",
-        (original_id, PENDING, time_to_text(now)),
+        "INSERT OR IGNORE INTO execution_retries (original_id, created_at) VALUES (?, ?)",
+        (original_id, time_to_text(now)),
     )
 
 
@@ -39,8 +37,7 @@ def sqlite_settle(
     """Settle the pending retry of `original_id`, creating `new` (None: no retry after
     all); False when it was not pending (settled already, or never marked)."""
     settled = conn.execute(
-        "UPDATE execution_retries SET state = ?, retry_id = ? WHERE original_id = ? AND state = ?",
-        (DONE, new.id if new else None, original_id, PENDING),
+        "DELETE FROM execution_retries WHERE original_id = ?", (original_id,)
     ).rowcount
     if settled and new is not None:
         executions.sqlite_insert(conn, new, now)
@@ -54,9 +51,9 @@ def sqlite_pending(
     rows = conn.execute(
         f"SELECT {_prefixed(columns.SQLITE_EXECUTION_COLUMNS)} FROM execution_retries r"
         " JOIN executions e ON e.id = r.original_id"
-        f" WHERE r.state = ? AND r.created_at <= ? AND e.status IN {_ENDED}"
+        f" WHERE r.created_at <= ? AND e.status IN {_ENDED}"
         " ORDER BY r.original_id LIMIT ?",
-        (PENDING, time_to_text(now - timedelta(seconds=waited_seconds)), limit),
+        (time_to_text(now - timedelta(seconds=waited_seconds)), limit),
     ).fetchall()
     return [columns.sqlite_execution(row) for row in rows]
 
@@ -66,10 +63,9 @@ def sqlite_pending(
 
 async def pg_mark_pending(conn: asyncpg.Connection, original_id: str, now: datetime) -> None:
     await conn.execute(
-        "INSERT INTO execution_retries (original_id, state, created_at) VALUES ($1, $2, now())"
+        "INSERT INTO execution_retries (original_id, created_at) VALUES ($1, now())"
         " ON CONFLICT DO NOTHING",
         original_id,
-        PENDING,
     )
 
 
@@ -77,12 +73,7 @@ async def pg_settle(
     conn: asyncpg.Connection, original_id: str, new: NewExecution | None, now: datetime
 ) -> bool:
     settled = await conn.fetchval(
-        "UPDATE execution_retries SET state = $1, retry_id = $2"
-        " WHERE original_id = $3 AND state = $4 RETURNING 1",
-        DONE,
-        new.id if new else None,
-        original_id,
-        PENDING,
+        "DELETE FROM execution_retries WHERE original_id = $1 RETURNING 1", original_id
     )
     if settled and new is not None:
         await executions.pg_insert(conn, new, now)
@@ -96,9 +87,8 @@ async def pg_pending(
     rows = await conn.fetch(
         f"SELECT {_prefixed(columns.PG_EXECUTION_COLUMNS)} FROM execution_retries r"
         " JOIN executions e ON e.id = r.original_id"
-        " WHERE r.state = $1 AND r.created_at <= now() - make_interval(secs => $2)"
-        f" AND e.status IN {_ENDED} ORDER BY r.original_id LIMIT $3",
-        PENDING,
+        " WHERE r.created_at <= now() - make_interval(secs => $1)"
+        f" AND e.status IN {_ENDED} ORDER BY r.original_id LIMIT $2",
         float(waited_seconds),
         limit,
     )
