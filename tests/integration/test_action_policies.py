@@ -28,6 +28,20 @@ tasks:
   broken:
     action: core.local cmd="exit 4"
 """
+PARALLEL_SLOW_TASKS = """\
+version: 1.0
+tasks:
+  start:
+    action: core.noop
+    next:
+      - do: left, right, middle
+  left:
+    action: pol.slow
+  right:
+    action: pol.slow
+  middle:
+    action: pol.slow
+"""
 ENDED = ("succeeded", "failed", "timeout", "abandoned", "canceled")
 SHELL_ACTION = """\
 name: {name}
@@ -85,6 +99,10 @@ def settings(tmp_path: Path) -> Settings:
     )
     files["actions/wf.yaml"] = "name: wf\nrunner_type: orquesta\nentry_point: workflows/wf.yaml\n"
     files["actions/workflows/wf.yaml"] = FAILING_WORKFLOW
+    files["actions/pair.yaml"] = (
+        "name: pair\nrunner_type: orquesta\nentry_point: workflows/pair.yaml\n"
+    )
+    files["actions/workflows/pair.yaml"] = PARALLEL_SLOW_TASKS
     files["policies/wf.yaml"] = _policy(
         "wf.retry", "wf", "action.retry", "{retry_on: failure, max_retry_count: 1}"
     )
@@ -328,3 +346,16 @@ async def test_a_retry_left_pending_by_a_killed_worker_is_made_by_the_sweep(tmp_
             },
         }
         assert len(await _all(client, "pol.flaky")) == 2
+
+
+async def test_workflow_tasks_share_their_actions_slots(client):
+    """Three parallel tasks of pol.slow (threshold 1): delayed in turn, the workflow waits
+    for them and succeeds."""
+    workflow = await _run(client, "pol.pair")
+    assert (await wait_execution(client, workflow, timeout=30))["status"] == "succeeded"
+    tasks = [e for e in await _all(client, "pol.slow") if e["parent"] == workflow]
+    assert len(tasks) == 3 and all(t["status"] == "succeeded" for t in tasks)
+    assert any("delayed" in _statuses(t) for t in tasks)
+    intervals = await _run_intervals(client, [t["id"] for t in tasks])
+    for (_, ended), (started, _) in itertools.pairwise(intervals):
+        assert started >= ended, f"two tasks of pol.slow overlapped: {intervals}"
