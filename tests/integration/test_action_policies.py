@@ -17,6 +17,7 @@ import pytest
 from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.records import NewExecution
+from engine.process.reload import reload_runtime
 from engine.workers import policies
 from tests.support.app import FAST_POLL, app_client, settings_for
 from tests.support.packs import write_pack
@@ -359,3 +360,26 @@ async def test_workflow_tasks_share_their_actions_slots(client):
     intervals = await _run_intervals(client, [t["id"] for t in tasks])
     for (_, ended), (started, _) in itertools.pairwise(intervals):
         assert started >= ended, f"two tasks of pol.slow overlapped: {intervals}"
+
+
+async def test_a_reload_applies_policy_changes_and_keeps_a_broken_one(client, tmp_path):
+    runtime = client.app[RUNTIME]
+    policy_file = tmp_path / "packs" / "pol" / "policies" / "slow.yaml"
+
+    async def slow_policy() -> dict | None:
+        listed = await get_json(client, "/api/v1/policies", resource_ref="pol.slow")
+        return listed[0] if listed else None
+
+    policy_file.write_text(policy_file.read_text().replace("threshold: 1", "threshold: 0"))
+    report = reload_runtime(runtime)
+    assert any("slow.yaml" in e and "parameters.threshold" in e for e in report.errors)
+    assert str(policy_file) in report.kept_previous
+    assert (await slow_policy())["parameters"]["threshold"] == 1  # the one that worked
+
+    policy_file.write_text(policy_file.read_text().replace("threshold: 0", "threshold: 2"))
+    reload_runtime(runtime)
+    assert (await slow_policy())["parameters"]["threshold"] == 2
+    policy_file.unlink()
+    reload_runtime(runtime)
+    assert await slow_policy() is None
+    assert runtime.packs.action_policies("pol.slow") == []
