@@ -113,18 +113,18 @@ async def run_execution(
     )
     if not left_over_killed:
         return  # its lease expires and it is claimed again, still at this attempt
+    # Pack policies: run now, or delayed / canceled here (engine.workers.policies).
+    admission = await policies.admit(runtime, execution)
+    if admission.finish is not None:
+        await _finish(runtime, execution, *admission.finish, extra)
+    if not admission.run:
+        return
     try:
         # st2kv for metadata templates, as the execution's user (engine.store.datastore).
         kv = await runtime.datastore.st2kv(_execution_user(execution))
     except StoreError as exc:
         log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
         return  # its lease expires and it is claimed again
-    # Concurrency policies: run now, or delayed / canceled here (engine.workers.policies).
-    admission = await policies.admit(runtime, execution)
-    if admission.finish is not None:
-        await _finish(runtime, execution, *admission.finish, extra)
-    if not admission.run:
-        return
     if runtime.action_known(execution.action):
         workflow_action = runtime.packs.action(execution.action)
         if workflow_action.runner_type in WORKFLOW_RUNNERS:
