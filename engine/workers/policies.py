@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ActionError, LeaseLost, StoreError
-from engine.model.records import CANCELED, Execution, NewExecution
+from engine.model.records import CANCELED, DELAYED, Execution, NewExecution
 from engine.packs.policy_decisions import CANCEL, concurrency_slots, retry_after
 from engine.packs.policy_types import CONCURRENCY, CONCURRENCY_BY_ATTR, RETRY
 from engine.process.runtime import Runtime
@@ -167,7 +167,10 @@ async def sweep(runtime: Runtime, stop: asyncio.Event) -> None:
         if stop.is_set():
             return
         try:
-            await runtime.store.requeue_delayed(None, SWEEP_BATCH, SWEEP_SECONDS)
+            # A read first: most sweeps find nothing, and a write would take SQLite's writer.
+            waiting = await runtime.store.list_executions({"status": DELAYED}, 1, 0)
+            if waiting.items:
+                await runtime.store.requeue_delayed(None, SWEEP_BATCH, SWEEP_SECONDS)
             for ended in await runtime.store.pending_retries(SWEEP_BATCH, SWEEP_SECONDS):
                 # Its worker stopped before settling it, or it ended outside the actions
                 # worker (a workflow): decided here as its worker would have.
