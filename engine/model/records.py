@@ -36,8 +36,11 @@ CANCELED = "canceled"
 # Cancel requested while running: the worker stops the run and records `canceled`.
 CANCELING = "canceling"
 ABANDONED = "abandoned"
+# Held back by an action.concurrency policy; requested again when a slot frees.
+DELAYED = "delayed"
 EXECUTION_STATUSES = (
     REQUESTED,
+    DELAYED,
     SCHEDULED,
     RUNNING,
     CANCELING,

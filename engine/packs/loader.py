@@ -1,7 +1,8 @@
 """Load packs in StackStorm's layout from one or more directories.
 
 ``<dir>/<pack>/pack.yaml``, ``actions/*.yaml`` (entry points beside them), ``rules/*.yaml``,
-``webhooks/*.yaml``, ``triggers/*.yaml``, ``sensors/*.yaml`` and ``config.schema.yaml``.
+``webhooks/*.yaml``, ``triggers/*.yaml``, ``sensors/*.yaml``, ``policies/*.yaml`` and
+``config.schema.yaml``.
 Every problem is reported with its file and line, and never stops the rest: a broken
 action file loses that action, a broken ``pack.yaml`` loses that pack. Earlier directories
 win: a pack ref seen again later is an error naming both places, never a silent override.
@@ -33,6 +34,7 @@ from engine.packs.metadata import (
 )
 from engine.packs.pack import Pack, PackSet, WebhookSpec, read_pack_metadata
 from engine.packs.parameters import ActionParameter
+from engine.packs.policies import check_policies, load_policies
 from engine.packs.sensors import load_sensors
 from engine.packs.triggers import load_trigger_types
 from engine.rules import load_rules
@@ -90,7 +92,20 @@ def load_packs(
             )
             continue
         packs[pack.ref] = _without_taken_hooks(pack, hooks, errors)
+    _check_policies(packs, errors)
     return PackSet(packs=packs, errors=tuple(errors)), errors
+
+
+def _check_policies(packs: dict[str, Pack], errors: list[EngineError]) -> None:
+    # A policy names an action of any pack: checked once every pack is in.
+    found = PackSet(packs=dict(packs))
+    dropped = check_policies(found.policies(), found.find_action, errors)
+    if not dropped:
+        return
+    for ref, pack in list(packs.items()):
+        kept = {name: p for name, p in pack.policies.items() if id(p) not in dropped}
+        if len(kept) != len(pack.policies):
+            packs[ref] = dataclasses.replace(pack, policies=kept)
 
 
 def _packs_in(
@@ -170,6 +185,7 @@ def _load_pack(
     config = _load_config(pack_dir, ref, configs_dir, files, errors)
     trigger_types = load_trigger_types(pack_dir, ref, files, errors)
     sensors = load_sensors(pack_dir, ref, files, trigger_types, errors)
+    policies = load_policies(pack_dir, ref, files, errors)
     return Pack(
         ref=ref,
         name=metadata["name"],
@@ -186,6 +202,7 @@ def _load_pack(
         files=tuple(files),
         trigger_types=trigger_types,
         sensors=sensors,
+        policies=policies,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from engine.packs.metadata import (
     suggestion,
 )
 from engine.packs.parameters import ActionParameter
+from engine.packs.policies import Policy
 from engine.packs.sensors import SensorSpec
 from engine.packs.triggers import TriggerType
 from engine.rules.rule import Rule
@@ -102,6 +104,8 @@ class Pack:
     trigger_types: Mapping[str, TriggerType] = field(default_factory=dict)
     # Sensors by class name (``sensors/*.yaml``).
     sensors: Mapping[str, SensorSpec] = field(default_factory=dict)
+    # Policies by name (``policies/*.yaml``), those that passed every check.
+    policies: Mapping[str, Policy] = field(default_factory=dict)
 
     @property
     def uid(self) -> str:
@@ -169,6 +173,29 @@ class PackSet:
             (s for pack in self.packs.values() for s in pack.sensors.values()),
             key=lambda s: s.ref,
         )
+
+    def policies(self) -> list[Policy]:
+        return sorted(
+            (p for pack in self.packs.values() for p in pack.policies.values()),
+            key=lambda p: (p.pack, p.name),
+        )
+
+    def action_policies(self, action_ref: str) -> list[Policy]:
+        """The enabled policies applied to `action_ref` (asked for every execution)."""
+        return self._policies_by_action.get(action_ref, [])
+
+    @functools.cached_property
+    def _policies_by_action(self) -> dict[str, list[Policy]]:
+        index: dict[str, list[Policy]] = {}
+        for policy in self.policies():
+            if policy.enabled:
+                index.setdefault(policy.resource_ref, []).append(policy)
+        return index
+
+    def find_action(self, ref: str) -> Action | None:
+        pack_ref, _, name = ref.partition(".")
+        pack = self.packs.get(pack_ref)
+        return pack.actions.get(name) if pack is not None else None
 
     def webhooks(self) -> dict[str, WebhookSpec]:
         """Hook name -> settings, over every pack (the loader keeps names unique)."""

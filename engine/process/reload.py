@@ -138,7 +138,8 @@ def _merge_rules(
 def _merge_packs(
     previous: PackSet, loaded: PackSet, broken: set[str]
 ) -> tuple[PackSet, list, list[str]]:
-    """(the packs in service, packs kept whole, config files whose previous values stay)."""
+    """(the packs in service, packs kept whole, config and policy files whose previous
+    version stays)."""
     packs = dict(loaded.packs)
     kept_whole: list[Pack] = []
     kept_configs: list[str] = []
@@ -157,9 +158,16 @@ def _merge_packs(
         for name, spec in old.webhooks.items():
             if name not in hooks and spec.source and _norm(spec.source) in broken:
                 hooks[name] = spec
+        policies = dict(new.policies)
+        for name, policy in old.policies.items():
+            if name not in policies and policy.source and _norm(policy.source) in broken:
+                policies[name] = policy  # a broken policy file: the policy that worked stays
+                kept_configs.append(policy.source)
         changes: dict[str, Any] = {}
         if len(actions) != len(new.actions) or len(hooks) != len(new.webhooks):
             changes.update(actions=actions, webhooks=hooks)
+        if len(policies) != len(new.policies):
+            changes.update(policies=policies)
         schema_file = os.path.join(new.path, "config.schema.yaml")
         broken_config = [
             path

@@ -269,6 +269,43 @@ class Store(OutboundStore, abc.ABC):
         the work is claimed again now. One transaction no registration interleaves with.
         Returns counts: dead_claimers, trigger_instances, executions, deliveries, workflows."""
 
+    # --- action policies (engine.store.ops.policies) ----------------------------------
+
+    @abc.abstractmethod
+    async def take_policy_slots(
+        self, execution_id: str, lease_token: str, slots: Sequence[tuple[str, int]]
+    ) -> str | None:
+        """Atomically take a concurrency slot per (key, threshold) for a scheduled execution
+        this worker holds: all of them, or none when one key already has `threshold` active
+        holders (that key is returned). A slot frees itself when its execution ends.
+        LeaseLost if the execution is no longer this worker's."""
+
+    @abc.abstractmethod
+    async def delay_execution(self, execution_id: str, lease_token: str) -> Execution:
+        """Set a scheduled execution this worker holds `delayed`, lease dropped."""
+
+    @abc.abstractmethod
+    async def requeue_delayed(
+        self, action: str | None, limit: int, waited_seconds: float = 0
+    ) -> int:
+        """Make up to `limit` delayed executions (of `action`, or any) requested again,
+        oldest first, those delayed `waited_seconds` ago or longer; returns how many."""
+
+    @abc.abstractmethod
+    async def mark_retry_pending(self, original_id: str) -> None:
+        """Record that an action.retry policy will re-run `original_id` (before its end is
+        recorded); a second mark is a no-op."""
+
+    @abc.abstractmethod
+    async def settle_retry(self, original_id: str, new: NewExecution | None) -> bool:
+        """Create the retry `new` (None: none after all) and settle the pending mark, in
+        one transaction; False, creating nothing, when it was not pending."""
+
+    @abc.abstractmethod
+    async def pending_retries(self, limit: int, waited_seconds: float) -> list[Execution]:
+        """Ended executions whose retry has been pending `waited_seconds` or longer (their
+        worker stopped between recording the end and the retry)."""
+
     @abc.abstractmethod
     async def get_execution(self, execution_id: str) -> Execution:
         """Raise NotFound if absent."""

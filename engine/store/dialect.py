@@ -88,3 +88,10 @@ class Dialect:
     recover_deliveries: Op  # (conn, subscription_id, since, now)
     # retention (engine.store.ops.retention)
     purge: Op  # (conn, kind, before, dedupe_before, limit, dry_run) -> count
+    # action policies (engine.store.ops.policies)
+    take_policy_slots: Op  # (conn, id, token, [(key, threshold)], now) -> full key | None
+    delay_execution: Op  # (conn, id, token, now) -> Execution
+    requeue_delayed: Op  # (conn, action | None, limit, waited_seconds, now) -> int
+    mark_retry_pending: Op  # (conn, original_id, now)
+    settle_retry: Op  # (conn, original_id, new | None, now) -> bool
+    pending_retries: Op  # (conn, limit, waited_seconds, now) -> [Execution]

@@ -40,6 +40,8 @@ from engine.store.ops import (
     executions,
     instances,
     kv,
+    policies,
+    policy_retries,
     processes,
     retention,
     rules,
@@ -147,6 +149,12 @@ POSTGRES = Dialect(
     redeliver=deliveries.pg_redeliver,
     purge=retention.pg_purge,
     recover_deliveries=deliveries.pg_recover,
+    take_policy_slots=policies.pg_take_slots,
+    delay_execution=policies.pg_delay,
+    requeue_delayed=policies.pg_requeue_delayed,
+    mark_retry_pending=policy_retries.pg_mark_pending,
+    settle_retry=policy_retries.pg_settle,
+    pending_retries=policy_retries.pg_pending,
 )
 
 

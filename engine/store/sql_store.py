@@ -54,6 +54,7 @@ from engine.store.batching import GroupCommitter
 from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
+from engine.store.sql_policies import SqlPolicies
 from engine.store.sql_workflows import SqlWorkflowRuns
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ T = TypeVar("T")
 QUEUES = ("trigger_instances", "executions", "deliveries", "workflows")
 
 
-class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect

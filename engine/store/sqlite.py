@@ -41,6 +41,8 @@ from engine.store.ops import (
     executions,
     instances,
     kv,
+    policies,
+    policy_retries,
     processes,
     retention,
     rules,
@@ -143,6 +145,12 @@ SQLITE = Dialect(
     redeliver=deliveries.sqlite_redeliver,
     purge=retention.sqlite_purge,
     recover_deliveries=deliveries.sqlite_recover,
+    take_policy_slots=policies.sqlite_take_slots,
+    delay_execution=policies.sqlite_delay,
+    requeue_delayed=policies.sqlite_requeue_delayed,
+    mark_retry_pending=policy_retries.sqlite_mark_pending,
+    settle_retry=policy_retries.sqlite_settle,
+    pending_retries=policy_retries.sqlite_pending,
 )
 
 

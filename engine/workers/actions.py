@@ -24,7 +24,7 @@ from engine.rules import templates
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
-from engine.workers import sleep_until
+from engine.workers import policies, sleep_until
 from engine.workers.dispatch import dispatcher
 from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
@@ -52,6 +52,8 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
 
     runtime.observers.append(on_cancel_requested)
     processes = ActionProcesses(store)
+    # Delayed executions and pending retries of pack policies (engine.workers.policies).
+    policy_sweeper = asyncio.create_task(policies.sweep(runtime, stop))
     log.info("actions worker started (concurrency %d)", settings.actions_concurrency)
     try:
         killed = await processes.sweep()
@@ -83,6 +85,9 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
             # In-flight executions finish within the role's grace period; past it they are
             # cancelled, their process groups killed and their leases left to expire.
             await asyncio.gather(*running, return_exceptions=True)
+        policy_sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await policy_sweeper
         await processes.close()
         runtime.observers.remove(on_cancel_requested)
         log.info("actions worker stopped")
@@ -108,6 +113,12 @@ async def run_execution(
     )
     if not left_over_killed:
         return  # its lease expires and it is claimed again, still at this attempt
+    # Pack policies: run now, or delayed / canceled here (engine.workers.policies).
+    admission = await policies.admit(runtime, execution)
+    if admission.finish is not None:
+        await _finish(runtime, execution, *admission.finish, extra)
+    if not admission.run:
+        return
     try:
         # st2kv for metadata templates, as the execution's user (engine.store.datastore).
         kv = await runtime.datastore.st2kv(_execution_user(execution))
@@ -306,6 +317,8 @@ async def _finish(
         return
     runtime.observe("execution_finished", finished)
     log.info("execution %s %s", execution.id, status, extra=extra)
+    # Retry policies, and the delayed executions of this action (engine.workers.policies).
+    await policies.after_finish(runtime, finished)
 
 
 def _context_ids(execution: Execution) -> dict[str, Any]:

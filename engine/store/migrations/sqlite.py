@@ -315,3 +315,29 @@ _CIRCUIT_BREAKER = (
     "ALTER TABLE subscriptions ADD COLUMN rate_limit REAL NOT NULL DEFAULT 0",
 )
 MIGRATIONS = (*MIGRATIONS, _CIRCUIT_BREAKER)
+
+# Version N (policies): the concurrency slots and the retries of action policies
+# (engine.store.ops.policies, policy_retries).
+# A slot counts while its execution is active, so it frees itself when the execution ends.
+_POLICY_SLOTS = (
+    """
+    CREATE TABLE execution_slots (
+        slot_key TEXT NOT NULL,
+        execution_id TEXT NOT NULL,
+        taken_at TEXT NOT NULL,
+        PRIMARY KEY (slot_key, execution_id)
+    )
+    """,
+    "CREATE INDEX execution_slots_execution ON execution_slots (execution_id)",
+    # action.retry: a row per retry pending, written before the execution's end is
+    # recorded and deleted with the retry's creation (engine.store.ops.policy_retries), so
+    # a killed worker's retry is not lost.
+    """
+    CREATE TABLE execution_retries (
+        original_id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX execution_retries_created ON execution_retries (created_at)",
+)
+MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)

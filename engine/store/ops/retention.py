@@ -11,7 +11,8 @@ still to be attempted.
   An instance holding a dedupe key is kept at least until `dedupe_before`, so a sender's
   retry inside the dedupe window is still recognised however short the retention.
 - executions are purged by root: a workflow (or chain) with every task execution below it
-  and its run state, never a part of a tree. Enforcements that pointed at a purged
+  and its run state, never a part of a tree, and never one whose policy retry
+  (engine.store.ops.policy_retries) is still to be created. Enforcements that pointed at a purged
   execution keep their own row with no execution.
 - deliveries go with their event once no other delivery of it is left.
 - once_per keys (a rule fired for this object) are purged only when their own retention
@@ -137,6 +138,7 @@ def _sqlite_execution_trees(conn: sqlite3.Connection, cutoff: str, cap: int) -> 
         WITH RECURSIVE roots(id) AS (
             SELECT id FROM executions
             WHERE created_at < ? AND parent_id IS NULL AND status IN ({ended})
+              AND id NOT IN (SELECT original_id FROM execution_retries)
             ORDER BY created_at LIMIT ?
         ),
         tree(root, id) AS (
@@ -275,7 +277,9 @@ async def _pg_execution_trees(
     roots = await _pg_ids(
         conn,
         "SELECT id FROM executions WHERE created_at < $1 AND parent_id IS NULL"
-        f" AND status = ANY($2::text[]) ORDER BY created_at LIMIT $3{lock}",
+        " AND status = ANY($2::text[])"
+        " AND id NOT IN (SELECT original_id FROM execution_retries)"
+        f" ORDER BY created_at LIMIT $3{lock}",
         before,
         list(_ENDED_EXECUTIONS),
         cap,
