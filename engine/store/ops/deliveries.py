@@ -108,9 +108,7 @@ def sqlite_complete(
         raise _sqlite_missing_or_lost(conn, delivery_id)
     delivery = columns.sqlite_delivery(row)
     subscription = subscriptions.sqlite_get(conn, delivery.subscription_id)
-    outcome = attempt_outcome(
-        delivery, subscription, result, retry_at, auto_disable_after, breaker
-    )
+    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after, breaker)
     conn.execute(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
         " last_status_code = ?, last_error = ?, last_response_ms = ?,"
@@ -295,9 +293,7 @@ async def pg_complete(
         raise await _pg_missing_or_lost(conn, delivery_id)
     delivery = columns.pg_delivery(row)
     subscription = await subscriptions.pg_get(conn, delivery.subscription_id)
-    outcome = attempt_outcome(
-        delivery, subscription, result, retry_at, auto_disable_after, breaker
-    )
+    outcome = attempt_outcome(delivery, subscription, result, retry_at, auto_disable_after, breaker)
     await conn.execute(
         "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,"
         " last_status_code = $5, last_error = $6, last_response_ms = $7,"
