@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,12 +292,27 @@ def _timediff(op: str, value: Any, pattern: Any, less: bool, now: datetime | Non
     if pattern is None:
         return False
     age = _seconds_since(op, value, now)
-    try:
-        return age < pattern if less else age > pattern
-    except TypeError:
+    seconds = _seconds_pattern(op, pattern)
+    return age < seconds if less else age > seconds
+
+
+def _seconds_pattern(op: str, pattern: Any) -> float:
+    """The pattern as a number of seconds. StackStorm's web UI sends criteria patterns as
+    strings ("10"), so a string holding a finite number counts as that number."""
+    if isinstance(pattern, int | float) and not isinstance(pattern, bool):
+        number = float(pattern)
+    elif isinstance(pattern, str):
+        try:
+            number = float(pattern.strip())
+        except ValueError:
+            number = math.nan
+    else:
+        number = math.nan
+    if not math.isfinite(number):
         raise CriterionTypeError(
             f"{op} needs a number of seconds as pattern, got {_describe(pattern)}"
-        ) from None
+        )
+    return number
 
 
 def timediff_lt(value: Any, pattern: Any, *, now: datetime | None = None) -> bool:
