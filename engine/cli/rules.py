@@ -306,6 +306,7 @@ def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, 
         known_actions=known_actions,
         known_packs=known_packs,
         shell_parameters=shell_parameters,
+        known_trigger_types={t.ref for t in packs.trigger_types()},
     )
     return [str(w) for w in warnings]
 

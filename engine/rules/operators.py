@@ -12,7 +12,6 @@ the evaluator fails the criterion *and* records why.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import math
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from engine.errors import CriterionTypeError, RegistryError, RuleError, UnknownOperatorError
 from engine.rules import regexes
+from engine.rules.yamlsource import closest, suggestion
 
 __all__ = [
     "SEARCH_CONDITIONS",
@@ -350,8 +350,7 @@ def validate_search_condition(condition: Any) -> str:
     valid = ", ".join(SEARCH_CONDITIONS)
     if condition is None:
         raise RuleError(f"search needs a condition: one of {valid}")
-    close = difflib.get_close_matches(str(condition).lower(), SEARCH_CONDITIONS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = suggestion(str(condition).lower(), SEARCH_CONDITIONS)
     raise RuleError(f"unknown search condition {condition!r}; valid conditions: {valid}{hint}")
 
 
@@ -445,9 +444,9 @@ def get_operator(name: str) -> Operator:
     operator = _REGISTRY.get(name.lower())
     if operator is not None:
         return operator
-    close = difflib.get_close_matches(name.lower(), _REGISTRY, n=1)
-    if close:
-        raise UnknownOperatorError(f"unknown operator {name!r}; did you mean {close[0]!r}?")
+    close = closest(name.lower(), _REGISTRY)
+    if close is not None:
+        raise UnknownOperatorError(f"unknown operator {name!r}; did you mean {close!r}?")
     known = ", ".join(operator_names())
     raise UnknownOperatorError(f"unknown operator {name!r}; known operators: {known}")
 
