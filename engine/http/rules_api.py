@@ -134,7 +134,7 @@ async def _ref_of(runtime: Runtime, ref_or_id: str) -> str:
 
 def _build(runtime: Runtime, definition: dict[str, Any]) -> Rule:
     try:
-        rule = build_api_rule(definition)
+        rule = build_api_rule(definition, runtime.packs.trigger_parameter_schemas())
     except RuleLoadError as exc:
         where = f"{exc.field}: " if exc.field else ""
         raise IngestError(f"invalid rule: {where}{exc.message}") from None
