@@ -184,6 +184,16 @@ class PackError(LocatedError):
     """Raised when a pack or action metadata file is invalid; located like a rule error."""
 
 
+class UnsupportedRunnerError(PackError):
+    """Raised when an action names a StackStorm runner Hookyard does not run (remote over
+    SSH, WinRM, inquiries...): a known gap, not a typo. The action does not load."""
+
+
+class PackNotConfiguredError(PackError):
+    """Raised when a pack's config schema requires an item and no config file gives it:
+    the pack loads, its actions that read the item fail when run."""
+
+
 class ActionError(EngineError):
     """Raised when an action cannot be found or its parameters are invalid."""
 
