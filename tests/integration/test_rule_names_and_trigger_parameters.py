@@ -200,3 +200,19 @@ async def test_hookyard_rule_commands_reach_odd_names(client) -> None:
     gone = await asyncio.to_thread(hookyard, "delete", f"ci.{name}")
     assert gone.returncode == 0, gone.stderr
     assert (await client.get(encoded(f"ci.{name}"), headers=client.admin)).status == 404
+
+
+async def test_reload_keeps_the_previous_version_of_a_rule_whose_parameters_broke(
+    client, tmp_path
+) -> None:
+    runtime = client.server.app[RUNTIME]
+    good = tmp_path / "rules" / "good.yaml"
+    good.write_text(GOOD_FILE_RULE.replace("url: person}", "url: person, extra: 1}"))
+    response = await client.post("/api/v1/reload", headers=client.admin)
+    assert response.status == 200
+    report = await response.json()
+    assert any(
+        "good.yaml" in error and "unknown parameter 'extra'" in error for error in report["errors"]
+    )
+    assert str(good.resolve()) in report["kept_previous"]
+    assert runtime.ruleset.get("t.st2.person.joe").trigger_parameters == {"url": "person"}
