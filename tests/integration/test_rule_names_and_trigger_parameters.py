@@ -216,3 +216,19 @@ async def test_reload_keeps_the_previous_version_of_a_rule_whose_parameters_brok
     )
     assert str(good.resolve()) in report["kept_previous"]
     assert runtime.ruleset.get("t.st2.person.joe").trigger_parameters == {"url": "person"}
+
+
+async def test_the_api_names_every_problem_of_a_rule(client) -> None:
+    body = {
+        **rule_body("t", type="core.st2.CronTimer", parameters={"minutex": 0}),
+        "criteria": {
+            "trigger.a": {"type": "matchregex", "pattern": "(unclosed"},
+            "trigger.b": {"type": "equalz", "pattern": "x"},
+        },
+    }
+    response = await client.post("/api/v1/rules", json=body, headers=client.admin)
+    assert response.status == 400
+    message = (await response.json())["faultstring"]
+    assert "trigger.parameters.minutex: " in message
+    assert 'criteria."trigger.a".pattern: matchregex pattern' in message and "position 0" in message
+    assert 'criteria."trigger.b".type: unknown operator' in message
