@@ -208,7 +208,11 @@ def _compile_criteria(
 
 
 def _compile_criterion(
-    located: Located, key: Any, criterion: Mapping[str, Any], path: FieldPath, found: list
+    located: Located,
+    key: Any,
+    criterion: Mapping[str, Any],
+    path: FieldPath,
+    found: list[RuleLoadError],
 ) -> Criterion:
     try:
         getter = fields.compile_key(str(key))
