@@ -69,6 +69,21 @@ class RuleLoadError(LocatedError, RuleError):
     unnamed_origin = "<rule>"
 
 
+class RuleLoadErrors(RuleLoadError):
+    """Raised when a rule file has several problems: `errors` holds each, located; the
+    first one is also this error's own location and message."""
+
+    def __init__(self, errors: list[RuleLoadError]) -> None:
+        first = errors[0]
+        super().__init__(
+            first.message, file=first.file, line=first.line, column=first.column, field=first.field
+        )
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(error) for error in self.errors)
+
+
 class UnknownOperatorError(RuleError):
     """Raised when a criterion names an operator that is not registered."""
 
@@ -167,6 +182,16 @@ class AuthError(IngestError):
 
 class PackError(LocatedError):
     """Raised when a pack or action metadata file is invalid; located like a rule error."""
+
+
+class UnsupportedRunnerError(PackError):
+    """Raised when an action names a StackStorm runner Hookyard does not run (remote over
+    SSH, WinRM, inquiries...): a known gap, not a typo. The action does not load."""
+
+
+class PackNotConfiguredError(PackError):
+    """Raised when a pack's config schema requires an item and no config file gives it:
+    the pack loads, its actions that read the item fail when run."""
 
 
 class ActionError(EngineError):

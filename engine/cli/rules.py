@@ -26,15 +26,12 @@ from engine.cli.output import (
     show_list,
     show_object,
 )
+from engine.cli.pack_check import split_paths
+from engine.cli.pack_check import validate as check_paths
 from engine.config import load_settings
-from engine.errors import EngineError, RuleError, RuleLoadError, YamlLimitError
+from engine.errors import EngineError, RuleError, YamlLimitError
 from engine.model.names import MAX_REF_CHARS, too_long
-from engine.packs import load_packs
-from engine.rules import load_rule, load_rules, render_parameters
-from engine.rules.lint import lint_rules
-from engine.rules.loader import iter_rule_files
-from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
-from engine.runners import default_runners
+from engine.rules import load_rule, render_parameters
 from engine.support import safeyaml
 
 EXIT_MATCHED, EXIT_NOT_MATCHED, EXIT_ERROR = 0, 1, 2
@@ -58,25 +55,35 @@ def rule_group() -> None:
     "--packs", "packs_dirs", multiple=True, type=click.Path(), help="Packs folder (repeatable)."
 )
 def validate(paths: tuple[str, ...], config_file: str | None, packs_dirs: tuple[str, ...]) -> None:
-    """Check rule files or directories; print every error as file:line:col: message.
+    """Check rule files or directories, and pack folders; print every error as
+    file:line:col: message.
 
-    Rules that load but reference an unknown action or trigger type, or whose criteria can
-    never all match, are printed as warnings; warnings alone exit 0.
+    A pack folder (holding pack.yaml) is checked as the server loads it: its rules as rules,
+    its actions, workflows, sensors and trigger types as what they are. Rules that load but
+    reference an unknown action or trigger type, or whose criteria can never all match, are
+    printed as warnings; warnings alone exit 0.
     """
-    errors: list[RuleLoadError] = []
-    files = iter_rule_files(paths, errors)
-    ruleset, load_errors = load_rules(*[f for f in files])
-    errors.extend(load_errors)
-    for error in errors:
-        click.echo(str(error), err=True)
-    warnings = rule_warnings(ruleset, config_file, packs_dirs)
-    for warning in warnings:
-        click.echo(warning, err=True)
-    if errors:
-        click.echo(f"{len(errors)} error(s) in {len(files)} file(s)", err=True)
+    rule_paths, pack_dirs = split_paths(paths)
+    known_dirs = [Path(d) for d in packs_dirs]
+    override_core = False
+    try:
+        settings = load_settings(config_file)
+    except EngineError as exc:
+        if not known_dirs:
+            click.echo(f"warning: packs not checked: {exc}", err=True)
+    else:
+        override_core = settings.packs.override_core
+        if not known_dirs:
+            known_dirs = [Path(settings.resolve_path(d)) for d in settings.packs_dirs]
+    report = check_paths(rule_paths, pack_dirs, known_dirs, override_core)
+    for line in [*report.errors, *report.warnings]:
+        click.echo(line, err=True)
+    packs = f" and {len(report.packs)} pack(s)" if report.packs else ""
+    if report.errors:
+        click.echo(f"{len(report.errors)} error(s) in {report.files} file(s){packs}", err=True)
         raise SystemExit(1)
-    suffix = f", {len(warnings)} warning(s)" if warnings else ""
-    click.echo(f"ok: {len(ruleset)} rule(s) in {len(files)} file(s){suffix}")
+    suffix = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+    click.echo(f"ok: {report.rules} rule(s) in {report.files} file(s){packs}{suffix}")
 
 
 @rule_group.command("test")
@@ -271,43 +278,6 @@ def _fetch_instance(url: str, instance_id: str) -> tuple[Any, str]:
         trigger = trigger.get("ref") or trigger.get("type")
     # A timer instance carries its trigger ref (type:digest); the rule names the type.
     return data.get("payload"), str(trigger or "").partition(":")[0]
-
-
-def rule_warnings(ruleset: Any, config_file: str | None, packs_dirs: tuple[str, ...]) -> list[str]:
-    """Lint warnings, with the actions of the packs from --packs or the config's packs_dirs."""
-
-    dirs = [Path(d) for d in packs_dirs]
-    try:
-        settings = load_settings(config_file)
-    except EngineError as exc:
-        settings = None
-        if not dirs:
-            click.echo(f"warning: packs not checked: {exc}", err=True)
-            return [str(w) for w in lint_rules(list(ruleset))]
-    if settings is not None and not dirs:
-        dirs = [settings.resolve_path(d) for d in settings.packs_dirs]
-    override_core = settings is not None and settings.packs.override_core
-    # The built-in core pack is always known, with or without packs folders.
-    packs, _ = load_packs(
-        [d for d in dirs if d.exists()], runners=default_runners(), override_core=override_core
-    )
-    known_actions = {action.ref for action in packs.actions()}
-    known_packs = {*packs.packs, "core"}
-    shell = {
-        action.ref: shell_command_parameters(kinds_for_runner(action.runner_type))
-        for action in packs.actions()
-    }
-
-    def shell_parameters(ref: str) -> frozenset[str]:
-        return shell.get(ref, frozenset())
-
-    warnings = lint_rules(
-        list(ruleset),
-        known_actions=known_actions,
-        known_packs=known_packs,
-        shell_parameters=shell_parameters,
-    )
-    return [str(w) for w in warnings]
 
 
 def _read_payload(file: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 from engine.errors import ConfigError, EngineError
 from engine.http.jwt_auth import JwtVerifier
 from engine.http.signatures import SignatureScheme, build_scheme
-from engine.model.hook_payload import CREDENTIAL_HEADERS
+from engine.model.hook_payload import CREDENTIAL_HEADERS, CREDENTIAL_QUERY
 from engine.model.names import MAX_NAME_CHARS, too_long
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import compile_template, is_template
@@ -28,7 +28,20 @@ from engine.rules.yamlsource import KEY, Located, format_path, parse_yaml
 AUTH_MODES = ("apikey", "signature", "jwt", "none")
 KEY_PLACES = ("header", "query", "path", "body")
 DEDUPE_SOURCES = ("body_hash", "delivery_id")
-SETTINGS = ("auth", "apikey", "signature", "jwt", "dedupe", "max_body", "response")
+SETTINGS = (
+    "auth",
+    "apikey",
+    "signature",
+    "jwt",
+    "dedupe",
+    "max_body",
+    "response",
+    "methods",
+    "challenge",
+)
+# The methods a hook may accept (POST alone unless its definition lists others).
+HOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CHALLENGE_OPTIONS = ("query", "verify_token")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -51,6 +64,18 @@ class CustomResponse:
 
 
 @dataclass(frozen=True)
+class Challenge:
+    """A sender's endpoint check (Meta's GET with `hub.challenge`, Microsoft Graph's POST
+    with `validationToken`): the value of query parameter `query` is echoed as text."""
+
+    query: str
+    # Meta sends back the token configured on its side in `hub.verify_token`: when set,
+    # only a challenge carrying it is answered.
+    verify_query: str | None = None
+    verify_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class WebhookDefinition:
     name: str
     auth: str = "apikey"
@@ -60,6 +85,8 @@ class WebhookDefinition:
     dedupe: Dedupe | None = None
     max_body: int | None = None
     response: CustomResponse | None = None
+    methods: tuple[str, ...] = ("POST",)
+    challenge: Challenge | None = None
     # Expanded secret values, registered with the log scrubber.
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -74,6 +101,16 @@ class WebhookDefinition:
             names.add(self.jwt.header)
         if self.apikey is not None and self.apikey.place == "header":
             names.add(self.apikey.name)
+        return frozenset(name.lower() for name in names)
+
+    @functools.cached_property
+    def credential_query(self) -> frozenset[str]:
+        """Query parameters (lower-case) that carry a credential and are never stored."""
+        names = set(CREDENTIAL_QUERY)
+        if self.apikey is not None and self.apikey.place == "query":
+            names.add(self.apikey.name)
+        if self.challenge is not None and self.challenge.verify_query is not None:
+            names.add(self.challenge.verify_query)
         return frozenset(name.lower() for name in names)
 
 
@@ -172,6 +209,8 @@ def build_definition(
         dedupe=_dedupe(expanded.get("dedupe"), source, signature),
         max_body=_max_body(expanded.get("max_body"), source),
         response=_response(expanded.get("response"), source),
+        methods=_methods(expanded.get("methods"), source),
+        challenge=_challenge(expanded.get("challenge"), source),
         secrets=tuple(secrets),
     )
 
@@ -301,6 +340,59 @@ def _max_body(value: Any, source: _Source) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{source.where('max_body')}: expected a positive number of bytes")
     return value
+
+
+def _methods(value: Any, source: _Source) -> tuple[str, ...]:
+    if value is None:
+        return ("POST",)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source.where('methods')}: expected a list such as [GET, POST]")
+    methods: list[str] = []
+    for index, method in enumerate(value):
+        name = method.upper() if isinstance(method, str) else method
+        if name not in HOOK_METHODS:
+            raise ConfigError(
+                f"{source.where('methods', index)}: {method!r} is not one of "
+                f"{', '.join(HOOK_METHODS)}"
+            )
+        if name not in methods:
+            methods.append(name)
+    return tuple(methods)
+
+
+def _challenge(value: Any, source: _Source) -> Challenge | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{source.where('challenge')}: expected {{query: <parameter>, verify_token: "
+            "{query: <parameter>, value: <token>}}"
+        )
+    for key in value:
+        if key not in CHALLENGE_OPTIONS:
+            raise ConfigError(
+                f"{source.where('challenge', key, at_key=True)}: unknown option; "
+                f"valid: {', '.join(CHALLENGE_OPTIONS)}"
+            )
+    query = value.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigError(
+            f"{source.where('challenge', 'query')}: the query parameter to echo is required "
+            "(e.g. hub.challenge, validationToken)"
+        )
+    verify = value.get("verify_token")
+    if verify is None:
+        return Challenge(query.strip())
+    if (
+        not isinstance(verify, Mapping)
+        or set(verify) != {"query", "value"}
+        or not all(isinstance(verify[k], str) and verify[k].strip() for k in ("query", "value"))
+    ):
+        raise ConfigError(
+            f"{source.where('challenge', 'verify_token')}: expected {{query: <parameter>, "
+            "value: <token>}} (e.g. {query: hub.verify_token, value: ${META_VERIFY_TOKEN}})"
+        )
+    return Challenge(query.strip(), verify["query"].strip(), verify["value"])
 
 
 def _response(value: Any, source: _Source) -> CustomResponse | None:

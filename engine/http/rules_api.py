@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.errors import Conflict, IngestError, NotFound, RuleLoadError
+from engine.errors import Conflict, IngestError, NotFound, RuleLoadError, RuleLoadErrors
 from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, json_response
@@ -134,10 +134,11 @@ async def _ref_of(runtime: Runtime, ref_or_id: str) -> str:
 
 def _build(runtime: Runtime, definition: dict[str, Any]) -> Rule:
     try:
-        rule = build_api_rule(definition)
+        rule = build_api_rule(definition, runtime.packs.trigger_parameter_schemas())
     except RuleLoadError as exc:
-        where = f"{exc.field}: " if exc.field else ""
-        raise IngestError(f"invalid rule: {where}{exc.message}") from None
+        each = exc.errors if isinstance(exc, RuleLoadErrors) else [exc]
+        problems = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in each)
+        raise IngestError(f"invalid rule: {problems}") from None
     if not runtime.action_known(rule.action_ref):
         raise IngestError(
             f"invalid rule: action.ref: no action {rule.action_ref!r} is installed"

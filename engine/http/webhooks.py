@@ -1,8 +1,9 @@
 """Webhook ingest: a request becomes a durable trigger instance, answered 202 after commit.
 
 `POST /webhooks/{name}` (named hooks declared by core.st2.webhook rules or a webhook
-definition) and `POST /webhooks/st2` (generic: {"trigger": ref, "payload": {...}}), each
-also under /api/v1. Nothing is stored unless the whole request is valid; a 202 means
+definition; other methods when the definition lists them, engine.http.hook_challenge)
+and `POST /webhooks/st2` (generic: {"trigger": ref, "payload": {...}}), each also under
+/api/v1. Nothing is stored unless the whole request is valid; a 202 means
 committed.
 
 Per request, in this order: find the hook → its body size limit → read the raw body →
@@ -16,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -25,10 +27,11 @@ from engine.http.auth import ANONYMOUS, GATEKEEPER, Caller, Gatekeeper, check_he
 from engine.http.content_coding import content_coding, decode_body
 from engine.http.context import METRICS, RUNTIME, BacklogFull, error_response_for, json_response
 from engine.http.expect import continue_within
+from engine.http.hook_challenge import answer_challenge, method_not_allowed
 from engine.http.hookdefs import WebhookDefinition
 from engine.http.metrics_api import WEBHOOK_LABEL, hook_label
 from engine.ingest.bodies import parse_body, parse_body_and_text
-from engine.model.hook_payload import NamedHookPost
+from engine.model.hook_payload import NamedHookPost, request_parts
 from engine.model.hook_payload import text as hook_text
 from engine.model.names import MAX_REF_CHARS, too_long
 from engine.model.records import WEBHOOK_TRIGGER, Accepted, NewTriggerInstance
@@ -44,8 +47,11 @@ _MAX_PLAIN_DEDUPE = 200
 
 
 def add_routes(app: web.Application) -> None:
-    for prefix in ("/webhooks", "/api/v1/webhooks"):
-        app.router.add_post(prefix + "/{name:.+}", receive, expect_handler=expect_body)
+    # Every method reaches a hook at /webhooks/<name>: a hook's definition may accept more
+    # than POST (`methods`), and the others get 405 naming what it accepts. Under /api/v1
+    # only POST: GET /api/v1/webhooks/<name> is StackStorm's description of the hook.
+    app.router.add_route("*", "/webhooks/{name:.+}", receive, expect_handler=expect_body)
+    app.router.add_post("/api/v1/webhooks/{name:.+}", receive, expect_handler=expect_body)
 
 
 async def expect_body(request: web.Request) -> web.StreamResponse | None:
@@ -96,9 +102,20 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
     runtime.ingest_pressure.saw_request()
     gate = app[GATEKEEPER]
     check_header_count(request, gate)
-    name, path_key = _find_hook(normalize_webhook_name(request.match_info["name"]), runtime, gate)
+    try:
+        name, path_key = _find_hook(
+            normalize_webhook_name(request.match_info["name"]), runtime, gate
+        )
+    except IngestError:
+        if request.method != "POST":  # what no hook accepts (hooks take POST by default)
+            return hook_label(request), method_not_allowed(request, ("POST",))
+        raise
     request[WEBHOOK_LABEL] = name
     definition = gate.definition(name)
+    if request.method not in definition.methods:
+        return name, method_not_allowed(request, definition.methods)
+    if definition.challenge is not None and definition.challenge.query in request.query:
+        return name, answer_challenge(request, definition.challenge)
     raw = await read_body(request, definition.max_body or runtime.settings.ingest.max_body)
     content_type = request.headers.get("Content-Type", "")
     placement = definition.apikey
@@ -134,20 +151,49 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
         # The payload is built where it is stored (engine.model.hook_payload), from the header
         # lines as received: off this loop when an ingest writer process stores it.
         dropped = definition.credential_headers
+        method, path, query = _request_line(request, definition, path_key)
         if parse_in_writer:
-            post = NamedHookPost(request.raw_headers, dropped, None, content_type, raw)
+            post = NamedHookPost(
+                request.raw_headers, dropped, None, content_type, raw, method, path, query
+            )
         else:
             if body_text is None:  # a form, text, or JSON that may not be stored as sent
                 body_text = codec.dumps(body, "the webhook body")
             # Refused as the ingest writer process refuses it (stored_body_text).
             codec.check_no_lone_surrogate(body_text, "the webhook body")
-            post = NamedHookPost(request.raw_headers, dropped, body_text)
+            post = NamedHookPost(
+                request.raw_headers, dropped, body_text, method=method, path=path, query=query
+            )
         item = NewTriggerInstance(
             trigger=WEBHOOK_TRIGGER, payload=None, webhook=name, dedupe_key=dedupe_key, post=post
         )
     await _shed_load(runtime)
     accepted = await runtime.ingest.add_trigger_instance(item)
     return name, _answer(definition, item, accepted, body, request)
+
+
+def _request_line(
+    request: web.Request, definition: WebhookDefinition, path_key: str | None
+) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """The method, path and query parameters a named hook's payload shows, credentials
+    left out: the API key query parameters and a key sent as the path's last segment."""
+    pairs = urllib.parse.parse_qsl(
+        request.query_string, keep_blank_values=True, errors="surrogateescape"
+    )
+    # Read as header values are: UTF-8, else ISO-8859-1 (a lone surrogate is not text).
+    query = [(_query_text(name), _query_text(value)) for name, value in pairs]
+    path = request.path
+    if path_key is not None:
+        path = path.rstrip("/").rpartition("/")[0]
+    if "\x00" in path or any("\x00" in name or "\x00" in value for name, value in query):
+        raise IngestError(
+            "the URL holds a NUL character (%00), which cannot be stored; remove it", 400
+        )
+    return request_parts(request.method, path, query, definition.credential_query)
+
+
+def _query_text(value: str) -> str:
+    return hook_text(value.encode("utf-8", "surrogateescape"))
 
 
 def _find_hook(name: str, runtime, gate: Gatekeeper) -> tuple[str, str | None]:

@@ -27,7 +27,7 @@ from engine.store.codec import UnstorableValue, as_utc
 
 # What the two ends speak: a child from another version of Hookyard (an upgrade in place
 # between the API process's start and a restart) refuses to run.
-PROTOCOL = 2
+PROTOCOL = 3
 # The length before each frame.
 LENGTH = struct.Struct("!I")
 # Errors that cross the socket keep their type (the API answers them differently).
@@ -62,7 +62,16 @@ def item_to_wire(item: NewTriggerInstance) -> Wire:
     post = item.post
     parts = None
     if post is not None:
-        parts = (post.raw_headers, post.dropped, post.body_text, post.content_type, post.body)
+        parts = (
+            post.raw_headers,
+            post.dropped,
+            post.body_text,
+            post.content_type,
+            post.body,
+            post.method,
+            post.path,
+            post.query,
+        )
     return (item.id, item.trigger, item.webhook, item.dedupe_key, occurred, item.payload, parts)
 
 
@@ -70,10 +79,12 @@ def item_from_wire(wire: Wire, max_form_fields: int) -> NewTriggerInstance:
     """The item `wire` carries, its post's body parsed here when the API process left it
     (IngestError or UnstorableValue when the body is refused)."""
     instance_id, trigger, webhook, dedupe_key, occurred, payload, parts = wire
-    if parts is not None and parts[2] is None:
-        raw_headers, dropped, _, content_type, body = parts
-        text = stored_body_text(content_type, body, max_form_fields=max_form_fields)
-        parts = (raw_headers, dropped, text)
+    post = None
+    if parts is not None:
+        raw_headers, dropped, text, content_type, body, method, path, query = parts
+        if text is None:
+            text = stored_body_text(content_type, body, max_form_fields=max_form_fields)
+        post = NamedHookPost(raw_headers, dropped, text, method=method, path=path, query=query)
     return NewTriggerInstance(
         trigger=trigger,
         payload=payload,
@@ -81,7 +92,7 @@ def item_from_wire(wire: Wire, max_form_fields: int) -> NewTriggerInstance:
         dedupe_key=dedupe_key,
         occurrence_time=_EPOCH + occurred * _MICROSECOND,
         id=instance_id,
-        post=None if parts is None else NamedHookPost(*parts),
+        post=post,
     )
 
 

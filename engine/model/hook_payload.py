@@ -1,5 +1,7 @@
-"""The stored payload of a named-hook webhook, ``{"headers", "headers_lower", "body"}``,
-as StackStorm builds it, without the credential headers.
+"""The stored payload of a named-hook webhook: ``{"headers", "headers_lower", "body"}``
+as StackStorm builds it (without the credential headers), plus the request's ``method``,
+``path`` and ``query`` (a mapping; a parameter sent several times is a list), without the
+credentials a query or a path may carry.
 
 It is built from what the request carried (its header lines as received and the body's
 JSON text) by pure functions, so that the ingest writer process
@@ -17,6 +19,8 @@ from typing import Any
 
 # Never stored: credentials StackStorm strips, plus cookies.
 CREDENTIAL_HEADERS = frozenset({"st2-api-key", "x-auth-token", "authorization", "cookie"})
+# Never stored either: the query parameter StackStorm takes an API key from.
+CREDENTIAL_QUERY = frozenset({"st2-api-key"})
 
 
 @dataclass(slots=True)
@@ -35,6 +39,11 @@ class NamedHookPost:
     # The body as received and its Content-Type, when the storing process parses it.
     content_type: str = ""
     body: bytes = b""
+    # The request line: method, path (without a key it carried) and the query parameters
+    # in order (without the credential ones).
+    method: str = "POST"
+    path: str = ""
+    query: tuple[tuple[str, str], ...] = ()
 
 
 def decode_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -92,7 +101,9 @@ def payload_json(post: NamedHookPost) -> str:
     headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
     return (
         f'{{"headers":{_string_map(headers)},'
-        f'"headers_lower":{_string_map(headers_lower)},"body":{post.body_text}}}'
+        f'"headers_lower":{_string_map(headers_lower)},"body":{post.body_text},'
+        f'"method":{_json_string(post.method)},"path":{_json_string(post.path)},'
+        f'"query":{json.dumps(query_map(post.query), ensure_ascii=True)}}}'
     )
 
 
@@ -101,7 +112,36 @@ def payload(post: NamedHookPost) -> dict[str, Any]:
     if post.body_text is None:
         raise ValueError("the post's body is not parsed yet")
     headers, headers_lower = header_maps(decode_headers(post.raw_headers), post.dropped)
-    return {"headers": headers, "headers_lower": headers_lower, "body": json.loads(post.body_text)}
+    return {
+        "headers": headers,
+        "headers_lower": headers_lower,
+        "body": json.loads(post.body_text),
+        "method": post.method,
+        "path": post.path,
+        "query": query_map(post.query),
+    }
+
+
+def query_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str | list[str]]:
+    """Query parameters as a mapping: a parameter sent once is its value, one sent several
+    times the list of its values in order (as form bodies are read)."""
+    found: dict[str, str | list[str]] = {}
+    for name, value in pairs:
+        if name not in found:
+            found[name] = value
+        elif isinstance(found[name], list):
+            found[name].append(value)  # type: ignore[union-attr]
+        else:
+            found[name] = [found[name], value]  # type: ignore[list-item]
+    return found
+
+
+def request_parts(
+    method: str, path: str, query: Iterable[tuple[str, str]], dropped_query: frozenset[str]
+) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(method, path, query pairs) as stored: credential query parameters removed."""
+    kept = tuple((name, value) for name, value in query if name.lower() not in dropped_query)
+    return method, path, kept
 
 
 def _string_map(mapping: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import jsonschema
 
-from engine.errors import RunnerError, WorkflowError
+from engine.errors import RunnerError, UnsupportedRunnerError, WorkflowError
 from engine.model.names import MAX_NAME_CHARS
 from engine.packs.metadata import (
     check_schema,
@@ -91,6 +91,23 @@ ACTION_SCHEMA: dict[str, Any] = {
     },
 }
 _ACTION_VALIDATOR = jsonschema.Draft202012Validator(ACTION_SCHEMA)
+
+# StackStorm's runners that Hookyard does not have: an action naming one is a known gap
+# (said so, without a "did you mean" toward a local runner), not a typo.
+STACKSTORM_RUNNERS_NOT_RUN = frozenset(
+    {
+        "remote-shell-cmd",
+        "remote-shell-script",
+        "winrm-cmd",
+        "winrm-ps-cmd",
+        "winrm-ps-script",
+        "windows-cmd",
+        "windows-script",
+        "inquirer",
+        "mistral-v2",
+        "cloudslang",
+    }
+)
 
 
 class RunnerCatalog(Protocol):
@@ -207,6 +224,13 @@ def build_action(
         runner = runners.get(runner_type)
     except RunnerError:
         known = runners.names()
+        if runner_type in STACKSTORM_RUNNERS_NOT_RUN:
+            raise located.error(
+                f"runner_type {runner_type!r} is a StackStorm runner Hookyard does not run; "
+                f"runners here: {', '.join(known)}",
+                ("runner_type",),
+                error_cls=UnsupportedRunnerError,
+            ) from None
         raise pack_error(
             located,
             f"unknown runner_type {runner_type!r}{suggestion(runner_type, known)}; "

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import ActionError, PackError, RuleError, TemplateError
+from engine.errors import ActionError, PackError, PackNotConfiguredError, RuleError, TemplateError
 from engine.packs.metadata import pack_error, type_name
 from engine.packs.parameters import ActionParameter, check_definitions
 from engine.rules import regexes, templates
@@ -45,7 +45,7 @@ def resolve_config(
             if spec.required:
                 message = f"config item {name!r} is required by pack {pack_ref!r}'s config schema"
                 if located is None:
-                    raise PackError(message + " but the pack has no config file")
+                    raise PackNotConfiguredError(message + " but the pack has no config file")
                 raise pack_error(located, message)
             continue
         if _holds_template(value):

@@ -163,6 +163,11 @@ class PackSet:
             key=lambda t: t.ref,
         )
 
+    def trigger_parameter_schemas(self) -> dict[str, Mapping[str, Any]]:
+        """The parameters schema of every trigger type that declares one, by ref (what a
+        rule's trigger parameters are checked against)."""
+        return {t.ref: t.parameters_schema for t in self.trigger_types() if t.parameters_schema}
+
     def trigger_type(self, ref: str) -> TriggerType | None:
         pack_ref, _, name = ref.partition(".")
         pack = self.packs.get(pack_ref)

@@ -122,7 +122,8 @@ def load_sensors(
             )
             continue
         sensors[spec.class_name] = spec
-        files.append(Path(spec.entry_point).relative_to(pack_dir).as_posix())
+        # The entry point is resolved; the pack folder may have been given relative.
+        files.append(Path(spec.entry_point).relative_to(pack_dir.resolve()).as_posix())
         for trigger_type in declared:
             add_trigger_type(trigger_types, trigger_type, errors)
     return sensors

@@ -2,7 +2,8 @@
 check of a payload against a type's ``payload_schema``.
 
 Facts from StackStorm: a trigger type's ref is ``<pack>.<name>``; its ``payload_schema``
-and ``parameters_schema`` are JSON schemas (draft 4, as StackStorm's validators); the
+and ``parameters_schema`` are JSON schemas (draft 4, as StackStorm's validators, which also
+take draft 3's ``required: true`` on a property, as StackStorm's own fixtures write it); the
 system types (``core.st2.webhook``, the timers, the generic action and notify triggers)
 ship with the built-in core pack (``builtin/core/triggers``). A payload that breaks the
 schema is refused naming the field (``validate_trigger_payload``); properties the schema
@@ -29,6 +30,7 @@ from engine.packs.metadata import (
     read_metadata,
     require_mapping,
 )
+from engine.rules.trigger_parameters import draft4_schema
 from engine.rules.yamlsource import Located
 
 # A message about a payload quotes at most this much of it (payloads are hostile and big).
@@ -126,7 +128,7 @@ def _payload_validator(trigger_type: TriggerType) -> jsonschema.protocols.Valida
     key = (trigger_type.ref, json.dumps(trigger_type.payload_schema, sort_keys=True, default=str))
     validator = _validators.get(key)
     if validator is None:
-        validator = jsonschema.Draft4Validator(dict(trigger_type.payload_schema))
+        validator = jsonschema.Draft4Validator(draft4_schema(trigger_type.payload_schema))
         if len(_validators) < 10_000:
             _validators[key] = validator
     return validator
@@ -163,7 +165,7 @@ def build_trigger_type(
         schema = data.get(key)
         if schema:
             try:
-                jsonschema.Draft4Validator.check_schema(schema)
+                jsonschema.Draft4Validator.check_schema(draft4_schema(schema))
             except jsonschema.SchemaError as exc:
                 raise pack_error(
                     located, f"{key} is not a valid JSON schema: {exc.message}", (*path, key)

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EngineError, RuleLoadError
+from engine.errors import EngineError
 from engine.packs import PackSet
 from engine.packs.config import config_satisfies
 from engine.packs.pack import Pack
 from engine.process.runtime import Runtime
 from engine.rules import RuleSet
 from engine.rules.rule import Rule
-from engine.rules.timers import TimerError, is_timer, schedule_for
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,9 @@ def reload_runtime(runtime: Runtime, gate: Any = None) -> ReloadReport:
     previous_rules, previous_packs = runtime.ruleset, runtime.packs
     runtime.load_rules()
     errors: list[EngineError] = list(runtime.load_errors)
-    timer_errors, ruleset_rules = _check_timers(list(runtime.ruleset))
-    errors.extend(timer_errors)
+    # Rules whose trigger parameters do not fit (a timer that is no schedule included)
+    # are load errors already (engine.rules.trigger_parameters).
+    ruleset_rules = list(runtime.ruleset)
     broken = {_norm(f) for f in (getattr(e, "file", None) for e in errors) if f}
     packs, kept_packs, kept_configs = _merge_packs(previous_packs, runtime.packs, broken)
     rules, kept_rules = _merge_rules(previous_rules, ruleset_rules, broken, kept_packs)
@@ -95,23 +95,6 @@ def reload_runtime(runtime: Runtime, gate: Any = None) -> ReloadReport:
 
 def _norm(path: str) -> str:
     return os.path.abspath(path)
-
-
-def _check_timers(rules: list[Rule]) -> tuple[list[EngineError], list[Rule]]:
-    """Timer rules whose parameters are no schedule are load errors (reported, dropped)."""
-    errors: list[EngineError] = []
-    kept = []
-    for rule in rules:
-        if is_timer(rule.trigger_type):
-            try:
-                schedule_for(rule.trigger_type, rule.trigger_parameters)
-            except TimerError as exc:
-                errors.append(
-                    RuleLoadError(str(exc), file=rule.source, line=rule.line, field="trigger")
-                )
-                continue
-        kept.append(rule)
-    return errors, kept
 
 
 def _merge_rules(

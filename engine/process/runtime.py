@@ -24,6 +24,7 @@ from engine.packs import PackSet, load_packs
 from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
+from engine.rules.trigger_parameters import unfit_trigger_parameters
 from engine.runners import RunnerRegistry, default_runners
 from engine.secrets.sealing import ParameterSealer
 from engine.store.base import Store
@@ -117,8 +118,11 @@ class Runtime:
         dirs = [self.settings.resolve_path(d) for d in self.settings.rules_dirs]
         existing = [d for d in dirs if Path(d).exists()]
         file_ruleset, rule_errors = load_rules(*existing)
-        ruleset, duplicate_errors = RuleSet.build([*file_ruleset, *packs.rules(), *self.api_rules])
-        errors = [*pack_errors, *rule_errors, *duplicate_errors]
+        fitting, trigger_errors = unfit_trigger_parameters(
+            [*file_ruleset, *packs.rules(), *self.api_rules], packs.trigger_parameter_schemas()
+        )
+        ruleset, duplicate_errors = RuleSet.build(fitting)
+        errors = [*pack_errors, *rule_errors, *trigger_errors, *duplicate_errors]
         for error in errors:
             log.error("not loaded: %s", error)
         self.packs = packs

@@ -7,19 +7,21 @@ on the machine running the check.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from engine.errors import TemplateError
+from engine.model.generic_triggers import GENERIC_TRIGGERS
 from engine.model.records import WEBHOOK_TRIGGER
 from engine.rules import templates
 from engine.rules.criteria import Criterion
 from engine.rules.fields import strip_suffix
 from engine.rules.rule import Rule
-from engine.rules.timers import TIMER_TRIGGER_TYPES, TimerError, is_timer, schedule_for
+from engine.rules.timers import TIMER_TRIGGER_TYPES, is_timer
+from engine.rules.yamlsource import suggestion
 
-BUILTIN_TRIGGER_TYPES = (WEBHOOK_TRIGGER, *TIMER_TRIGGER_TYPES)
+# The system trigger types known without reading the core pack (which ships a few more).
+BUILTIN_TRIGGER_TYPES = (WEBHOOK_TRIGGER, *TIMER_TRIGGER_TYPES, *sorted(GENERIC_TRIGGERS))
 # Shell-command parameters known without reading any pack (core's local-shell-cmd action).
 BUILTIN_SHELL_PARAMETERS = {"core.local": frozenset({"cmd"})}
 
@@ -43,8 +45,12 @@ def lint_rules(
     known_actions: set[str] | None = None,
     known_packs: set[str] | None = None,
     shell_parameters: Callable[[str], frozenset[str]] | None = None,
+    known_trigger_types: set[str] | None = None,
 ) -> list[RuleWarning]:
     """Warnings for every rule; `known_actions`/`known_packs` None skips those checks.
+
+    `known_trigger_types` (those the loaded packs declare, the core pack's included) says
+    which `core.*` trigger types exist; None knows BUILTIN_TRIGGER_TYPES.
 
     `shell_parameters(ref)` names the shell-command parameters of an action (from its
     pack); None knows only BUILTIN_SHELL_PARAMETERS.
@@ -52,7 +58,8 @@ def lint_rules(
     warnings: list[RuleWarning] = []
     for rule in rules:
         warnings.extend(
-            RuleWarning(rule, m) for m in _rule_messages(rule, known_actions, known_packs)
+            RuleWarning(rule, m)
+            for m in _rule_messages(rule, known_actions, known_packs, known_trigger_types)
         )
         warnings.extend(shell_template_warnings(rule, shell_parameters))
     return warnings
@@ -87,33 +94,35 @@ def shell_template_warnings(
 
 
 def _rule_messages(
-    rule: Rule, known_actions: set[str] | None, known_packs: set[str] | None
+    rule: Rule,
+    known_actions: set[str] | None,
+    known_packs: set[str] | None,
+    known_trigger_types: set[str] | None,
 ) -> list[str]:
     messages = []
     if known_actions is not None and rule.action_ref not in known_actions:
-        close = difflib.get_close_matches(rule.action_ref, sorted(known_actions), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else " (is its pack in packs_dirs?)"
+        hint = suggestion(rule.action_ref, sorted(known_actions)) or " (is its pack in packs_dirs?)"
         messages.append(f"action {rule.action_ref!r} is not a known action{hint}")
-    messages.extend(_trigger_messages(rule, known_packs))
+    messages.extend(_trigger_messages(rule, known_packs, known_trigger_types))
     messages.extend(never_matching(rule.criteria))
     return messages
 
 
-def _trigger_messages(rule: Rule, known_packs: set[str] | None) -> list[str]:
+def _trigger_messages(
+    rule: Rule, known_packs: set[str] | None, known_trigger_types: set[str] | None
+) -> list[str]:
     trigger = rule.trigger_type
     if trigger == WEBHOOK_TRIGGER:
         if not rule.webhook_url:
             return ["a core.st2.webhook rule without trigger.parameters.url listens to no hook"]
         return []
     if is_timer(trigger):
-        try:
-            schedule_for(trigger, rule.trigger_parameters)
-        except TimerError as exc:
-            return [f"timer never fires: {exc}"]
+        return []  # a timer that would never fire does not load (trigger_parameters)
+    builtin = sorted({*BUILTIN_TRIGGER_TYPES, *(known_trigger_types or ())})
+    if trigger in builtin:
         return []
     if trigger.startswith("core."):
-        close = difflib.get_close_matches(trigger, BUILTIN_TRIGGER_TYPES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = suggestion(trigger, [t for t in builtin if t.startswith("core.")])
         return [f"trigger type {trigger!r} is not a built-in trigger{hint}"]
     pack = trigger.partition(".")[0]
     if known_packs is not None and pack not in known_packs:

@@ -12,8 +12,8 @@ the evaluator fails the criterion *and* records why.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.errors import CriterionTypeError, RegistryError, RuleError, UnknownOperatorError
 from engine.rules import regexes
+from engine.rules.yamlsource import closest, suggestion
 
 __all__ = [
     "SEARCH_CONDITIONS",
@@ -291,12 +292,27 @@ def _timediff(op: str, value: Any, pattern: Any, less: bool, now: datetime | Non
     if pattern is None:
         return False
     age = _seconds_since(op, value, now)
-    try:
-        return age < pattern if less else age > pattern
-    except TypeError:
+    seconds = _seconds_pattern(op, pattern)
+    return age < seconds if less else age > seconds
+
+
+def _seconds_pattern(op: str, pattern: Any) -> float:
+    """The pattern as a number of seconds. StackStorm's web UI sends criteria patterns as
+    strings ("10"), so a string holding a finite number counts as that number."""
+    if isinstance(pattern, int | float) and not isinstance(pattern, bool):
+        number = float(pattern)
+    elif isinstance(pattern, str):
+        try:
+            number = float(pattern.strip())
+        except ValueError:
+            number = math.nan
+    else:
+        number = math.nan
+    if not math.isfinite(number):
         raise CriterionTypeError(
             f"{op} needs a number of seconds as pattern, got {_describe(pattern)}"
-        ) from None
+        )
+    return number
 
 
 def timediff_lt(value: Any, pattern: Any, *, now: datetime | None = None) -> bool:
@@ -334,8 +350,7 @@ def validate_search_condition(condition: Any) -> str:
     valid = ", ".join(SEARCH_CONDITIONS)
     if condition is None:
         raise RuleError(f"search needs a condition: one of {valid}")
-    close = difflib.get_close_matches(str(condition).lower(), SEARCH_CONDITIONS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = suggestion(str(condition).lower(), SEARCH_CONDITIONS)
     raise RuleError(f"unknown search condition {condition!r}; valid conditions: {valid}{hint}")
 
 
@@ -429,9 +444,9 @@ def get_operator(name: str) -> Operator:
     operator = _REGISTRY.get(name.lower())
     if operator is not None:
         return operator
-    close = difflib.get_close_matches(name.lower(), _REGISTRY, n=1)
-    if close:
-        raise UnknownOperatorError(f"unknown operator {name!r}; did you mean {close[0]!r}?")
+    close = closest(name.lower(), _REGISTRY)
+    if close is not None:
+        raise UnknownOperatorError(f"unknown operator {name!r}; did you mean {close!r}?")
     known = ", ".join(operator_names())
     raise UnknownOperatorError(f"unknown operator {name!r}; known operators: {known}")
 

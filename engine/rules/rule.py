@@ -53,6 +53,8 @@ class Rule:
     line: int | None = None
     # The line of each action parameter's value in `source` (for warnings).
     parameter_lines: Mapping[str, int] = field(default_factory=dict)
+    # The line of each trigger parameter in `source` (for errors found once packs load).
+    trigger_parameter_lines: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

@@ -12,6 +12,9 @@ import jsonschema
 
 from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS
 
+# No C0 control character, DEL or C1 control character anywhere in the name.
+RULE_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
 RULE_KEYS = (
     "name",
     "pack",
@@ -48,7 +51,16 @@ RULE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "trigger", "action"],
     "properties": {
-        "name": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"^[A-Za-z0-9_\-]+$"},
+        # StackStorm takes any string (its fixtures have `st2.person.joe`, `rule space`):
+        # so do we, bounded, without control characters (a NUL cannot be stored in
+        # PostgreSQL, a newline would forge lines of logs and listings). URLs and CLI
+        # arguments carry the name percent-encoded.
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME_CHARS,
+            "pattern": RULE_NAME_PATTERN,
+        },
         "pack": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"^[A-Za-z0-9_\-]+$"},
         "description": {"type": ["string", "null"]},
         "enabled": {"type": "boolean"},

@@ -17,7 +17,8 @@ from engine.errors import RuleLoadError
 from engine.rules import Rule, RuleSet, load_rule
 from engine.rules.loader import DEFAULT_PACK
 from engine.rules.rule import is_rule_id, rule_id
-from engine.rules.timers import TimerError, is_timer, schedule_for
+from engine.rules.trigger_parameters import parameter_problems
+from engine.rules.yamlsource import format_path
 
 API_SOURCE = "api"
 
@@ -51,15 +52,19 @@ def normalize_definition(body: Mapping[str, Any]) -> dict[str, Any]:
     return definition
 
 
-def build_api_rule(definition: Mapping[str, Any]) -> Rule:
-    """Load a definition the way a rule file loads, plus the timer schedule check reload
-    does for files. Raises RuleLoadError naming the field path."""
+def build_api_rule(
+    definition: Mapping[str, Any], trigger_schemas: Mapping[str, Mapping[str, Any]] | None = None
+) -> Rule:
+    """Load a definition the way a rule file loads, its trigger parameters checked against
+    `trigger_schemas` (the loaded packs' trigger types) too. Raises RuleLoadError naming the
+    field path."""
     rule = load_rule(definition, origin=API_SOURCE)
-    if is_timer(rule.trigger_type):
-        try:
-            schedule_for(rule.trigger_type, rule.trigger_parameters)
-        except TimerError as exc:
-            raise RuleLoadError(str(exc), file=API_SOURCE, field="trigger.parameters") from None
+    schema = (trigger_schemas or {}).get(rule.trigger_type)
+    problems = parameter_problems(rule.trigger_type, rule.trigger_parameters, schema)
+    if problems:
+        path, message = problems[0]
+        field = format_path(("trigger", "parameters", *path))
+        raise RuleLoadError(f"{rule.trigger_type}: {message}", file=API_SOURCE, field=field)
     return rule
 
 

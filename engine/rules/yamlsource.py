@@ -150,10 +150,44 @@ def _scalar_key(node: yaml.ScalarNode) -> Any:
     return value
 
 
+# How alike a name and a known one must be (difflib's ratio) to be offered as a fix. At
+# difflib's default 0.6, 'orquesta' got 'http-request': a suggestion that is not a likely
+# typo sends the author the wrong way.
+SUGGESTION_CUTOFF = 0.75
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The known name `word` most likely mistypes, or None when none is close.
+
+    Dotted names are compared past the dotted prefix they share, so two refs of one pack
+    (`core.st2.generic.actiontrigger`, `core.st2.CronTimer`) are not alike for their
+    common `core.st2.`.
+    """
+    best, best_ratio = None, SUGGESTION_CUTOFF
+    for choice in choices:
+        if choice == word:
+            return choice
+        shared = _shared_dotted_prefix(word, choice)
+        ratio = difflib.SequenceMatcher(None, word[shared:], choice[shared:]).ratio()
+        if ratio >= best_ratio and (best is None or ratio > best_ratio):
+            best, best_ratio = choice, ratio
+    return best
+
+
+def _shared_dotted_prefix(a: str, b: str) -> int:
+    end = 0
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            break
+        if x == ".":
+            end = index + 1
+    return end
+
+
 def suggestion(word: str, choices: Iterable[str]) -> str:
     """``; did you mean 'x'?`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    close = closest(word, choices)
+    return f"; did you mean {close!r}?" if close is not None else ""
 
 
 def type_name(value: Any) -> str:

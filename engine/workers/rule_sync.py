@@ -46,9 +46,10 @@ class RuleSync:
                 return False
             stored = await store.list_rules()
             rules: list[Rule] = []
+            schemas = self.runtime.packs.trigger_parameter_schemas()
             for record in stored:
                 try:
-                    rules.append(build_api_rule(record.definition))
+                    rules.append(build_api_rule(record.definition, schemas))
                 except RuleLoadError as exc:
                     # Stored rules were valid when written; a newer Hookyard may be stricter.
                     log.error(

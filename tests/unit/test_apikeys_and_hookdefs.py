@@ -89,6 +89,29 @@ def test_definitions_from_config_and_packs_with_env_secrets():
     assert defs["partner"].apikey.place == "query"
 
 
+def test_methods_and_challenge_definitions():
+    defs = load_definitions(
+        {
+            "meta": {
+                "methods": ["get", "POST", "GET"],
+                "challenge": {
+                    "query": "hub.challenge",
+                    "verify_token": {"query": "hub.verify_token", "value": "${VERIFY}"},
+                },
+                "apikey": {"in": "query", "name": "Token"},
+            },
+            "plain": {},
+        },
+        None,
+        environ={"VERIFY": "s3cret"},
+    )
+    meta = defs["meta"]
+    assert meta.methods == ("GET", "POST")
+    assert meta.challenge.verify_token == "s3cret" and "s3cret" in meta.secrets
+    assert meta.credential_query == {"st2-api-key", "token", "hub.verify_token"}
+    assert defs["plain"].methods == ("POST",) and defs["plain"].challenge is None
+
+
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
@@ -102,6 +125,15 @@ def test_definitions_from_config_and_packs_with_env_secrets():
         ({"response": {"status": 500}}, "2xx"),
         ({"response": {"body": "{{ oops"}}, "webhooks.h.response.body"),
         ({"signature": {"scheme": "github", "secret": "${MISSING_ONE}"}}, "MISSING_ONE"),
+        ({"methods": "GET"}, "webhooks.h.methods: expected a list such as [GET, POST]"),
+        ({"methods": []}, "expected a list"),
+        ({"methods": ["GET", "TRACE"]}, "webhooks.h.methods[1]: 'TRACE' is not one of"),
+        ({"methods": [None]}, "None is not one of"),
+        ({"challenge": "hub.challenge"}, "webhooks.h.challenge: expected {query"),
+        ({"challenge": {}}, "the query parameter to echo is required"),
+        ({"challenge": {"query": "c", "echo": 1}}, "unknown option; valid: query, verify_token"),
+        ({"challenge": {"query": "c", "verify_token": "t"}}, "expected {query: <parameter>"),
+        ({"challenge": {"query": "c", "verify_token": {"query": "v"}}}, "value: <token>"),
     ],
 )
 def test_bad_definitions(settings, words):

@@ -368,6 +368,22 @@ def test_timediff_against_a_given_now(name, value, seconds, expected):
     assert getattr(operators, name)(value, seconds, now=NOW) is expected
 
 
+@pytest.mark.parametrize(
+    ("name", "seconds", "expected"),
+    [
+        ("timediff_lt", "120", True),  # what StackStorm's web UI sends: a string
+        ("timediff_lt", " 30 ", False),
+        ("timediff_gt", "30", True),
+        ("timediff_gt", "120.5", False),
+        ("td_lt", "60.5", True),
+    ],
+)
+def test_timediff_string_pattern_is_the_number(name, seconds, expected):
+    # 60 s old at NOW
+    operator = operators.get_operator(name)
+    assert getattr(operators, operator.name)("2024-05-01T11:59:00Z", seconds, now=NOW) is expected
+
+
 def test_timediff_against_the_real_clock():
     recent = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     assert check("td_lt", recent, 24 * 3600) is True
@@ -387,7 +403,10 @@ def test_timediff_none_pattern_is_false():
         ("yesterday", 60, "timediff_lt cannot read 'yesterday' as an ISO 8601 timestamp"),
         (None, 60, "timediff_lt needs an ISO 8601 timestamp value, got None"),
         (1714564800, 60, "got int 1714564800"),
-        ("2024-05-01T11:59:00Z", "60", "needs a number of seconds as pattern, got str '60'"),
+        ("2024-05-01T11:59:00Z", "sixty", "needs a number of seconds as pattern, got str 'sixty'"),
+        ("2024-05-01T11:59:00Z", "nan", "needs a number of seconds as pattern, got str 'nan'"),
+        ("2024-05-01T11:59:00Z", True, "needs a number of seconds as pattern, got bool"),
+        ("2024-05-01T11:59:00Z", [60], "needs a number of seconds as pattern, got list"),
     ],
 )
 def test_timediff_type_mismatch(value, pattern, reason):

@@ -376,8 +376,13 @@ def test_rule_claiming_another_pack_is_refused(tmp_path: Path) -> None:
 def test_rule_errors_come_with_their_file(tmp_path: Path) -> None:
     pack = make_pack(tmp_path)
     write(pack / "rules" / "r.yaml", "name: r\ntrigger: {type: x}\naction: {reff: demo.a}\n")
-    error = only_error(tmp_path)
-    assert isinstance(error, RuleLoadError) and error.file == str(pack / "rules" / "r.yaml")
+    _, errors = load_packs([tmp_path], runners=RUNNERS)
+    # Both problems of the one line, each with the file.
+    assert [(type(e), e.file, e.line) for e in errors] == [
+        (RuleLoadError, str(pack / "rules" / "r.yaml"), 3)
+    ] * 2
+    assert "missing required field 'ref'" in str(errors[0])
+    assert "unknown field 'reff'; did you mean 'ref'?" in str(errors[1])
 
 
 def test_webhook_names_are_unique_across_packs(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from engine.rules import load_rule
 from engine.rules.lint import lint_rules
+from engine.rules.yamlsource import closest
 
 
 def rule(criteria=None, trigger=None, action="core.noop"):
@@ -44,8 +45,44 @@ def test_unknown_trigger_types():
         in messages(rule(trigger={"type": "github.push"}), known_packs={"core"})[0]
     )
     assert messages(rule(trigger={"type": "github.push"}), known_packs={"core", "github"}) == []
-    bad_timer = {"type": "core.st2.IntervalTimer", "parameters": {"unit": "ages", "delta": 1}}
-    assert "timer never fires" in messages(rule(trigger=bad_timer))[0]
+
+
+def test_generic_triggers_are_known_and_far_names_get_no_suggestion():
+    # StackStorm's generic action and notify triggers are system triggers.
+    for generic in ("core.st2.generic.actiontrigger", "core.st2.generic.notifytrigger"):
+        assert messages(rule(trigger={"type": generic}), known_packs={"core"}) == []
+    # A core.* name that is not a likely typo gets no "did you mean" at all.
+    found = messages(rule(trigger={"type": "core.st2.generic.whatever"}))
+    assert found == ["trigger type 'core.st2.generic.whatever' is not a built-in trigger"]
+    found = messages(rule(trigger={"type": "core.st2.foo"}))
+    assert found == ["trigger type 'core.st2.foo' is not a built-in trigger"]
+    # Trigger types the loaded packs declare count as known (the core pack's own).
+    known = {"core.st2.sensor.process_spawn"}
+    sensor = {"type": "core.st2.sensor.process_spawn"}
+    assert messages(rule(trigger=sensor), known_trigger_types=known) == []
+    assert "not a built-in trigger" in messages(rule(trigger=sensor))[0]
+
+
+def test_far_action_names_get_no_suggestion():
+    found = messages(rule(action="examples.orquesta"), known_actions={"core.http", "core.local"})
+    assert found == [
+        "action 'examples.orquesta' is not a known action (is its pack in packs_dirs?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "expected"),
+    [
+        ("orquesta", ["http-request", "local-shell-cmd", "python-script"], None),
+        ("core.st2.generic.actiontrigger", ["core.st2.CronTimer", "core.st2.webhook"], None),
+        ("core.st2.CronTimr", ["core.st2.CronTimer", "core.st2.DateTimer"], "core.st2.CronTimer"),
+        ("pyhton-script", ["http-request", "python-script"], "python-script"),
+        ("critera", ["criteria", "action"], "criteria"),
+        ("equls", ["equals", "iequals"], "equals"),
+    ],
+)
+def test_suggestions_only_for_close_names(word, choices, expected):
+    assert closest(word, choices) == expected
 
 
 @pytest.mark.parametrize(
