@@ -16,7 +16,7 @@ import click
 from engine.cli.client import ApiClient, path_part
 from engine.cli.local_store import api_client, run_on_server, run_on_store, target_options
 from engine.cli.output import fail, print_json, print_table
-from engine.model.apikeys import ApiKeyError, new_api_key, parse_duration
+from engine.model.apikeys import ApiKeyError, new_api_key, parse_duration, rate_from_api
 from engine.model.roles import ROLES, Grants, RoleError, check_role
 from engine.store import Store
 
@@ -46,6 +46,8 @@ class KeysOnStore:
                 webhooks=fields["webhooks"],
                 triggers=fields["triggers"],
                 lifetime=lifetime,
+                rate_limit=fields["rate_limit"][0],
+                rate_burst=fields["rate_limit"][1],
             )
         except (ApiKeyError, RoleError) as exc:
             fail(str(exc))
@@ -80,6 +82,9 @@ class KeysOnStore:
     def set_enabled(self, key_id: str, enabled: bool) -> dict[str, Any]:
         return self._run(lambda store: store.set_api_key_enabled(key_id, enabled)).to_api()
 
+    def set_rate(self, key_id: str, rate: float, burst: float) -> dict[str, Any]:
+        return self._run(lambda store: store.set_api_key_rate(key_id, rate, burst)).to_api()
+
 
 class KeysOnServer:
     """API keys of a running server, through /api/v1/apikeys (an admin key needed)."""
@@ -88,7 +93,8 @@ class KeysOnServer:
         self._client = client
 
     def create(self, name: str, fields: dict[str, Any], lifetime: timedelta | None):
-        body = {"name": name, **fields}
+        rate, burst = fields["rate_limit"]
+        body = {**{"name": name, **fields}, "rate_limit": _api_rate(rate, burst)}
         if lifetime is not None:
             body["expiration"] = _api_lifetime(lifetime)
         created = run_on_server(lambda: self._client.post("/apikeys", body).data)
@@ -113,6 +119,15 @@ class KeysOnServer:
     def set_enabled(self, key_id: str, enabled: bool) -> dict[str, Any]:
         path = f"/apikeys/{path_part(key_id)}"
         return run_on_server(lambda: self._client.put(path, {"enabled": enabled}).data)
+
+    def set_rate(self, key_id: str, rate: float, burst: float) -> dict[str, Any]:
+        path = f"/apikeys/{path_part(key_id)}"
+        body = {"rate_limit": _api_rate(rate, burst)}
+        return run_on_server(lambda: self._client.put(path, body).data)
+
+
+def _api_rate(rate: float, burst: float) -> dict[str, float] | None:
+    return {"rate": rate, "burst": burst} if rate else None
 
 
 def _api_lifetime(duration: timedelta) -> dict[str, Any]:
@@ -140,6 +155,12 @@ _role_option = click.option(
 _pack_option = click.option(
     "--pack", "packs", multiple=True, help="Operator may run this pack's actions (glob ok)."
 )
+_rate_option = click.option(
+    "--rate", help="Requests per second it may make, e.g. 100/s or 6000/m (default: no limit)."
+)
+_burst_option = click.option(
+    "--burst", type=click.FloatRange(min=0), help="Requests above the rate at once (default: 1 s)."
+)
 _action_option = click.option(
     "--action", "actions", multiple=True, help="Operator may run this action ref (glob ok)."
 )
@@ -154,13 +175,28 @@ _action_option = click.option(
 @click.option("--trigger", "triggers", multiple=True, help="Trigger or rule it may fire.")
 @click.option("--expires-in", help="Lifetime such as 30d, 12h, 90m (default: never).")
 @click.option("--admin", is_flag=True, help="Same as --role admin.")
+@_rate_option
+@_burst_option
 @target_options
 def create(
-    name, role, packs, actions, webhooks, triggers, expires_in, admin, url, config_file, store_url
+    name,
+    role,
+    packs,
+    actions,
+    webhooks,
+    triggers,
+    expires_in,
+    admin,
+    rate,
+    burst,
+    url,
+    config_file,
+    store_url,
 ) -> None:
     """Create a key and print it once."""
     try:
         lifetime = parse_duration(expires_in) if expires_in else None
+        rate_limit = _rate(rate, burst)
     except ApiKeyError as exc:
         fail(str(exc))
     fields = {
@@ -169,6 +205,7 @@ def create(
         "admin": admin,
         "webhooks": list(webhooks),
         "triggers": list(triggers),
+        "rate_limit": rate_limit,
     }
     record, key = _keys(url, config_file, store_url).create(name, fields, lifetime)
     click.echo(key)
@@ -196,6 +233,33 @@ def set_role(key_id, role, packs, actions, url, config_file, store_url) -> None:
     click.echo(f"{record['id']} role {record['role']} (grants: {shown})")
 
 
+@apikey_group.command("set-rate")
+@click.argument("key_id")
+@click.option("--rate", required=True, help="Requests per second (100/s, 6000/m); 0: no limit.")
+@_burst_option
+@target_options
+def set_rate(key_id, rate, burst, url, config_file, store_url) -> None:
+    """Limit how fast a key may post and call the API (429 with Retry-After past it)."""
+    try:
+        limit, extra = _rate(rate, burst)
+    except ApiKeyError as exc:
+        fail(str(exc))
+    record = _keys(url, config_file, store_url).set_rate(key_id, limit, extra)
+    shown = record["rate_limit"]
+    click.echo(
+        f"{record['id']} "
+        + (f"{shown['rate']:g}/s, burst {shown['burst']:g}" if shown else "no rate limit")
+    )
+
+
+def _rate(rate: str | None, burst: float | None) -> tuple[float, float]:
+    if rate is None:
+        if burst is not None:
+            raise ApiKeyError("--burst needs --rate")
+        return 0.0, 0.0
+    return rate_from_api({"rate": rate, "burst": burst or 0})
+
+
 @apikey_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @target_options
@@ -206,7 +270,7 @@ def list_keys(as_json, url, config_file, store_url) -> None:
         print_json(shown)
         return
     print_table(
-        ("id", "name", "prefix", "role", "grants", "webhooks", "expires_at", "enabled"),
+        ("id", "name", "prefix", "role", "grants", "webhooks", "rate", "expires_at", "enabled"),
         [
             (
                 k["id"],
@@ -215,6 +279,7 @@ def list_keys(as_json, url, config_file, store_url) -> None:
                 k["role"],
                 ",".join([*k["grants"]["packs"], *k["grants"]["actions"]]) or "-",
                 ",".join(k["webhooks"]) or ("-" if k["role"] == "observer" else "(all)"),
+                f"{k['rate_limit']['rate']:g}/s" if k.get("rate_limit") else "-",
                 k["expires_at"] or "never",
                 "yes" if k["enabled"] else "no",
             )

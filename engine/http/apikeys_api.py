@@ -20,11 +20,13 @@ from engine.http.api_json import read_json
 from engine.http.auth import GATEKEEPER
 from engine.http.context import RUNTIME, Handler, json_response
 from engine.http.guard import guarded
-from engine.model.apikeys import ApiKeyError, lifetime_from_api, new_api_key
+from engine.model.apikeys import ApiKeyError, lifetime_from_api, new_api_key, rate_from_api
 from engine.model.roles import Grants, RoleError, check_role
 
-_CREATE_FIELDS = ("name", "webhooks", "triggers", "expiration", "admin", "role", "grants")
-_CHANGEABLE = frozenset({"enabled", "role", "grants"})
+_CREATE_FIELDS = (
+    "name", "webhooks", "triggers", "expiration", "admin", "role", "grants", "rate_limit"
+)  # fmt: skip
+_CHANGEABLE = frozenset({"enabled", "role", "grants", "rate_limit"})
 # Fields of a key's API shape (and StackStorm's: uid, user, metadata, key_hash) that a
 # client reading the key and putting it back repeats unchanged.
 _READ_ONLY = frozenset(
@@ -89,6 +91,7 @@ async def create(request: web.Request) -> web.Response:
         lifetime = None
         if data.get("expiration") is not None:
             lifetime = lifetime_from_api(data["expiration"])
+        rate, burst = rate_from_api(data.get("rate_limit"))
         record, key = new_api_key(
             # `st2 apikey create -k` sends {}: such a key gets a name of its own.
             data.get("name", f"st2-{secrets.token_hex(4)}"),
@@ -98,6 +101,8 @@ async def create(request: web.Request) -> web.Response:
             webhooks=data.get("webhooks") or (),
             triggers=data.get("triggers") or (),
             lifetime=lifetime,
+            rate_limit=rate,
+            rate_burst=burst,
         )
     except (ApiKeyError, RoleError) as exc:
         raise IngestError(str(exc), 400) from None
@@ -145,7 +150,8 @@ async def update(request: web.Request) -> web.Response:
         if name in _READ_ONLY and data[name] == stored.get(name, data[name]):
             continue
         raise IngestError(
-            f'{name!r} cannot be changed; only {{"enabled": true|false}}, "role" and "grants" can'
+            f'{name!r} cannot be changed; only {{"enabled": true|false}}, "role", "grants"'
+            ' and "rate_limit" can'
         )
     role_given = data.get("role", record.role) != record.role
     grants_given = "grants" in data and data["grants"] != stored["grants"]
@@ -163,6 +169,12 @@ async def update(request: web.Request) -> web.Response:
         record = await store.set_api_key_role(key_id, role, grants)
     if isinstance(enabled, bool) and enabled != record.enabled:
         record = await store.set_api_key_enabled(key_id, enabled)
+    if "rate_limit" in data and data["rate_limit"] != stored["rate_limit"]:
+        try:
+            rate, burst = rate_from_api(data["rate_limit"])
+        except ApiKeyError as exc:
+            raise _api_error(exc) from None
+        record = await store.set_api_key_rate(key_id, rate, burst)
     return json_response(record.to_api())
 
 

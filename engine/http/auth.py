@@ -27,6 +27,7 @@ from engine.http import rbac
 from engine.http.context import RUNTIME
 from engine.http.hookdefs import WebhookDefinition, load_definitions
 from engine.http.key_cache import ApiKeyCache
+from engine.http.rate_limits import RateLimit, RateLimits
 from engine.model.apikeys import ApiKey, key_prefix, new_api_key
 from engine.model.records import utcnow
 from engine.model.roles import posts_webhooks
@@ -62,6 +63,7 @@ class Gatekeeper:
         self.max_headers = settings.ingest.max_headers
         self.store = store
         self.keys = ApiKeyCache(store.find_api_key)
+        self.limits = RateLimits(store)
         self.definitions: dict[str, WebhookDefinition] = load_definitions(
             settings.webhooks, settings.config_file
         )
@@ -133,6 +135,21 @@ class Gatekeeper:
         if admin:
             rbac.require_admin(record, f"{request.method} {request.path}")
         return record
+
+    # --- rate limits ------------------------------------------------------------------
+
+    async def check_rates(self, hook: WebhookDefinition | None, key: ApiKey | None) -> None:
+        """RateLimited (429) when the hook's or the key's rate limit is used up."""
+        if hook is not None and hook.rate_limit is not None:
+            await self.limits.check(
+                f"hook:{hook.name}", f"webhook {hook.name!r}", hook.rate_limit,
+                ("webhook", hook.name),
+            )  # fmt: skip
+        if key is not None and key.rate_limit:
+            await self.limits.check(
+                f"key:{key.id}", f"API key {key.name!r}",
+                RateLimit(key.rate_limit, key.rate_burst), ("api_key", key.name),
+            )  # fmt: skip
 
     # --- webhooks ---------------------------------------------------------------------
 
@@ -229,6 +246,7 @@ def install(app: web.Application, settings: Settings, store: Store) -> None:
 async def _on_start(app: web.Application) -> AsyncIterator[None]:
     gate = app[GATEKEEPER]
     runtime = app[RUNTIME]
+    gate.limits.observe = runtime.observe
     packs = getattr(runtime, "packs", None)
     if packs is not None:
         gate.add_pack_definitions(
@@ -299,6 +317,7 @@ async def check_request(request: web.Request) -> None:
         record = await gate.require_key(request)
         if record is not None:
             rbac.check_api_rights(request, record)
+            await gate.check_rates(None, record)
         request[API_KEY] = record
 
 

@@ -73,7 +73,8 @@ def error_response_for(request: web.Request, exc: Exception) -> web.Response | N
     if isinstance(exc, IngestError):
         if isinstance(exc, AuthError) and exc.status == 401:
             return error_response(str(exc), 401, {"WWW-Authenticate": exc.challenge})
-        return error_response(str(exc), exc.status)
+        retry = getattr(exc, "retry_after", None)  # a rate limit's 429 says when to come back
+        return error_response(str(exc), exc.status, {"Retry-After": str(retry)} if retry else None)
     if isinstance(exc, NotFound):
         return error_response(str(exc), 404)
     if isinstance(exc, UnstorableValue):

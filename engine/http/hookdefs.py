@@ -18,12 +18,14 @@ from typing import Any
 
 from engine.errors import ConfigError, EngineError
 from engine.http.jwt_auth import JwtVerifier
+from engine.http.rate_limits import RateLimit
 from engine.http.signatures import SignatureScheme, build_scheme
 from engine.model.hook_payload import CREDENTIAL_HEADERS, CREDENTIAL_QUERY
 from engine.model.names import MAX_NAME_CHARS, too_long
 from engine.rules.rule import normalize_webhook_name
 from engine.rules.templates import compile_template, is_template
 from engine.rules.yamlsource import KEY, Located, format_path, parse_yaml
+from engine.support.durations import rate_per_second
 
 AUTH_MODES = ("apikey", "signature", "jwt", "none")
 KEY_PLACES = ("header", "query", "path", "body")
@@ -38,6 +40,7 @@ SETTINGS = (
     "response",
     "methods",
     "challenge",
+    "rate_limit",
 )
 # The methods a hook may accept (POST alone unless its definition lists others).
 HOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -87,6 +90,8 @@ class WebhookDefinition:
     response: CustomResponse | None = None
     methods: tuple[str, ...] = ("POST",)
     challenge: Challenge | None = None
+    # Requests per second to this hook from every sender together (engine.http.rate_limits).
+    rate_limit: RateLimit | None = None
     # Expanded secret values, registered with the log scrubber.
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -211,6 +216,7 @@ def build_definition(
         response=_response(expanded.get("response"), source),
         methods=_methods(expanded.get("methods"), source),
         challenge=_challenge(expanded.get("challenge"), source),
+        rate_limit=_rate_limit(expanded.get("rate_limit"), source),
         secrets=tuple(secrets),
     )
 
@@ -332,6 +338,27 @@ def _dedupe(value: Any, source: _Source, signature: SignatureScheme | None) -> D
         f"{source.where('dedupe', key)}: expected a header name or one of "
         f"{', '.join(DEDUPE_SOURCES)}"
     )
+
+
+def _rate_limit(value: Any, source: _Source) -> RateLimit | None:
+    """`100/s`, or `{rate: 100/s, burst: 200}`."""
+    if value is None:
+        return None
+    options = value if isinstance(value, Mapping) else {"rate": value}
+    for key in options:
+        if key not in ("rate", "burst"):
+            where = source.where("rate_limit", key, at_key=True)
+            raise ConfigError(f"{where}: unknown option; valid: rate, burst")
+    try:
+        rate = rate_per_second(options.get("rate"))
+    except ValueError as exc:
+        raise ConfigError(f"{source.where('rate_limit', 'rate')}: {exc}") from None
+    if not rate:
+        raise ConfigError(f"{source.where('rate_limit', 'rate')}: give a rate above 0")
+    burst = options.get("burst", 0)
+    if isinstance(burst, bool) or not isinstance(burst, int | float) or burst < 0:
+        raise ConfigError(f"{source.where('rate_limit', 'burst')}: expected a number of requests")
+    return RateLimit(rate, float(burst))
 
 
 def _max_body(value: Any, source: _Source) -> int | None:

@@ -126,6 +126,7 @@ async def _receive(request: web.Request, app: web.Application) -> tuple[str, web
         caller = await gate.check_webhook(request, definition, raw, path_key=path_key, body=body)
     else:
         caller = ANONYMOUS
+    await gate.check_rates(definition, caller.key)
     # A named hook's body is parsed (and refused when malformed) by the ingest writer
     # process, off this loop, unless this process needs it: for the key in the body or
     # for a custom response.

@@ -21,6 +21,7 @@ from engine.errors import EngineError
 from engine.model.names import MAX_NAME_CHARS, MAX_REF_CHARS, too_long
 from engine.model.records import new_id, utcnow
 from engine.model.roles import ADMIN, DEFAULT_ROLE, Grants, RoleError, check_role
+from engine.support.durations import rate_per_second
 
 KEY_MARK = "hy_"
 PREFIX_LENGTH = len(KEY_MARK) + 8
@@ -57,6 +58,10 @@ class ApiKey:
     created_at: datetime = field(default_factory=utcnow)
     expires_at: datetime | None = None
     enabled: bool = True
+    # Requests per second this key may make (webhooks and API alike; 0: no limit), with
+    # bursts of up to `rate_burst` (0: one second's worth). engine.http.rate_limits.
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
 
     @property
     def admin(self) -> bool:
@@ -83,6 +88,11 @@ class ApiKey:
             "created_at": _iso(self.created_at),
             "expires_at": _iso(self.expires_at),
             "enabled": self.enabled,
+            "rate_limit": (
+                {"rate": self.rate_limit, "burst": self.rate_burst or max(1.0, self.rate_limit)}
+                if self.rate_limit
+                else None
+            ),
         }
 
 
@@ -116,6 +126,8 @@ def new_api_key(
     triggers: tuple[str, ...] | list[str] = (),
     lifetime: timedelta | None = None,
     now: datetime | None = None,
+    rate_limit: float = 0.0,
+    rate_burst: float = 0.0,
 ) -> tuple[ApiKey, str]:
     """A new key record and the key to show once. Without a role: `webhook` when limited
     to webhooks or triggers, `operator` with grants, else `observer`; `admin=True` is
@@ -147,6 +159,8 @@ def new_api_key(
         webhooks=tuple(w.strip("/") for w in webhooks),
         triggers=triggers,
         created_at=now,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
         expires_at=None if lifetime is None else now + lifetime,
     )
     return record, key
@@ -198,3 +212,22 @@ def extended_expiry(current: datetime | None, by: timedelta, now: datetime) -> d
     if current is None:
         return None
     return max(current, now) + by
+
+
+def rate_from_api(value: Any) -> tuple[float, float]:
+    """(requests per second, burst) from `"100/s"`, `{"rate": "100/s", "burst": 200}` or
+    None (no limit: (0, 0))."""
+    if value is None:
+        return 0.0, 0.0
+    options = value if isinstance(value, Mapping) else {"rate": value}
+    unknown = sorted(set(options) - {"rate", "burst"})
+    if unknown:
+        raise ApiKeyError(f"rate_limit.{unknown[0]}: unknown field; expected rate and burst")
+    try:
+        rate = rate_per_second(options.get("rate"))
+    except ValueError as exc:
+        raise ApiKeyError(f"rate_limit.rate: {exc}") from None
+    burst = options.get("burst", 0)
+    if isinstance(burst, bool) or not isinstance(burst, int | float) or burst < 0:
+        raise ApiKeyError("rate_limit.burst must be a number of requests (0: one second's worth)")
+    return rate, float(burst)

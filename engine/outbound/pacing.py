@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 @dataclass
 class TokenBucket:
     rate: float  # tokens per second
-    # A burst of one second's worth (at least one send).
-    capacity: float = field(init=False)
+    # The largest burst; 0: one second's worth (at least one token).
+    capacity: float = 0.0
     tokens: float = field(init=False)
     stamp: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.capacity = max(1.0, self.rate)
+        self.capacity = self.capacity or max(1.0, self.rate)
         self.tokens = self.capacity
         self.stamp = time.monotonic()
 

@@ -402,6 +402,22 @@ class Store(OutboundStore, abc.ABC):
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         """Delete these keys; returns the ids that existed (and are now gone)."""
 
+    @abc.abstractmethod
+    async def set_api_key_rate(self, key_id: str, rate: float, burst: float) -> ApiKey:
+        """Set a key's request rate limit (0: none). NotFound if absent."""
+
+    @abc.abstractmethod
+    async def take_rate_tokens(
+        self, key: str, rate: float, burst: float, want: int
+    ) -> tuple[int, float]:
+        """Take up to `want` tokens of the shared bucket `key` (refilled at `rate` a second,
+        holding at most `burst`): (tokens granted, seconds until one is there when none
+        was). engine.store.ops.rate_buckets."""
+
+    # Whether several processes may use this store at once (PostgreSQL): rate limits are
+    # then kept in it rather than in each process.
+    shared_between_processes: bool = False
+
     # --- datastore (st2kv key-value pairs; see engine.model.kv) ---------------------------------
     # Scopes are full names (engine.model.kv.SYSTEM_SCOPE / USER_SCOPE); `user` is ignored in the
     # system scope. An expired pair is invisible to every read, as if deleted.

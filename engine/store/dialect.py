@@ -61,6 +61,9 @@ class Dialect:
     set_api_key_enabled: Op
     set_api_key_role: Op
     delete_api_keys: Op
+    set_api_key_rate: Op  # (conn, id, rate, burst) -> ApiKey
+    # rate limits shared by processes (engine.store.ops.rate_buckets)
+    take_rate_tokens: Op  # (conn, key, rate, burst, want, now) -> (granted, wait)
     # datastore
     put_kv: Op  # (conn, pair, now)
     get_kv: Op  # (conn, name, scope, user, now)

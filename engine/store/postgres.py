@@ -43,6 +43,7 @@ from engine.store.ops import (
     policies,
     policy_retries,
     processes,
+    rate_buckets,
     retention,
     rules,
     subscriptions,
@@ -126,6 +127,8 @@ POSTGRES = Dialect(
     set_api_key_enabled=apikeys.pg_set_enabled,
     set_api_key_role=apikeys.pg_set_role,
     delete_api_keys=apikeys.pg_delete,
+    set_api_key_rate=apikeys.pg_set_rate,
+    take_rate_tokens=rate_buckets.pg_take,
     put_kv=kv.pg_put,
     get_kv=kv.pg_get,
     list_kv=kv.pg_list,
@@ -161,6 +164,7 @@ POSTGRES = Dialect(
 class PostgresStore(SqlStore):
     dialect = POSTGRES
     ingest_concurrency = _COMMIT_CONCURRENCY
+    shared_between_processes = True
 
     def __init__(self, url: str, settings: StoreSettings) -> None:
         super().__init__(settings, f"postgresql {codec.redact_url(url)}")

@@ -367,6 +367,14 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
     async def delete_api_keys(self, key_ids: Sequence[str]) -> list[str]:
         return await self._write(self.dialect.delete_api_keys, list(key_ids))
 
+    async def set_api_key_rate(self, key_id: str, rate: float, burst: float) -> ApiKey:
+        return await self._write(self.dialect.set_api_key_rate, key_id, rate, burst)
+
+    async def take_rate_tokens(
+        self, key: str, rate: float, burst: float, want: int
+    ) -> tuple[int, float]:
+        return await self._write(self.dialect.take_rate_tokens, key, rate, burst, want, utcnow())
+
     # --- datastore (st2kv) -----------------------------------------------------------------
 
     async def put_kv(self, pair: KeyValuePair) -> KeyValuePair:

@@ -23,3 +23,23 @@ def duration_seconds(value: str | float) -> float:
     if seconds < 0:
         raise ValueError(f"{value!r}: a duration cannot be negative")
     return seconds
+
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?")
+_PER = {None: 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0,
+        "minute": 60.0, "h": 3600.0, "hour": 3600.0}  # fmt: skip
+
+
+def rate_per_second(value: str | float) -> float:
+    """Events per second from ``"100/s"``, ``"6000/m"``, ``"10/h"`` or a number (per
+    second); ValueError otherwise. 0 means no limit."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.fullmatch(str(value).strip().lower())
+        if match is None:
+            raise ValueError(f"{value!r} is not a rate; write e.g. 100/s, 6000/m or 10/h")
+        rate = float(match.group(1)) / _PER[match.group(2)]
+    if rate < 0 or rate > 1_000_000:
+        raise ValueError(f"{value!r}: a rate is from 0 (no limit) to 1000000/s")
+    return rate

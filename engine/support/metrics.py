@@ -110,6 +110,12 @@ class Metrics:
             ["subscription"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "hookyard_rate_limited",
+            "Requests refused with 429 by a rate limit, by what was limited (webhook, api_key).",
+            ["kind", "name"],
+            registry=r,
+        )
         self.purged = Counter(
             "hookyard_purged",
             "Records the retention role deleted, by kind.",
@@ -148,6 +154,9 @@ class Metrics:
 
     def _on_delivery_finished(self, subscription: str, outcome: str) -> None:
         self.deliveries.labels(subscription, outcome).inc()
+
+    def _on_rate_limited(self, kind: str, name: str) -> None:
+        self.rate_limited.labels(kind, name).inc()
 
     def _on_purged(self, kind: str, count: int) -> None:
         self.purged.labels(kind).inc(count)

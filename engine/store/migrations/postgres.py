@@ -353,3 +353,17 @@ _POLICY_SLOTS = (
     "CREATE INDEX execution_retries_created ON execution_retries (created_at)",
 )
 MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)
+
+# Version N (rate limits): see the SQLite schema.
+_RATE_LIMITS = (
+    "ALTER TABLE api_keys ADD COLUMN rate_limit double precision NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN rate_burst double precision NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE rate_buckets (
+        key text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        updated_at timestamptz NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _RATE_LIMITS)

@@ -341,3 +341,18 @@ _POLICY_SLOTS = (
     "CREATE INDEX execution_retries_created ON execution_retries (created_at)",
 )
 MIGRATIONS = (*MIGRATIONS, _POLICY_SLOTS)
+
+# Version N (rate limits): an API key's request rate, and the token buckets shared by the
+# processes of one store (engine.store.ops.rate_buckets).
+_RATE_LIMITS = (
+    "ALTER TABLE api_keys ADD COLUMN rate_limit REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE api_keys ADD COLUMN rate_burst REAL NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE rate_buckets (
+        key TEXT PRIMARY KEY,
+        tokens REAL NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+)
+MIGRATIONS = (*MIGRATIONS, _RATE_LIMITS)

@@ -18,7 +18,7 @@ from engine.store.codec import dumps, loads, time_from_text, time_to_text
 
 COLUMNS = (
     "id, name, prefix, key_hash, admin, webhooks, triggers, created_at, expires_at, enabled,"
-    " role, grants, role_migrated"
+    " role, grants, role_migrated, rate_limit, rate_burst"
 )
 _PG_COLUMNS = (
     COLUMNS.replace("webhooks,", "webhooks::text AS webhooks,")
@@ -50,6 +50,8 @@ def _record(row: Any, to_time) -> ApiKey:
         created_at=to_time(row["created_at"]),
         expires_at=to_time(row["expires_at"]),
         enabled=bool(row["enabled"]),
+        rate_limit=row["rate_limit"],
+        rate_burst=row["rate_burst"],
     )
 
 
@@ -64,7 +66,7 @@ def _missing(key_id: str) -> NotFound:
 # --- SQLite ------------------------------------------------------------------------------
 
 _SQLITE_INSERT = (
-    f"INSERT INTO api_keys ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    f"INSERT INTO api_keys ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
     " WHERE NOT ? OR NOT EXISTS (SELECT 1 FROM api_keys)"
 )
 
@@ -86,6 +88,8 @@ def sqlite_insert(conn: sqlite3.Connection, key: ApiKey, only_if_none: bool) -> 
             key.role,
             dumps(key.grants.to_api()),
             int(key.role_migrated),
+            key.rate_limit,
+            key.rate_burst,
             int(only_if_none),
         ),
     )
@@ -137,6 +141,15 @@ def sqlite_set_role(conn: sqlite3.Connection, key_id: str, role: str, grants: Gr
     return sqlite_get(conn, key_id)
 
 
+def sqlite_set_rate(conn: sqlite3.Connection, key_id: str, rate: float, burst: float) -> ApiKey:
+    updated = conn.execute(
+        "UPDATE api_keys SET rate_limit = ?, rate_burst = ? WHERE id = ?", (rate, burst, key_id)
+    )
+    if updated.rowcount == 0:
+        raise _missing(key_id)
+    return sqlite_get(conn, key_id)
+
+
 def sqlite_delete(conn: sqlite3.Connection, ids: Sequence[str]) -> list[str]:
     deleted = []
     for key_id in dict.fromkeys(ids):
@@ -156,7 +169,8 @@ async def pg_insert(conn: asyncpg.Connection, key: ApiKey, only_if_none: bool) -
             return False
     await conn.execute(
         f"INSERT INTO api_keys ({COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12::jsonb, $13)",
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12::jsonb, $13,"
+        " $14, $15)",
         key.id,
         key.name,
         key.prefix,
@@ -170,6 +184,8 @@ async def pg_insert(conn: asyncpg.Connection, key: ApiKey, only_if_none: bool) -
         key.role,
         dumps(key.grants.to_api()),
         key.role_migrated,
+        key.rate_limit,
+        key.rate_burst,
     )
     return True
 
@@ -214,6 +230,15 @@ async def pg_set_role(conn: asyncpg.Connection, key_id: str, role: str, grants: 
         dumps(grants.to_api()),
         role == ADMIN,
         key_id,
+    )
+    if status.endswith(" 0"):
+        raise _missing(key_id)
+    return await pg_get(conn, key_id)
+
+
+async def pg_set_rate(conn: asyncpg.Connection, key_id: str, rate: float, burst: float) -> ApiKey:
+    status = await conn.execute(
+        "UPDATE api_keys SET rate_limit = $1, rate_burst = $2 WHERE id = $3", rate, burst, key_id
     )
     if status.endswith(" 0"):
         raise _missing(key_id)
