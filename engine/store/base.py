@@ -329,6 +329,11 @@ class Store(OutboundStore, abc.ABC):
         parent's run made due) — or, with "paused" or "running", its pause or resume
         settled. Releases the lease; returns the workflow execution."""
 
+    @abc.abstractmethod
+    async def get_workflow_state(self, execution_id: str) -> Any:
+        """The stored conductor state of a started workflow (as apply_workflow_step last
+        wrote it), or None if the execution never started as a workflow."""
+
     # --- API keys (only hashes are stored; see engine.model.apikeys) ---------------------------
 
     @abc.abstractmethod

@@ -21,6 +21,7 @@ from engine.store import codec
 class SqlWorkflowRuns:
     """Workflow runs: start, claim a step, apply it; pause and resume."""
 
+    _read: Any
     _write: Any
     dialect: Any
     sealer: Any
@@ -78,6 +79,9 @@ class SqlWorkflowRuns:
         )
         self._woken_by_step(children, workflow)
         return workflow
+
+    async def get_workflow_state(self, execution_id: str) -> Any:
+        return await self._read(self.dialect.get_workflow_state, execution_id)
 
     async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
         answer = await self._write(self.dialect.request_pause, execution_id, utcnow())

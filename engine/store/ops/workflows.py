@@ -199,6 +199,13 @@ def sqlite_apply(
     return workflow
 
 
+def sqlite_get_state(conn: sqlite3.Connection, execution_id: str) -> Any:
+    row = conn.execute(
+        "SELECT state FROM workflow_runs WHERE execution_id = ?", (execution_id,)
+    ).fetchone()
+    return None if row is None else loads(row["state"])
+
+
 def sqlite_cancel_tree(
     conn: sqlite3.Connection, execution_id: str, now: datetime, depth: int = 0
 ) -> tuple[Execution, str]:
@@ -385,6 +392,13 @@ async def pg_apply(
     ended = workflow
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(ended)])
     return workflow
+
+
+async def pg_get_state(conn: asyncpg.Connection, execution_id: str) -> Any:
+    state = await conn.fetchval(
+        "SELECT state::text FROM workflow_runs WHERE execution_id = $1", execution_id
+    )
+    return None if state is None else loads(state)
 
 
 async def pg_cancel_tree(
