@@ -53,6 +53,17 @@ class Store(OutboundStore, abc.ABC):
         """Write every new execution through `sealer.seal_execution` from now on."""
         self.sealer = sealer
 
+    # Builds the generic trigger instances of an execution ending in a transaction that
+    # no action worker's finish_execution makes (engine.process.ended_triggers).
+    ended_triggers: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None
+
+    def use_generic_triggers(
+        self, source: Callable[[Execution], Sequence[NewTriggerInstance]] | None
+    ) -> None:
+        """From now on, an execution ended by a workflow step, a cancel before it ran, or
+        a claim settling it (canceled, abandoned) stores `source(execution)` with its end."""
+        self.ended_triggers = source
+
     # --- lifecycle ---------------------------------------------------------
 
     @abc.abstractmethod

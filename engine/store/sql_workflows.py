@@ -26,6 +26,8 @@ class SqlWorkflowRuns:
     dialect: Any
     sealer: Any
     _wake: Any
+    _ended_source: Any
+    count_ingested: Any
 
     async def start_workflow(
         self,
@@ -38,6 +40,7 @@ class SqlWorkflowRuns:
     ) -> Execution:
         state_json, result_json = _step_json(state, final_status, result)
         children = [self.sealer.seal_execution(child) for child in children]
+        generic, fired = self._ended_source()
         workflow = await self._write(
             self.dialect.start_workflow,
             execution_id,
@@ -47,7 +50,9 @@ class SqlWorkflowRuns:
             final_status,
             result_json,
             utcnow(),
+            generic,
         )
+        self.count_ingested(sum(fired.values()))
         self._woken_by_step(children, workflow)
         return workflow
 
@@ -65,6 +70,7 @@ class SqlWorkflowRuns:
     ) -> Execution:
         state_json, result_json = _step_json(state, final_status, result)
         children = [self.sealer.seal_execution(child) for child in children]
+        generic, fired = self._ended_source()
         workflow = await self._write(
             self.dialect.apply_workflow_step,
             step.workflow.id,
@@ -76,7 +82,9 @@ class SqlWorkflowRuns:
             final_status,
             result_json,
             utcnow(),
+            generic,
         )
+        self.count_ingested(sum(fired.values()))
         self._woken_by_step(children, workflow)
         return workflow
 

@@ -33,7 +33,8 @@ from engine.model.records import (
 )
 from engine.outbound import events as outbound_events
 from engine.store.codec import loads, time_to_text
-from engine.store.ops import columns, executions, lineage, outbox
+from engine.store.ops import columns, executions, generic_triggers, lineage, outbox
+from engine.store.ops.generic_triggers import GenericSource
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 # A workflow not ended yet, and one whose pause or resume a step settles.
@@ -63,7 +64,12 @@ def _due(run: str, false: str) -> str:
 
 
 def _sqlite_end(
-    conn: sqlite3.Connection, execution_id: str, status: str, result_json: str, now: datetime
+    conn: sqlite3.Connection,
+    execution_id: str,
+    status: str,
+    result_json: str,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> Execution | None:
     """The workflow's final status and result — or a pause or resume settled."""
     at = time_to_text(now)
@@ -85,6 +91,7 @@ def _sqlite_end(
         return None
     ended = columns.sqlite_execution(row)
     lineage.sqlite_mark_parents_due(conn, [ended])
+    generic_triggers.sqlite_fire(conn, ended, generic, now)
     return ended
 
 
@@ -102,6 +109,7 @@ def sqlite_start(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     at = time_to_text(now)
     row = conn.execute(
@@ -121,7 +129,9 @@ def sqlite_start(
     )
     _sqlite_children(conn, children, now)
     if final_status is not None:
-        workflow = _sqlite_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = _sqlite_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
         assert workflow is not None  # it is running: this transaction started it
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(workflow)])
     return workflow
@@ -170,6 +180,7 @@ def sqlite_apply(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     held = conn.execute(
         "UPDATE workflow_runs SET state = ?, version = version + 1, lease_token = NULL,"
@@ -187,7 +198,9 @@ def sqlite_apply(
     _sqlite_children(conn, children, now)
     workflow = None
     if final_status is not None:
-        workflow = _sqlite_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = _sqlite_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
     conn.execute(
         f"UPDATE workflow_runs SET due = ({_due(':run', '0')}) WHERE execution_id = :run",
         {"run": execution_id},
@@ -207,7 +220,11 @@ def sqlite_get_state(conn: sqlite3.Connection, execution_id: str) -> Any:
 
 
 def sqlite_cancel_tree(
-    conn: sqlite3.Connection, execution_id: str, now: datetime, depth: int = 0
+    conn: sqlite3.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: GenericSource | None = None,
+    depth: int = 0,
 ) -> tuple[Execution, str]:
     """Cancel an execution and, for a workflow, every child not ended (subworkflows too);
     returns the execution after the request and its status before it."""
@@ -221,7 +238,7 @@ def sqlite_cancel_tree(
         ).fetchone()
         execution, previous = columns.sqlite_execution(row), before["status"]
     else:
-        execution, previous = executions.sqlite_request_cancel(conn, execution_id, now)
+        execution, previous = executions.sqlite_request_cancel(conn, execution_id, now, generic)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
@@ -230,7 +247,7 @@ def sqlite_cancel_tree(
             " AND status <> 'canceling'",
             (execution_id,),
         ).fetchall():
-            sqlite_cancel_tree(conn, child, now, depth + 1)
+            sqlite_cancel_tree(conn, child, now, generic, depth + 1)
     # A canceling workflow ends in its next step once no child is left running.
     conn.execute("UPDATE workflow_runs SET due = 1 WHERE execution_id = ?", (execution_id,))
     return execution, previous
@@ -240,7 +257,12 @@ def sqlite_cancel_tree(
 
 
 async def _pg_end(
-    conn: asyncpg.Connection, execution_id: str, status: str, result_json: str, now: datetime
+    conn: asyncpg.Connection,
+    execution_id: str,
+    status: str,
+    result_json: str,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> Execution | None:
     if status not in TERMINAL_EXECUTION_STATUSES:
         row = await conn.fetchrow(
@@ -267,6 +289,7 @@ async def _pg_end(
         return None
     ended = columns.pg_execution(row)
     await lineage.pg_mark_parents_due(conn, [ended])
+    await generic_triggers.pg_fire(conn, ended, generic)
     return ended
 
 
@@ -288,6 +311,7 @@ async def pg_start(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     row = await conn.fetchrow(
         "UPDATE executions SET status = $3, started_at = $4, updated_at = now(),"
@@ -311,7 +335,7 @@ async def pg_start(
     )
     await _pg_children(conn, children, now)
     if final_status is not None:
-        ended = await _pg_end(conn, execution_id, final_status, result_json or "null", now)
+        ended = await _pg_end(conn, execution_id, final_status, result_json or "null", now, generic)
         assert ended is not None  # it is running: this transaction started it
         workflow = ended
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(workflow)])
@@ -362,6 +386,7 @@ async def pg_apply(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     held = await conn.fetchval(
         "UPDATE workflow_runs SET state = $4::json, version = version + 1, lease_token = NULL,"
@@ -382,7 +407,9 @@ async def pg_apply(
     await _pg_children(conn, children, now)
     workflow = None
     if final_status is not None:
-        workflow = await _pg_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = await _pg_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
     await conn.execute(
         f"UPDATE workflow_runs SET due = ({_due('$1', 'false')}) WHERE execution_id = $1",
         execution_id,
@@ -402,7 +429,11 @@ async def pg_get_state(conn: asyncpg.Connection, execution_id: str) -> Any:
 
 
 async def pg_cancel_tree(
-    conn: asyncpg.Connection, execution_id: str, now: datetime, depth: int = 0
+    conn: asyncpg.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: GenericSource | None = None,
+    depth: int = 0,
 ) -> tuple[Execution, str]:
     # The run's row first, as a step takes it (then the execution's): the same order, so
     # a cancel and a step of one workflow wait for each other instead of deadlocking.
@@ -421,7 +452,7 @@ async def pg_cancel_tree(
         )
         execution = columns.pg_execution(row)
     else:
-        execution, previous = await executions.pg_request_cancel(conn, execution_id, now)
+        execution, previous = await executions.pg_request_cancel(conn, execution_id, now, generic)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
@@ -431,7 +462,7 @@ async def pg_cancel_tree(
             execution_id,
         )
         for child in children:
-            await pg_cancel_tree(conn, child["id"], now, depth + 1)
+            await pg_cancel_tree(conn, child["id"], now, generic, depth + 1)
     await conn.execute("UPDATE workflow_runs SET due = true WHERE execution_id = $1", execution_id)
     await columns.pg_notify(conn, "workflows")
     return execution, previous
