@@ -21,6 +21,7 @@ from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store.ops.workflow_pauses import PAUSED, PAUSING, RESUMING
+from engine.workers.workflow_settling import settled_status
 from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
 
 Outcome = tuple[dict, list[NewExecution], Any, Any]
@@ -68,10 +69,8 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
     notify = _notify(runtime, chain)
     children = [_child(chain, request, notify) for request in requests]
     final, result = _end_of(conductor, step.active, len(children))
-    if final is None and chain.status == RESUMING:
-        final = RUNNING  # the resume settled: the held link is requested
-    elif final is None and chain.status == PAUSING and conductor.status == PAUSED:
-        final = PAUSED
+    if final is None:
+        final = settled_status(step, conductor.status, len(children))
     return conductor.state, children, final, result
 
 

@@ -42,6 +42,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
+from engine.workers.workflow_settling import settled_status
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
 from engine.workflows.rerun import rerun
@@ -366,10 +367,8 @@ def _stepped(
         )
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
-    if final is None and workflow.status == RESUMING:
-        final = RUNNING  # the resume settled: what was held back is requested
-    elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
-        final = PAUSED
+    if final is None:
+        final = settled_status(step, conductor.status, len(children))
     new_state, final, result = _bounded(conductor.state, final, result)
     return _sealed(runtime, new_state) if sealed else new_state, children, final, result
 

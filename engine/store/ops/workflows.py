@@ -47,12 +47,15 @@ MAX_CANCEL_DEPTH = 32
 
 def _due(run: str, false: str) -> str:
     """What a step recomputes `due` from: a child ended and not applied yet, a resume to
-    apply, or a canceling or pausing workflow with no child left running (its step ends
-    or pauses it)."""
+    settle once no subworkflow is paused or resuming any more, or a canceling or pausing
+    workflow with no child left running (its step ends or pauses it). A subworkflow
+    settling its pause or resume makes its parent due (`_sqlite_end`, `_pg_end`)."""
     return (
         f"EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
-        f" OR EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
+        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
+        f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        "  AND c.status IN ('pausing', 'paused', 'resuming')))"
         f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
         "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
@@ -80,7 +83,11 @@ def _sqlite_end(
             f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
             (status, at, columns.sqlite_log_param(status, now), execution_id),
         ).fetchone()
-        return None if row is None else columns.sqlite_execution(row)
+        if row is None:
+            return None
+        settled = columns.sqlite_execution(row)
+        lineage.sqlite_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        return settled
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, updated_at = ?,"
         f" {columns.SQLITE_APPEND_LOG} WHERE id = ? AND status IN {_LIVE}"
@@ -161,11 +168,13 @@ def sqlite_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             (run_id,),
         ).fetchall()
-        active = conn.execute(
-            f"SELECT count(*) FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
+        counts = conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'paused'), 0),"
+            " coalesce(sum(status IN ('pausing', 'resuming')), 0)"
+            f" FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
             (run_id,),
-        ).fetchone()[0]
-        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), active))
+        ).fetchone()
+        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), *counts))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -273,7 +282,11 @@ async def _pg_end(
             status,
             columns.pg_log_param(status, now),
         )
-        return None if row is None else columns.pg_execution(row)
+        if row is None:
+            return None
+        settled = columns.pg_execution(row)
+        await lineage.pg_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        return settled
     row = await conn.fetchrow(
         "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
         " updated_at = now(), log = log || $5::jsonb"
@@ -367,11 +380,13 @@ async def pg_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             run_id,
         )
-        active = await conn.fetchval(
-            f"SELECT count(*) FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
+        counts = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'paused'),"
+            " count(*) FILTER (WHERE status IN ('pausing', 'resuming'))"
+            f" FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
             run_id,
         )
-        steps.append(_step(workflow, run, map(columns.pg_execution, finished), active))
+        steps.append(_step(workflow, run, map(columns.pg_execution, finished), *counts))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -468,7 +483,9 @@ async def pg_cancel_tree(
     return execution, previous
 
 
-def _step(workflow: Execution, run: Any, finished: Any, active: int) -> WorkflowStep:
+def _step(
+    workflow: Execution, run: Any, finished: Any, active: int, paused: int, settling: int
+) -> WorkflowStep:
     return WorkflowStep(
         workflow=workflow,
         state=loads(run["state"]),
@@ -476,4 +493,6 @@ def _step(workflow: Execution, run: Any, finished: Any, active: int) -> Workflow
         lease_token=run["lease_token"],
         finished=tuple(finished),
         active=active,
+        paused=paused,
+        settling=settling,
     )
