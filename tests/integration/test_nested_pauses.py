@@ -193,3 +193,35 @@ async def test_a_chain_is_paused_once_its_orquesta_link_is(client, tmp_path: Pat
     assert len(levels) == 2
     chain = await get_json(client, f"/api/v1/executions/{top_id}")
     assert [task["name"] for task in chain["result"]["tasks"]] == ["deep", "last"]
+
+
+async def test_a_subworkflow_paused_on_its_own_pauses_its_idle_parent_and_resumes_it(
+    client, tmp_path: Path
+) -> None:
+    hold = tmp_path / "hold"
+    hold.touch()
+    reply = await client.post(
+        "/api/v1/executions", json={"action": "n.outer", "parameters": {"hold": str(hold)}}
+    )
+    top_id = (await reply.json())["id"]
+    deadline = time.monotonic() + 30
+    middle = await only_child(client, top_id, deadline)
+    deep = await only_child(client, middle["id"], deadline)
+    await only_child(client, deep["id"], deadline)
+    url = f"/api/v1/executions/{middle['id']}"
+    assert (await client.put(url, json={"status": "pausing"})).status == 200
+    await asyncio.sleep(0.6)
+    # As Orquesta: a task pausing leaves its workflow running.
+    assert await status(client, top_id) == "running"
+    assert await status(client, deep["id"]) == "pausing"
+    hold.unlink()
+    # Once nothing of it runs any more, the parent is paused too.
+    await wait_status(client, top_id, "paused", deadline)
+    assert await status(client, middle["id"]) == "paused"
+
+    # Resuming the subworkflow resumes the paused parent above it.
+    assert (await client.put(url, json={"status": "resuming"})).status == 200
+    await wait_status(client, top_id, "succeeded", deadline)
+    top = await get_json(client, f"/api/v1/executions/{top_id}")
+    assert logged(top)[-5:] == ["running", "paused", "resuming", "running", "succeeded"]
+    assert top["result"] == {"output": {"said": "done"}}

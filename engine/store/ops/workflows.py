@@ -37,9 +37,10 @@ from engine.store.ops import columns, executions, generic_triggers, lineage, out
 from engine.store.ops.generic_triggers import GenericSource
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
-# A workflow not ended yet, and one whose pause or resume a step settles.
+# A workflow not ended yet, and one whose pause or resume a step settles (a running one
+# is paused when all it runs are paused subworkflows: engine.workers.workflow_settling).
 _LIVE = "('running', 'canceling', 'pausing', 'paused', 'resuming')"
-_SETTLING = "('pausing', 'resuming')"
+_SETTLING = "('pausing', 'resuming', 'running')"
 # A cancel walks the tree of subworkflows this deep at most (a workflow cannot call
 # itself without end: each level is a real execution, and this bounds one transaction).
 MAX_CANCEL_DEPTH = 32
@@ -47,7 +48,7 @@ MAX_CANCEL_DEPTH = 32
 
 def _due(run: str, false: str) -> str:
     """What a step recomputes `due` from: a child ended and not applied yet, a resume to
-    settle once no subworkflow is paused or resuming any more, or a canceling or pausing
+    settle once no subworkflow is pausing or resuming any more, or a canceling or pausing
     workflow with no child left running (its step ends or pauses it). A subworkflow
     settling its pause or resume makes its parent due (`_sqlite_end`, `_pg_end`)."""
     return (
@@ -55,7 +56,7 @@ def _due(run: str, false: str) -> str:
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
         f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
-        "  AND c.status IN ('pausing', 'paused', 'resuming')))"
+        "  AND c.status IN ('pausing', 'resuming')))"
         f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
         "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
