@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import StoreSettings
-from tests.support.app import app_client, settings_for
+from engine.config import Settings, StoreSettings
+from tests.support.app import settings_for
 from tests.support.packs import write_pack
-from tests.support.postgres import truncate_all
 from tests.support.waiting import get_json
 
 PACK = {
@@ -99,19 +98,16 @@ PACK = {
 
 
 @pytest.fixture
-async def client(tmp_path: Path, store_url: str):
-    if store_url.startswith("postgresql://"):
-        await truncate_all(store_url)
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """The app of the shared `client` fixture (tests/integration/conftest.py)."""
     packs = tmp_path / "packs"
     write_pack(packs, "n", PACK)
-    settings = settings_for(
+    return settings_for(
         tmp_path,
         roles=("api", "actions", "workflows"),
         store=StoreSettings(url=store_url),
         packs_dirs=(str(packs),),
     )
-    async with app_client(settings) as started:
-        yield started
 
 
 async def status(client, execution_id: str) -> str:
