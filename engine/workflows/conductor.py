@@ -227,8 +227,7 @@ class WorkflowConductor(TaskCompletion):
                     self._check_join(record, task)
                     return
                 if record["seq"] < self.state.get("rerun_from", 0):
-                    # Met before a re-run (engine.workflows.rerun): the branches that
-                    # arrived then still count, and this arrival meets the join again.
+                    # Met before a re-run (workflows.rerun): its arrivals count again.
                     earlier = record
                     continue
                 if name not in self._cycles:

@@ -119,6 +119,13 @@ async def test_with_items_reruns_failed_items_only_or_every_item_with_reset(
     assert every["context"]["re-run"]["reset"] == ["each"]
     assert [t[1] for t in await tasks_of(client, every["id"])] == [0, 1, 2]
 
+    # A re-run is a workflow like any other: it can be re-run from tasks in turn.
+    reply = await re_run(client, every["id"], {"tasks": ["each"], "reset": ["each"]})
+    assert reply.status == 201, await reply.text()
+    third = await wait_ended(client, (await reply.json())["id"])
+    assert third["status"] == "succeeded" and third["result"]["output"] == {"said": names}
+    assert third["context"]["re-run"]["ref"] == every["id"]
+
 
 async def test_rerun_requests_that_cannot_work_are_refused_naming_the_problem(
     client, tmp_path: Path
