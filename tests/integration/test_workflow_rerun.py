@@ -5,12 +5,14 @@ roles, a real SQLite file and a real PostgreSQL; and the requests it refuses."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
 import pytest
 
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.context import RUNTIME
 from tests.support.rerun_pack import write_rerun_pack
 
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
@@ -125,6 +127,26 @@ async def test_with_items_reruns_failed_items_only_or_every_item_with_reset(
     third = await wait_ended(client, (await reply.json())["id"])
     assert third["status"] == "succeeded" and third["result"]["output"] == {"said": names}
     assert third["context"]["re-run"]["ref"] == every["id"]
+
+
+async def test_a_workflow_with_a_secret_input_reruns_its_sealed_state(
+    client, tmp_path: Path
+) -> None:
+    flag = tmp_path / "flag"
+    secret = "s3cr3t-value"
+    original_id = await start(client, "reruns.secret_gated", flag=str(flag), token=secret)
+    assert (await wait_ended(client, original_id))["status"] == "failed"
+    flag.touch()
+    reply = await re_run(client, original_id, {"tasks": ["check"]})
+    assert reply.status == 201, await reply.text()
+    created = await reply.json()
+    assert created["parameters"]["token"] == "********"
+    again = await wait_ended(client, created["id"])
+    assert again["status"] == "succeeded", again["result"]
+    assert again["result"] == {"output": {"length": len(secret)}}
+    runtime = client.server.app[RUNTIME]
+    stored = await runtime.store.get_workflow_state(created["id"])
+    assert secret not in json.dumps(stored) and "sealed" in stored
 
 
 async def test_rerun_requests_that_cannot_work_are_refused_naming_the_problem(

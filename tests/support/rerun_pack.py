@@ -63,6 +63,20 @@ WORKFLOWS = {
         output:
           - said: <% ctx(said) %>
         """,
+    # `gated` with a secret input: its stored state is sealed.
+    "secret_gated": """\
+        version: 1.0
+        input:
+          - flag
+          - token
+        tasks:
+          check:
+            action: core.local
+            input:
+              cmd: test -f <% ctx(flag) %>
+        output:
+          - length: <% len(ctx(token)) %>
+        """,
     "sleepy": """\
         version: 1.0
         tasks:
@@ -81,6 +95,9 @@ parameters:
     type: string
   names:
     type: array
+  token:
+    type: string
+    secret: true
 """
 
 
