@@ -31,6 +31,22 @@ _SUCCESS = frozenset({"succeeded"})
 _FAILURE = frozenset({"failed", "timeout", "abandoned"})
 
 
+def notify_for(execution: Execution, action_notify: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The `notify` an execution's end follows. As StackStorm (st2common's
+    action.create_request, the action-chain runner): a chain link's child carries the
+    one its chain chose in `context["notify"]` (the link's, the chain's, or none for a
+    link in `skip_notify`); an Orquesta task run notifies nothing (StackStorm notifies
+    only the tasks a workflow's notify names, which Hookyard does not support); any
+    other execution follows its action's."""
+    context = execution.context or {}
+    chosen = context.get("notify")
+    if isinstance(chosen, Mapping):
+        return chosen
+    if "orquesta" in context:
+        return {}
+    return action_notify
+
+
 def depth_of(data: Any) -> int:
     """The chain depth a context or payload records (0 when none or not a number)."""
     depth = data.get(DEPTH_KEY) if isinstance(data, Mapping) else None

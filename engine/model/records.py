@@ -249,5 +249,11 @@ class WorkflowStep:
     lease_token: str
     # Children that ended since the last step, in the order they ended.
     finished: tuple[Execution, ...] = ()
-    # Children not ended yet (requested, scheduled, running, canceling).
+    # Children not ended yet (requested, scheduled, running, canceling, and the
+    # subworkflows pausing, paused or resuming).
     active: int = 0
+    # Of those, subworkflows (or chains) paused, and those pausing or resuming: a
+    # pausing workflow is paused once every active child is (StackStorm's semantics), a
+    # resuming one running once none is paused or resuming any more.
+    paused: int = 0
+    settling: int = 0

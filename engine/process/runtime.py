@@ -21,6 +21,7 @@ from engine.ingest.writer import IngestProcess
 from engine.outbound.sender import KeyRingProvider
 from engine.outbound.ssrf import DestinationGuard
 from engine.packs import PackSet, load_packs
+from engine.process.ended_triggers import ended_source
 from engine.rules import Rule, RuleSet, load_rules
 from engine.rules.lint import shell_template_warnings
 from engine.rules.parameter_kinds import kinds_for_runner, shell_command_parameters
@@ -89,6 +90,9 @@ class Runtime:
         # (rules, the API) and unsealed by the actions worker (engine.secrets.sealing).
         self.sealer = ParameterSealer(self.settings, self.secret_parameters)
         self.store.use_sealer(self.sealer)
+        # Ends that no action worker records (a workflow's, a cancel before the run...)
+        # fire the generic triggers in their own transaction (engine.process.ended_triggers).
+        self.store.use_generic_triggers(ended_source(lambda: (self.ruleset, self.packs)))
 
         # One key ring per process: runners (core.sendwebhook), deliveries and the JWKS.
         self.keyrings = KeyRingProvider(self.settings)

@@ -53,6 +53,17 @@ class Store(OutboundStore, abc.ABC):
         """Write every new execution through `sealer.seal_execution` from now on."""
         self.sealer = sealer
 
+    # Builds the generic trigger instances of an execution ending in a transaction that
+    # no action worker's finish_execution makes (engine.process.ended_triggers).
+    ended_triggers: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None
+
+    def use_generic_triggers(
+        self, source: Callable[[Execution], Sequence[NewTriggerInstance]] | None
+    ) -> None:
+        """From now on, an execution ended by a workflow step, a cancel before it ran, or
+        a claim settling it (canceled, abandoned) stores `source(execution)` with its end."""
+        self.ended_triggers = source
+
     # --- lifecycle ---------------------------------------------------------
 
     @abc.abstractmethod
@@ -365,6 +376,11 @@ class Store(OutboundStore, abc.ABC):
         requested, and with `final_status` the workflow ended with `result` (and its own
         parent's run made due) — or, with "paused" or "running", its pause or resume
         settled. Releases the lease; returns the workflow execution."""
+
+    @abc.abstractmethod
+    async def get_workflow_state(self, execution_id: str) -> Any:
+        """The stored conductor state of a started workflow (as apply_workflow_step last
+        wrote it), or None if the execution never started as a workflow."""
 
     # --- API keys (only hashes are stored; see engine.model.apikeys) ---------------------------
 

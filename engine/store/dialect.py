@@ -46,6 +46,7 @@ class Dialect:
     claim_workflow_steps: Op  # (conn, limit, lease_seconds, now)
     # (conn, id, token, version, state_json, applied, children, final_status, result_json, now)
     apply_workflow_step: Op
+    get_workflow_state: Op  # (conn, id) -> the run's stored state, or None
     # claimers: the processes that claim work (engine.store.ops.claimers)
     register_claimer: Op  # (conn, claimer_id, record, now)
     unregister_claimer: Op  # (conn, claimer_id)

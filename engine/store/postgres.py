@@ -114,6 +114,7 @@ POSTGRES = Dialect(
     start_workflow=workflows.pg_start,
     claim_workflow_steps=workflows.pg_claim,
     apply_workflow_step=workflows.pg_apply,
+    get_workflow_state=workflows.pg_get_state,
     register_claimer=claimers.pg_register,
     unregister_claimer=claimers.pg_unregister,
     take_over_dead_claims=claimers.pg_take_over,

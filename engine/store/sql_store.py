@@ -260,9 +260,28 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
     async def claim_executions(
         self, limit: int, lease_seconds: float, max_attempts: int = 2
     ) -> list[Execution]:
-        return await self._write(
-            self.dialect.claim_executions, limit, lease_seconds, max_attempts, utcnow()
+        generic, fired = self._ended_source()
+        claimed = await self._write(
+            self.dialect.claim_executions, limit, lease_seconds, max_attempts, utcnow(), generic
         )
+        self.count_ingested(sum(fired.values()))
+        return claimed
+
+    def _ended_source(
+        self,
+    ) -> tuple[Callable[[Execution], Sequence[NewTriggerInstance]] | None, dict[str, int]]:
+        """`ended_triggers` counting what it builds per execution (a transaction retried
+        counts once), so the rules worker hears of the instances after the commit."""
+        source, fired = self.ended_triggers, {}
+        if source is None:
+            return None, fired
+
+        def counted(execution: Execution) -> Sequence[NewTriggerInstance]:
+            items = source(execution)
+            fired[execution.id] = len(items)
+            return items
+
+        return counted, fired
 
     async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
         return await self._write(self.dialect.start_execution, execution_id, lease_token, utcnow())
@@ -307,7 +326,9 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
         return finished
 
     async def request_cancel(self, execution_id: str) -> tuple[Execution, str]:
-        answer = await self._write(self.dialect.request_cancel, execution_id, utcnow())
+        generic, fired = self._ended_source()
+        answer = await self._write(self.dialect.request_cancel, execution_id, utcnow(), generic)
+        self.count_ingested(sum(fired.values()))
         self._wake("workflows")
         return answer
 

@@ -21,10 +21,13 @@ from engine.store import codec
 class SqlWorkflowRuns:
     """Workflow runs: start, claim a step, apply it; pause and resume."""
 
+    _read: Any
     _write: Any
     dialect: Any
     sealer: Any
     _wake: Any
+    _ended_source: Any
+    count_ingested: Any
 
     async def start_workflow(
         self,
@@ -37,6 +40,7 @@ class SqlWorkflowRuns:
     ) -> Execution:
         state_json, result_json = _step_json(state, final_status, result)
         children = [self.sealer.seal_execution(child) for child in children]
+        generic, fired = self._ended_source()
         workflow = await self._write(
             self.dialect.start_workflow,
             execution_id,
@@ -46,7 +50,9 @@ class SqlWorkflowRuns:
             final_status,
             result_json,
             utcnow(),
+            generic,
         )
+        self.count_ingested(sum(fired.values()))
         self._woken_by_step(children, workflow)
         return workflow
 
@@ -64,6 +70,7 @@ class SqlWorkflowRuns:
     ) -> Execution:
         state_json, result_json = _step_json(state, final_status, result)
         children = [self.sealer.seal_execution(child) for child in children]
+        generic, fired = self._ended_source()
         workflow = await self._write(
             self.dialect.apply_workflow_step,
             step.workflow.id,
@@ -75,9 +82,14 @@ class SqlWorkflowRuns:
             final_status,
             result_json,
             utcnow(),
+            generic,
         )
+        self.count_ingested(sum(fired.values()))
         self._woken_by_step(children, workflow)
         return workflow
+
+    async def get_workflow_state(self, execution_id: str) -> Any:
+        return await self._read(self.dialect.get_workflow_state, execution_id)
 
     async def request_pause(self, execution_id: str) -> tuple[Execution, str]:
         answer = await self._write(self.dialect.request_pause, execution_id, utcnow())

@@ -110,6 +110,7 @@ SQLITE = Dialect(
     start_workflow=workflows.sqlite_start,
     claim_workflow_steps=workflows.sqlite_claim,
     apply_workflow_step=workflows.sqlite_apply,
+    get_workflow_state=workflows.sqlite_get_state,
     register_claimer=claimers.sqlite_register,
     unregister_claimer=claimers.sqlite_unregister,
     take_over_dead_claims=claimers.sqlite_take_over,

@@ -11,6 +11,7 @@ link requests into child executions with `context.chain` (the st2 CLI's task tab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store.ops.workflow_pauses import PAUSED, PAUSING, RESUMING
+from engine.workers.workflow_settling import settled_status
 from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
 
 Outcome = tuple[dict, list[NewExecution], Any, Any]
@@ -34,7 +36,8 @@ async def load_st2kv(runtime: Runtime, execution: Execution) -> Any:
 
 def started(runtime: Runtime, execution: Execution, action: Any, kv: Any) -> Outcome:
     conductor, requests = ChainConductor.start(action.workflow, _scope(runtime, execution, kv))
-    children = [_child(execution, request) for request in requests]
+    notify = _notify(runtime, execution)
+    children = [_child(execution, request, notify) for request in requests]
     return conductor.state, children, *_end_of(conductor, active=0, requested=len(children))
 
 
@@ -63,12 +66,11 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
                 updated_at=_time(child.finished_at),
             )
         )
-    children = [_child(chain, request) for request in requests]
+    notify = _notify(runtime, chain)
+    children = [_child(chain, request, notify) for request in requests]
     final, result = _end_of(conductor, step.active, len(children))
-    if final is None and chain.status == RESUMING:
-        final = RUNNING  # the resume settled: the held link is requested
-    elif final is None and chain.status == PAUSING and conductor.status == PAUSED:
-        final = PAUSED
+    if final is None:
+        final = settled_status(step, conductor.status, len(children))
     return conductor.state, children, final, result
 
 
@@ -92,7 +94,31 @@ def _parent(chain: Execution) -> dict[str, Any]:
     return {**(chain.context or {}), "execution_id": chain.id}
 
 
-def _child(chain: Execution, request: LinkRequest) -> NewExecution:
+def _notify(runtime: Runtime, chain: Execution) -> Callable[[LinkRequest], dict[str, Any]]:
+    """What each link's child notifies, as StackStorm's action-chain runner and
+    st2common's create_request decide it: nothing for a link named in the chain's
+    `skip_notify`; else the child action's own `notify` when it has one; else the link's
+    `notify`, else the chain action's. Given to the child as `context["notify"]`
+    (engine.model.generic_triggers.notify_for)."""
+    action = runtime.packs.action(chain.action)
+    runner_parameters, _ = action.prepare_parameters(runtime.sealer.unseal(chain.parameters or {}))
+    skip = runner_parameters.get("skip_notify") or []
+    skip = set(skip) if isinstance(skip, list) else set()
+
+    def choose(request: LinkRequest) -> dict[str, Any]:
+        if request.link.name in skip:
+            return {"notify": {}}
+        if runtime.action_known(request.action) and runtime.packs.action(request.action).notify:
+            return {}
+        chosen = request.link.notify or action.notify
+        return {"notify": dict(chosen)} if chosen else {}
+
+    return choose
+
+
+def _child(
+    chain: Execution, request: LinkRequest, notify: Callable[[LinkRequest], dict[str, Any]]
+) -> NewExecution:
     user = (chain.context or {}).get("user")
     return NewExecution(
         action=request.action,
@@ -101,6 +127,7 @@ def _child(chain: Execution, request: LinkRequest) -> NewExecution:
             "user": user,
             "parent": _parent(chain),
             "chain": {**request.link.context(), "index": request.index},
+            **notify(request),
         },
         parent=chain.id,
     )

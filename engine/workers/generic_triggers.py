@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.errors import ActionError
-from engine.model.generic_triggers import ACTION_TRIGGER, NOTIFY_TRIGGER, generic_instances
+from engine.model.generic_triggers import (
+    ACTION_TRIGGER,
+    NOTIFY_TRIGGER,
+    generic_instances,
+    notify_for,
+)
 from engine.model.records import Execution, NewTriggerInstance
 from engine.process.runtime import Runtime
 from engine.store.ops.generic_triggers import GenericSource
@@ -35,7 +40,7 @@ def generic_source(runtime: Runtime, execution: Execution) -> GenericSource | No
         action = None
     if on_action:
         wanted.add(ACTION_TRIGGER)
-    notify = dict(action.notify) if action is not None else {}
+    notify = notify_for(execution, dict(action.notify) if action is not None else {})
     if notify and on_notify:
         wanted.add(NOTIFY_TRIGGER)
     if not wanted:

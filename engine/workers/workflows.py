@@ -42,8 +42,10 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
+from engine.workers.workflow_settling import settled_status
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
+from engine.workflows.rerun import rerun
 from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
 
 log = logging.getLogger(__name__)
@@ -99,9 +101,18 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
             log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
             return  # its lease expires and it is claimed again
         try:
-            state, children, final, result = await asyncio.to_thread(
-                chains.started if chain else _started, runtime, execution, action, kv
-            )
+            if _rerun_tasks(execution):
+                original = await _rerun_state(runtime, execution)
+                state, children, final, result = await asyncio.to_thread(
+                    _rerun_started, runtime, execution, action, kv, original
+                )
+            else:
+                state, children, final, result = await asyncio.to_thread(
+                    chains.started if chain else _started, runtime, execution, action, kv
+                )
+        except StoreError as exc:
+            log.error("reading the re-run workflow for %s failed: %s", execution.id, exc)
+            return  # its lease expires and it is claimed again
         except EngineError as exc:  # a bad parameter, an unreadable state...
             state, children, final, result = {}, [], FAILED, _errors_result(str(exc), chain)
         except Exception as exc:  # a bug must not leave it to be claimed again forever
@@ -138,6 +149,44 @@ def _started(
         st2kv=kv,
         parameter_kinds=_parameter_kinds(runtime),
     )
+    children = [_child(execution, request) for request in requests]
+    final, result = _end_of(conductor, active=0, requested=len(children))
+    return conductor.state, children, final, result
+
+
+def _rerun_tasks(execution: Execution) -> list[str]:
+    """The tasks a re-run starts from (StackStorm's `context["re-run"]["tasks"]`)."""
+    options = (execution.context or {}).get("re-run")
+    tasks = options.get("tasks") if isinstance(options, dict) else None
+    return [t for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
+
+
+async def _rerun_state(runtime: Runtime, execution: Execution) -> dict[str, Any]:
+    """The ended workflow's stored state a re-run from tasks continues (unsealed)."""
+    original = execution.context["re-run"].get("ref")
+    state = await runtime.store.get_workflow_state(str(original))
+    if state is None:
+        raise ActionError(f"execution {original!r} has no workflow state to re-run from")
+    if SEALED_STATE in state:
+        state = runtime.sealer.unseal_value(state[SEALED_STATE])
+    return state
+
+
+def _rerun_started(
+    runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup, state: dict
+) -> tuple[dict, list[NewExecution], str | None, Any]:
+    """A re-run from tasks (engine.workflows.rerun): the original's state continued by
+    this execution, its tasks' results kept, the named tasks requested again."""
+    if action.runner_type == ACTION_CHAIN:
+        raise ActionError("re-running from tasks is only supported for Orquesta workflows")
+    options = execution.context["re-run"]
+    reset = options.get("reset") if isinstance(options.get("reset"), list) else []
+    conductor = WorkflowConductor(
+        action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
+    )
+    contexts = conductor.state["contexts"]
+    contexts[0] = {**contexts[0], "st2": _st2_context(runtime, execution, action)}
+    requests = rerun(conductor, _rerun_tasks(execution), reset)
     children = [_child(execution, request) for request in requests]
     final, result = _end_of(conductor, active=0, requested=len(children))
     return conductor.state, children, final, result
@@ -318,10 +367,8 @@ def _stepped(
         )
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
-    if final is None and workflow.status == RESUMING:
-        final = RUNNING  # the resume settled: what was held back is requested
-    elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
-        final = PAUSED
+    if final is None:
+        final = settled_status(step, conductor.status, len(children))
     new_state, final, result = _bounded(conductor.state, final, result)
     return _sealed(runtime, new_state) if sealed else new_state, children, final, result
 

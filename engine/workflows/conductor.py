@@ -216,6 +216,7 @@ class WorkflowConductor(TaskCompletion):
 
     def _stage(self, name: str, route: int, ctx: list[int], arrival: str | None = None) -> None:
         task = self.spec.tasks[name]
+        earlier: dict[str, Any] = {"ctx": [], "arrivals": []}
         if task.join is not None:
             for record in self.state["tasks"]:
                 if record["id"] != name or record["route"] != route:
@@ -225,6 +226,10 @@ class WorkflowConductor(TaskCompletion):
                     record["arrivals"].append(arrival)
                     self._check_join(record, task)
                     return
+                if record["seq"] < self.state.get("rerun_from", 0):
+                    # Met before a re-run (workflows.rerun): its arrivals count again.
+                    earlier = record
+                    continue
                 if name not in self._cycles:
                     # A count join that already ran ignores the branches arriving late;
                     # only a loop brings a join round again.
@@ -233,9 +238,9 @@ class WorkflowConductor(TaskCompletion):
             "id": name,
             "seq": len(self.state["tasks"]),
             "route": route,
-            "ctx": list(ctx),
+            "ctx": [*earlier["ctx"], *(i for i in ctx if i not in earlier["ctx"])],
             "status": "staged",
-            "arrivals": [arrival] if arrival else [],
+            "arrivals": [*earlier["arrivals"], *([arrival] if arrival else [])],
             "retry_tally": 0,
         }
         self.state["tasks"].append(record)

@@ -23,7 +23,8 @@ from engine.model.records import (
 )
 from engine.outbound import events as outbound_events
 from engine.store.codec import dumps, time_to_text
-from engine.store.ops import columns, lineage, outbox
+from engine.store.ops import columns, generic_triggers, lineage, outbox
+from engine.store.ops.generic_triggers import GenericSource
 
 WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before confirming."}
 
@@ -32,7 +33,12 @@ WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before con
 
 
 def sqlite_claim(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: sqlite3.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    generic: GenericSource | None = None,
 ) -> list[Execution]:
     """Settle canceling executions whose worker is gone, then claim as usual."""
     at = time_to_text(now)
@@ -53,14 +59,20 @@ def sqlite_claim(
     if rows:
         settled = [columns.sqlite_execution(row) for row in rows]
         lineage.sqlite_mark_parents_due(conn, settled)
+        generic_triggers.sqlite_fire_all(conn, settled, generic, now)
         outbox.sqlite_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now)
+    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now, generic)
 
 
 def _sqlite_claim_due(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: sqlite3.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> list[Execution]:
     at = time_to_text(now)
     active = (
@@ -97,7 +109,9 @@ def _sqlite_claim_due(
             limit,
         ),
     ).fetchall()
-    lineage.sqlite_mark_parents_due(conn, map(columns.sqlite_execution, abandoned))
+    given_up = [columns.sqlite_execution(row) for row in abandoned]
+    lineage.sqlite_mark_parents_due(conn, given_up)
+    generic_triggers.sqlite_fire_all(conn, given_up, generic, now)
     if abandoned or rows:
         changed = [*abandoned, *rows]
         outbox.sqlite_emit(
@@ -114,7 +128,12 @@ def _sqlite_claim_due(
 
 
 async def pg_claim(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: asyncpg.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    generic: GenericSource | None = None,
 ) -> list[Execution]:
     rows = await conn.fetch(
         "UPDATE executions SET status = $1, result = $2::jsonb, finished_at = $3,"
@@ -132,14 +151,20 @@ async def pg_claim(
     if rows:
         settled = [columns.pg_execution(row) for row in rows]
         await lineage.pg_mark_parents_due(conn, settled)
+        await generic_triggers.pg_fire_all(conn, settled, generic)
         await outbox.pg_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now)
+    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now, generic)
 
 
 async def _pg_claim_due(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: asyncpg.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> list[Execution]:
     # Only an expired `running` execution was a failed attempt (its action may have run);
     # an expired `scheduled` one never started, so it is claimed again at the same attempt.
@@ -171,7 +196,9 @@ async def _pg_claim_due(
         columns.pg_log_param(SCHEDULED, now),
         limit,
     )
-    await lineage.pg_mark_parents_due(conn, map(columns.pg_execution, abandoned))
+    given_up = [columns.pg_execution(row) for row in abandoned]
+    await lineage.pg_mark_parents_due(conn, given_up)
+    await generic_triggers.pg_fire_all(conn, given_up, generic)
     if abandoned or rows:
         changed = [*abandoned, *rows]
         await outbox.pg_emit(

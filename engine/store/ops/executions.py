@@ -167,7 +167,10 @@ def sqlite_get(conn: sqlite3.Connection, execution_id: str) -> Execution:
 
 
 def sqlite_request_cancel(
-    conn: sqlite3.Connection, execution_id: str, now: datetime
+    conn: sqlite3.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> tuple[Execution, str]:
     """Returns the execution after the request and its status before it."""
     cols = columns.SQLITE_EXECUTION_COLUMNS
@@ -199,7 +202,9 @@ def sqlite_request_cancel(
     else:
         return columns.sqlite_execution(row), previous
     execution = columns.sqlite_execution(row)
-    lineage.sqlite_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
+    ended = [execution] if execution.status == CANCELED else []
+    lineage.sqlite_mark_parents_due(conn, ended)
+    generic_triggers.sqlite_fire_all(conn, ended, generic, now)
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous
 
@@ -339,7 +344,10 @@ async def pg_get(conn: asyncpg.Connection, execution_id: str) -> Execution:
 
 
 async def pg_request_cancel(
-    conn: asyncpg.Connection, execution_id: str, now: datetime
+    conn: asyncpg.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> tuple[Execution, str]:
     cols = columns.PG_EXECUTION_COLUMNS
     previous = await conn.fetchval(
@@ -371,6 +379,8 @@ async def pg_request_cancel(
         row = await conn.fetchrow(f"SELECT {cols} FROM executions WHERE id = $1", execution_id)
         return columns.pg_execution(row), previous
     execution = columns.pg_execution(row)
-    await lineage.pg_mark_parents_due(conn, [execution] if execution.status == CANCELED else [])
+    ended = [execution] if execution.status == CANCELED else []
+    await lineage.pg_mark_parents_due(conn, ended)
+    await generic_triggers.pg_fire_all(conn, ended, generic)
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution, previous

@@ -9,7 +9,7 @@ nothing here (not even a read).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -29,6 +29,26 @@ def sqlite_fire(
     batch = [codec.prepare_trigger_instance(item) for item in source(execution)]
     if batch:
         instances.sqlite_insert(conn, batch, now)
+
+
+def sqlite_fire_all(
+    conn: sqlite3.Connection,
+    ended: Iterable[Execution],
+    source: GenericSource | None,
+    now: datetime,
+) -> None:
+    """Each of `ended` (executions that have just ended in this transaction) fires."""
+    if source is not None:
+        for execution in ended:
+            sqlite_fire(conn, execution, source, now)
+
+
+async def pg_fire_all(
+    conn: asyncpg.Connection, ended: Iterable[Execution], source: GenericSource | None
+) -> None:
+    if source is not None:
+        for execution in ended:
+            await pg_fire(conn, execution, source)
 
 
 async def pg_fire(

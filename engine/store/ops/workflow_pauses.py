@@ -5,7 +5,9 @@ A request only moves the status and makes the run due, for the workflow and down
 subworkflows; the workflows worker's steps do the rest in the conductor: a `pausing`
 workflow starts no new task and becomes `paused` once its running ones have ended; a
 `resuming` one requests what was held back and becomes `running`. A task run that is
-not a workflow is never paused: it runs to its end.
+not a workflow is never paused: it runs to its end. A subworkflow resumed on its own
+resumes the paused workflows above it too, as StackStorm does (engine.workers.
+workflow_settling says when a parent is paused or running again).
 """
 
 from __future__ import annotations
@@ -72,7 +74,27 @@ def sqlite_request(
             (execution_id, RUNNING, PAUSING, PAUSED, RESUMING),
         ).fetchall():
             sqlite_request(conn, child, wanted, now, depth + 1)
-    return columns.sqlite_execution(row), previous
+    moved = columns.sqlite_execution(row)
+    if wanted == RESUMING and depth == 0:
+        _sqlite_resume_ancestors(conn, moved.parent, now)
+    return moved, previous
+
+
+def _sqlite_resume_ancestors(conn: sqlite3.Connection, parent: str | None, now: datetime) -> None:
+    """A subworkflow resumed on its own resumes the paused workflows above it (as
+    StackStorm cascades a resume upwards); their other paused children stay paused."""
+    for _ in range(MAX_DEPTH):
+        if parent is None:
+            return
+        row = conn.execute(
+            f"UPDATE executions SET status = ?, updated_at = ?, {columns.SQLITE_APPEND_LOG}"
+            " WHERE id = ? AND status = ? RETURNING parent_id",
+            (RESUMING, time_to_text(now), columns.sqlite_log_param(RESUMING, now), parent, PAUSED),
+        ).fetchone()
+        if row is None:
+            return
+        conn.execute("UPDATE workflow_runs SET due = 1 WHERE execution_id = ?", (parent,))
+        parent = row["parent_id"]
 
 
 def sqlite_pause(conn: sqlite3.Connection, execution_id: str, now: datetime):
@@ -128,7 +150,30 @@ async def pg_request(
         )
         for child in children:
             await pg_request(conn, child["id"], wanted, now, depth + 1)
-    return columns.pg_execution(row), previous
+    moved = columns.pg_execution(row)
+    if wanted == RESUMING and depth == 0:
+        await _pg_resume_ancestors(conn, moved.parent, now)
+    return moved, previous
+
+
+async def _pg_resume_ancestors(conn: asyncpg.Connection, parent: str | None, now: datetime) -> None:
+    for _ in range(MAX_DEPTH):
+        if parent is None:
+            return
+        await conn.execute("SELECT 1 FROM workflow_runs WHERE execution_id = $1 FOR UPDATE", parent)
+        parent_of = await conn.fetchrow(
+            "UPDATE executions SET status = $2, updated_at = now(), log = log || $3::jsonb"
+            " WHERE id = $1 AND status = $4 RETURNING parent_id",
+            parent,
+            RESUMING,
+            columns.pg_log_param(RESUMING, now),
+            PAUSED,
+        )
+        if parent_of is None:
+            return
+        await conn.execute("UPDATE workflow_runs SET due = true WHERE execution_id = $1", parent)
+        await columns.pg_notify(conn, "workflows")
+        parent = parent_of["parent_id"]
 
 
 async def pg_pause(conn: asyncpg.Connection, execution_id: str, now: datetime):

@@ -33,12 +33,14 @@ from engine.model.records import (
 )
 from engine.outbound import events as outbound_events
 from engine.store.codec import loads, time_to_text
-from engine.store.ops import columns, executions, lineage, outbox
+from engine.store.ops import columns, executions, generic_triggers, lineage, outbox
+from engine.store.ops.generic_triggers import GenericSource
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
-# A workflow not ended yet, and one whose pause or resume a step settles.
+# A workflow not ended yet, and one whose pause or resume a step settles (a running one
+# is paused when all it runs are paused subworkflows: engine.workers.workflow_settling).
 _LIVE = "('running', 'canceling', 'pausing', 'paused', 'resuming')"
-_SETTLING = "('pausing', 'resuming')"
+_SETTLING = "('pausing', 'resuming', 'running')"
 # A cancel walks the tree of subworkflows this deep at most (a workflow cannot call
 # itself without end: each level is a real execution, and this bounds one transaction).
 MAX_CANCEL_DEPTH = 32
@@ -46,12 +48,15 @@ MAX_CANCEL_DEPTH = 32
 
 def _due(run: str, false: str) -> str:
     """What a step recomputes `due` from: a child ended and not applied yet, a resume to
-    apply, or a canceling or pausing workflow with no child left running (its step ends
-    or pauses it)."""
+    settle once no subworkflow is pausing or resuming any more, or a canceling or pausing
+    workflow with no child left running (its step ends or pauses it). A subworkflow
+    settling its pause or resume makes its parent due (`_sqlite_end`, `_pg_end`)."""
     return (
         f"EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
-        f" OR EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
+        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run} AND w.status = 'resuming')"
+        f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        "  AND c.status IN ('pausing', 'resuming')))"
         f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
         "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
@@ -63,7 +68,12 @@ def _due(run: str, false: str) -> str:
 
 
 def _sqlite_end(
-    conn: sqlite3.Connection, execution_id: str, status: str, result_json: str, now: datetime
+    conn: sqlite3.Connection,
+    execution_id: str,
+    status: str,
+    result_json: str,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> Execution | None:
     """The workflow's final status and result — or a pause or resume settled."""
     at = time_to_text(now)
@@ -74,7 +84,11 @@ def _sqlite_end(
             f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
             (status, at, columns.sqlite_log_param(status, now), execution_id),
         ).fetchone()
-        return None if row is None else columns.sqlite_execution(row)
+        if row is None:
+            return None
+        settled = columns.sqlite_execution(row)
+        lineage.sqlite_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        return settled
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, updated_at = ?,"
         f" {columns.SQLITE_APPEND_LOG} WHERE id = ? AND status IN {_LIVE}"
@@ -85,6 +99,7 @@ def _sqlite_end(
         return None
     ended = columns.sqlite_execution(row)
     lineage.sqlite_mark_parents_due(conn, [ended])
+    generic_triggers.sqlite_fire(conn, ended, generic, now)
     return ended
 
 
@@ -102,6 +117,7 @@ def sqlite_start(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     at = time_to_text(now)
     row = conn.execute(
@@ -121,7 +137,9 @@ def sqlite_start(
     )
     _sqlite_children(conn, children, now)
     if final_status is not None:
-        workflow = _sqlite_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = _sqlite_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
         assert workflow is not None  # it is running: this transaction started it
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(workflow)])
     return workflow
@@ -151,11 +169,13 @@ def sqlite_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             (run_id,),
         ).fetchall()
-        active = conn.execute(
-            f"SELECT count(*) FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
+        counts = conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'paused'), 0),"
+            " coalesce(sum(status IN ('pausing', 'resuming')), 0)"
+            f" FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
             (run_id,),
-        ).fetchone()[0]
-        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), active))
+        ).fetchone()
+        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), *counts))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -170,6 +190,7 @@ def sqlite_apply(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     held = conn.execute(
         "UPDATE workflow_runs SET state = ?, version = version + 1, lease_token = NULL,"
@@ -187,7 +208,9 @@ def sqlite_apply(
     _sqlite_children(conn, children, now)
     workflow = None
     if final_status is not None:
-        workflow = _sqlite_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = _sqlite_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
     conn.execute(
         f"UPDATE workflow_runs SET due = ({_due(':run', '0')}) WHERE execution_id = :run",
         {"run": execution_id},
@@ -199,8 +222,19 @@ def sqlite_apply(
     return workflow
 
 
+def sqlite_get_state(conn: sqlite3.Connection, execution_id: str) -> Any:
+    row = conn.execute(
+        "SELECT state FROM workflow_runs WHERE execution_id = ?", (execution_id,)
+    ).fetchone()
+    return None if row is None else loads(row["state"])
+
+
 def sqlite_cancel_tree(
-    conn: sqlite3.Connection, execution_id: str, now: datetime, depth: int = 0
+    conn: sqlite3.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: GenericSource | None = None,
+    depth: int = 0,
 ) -> tuple[Execution, str]:
     """Cancel an execution and, for a workflow, every child not ended (subworkflows too);
     returns the execution after the request and its status before it."""
@@ -214,7 +248,7 @@ def sqlite_cancel_tree(
         ).fetchone()
         execution, previous = columns.sqlite_execution(row), before["status"]
     else:
-        execution, previous = executions.sqlite_request_cancel(conn, execution_id, now)
+        execution, previous = executions.sqlite_request_cancel(conn, execution_id, now, generic)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
@@ -223,7 +257,7 @@ def sqlite_cancel_tree(
             " AND status <> 'canceling'",
             (execution_id,),
         ).fetchall():
-            sqlite_cancel_tree(conn, child, now, depth + 1)
+            sqlite_cancel_tree(conn, child, now, generic, depth + 1)
     # A canceling workflow ends in its next step once no child is left running.
     conn.execute("UPDATE workflow_runs SET due = 1 WHERE execution_id = ?", (execution_id,))
     return execution, previous
@@ -233,7 +267,12 @@ def sqlite_cancel_tree(
 
 
 async def _pg_end(
-    conn: asyncpg.Connection, execution_id: str, status: str, result_json: str, now: datetime
+    conn: asyncpg.Connection,
+    execution_id: str,
+    status: str,
+    result_json: str,
+    now: datetime,
+    generic: GenericSource | None,
 ) -> Execution | None:
     if status not in TERMINAL_EXECUTION_STATUSES:
         row = await conn.fetchrow(
@@ -244,7 +283,11 @@ async def _pg_end(
             status,
             columns.pg_log_param(status, now),
         )
-        return None if row is None else columns.pg_execution(row)
+        if row is None:
+            return None
+        settled = columns.pg_execution(row)
+        await lineage.pg_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        return settled
     row = await conn.fetchrow(
         "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
         " updated_at = now(), log = log || $5::jsonb"
@@ -260,6 +303,7 @@ async def _pg_end(
         return None
     ended = columns.pg_execution(row)
     await lineage.pg_mark_parents_due(conn, [ended])
+    await generic_triggers.pg_fire(conn, ended, generic)
     return ended
 
 
@@ -281,6 +325,7 @@ async def pg_start(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     row = await conn.fetchrow(
         "UPDATE executions SET status = $3, started_at = $4, updated_at = now(),"
@@ -304,7 +349,7 @@ async def pg_start(
     )
     await _pg_children(conn, children, now)
     if final_status is not None:
-        ended = await _pg_end(conn, execution_id, final_status, result_json or "null", now)
+        ended = await _pg_end(conn, execution_id, final_status, result_json or "null", now, generic)
         assert ended is not None  # it is running: this transaction started it
         workflow = ended
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(workflow)])
@@ -336,11 +381,13 @@ async def pg_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             run_id,
         )
-        active = await conn.fetchval(
-            f"SELECT count(*) FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
+        counts = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'paused'),"
+            " count(*) FILTER (WHERE status IN ('pausing', 'resuming'))"
+            f" FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
             run_id,
         )
-        steps.append(_step(workflow, run, map(columns.pg_execution, finished), active))
+        steps.append(_step(workflow, run, map(columns.pg_execution, finished), *counts))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -355,6 +402,7 @@ async def pg_apply(
     final_status: str | None,
     result_json: str | None,
     now: datetime,
+    generic: GenericSource | None = None,
 ) -> Execution:
     held = await conn.fetchval(
         "UPDATE workflow_runs SET state = $4::json, version = version + 1, lease_token = NULL,"
@@ -375,7 +423,9 @@ async def pg_apply(
     await _pg_children(conn, children, now)
     workflow = None
     if final_status is not None:
-        workflow = await _pg_end(conn, execution_id, final_status, result_json or "null", now)
+        workflow = await _pg_end(
+            conn, execution_id, final_status, result_json or "null", now, generic
+        )
     await conn.execute(
         f"UPDATE workflow_runs SET due = ({_due('$1', 'false')}) WHERE execution_id = $1",
         execution_id,
@@ -387,8 +437,19 @@ async def pg_apply(
     return workflow
 
 
+async def pg_get_state(conn: asyncpg.Connection, execution_id: str) -> Any:
+    state = await conn.fetchval(
+        "SELECT state::text FROM workflow_runs WHERE execution_id = $1", execution_id
+    )
+    return None if state is None else loads(state)
+
+
 async def pg_cancel_tree(
-    conn: asyncpg.Connection, execution_id: str, now: datetime, depth: int = 0
+    conn: asyncpg.Connection,
+    execution_id: str,
+    now: datetime,
+    generic: GenericSource | None = None,
+    depth: int = 0,
 ) -> tuple[Execution, str]:
     # The run's row first, as a step takes it (then the execution's): the same order, so
     # a cancel and a step of one workflow wait for each other instead of deadlocking.
@@ -407,7 +468,7 @@ async def pg_cancel_tree(
         )
         execution = columns.pg_execution(row)
     else:
-        execution, previous = await executions.pg_request_cancel(conn, execution_id, now)
+        execution, previous = await executions.pg_request_cancel(conn, execution_id, now, generic)
     if previous in TERMINAL_EXECUTION_STATUSES or execution.status not in (CANCELING, CANCELED):
         return execution, previous
     if depth < MAX_CANCEL_DEPTH:
@@ -417,13 +478,15 @@ async def pg_cancel_tree(
             execution_id,
         )
         for child in children:
-            await pg_cancel_tree(conn, child["id"], now, depth + 1)
+            await pg_cancel_tree(conn, child["id"], now, generic, depth + 1)
     await conn.execute("UPDATE workflow_runs SET due = true WHERE execution_id = $1", execution_id)
     await columns.pg_notify(conn, "workflows")
     return execution, previous
 
 
-def _step(workflow: Execution, run: Any, finished: Any, active: int) -> WorkflowStep:
+def _step(
+    workflow: Execution, run: Any, finished: Any, active: int, paused: int, settling: int
+) -> WorkflowStep:
     return WorkflowStep(
         workflow=workflow,
         state=loads(run["state"]),
@@ -431,4 +494,6 @@ def _step(workflow: Execution, run: Any, finished: Any, active: int) -> Workflow
         lease_token=run["lease_token"],
         finished=tuple(finished),
         active=active,
+        paused=paused,
+        settling=settling,
     )
