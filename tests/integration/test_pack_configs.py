@@ -133,6 +133,19 @@ async def test_a_config_that_breaks_on_reload_keeps_the_one_that_worked(client, 
     assert done["result"]["result"]["config"]["api_url"] == "https://api.example.com/v2"
 
 
+async def test_a_pack_without_a_config_file_runs_with_the_schema_defaults(tmp_path):
+    # StackStorm's config loader: no config file, no validation, the defaults filled in —
+    # its own examples pack requires api_key and ships no config.
+    write_cfgdemo(tmp_path / "packs")
+    (tmp_path / "configs").mkdir()
+    async with app_client(configs_settings(tmp_path)) as client:
+        report = await (await client.get("/api/v1/packs/cfgdemo")).json()
+        done = await run_show(client)
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["result"]["config"] == {"retries": 1}
+    assert report["ref"] == "cfgdemo"
+
+
 async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reason(tmp_path):
     packs = tmp_path / "packs"
     write_cfgdemo(packs)
