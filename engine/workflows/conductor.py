@@ -426,23 +426,29 @@ class WorkflowConductor(TaskCompletion):
             ctx.update(self.state["contexts"][index])
         return ctx
 
-    def _tasks_view(self) -> dict[str, dict[str, Any]]:
-        """What task(name) and task_status(name) see: each task's latest completed run."""
-        tasks: dict[str, dict[str, Any]] = {}
+    def _task_views(self) -> tuple[dict[str, Any], dict[str, dict[int, Any]]]:
+        """Each task's latest completed run, and its latest one on each route."""
+        latest: dict[str, dict[str, Any]] = {}
+        by_route: dict[str, dict[int, dict[str, Any]]] = {}
         for other in self.state["tasks"]:
             if other["status"] in (SUCCEEDED, FAILED, CANCELED):
-                tasks[other["id"]] = {
+                view = {
                     "status": other["status"],
                     "result": _task_result(other),
                     "route": other["route"],
                 }
-        return tasks
+                latest[other["id"]] = view
+                by_route.setdefault(other["id"], {})[other["route"]] = view
+        return latest, by_route
 
     def _scope(self, record: dict[str, Any], item: Any = NO_ITEM) -> ExpressionContext:
         done = record["status"] in (SUCCEEDED, FAILED, CANCELED)
+        latest, by_route = self._task_views()
         return ExpressionContext(
             ctx=self._ctx(record),
-            tasks=self._tasks_view(),
+            tasks=latest,
+            task_routes=by_route,
+            route=record["route"],
             current_task=record["id"] if done else None,
             current_result=record.get("result") if done else None,
             current_status=record["status"] if done else None,
@@ -453,7 +459,8 @@ class WorkflowConductor(TaskCompletion):
     def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
         """`value` evaluated against `ctx` (and, with `record`, that task's result)."""
         if record is None:
-            scope = ExpressionContext(ctx=ctx, tasks=self._tasks_view(), st2kv=self.st2kv)
+            latest, by_route = self._task_views()
+            scope = ExpressionContext(ctx=ctx, tasks=latest, task_routes=by_route, st2kv=self.st2kv)
         else:
             scope = dataclasses.replace(self._scope(record), ctx=ctx)
         return evaluate(value, scope)

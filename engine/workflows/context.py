@@ -52,6 +52,10 @@ class ExpressionContext:
     #: The with-items item being rendered (item(), item(name)); NO_ITEM outside with-items.
     item: Any = NO_ITEM
     st2kv: KeyValueLookup | None = None
+    #: The route of the task being evaluated (its input, retry or transitions), if any.
+    route: int | None = None
+    #: Each task's latest completed run on each route: task(name, route) reads it.
+    task_routes: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 _MISSING: Any = object()
@@ -100,11 +104,20 @@ def task_status_(scope: ExpressionContext, name: str) -> str:
     return "unset" if record is None else str(record.get("status", "unset"))
 
 
-def task_(scope: ExpressionContext, name: str | None = None) -> Any:
+def task_(scope: ExpressionContext, name: str | None = None, route: int | None = None) -> Any:
+    """As Orquesta: the run of task `name` on `route`, by default the evaluating task's
+    own route (a branch sees its own runs of a task reached on several routes); where
+    no route is known (the output), the task's latest run."""
     if name is None:
         name = _current(scope, "task")
-    record = scope.tasks.get(name)
-    if record is None and name == scope.current_task:
+        route = scope.route
+    if route is not None and (isinstance(route, bool) or not isinstance(route, int)):
+        raise WorkflowExpressionError(f"task({name}): route must be an integer, got {route!r}")
+    wanted = route if route is not None else scope.route
+    record = scope.task_routes.get(name, {}).get(wanted) if wanted is not None else None
+    if record is None and route is None:
+        record = scope.tasks.get(name)
+    if record is None and name == scope.current_task and route in (None, scope.route):
         record = {"status": scope.current_status, "result": scope.current_result}
     if record is None:
         raise WorkflowExpressionError(f'Unable to find task execution for "{name}".')
@@ -136,8 +149,10 @@ def st2kv_(
         return scope.st2kv(key, decrypt)
     except KeyError:
         if default is _MISSING:
+            # StackStorm's words, naming the key without its scope (system.x -> "x").
+            name = key.split(".", 1)[1] if key.startswith(("system.", "user.")) else key
             raise WorkflowExpressionError(
-                f'st2kv: the key "{key}" does not exist in the datastore'
+                f'The key "{name}" does not exist in the StackStorm datastore.'
             ) from None
         return default
 

@@ -111,7 +111,11 @@ def _literal(text: str, whole: str, name: str) -> str:
 def _segment_value(match: re.Match[str], yaql: bool, scope: ExpressionContext) -> Any:
     source = match.group(1) if yaql else match.group(0)
     value = evaluate_yaql(source, scope) if yaql else _render_jinja(source, scope)
-    return "" if value == NONE_MARKER or value is None else value
+    if value == NONE_MARKER or value is None:
+        return ""
+    # The text Orquesta puts in the command is str() of the value (False, not false),
+    # the same as in any other text; the shell quoting then keeps it one word.
+    return value if isinstance(value, str) else str(value)
 
 
 def _render_string(text: str, scope: ExpressionContext) -> Any:

@@ -210,6 +210,67 @@ def test_a_task_reached_twice_without_join_runs_once_per_route():
     assert run.conductor.state["routes"] == [[], ["a__t0"], ["b__t0"]]
 
 
+@pytest.mark.parametrize(
+    ("own", "by_route"),
+    [
+        ('<% task("shared").task_id + "@" + str(task("shared").route) %>', "yaql"),
+        ('{{ task("shared").task_id ~ "@" ~ task("shared").route }}', "jinja"),
+    ],
+)
+def test_task_reads_the_run_on_its_own_route_or_the_route_asked(own: str, by_route: str):
+    # StackStorm's orquesta-test-{yaql,jinja}-task-functions: a task after a split sees the
+    # run of its own route, and task(name, route) picks a route.
+    asked = {
+        "yaql": ["<% task(after, route=>1).result.stdout %>", "<% task(after, 2).route %>"],
+        "jinja": ["{{ task('after', route=1).result.stdout }}", "{{ task('after', 2).route }}"],
+    }[by_route]
+    run = Run(
+        f"""\
+        version: 1.0
+        tasks:
+          a:
+            action: core.noop
+            next: [{{do: shared}}]
+          b:
+            action: core.noop
+            next: [{{do: shared}}]
+          shared:
+            action: core.noop
+            next: [{{do: after}}]
+          after:
+            action: core.echo
+            input:
+              message: '{own}'
+        output:
+          - one: "{asked[0]}"
+          - two: "{asked[1]}"
+          - latest: <% task(after).route %>
+        """
+    )
+    # b's branch first: the routes are numbered in the order the branches arrive.
+    run.pending.reverse()
+    run.run_all()
+    said = {r.route: r.input["message"] for r in run.ran if r.task == "after"}
+    assert said == {1: "shared@1", 2: "shared@2"}
+    output = run.conductor.result()["output"]
+    assert output["one"] == "shared@1" and output["two"] == 2
+    assert output["latest"] in (1, 2)
+
+    missing = Run(
+        """\
+        version: 1.0
+        tasks:
+          only:
+            action: core.noop
+        output:
+          - nope: <% task(only, route=>5) %>
+        """
+    )
+    missing.run_all()
+    errors = missing.conductor.result()["errors"]
+    assert errors[-1]["message"].endswith('Unable to find task execution for "only".')
+
+
 WITH_ITEMS = """\
     version: 1.0
     input: [members, hosts, ports]

@@ -174,7 +174,12 @@ def test_errors_name_the_expression_and_the_cause():
     assert "item() is only available in a with-items task" in error(
         "{{ item() }}", ExpressionContext()
     )
-    assert "does not exist in the datastore" in error("<% st2kv('system.nope') %>")
+    assert error("<% st2kv('system.nope') %>").endswith(
+        'The key "nope" does not exist in the StackStorm datastore.'
+    )
+    assert error("{{ st2kv('mine') }}").endswith(
+        'The key "mine" does not exist in the StackStorm datastore.'
+    )
     assert "no datastore" in error("<% st2kv('system.k') %>", ExpressionContext())
     assert 'Unable to find task execution for "ghost".' in error("<% task(ghost) %>")
     assert "unsafe attribute '__class__'" in error("{{ ctx().__class__ }}")
@@ -317,6 +322,16 @@ def test_a_shell_command_quotes_what_its_expressions_insert(source: str) -> None
     # A real shell prints exactly the value: nothing in it ran.
     ran = subprocess.run(["/bin/sh", "-c", rendered], capture_output=True, text=True, timeout=10)
     assert ran.stdout == "x; id $(whoami) `uname`\n" and ran.returncode == 0
+
+
+def test_a_shell_command_inserts_a_value_as_orquesta_writes_it_in_text() -> None:
+    # StackStorm's orquesta-test-yaql-task-functions echoes ctx(loop) = False and expects
+    # the task's stdout "False" (Python's str(), as in any other text).
+    scope = ExpressionContext(ctx={"loop": False, "n": 3, "names": ["a b"]})
+    source = 'echo "<% ctx("loop") %>" <% ctx(n) %> <% ctx(names) %>'
+    rendered = evaluate_parameter(source, scope, SHELL_COMMAND, "cmd")
+    ran = subprocess.run(["/bin/sh", "-c", rendered], capture_output=True, text=True, timeout=10)
+    assert ran.stdout == "False 3 ['a b']\n"
 
 
 def test_a_url_encodes_what_its_expressions_insert() -> None:
