@@ -43,6 +43,7 @@ from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workflows.contents import ActionInputs, content_errors
 from engine.workflows.context import KeyValueLookup
 from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
 
@@ -129,6 +130,10 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
 def _started(
     runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup
 ) -> tuple[dict, list[NewExecution], str | None, Any]:
+    problems = content_errors(action.workflow, _action_inputs(runtime))
+    if problems:
+        # As StackStorm: checked before anything runs, every problem reported.
+        return {}, [], FAILED, {"errors": problems, "output": None}
     parameters = runtime.sealer.unseal(execution.parameters or {})
     _, inputs = action.prepare_parameters(parameters)
     conductor, requests = WorkflowConductor.start(
@@ -141,6 +146,19 @@ def _started(
     children = [_child(execution, request) for request in requests]
     final, result = _end_of(conductor, active=0, requested=len(children))
     return conductor.state, children, final, result
+
+
+def _action_inputs(runtime: Runtime) -> Callable[[str], ActionInputs | None]:
+    """What each registered action takes, for the content check at start."""
+
+    def inputs(ref: str) -> ActionInputs | None:
+        if not runtime.action_known(ref):
+            return None
+        specs = runtime.packs.action(ref).parameter_specs
+        required = tuple(n for n, p in specs.items() if p.required and not p.has_default)
+        return ActionInputs(names=frozenset(specs), required=required)
+
+    return inputs
 
 
 def _parameter_kinds(runtime: Runtime) -> Callable[[str], Mapping[str, str]]:
