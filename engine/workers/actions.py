@@ -185,6 +185,12 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     parameters = runtime.sealer.unseal(execution.parameters or {})
     runner_params, action_params = action.prepare_parameters(parameters)
     given = {name for name, value in parameters.items() if value is not None}
+    if action.runner_type == "python-script":
+        # As StackStorm: a Python action's run() gets every parameter it declares, None
+        # for one neither given nor defaulted (run(self, cmd, hosts) with neither given).
+        for name, spec in action.parameter_specs.items():
+            if not spec.runner_parameter:
+                action_params.setdefault(name, None)
     config = _pack_config(runtime.packs.packs[action.pack], kv)
     runner_params, action_params = _render_metadata_templates(
         action, runner_params, action_params, given, kv, config
