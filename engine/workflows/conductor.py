@@ -37,6 +37,7 @@ from engine.errors import WorkflowError, WorkflowExpressionError
 from engine.workflows.completion import TaskCompletion
 from engine.workflows.context import NO_ITEM, ExpressionContext, KeyValueLookup
 from engine.workflows.expressions import evaluate, evaluate_parameter
+from engine.workflows.functions import NONE_MARKER
 from engine.workflows.spec import TaskSpec, WorkflowSpec
 from engine.workflows.statuses import (
     CANCELED,
@@ -355,6 +356,8 @@ class WorkflowConductor(TaskCompletion):
             rendered = evaluate(task.input, scope)
         if not isinstance(rendered, dict):
             raise WorkflowExpressionError(f"the input of task {task.name!r} is not a mapping")
+        # use_none's marker means "this parameter is None" once it reaches an action.
+        rendered = {k: None if v == NONE_MARKER else v for k, v in rendered.items()}
         suffix = "" if item_id is None else f":{item_id}"
         # As StackStorm: with a concurrency, only the first batch of items waits the delay.
         concurrency = record.get("concurrency")

@@ -130,8 +130,9 @@ def _render_yaql(text: str, scope: ExpressionContext) -> Any:
     found = list(_YAQL.finditer(text))
     _refuse_unclosed(text, found)
     if len(found) == 1 and found[0].group(0) == text.strip():
-        value = evaluate_yaql(found[0].group(1), scope)
-        return None if value == NONE_MARKER else value
+        # use_none's marker stays what it is in the workflow's data, as in StackStorm
+        # (st2's integration tests expect it in an output); a task input drops it.
+        return evaluate_yaql(found[0].group(1), scope)
     parts = []
     position = 0
     for match in found:
@@ -158,7 +159,7 @@ def _refuse_unclosed(text: str, found: list[re.Match[str]]) -> None:
 def _render_jinja(text: str, scope: ExpressionContext) -> Any:
     try:
         template = _compile_jinja(text)
-        return template.render(_jinja_names(scope))
+        return template.render(_jinja_names(scope), keep_none_marker=True)
     except TemplateError as error:
         raise WorkflowExpressionError(
             f"cannot evaluate {_shown(text)}: {_without_source(error, text)}", text

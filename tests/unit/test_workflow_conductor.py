@@ -271,6 +271,27 @@ def test_task_reads_the_run_on_its_own_route_or_the_route_asked(own: str, by_rou
     assert errors[-1]["message"].endswith('Unable to find task execution for "only".')
 
 
+def test_use_none_stays_a_marker_in_the_data_and_is_none_in_a_task_input():
+    run = Run(
+        """\
+        version: 1.0
+        vars:
+          - nothing: null
+        tasks:
+          pass_none:
+            action: core.echo
+            input:
+              message: <% use_none(ctx(nothing)) %>
+              other: '{{ use_none(ctx("nothing")) }}'
+        output:
+          - kept: <% use_none(ctx(nothing)) %>
+        """
+    )
+    run.run_all()
+    assert run.ran[0].input == {"message": None, "other": None}
+    assert run.conductor.result() == {"output": {"kept": "%*****__%NONE%__*****%"}}
+
+
 WITH_ITEMS = """\
     version: 1.0
     input: [members, hosts, ports]
