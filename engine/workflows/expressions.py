@@ -161,8 +161,14 @@ def _render_jinja(text: str, scope: ExpressionContext) -> Any:
         template = _compile_jinja(text)
         return template.render(_jinja_names(scope), keep_none_marker=True)
     except TemplateError as error:
+        # Orquesta's words, so a StackStorm user finds the message they know.
+        if isinstance(error, _FunctionError):
+            cause = f"ExpressionEvaluationException: {error}"
+        else:
+            cause = _without_source(error, text)
+        shown = text if len(text) <= 200 else text[:200] + "..."
         raise WorkflowExpressionError(
-            f"cannot evaluate {_shown(text)}: {_without_source(error, text)}", text
+            f"JinjaEvaluationException: Unable to evaluate expression '{shown}'. {cause}", text
         ) from None
 
 
@@ -178,13 +184,17 @@ def _jinja_names(scope: ExpressionContext) -> dict[str, Any]:
     return names
 
 
+class _FunctionError(TemplateError):
+    """A workflow function's own error (task(), st2kv()...) inside a Jinja expression."""
+
+
 def _checked(function: Any, scope: ExpressionContext, *args: Any, **kwargs: Any) -> Any:
     # A WorkflowExpressionError inside Jinja would be reported as a render error of
     # unknown kind; its own message is the useful part.
     try:
         return function(scope, *args, **kwargs)
     except WorkflowExpressionError as error:
-        raise TemplateError(str(error)) from None
+        raise _FunctionError(str(error)) from None
 
 
 def _without_source(error: TemplateError, text: str) -> str:

@@ -350,7 +350,8 @@ def test_with_items_fails_when_an_item_fails_and_an_empty_list_succeeds():
     }
     # The output is rendered as far as it can be: what failed to render is reported too.
     assert errors[1]["message"] == (
-        'cannot evaluate <% ctx(said) %>: Variable "said" is referenced before assignment.'
+        "YaqlEvaluationException: Unable to evaluate expression '<% ctx(said) %>'. "
+        'ExpressionEvaluationException: Variable "said" is referenced before assignment.'
     )
     empty = Run(WITH_ITEMS, {"members": [], "hosts": [], "ports": []})
     assert empty.pending == [] and empty.conductor.status == "succeeded"
@@ -509,8 +510,8 @@ def test_action_less_tasks_publish_and_expressions_errors_are_located_by_task():
         "errors": [
             {
                 "type": "error",
-                "message": "cannot evaluate <% result().nope %>: there is no key 'nope' in "
-                "the value",
+                "message": "YaqlEvaluationException: Unable to resolve key 'nope' in "
+                "expression '<% result().nope %>' from context.",
                 "task_id": "use",
                 "route": 0,
                 "task_transition_id": "never__t0",
@@ -527,8 +528,9 @@ def test_input_and_vars_errors_fail_before_any_task():
         "errors": [
             {
                 "type": "error",
-                "message": 'cannot evaluate <% ctx(nope) %>: Variable "nope" is referenced '
-                "before assignment.",
+                "message": "YaqlEvaluationException: Unable to evaluate expression "
+                "'<% ctx(nope) %>'. ExpressionEvaluationException: "
+                'Variable "nope" is referenced before assignment.',
             }
         ],
         "output": None,

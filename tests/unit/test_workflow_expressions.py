@@ -151,17 +151,20 @@ def test_a_value_that_looks_like_an_expression_is_never_evaluated():
 
 def test_errors_name_the_expression_and_the_cause():
     assert error("<% ctx(missing) %>") == (
-        'cannot evaluate <% ctx(missing) %>: Variable "missing" is referenced before assignment.'
+        "YaqlEvaluationException: Unable to evaluate expression '<% ctx(missing) %>'. "
+        'ExpressionEvaluationException: Variable "missing" is referenced before assignment.'
     )
     assert error("{{ ctx('missing') }}") == (
-        'cannot evaluate "{{ ctx(\'missing\') }}": Variable "missing" is referenced before '
+        "JinjaEvaluationException: Unable to evaluate expression '{{ ctx('missing') }}'. "
+        'ExpressionEvaluationException: Variable "missing" is referenced before '
         "assignment."
     )
     assert error("<% ctx('__internal') %>").endswith(
         '"__internal" is referenced before assignment.'
     )
     assert error("<% ctx().d.nope %>") == (
-        "cannot evaluate <% ctx().d.nope %>: there is no key 'nope' in the value"
+        "YaqlEvaluationException: Unable to resolve key 'nope' in expression "
+        "'<% ctx().d.nope %>' from context."
     )
     assert 'Unknown function "nope"' in error("<% nope() %>")
     assert (
@@ -170,7 +173,8 @@ def test_errors_name_the_expression_and_the_cause():
     )
     assert "is never closed" in error("<% ctx(x)")
     assert error("<% result() %>", ExpressionContext()) == (
-        "cannot evaluate <% result() %>: result() is only available where a task has run "
+        "YaqlEvaluationException: Unable to evaluate expression '<% result() %>'. "
+        "ExpressionEvaluationException: result() is only available where a task has run "
         "(in next, retry or publish)"
     )
     assert "item() is only available in a with-items task" in error(
@@ -360,3 +364,34 @@ def test_other_parameters_render_as_before() -> None:
     assert evaluate_parameter("echo <% ctx().msg %>", HOSTILE, None, "message") == (
         "echo x; id $(whoami) `uname`"
     )
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # st2tests/integration/orquesta/test_wiring_error_handling.py and
+        # test_wiring_functions_task.py, word for word.
+        (
+            "<% abs(8).value %>",
+            "YaqlEvaluationException: Unable to evaluate expression '<% abs(8).value %>'. "
+            'NoFunctionRegisteredException: Unknown function "#property#value"',
+        ),
+        (
+            "<% succeeded() and result().value %>",
+            "YaqlEvaluationException: Unable to resolve key 'value' in expression "
+            "'<% succeeded() and result().value %>' from context.",
+        ),
+        (
+            '<% task("task0") %>',
+            "YaqlEvaluationException: Unable to evaluate expression '<% task(\"task0\") %>'. "
+            'ExpressionEvaluationException: Unable to find task execution for "task0".',
+        ),
+        (
+            '{{ task("task0") }}',
+            "JinjaEvaluationException: Unable to evaluate expression '{{ task(\"task0\") }}'. "
+            'ExpressionEvaluationException: Unable to find task execution for "task0".',
+        ),
+    ],
+)
+def test_evaluation_errors_read_as_stackstorms(expression: str, message: str) -> None:
+    assert error(expression) == message
