@@ -231,6 +231,36 @@ VERSION_FUNCTIONS = {
 REGEX_FUNCTIONS = {"match": True, "replace": "wxyz", "search": True, "substring": "668 Infinite Dr"}
 
 
+def _abs_value_failed() -> dict[str, Any]:
+    # test_wiring_error_handling.py test_{input,vars,output}_error
+    message = (
+        "YaqlEvaluationException: Unable to evaluate expression "
+        "'<% abs(8).value %>'. NoFunctionRegisteredException: "
+        'Unknown function "#property#value"'
+    )
+    return {"errors": [{"type": "error", "message": message}], "output": None}
+
+
+def _transition_failed(expression: str) -> dict[str, Any]:
+    # test_wiring_error_handling.py test_task_{transition,publish}_error
+    message = (
+        "YaqlEvaluationException: Unable to resolve key 'value' "
+        f"in expression '{expression}' from context."
+    )
+    return {
+        "errors": [
+            {
+                "type": "error",
+                "message": message,
+                "task_transition_id": "task2__t0",
+                "task_id": "task1",
+                "route": 0,
+            }
+        ],
+        "output": {"greeting": None},
+    }
+
+
 def _task_missing(language: str, expression: str) -> dict[str, Any]:
     # test_wiring_functions_task.py test_task_nonexistent_in_{yaql,jinja}
     return {
@@ -469,6 +499,51 @@ CASES: dict[str, Any] = {
             ],
             "output": None,
         },
+    ),
+    "fail-input-rendering": Case(
+        "examples.orquesta-fail-input-rendering", status="failed", result=_abs_value_failed()
+    ),
+    "fail-vars-rendering": Case(
+        "examples.orquesta-fail-vars-rendering", status="failed", result=_abs_value_failed()
+    ),
+    "fail-output-rendering": Case(
+        "examples.orquesta-fail-output-rendering", status="failed", result=_abs_value_failed()
+    ),
+    "fail-start-task": Case(
+        "examples.orquesta-fail-start-task",
+        status="failed",
+        result={
+            "errors": [
+                {
+                    "type": "error",
+                    "message": (
+                        "YaqlEvaluationException: Unable to evaluate expression "
+                        "'<% ctx().name.value %>'. NoFunctionRegisteredException: "
+                        'Unknown function "#property#value"'
+                    ),
+                    "task_id": "task1",
+                    "route": 0,
+                },
+                {
+                    "type": "error",
+                    "message": (
+                        "YaqlEvaluationException: Unable to resolve key 'greeting' "
+                        "in expression '<% ctx().greeting %>' from context."
+                    ),
+                },
+            ],
+            "output": None,
+        },
+    ),
+    "fail-task-transition": Case(
+        "examples.orquesta-fail-task-transition",
+        status="failed",
+        result=_transition_failed("<% succeeded() and result().value %>"),
+    ),
+    "fail-task-publish": Case(
+        "examples.orquesta-fail-task-publish",
+        status="failed",
+        result=_transition_failed("<% result().value %>"),
     ),
     # test_wiring_functions_st2kv.py (the keys are set by the st2kv fixture below)
     "st2kv-system": Case(
