@@ -201,7 +201,9 @@ async def _st2kv(runtime: Runtime, execution: Execution) -> KeyValueLookup:
     def lookup(key: str, decrypt: bool) -> Any:
         scope, _, name = key.partition(".")
         if scope not in scopes or not name:
-            scope, name = "system", key  # StackStorm's default scope
+            # As StackStorm (st2common.util.keyvalue): only "system." names the system
+            # scope; any other key is the workflow user's own.
+            scope, name = "user", key
         value, secret = scopes[scope][name]  # KeyError: no such key
         return runtime.datastore.decrypt(value) if secret and decrypt else value
 

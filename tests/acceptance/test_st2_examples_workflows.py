@@ -551,6 +551,11 @@ CASES: dict[str, Any] = {
         {"key_name": "system.lakshmi"},
         result={"output": {"value": "kanahansnasnasdlsajks"}},
     ),
+    "st2kv-user": Case(
+        "examples.orquesta-st2kv",
+        {"key_name": "winson"},
+        result={"output": {"value": "SoDiamondEng"}},
+    ),
     "st2kv-decrypt": Case(
         "examples.orquesta-st2kv",
         {"key_name": "system.kami", "decrypt": True},
@@ -645,6 +650,9 @@ def api(module_serve: ServeLauncher) -> Iterator[Api]:
     # test_wiring_functions_st2kv.py's keys.
     api.call("PUT", "/api/v1/keys/lakshmi", {"name": "lakshmi", "value": "kanahansnasnasdlsajks"})
     api.call("PUT", "/api/v1/keys/kami", {"name": "kami", "value": "eggplant", "secret": True})
+    # The user scope of the user an execution runs as with auth off ("api").
+    user_key = {"name": "winson", "value": "SoDiamondEng", "scope": "user", "user": "api"}
+    api.call("PUT", "/api/v1/keys/winson?scope=user", user_key)
     yield api
 
 
