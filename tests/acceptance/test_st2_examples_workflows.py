@@ -130,6 +130,10 @@ def _subworkflow_ran_every_task(api: Api, execution: dict[str, Any]) -> None:
     assert inner["result"] == {"output": {"greeting": "Lakshmi, All your base are belong to us!"}}
     for task in ("task1", "task2", "task3"):
         assert [run["status"] for run in api.task_runs(inner["id"], task)] == ["succeeded"]
+    # The tree depth first, as StackStorm lists it (the st2 CLI indents it as it comes).
+    tree = api.call("GET", f"/api/v1/executions/{execution['id']}/children?depth=-1")
+    names = [run["context"]["orquesta"]["task_name"] for run in tree]
+    assert names == ["start", "subworkflow", "task1", "task2", "task3", "finish"]
 
 
 def _retried_until_the_file_appeared(api: Api, execution: dict[str, Any]) -> None:
