@@ -683,3 +683,35 @@ def test_a_missing_key_fails_st2kv_in_stackstorms_words(api: Api) -> None:
     assert execution["status"] == "failed"
     message = execution["result"]["errors"][0]["message"]
     assert 'The key "matt" does not exist in the StackStorm datastore.' in message
+
+
+def test_with_items_runs_at_most_concurrency_items_at_once(api: Api, tmp_path) -> None:
+    # test_wiring_with_items.py test_with_items_concurrency: each item waits while its file
+    # exists; five files, two at a time.
+    files = [tmp_path / f"item{n}" for n in range(5)]
+    for path in files:
+        path.write_text("")
+    body = {
+        "action": "examples.orquesta-test-with-items",
+        "parameters": {"tempfiles": [str(path) for path in files], "concurrency": 2},
+    }
+    workflow_id = api.call("POST", "/api/v1/executions", body)["id"]
+
+    def runs_reach(count: int) -> None:
+        deadline = time.monotonic() + WAIT
+        while len(api.task_runs(workflow_id, "task1")) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} items ever started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # a third item would start now if the concurrency were not kept
+        assert len(api.task_runs(workflow_id, "task1")) == count
+
+    for started, done in ((2, files[:2]), (4, files[2:4]), (5, files[4:])):
+        runs_reach(started)
+        for path in done:
+            path.unlink()
+    deadline = time.monotonic() + WAIT
+    while (workflow := api.call("GET", f"/api/v1/executions/{workflow_id}"))["status"] not in ENDED:
+        assert time.monotonic() < deadline, workflow["status"]
+        time.sleep(0.05)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    assert workflow["result"] == {"output": None}
