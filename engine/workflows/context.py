@@ -97,10 +97,20 @@ def completed_(scope: ExpressionContext) -> bool:
     return scope.current_status in COMPLETED_STATUSES
 
 
-def task_status_(scope: ExpressionContext, name: str) -> str:
-    if name == scope.current_task and scope.current_status is not None:
+def task_status_(scope: ExpressionContext, name: str, route: int | None = None) -> str:
+    """As Orquesta: the status of task `name` on `route` (by default the evaluating
+    task's own, else its latest run); "unset" for a task that has not run there."""
+    if route is not None and (isinstance(route, bool) or not isinstance(route, int)):
+        raise WorkflowExpressionError(
+            f"task_status({name}): route must be an integer, got {route!r}"
+        )
+    current = name == scope.current_task and scope.current_status is not None
+    if current and route in (None, scope.route):
         return scope.current_status
-    record = scope.tasks.get(name)
+    wanted = route if route is not None else scope.route
+    record = scope.task_routes.get(name, {}).get(wanted) if wanted is not None else None
+    if record is None and route is None:
+        record = scope.tasks.get(name)
     return "unset" if record is None else str(record.get("status", "unset"))
 
 

@@ -271,6 +271,36 @@ def test_task_reads_the_run_on_its_own_route_or_the_route_asked(own: str, by_rou
     assert errors[-1]["message"].endswith('Unable to find task execution for "only".')
 
 
+def test_task_status_reads_a_route_and_a_dynamic_action_ref_is_evaluated():
+    run = Run(
+        """\
+        version: 1.0
+        input: [which]
+        tasks:
+          a:
+            action: core.noop
+            next: [{do: shared}]
+          b:
+            action: core.noop
+            next: [{do: shared}]
+          shared:
+            action: <% ctx().which %>
+            input:
+              message: <% task_status(shared) %>
+        output:
+          - one: <% task_status(shared, 1) %>
+          - two: '{{ task_status("shared", route=2) }}'
+          - nowhere: <% task_status(shared, route=>7) %>
+        """,
+        {"which": "core.echo"},
+    )
+    run.run_all()
+    shared = [r for r in run.ran if r.task == "shared"]
+    assert [(r.action, r.input) for r in shared] == [("core.echo", {"message": "unset"})] * 2
+    output = run.conductor.result()["output"]
+    assert output == {"one": "succeeded", "two": "succeeded", "nowhere": "unset"}
+
+
 def test_use_none_stays_a_marker_in_the_data_and_is_none_in_a_task_input():
     run = Run(
         """\
