@@ -1,6 +1,6 @@
 """StackStorm's own `examples` pack, unchanged (tests/support/st2_examples), in a real
-`hookyard serve` on a SQLite file: each Orquesta workflow that needs no outside service
-ends with the status and result StackStorm gives.
+`hookyard serve` on a SQLite file (and on PostgreSQL): each Orquesta workflow that needs no
+outside service ends with the status and result StackStorm gives.
 
 The expectations are StackStorm's, taken from its end-to-end tests
 (st2 `st2tests/integration/orquesta/test_wiring*.py`, quoted per case), not from what
@@ -9,17 +9,20 @@ Hookyard prints. A case without such a test says where its expectation comes fro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.support import postgres
 from tests.support.app import REPO_ROOT
 from tests.support.serve import ServeLauncher, ServeProcess
 
@@ -644,9 +647,27 @@ CASES: dict[str, Any] = {
 }
 
 
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def store(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
+    """A SQLite file, or a fresh PostgreSQL database (skipped without HOOKYARD_TEST_PG)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('examples') / 'hookyard.db'}"
+        return
+    server = postgres.server_url()
+    name = f"hookyard_examples_{uuid.uuid4().hex[:12]}"
+    asyncio.run(postgres.admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres.database_url(server, name)
+    finally:
+        asyncio.run(postgres.admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="module")
-def api(module_serve: ServeLauncher) -> Iterator[Api]:
+def api(module_serve: ServeLauncher, store: str) -> Iterator[Api]:
     server = module_serve.start(
+        store=store,
         roles="api,actions,workflows",
         env={"HOOKYARD_PACKS_DIRS": f"[{ST2_EXAMPLES}]"},
     )
