@@ -366,6 +366,16 @@ def test_other_parameters_render_as_before() -> None:
     )
 
 
+def test_a_route_must_be_an_integer() -> None:
+    assert error("<% task(t0, route=>'one') %>").endswith(
+        "task(t0): route must be an integer, got 'one'"
+    )
+    assert error("{{ task_status('t0', route=true) }}").endswith(
+        "task_status(t0): route must be an integer, got True"
+    )
+    assert value("<% task_status(t0, route=>3) %>") == "unset"
+
+
 @pytest.mark.parametrize(
     ("expression", "message"),
     [
