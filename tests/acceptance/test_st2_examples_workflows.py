@@ -86,12 +86,15 @@ class Api:
         created = self.call(
             "POST", "/api/v1/executions", {"action": action, "parameters": parameters}
         )
+        return self.run_until_ended(created["id"])
+
+    def run_until_ended(self, execution_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + WAIT
         while True:
-            execution = self.call("GET", f"/api/v1/executions/{created['id']}")
+            execution = self.call("GET", f"/api/v1/executions/{execution_id}")
             if execution["status"] in ENDED:
                 return execution
-            assert time.monotonic() < deadline, f"{action} still {execution['status']}"
+            assert time.monotonic() < deadline, f"{execution_id} still {execution['status']}"
             time.sleep(0.05)
 
     def children(self, execution_id: str) -> list[dict[str, Any]]:
@@ -730,9 +733,21 @@ def test_with_items_runs_at_most_concurrency_items_at_once(api: Api, tmp_path) -
         runs_reach(started)
         for path in done:
             path.unlink()
-    deadline = time.monotonic() + WAIT
-    while (workflow := api.call("GET", f"/api/v1/executions/{workflow_id}"))["status"] not in ENDED:
-        assert time.monotonic() < deadline, workflow["status"]
-        time.sleep(0.05)
+    workflow = api.run_until_ended(workflow_id)
     assert workflow["status"] == "succeeded", workflow["result"]
     assert workflow["result"] == {"output": None}
+
+
+def test_a_task_waiting_out_its_delay_is_delayed(api: Api) -> None:
+    # test_wiring_delay.py waits for task1 "delayed" (StackStorm's status while it waits).
+    body = {"action": "examples.orquesta-delay", "parameters": {"name": "Thanos", "delay": 4}}
+    workflow_id = api.call("POST", "/api/v1/executions", body)["id"]
+    deadline = time.monotonic() + WAIT
+    while not (runs := api.task_runs(workflow_id, "task1")):
+        assert time.monotonic() < deadline, "task1 was never requested"
+        time.sleep(0.05)
+    assert runs[0]["status"] == "delayed"
+    assert api.call("GET", f"/api/v1/executions/{runs[0]['id']}")["status"] == "delayed"
+    workflow = api.run_until_ended(workflow_id)
+    assert workflow["result"] == {"output": {"greeting": SEQUENTIAL}}
+    assert [run["status"] for run in api.task_runs(workflow_id, "task1")] == ["succeeded"]
