@@ -159,8 +159,12 @@ def st2kv_(
         return scope.st2kv(key, decrypt)
     except KeyError:
         if default is _MISSING:
-            # StackStorm's words, naming the key without its scope (system.x -> "x").
+            # StackStorm's words and name: "x" for system.x, "<user>:x" for a user's key.
             name = key.split(".", 1)[1] if key.startswith(("system.", "user.")) else key
+            st2 = scope.ctx.get("st2")
+            user = st2.get("user") if isinstance(st2, Mapping) else None
+            if not key.startswith("system.") and isinstance(user, str) and user:
+                name = f"{user}:{name}"
             raise WorkflowExpressionError(
                 f'The key "{name}" does not exist in the StackStorm datastore.'
             ) from None

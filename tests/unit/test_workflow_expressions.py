@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 
@@ -185,6 +186,10 @@ def test_errors_name_the_expression_and_the_cause():
     )
     assert error("{{ st2kv('mine') }}").endswith(
         'The key "mine" does not exist in the StackStorm datastore.'
+    )
+    as_stanley = dataclasses.replace(SCOPE, ctx={"st2": {"user": "stanley"}})
+    assert error("<% st2kv('mine') %>", as_stanley).endswith(
+        'The key "stanley:mine" does not exist in the StackStorm datastore.'
     )
     assert "no datastore" in error("<% st2kv('system.k') %>", ExpressionContext())
     assert 'Unable to find task execution for "ghost".' in error("<% task(ghost) %>")
