@@ -751,3 +751,21 @@ def test_a_task_waiting_out_its_delay_is_delayed(api: Api) -> None:
     workflow = api.run_until_ended(workflow_id)
     assert workflow["result"] == {"output": {"greeting": SEQUENTIAL}}
     assert [run["status"] for run in api.task_runs(workflow_id, "task1")] == ["succeeded"]
+
+
+@pytest.mark.parametrize("canceled", ["workflow", "task"])
+def test_canceling_a_delayed_task_or_its_workflow_cancels_both(api: Api, canceled: str) -> None:
+    # test_wiring_delay.py test_task_delay_{workflow,task}_cancellation: task1 delayed 300 s.
+    body = {"action": "examples.orquesta-delay", "parameters": {"name": "Thanos", "delay": 300}}
+    workflow_id = api.call("POST", "/api/v1/executions", body)["id"]
+    deadline = time.monotonic() + WAIT
+    while not (runs := api.task_runs(workflow_id, "task1")):
+        assert time.monotonic() < deadline, "task1 was never requested"
+        time.sleep(0.05)
+    assert runs[0]["status"] == "delayed"
+    api.call(
+        "DELETE", f"/api/v1/executions/{workflow_id if canceled == 'workflow' else runs[0]['id']}"
+    )
+    workflow = api.run_until_ended(workflow_id)
+    assert workflow["status"] == "canceled"
+    assert [run["status"] for run in api.task_runs(workflow_id, "task1")] == ["canceled"]
