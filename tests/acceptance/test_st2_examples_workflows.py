@@ -769,3 +769,35 @@ def test_canceling_a_delayed_task_or_its_workflow_cancels_both(api: Api, cancele
     workflow = api.run_until_ended(workflow_id)
     assert workflow["status"] == "canceled"
     assert [run["status"] for run in api.task_runs(workflow_id, "task1")] == ["canceled"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Hookyard's cancel stops a workflow's running actions; StackStorm's orquesta "
+    "runner (task_cancelable) cancels only subworkflows and delayed actions and lets "
+    "running ones finish",
+)
+def test_canceling_lets_running_items_finish(api: Api, tmp_path) -> None:
+    # test_wiring_with_items.py test_with_items_cancellation: the workflow is canceling
+    # while its two items run, the items succeed once their files are gone, then canceled.
+    files = [tmp_path / f"wait{n}" for n in range(2)]
+    for path in files:
+        path.write_text("")
+    body = {
+        "action": "examples.orquesta-test-with-items",
+        "parameters": {"tempfiles": [str(path) for path in files], "concurrency": 2},
+    }
+    workflow_id = api.call("POST", "/api/v1/executions", body)["id"]
+    deadline = time.monotonic() + WAIT
+    while [run["status"] for run in api.task_runs(workflow_id, "task1")] != ["running"] * 2:
+        assert time.monotonic() < deadline, "the two items never ran"
+        time.sleep(0.05)
+    api.call("DELETE", f"/api/v1/executions/{workflow_id}")
+    try:
+        assert api.call("GET", f"/api/v1/executions/{workflow_id}")["status"] == "canceling"
+    finally:
+        for path in files:
+            path.unlink()
+    workflow = api.run_until_ended(workflow_id)
+    assert workflow["status"] == "canceled"
+    assert [run["status"] for run in api.task_runs(workflow_id, "task1")] == ["succeeded"] * 2
