@@ -1,4 +1,4 @@
-"""A workflow's task runs as the API lists them: children of an execution, level by level.
+"""A workflow's task runs as the API lists them: children of an execution, depth first.
 
 StackStorm marks a listed workflow by its `children` ids and shows its task table from
 `GET /api/v1/executions/{id}/children?depth=-1` (engine.http.executions_api).
@@ -38,19 +38,21 @@ async def children_ids(runtime: Runtime, record: Any) -> list[str]:
 
 
 async def descendants(runtime: Runtime, root: Any, depth: int) -> list[Any]:
-    """The task runs under `root`, `depth` levels down (-1: every level), parents before
-    their children, at most MAX_CHILDREN."""
+    """The task runs under `root`, `depth` levels down (-1: every level), depth first as
+    StackStorm lists them (each run followed by its subworkflow's runs: the st2 CLI
+    indents that list as a tree), at most MAX_CHILDREN."""
     found: list[Any] = []
-    level, parents = 1, [root]
-    while parents and (depth < 0 or level <= depth) and len(found) < MAX_CHILDREN:
-        below = []
-        for parent in parents:
-            page = await runtime.store.list_executions({"parent": parent.id}, MAX_CHILDREN, 0)
-            below.extend(_oldest_first(page.items))
-        found.extend(below)
-        # One query per workflow below, not per task run: a with-items over 10,000 items
-        # has that many task runs, none with children of its own.
-        parents, level = [item for item in below if _is_workflow(runtime, item)], level + 1
+    # (execution, level) still to walk, the next one last. One query per workflow, not
+    # per task run: a with-items over 10,000 items has that many runs, none with children.
+    pending: list[tuple[Any, int]] = [(root, 0)]
+    while pending and len(found) < MAX_CHILDREN:
+        parent, level = pending.pop()
+        if parent is not root:
+            found.append(parent)
+        if (depth >= 0 and level >= depth) or not (parent is root or _is_workflow(runtime, parent)):
+            continue
+        page = await runtime.store.list_executions({"parent": parent.id}, MAX_CHILDREN, 0)
+        pending.extend((child, level + 1) for child in reversed(_oldest_first(page.items)))
     return found[:MAX_CHILDREN]
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.model.records import Enforcement, Execution, TriggerInstance, isoformat
 from engine.rules import Rule
 from engine.rules.rule import rule_id
+
+#: StackStorm's status of a task run waiting out its `delay` (shown, never stored).
+DELAYED = "delayed"
 
 
 def trigger_instance(instance: TriggerInstance) -> dict[str, Any]:
@@ -35,7 +39,10 @@ def enforcement(record: Enforcement) -> dict[str, Any]:
 
 
 def execution(
-    record: Execution, action: dict[str, Any] | None = None, children: list[str] | None = None
+    record: Execution,
+    action: dict[str, Any] | None = None,
+    children: list[str] | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """`action` is the action's API dict when known; st2 needs at least ref and runner_type.
     `children`: the ids of a workflow's task runs (st2 marks listed workflows by them)."""
@@ -44,7 +51,7 @@ def execution(
         "id": record.id,
         "action": action_api,
         "parameters": record.parameters,
-        "status": record.status,
+        "status": shown_status(record, now or datetime.now(UTC)),
         "result": record.result,
         "context": record.context,
         "start_timestamp": isoformat(record.created_at),
@@ -57,6 +64,12 @@ def execution(
         "parent": record.parent,
         "children": list(children or []),
     }
+
+
+def shown_status(record: Execution, now: datetime) -> str:
+    """As StackStorm shows it: a requested task run waiting out its `delay` is "delayed"."""
+    waiting = record.run_after is not None and record.run_after > now
+    return DELAYED if record.status == "requested" and waiting else record.status
 
 
 def webhook(name: str, rules: list[Rule]) -> dict[str, Any]:

@@ -185,6 +185,8 @@ class Execution:
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     parent: str | None = None
+    # Not claimed before this time (an Orquesta task's `delay`); None: at once.
+    run_after: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from engine.errors import ActionError, PackError, PackNotConfiguredError, RuleError, TemplateError
+from engine.errors import ActionError, PackError, RuleError, TemplateError
 from engine.packs.metadata import pack_error, type_name
 from engine.packs.parameters import ActionParameter, check_definitions
 from engine.rules import regexes, templates
@@ -29,7 +29,8 @@ def read_config_schema(located: Located) -> dict[str, ActionParameter]:
 def resolve_config(
     located: Located | None, schema: Mapping[str, ActionParameter], pack_ref: str
 ) -> dict[str, Any]:
-    """The config values (``located`` is the config file, None if there is none)."""
+    """The config values (``located`` is the config file, None if there is none: then the
+    schema's defaults, and no item is required, as StackStorm's config loader does)."""
     raw = located.data if located is not None else None
     if raw is None:
         values: dict[str, Any] = {}
@@ -42,10 +43,10 @@ def resolve_config(
             values[name] = copy.deepcopy(spec.default)
         value = values.get(name)
         if value is None:
-            if spec.required:
+            # As StackStorm: a pack without a config file runs with the schema's defaults;
+            # what is required is checked only in a config file someone wrote.
+            if spec.required and located is not None:
                 message = f"config item {name!r} is required by pack {pack_ref!r}'s config schema"
-                if located is None:
-                    raise PackNotConfiguredError(message + " but the pack has no config file")
                 raise pack_error(located, message)
             continue
         if _holds_template(value):

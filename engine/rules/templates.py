@@ -193,22 +193,27 @@ class Template:
     def __repr__(self) -> str:
         return f"Template({self.source!r}, native={self.native})"
 
-    def render(self, context: Mapping[str, Any]) -> Any:
-        """Render against context: the expression's value if native, else a str."""
+    def render(self, context: Mapping[str, Any], *, keep_none_marker: bool = False) -> Any:
+        """Render against context: the expression's value if native, else a str.
+
+        A whole value that is use_none's marker renders None, unless `keep_none_marker`
+        (a workflow's data keeps the marker as StackStorm's does; its task inputs drop it).
+        """
         try:
             with template_limits.loop_budget():
                 if self.native:
-                    return self._native_value(self._compiled(context))
-                return self._text(self._compiled.generate(context))
+                    return self._native_value(self._compiled(context), keep_none_marker)
+                text = self._text(self._compiled.generate(context))
+                return NONE_MARKER if text is None and keep_none_marker else text
         except Exception as error:
             raise _translate(self.source, error) from error
 
-    def _native_value(self, value: Any) -> Any:
+    def _native_value(self, value: Any, keep_none_marker: bool = False) -> Any:
         require_data(value)
         template_limits.check_native_size(value)
         if isinstance(value, str):
             if value == NONE_MARKER:
-                return None
+                return NONE_MARKER if keep_none_marker else None
             if len(value) > MAX_RENDERED_CHARS:
                 raise self._too_large()
             return str(value)  # a Markup becomes a plain str

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import types
 from typing import Any
@@ -43,6 +44,25 @@ def _alias_stackstorm_base_class() -> None:
     sys.modules["st2common.runners.base_action"].Action = Action  # type: ignore[attr-defined]
     sys.modules["st2common"].runners = sys.modules["st2common.runners"]  # type: ignore[attr-defined]
     sys.modules["st2common.runners"].base_action = sys.modules["st2common.runners.base_action"]  # type: ignore[attr-defined]
+
+
+def _eventlet_missing(name: str) -> Any:
+    raise AttributeError(
+        f"eventlet.{name}: eventlet is not installed; Hookyard's stand-in offers only "
+        "eventlet.sleep (install eventlet for the rest)"
+    )
+
+
+def _alias_eventlet() -> None:
+    # StackStorm runs Python actions with its own libraries importable, eventlet among
+    # them, and packs (its examples pack included) call eventlet.sleep; an action runs in
+    # its own process here, so a plain sleep is the same thing.
+    if importlib.util.find_spec("eventlet") is not None:
+        return
+    module = types.ModuleType("eventlet")
+    module.sleep = time.sleep  # type: ignore[attr-defined]
+    module.__getattr__ = _eventlet_missing  # type: ignore[attr-defined]
+    sys.modules["eventlet"] = module
 
 
 def load_action_class(entry_point: str) -> type[Action]:
@@ -109,6 +129,7 @@ def main(argv: list[str]) -> int:
             request = json.load(sys.stdin)
             _configure_logging(str(request.get("log_level") or "DEBUG"))
             _alias_stackstorm_base_class()
+            _alias_eventlet()
             # default=str: a result JSON cannot hold is reported as its text, not lost.
             reply_text = json.dumps(run_action(request), default=str)
             exit_code = 0

@@ -271,6 +271,7 @@ def execution_from_row(row: Any, to_time: ToTime) -> Execution:
         lease_token=row["lease_token"],
         lease_expires_at=to_time(row["lease_expires_at"]),
         parent=row["parent_id"],
+        run_after=to_time(row["run_after"]),
     )
 
 

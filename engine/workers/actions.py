@@ -196,8 +196,15 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
     parameters = runtime.sealer.unseal(execution.parameters or {})
     runner_params, action_params = action.prepare_parameters(parameters)
     given = {name for name, value in parameters.items() if value is not None}
+    if action.runner_type == "python-script":
+        # As StackStorm: a Python action's run() gets every parameter it declares, None
+        # for one neither given nor defaulted (run(self, cmd, hosts) with neither given).
+        for name, spec in action.parameter_specs.items():
+            if not spec.runner_parameter:
+                action_params.setdefault(name, None)
+    config = _pack_config(runtime.packs.packs[action.pack], kv)
     runner_params, action_params = _render_metadata_templates(
-        action, runner_params, action_params, given, kv
+        action, runner_params, action_params, given, kv, config
     )
     workers = runtime.settings.workers
     timeout = runner_params.get("timeout") or action.timeout or workers.default_timeout
@@ -209,7 +216,7 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
         parameter_positions=action.positions,
         secret_parameters=action.secret_parameters,
         timeout=float(timeout),
-        action_config=_pack_config(runtime.packs.packs[action.pack], kv),
+        action_config=config,
         max_output=workers.max_output,
         dispatch_trigger=dispatcher(runtime),
     )
@@ -225,7 +232,12 @@ def _pack_config(pack: Pack, kv: Any) -> dict[str, Any]:
 
 
 def _render_metadata_templates(
-    action, runner_params: dict, action_params: dict, given: set[str], kv: Any = None
+    action,
+    runner_params: dict,
+    action_params: dict,
+    given: set[str],
+    kv: Any = None,
+    config: dict[str, Any] | None = None,
 ):
     """Action metadata may template parameters on others (core.echo: cmd "echo {{message}}").
 
@@ -233,6 +245,7 @@ def _render_metadata_templates(
     the execution was given — rendered by a rule from a payload, or sent to the API — are
     data: rendering them again would let a payload's `{{ ... }}` run as template code.
     A shell command's and a URL's inserted values are quoted (engine.rules.parameter_kinds).
+    As in StackStorm, `config_context` is the action's pack config and `st2kv` the datastore.
     """
     context = {**runner_params, **action_params}
 
@@ -241,7 +254,8 @@ def _render_metadata_templates(
 
     if not any(is_metadata_template(name, value) for name, value in context.items()):
         return runner_params, action_params
-    context["st2kv"] = kv  # StackStorm reserves the name: the datastore wins
+    context["st2kv"] = kv  # StackStorm reserves the names: the datastore wins
+    context["config_context"] = config if config is not None else {}
 
     kinds = kinds_for_runner(action.runner_type)
 

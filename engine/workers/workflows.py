@@ -44,6 +44,7 @@ from engine.store import codec
 from engine.workers import chains, sleep_until
 from engine.workers.workflow_settling import settled_status
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workflows.contents import ActionInputs, content_errors
 from engine.workflows.context import KeyValueLookup
 from engine.workflows.rerun import rerun
 from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
@@ -140,6 +141,10 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
 def _started(
     runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup
 ) -> tuple[dict, list[NewExecution], str | None, Any]:
+    problems = content_errors(action.workflow, _action_inputs(runtime))
+    if problems:
+        # As StackStorm: checked before anything runs, every problem reported.
+        return {}, [], FAILED, {"errors": problems, "output": None}
     parameters = runtime.sealer.unseal(execution.parameters or {})
     _, inputs = action.prepare_parameters(parameters)
     conductor, requests = WorkflowConductor.start(
@@ -192,6 +197,19 @@ def _rerun_started(
     return conductor.state, children, final, result
 
 
+def _action_inputs(runtime: Runtime) -> Callable[[str], ActionInputs | None]:
+    """What each registered action takes, for the content check at start."""
+
+    def inputs(ref: str) -> ActionInputs | None:
+        if not runtime.action_known(ref):
+            return None
+        specs = runtime.packs.action(ref).parameter_specs
+        required = tuple(n for n, p in specs.items() if p.required and not p.has_default)
+        return ActionInputs(names=frozenset(specs), required=required)
+
+    return inputs
+
+
 def _parameter_kinds(runtime: Runtime) -> Callable[[str], Mapping[str, str]]:
     """An action's parameters that are shell commands or URLs (an unknown action: none;
     running it fails anyway)."""
@@ -232,7 +250,9 @@ async def _st2kv(runtime: Runtime, execution: Execution) -> KeyValueLookup:
     def lookup(key: str, decrypt: bool) -> Any:
         scope, _, name = key.partition(".")
         if scope not in scopes or not name:
-            scope, name = "system", key  # StackStorm's default scope
+            # As StackStorm (st2common.util.keyvalue): only "system." names the system
+            # scope; any other key is the workflow user's own.
+            scope, name = "user", key
         value, secret = scopes[scope][name]  # KeyError: no such key
         return runtime.datastore.decrypt(value) if secret and decrypt else value
 

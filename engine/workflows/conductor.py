@@ -37,6 +37,7 @@ from engine.errors import WorkflowError, WorkflowExpressionError
 from engine.workflows.completion import TaskCompletion
 from engine.workflows.context import NO_ITEM, ExpressionContext, KeyValueLookup
 from engine.workflows.expressions import evaluate, evaluate_parameter
+from engine.workflows.functions import NONE_MARKER
 from engine.workflows.spec import TaskSpec, WorkflowSpec
 from engine.workflows.statuses import (
     CANCELED,
@@ -360,6 +361,8 @@ class WorkflowConductor(TaskCompletion):
             rendered = evaluate(task.input, scope)
         if not isinstance(rendered, dict):
             raise WorkflowExpressionError(f"the input of task {task.name!r} is not a mapping")
+        # use_none's marker means "this parameter is None" once it reaches an action.
+        rendered = {k: None if v == NONE_MARKER else v for k, v in rendered.items()}
         suffix = "" if item_id is None else f":{item_id}"
         # As StackStorm: with a concurrency, only the first batch of items waits the delay.
         concurrency = record.get("concurrency")
@@ -431,23 +434,29 @@ class WorkflowConductor(TaskCompletion):
             ctx.update(self.state["contexts"][index])
         return ctx
 
-    def _tasks_view(self) -> dict[str, dict[str, Any]]:
-        """What task(name) and task_status(name) see: each task's latest completed run."""
-        tasks: dict[str, dict[str, Any]] = {}
+    def _task_views(self) -> tuple[dict[str, Any], dict[str, dict[int, Any]]]:
+        """Each task's latest completed run, and its latest one on each route."""
+        latest: dict[str, dict[str, Any]] = {}
+        by_route: dict[str, dict[int, dict[str, Any]]] = {}
         for other in self.state["tasks"]:
             if other["status"] in (SUCCEEDED, FAILED, CANCELED):
-                tasks[other["id"]] = {
+                view = {
                     "status": other["status"],
                     "result": _task_result(other),
                     "route": other["route"],
                 }
-        return tasks
+                latest[other["id"]] = view
+                by_route.setdefault(other["id"], {})[other["route"]] = view
+        return latest, by_route
 
     def _scope(self, record: dict[str, Any], item: Any = NO_ITEM) -> ExpressionContext:
         done = record["status"] in (SUCCEEDED, FAILED, CANCELED)
+        latest, by_route = self._task_views()
         return ExpressionContext(
             ctx=self._ctx(record),
-            tasks=self._tasks_view(),
+            tasks=latest,
+            task_routes=by_route,
+            route=record["route"],
             current_task=record["id"] if done else None,
             current_result=record.get("result") if done else None,
             current_status=record["status"] if done else None,
@@ -458,7 +467,8 @@ class WorkflowConductor(TaskCompletion):
     def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
         """`value` evaluated against `ctx` (and, with `record`, that task's result)."""
         if record is None:
-            scope = ExpressionContext(ctx=ctx, tasks=self._tasks_view(), st2kv=self.st2kv)
+            latest, by_route = self._task_views()
+            scope = ExpressionContext(ctx=ctx, tasks=latest, task_routes=by_route, st2kv=self.st2kv)
         else:
             scope = dataclasses.replace(self._scope(record), ctx=ctx)
         return evaluate(value, scope)

@@ -52,6 +52,10 @@ class ExpressionContext:
     #: The with-items item being rendered (item(), item(name)); NO_ITEM outside with-items.
     item: Any = NO_ITEM
     st2kv: KeyValueLookup | None = None
+    #: The route of the task being evaluated (its input, retry or transitions), if any.
+    route: int | None = None
+    #: Each task's latest completed run on each route: task(name, route) reads it.
+    task_routes: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 _MISSING: Any = object()
@@ -93,18 +97,37 @@ def completed_(scope: ExpressionContext) -> bool:
     return scope.current_status in COMPLETED_STATUSES
 
 
-def task_status_(scope: ExpressionContext, name: str) -> str:
-    if name == scope.current_task and scope.current_status is not None:
+def task_status_(scope: ExpressionContext, name: str, route: int | None = None) -> str:
+    """As Orquesta: the status of task `name` on `route` (by default the evaluating
+    task's own, else its latest run); "unset" for a task that has not run there."""
+    if route is not None and (isinstance(route, bool) or not isinstance(route, int)):
+        raise WorkflowExpressionError(
+            f"task_status({name}): route must be an integer, got {route!r}"
+        )
+    current = name == scope.current_task and scope.current_status is not None
+    if current and route in (None, scope.route):
         return scope.current_status
-    record = scope.tasks.get(name)
+    wanted = route if route is not None else scope.route
+    record = scope.task_routes.get(name, {}).get(wanted) if wanted is not None else None
+    if record is None and route is None:
+        record = scope.tasks.get(name)
     return "unset" if record is None else str(record.get("status", "unset"))
 
 
-def task_(scope: ExpressionContext, name: str | None = None) -> Any:
+def task_(scope: ExpressionContext, name: str | None = None, route: int | None = None) -> Any:
+    """As Orquesta: the run of task `name` on `route`, by default the evaluating task's
+    own route (a branch sees its own runs of a task reached on several routes); where
+    no route is known (the output), the task's latest run."""
     if name is None:
         name = _current(scope, "task")
-    record = scope.tasks.get(name)
-    if record is None and name == scope.current_task:
+        route = scope.route
+    if route is not None and (isinstance(route, bool) or not isinstance(route, int)):
+        raise WorkflowExpressionError(f"task({name}): route must be an integer, got {route!r}")
+    wanted = route if route is not None else scope.route
+    record = scope.task_routes.get(name, {}).get(wanted) if wanted is not None else None
+    if record is None and route is None:
+        record = scope.tasks.get(name)
+    if record is None and name == scope.current_task and route in (None, scope.route):
         record = {"status": scope.current_status, "result": scope.current_result}
     if record is None:
         raise WorkflowExpressionError(f'Unable to find task execution for "{name}".')
@@ -136,8 +159,14 @@ def st2kv_(
         return scope.st2kv(key, decrypt)
     except KeyError:
         if default is _MISSING:
+            # StackStorm's words and name: "x" for system.x, "<user>:x" for a user's key.
+            name = key.split(".", 1)[1] if key.startswith(("system.", "user.")) else key
+            st2 = scope.ctx.get("st2")
+            user = st2.get("user") if isinstance(st2, Mapping) else None
+            if not key.startswith("system.") and isinstance(user, str) and user:
+                name = f"{user}:{name}"
             raise WorkflowExpressionError(
-                f'st2kv: the key "{key}" does not exist in the datastore'
+                f'The key "{name}" does not exist in the StackStorm datastore.'
             ) from None
         return default
 

@@ -111,7 +111,11 @@ def _literal(text: str, whole: str, name: str) -> str:
 def _segment_value(match: re.Match[str], yaql: bool, scope: ExpressionContext) -> Any:
     source = match.group(1) if yaql else match.group(0)
     value = evaluate_yaql(source, scope) if yaql else _render_jinja(source, scope)
-    return "" if value == NONE_MARKER or value is None else value
+    if value == NONE_MARKER or value is None:
+        return ""
+    # The text Orquesta puts in the command is str() of the value (False, not false),
+    # the same as in any other text; the shell quoting then keeps it one word.
+    return value if isinstance(value, str) else str(value)
 
 
 def _render_string(text: str, scope: ExpressionContext) -> Any:
@@ -126,8 +130,9 @@ def _render_yaql(text: str, scope: ExpressionContext) -> Any:
     found = list(_YAQL.finditer(text))
     _refuse_unclosed(text, found)
     if len(found) == 1 and found[0].group(0) == text.strip():
-        value = evaluate_yaql(found[0].group(1), scope)
-        return None if value == NONE_MARKER else value
+        # use_none's marker stays what it is in the workflow's data, as in StackStorm
+        # (st2's integration tests expect it in an output); a task input drops it.
+        return evaluate_yaql(found[0].group(1), scope)
     parts = []
     position = 0
     for match in found:
@@ -154,10 +159,16 @@ def _refuse_unclosed(text: str, found: list[re.Match[str]]) -> None:
 def _render_jinja(text: str, scope: ExpressionContext) -> Any:
     try:
         template = _compile_jinja(text)
-        return template.render(_jinja_names(scope))
+        return template.render(_jinja_names(scope), keep_none_marker=True)
     except TemplateError as error:
+        # Orquesta's words, so a StackStorm user finds the message they know.
+        if isinstance(error, _FunctionError):
+            cause = f"ExpressionEvaluationException: {error}"
+        else:
+            cause = _without_source(error, text)
+        shown = text if len(text) <= 200 else text[:200] + "..."
         raise WorkflowExpressionError(
-            f"cannot evaluate {_shown(text)}: {_without_source(error, text)}", text
+            f"JinjaEvaluationException: Unable to evaluate expression '{shown}'. {cause}", text
         ) from None
 
 
@@ -173,13 +184,17 @@ def _jinja_names(scope: ExpressionContext) -> dict[str, Any]:
     return names
 
 
+class _FunctionError(TemplateError):
+    """A workflow function's own error (task(), st2kv()...) inside a Jinja expression."""
+
+
 def _checked(function: Any, scope: ExpressionContext, *args: Any, **kwargs: Any) -> Any:
     # A WorkflowExpressionError inside Jinja would be reported as a render error of
     # unknown kind; its own message is the useful part.
     try:
         return function(scope, *args, **kwargs)
     except WorkflowExpressionError as error:
-        raise TemplateError(str(error)) from None
+        raise _FunctionError(str(error)) from None
 
 
 def _without_source(error: TemplateError, text: str) -> str:

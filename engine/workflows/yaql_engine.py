@@ -303,31 +303,33 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
             "and was stopped",
             source,
         ) from None
-    except WorkflowExpressionError as error:
-        raise WorkflowExpressionError(f"cannot evaluate {shown}: {error}", source) from None
+    except WorkflowExpressionError as error:  # a function's own error (task, st2kv...)
+        raise _failed(shown, f"ExpressionEvaluationException: {error}", source) from None
     except yaql_errors.CollectionTooLargeException:
-        raise WorkflowExpressionError(
-            f"cannot evaluate {shown}: a collection of more than {MAX_COLLECTION:,} items "
-            "is refused",
-            source,
+        raise _failed(
+            shown, f"a collection of more than {MAX_COLLECTION:,} items is refused", source
         ) from None
     except yaql_errors.MemoryQuotaExceededException:
-        raise WorkflowExpressionError(
-            f"cannot evaluate {shown}: a value larger than {MEMORY_QUOTA:,} bytes is refused",
-            source,
+        raise _failed(
+            shown, f"a value larger than {MEMORY_QUOTA:,} bytes is refused", source
         ) from None
     except RecursionError:
-        raise WorkflowExpressionError(
-            f"cannot evaluate {shown}: nested too deeply", source
-        ) from None
+        raise _failed(shown, "nested too deeply", source) from None
     except KeyError as error:
         raise WorkflowExpressionError(
-            f"cannot evaluate {shown}: there is no key {error.args[0]!r} in the value", source
+            f"YaqlEvaluationException: Unable to resolve key {error.args[0]!r} in expression "
+            f"'{shown}' from context.",
+            source,
         ) from None
     except Exception as error:  # yaql, and the Python errors functions raise on bad data
-        raise WorkflowExpressionError(
-            f"cannot evaluate {shown}: {type(error).__name__}: {_cause(error)}", source
-        ) from None
+        raise _failed(shown, f"{type(error).__name__}: {_cause(error)}", source) from None
+
+
+def _failed(shown: str, cause: str, source: str) -> WorkflowExpressionError:
+    # Orquesta's words, so a StackStorm user finds the message they know.
+    return WorkflowExpressionError(
+        f"YaqlEvaluationException: Unable to evaluate expression '{shown}'. {cause}", source
+    )
 
 
 @contextlib.contextmanager

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.app import REPO_ROOT
 from tests.support.st2 import St2
 from tests.support.workflow_pack import write_workflow_pack
 
 pytestmark = [pytest.mark.slow]
+
+ST2_EXAMPLES = REPO_ROOT / "tests" / "support" / "st2_examples"
 
 
 @pytest.fixture
@@ -89,3 +92,37 @@ def test_st2_execution_re_run_runs_the_workflow_again(st2: St2) -> None:
     workflow_id = re.search(r"^id: ([0-9a-f]+)$", ran, re.MULTILINE).group(1)
     again = st2.ok("execution", "re-run", workflow_id, "name=lisa")
     assert re.search(r"^\s+said: hello lisa$", again, re.MULTILINE), again
+
+
+def test_st2_runs_stackstorms_examples_pack_unchanged(serve, st2_cli, tmp_path: Path) -> None:
+    """`st2 run examples.orquesta-sequential name=x` on StackStorm's own examples pack,
+    copied unchanged (tests/support/st2_examples); `st2 execution get` shows the tasks,
+    a subworkflow's indented under it in the order they ran."""
+    server = serve.start(
+        roles="api,actions,workflows",
+        env={"HOOKYARD_PACKS_DIRS": f"[{ST2_EXAMPLES}]", "HOOKYARD_AUTH__ENABLED": "false"},
+    )
+    st2 = St2(st2_cli, server.url, None, tmp_path / "home")
+
+    ran = st2.ok("run", "examples.orquesta-sequential", "name=x")
+    assert re.search(r"^status: succeeded", ran, re.MULTILINE), ran
+    assert re.search(r"^\s+greeting: x, All your base are belong to us!$", ran, re.MULTILINE)
+    workflow_id = re.search(r"^id: ([0-9a-f]+)$", ran, re.MULTILINE).group(1)
+    got = st2.ok("execution", "get", workflow_id)
+    rows = [line.split("|") for line in got.splitlines() if "core.echo" in line]
+    assert [(row[2].split()[0], row[3].strip()) for row in rows] == [
+        ("succeeded", "task1"),
+        ("succeeded", "task2"),
+        ("succeeded", "task3"),
+    ], got
+
+    nested = st2.ok("run", "examples.orquesta-subworkflow")
+    assert re.search(r"^status: succeeded", nested, re.MULTILINE), nested
+    tasks = [
+        (len(row[1]) - len(row[1].lstrip()), row[3].strip())
+        for row in (line.split("|") for line in nested.splitlines())
+        if len(row) > 4 and row[3].strip() in ("start", "subworkflow", "task1", "task3", "finish")
+    ]
+    assert [name for _, name in tasks] == ["start", "subworkflow", "task1", "task3", "finish"]
+    indent = dict((name, spaces) for spaces, name in tasks)
+    assert indent["task1"] > indent["start"] and indent["finish"] == indent["start"]

@@ -12,7 +12,8 @@ import pytest
 from engine.config import Settings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.model.records import NewExecution
-from tests.support.app import FAST_POLL, settings_for
+from tests.support.app import FAST_POLL, app_client, settings_for
+from tests.support.packs import write_pack
 from tests.support.waiting import wait_execution
 
 RULE = """\
@@ -324,3 +325,36 @@ async def test_a_run_whose_heartbeats_keep_failing_stops_before_its_lease_can_be
     await client.delete(f"/api/v1/executions/{created['id']}")
     done = await wait_execution(client, created["id"], statuses=("canceled",))
     assert done["status"] == "canceled"
+
+
+async def test_a_python_action_gets_every_declared_parameter_none_when_unset(tmp_path):
+    # StackStorm's examples.python-mock-core-remote: run(self, cmd, hosts, hosts_dict)
+    # called with hosts_dict alone; StackStorm passes cmd and hosts as None.
+    files = {
+        "actions/remote.yaml": textwrap.dedent("""\
+            name: remote
+            runner_type: python-script
+            entry_point: remote.py
+            parameters:
+              cmd: {type: string, required: false}
+              hosts: {type: string}
+              hosts_dict: {type: object}
+            """),
+        "actions/remote.py": textwrap.dedent("""\
+            from st2common.runners.base_action import Action
+
+
+            class Remote(Action):
+                def run(self, cmd, hosts, hosts_dict):
+                    return [cmd, hosts, hosts_dict]
+            """),
+    }
+    write_pack(tmp_path / "packs", "mock", files)
+    settings = settings_for(tmp_path, packs=[tmp_path / "packs"], roles=("api", "actions"))
+    async with app_client(settings) as client:
+        body = {"action": "mock.remote", "parameters": {"hosts_dict": {"h.example.com": 1}}}
+        created = await (await client.post("/api/v1/executions", json=body)).json()
+        done = await wait_execution(client, created["id"])
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["result"] == [None, None, {"h.example.com": 1}]
+    assert done["parameters"] == {"hosts_dict": {"h.example.com": 1}}  # as it was asked

@@ -12,6 +12,7 @@ import pytest
 from engine.config import Settings
 from tests.support.app import app_client, settings_for
 from tests.support.packs import pack_meta, write_pack
+from tests.support.waiting import wait_execution
 
 PACK_FILES = {
     "config.schema.yaml": """\
@@ -131,6 +132,53 @@ async def test_a_config_that_breaks_on_reload_keeps_the_one_that_worked(client, 
     done = await run_show(client)
     assert done["status"] == "succeeded", done["result"]
     assert done["result"]["result"]["config"]["api_url"] == "https://api.example.com/v2"
+
+
+async def test_a_pack_without_a_config_file_runs_with_the_schema_defaults(tmp_path):
+    # StackStorm's config loader: no config file, no validation, the defaults filled in —
+    # its own examples pack requires api_key and ships no config.
+    write_cfgdemo(tmp_path / "packs")
+    (tmp_path / "configs").mkdir()
+    async with app_client(configs_settings(tmp_path)) as client:
+        report = await (await client.get("/api/v1/packs/cfgdemo")).json()
+        done = await run_show(client)
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["result"]["config"] == {"retries": 1}
+    assert report["ref"] == "cfgdemo"
+
+
+async def test_a_parameter_default_reads_the_pack_config_as_config_context(tmp_path):
+    # StackStorm renders `{{ config_context.x }}` in a parameter default from the pack's
+    # config (st2tests' fixtures.render_config_context); a value given is data, not a template.
+    files = {
+        "config.schema.yaml": "region: {type: string, default: eu-west-1}\n",
+        "actions/where.yaml": textwrap.dedent("""\
+            name: where
+            runner_type: python-script
+            entry_point: where.py
+            parameters:
+              region: {type: string, default: "in {{ config_context.region }}"}
+            """),
+        "actions/where.py": textwrap.dedent("""\
+            from st2common.runners.base_action import Action
+
+
+            class Where(Action):
+                def run(self, region):
+                    return region
+            """),
+    }
+    write_pack(tmp_path / "packs", "cfgctx", files, meta=pack_meta("cfgctx"))
+    (tmp_path / "configs").mkdir()
+    async with app_client(configs_settings(tmp_path)) as client:
+        runs = []
+        for parameters in ({}, {"region": "{{ config_context.region }}"}):
+            body = {"action": "cfgctx.where", "parameters": parameters}
+            created = await (await client.post("/api/v1/executions", json=body)).json()
+            runs.append(await wait_execution(client, created["id"]))
+    assert [run["status"] for run in runs] == ["succeeded", "succeeded"], runs
+    assert runs[0]["result"]["result"] == "in eu-west-1"
+    assert runs[1]["result"]["result"] == "{{ config_context.region }}"
 
 
 async def test_a_pack_whose_config_did_not_load_fails_its_actions_with_the_reason(tmp_path):

@@ -135,6 +135,33 @@ async def test_stackstorm_pack_action_runs_unchanged(tmp_path):
     assert (result.status, result.result["result"]) == ("succeeded", 42)
 
 
+async def test_a_pack_action_calling_eventlet_sleep_runs_without_eventlet(tmp_path):
+    # StackStorm's examples.python-mock-create-vm: `import eventlet; eventlet.sleep(5)`.
+    entry = write_action(
+        tmp_path,
+        """
+        import time
+        import eventlet
+        from st2common.runners.base_action import Action
+
+        class Slow(Action):
+            def run(self):
+                started = time.monotonic()
+                eventlet.sleep(0.2)
+                slept = time.monotonic() - started >= 0.2
+                try:
+                    eventlet.spawn(print)
+                except AttributeError as error:
+                    return [slept, str(error)]
+        """,
+    )
+    result = await run(make_request(entry))
+    assert result.status == "succeeded", result.result
+    slept, refused = result.result["result"]
+    assert slept is True
+    assert "eventlet.spawn: eventlet is not installed" in refused
+
+
 async def test_module_without_an_action_class_fails_clearly(tmp_path):
     entry = write_action(tmp_path, "x = 1\n")
     result = await run(make_request(entry))

@@ -196,6 +196,7 @@ async def test_st2kv_and_the_st2_context_reach_the_expressions(client) -> None:
     assert workflow["result"]["output"] == {
         "greeting": "hi",
         "mine": "own",
+        "unscoped": "own",  # as StackStorm: a key without "system." is the user's
         "missing": "fallback",
         "who": "api",
         # server.api_url unset: the address this server listens on.

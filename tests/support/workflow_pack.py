@@ -151,6 +151,7 @@ WORKFLOWS = {
         output:
           - greeting: <% st2kv('system.greeting') %>
           - mine: <% st2kv('user.mine') %>
+          - unscoped: <% st2kv('mine') %>
           - missing: <% st2kv('system.nope', default => 'fallback') %>
           - who: <% ctx(st2).user %>
           - api: <% ctx(st2).api_url %>

@@ -210,6 +210,118 @@ def test_a_task_reached_twice_without_join_runs_once_per_route():
     assert run.conductor.state["routes"] == [[], ["a__t0"], ["b__t0"]]
 
 
+@pytest.mark.parametrize(
+    ("own", "by_route"),
+    [
+        ('<% task("shared").task_id + "@" + str(task("shared").route) %>', "yaql"),
+        ('{{ task("shared").task_id ~ "@" ~ task("shared").route }}', "jinja"),
+    ],
+)
+def test_task_reads_the_run_on_its_own_route_or_the_route_asked(own: str, by_route: str):
+    # StackStorm's orquesta-test-{yaql,jinja}-task-functions: a task after a split sees the
+    # run of its own route, and task(name, route) picks a route.
+    asked = {
+        "yaql": ["<% task(after, route=>1).result.stdout %>", "<% task(after, 2).route %>"],
+        "jinja": ["{{ task('after', route=1).result.stdout }}", "{{ task('after', 2).route }}"],
+    }[by_route]
+    run = Run(
+        f"""\
+        version: 1.0
+        tasks:
+          a:
+            action: core.noop
+            next: [{{do: shared}}]
+          b:
+            action: core.noop
+            next: [{{do: shared}}]
+          shared:
+            action: core.noop
+            next: [{{do: after}}]
+          after:
+            action: core.echo
+            input:
+              message: '{own}'
+        output:
+          - one: "{asked[0]}"
+          - two: "{asked[1]}"
+          - latest: <% task(after).route %>
+        """
+    )
+    # b's branch first: the routes are numbered in the order the branches arrive.
+    run.pending.reverse()
+    run.run_all()
+    said = {r.route: r.input["message"] for r in run.ran if r.task == "after"}
+    assert said == {1: "shared@1", 2: "shared@2"}
+    output = run.conductor.result()["output"]
+    assert output["one"] == "shared@1" and output["two"] == 2
+    assert output["latest"] in (1, 2)
+
+    missing = Run(
+        """\
+        version: 1.0
+        tasks:
+          only:
+            action: core.noop
+        output:
+          - nope: <% task(only, route=>5) %>
+        """
+    )
+    missing.run_all()
+    errors = missing.conductor.result()["errors"]
+    assert errors[-1]["message"].endswith('Unable to find task execution for "only".')
+
+
+def test_task_status_reads_a_route_and_a_dynamic_action_ref_is_evaluated():
+    run = Run(
+        """\
+        version: 1.0
+        input: [which]
+        tasks:
+          a:
+            action: core.noop
+            next: [{do: shared}]
+          b:
+            action: core.noop
+            next: [{do: shared}]
+          shared:
+            action: <% ctx().which %>
+            input:
+              message: <% task_status(shared) %>
+        output:
+          - one: <% task_status(shared, 1) %>
+          - two: '{{ task_status("shared", route=2) }}'
+          - nowhere: <% task_status(shared, route=>7) %>
+        """,
+        {"which": "core.echo"},
+    )
+    run.run_all()
+    shared = [r for r in run.ran if r.task == "shared"]
+    assert [(r.action, r.input) for r in shared] == [("core.echo", {"message": "unset"})] * 2
+    output = run.conductor.result()["output"]
+    assert output == {"one": "succeeded", "two": "succeeded", "nowhere": "unset"}
+
+
+def test_use_none_stays_a_marker_in_the_data_and_is_none_in_a_task_input():
+    run = Run(
+        """\
+        version: 1.0
+        vars:
+          - nothing: null
+        tasks:
+          pass_none:
+            action: core.echo
+            input:
+              message: <% use_none(ctx(nothing)) %>
+              other: '{{ use_none(ctx("nothing")) }}'
+        output:
+          - kept: <% use_none(ctx(nothing)) %>
+        """
+    )
+    run.run_all()
+    assert run.ran[0].input == {"message": None, "other": None}
+    assert run.conductor.result() == {"output": {"kept": "%*****__%NONE%__*****%"}}
+
+
 WITH_ITEMS = """\
     version: 1.0
     input: [members, hosts, ports]
@@ -268,7 +380,8 @@ def test_with_items_fails_when_an_item_fails_and_an_empty_list_succeeds():
     }
     # The output is rendered as far as it can be: what failed to render is reported too.
     assert errors[1]["message"] == (
-        'cannot evaluate <% ctx(said) %>: Variable "said" is referenced before assignment.'
+        "YaqlEvaluationException: Unable to evaluate expression '<% ctx(said) %>'. "
+        'ExpressionEvaluationException: Variable "said" is referenced before assignment.'
     )
     empty = Run(WITH_ITEMS, {"members": [], "hosts": [], "ports": []})
     assert empty.pending == [] and empty.conductor.status == "succeeded"
@@ -427,8 +540,8 @@ def test_action_less_tasks_publish_and_expressions_errors_are_located_by_task():
         "errors": [
             {
                 "type": "error",
-                "message": "cannot evaluate <% result().nope %>: there is no key 'nope' in "
-                "the value",
+                "message": "YaqlEvaluationException: Unable to resolve key 'nope' in "
+                "expression '<% result().nope %>' from context.",
                 "task_id": "use",
                 "route": 0,
                 "task_transition_id": "never__t0",
@@ -445,8 +558,9 @@ def test_input_and_vars_errors_fail_before_any_task():
         "errors": [
             {
                 "type": "error",
-                "message": 'cannot evaluate <% ctx(nope) %>: Variable "nope" is referenced '
-                "before assignment.",
+                "message": "YaqlEvaluationException: Unable to evaluate expression "
+                "'<% ctx(nope) %>'. ExpressionEvaluationException: "
+                'Variable "nope" is referenced before assignment.',
             }
         ],
         "output": None,

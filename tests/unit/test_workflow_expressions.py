@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 
@@ -91,7 +92,9 @@ BOTH = [("<% {} %>", "yaql"), ("{{{{ {} }}}}", "jinja")]
         ("regex_search('xabc', '^b')", False),
         ("regex_replace('a-b-c', '-', '+')", "a+b+c"),
         ("regex_substring('v1.2 v3.4', 'v([0-9])', 1)", "3"),
-        ("use_none(ctx('nothing'))", None),
+        # StackStorm keeps the marker in a workflow's data (st2's integration tests expect it
+        # in an output); a task's input turns it into None (test_workflow_conductor).
+        ("use_none(ctx('nothing'))", "%*****__%NONE%__*****%"),
         ("to_human_time_from_seconds(3785)", "1h3m5s"),
         ("version_compare('1.2.3', '1.10.0')", -1),
         ("version_more_than('2.0.0', '1.9.9')", True),
@@ -149,17 +152,20 @@ def test_a_value_that_looks_like_an_expression_is_never_evaluated():
 
 def test_errors_name_the_expression_and_the_cause():
     assert error("<% ctx(missing) %>") == (
-        'cannot evaluate <% ctx(missing) %>: Variable "missing" is referenced before assignment.'
+        "YaqlEvaluationException: Unable to evaluate expression '<% ctx(missing) %>'. "
+        'ExpressionEvaluationException: Variable "missing" is referenced before assignment.'
     )
     assert error("{{ ctx('missing') }}") == (
-        'cannot evaluate "{{ ctx(\'missing\') }}": Variable "missing" is referenced before '
+        "JinjaEvaluationException: Unable to evaluate expression '{{ ctx('missing') }}'. "
+        'ExpressionEvaluationException: Variable "missing" is referenced before '
         "assignment."
     )
     assert error("<% ctx('__internal') %>").endswith(
         '"__internal" is referenced before assignment.'
     )
     assert error("<% ctx().d.nope %>") == (
-        "cannot evaluate <% ctx().d.nope %>: there is no key 'nope' in the value"
+        "YaqlEvaluationException: Unable to resolve key 'nope' in expression "
+        "'<% ctx().d.nope %>' from context."
     )
     assert 'Unknown function "nope"' in error("<% nope() %>")
     assert (
@@ -168,13 +174,23 @@ def test_errors_name_the_expression_and_the_cause():
     )
     assert "is never closed" in error("<% ctx(x)")
     assert error("<% result() %>", ExpressionContext()) == (
-        "cannot evaluate <% result() %>: result() is only available where a task has run "
+        "YaqlEvaluationException: Unable to evaluate expression '<% result() %>'. "
+        "ExpressionEvaluationException: result() is only available where a task has run "
         "(in next, retry or publish)"
     )
     assert "item() is only available in a with-items task" in error(
         "{{ item() }}", ExpressionContext()
     )
-    assert "does not exist in the datastore" in error("<% st2kv('system.nope') %>")
+    assert error("<% st2kv('system.nope') %>").endswith(
+        'The key "nope" does not exist in the StackStorm datastore.'
+    )
+    assert error("{{ st2kv('mine') }}").endswith(
+        'The key "mine" does not exist in the StackStorm datastore.'
+    )
+    as_stanley = dataclasses.replace(SCOPE, ctx={"st2": {"user": "stanley"}})
+    assert error("<% st2kv('mine') %>", as_stanley).endswith(
+        'The key "stanley:mine" does not exist in the StackStorm datastore.'
+    )
     assert "no datastore" in error("<% st2kv('system.k') %>", ExpressionContext())
     assert 'Unable to find task execution for "ghost".' in error("<% task(ghost) %>")
     assert "unsafe attribute '__class__'" in error("{{ ctx().__class__ }}")
@@ -319,6 +335,16 @@ def test_a_shell_command_quotes_what_its_expressions_insert(source: str) -> None
     assert ran.stdout == "x; id $(whoami) `uname`\n" and ran.returncode == 0
 
 
+def test_a_shell_command_inserts_a_value_as_orquesta_writes_it_in_text() -> None:
+    # StackStorm's orquesta-test-yaql-task-functions echoes ctx(loop) = False and expects
+    # the task's stdout "False" (Python's str(), as in any other text).
+    scope = ExpressionContext(ctx={"loop": False, "n": 3, "names": ["a b"]})
+    source = 'echo "<% ctx("loop") %>" <% ctx(n) %> <% ctx(names) %>'
+    rendered = evaluate_parameter(source, scope, SHELL_COMMAND, "cmd")
+    ran = subprocess.run(["/bin/sh", "-c", rendered], capture_output=True, text=True, timeout=10)
+    assert ran.stdout == "False 3 ['a b']\n"
+
+
 def test_a_url_encodes_what_its_expressions_insert() -> None:
     rendered = evaluate_parameter("https://example.com/s?q=<% ctx().q %>", HOSTILE, URL, "url")
     assert rendered == "https://example.com/s?q=a%20b%26c%3Dd%2Fe"
@@ -343,3 +369,44 @@ def test_other_parameters_render_as_before() -> None:
     assert evaluate_parameter("echo <% ctx().msg %>", HOSTILE, None, "message") == (
         "echo x; id $(whoami) `uname`"
     )
+
+
+def test_a_route_must_be_an_integer() -> None:
+    assert error("<% task(t0, route=>'one') %>").endswith(
+        "task(t0): route must be an integer, got 'one'"
+    )
+    assert error("{{ task_status('t0', route=true) }}").endswith(
+        "task_status(t0): route must be an integer, got True"
+    )
+    assert value("<% task_status(t0, route=>3) %>") == "unset"
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # st2tests/integration/orquesta/test_wiring_error_handling.py and
+        # test_wiring_functions_task.py, word for word.
+        (
+            "<% abs(8).value %>",
+            "YaqlEvaluationException: Unable to evaluate expression '<% abs(8).value %>'. "
+            'NoFunctionRegisteredException: Unknown function "#property#value"',
+        ),
+        (
+            "<% succeeded() and result().value %>",
+            "YaqlEvaluationException: Unable to resolve key 'value' in expression "
+            "'<% succeeded() and result().value %>' from context.",
+        ),
+        (
+            '<% task("task0") %>',
+            "YaqlEvaluationException: Unable to evaluate expression '<% task(\"task0\") %>'. "
+            'ExpressionEvaluationException: Unable to find task execution for "task0".',
+        ),
+        (
+            '{{ task("task0") }}',
+            "JinjaEvaluationException: Unable to evaluate expression '{{ task(\"task0\") }}'. "
+            'ExpressionEvaluationException: Unable to find task execution for "task0".',
+        ),
+    ],
+)
+def test_evaluation_errors_read_as_stackstorms(expression: str, message: str) -> None:
+    assert error(expression) == message

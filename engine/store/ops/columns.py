@@ -38,7 +38,7 @@ SQLITE_INSTANCE_COLUMNS = (
 
 SQLITE_EXECUTION_COLUMNS = (
     "id, action, parameters, status, result, context, created_at, started_at, finished_at,"
-    " attempt, log, lease_token, lease_expires_at, parent_id"
+    " attempt, log, lease_token, lease_expires_at, parent_id, run_after"
 )
 
 
@@ -119,7 +119,7 @@ PG_INSTANCE_COLUMNS = (
 PG_EXECUTION_COLUMNS = (
     "id, action, parameters::text AS parameters, status, result::text AS result,"
     " context::text AS context, created_at, started_at, finished_at, attempt,"
-    " log::text AS log, lease_token, lease_expires_at, parent_id"
+    " log::text AS log, lease_token, lease_expires_at, parent_id, run_after"
 )
 
 
