@@ -36,11 +36,14 @@ CANCELED = "canceled"
 # Cancel requested while running: the worker stops the run and records `canceled`.
 CANCELING = "canceling"
 ABANDONED = "abandoned"
+# An inquiry (core.ask) waiting for its response: no worker holds it.
+INQUIRY_PENDING = "pending"
 EXECUTION_STATUSES = (
     REQUESTED,
     SCHEDULED,
     RUNNING,
     CANCELING,
+    INQUIRY_PENDING,
     SUCCEEDED,
     FAILED,
     TIMEOUT,
@@ -248,3 +251,6 @@ class WorkflowStep:
     finished: tuple[Execution, ...] = ()
     # Children not ended yet (requested, scheduled, running, canceling).
     active: int = 0
+    # Of those, the ones waiting for a person: an inquiry `pending` a response, or a
+    # `paused` subworkflow. A workflow whose every active child waits pauses too.
+    waiting: int = 0

@@ -6,12 +6,14 @@ a backend's dialect: a mixin of engine.store.sql_store.SqlStore, which supplies 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from engine.model.records import (
     TERMINAL_EXECUTION_STATUSES,
     Execution,
     NewExecution,
+    Page,
     WorkflowStep,
     utcnow,
 )
@@ -19,9 +21,10 @@ from engine.store import codec
 
 
 class SqlWorkflowRuns:
-    """Workflow runs: start, claim a step, apply it; pause and resume."""
+    """Workflow runs: start, claim a step, apply it; pause and resume; inquiries."""
 
     _write: Any
+    _read: Any
     dialect: Any
     sealer: Any
     _wake: Any
@@ -88,6 +91,46 @@ class SqlWorkflowRuns:
         answer = await self._write(self.dialect.request_resume, execution_id, utcnow())
         self._wake("workflows")
         return answer
+
+    async def open_inquiry(
+        self, execution_id: str, lease_token: str, asked: Mapping[str, Any]
+    ) -> Execution:
+        now = utcnow()
+        ttl = asked.get("ttl")
+        # StackStorm: a ttl of 0 (or less) never times out.
+        expires_at = now + timedelta(minutes=ttl) if isinstance(ttl, int) and ttl > 0 else None
+        execution = await self._write(
+            self.dialect.open_inquiry,
+            execution_id,
+            lease_token,
+            codec.dumps(dict(asked), "inquiry"),
+            expires_at,
+            now,
+        )
+        self._wake("workflows")
+        return execution
+
+    async def list_inquiries(self, limit: int, offset: int) -> Page:
+        return await self._read(self.dialect.list_inquiries, limit, offset)
+
+    async def get_inquiry(self, execution_id: str) -> Execution:
+        return await self._read(self.dialect.get_inquiry, execution_id)
+
+    async def respond_inquiry(
+        self, execution_id: str, result: Mapping[str, Any], responder: str | None
+    ) -> Execution:
+        result_json = codec.dumps(dict(result), "inquiry response")
+        answered = await self._write(
+            self.dialect.respond_inquiry, execution_id, result_json, responder, utcnow()
+        )
+        self._wake("workflows")
+        return answered
+
+    async def expire_inquiries(self) -> list[Execution]:
+        expired = await self._write(self.dialect.expire_inquiries, utcnow())
+        if expired:
+            self._wake("workflows")
+        return expired
 
     def _woken_by_step(self, children: Sequence[NewExecution], workflow: Execution) -> None:
         if children:

@@ -21,6 +21,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store.ops.workflow_pauses import PAUSED, PAUSING, RESUMING
 from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
+from engine.workflows.statuses import waiting_settled
 
 Outcome = tuple[dict, list[NewExecution], Any, Any]
 
@@ -69,6 +70,9 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
         final = RUNNING  # the resume settled: the held link is requested
     elif final is None and chain.status == PAUSING and conductor.status == PAUSED:
         final = PAUSED
+    final = waiting_settled(
+        chain.status, conductor.status, final, len(children), step.active, step.waiting
+    )
     return conductor.state, children, final, result
 
 

@@ -44,7 +44,7 @@ from engine.store import codec
 from engine.workers import chains, sleep_until
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
-from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
+from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING, waiting_settled
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ RESUMING = "resuming"  # the workflow execution's status while a resume is appli
 # The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
 # was given a secret input, which its state holds.
 SEALED_STATE = "sealed"
+# Seconds between two looks for inquiries past their ttl (counted in minutes).
+INQUIRY_EXPIRY_INTERVAL = 10.0
 # Runs stepped per claim.
 STEP_BATCH = 32
 # A workflow whose stored state grows past this fails instead of writing it (each step
@@ -65,8 +67,13 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     settings = runtime.settings.workers
     store = runtime.store
     log.info("workflows worker started")
+    loop = asyncio.get_running_loop()
+    next_expiry = loop.time()
     try:
         while not stop.is_set():
+            if loop.time() >= next_expiry:
+                next_expiry = loop.time() + INQUIRY_EXPIRY_INTERVAL
+                await _expire_inquiries(runtime)
             try:
                 steps = await store.claim_workflow_steps(STEP_BATCH, settings.lease_seconds)
             except StoreError as exc:
@@ -79,6 +86,19 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 await sleep_until(stop, store.wait_for_work("workflows", settings.poll_interval))
     finally:
         log.info("workflows worker stopped")
+
+
+async def _expire_inquiries(runtime: Runtime) -> None:
+    """StackStorm's inquiry garbage collection: an inquiry past its ttl ends `timeout`
+    and its workflow goes on (its `failed()` transitions)."""
+    try:
+        expired = await runtime.store.expire_inquiries()
+    except StoreError as exc:
+        log.error("timing out inquiries failed: %s", exc)
+        return
+    for execution in expired:
+        log.info("inquiry %s timed out", execution.id)
+        runtime.observe("execution_finished", execution)
 
 
 # --- starting ------------------------------------------------------------------------
@@ -322,6 +342,9 @@ def _stepped(
         final = RUNNING  # the resume settled: what was held back is requested
     elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
         final = PAUSED
+    final = waiting_settled(
+        workflow.status, conductor.status, final, len(children), step.active, step.waiting
+    )
     new_state, final, result = _bounded(conductor.state, final, result)
     return _sealed(runtime, new_state) if sealed else new_state, children, final, result
 

@@ -393,10 +393,11 @@ async def test_pause_and_resume_reach_a_sub_chain(client, tmp_path: Path) -> Non
         assert time.monotonic() < deadline, "the sub-chain never paused"
         await asyncio.sleep(0.05)
     assert len(await children_of(client, inner["id"])) == 1  # its task2 held back
-    # Known gap, shared with Orquesta parents: the outer chain waits on its running link,
-    # the paused sub-chain, and shows `pausing` where StackStorm shows `paused` (the
-    # store's steps count a paused child as running).
-    assert (await (await client.get(url)).json())["status"] == "pausing"
+    # As in StackStorm, the outer chain pauses once its only running link, the sub-chain,
+    # has paused (a paused child counts as waiting: engine.workflows.statuses).
+    while (await (await client.get(url)).json())["status"] != "paused":
+        assert time.monotonic() < deadline, "the outer chain never paused"
+        await asyncio.sleep(0.05)
     assert (await client.put(url, json={"status": "resuming"})).status == 200
     chain = await wait_ended(client, chain_id)
     assert chain["status"] == "succeeded", chain["result"]

@@ -33,12 +33,18 @@ from engine.model.records import (
 )
 from engine.outbound import events as outbound_events
 from engine.store.codec import loads, time_to_text
-from engine.store.ops import columns, executions, lineage, outbox
+from engine.store.ops import columns, executions, inquiries, lineage, outbox
+
+PAUSED = "paused"
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 # A workflow not ended yet, and one whose pause or resume a step settles.
 _LIVE = "('running', 'canceling', 'pausing', 'paused', 'resuming')"
-_SETTLING = "('pausing', 'resuming')"
+# A step settles a pause or a resume from these (a running workflow pauses when every
+# active task waits for a person, and a paused one runs again once one of them is done).
+_SETTLING = "('running', 'pausing', 'paused', 'resuming')"
+# Children waiting for a person: an inquiry, a paused subworkflow (engine.store.ops.inquiries).
+_WAITING = "('pending', 'paused')"
 # A cancel walks the tree of subworkflows this deep at most (a workflow cannot call
 # itself without end: each level is a real execution, and this bounds one transaction).
 MAX_CANCEL_DEPTH = 32
@@ -46,8 +52,9 @@ MAX_CANCEL_DEPTH = 32
 
 def _due(run: str, false: str) -> str:
     """What a step recomputes `due` from: a child ended and not applied yet, a resume to
-    apply, or a canceling or pausing workflow with no child left running (its step ends
-    or pauses it)."""
+    apply, a canceling or pausing workflow with no child left running (its step ends
+    or pauses it), or a running or pausing one whose every live child waits for a person
+    (its step pauses it)."""
     return (
         f"EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
@@ -56,6 +63,12 @@ def _due(run: str, false: str) -> str:
         "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.status NOT IN {_ENDED}))"
+        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
+        "  AND w.status IN ('running', 'pausing'))"
+        f" AND EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        f" AND c.status IN {_WAITING})"
+        f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        f" AND c.status NOT IN {_ENDED} AND c.status NOT IN {_WAITING}))"
     )
 
 
@@ -68,13 +81,23 @@ def _sqlite_end(
     """The workflow's final status and result — or a pause or resume settled."""
     at = time_to_text(now)
     if status not in TERMINAL_EXECUTION_STATUSES:
+        before = conn.execute(
+            "SELECT status FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
         row = conn.execute(
             f"UPDATE executions SET status = ?, updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-            f" WHERE id = ? AND status IN {_SETTLING}"
+            f" WHERE id = ? AND status IN {_SETTLING} AND status <> ?"
             f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
-            (status, at, columns.sqlite_log_param(status, now), execution_id),
+            (status, at, columns.sqlite_log_param(status, now), execution_id, status),
         ).fetchone()
-        return None if row is None else columns.sqlite_execution(row)
+        if row is None:
+            return None
+        settled = columns.sqlite_execution(row)
+        if status == PAUSED:  # its parent may now have only waiting tasks: it pauses too
+            lineage.sqlite_mark_parents_due(conn, [settled])
+        elif before is not None and before["status"] == PAUSED:
+            inquiries.sqlite_resume_ancestors(conn, settled.parent, now)
+        return settled
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, updated_at = ?,"
         f" {columns.SQLITE_APPEND_LOG} WHERE id = ? AND status IN {_LIVE}"
@@ -151,11 +174,12 @@ def sqlite_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             (run_id,),
         ).fetchall()
-        active = conn.execute(
-            f"SELECT count(*) FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
+        active, waiting = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE status IN {_WAITING}) FROM executions"
+            f" WHERE parent_id = ? AND status NOT IN {_ENDED}",
             (run_id,),
-        ).fetchone()[0]
-        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), active))
+        ).fetchone()
+        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), active, waiting))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -236,15 +260,23 @@ async def _pg_end(
     conn: asyncpg.Connection, execution_id: str, status: str, result_json: str, now: datetime
 ) -> Execution | None:
     if status not in TERMINAL_EXECUTION_STATUSES:
+        before = await conn.fetchval("SELECT status FROM executions WHERE id = $1", execution_id)
         row = await conn.fetchrow(
             "UPDATE executions SET status = $2, updated_at = now(), log = log || $3::jsonb"
-            f" WHERE id = $1 AND status IN {_SETTLING}"
+            f" WHERE id = $1 AND status IN {_SETTLING} AND status <> $2"
             f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
             execution_id,
             status,
             columns.pg_log_param(status, now),
         )
-        return None if row is None else columns.pg_execution(row)
+        if row is None:
+            return None
+        settled = columns.pg_execution(row)
+        if status == PAUSED:  # its parent may now have only waiting tasks: it pauses too
+            await lineage.pg_mark_parents_due(conn, [settled])
+        elif before == PAUSED:
+            await inquiries.pg_resume_ancestors(conn, settled.parent, now)
+        return settled
     row = await conn.fetchrow(
         "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
         " updated_at = now(), log = log || $5::jsonb"
@@ -336,11 +368,14 @@ async def pg_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             run_id,
         )
-        active = await conn.fetchval(
-            f"SELECT count(*) FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
+        counts = await conn.fetchrow(
+            "SELECT count(*) AS active,"
+            f" count(*) FILTER (WHERE status IN {_WAITING}) AS waiting FROM executions"
+            f" WHERE parent_id = $1 AND status NOT IN {_ENDED}",
             run_id,
         )
-        steps.append(_step(workflow, run, map(columns.pg_execution, finished), active))
+        finished_children = map(columns.pg_execution, finished)
+        steps.append(_step(workflow, run, finished_children, counts["active"], counts["waiting"]))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -423,7 +458,7 @@ async def pg_cancel_tree(
     return execution, previous
 
 
-def _step(workflow: Execution, run: Any, finished: Any, active: int) -> WorkflowStep:
+def _step(workflow: Execution, run: Any, finished: Any, active: int, waiting: int) -> WorkflowStep:
     return WorkflowStep(
         workflow=workflow,
         state=loads(run["state"]),
@@ -431,4 +466,5 @@ def _step(workflow: Execution, run: Any, finished: Any, active: int) -> Workflow
         lease_token=run["lease_token"],
         finished=tuple(finished),
         active=active,
+        waiting=waiting,
     )
