@@ -1,0 +1,371 @@
+"""Inquiries (`core.ask`) end to end in one process: StackStorm's inquiry examples, run
+unchanged through POST /api/v1/executions, paused on their asks and answered through
+PUT /api/v1/inquiries/<id>; a real SQLite file and a real PostgreSQL (conftest.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
+from engine.http.context import RUNTIME
+from engine.packs.inquiry import DEFAULT_SCHEMA, MAX_RESPONSE_BYTES
+from tests.support.app import app_client
+from tests.support.inquiries import copy_ask_examples, wait_inquiries, wait_status
+from tests.support.packs import write_pack
+
+ASKED = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean", "description": "Continue?", "required": True}},
+}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    packs = tmp_path / "packs"
+    copy_ask_examples(packs)
+    write_pack(
+        packs,
+        "asks",
+        {
+            "actions/after.yaml": """\
+                name: after
+                runner_type: orquesta
+                entry_point: workflows/after.yaml
+                """,
+            # The answer's values, published and passed on to the next task.
+            "actions/workflows/after.yaml": """\
+                version: 1.0
+                tasks:
+                  ask:
+                    action: core.ask
+                    input:
+                      schema:
+                        type: object
+                        properties:
+                          name: {type: string, required: true}
+                      users: [alice]
+                      route: ops
+                      ttl: 5
+                    next:
+                      - when: <% succeeded() %>
+                        publish:
+                          - who: <% result().response.name %>
+                        do: greet
+                      - when: <% failed() %>
+                        publish:
+                          - who: nobody
+                        do: greet
+                  greet:
+                    action: core.echo message="hello <% ctx(who) %>"
+                output:
+                  - who: <% ctx(who) %>
+                """,
+        },
+    )
+    return Settings(
+        store=StoreSettings(url=store_url),
+        workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
+        auth=AuthSettings(enabled=False),
+        rules_dirs=(),
+        packs_dirs=(str(packs),),
+        roles=("api", "actions", "workflows"),
+        base_dir=str(tmp_path),
+    )
+
+
+async def start(client, action: str, **parameters) -> str:
+    reply = await client.post(
+        "/api/v1/executions", json={"action": action, "parameters": parameters}
+    )
+    assert reply.status == 201, await reply.text()
+    return (await reply.json())["id"]
+
+
+async def answer(client, inquiry_id: str, response, status: int = 200) -> dict:
+    reply = await client.put(
+        f"/api/v1/inquiries/{inquiry_id}", json={"id": inquiry_id, "response": response}
+    )
+    body = await reply.json()
+    assert reply.status == status, body
+    return body
+
+
+async def tasks_of(client, execution_id: str) -> dict[str, dict]:
+    """The workflow's own task runs by task name (not its subworkflows')."""
+    reply = await client.get(f"/api/v1/executions/{execution_id}/children")
+    found = await reply.json()
+    return {child["context"]["orquesta"]["task_name"]: child for child in found}
+
+
+async def test_basic_ask_pauses_the_workflow_and_an_answer_finishes_it(client) -> None:
+    workflow = await start(client, "examples.orquesta-ask-basic")
+    paused = await wait_status(client, workflow, ("paused",))
+    assert paused["status"] == "paused"
+    [inquiry] = await wait_inquiries(client, 1)
+    assert inquiry["schema"] == ASKED
+    assert (inquiry["roles"], inquiry["users"], inquiry["route"], inquiry["ttl"]) == (
+        [],
+        [],
+        "",
+        1440,
+    )
+    ask = (await tasks_of(client, workflow))["get_approval"]
+    assert ask["id"] == inquiry["id"]
+    assert ask["status"] == "pending"
+    got = await client.get(f"/api/v1/inquiries/{inquiry['id']}")
+    assert await got.json() == inquiry
+
+    assert await answer(client, inquiry["id"], {"approved": True}) == {
+        "id": inquiry["id"],
+        "response": {"approved": True},
+    }
+    done = await wait_status(client, workflow, ())
+    assert done["status"] == "succeeded", done
+    tasks = await tasks_of(client, workflow)
+    assert sorted(tasks) == ["finish", "get_approval", "start"]
+    assert tasks["get_approval"]["status"] == "succeeded"
+    # StackStorm's shape: what was asked, plus the response.
+    assert tasks["get_approval"]["result"] == {
+        "schema": ASKED,
+        "roles": [],
+        "users": [],
+        "route": "",
+        "ttl": 1440,
+        "response": {"approved": True},
+    }
+    assert tasks["finish"]["result"]["stdout"] == "Automation completed."
+    assert await wait_inquiries(client, 0) == []
+
+
+async def test_a_response_that_does_not_fit_changes_nothing(client) -> None:
+    workflow = await start(client, "examples.orquesta-ask-basic")
+    [inquiry] = await wait_inquiries(client, 1)
+    url = f"/api/v1/inquiries/{inquiry['id']}"
+    wrong = await answer(client, inquiry["id"], {"approved": "yes"}, 400)
+    assert "approved" in wrong["faultstring"] and "boolean" in wrong["faultstring"]
+    missing = await answer(client, inquiry["id"], {}, 400)
+    assert "'approved' is a required property" in missing["faultstring"]
+    assert "JSON object" in (await answer(client, inquiry["id"], [1], 400))["faultstring"]
+    too_big = {"approved": True, "x": "a" * MAX_RESPONSE_BYTES}
+    huge = await answer(client, inquiry["id"], too_big, 400)
+    assert "over the limit" in huge["faultstring"]
+    deep = b'{"response": {"approved": true, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    nested = await client.put(url, data=deep, headers={"Content-Type": "application/json"})
+    assert nested.status == 400
+    assert "nest" in (await nested.json())["faultstring"]
+    for body, named in (
+        (b"{not json", "JSON"),
+        (b'{"id": "%s"}' % inquiry["id"].encode(), "response"),
+        (b'{"id": "other", "response": {"approved": true}}', "does not match"),
+        (b'{"response": {"approved": true}, "status": "x"}', "'status'"),
+    ):
+        reply = await client.put(url, data=body, headers={"Content-Type": "application/json"})
+        assert reply.status == 400
+        assert named in (await reply.json())["faultstring"]
+    # Nothing changed: still pending, still paused; a good answer still goes through.
+    assert (await tasks_of(client, workflow))["get_approval"]["status"] == "pending"
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    await answer(client, inquiry["id"], {"approved": False})
+    done = await wait_status(client, workflow, ())
+    # `approved: false` is a valid answer: the ask succeeded, and so does the workflow.
+    assert done["status"] == "succeeded"
+    again = await answer(client, inquiry["id"], {"approved": True}, 400)
+    assert again["faultstring"] == f'Inquiry "{inquiry["id"]}" has already been responded to.'
+
+
+async def test_unknown_inquiries_and_executions_that_are_not_inquiries_are_404(client) -> None:
+    for path in ("/api/v1/inquiries/nope", "/api/v1/inquiries/nope/"):
+        reply = await client.get(path)
+        assert reply.status == 404
+        assert "nope" in (await reply.json())["faultstring"]
+    reply = await client.put("/api/v1/inquiries/nope", json={"response": {"continue": True}})
+    assert reply.status == 404
+    echo = await start(client, "core.echo", message="hi")
+    await wait_status(client, echo, ())
+    assert (await client.get(f"/api/v1/inquiries/{echo}")).status == 404
+
+
+async def test_consecutive_asks_each_pause_the_workflow(client) -> None:
+    workflow = await start(client, "examples.orquesta-ask-consecutive")
+    [first] = await wait_inquiries(client, 1)
+    await answer(client, first["id"], {"approved": True})
+    second = first
+    while second["id"] == first["id"]:
+        [second] = await wait_inquiries(client, 1)
+    assert second["schema"]["properties"]["approved"]["description"] == "Really?"
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    await answer(client, second["id"], {"approved": True})
+    assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
+    assert sorted(await tasks_of(client, workflow)) == [
+        "finish",
+        "get_approval",
+        "get_confirmation",
+        "start",
+    ]
+
+
+async def test_an_answers_values_are_published_for_the_next_tasks(client) -> None:
+    workflow = await start(client, "examples.orquesta_ask_multiple_parameters")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert inquiry["ttl"] == 60
+    bad = await answer(client, inquiry["id"], {"approved": True}, 400)
+    assert "department_id" in bad["faultstring"]
+    await answer(
+        client, inquiry["id"], {"approved": True, "department_id": 7, "extra_output": "go"}
+    )
+    assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
+    tasks = await tasks_of(client, workflow)
+    assert tasks["echo_extra_message"]["result"]["stdout"] == "Extra info go."
+    assert tasks["finish"]["result"]["stdout"] == (
+        "Approved by department 7. Automation completed."
+    )
+
+
+async def test_a_refusal_takes_the_failed_path_only_when_the_ask_fails(client) -> None:
+    workflow = await start(client, "examples.orquesta_ask_multiple_parameters")
+    [inquiry] = await wait_inquiries(client, 1)
+    await answer(client, inquiry["id"], {"approved": False, "department_id": 1})
+    done = await wait_status(client, workflow, ())
+    # StackStorm's example: approved = false goes to `stop`, which fails the workflow.
+    assert done["status"] == "failed"
+    tasks = await tasks_of(client, workflow)
+    assert tasks["stop"]["result"]["stdout"] == "Automation stopped."
+
+
+async def test_a_nested_ask_pauses_both_workflows_and_the_answer_resumes_both(client) -> None:
+    parent = await start(client, "examples.orquesta-ask-nested")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert (await wait_status(client, parent, ("paused",)))["status"] == "paused"
+    sub = (await tasks_of(client, parent))["get_approval"]
+    assert (await wait_status(client, sub["id"], ("paused",)))["status"] == "paused"
+    await answer(client, inquiry["id"], {"approved": True})
+    assert (await wait_status(client, parent, ()))["status"] == "succeeded"
+    assert (await wait_status(client, sub["id"], ()))["status"] == "succeeded"
+    tasks = await tasks_of(client, parent)
+    assert tasks["finish"]["result"]["stdout"] == "Automation completed."
+
+
+async def test_parallel_asks_resume_the_workflow_once_both_are_answered(client) -> None:
+    workflow = await start(client, "examples.orquesta-ask-parallel")
+    assert len(await wait_inquiries(client, 2)) == 2
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    tasks = await tasks_of(client, workflow)
+    jack, jill = tasks["ask_jack"]["id"], tasks["ask_jill"]["id"]
+    await answer(client, jack, {"approved": True})
+    # The answer resumed the workflow (same transaction); with jill's ask still pending it
+    # pauses again, and `finish` (join: all) waits.
+    assert (await wait_status(client, jack, ("succeeded",)))["status"] == "succeeded"
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    assert "finish" not in await tasks_of(client, workflow)
+    assert [inquiry["id"] for inquiry in await wait_inquiries(client, 1)] == [jill]
+    await answer(client, jill, {"approved": True})
+    assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
+    tasks = await tasks_of(client, workflow)
+    assert tasks["finish"]["status"] == "succeeded"
+    assert tasks["finish"]["result"]["stdout"] == "Automation completed."
+
+
+async def test_an_ask_with_users_is_answered_and_its_value_published(client) -> None:
+    workflow = await start(client, "asks.after")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert (inquiry["users"], inquiry["route"], inquiry["ttl"]) == (["alice"], "ops", 5)
+    # Auth is off in this app: no key, so nobody to refuse (engine.http.rbac).
+    await answer(client, inquiry["id"], {"name": "bob"})
+    done = await wait_status(client, workflow, ())
+    assert done["status"] == "succeeded"
+    assert done["result"]["output"] == {"who": "bob"}
+
+
+async def test_an_expired_inquiry_times_out_and_the_workflow_takes_its_failed_path(
+    client, store_url: str, tmp_path: Path
+) -> None:
+    workflow = await start(client, "asks.after")
+    [inquiry] = await wait_inquiries(client, 1)
+    past = datetime.now().astimezone() - timedelta(minutes=1)
+    if store_url.startswith("sqlite"):
+        db = sqlite3.connect(tmp_path / "hookyard.db")
+        with db:
+            db.execute("UPDATE inquiries SET expires_at = '2000-01-01T00:00:00+00:00'")
+        db.close()
+    else:
+        conn = await asyncpg.connect(store_url)
+        await conn.execute("UPDATE inquiries SET expires_at = $1", past)
+        await conn.close()
+    # What the workflows role does every INQUIRY_EXPIRY_INTERVAL seconds.
+    expired = await client.app[RUNTIME].store.expire_inquiries()
+    assert [execution.id for execution in expired] == [inquiry["id"]]
+    done = await wait_status(client, workflow, ())
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["output"] == {"who": "nobody"}
+    ask = (await tasks_of(client, workflow))["ask"]
+    assert ask["status"] == "timeout"
+    assert "response" not in ask["result"]
+    late = await answer(client, inquiry["id"], {"name": "x"}, 400)
+    assert "timed out" in late["faultstring"]
+
+
+async def test_canceling_a_paused_workflow_cancels_its_inquiry(client) -> None:
+    workflow = await start(client, "examples.orquesta-ask-basic")
+    [inquiry] = await wait_inquiries(client, 1)
+    await wait_status(client, workflow, ("paused",))
+    reply = await client.delete(f"/api/v1/executions/{workflow}")
+    assert reply.status == 200
+    assert (await wait_status(client, workflow, ()))["status"] == "canceled"
+    assert (await tasks_of(client, workflow))["get_approval"]["status"] == "canceled"
+    assert await wait_inquiries(client, 0) == []
+    refused = await answer(client, inquiry["id"], {"approved": True}, 400)
+    assert "canceled" in refused["faultstring"]
+
+
+async def test_core_ask_alone_uses_stackstorms_default_schema(client) -> None:
+    ask = await start(client, "core.ask")
+    assert (await wait_status(client, ask, ("pending",)))["status"] == "pending"
+    [inquiry] = await wait_inquiries(client, 1)
+    assert inquiry["schema"] == DEFAULT_SCHEMA
+    await answer(client, ask, {"continue": True})
+    done = await wait_status(client, ask, ())
+    assert done["status"] == "succeeded"
+    assert done["result"]["response"] == {"continue": True}
+
+
+async def test_an_ask_whose_schema_is_no_json_schema_fails_saying_so(client) -> None:
+    not_a_schema = {"type": "object", "properties": {"a": {"type": 7}}}
+    ask = await start(client, "core.ask", schema=not_a_schema)
+    done = await wait_status(client, ask, ())
+    assert done["status"] == "failed"
+    assert "not a valid JSON schema at properties/a/type" in done["result"]["error"]
+    assert await wait_inquiries(client, 0) == []
+
+
+async def test_an_action_chain_pauses_on_its_ask_and_an_answer_goes_on(client) -> None:
+    chain = await start(client, "examples.chain-test-inquiry")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert inquiry["route"] == "developers"
+    assert (await wait_status(client, chain, ("paused",)))["status"] == "paused"
+    await answer(client, inquiry["id"], {"secondfactor": "s3cret"})
+    done = await wait_status(client, chain, ())
+    assert done["status"] in ("succeeded", "failed"), done
+    links = [task["name"] for task in done["result"]["tasks"]]
+    assert links[0] == "task1"
+
+
+async def test_a_nested_chain_pauses_its_parent_chain_too(client) -> None:
+    parent = await start(client, "examples.chain-test-inquiry-parent")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert (await wait_status(client, parent, ("paused",)))["status"] == "paused"
+    await answer(client, inquiry["id"], {"secondfactor": "s3cret"})
+    done = await wait_status(client, parent, ())
+    assert done["status"] in ("succeeded", "failed"), done
+    assert done["result"]["tasks"][0]["name"] == "task1"
+
+
+async def test_the_server_keeps_serving_after_abuse(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        for _ in range(3):
+            assert (await client.put("/api/v1/inquiries/x", data=b"\xff")).status in (400, 404)
+        assert (await client.get("/api/v1/inquiries")).status == 200
