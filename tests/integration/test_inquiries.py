@@ -349,19 +349,24 @@ async def test_an_action_chain_pauses_on_its_ask_and_an_answer_goes_on(client) -
     assert (await wait_status(client, chain, ("paused",)))["status"] == "paused"
     await answer(client, inquiry["id"], {"secondfactor": "s3cret"})
     done = await wait_status(client, chain, ())
-    assert done["status"] in ("succeeded", "failed"), done
-    links = [task["name"] for task in done["result"]["tasks"]]
-    assert links[0] == "task1"
+    assert done["status"] == "succeeded", done["result"]
+    task1, task2 = done["result"]["tasks"]
+    assert task1["result"]["response"] == {"secondfactor": "s3cret"}
+    # StackStorm's template reads `task1.result.response` after the resume.
+    assert task2["result"]["stdout"] == "We can now authenticate to foo service with s3cret"
 
 
 async def test_a_nested_chain_pauses_its_parent_chain_too(client) -> None:
     parent = await start(client, "examples.chain-test-inquiry-parent")
     [inquiry] = await wait_inquiries(client, 1)
     assert (await wait_status(client, parent, ("paused",)))["status"] == "paused"
+    children = await (await client.get(f"/api/v1/executions/{parent}/children")).json()
+    assert [child["status"] for child in children] == ["paused"]
     await answer(client, inquiry["id"], {"secondfactor": "s3cret"})
     done = await wait_status(client, parent, ())
-    assert done["status"] in ("succeeded", "failed"), done
-    assert done["result"]["tasks"][0]["name"] == "task1"
+    assert done["status"] == "succeeded", done["result"]
+    assert [task["name"] for task in done["result"]["tasks"]] == ["task1", "task2"]
+    assert done["result"]["tasks"][1]["result"]["stdout"] == "parent task2"
 
 
 async def test_the_server_keeps_serving_after_abuse(settings: Settings) -> None:
