@@ -109,9 +109,9 @@ def check_schema(schema: Any) -> None:
         raise ActionError(
             f"core.ask: 'schema' must be a JSON schema object, got {type(schema).__name__}"
         )
-    if len(json.dumps(schema, default=str)) > MAX_SCHEMA_BYTES:
-        raise ActionError(f"core.ask: 'schema' is over {MAX_SCHEMA_BYTES:,} bytes")
     try:
+        if len(json.dumps(schema, default=str)) > MAX_SCHEMA_BYTES:
+            raise ActionError(f"core.ask: 'schema' is over {MAX_SCHEMA_BYTES:,} bytes")
         jsonschema.Draft4Validator.check_schema(to_json_schema(schema))
     except jsonschema.SchemaError as error:
         where = "/".join(str(part) for part in error.absolute_path) or "(top)"
