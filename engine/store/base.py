@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.errors import StoreError
@@ -321,9 +321,10 @@ class Store(OutboundStore, abc.ABC):
         NotFound unless it is an inquiry; Conflict when it is no longer pending."""
 
     @abc.abstractmethod
-    async def expire_inquiries(self) -> list[Execution]:
-        """Pending inquiries past their expiry end `timeout` (result unchanged), resuming
-        up the tree as an answer does; returns them."""
+    async def expire_inquiries(self, now: datetime | None = None) -> list[Execution]:
+        """Pending inquiries past their expiry at `now` (default: the current time) end
+        `timeout` (result unchanged), resuming up the tree as an answer does; returns
+        them."""
 
     @abc.abstractmethod
     async def start_workflow(

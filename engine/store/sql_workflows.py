@@ -6,7 +6,7 @@ a backend's dialect: a mixin of engine.store.sql_store.SqlStore, which supplies 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model.records import (
@@ -126,8 +126,8 @@ class SqlWorkflowRuns:
         self._wake("workflows")
         return answered
 
-    async def expire_inquiries(self) -> list[Execution]:
-        expired = await self._write(self.dialect.expire_inquiries, utcnow())
+    async def expire_inquiries(self, now: datetime | None = None) -> list[Execution]:
+        expired = await self._write(self.dialect.expire_inquiries, now or utcnow())
         if expired:
             self._wake("workflows")
         return expired
