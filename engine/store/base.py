@@ -297,12 +297,17 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def open_inquiry(
-        self, execution_id: str, lease_token: str, asked: Mapping[str, Any]
+        self,
+        execution_id: str,
+        lease_token: str,
+        asked: Mapping[str, Any],
+        triggers: Sequence[NewTriggerInstance] = (),
     ) -> Execution:
         """One transaction: the running ask execution becomes `pending` with `asked` as its
         result and no lease, an inquiry expiring after `asked["ttl"]` minutes (never for
-        0) is recorded, and its parent workflow's run is made due. LeaseLost if the claim
-        is no longer current."""
+        0) is recorded, `triggers` (its core.st2.generic.inquiry instance) are stored, and
+        its parent workflow's run is made due. LeaseLost if the claim is no longer
+        current."""
 
     @abc.abstractmethod
     async def list_inquiries(self, limit: int, offset: int) -> Page:

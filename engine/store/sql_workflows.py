@@ -13,6 +13,7 @@ from engine.model.records import (
     TERMINAL_EXECUTION_STATUSES,
     Execution,
     NewExecution,
+    NewTriggerInstance,
     Page,
     WorkflowStep,
     utcnow,
@@ -28,6 +29,7 @@ class SqlWorkflowRuns:
     dialect: Any
     sealer: Any
     _wake: Any
+    count_ingested: Any
 
     async def start_workflow(
         self,
@@ -93,7 +95,11 @@ class SqlWorkflowRuns:
         return answer
 
     async def open_inquiry(
-        self, execution_id: str, lease_token: str, asked: Mapping[str, Any]
+        self,
+        execution_id: str,
+        lease_token: str,
+        asked: Mapping[str, Any],
+        triggers: Sequence[NewTriggerInstance] = (),
     ) -> Execution:
         now = utcnow()
         ttl = asked.get("ttl")
@@ -106,8 +112,10 @@ class SqlWorkflowRuns:
             codec.dumps(dict(asked), "inquiry"),
             expires_at,
             now,
+            list(triggers),
         )
         self._wake("workflows")
+        self.count_ingested(len(triggers))
         return execution
 
     async def list_inquiries(self, limit: int, offset: int) -> Page:

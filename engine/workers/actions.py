@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
+from engine.model.generic_triggers import INQUIRY_TRIGGER, inquiry_instance
 from engine.model.records import (
     ABANDONED,
     CANCELED,
@@ -191,8 +192,11 @@ async def _open_inquiry(
 ) -> None:
     """A `core.ask` run ends pending: its inquiry is stored, and waits for a response
     (engine.store.ops.inquiries); no worker holds it meanwhile."""
+    triggers = []
+    if runtime.ruleset.candidates(INQUIRY_TRIGGER):  # a rule listens (a dict lookup)
+        triggers.append(inquiry_instance(execution.id, str(asked.get("route") or "")))
     try:
-        await runtime.store.open_inquiry(execution.id, execution.lease_token or "", asked)
+        await runtime.store.open_inquiry(execution.id, execution.lease_token or "", asked, triggers)
     except LeaseLost:
         log.warning("inquiry %s: another worker owns the execution now", execution.id, extra=extra)
         return

@@ -4,7 +4,9 @@ PUT /api/v1/inquiries/<id>; a real SQLite file and a real PostgreSQL (conftest.p
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from engine.http.context import RUNTIME
 from engine.packs.inquiry import DEFAULT_SCHEMA, MAX_RESPONSE_BYTES
 from tests.support.app import app_client
 from tests.support.inquiries import copy_ask_examples, wait_inquiries, wait_status
-from tests.support.packs import write_pack
+from tests.support.packs import write_pack, write_rules
+from tests.support.postgres import truncate_all
 
 ASKED = {
     "type": "object",
@@ -25,7 +28,17 @@ ASKED = {
 
 
 @pytest.fixture
-def settings(tmp_path: Path, store_url: str) -> Settings:
+async def empty_store_url(store_url: str) -> str:
+    """The test's store URL; on PostgreSQL (one database per session) emptied first, as
+    these tests read every pending inquiry."""
+    if store_url.startswith("postgresql://"):
+        await truncate_all(store_url)
+    return store_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, empty_store_url: str) -> Settings:
+    store_url = empty_store_url
     packs = tmp_path / "packs"
     copy_ask_examples(packs)
     write_pack(
@@ -67,13 +80,29 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
                 """,
         },
     )
+    # StackStorm's notify_inquiry example, routed to core.echo instead of Slack.
+    rules = write_rules(
+        tmp_path / "rules",
+        {
+            "notify_inquiry": """\
+                name: notify_inquiry
+                pack: asks
+                trigger:
+                  type: core.st2.generic.inquiry
+                action:
+                  ref: core.echo
+                  parameters:
+                    message: 'Inquiry {{trigger.id}} awaits an approval on {{ trigger.route }}'
+                """
+        },
+    )
     return Settings(
         store=StoreSettings(url=store_url),
         workers=WorkerSettings(poll_interval=0.5, lease_seconds=5),
         auth=AuthSettings(enabled=False),
-        rules_dirs=(),
+        rules_dirs=(str(rules),),
         packs_dirs=(str(packs),),
-        roles=("api", "actions", "workflows"),
+        roles=("api", "rules", "actions", "workflows"),
         base_dir=str(tmp_path),
     )
 
@@ -279,6 +308,27 @@ async def test_an_ask_with_users_is_answered_and_its_value_published(client) -> 
     done = await wait_status(client, workflow, ())
     assert done["status"] == "succeeded"
     assert done["result"]["output"] == {"who": "bob"}
+
+
+async def test_a_new_inquiry_fires_core_st2_generic_inquiry(client) -> None:
+    workflow = await start(client, "asks.after")
+    [inquiry] = await wait_inquiries(client, 1)
+    deadline = time.monotonic() + 20
+    while True:
+        reply = await client.get("/api/v1/executions", params={"action": "core.echo"})
+        echoes = [
+            e
+            for e in await reply.json()
+            if e["status"] == "succeeded" and inquiry["id"] in e["result"]["stdout"]
+        ]
+        if echoes or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    [echo] = echoes
+    assert echo["result"]["stdout"] == (f"Inquiry {inquiry['id']} awaits an approval on ops")
+    assert echo["rule"]["ref"] == "asks.notify_inquiry"
+    await answer(client, inquiry["id"], {"name": "carol"})
+    assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
 
 
 async def test_an_expired_inquiry_times_out_and_the_workflow_takes_its_failed_path(

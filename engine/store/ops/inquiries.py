@@ -3,8 +3,9 @@
 As in StackStorm an inquiry is its ask's execution, `pending`, whose result holds what
 was asked (engine.packs.inquiry). The `inquiries` row marks it one, and holds when it
 expires and who answered. Each change is one transaction with what follows from it:
-- opening ends the worker's hold (no lease: nothing claims a pending execution) and makes
-  the parent workflow's run due, whose step pauses it once every active task waits;
+- opening ends the worker's hold (no lease: nothing claims a pending execution), makes
+  the parent workflow's run due, whose step pauses it once every active task waits, and
+  stores the `core.st2.generic.inquiry` trigger instance when a rule listens;
 - an answer ends the execution `succeeded` with the response, makes the parent's run due
   and moves the paused workflows up the tree to `resuming` (StackStorm resumes them);
 - expiry ends it `timeout` with its result unchanged, and resumes likewise.
@@ -13,15 +14,24 @@ expires and who answered. Each change is one transaction with what follows from 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
 
 from engine.errors import Conflict, NotFound
-from engine.model.records import INQUIRY_PENDING, SUCCEEDED, TIMEOUT, Execution, Page
+from engine.model.records import (
+    INQUIRY_PENDING,
+    SUCCEEDED,
+    TIMEOUT,
+    Execution,
+    NewTriggerInstance,
+    Page,
+)
 from engine.outbound import events as outbound_events
+from engine.store import codec
 from engine.store.codec import time_to_text
-from engine.store.ops import columns, lineage, outbox
+from engine.store.ops import columns, instances, lineage, outbox
 
 # A workflow tree is at most this deep (engine.store.ops.workflows.MAX_CANCEL_DEPTH).
 MAX_DEPTH = 32
@@ -52,6 +62,7 @@ def sqlite_open(
     result_json: str,
     expires_at: datetime | None,
     now: datetime,
+    triggers: Sequence[NewTriggerInstance] = (),
 ) -> Execution:
     at = time_to_text(now)
     row = conn.execute(
@@ -75,6 +86,8 @@ def sqlite_open(
         "INSERT INTO inquiries (execution_id, expires_at, created_at) VALUES (?, ?, ?)",
         (execution_id, None if expires_at is None else time_to_text(expires_at), at),
     )
+    if triggers:
+        instances.sqlite_insert(conn, [codec.prepare_trigger_instance(t) for t in triggers], now)
     lineage.sqlite_mark_parents_due(conn, [execution])
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
@@ -198,6 +211,7 @@ async def pg_open(
     result_json: str,
     expires_at: datetime | None,
     now: datetime,
+    triggers: Sequence[NewTriggerInstance] = (),
 ) -> Execution:
     row = await conn.fetchrow(
         "UPDATE executions SET status = $3, result = $4::jsonb, lease_token = NULL,"
@@ -219,6 +233,8 @@ async def pg_open(
         expires_at,
         now,
     )
+    if triggers:
+        await instances.pg_insert(conn, [codec.prepare_trigger_instance(t) for t in triggers])
     await lineage.pg_mark_parents_due(conn, [execution])
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
     return execution
