@@ -25,6 +25,7 @@ from engine.http.guard import guarded
 from engine.http.paging import add_get_both_slashes, paging
 from engine.model.records import INQUIRY_PENDING, Execution
 from engine.packs.inquiry import InquiryError, may_respond, validate_response
+from engine.workers.generic_triggers import generic_source
 
 # Who answered, with auth disabled (StackStorm's system user answers then).
 SYSTEM_USER = "stanley"
@@ -82,7 +83,12 @@ async def respond(request: web.Request) -> web.Response:
         raise IngestError(str(exc)) from None
     responder = key.name if key is not None else SYSTEM_USER
     try:
-        await runtime.store.respond_inquiry(inquiry_id, {**asked, "response": response}, responder)
+        await runtime.store.respond_inquiry(
+            inquiry_id,
+            {**asked, "response": response},
+            responder,
+            generic_source(runtime, execution),
+        )
     except Conflict as exc:  # answered (or timed out) since it was read
         raise IngestError(str(exc)) from None
     return json_response({"id": inquiry_id, "response": response})

@@ -319,17 +319,26 @@ class Store(OutboundStore, abc.ABC):
 
     @abc.abstractmethod
     async def respond_inquiry(
-        self, execution_id: str, result: Mapping[str, Any], responder: str | None
+        self,
+        execution_id: str,
+        result: Mapping[str, Any],
+        responder: str | None,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
     ) -> Execution:
         """One transaction: the pending inquiry ends `succeeded` with `result`, its parent's
         run is made due and the paused workflows up the tree become `resuming`.
         NotFound unless it is an inquiry; Conflict when it is no longer pending."""
 
     @abc.abstractmethod
-    async def expire_inquiries(self, now: datetime | None = None) -> list[Execution]:
+    async def expire_inquiries(
+        self,
+        now: datetime | None = None,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
+    ) -> list[Execution]:
         """Pending inquiries past their expiry at `now` (default: the current time) end
         `timeout` (result unchanged), resuming up the tree as an answer does; returns
-        them."""
+        them. `generic` builds each one's generic trigger instances, as for
+        finish_execution (and for respond_inquiry)."""
 
     @abc.abstractmethod
     async def start_workflow(

@@ -19,6 +19,7 @@ from engine.model.records import (
     utcnow,
 )
 from engine.store import codec
+from engine.store.ops.generic_triggers import GenericSource
 
 
 class SqlWorkflowRuns:
@@ -125,17 +126,32 @@ class SqlWorkflowRuns:
         return await self._read(self.dialect.get_inquiry, execution_id)
 
     async def respond_inquiry(
-        self, execution_id: str, result: Mapping[str, Any], responder: str | None
+        self,
+        execution_id: str,
+        result: Mapping[str, Any],
+        responder: str | None,
+        generic: GenericSource | None = None,
     ) -> Execution:
         result_json = codec.dumps(dict(result), "inquiry response")
+        fired = _Counted(generic)
         answered = await self._write(
-            self.dialect.respond_inquiry, execution_id, result_json, responder, utcnow()
+            self.dialect.respond_inquiry,
+            execution_id,
+            result_json,
+            responder,
+            utcnow(),
+            fired.source,
         )
+        self.count_ingested(fired.total)
         self._wake("workflows")
         return answered
 
-    async def expire_inquiries(self, now: datetime | None = None) -> list[Execution]:
-        expired = await self._write(self.dialect.expire_inquiries, now or utcnow())
+    async def expire_inquiries(
+        self, now: datetime | None = None, generic: GenericSource | None = None
+    ) -> list[Execution]:
+        fired = _Counted(generic)
+        expired = await self._write(self.dialect.expire_inquiries, now or utcnow(), fired.source)
+        self.count_ingested(fired.total)
         if expired:
             self._wake("workflows")
         return expired
@@ -145,6 +161,26 @@ class SqlWorkflowRuns:
             self._wake("executions")
         if workflow.parent and workflow.status in TERMINAL_EXECUTION_STATUSES:
             self._wake("workflows")  # a subworkflow ended: its parent's run is due
+
+
+class _Counted:
+    """A generic trigger source that counts what it built, once per transaction try (a
+    retried transaction builds again)."""
+
+    def __init__(self, generic: GenericSource | None) -> None:
+        self.generic = generic
+        self.built: dict[str, int] = {}
+        self.source = None if generic is None else self._build
+
+    def _build(self, execution: Execution) -> Sequence[NewTriggerInstance]:
+        assert self.generic is not None
+        items = self.generic(execution)
+        self.built[execution.id] = len(items)
+        return items
+
+    @property
+    def total(self) -> int:
+        return sum(self.built.values())
 
 
 def _step_json(

@@ -42,6 +42,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
+from engine.workers.generic_triggers import generic_source
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.context import KeyValueLookup
 from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING, waiting_settled
@@ -73,7 +74,7 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if loop.time() >= next_expiry:
                 next_expiry = loop.time() + INQUIRY_EXPIRY_INTERVAL
-                await _expire_inquiries(runtime)
+                await expire_inquiries(runtime)
             try:
                 steps = await store.claim_workflow_steps(STEP_BATCH, settings.lease_seconds)
             except StoreError as exc:
@@ -88,11 +89,16 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
         log.info("workflows worker stopped")
 
 
-async def _expire_inquiries(runtime: Runtime) -> None:
+async def expire_inquiries(runtime: Runtime) -> None:
     """StackStorm's inquiry garbage collection: an inquiry past its ttl ends `timeout`
     and its workflow goes on (its `failed()` transitions)."""
+
+    def generic(execution: Execution) -> Any:
+        source = generic_source(runtime, execution)  # None: no rule listens
+        return source(execution) if source is not None else []
+
     try:
-        expired = await runtime.store.expire_inquiries()
+        expired = await runtime.store.expire_inquiries(generic=generic)
     except StoreError as exc:
         log.error("timing out inquiries failed: %s", exc)
         return

@@ -16,6 +16,7 @@ import pytest
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from engine.http.context import RUNTIME
 from engine.packs.inquiry import DEFAULT_SCHEMA, MAX_RESPONSE_BYTES
+from engine.workers.workflows import expire_inquiries
 from tests.support.app import app_client
 from tests.support.inquiries import copy_ask_examples, wait_inquiries, wait_status
 from tests.support.packs import write_pack, write_rules
@@ -93,7 +94,20 @@ def settings(tmp_path: Path, empty_store_url: str) -> Settings:
                   ref: core.echo
                   parameters:
                     message: 'Inquiry {{trigger.id}} awaits an approval on {{ trigger.route }}'
-                """
+                """,
+            # An answer (or a timeout) ends the ask as any execution ends.
+            "ask_ended": """\
+                name: ask_ended
+                pack: asks
+                trigger:
+                  type: core.st2.generic.actiontrigger
+                criteria:
+                  trigger.action_ref: {type: equals, pattern: core.ask}
+                action:
+                  ref: core.echo
+                  parameters:
+                    message: 'ask {{ trigger.execution_id }} {{ trigger.status }}'
+                """,
         },
     )
     return Settings(
@@ -310,25 +324,32 @@ async def test_an_ask_with_users_is_answered_and_its_value_published(client) -> 
     assert done["result"]["output"] == {"who": "bob"}
 
 
+async def echoed(client, text: str, timeout: float = 20.0) -> list[dict]:
+    """The succeeded core.echo runs whose output holds `text`, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await client.get("/api/v1/executions", params={"action": "core.echo"})
+        found = [
+            e
+            for e in await reply.json()
+            if e["status"] == "succeeded" and text in e["result"]["stdout"]
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
 async def test_a_new_inquiry_fires_core_st2_generic_inquiry(client) -> None:
     workflow = await start(client, "asks.after")
     [inquiry] = await wait_inquiries(client, 1)
-    deadline = time.monotonic() + 20
-    while True:
-        reply = await client.get("/api/v1/executions", params={"action": "core.echo"})
-        echoes = [
-            e
-            for e in await reply.json()
-            if e["status"] == "succeeded" and inquiry["id"] in e["result"]["stdout"]
-        ]
-        if echoes or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    [echo] = echoes
-    assert echo["result"]["stdout"] == (f"Inquiry {inquiry['id']} awaits an approval on ops")
+    [echo] = await echoed(client, f"Inquiry {inquiry['id']}")
+    assert echo["result"]["stdout"] == f"Inquiry {inquiry['id']} awaits an approval on ops"
     assert echo["rule"]["ref"] == "asks.notify_inquiry"
     await answer(client, inquiry["id"], {"name": "carol"})
     assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
+    # Its end fires core.st2.generic.actiontrigger, as any execution's end does.
+    [ended] = await echoed(client, f"ask {inquiry['id']}")
+    assert ended["result"]["stdout"] == f"ask {inquiry['id']} succeeded"
 
 
 async def test_an_expired_inquiry_times_out_and_the_workflow_takes_its_failed_path(
@@ -347,8 +368,7 @@ async def test_an_expired_inquiry_times_out_and_the_workflow_takes_its_failed_pa
         await conn.execute("UPDATE inquiries SET expires_at = $1", past)
         await conn.close()
     # What the workflows role does every INQUIRY_EXPIRY_INTERVAL seconds.
-    expired = await client.app[RUNTIME].store.expire_inquiries()
-    assert [execution.id for execution in expired] == [inquiry["id"]]
+    await expire_inquiries(client.app[RUNTIME])
     done = await wait_status(client, workflow, ())
     assert done["status"] == "succeeded", done["result"]
     assert done["result"]["output"] == {"who": "nobody"}
@@ -357,6 +377,8 @@ async def test_an_expired_inquiry_times_out_and_the_workflow_takes_its_failed_pa
     assert "response" not in ask["result"]
     late = await answer(client, inquiry["id"], {"name": "x"}, 400)
     assert "timed out" in late["faultstring"]
+    [ended] = await echoed(client, f"ask {inquiry['id']}")
+    assert ended["result"]["stdout"] == f"ask {inquiry['id']} timeout"
 
 
 async def test_canceling_a_paused_workflow_cancels_its_inquiry(client) -> None:

@@ -31,7 +31,7 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import time_to_text
-from engine.store.ops import columns, instances, lineage, outbox
+from engine.store.ops import columns, generic_triggers, instances, lineage, outbox
 
 # A workflow tree is at most this deep (engine.store.ops.workflows.MAX_CANCEL_DEPTH).
 MAX_DEPTH = 32
@@ -125,6 +125,7 @@ def sqlite_respond(
     result_json: str,
     responder: str | None,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     execution = sqlite_get(conn, execution_id)
     if execution.status != INQUIRY_PENDING:
@@ -149,11 +150,13 @@ def sqlite_respond(
         "UPDATE inquiries SET responded_by = ?, responded_at = ? WHERE execution_id = ?",
         (responder, at, execution_id),
     )
-    _sqlite_ended(conn, answered, now)
+    _sqlite_ended(conn, answered, now, generic)
     return answered
 
 
-def sqlite_expire(conn: sqlite3.Connection, now: datetime) -> list[Execution]:
+def sqlite_expire(
+    conn: sqlite3.Connection, now: datetime, generic: generic_triggers.GenericSource | None = None
+) -> list[Execution]:
     at = time_to_text(now)
     rows = conn.execute(
         "UPDATE executions SET status = ?, finished_at = ?, updated_at = ?,"
@@ -173,12 +176,20 @@ def sqlite_expire(conn: sqlite3.Connection, now: datetime) -> list[Execution]:
     ).fetchall()
     expired = [columns.sqlite_execution(row) for row in rows]
     for execution in expired:
-        _sqlite_ended(conn, execution, now)
+        _sqlite_ended(conn, execution, now, generic)
     return expired
 
 
-def _sqlite_ended(conn: sqlite3.Connection, execution: Execution, now: datetime) -> None:
+def _sqlite_ended(
+    conn: sqlite3.Connection,
+    execution: Execution,
+    now: datetime,
+    generic: generic_triggers.GenericSource | None,
+) -> None:
+    """What any end of an execution brings (engine.store.ops.executions.sqlite_finish),
+    and the workflows above it resumed."""
     lineage.sqlite_mark_parents_due(conn, [execution])
+    generic_triggers.sqlite_fire(conn, execution, generic, now)
     sqlite_resume_ancestors(conn, execution.parent, now)
     outbox.sqlite_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
 
@@ -275,6 +286,7 @@ async def pg_respond(
     result_json: str,
     responder: str | None,
     now: datetime,
+    generic: generic_triggers.GenericSource | None = None,
 ) -> Execution:
     execution = await pg_get(conn, execution_id, lock=True)
     if execution.status != INQUIRY_PENDING:
@@ -296,11 +308,13 @@ async def pg_respond(
         responder,
         now,
     )
-    await _pg_ended(conn, answered, now)
+    await _pg_ended(conn, answered, now, generic)
     return answered
 
 
-async def pg_expire(conn: asyncpg.Connection, now: datetime) -> list[Execution]:
+async def pg_expire(
+    conn: asyncpg.Connection, now: datetime, generic: generic_triggers.GenericSource | None = None
+) -> list[Execution]:
     rows = await conn.fetch(
         "UPDATE executions SET status = $1, finished_at = $2, updated_at = now(),"
         " log = log || $3::jsonb WHERE id IN (SELECT i.execution_id FROM inquiries i"
@@ -316,12 +330,18 @@ async def pg_expire(conn: asyncpg.Connection, now: datetime) -> list[Execution]:
     )
     expired = [columns.pg_execution(row) for row in rows]
     for execution in expired:
-        await _pg_ended(conn, execution, now)
+        await _pg_ended(conn, execution, now, generic)
     return expired
 
 
-async def _pg_ended(conn: asyncpg.Connection, execution: Execution, now: datetime) -> None:
+async def _pg_ended(
+    conn: asyncpg.Connection,
+    execution: Execution,
+    now: datetime,
+    generic: generic_triggers.GenericSource | None,
+) -> None:
     await lineage.pg_mark_parents_due(conn, [execution])
+    await generic_triggers.pg_fire(conn, execution, generic)
     await pg_resume_ancestors(conn, execution.parent, now)
     await outbox.pg_emit(conn, now, lambda: [outbound_events.execution_updated(execution)])
 
