@@ -254,3 +254,6 @@ class WorkflowStep:
     # Of those, the ones waiting for a person: an inquiry `pending` a response, or a
     # `paused` subworkflow. A workflow whose every active child waits pauses too.
     waiting: int = 0
+    # Of those, the inquiries pending a response (StackStorm: one pauses an Orquesta
+    # workflow, which then starts no new task; its running ones finish).
+    asking: int = 0

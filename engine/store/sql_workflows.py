@@ -186,8 +186,9 @@ class _Counted:
 def _step_json(
     state: Mapping[str, Any], final_status: str | None, result: Any
 ) -> tuple[str, str | None]:
-    # Besides the final statuses, a step settles a pause ("paused") or a resume ("running").
-    if final_status is not None and final_status not in ("paused", "running"):
+    # Besides the final statuses, a step settles a pause ("paused"; "pausing" when a task's
+    # inquiry pauses the workflow while others still run) or a resume ("running").
+    if final_status is not None and final_status not in ("pausing", "paused", "running"):
         codec.check_terminal_status(final_status)
     state_json = codec.dumps(state, "workflow state")
     result_json = None if final_status is None else codec.dumps(result, "workflow result")

@@ -50,6 +50,8 @@ from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING, waiti
 log = logging.getLogger(__name__)
 
 RESUMING = "resuming"  # the workflow execution's status while a resume is applied
+# Marks a conductor state paused because a task waits for an answer, not by a person.
+PAUSED_BY_INQUIRY = "paused_by_inquiry"
 
 # The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
 # was given a secret input, which its state holds.
@@ -325,12 +327,33 @@ def _stepped(
         action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
     )
     requests: list[ActionRequest] = []
+    answered = False
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
     elif workflow.status == PAUSING and conductor.status == RUNNING:
         conductor.pause()  # no new task starts; paused once its running ones have ended
     elif workflow.status == RESUMING and conductor.status in (PAUSING, PAUSED):
         requests.extend(conductor.resume())
+    elif (
+        conductor.state.get(PAUSED_BY_INQUIRY)
+        and not step.asking
+        and conductor.status
+        in (
+            PAUSING,
+            PAUSED,
+        )
+    ):
+        # Paused for an inquiry that was answered while that pause was being decided
+        # (the answer found the workflow still running, so did not resume it).
+        requests.extend(conductor.resume())
+        answered = True
+    if conductor.status == RUNNING:
+        conductor.state.pop(PAUSED_BY_INQUIRY, None)
+        if step.asking and workflow.status in (RUNNING, RESUMING):
+            # StackStorm (Orquesta): a task pending an answer pauses its workflow; running
+            # tasks finish, no new one starts, and an answer resumes it.
+            conductor.pause()
+            conductor.state[PAUSED_BY_INQUIRY] = True
     for child in step.finished:
         task = (child.context or {}).get("orquesta") or {}
         requests.extend(
@@ -344,7 +367,7 @@ def _stepped(
         )
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
-    if final is None and workflow.status == RESUMING:
+    if final is None and (workflow.status == RESUMING or answered):
         final = RUNNING  # the resume settled: what was held back is requested
     elif final is None and workflow.status == PAUSING and conductor.status == PAUSED:
         final = PAUSED

@@ -32,6 +32,8 @@ def waiting_settled(
         if workflow_status in (RUNNING, RESUMING, PAUSING):
             return PAUSED
         return None if workflow_status == PAUSED else final
+    if conductor_status == PAUSING and workflow_status in (RUNNING, RESUMING):
+        return PAUSING  # an inquiry paused it; its running tasks finish first
     if workflow_status == PAUSED and conductor_status == RUNNING:
         # Paused only for a waiting task, and one is done (answered while the pause was
         # being decided): it runs on.

@@ -79,6 +79,36 @@ def settings(tmp_path: Path, empty_store_url: str) -> Settings:
                 output:
                   - who: <% ctx(who) %>
                 """,
+            "actions/beside.yaml": """\
+                name: beside
+                runner_type: orquesta
+                entry_point: workflows/beside.yaml
+                """,
+            # An ask in one branch while the other branch still has tasks to run.
+            "actions/workflows/beside.yaml": """\
+                version: 1.0
+                tasks:
+                  start:
+                    action: core.noop
+                    next:
+                      - do: [ask, slow]
+                  ask:
+                    action: core.ask
+                    next:
+                      - when: <% succeeded() %>
+                        do: done
+                  slow:
+                    action: core.local cmd="sleep 1"
+                    next:
+                      - do: after_slow
+                  after_slow:
+                    action: core.noop
+                    next:
+                      - do: done
+                  done:
+                    join: all
+                    action: core.noop
+                """,
         },
     )
     # StackStorm's notify_inquiry example, routed to core.echo instead of Slack.
@@ -311,6 +341,22 @@ async def test_parallel_asks_resume_the_workflow_once_both_are_answered(client) 
     tasks = await tasks_of(client, workflow)
     assert tasks["finish"]["status"] == "succeeded"
     assert tasks["finish"]["result"]["stdout"] == "Automation completed."
+
+
+async def test_a_pending_ask_holds_back_the_other_branchs_next_task(client) -> None:
+    """Orquesta: a pending task makes its workflow `pausing` while others run (they
+    finish, no new task starts), then `paused`; the answer resumes it."""
+    workflow = await start(client, "asks.beside")
+    [inquiry] = await wait_inquiries(client, 1)
+    assert (await wait_status(client, workflow, ("pausing", "paused")))["status"] == "pausing"
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    tasks = await tasks_of(client, workflow)
+    assert tasks["slow"]["status"] == "succeeded"
+    assert "after_slow" not in tasks
+    await answer(client, inquiry["id"], {"continue": True})
+    assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
+    tasks = await tasks_of(client, workflow)
+    assert [tasks[name]["status"] for name in ("after_slow", "done")] == ["succeeded"] * 2
 
 
 async def test_an_ask_with_users_is_answered_and_its_value_published(client) -> None:

@@ -174,12 +174,14 @@ def sqlite_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             (run_id,),
         ).fetchall()
-        active, waiting = conn.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE status IN {_WAITING}) FROM executions"
+        active, waiting, asking = conn.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE status IN {_WAITING}),"
+            " count(*) FILTER (WHERE status = 'pending') FROM executions"
             f" WHERE parent_id = ? AND status NOT IN {_ENDED}",
             (run_id,),
         ).fetchone()
-        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), active, waiting))
+        finished_children = map(columns.sqlite_execution, finished)
+        steps.append(_step(workflow, run, finished_children, active, waiting, asking))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -370,12 +372,14 @@ async def pg_claim(
         )
         counts = await conn.fetchrow(
             "SELECT count(*) AS active,"
-            f" count(*) FILTER (WHERE status IN {_WAITING}) AS waiting FROM executions"
+            f" count(*) FILTER (WHERE status IN {_WAITING}) AS waiting,"
+            " count(*) FILTER (WHERE status = 'pending') AS asking FROM executions"
             f" WHERE parent_id = $1 AND status NOT IN {_ENDED}",
             run_id,
         )
         finished_children = map(columns.pg_execution, finished)
-        steps.append(_step(workflow, run, finished_children, counts["active"], counts["waiting"]))
+        active, waiting, asking = counts["active"], counts["waiting"], counts["asking"]
+        steps.append(_step(workflow, run, finished_children, active, waiting, asking))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -458,7 +462,9 @@ async def pg_cancel_tree(
     return execution, previous
 
 
-def _step(workflow: Execution, run: Any, finished: Any, active: int, waiting: int) -> WorkflowStep:
+def _step(
+    workflow: Execution, run: Any, finished: Any, active: int, waiting: int, asking: int
+) -> WorkflowStep:
     return WorkflowStep(
         workflow=workflow,
         state=loads(run["state"]),
@@ -467,4 +473,5 @@ def _step(workflow: Execution, run: Any, finished: Any, active: int, waiting: in
         finished=tuple(finished),
         active=active,
         waiting=waiting,
+        asking=asking,
     )
