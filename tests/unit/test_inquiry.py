@@ -154,9 +154,7 @@ def test_a_running_workflow_whose_only_tasks_wait_pauses() -> None:
 def test_an_inquiry_pauses_a_workflow_whose_other_tasks_still_run() -> None:
     # The step paused the conductor for the pending ask: `pausing` until the others end.
     assert waiting_settled("running", "pausing", None, 0, active=2, waiting=1) == "pausing"
-    assert waiting_settled("resuming", "pausing", "running", 0, active=2, waiting=1) == (
-        "pausing"
-    )
+    assert waiting_settled("resuming", "pausing", "running", 0, active=2, waiting=1) == ("pausing")
 
 
 def test_a_workflow_with_other_work_does_not_pause() -> None:
