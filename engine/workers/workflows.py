@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 RESUMING = "resuming"  # the workflow execution's status while a resume is applied
 # Marks a conductor state paused because a task waits for an answer, not by a person.
 PAUSED_BY_INQUIRY = "paused_by_inquiry"
+HELD = (PAUSING, PAUSED)  # conductor statuses that start no task
 
 # The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
 # was given a secret input, which its state holds.
@@ -334,15 +335,7 @@ def _stepped(
         conductor.pause()  # no new task starts; paused once its running ones have ended
     elif workflow.status == RESUMING and conductor.status in (PAUSING, PAUSED):
         requests.extend(conductor.resume())
-    elif (
-        conductor.state.get(PAUSED_BY_INQUIRY)
-        and not step.asking
-        and conductor.status
-        in (
-            PAUSING,
-            PAUSED,
-        )
-    ):
+    elif conductor.state.get(PAUSED_BY_INQUIRY) and not step.asking and conductor.status in HELD:
         # Paused for an inquiry that was answered while that pause was being decided
         # (the answer found the workflow still running, so did not resume it).
         requests.extend(conductor.resume())
