@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -130,9 +132,30 @@ def test_hookyard_inquiry_list_get_and_respond(serve, packs: Path) -> None:
     assert wrong.returncode != 0 and "approved" in wrong.stderr
     unknown = client("inquiry", "respond", "nope", "-r", '{"approved": true}')
     assert unknown.returncode != 0 and "not found" in unknown.stderr
-    for item in asked:
-        out = client.ok("inquiry", "respond", item["id"], "-r", '{"approved": true}')
-        assert f"Response accepted for inquiry {item['id']}." in out
+    first, second = asked
+    out = client.ok("inquiry", "respond", first["id"], "-r", '{"approved": true}')
+    assert f"Response accepted for inquiry {first['id']}." in out
+    # Without -r each property is asked for, as `st2 inquiry respond` does.
+    typed = subprocess.run(
+        [sys.executable, "-m", "engine", "inquiry", "respond", second["id"]],
+        input="maybe\n",
+        env=client.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert typed.returncode != 0 and "approved" in typed.stderr  # not a boolean: refused
+    typed = subprocess.run(
+        [sys.executable, "-m", "engine", "inquiry", "respond", second["id"]],
+        input="yes\n",
+        env=client.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert typed.returncode == 0, typed.stderr
+    assert "(approved)" in typed.stdout
+    assert f"Response accepted for inquiry {second['id']}." in typed.stdout
     assert wait_status(server.url, workflow_id, "succeeded")["status"] == "succeeded"
     assert "no inquiries" in client.ok("inquiry", "list")
 
