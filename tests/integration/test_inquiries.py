@@ -109,6 +109,27 @@ def settings(tmp_path: Path, empty_store_url: str) -> Settings:
                     join: all
                     action: core.noop
                 """,
+            "actions/each.yaml": """\
+                name: each
+                runner_type: orquesta
+                entry_point: workflows/each.yaml
+                """,
+            # One ask per item: the task ends once every item is answered.
+            "actions/workflows/each.yaml": """\
+                version: 1.0
+                tasks:
+                  approve:
+                    with: who in <% list(alice, bob) %>
+                    action: core.ask
+                    input:
+                      route: <% item(who) %>
+                    next:
+                      - when: <% succeeded() %>
+                        publish:
+                          - answers: <% result().select($.response.continue) %>
+                output:
+                  - answers: <% ctx(answers) %>
+                """,
         },
     )
     # StackStorm's notify_inquiry example, routed to core.echo instead of Slack.
@@ -357,6 +378,21 @@ async def test_a_pending_ask_holds_back_the_other_branchs_next_task(client) -> N
     assert (await wait_status(client, workflow, ()))["status"] == "succeeded"
     tasks = await tasks_of(client, workflow)
     assert [tasks[name]["status"] for name in ("after_slow", "done")] == ["succeeded"] * 2
+
+
+async def test_asks_in_with_items_pause_until_every_item_is_answered(client) -> None:
+    workflow = await start(client, "asks.each")
+    asked = await wait_inquiries(client, 2)
+    assert sorted(inquiry["route"] for inquiry in asked) == ["alice", "bob"]
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    by_route = {inquiry["route"]: inquiry["id"] for inquiry in asked}
+    await answer(client, by_route["bob"], {"continue": False})
+    assert (await wait_status(client, by_route["bob"], ("succeeded",)))["status"] == "succeeded"
+    assert (await wait_status(client, workflow, ("paused",)))["status"] == "paused"
+    await answer(client, by_route["alice"], {"continue": True})
+    done = await wait_status(client, workflow, ())
+    assert done["status"] == "succeeded", done["result"]
+    assert done["result"]["output"] == {"answers": [True, False]}  # in item order
 
 
 async def test_an_ask_with_users_is_answered_and_its_value_published(client) -> None:
