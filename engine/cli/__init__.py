@@ -18,6 +18,7 @@ from engine.cli.deliveries import delivery_group
 from engine.cli.enforcements import enforcement_group
 from engine.cli.executions import execution_group
 from engine.cli.explain import explain_command
+from engine.cli.inquiries import inquiry_group
 from engine.cli.purge import purge_command
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
@@ -59,6 +60,7 @@ for command in (
     workflow_group,
     sensor_group,
     trigger_group,
+    inquiry_group,
 ):
     cli.add_command(command)
 

@@ -23,6 +23,7 @@ from engine.http import (
     enforcements_api,
     executions_api,
     expect,
+    inquiries_api,
     metrics_api,
     operations_api,
     outbound_api,
@@ -82,6 +83,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             rerun_api,
             user_api,
             purge_api,
+            inquiries_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

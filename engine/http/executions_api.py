@@ -26,7 +26,15 @@ from engine.http.context import RUNTIME, json_response
 from engine.http.execution_tree import canceling_descendants, children_ids, descendants
 from engine.http.guard import guarded
 from engine.http.paging import add_get_both_slashes, filters, paging
-from engine.model.records import CANCELED, CANCELING, DELAYED, REQUESTED, SCHEDULED, NewExecution
+from engine.model.records import (
+    CANCELED,
+    CANCELING,
+    DELAYED,
+    INQUIRY_PENDING,
+    REQUESTED,
+    SCHEDULED,
+    NewExecution,
+)
 from engine.process.runtime import Runtime
 from engine.secrets.sealing import is_sealed
 from engine.store.ops.workflow_pauses import PAUSING, RESUMING
@@ -193,7 +201,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
             runtime.observe(CANCEL_REQUESTED, child)
     elif previous == CANCELED:
         return json_response({"faultstring": 'Action is already in "canceled" state.'})
-    elif previous not in (REQUESTED, SCHEDULED, DELAYED):
+    elif previous not in (REQUESTED, SCHEDULED, DELAYED, INQUIRY_PENDING):
         return json_response({"faultstring": f"Action cannot be canceled. State = {previous}."})
     return json_response(execution_api(runtime, execution))
 

@@ -35,6 +35,9 @@ _OPERATOR_WRITES = frozenset(
         ("POST", "/api/v1/executions/{id}/re_run"),
         ("POST", "/api/v1/executions/{id}/re_run/"),
         ("PUT", "/api/v1/keys/{name}"),
+        # An inquiry's own `users` and `roles` say who may answer it (inquiries_api).
+        ("PUT", "/api/v1/inquiries/{id}"),
+        ("PUT", "/api/v1/inquiries/{id}/"),
         ("DELETE", "/api/v1/keys/{name}"),
     }
 )

@@ -23,6 +23,8 @@ from engine.model.records import Execution, NewTriggerInstance
 
 ACTION_TRIGGER = "core.st2.generic.actiontrigger"
 NOTIFY_TRIGGER = "core.st2.generic.notifytrigger"
+# A new inquiry is pending (StackStorm's inquirer runner dispatches it: {"id", "route"}).
+INQUIRY_TRIGGER = "core.st2.generic.inquiry"
 GENERIC_TRIGGERS = frozenset({ACTION_TRIGGER, NOTIFY_TRIGGER})
 # In a generic trigger's payload and in the context of the executions its rules request.
 DEPTH_KEY = "trigger_depth"
@@ -116,3 +118,9 @@ def _sections(notify: Mapping[str, Any], status: str) -> list[Mapping[str, Any]]
         if isinstance(section, Mapping):
             sections.append(section)
     return sections
+
+
+def inquiry_instance(execution_id: str, route: str) -> NewTriggerInstance:
+    """StackStorm's payload for a new inquiry: its id and route, nothing else (its
+    trigger type allows no other property)."""
+    return NewTriggerInstance(trigger=INQUIRY_TRIGGER, payload={"id": execution_id, "route": route})

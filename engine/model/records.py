@@ -38,12 +38,15 @@ CANCELING = "canceling"
 ABANDONED = "abandoned"
 # Held back by an action.concurrency policy; requested again when a slot frees.
 DELAYED = "delayed"
+# An inquiry (core.ask) waiting for its response: no worker holds it.
+INQUIRY_PENDING = "pending"
 EXECUTION_STATUSES = (
     REQUESTED,
     DELAYED,
     SCHEDULED,
     RUNNING,
     CANCELING,
+    INQUIRY_PENDING,
     SUCCEEDED,
     FAILED,
     TIMEOUT,
@@ -259,3 +262,12 @@ class WorkflowStep:
     # resuming one running once none is paused or resuming any more.
     paused: int = 0
     settling: int = 0
+    # Of those, the inquiries (core.ask) pending a response (StackStorm: one pauses an
+    # Orquesta workflow, which then starts no new task; its running ones finish).
+    asking: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Active children waiting for a person: a pending inquiry, a paused subworkflow.
+        A workflow whose every active child waits pauses too."""
+        return self.paused + self.asking

@@ -144,6 +144,12 @@ _BoundedValidator = jsonschema.validators.extend(
 )
 
 
+def validator_for(json_schema: Mapping[str, Any]) -> Any:
+    """A draft 4 validator of `json_schema` (already translated by `to_json_schema`) whose
+    patterns run under a time limit."""
+    return _BoundedValidator(json_schema)
+
+
 def _has_secret(definition: Mapping[str, Any]) -> bool:
     # A nested secret (signing.secret, a secret list item, a secret value of a map) makes
     # the whole value secret: masking works on values, and error texts show no value.

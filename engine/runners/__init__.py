@@ -71,6 +71,7 @@ def default_runners(
     from engine.runners.action_chain import ActionChainRunner
     from engine.runners.dispatch import AnnouncementRunner, InjectTriggerRunner
     from engine.runners.http_request import HttpRequestRunner
+    from engine.runners.inquirer import InquirerRunner
     from engine.runners.noop import NoopRunner
     from engine.runners.orquesta import OrquestaRunner
     from engine.runners.python_script import PythonScriptRunner
@@ -89,6 +90,7 @@ def default_runners(
         ActionChainRunner(),
         InjectTriggerRunner(),
         AnnouncementRunner(),
+        InquirerRunner(),
     ):
         registry.register(runner)
     return registry

@@ -341,6 +341,53 @@ class Store(OutboundStore, abc.ABC):
         """A pausing or paused workflow becomes `resuming`, with its subworkflows; its next
         step requests what was held back. As request_pause otherwise."""
 
+    # --- inquiries (engine.store.ops.inquiries) --------------------------------------------
+
+    @abc.abstractmethod
+    async def open_inquiry(
+        self,
+        execution_id: str,
+        lease_token: str,
+        asked: Mapping[str, Any],
+        triggers: Sequence[NewTriggerInstance] = (),
+    ) -> Execution:
+        """One transaction: the running ask execution becomes `pending` with `asked` as its
+        result and no lease, an inquiry expiring after `asked["ttl"]` minutes (never for
+        0) is recorded, `triggers` (its core.st2.generic.inquiry instance) are stored, and
+        its parent workflow's run is made due. LeaseLost if the claim is no longer
+        current."""
+
+    @abc.abstractmethod
+    async def list_inquiries(self, limit: int, offset: int) -> Page:
+        """The pending inquiries' executions, newest first."""
+
+    @abc.abstractmethod
+    async def get_inquiry(self, execution_id: str) -> Execution:
+        """The inquiry's execution, whatever its status; NotFound unless it is one."""
+
+    @abc.abstractmethod
+    async def respond_inquiry(
+        self,
+        execution_id: str,
+        result: Mapping[str, Any],
+        responder: str | None,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
+    ) -> Execution:
+        """One transaction: the pending inquiry ends `succeeded` with `result`, its parent's
+        run is made due and the paused workflows up the tree become `resuming`.
+        NotFound unless it is an inquiry; Conflict when it is no longer pending."""
+
+    @abc.abstractmethod
+    async def expire_inquiries(
+        self,
+        now: datetime | None = None,
+        generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
+    ) -> list[Execution]:
+        """Pending inquiries past their expiry at `now` (default: the current time) end
+        `timeout` (result unchanged), resuming up the tree as an answer does; returns
+        them. `generic` builds each one's generic trigger instances, as for
+        finish_execution (and for respond_inquiry)."""
+
     @abc.abstractmethod
     async def start_workflow(
         self,

@@ -53,6 +53,12 @@ class Dialect:
     take_over_dead_claims: Op  # (conn, claimer_id, is_dead, now) -> counts
     request_pause: Op  # (conn, id, now) -> (execution, previous status)
     request_resume: Op  # (conn, id, now) -> (execution, previous status)
+    # inquiries (engine.store.ops.inquiries)
+    open_inquiry: Op  # (conn, id, token, result_json, expires_at, now) -> Execution
+    list_inquiries: Op  # (conn, limit, offset) -> Page
+    get_inquiry: Op  # (conn, id) -> Execution
+    respond_inquiry: Op  # (conn, id, result_json, responder, now) -> Execution
+    expire_inquiries: Op  # (conn, now) -> list[Execution]
     # API keys
     create_api_key: Op
     list_api_keys: Op

@@ -15,7 +15,15 @@ import logging
 from typing import Any
 
 from engine.errors import ActionError, EngineError, LeaseLost, StoreError
-from engine.model.records import ABANDONED, CANCELED, CANCELING, FAILED, Execution
+from engine.model.generic_triggers import INQUIRY_TRIGGER, inquiry_instance
+from engine.model.records import (
+    ABANDONED,
+    CANCELED,
+    CANCELING,
+    FAILED,
+    INQUIRY_PENDING,
+    Execution,
+)
 from engine.packs.action import WORKFLOW_RUNNERS
 from engine.packs.config import render_config
 from engine.packs.pack import Pack
@@ -184,7 +192,29 @@ async def run_execution(
             helper.cancel()
             with contextlib.suppress(asyncio.CancelledError, LeaseLost, StoreError):
                 await helper
+    if result.status == INQUIRY_PENDING:
+        await _open_inquiry(runtime, execution, result.result, extra)
+        return
     await _finish(runtime, execution, result.status, result.result, extra)
+
+
+async def _open_inquiry(
+    runtime: Runtime, execution: Execution, asked: Any, extra: dict[str, Any]
+) -> None:
+    """A `core.ask` run ends pending: its inquiry is stored, and waits for a response
+    (engine.store.ops.inquiries); no worker holds it meanwhile."""
+    triggers = []
+    if runtime.ruleset.candidates(INQUIRY_TRIGGER):  # a rule listens (a dict lookup)
+        triggers.append(inquiry_instance(execution.id, str(asked.get("route") or "")))
+    try:
+        await runtime.store.open_inquiry(execution.id, execution.lease_token or "", asked, triggers)
+    except LeaseLost:
+        log.warning("inquiry %s: another worker owns the execution now", execution.id, extra=extra)
+        return
+    except StoreError as exc:
+        log.error("storing inquiry %s failed: %s", execution.id, exc, extra=extra)
+        return
+    log.info("execution %s pending: inquiry opened", execution.id, extra=extra)
 
 
 def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[RunRequest, Any]:

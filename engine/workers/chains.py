@@ -64,6 +64,7 @@ def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
                 execution_id=child.id,
                 created_at=_time(child.created_at),
                 updated_at=_time(child.finished_at),
+                resumed=chain.status in (PAUSED, RESUMING),
             )
         )
     notify = _notify(runtime, chain)

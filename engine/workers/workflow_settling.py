@@ -1,11 +1,15 @@
 """When a step settles a workflow's (or chain's) pause or resume, as StackStorm does
 (orquesta's workflow state machine; the action-chain runner pauses with a paused link):
-- a `pausing` workflow is `paused` once nothing of it runs any more: its conductor has
-  no task running, or every child still active is a paused subworkflow — so a parent
-  shows `pausing` until every level below it is paused;
-- a `running` workflow whose every active child is a paused subworkflow (one paused on
-  its own) is `paused` too: nothing of it can go on;
-- a `resuming` one is `running` once no subworkflow of it is pausing or resuming.
+- a workflow whose every active child waits — an inquiry pending a response, a paused
+  subworkflow — is `paused`: nothing of it can go on (so a parent shows `pausing` until
+  every level below it is paused);
+- a running (or resuming) one whose conductor an inquiry paused while other tasks run is
+  `pausing`: they finish, no new task starts;
+- a `pausing` workflow is `paused` once its conductor has no task running;
+- a `resuming` one — or one whose inquiry was answered — is `running` once no
+  subworkflow of it is pausing or resuming;
+- a `paused` one whose conductor runs again (its inquiry answered while the pause was
+  being decided) is `running`.
 """
 
 from __future__ import annotations
@@ -15,15 +19,21 @@ from engine.model.records import WorkflowStep
 PAUSING, PAUSED, RESUMING, RUNNING = "pausing", "paused", "resuming", "running"
 
 
-def settled_status(step: WorkflowStep, conductor_status: str, requested: int) -> str | None:
-    """ "paused", "running", or None (nothing settles in this step); `requested` is how
-    many children the step requests."""
+def settled_status(
+    step: WorkflowStep, conductor_status: str, requested: int, answered: bool = False
+) -> str | None:
+    """ "paused", "pausing", "running", or None (nothing settles in this step);
+    `requested` is how many children the step requests, `answered` whether it resumed a
+    conductor paused for an inquiry answered since."""
     status = step.workflow.status
-    if status == RESUMING:
-        return RUNNING if not step.settling else None
-    if requested or status not in (PAUSING, RUNNING):
-        return None
-    dormant = step.active > 0 and step.active == step.paused
-    if dormant or (status == PAUSING and conductor_status == PAUSED):
+    if not requested and step.active > 0 and step.active == step.waiting:
+        return PAUSED if status in (RUNNING, RESUMING, PAUSING) else None
+    if conductor_status == PAUSING and status in (RUNNING, RESUMING):
+        return PAUSING
+    if status == RESUMING or answered:
+        return None if step.settling else RUNNING
+    if status == PAUSING and conductor_status == PAUSED and not requested:
         return PAUSED
+    if status == PAUSED and conductor_status == RUNNING:
+        return RUNNING
     return None

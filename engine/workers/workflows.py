@@ -42,6 +42,7 @@ from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
+from engine.workers.generic_triggers import generic_source
 from engine.workers.workflow_settling import settled_status
 from engine.workflows.conductor import ActionRequest, WorkflowConductor
 from engine.workflows.contents import ActionInputs, content_errors
@@ -52,10 +53,15 @@ from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
 log = logging.getLogger(__name__)
 
 RESUMING = "resuming"  # the workflow execution's status while a resume is applied
+# Marks a conductor state paused because a task waits for an answer, not by a person.
+PAUSED_BY_INQUIRY = "paused_by_inquiry"
+HELD = (PAUSING, PAUSED)  # conductor statuses that start no task
 
 # The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
 # was given a secret input, which its state holds.
 SEALED_STATE = "sealed"
+# Seconds between two looks for inquiries past their ttl (counted in minutes).
+INQUIRY_EXPIRY_INTERVAL = 10.0
 # Runs stepped per claim.
 STEP_BATCH = 32
 # A workflow whose stored state grows past this fails instead of writing it (each step
@@ -68,8 +74,13 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     settings = runtime.settings.workers
     store = runtime.store
     log.info("workflows worker started")
+    loop = asyncio.get_running_loop()
+    next_expiry = loop.time()
     try:
         while not stop.is_set():
+            if loop.time() >= next_expiry:
+                next_expiry = loop.time() + INQUIRY_EXPIRY_INTERVAL
+                await expire_inquiries(runtime)
             try:
                 steps = await store.claim_workflow_steps(STEP_BATCH, settings.lease_seconds)
             except StoreError as exc:
@@ -82,6 +93,24 @@ async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 await sleep_until(stop, store.wait_for_work("workflows", settings.poll_interval))
     finally:
         log.info("workflows worker stopped")
+
+
+async def expire_inquiries(runtime: Runtime) -> None:
+    """StackStorm's inquiry garbage collection: an inquiry past its ttl ends `timeout`
+    and its workflow goes on (its `failed()` transitions)."""
+
+    def generic(execution: Execution) -> Any:
+        source = generic_source(runtime, execution)  # None: no rule listens
+        return source(execution) if source is not None else []
+
+    try:
+        expired = await runtime.store.expire_inquiries(generic=generic)
+    except StoreError as exc:
+        log.error("timing out inquiries failed: %s", exc)
+        return
+    for execution in expired:
+        log.info("inquiry %s timed out", execution.id)
+        runtime.observe("execution_finished", execution)
 
 
 # --- starting ------------------------------------------------------------------------
@@ -368,12 +397,25 @@ def _stepped(
         action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
     )
     requests: list[ActionRequest] = []
+    answered = False
     if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
         conductor.cancel()  # no new task starts; it ends once its running ones have
     elif workflow.status == PAUSING and conductor.status == RUNNING:
         conductor.pause()  # no new task starts; paused once its running ones have ended
     elif workflow.status == RESUMING and conductor.status in (PAUSING, PAUSED):
         requests.extend(conductor.resume())
+    elif conductor.state.get(PAUSED_BY_INQUIRY) and not step.asking and conductor.status in HELD:
+        # Paused for an inquiry that was answered while that pause was being decided
+        # (the answer found the workflow still running, so did not resume it).
+        requests.extend(conductor.resume())
+        answered = True
+    if conductor.status == RUNNING:
+        conductor.state.pop(PAUSED_BY_INQUIRY, None)
+        if step.asking and workflow.status in (RUNNING, RESUMING):
+            # StackStorm (Orquesta): a task pending an answer pauses its workflow; running
+            # tasks finish, no new one starts, and an answer resumes it.
+            conductor.pause()
+            conductor.state[PAUSED_BY_INQUIRY] = True
     for child in step.finished:
         task = (child.context or {}).get("orquesta") or {}
         requests.extend(
@@ -388,7 +430,7 @@ def _stepped(
     children = [_child(workflow, request) for request in requests]
     final, result = _end_of(conductor, active=step.active, requested=len(children))
     if final is None:
-        final = settled_status(step, conductor.status, len(children))
+        final = settled_status(step, conductor.status, len(children), answered)
     new_state, final, result = _bounded(conductor.state, final, result)
     return _sealed(runtime, new_state) if sealed else new_state, children, final, result
 

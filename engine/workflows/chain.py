@@ -137,14 +137,21 @@ class ChainConductor:
         execution_id: str | None = None,
         created_at: str | None = None,
         updated_at: str | None = None,
+        resumed: bool = False,
     ) -> list[LinkRequest]:
-        """Record the end of the running link and return the next request, if any."""
+        """Record the end of the running link and return the next request, if any.
+
+        `resumed`: the chain was paused while the link waited (an inquiry, a paused
+        sub-chain) and is resuming. StackStorm then rebuilds the chain's template context
+        and adds the link's new result under its `result` key: templates written for it
+        read `{{ link.result.response }}` (its chain_test_inquiry example)."""
         if self.state["current"] != name:
             raise WorkflowError(f"link {name!r} is not running in this chain")
         self.state["current"] = None
         link = self.spec.link(name)
         assert link is not None  # it was requested from this spec
-        self.state["results"][name] = result
+        seen = {**result, "result": result} if resumed and isinstance(result, dict) else result
+        self.state["results"][name] = seen
         self.state["tasks"].append(
             {
                 "id": name,

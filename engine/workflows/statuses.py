@@ -7,3 +7,4 @@ COMPLETED = frozenset({SUCCEEDED, FAILED, CANCELED})
 FAILED_MESSAGE = "Execution failed. See result for details."
 # `do: retry` runs the task again up to this many times, without delay (Orquesta's docs).
 RETRY_COMMAND_TIMES = 3
+RESUMING = "resuming"

@@ -18,6 +18,7 @@ RUNNERS = default_runners()
 
 CORE_ACTIONS = {
     "core.announcement",
+    "core.ask",
     "core.echo",
     "core.error",
     "core.http",

@@ -751,6 +751,7 @@ def test_shipped_core_pack_loads_with_the_expected_runners() -> None:
         "core.inject_trigger": "inject-trigger",
         "core.pause": "python-script",
         "core.uuid": "python-script",
+        "core.ask": "inquirer",
     }
     assert packs.action("core.local").parameter_specs["cmd"].required
     assert packs.action("core.http").parameter_specs["url"].required

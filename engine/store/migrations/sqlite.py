@@ -356,3 +356,21 @@ _RATE_LIMITS = (
     """,
 )
 MIGRATIONS = (*MIGRATIONS, _RATE_LIMITS)
+
+# Version N (inquiries): a `core.ask` execution waiting for a response (StackStorm's
+# inquiry is the execution itself; its result holds the schema). This row marks it one,
+# says when it times out (its ttl; none for a ttl of 0) and who answered it.
+_INQUIRIES = (
+    """
+    CREATE TABLE inquiries (
+        execution_id TEXT PRIMARY KEY REFERENCES executions (id),
+        expires_at TEXT,
+        created_at TEXT NOT NULL,
+        responded_by TEXT,
+        responded_at TEXT
+    )
+    """,
+    "CREATE INDEX inquiries_created ON inquiries (created_at)",
+    "CREATE INDEX inquiries_expiry ON inquiries (expires_at) WHERE expires_at IS NOT NULL",
+)
+MIGRATIONS = (*MIGRATIONS, _INQUIRIES)

@@ -2,7 +2,8 @@
 with a lease (engine.store.ops.execution_claims), started, heartbeaten, finished — and
 canceled (StackStorm's `st2 execution cancel`).
 
-An execution that has not started (requested, delayed, scheduled) becomes `canceled` at once: the
+An execution that has not started (requested, delayed, scheduled), or an inquiry waiting
+for its response (pending), becomes `canceled` at once: the
 worker holding a scheduled one finds its lease gone when it tries to start it. A running
 one becomes `canceling`: its worker learns it from the heartbeat (or at once when the
 cancel arrives in its own process), stops the run and records `canceled`. A canceling
@@ -22,6 +23,7 @@ from engine.model.records import (
     CANCELED,
     CANCELING,
     DELAYED,
+    INQUIRY_PENDING,
     REQUESTED,
     RUNNING,
     SCHEDULED,
@@ -180,7 +182,7 @@ def sqlite_request_cancel(
     previous = row["status"]
     at = time_to_text(now)
     log = "log = json_insert(log, '$[#]', json(?))"
-    if previous in (REQUESTED, SCHEDULED, DELAYED):
+    if previous in (REQUESTED, SCHEDULED, DELAYED, INQUIRY_PENDING):
         row = conn.execute(
             f"UPDATE executions SET status = ?, result = ?, finished_at = ?, lease_token = NULL,"
             f" lease_expires_at = NULL, updated_at = ?, {log} WHERE id = ? RETURNING {cols}",
@@ -356,7 +358,7 @@ async def pg_request_cancel(
     if previous is None:
         raise _missing(execution_id)
     row: Any
-    if previous in (REQUESTED, SCHEDULED, DELAYED):
+    if previous in (REQUESTED, SCHEDULED, DELAYED, INQUIRY_PENDING):
         row = await conn.fetchrow(
             "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
             " lease_token = NULL, lease_expires_at = NULL, updated_at = now(),"

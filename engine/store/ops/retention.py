@@ -11,7 +11,7 @@ still to be attempted.
   An instance holding a dedupe key is kept at least until `dedupe_before`, so a sender's
   retry inside the dedupe window is still recognised however short the retention.
 - executions are purged by root: a workflow (or chain) with every task execution below it
-  and its run state, never a part of a tree, and never one whose policy retry
+  its run state and answered inquiries, never a part of a tree, and never one whose policy retry
   (engine.store.ops.policy_retries) is still to be created. Enforcements that pointed at a purged
   execution keep their own row with no execution.
 - deliveries go with their event once no other delivery of it is left.
@@ -171,6 +171,7 @@ def _sqlite_delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> N
             f"UPDATE enforcements SET execution_id = NULL WHERE execution_id IN ({marks})", chunk
         )
         conn.execute(f"DELETE FROM workflow_runs WHERE execution_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM inquiries WHERE execution_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM executions WHERE id IN ({marks})", chunk)
 
 

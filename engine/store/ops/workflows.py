@@ -33,14 +33,21 @@ from engine.model.records import (
 )
 from engine.outbound import events as outbound_events
 from engine.store.codec import loads, time_to_text
-from engine.store.ops import columns, executions, generic_triggers, lineage, outbox
+from engine.store.ops import columns, executions, generic_triggers, inquiries, lineage, outbox
 from engine.store.ops.generic_triggers import GenericSource
+
+PAUSED = "paused"
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 # A workflow not ended yet, and one whose pause or resume a step settles (a running one
 # is paused when all it runs are paused subworkflows: engine.workers.workflow_settling).
 _LIVE = "('running', 'canceling', 'pausing', 'paused', 'resuming')"
-_SETTLING = "('pausing', 'resuming', 'running')"
+# A step settles a pause or a resume from these (a running workflow pauses when every
+# active task waits for a person or is a paused subworkflow, and a paused one runs again
+# once one of them is done).
+_SETTLING = "('running', 'pausing', 'paused', 'resuming')"
+# Children waiting: an inquiry pending a response, a paused subworkflow.
+_WAITING = "('pending', 'paused')"
 # A cancel walks the tree of subworkflows this deep at most (a workflow cannot call
 # itself without end: each level is a real execution, and this bounds one transaction).
 MAX_CANCEL_DEPTH = 32
@@ -48,9 +55,11 @@ MAX_CANCEL_DEPTH = 32
 
 def _due(run: str, false: str) -> str:
     """What a step recomputes `due` from: a child ended and not applied yet, a resume to
-    settle once no subworkflow is pausing or resuming any more, or a canceling or pausing
-    workflow with no child left running (its step ends or pauses it). A subworkflow
-    settling its pause or resume makes its parent due (`_sqlite_end`, `_pg_end`)."""
+    settle once no subworkflow is pausing or resuming any more, a canceling or pausing
+    workflow with no child left running (its step ends or pauses it), or a running or
+    pausing one whose every live child waits — an inquiry pending, a paused subworkflow
+    (its step pauses it). A subworkflow settling its pause or resume makes its parent due
+    (`_sqlite_end`, `_pg_end`)."""
     return (
         f"EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.step_applied = {false} AND c.status IN {_ENDED})"
@@ -61,6 +70,12 @@ def _due(run: str, false: str) -> str:
         "  AND w.status IN ('canceling', 'pausing'))"
         f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
         f" AND c.status NOT IN {_ENDED}))"
+        f" OR (EXISTS (SELECT 1 FROM executions w WHERE w.id = {run}"
+        "  AND w.status IN ('running', 'pausing'))"
+        f" AND EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        f" AND c.status IN {_WAITING})"
+        f" AND NOT EXISTS (SELECT 1 FROM executions c WHERE c.parent_id = {run}"
+        f" AND c.status NOT IN {_ENDED} AND c.status NOT IN {_WAITING}))"
     )
 
 
@@ -78,16 +93,21 @@ def _sqlite_end(
     """The workflow's final status and result — or a pause or resume settled."""
     at = time_to_text(now)
     if status not in TERMINAL_EXECUTION_STATUSES:
+        before = conn.execute(
+            "SELECT status FROM executions WHERE id = ?", (execution_id,)
+        ).fetchone()
         row = conn.execute(
             f"UPDATE executions SET status = ?, updated_at = ?, {columns.SQLITE_APPEND_LOG}"
-            f" WHERE id = ? AND status IN {_SETTLING}"
+            f" WHERE id = ? AND status IN {_SETTLING} AND status <> ?"
             f" RETURNING {columns.SQLITE_EXECUTION_COLUMNS}",
-            (status, at, columns.sqlite_log_param(status, now), execution_id),
+            (status, at, columns.sqlite_log_param(status, now), execution_id, status),
         ).fetchone()
         if row is None:
             return None
         settled = columns.sqlite_execution(row)
         lineage.sqlite_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        if status != PAUSED and before is not None and before["status"] == PAUSED:
+            inquiries.sqlite_resume_ancestors(conn, settled.parent, now)
         return settled
     row = conn.execute(
         "UPDATE executions SET status = ?, result = ?, finished_at = ?, updated_at = ?,"
@@ -169,13 +189,15 @@ def sqlite_claim(
             f" AND status IN {_ENDED} ORDER BY finished_at, id",
             (run_id,),
         ).fetchall()
-        counts = conn.execute(
+        active, paused, settling, asking = conn.execute(
             "SELECT count(*), coalesce(sum(status = 'paused'), 0),"
-            " coalesce(sum(status IN ('pausing', 'resuming')), 0)"
+            " coalesce(sum(status IN ('pausing', 'resuming')), 0),"
+            " coalesce(sum(status = 'pending'), 0)"
             f" FROM executions WHERE parent_id = ? AND status NOT IN {_ENDED}",
             (run_id,),
         ).fetchone()
-        steps.append(_step(workflow, run, map(columns.sqlite_execution, finished), *counts))
+        finished_children = map(columns.sqlite_execution, finished)
+        steps.append(_step(workflow, run, finished_children, active, paused, settling, asking))
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -275,9 +297,10 @@ async def _pg_end(
     generic: GenericSource | None,
 ) -> Execution | None:
     if status not in TERMINAL_EXECUTION_STATUSES:
+        before = await conn.fetchval("SELECT status FROM executions WHERE id = $1", execution_id)
         row = await conn.fetchrow(
             "UPDATE executions SET status = $2, updated_at = now(), log = log || $3::jsonb"
-            f" WHERE id = $1 AND status IN {_SETTLING}"
+            f" WHERE id = $1 AND status IN {_SETTLING} AND status <> $2"
             f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
             execution_id,
             status,
@@ -287,6 +310,8 @@ async def _pg_end(
             return None
         settled = columns.pg_execution(row)
         await lineage.pg_mark_parents_due(conn, [settled])  # it may settle its parent's too
+        if status != PAUSED and before == PAUSED:
+            await inquiries.pg_resume_ancestors(conn, settled.parent, now)
         return settled
     row = await conn.fetchrow(
         "UPDATE executions SET status = $2, result = $3::jsonb, finished_at = $4,"
@@ -382,12 +407,24 @@ async def pg_claim(
             run_id,
         )
         counts = await conn.fetchrow(
-            "SELECT count(*), count(*) FILTER (WHERE status = 'paused'),"
-            " count(*) FILTER (WHERE status IN ('pausing', 'resuming'))"
+            "SELECT count(*) AS active, count(*) FILTER (WHERE status = 'paused') AS paused,"
+            " count(*) FILTER (WHERE status IN ('pausing', 'resuming')) AS settling,"
+            " count(*) FILTER (WHERE status = 'pending') AS asking"
             f" FROM executions WHERE parent_id = $1 AND status NOT IN {_ENDED}",
             run_id,
         )
-        steps.append(_step(workflow, run, map(columns.pg_execution, finished), *counts))
+        finished_children = map(columns.pg_execution, finished)
+        steps.append(
+            _step(
+                workflow,
+                run,
+                finished_children,
+                counts["active"],
+                counts["paused"],
+                counts["settling"],
+                counts["asking"],
+            )
+        )
     return sorted(steps, key=lambda step: step.workflow.id)
 
 
@@ -485,7 +522,13 @@ async def pg_cancel_tree(
 
 
 def _step(
-    workflow: Execution, run: Any, finished: Any, active: int, paused: int, settling: int
+    workflow: Execution,
+    run: Any,
+    finished: Any,
+    active: int,
+    paused: int,
+    settling: int,
+    asking: int,
 ) -> WorkflowStep:
     return WorkflowStep(
         workflow=workflow,
@@ -496,4 +539,5 @@ def _step(
         active=active,
         paused=paused,
         settling=settling,
+        asking=asking,
     )
