@@ -52,6 +52,9 @@ class ExpressionContext:
     #: The with-items item being rendered (item(), item(name)); NO_ITEM outside with-items.
     item: Any = NO_ITEM
     st2kv: KeyValueLookup | None = None
+    #: Told each expression before it is evaluated (the step's child process writes it
+    #: where its watchdog reads it, to name what ran out of time); None: nobody listens.
+    progress: Callable[[str], None] | None = None
 
 
 _MISSING: Any = object()

@@ -324,6 +324,10 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
         raise WorkflowExpressionError(
             f"cannot evaluate {shown}: there is no key {error.args[0]!r} in the value", source
         ) from None
+    except MemoryError:
+        # The step process's address-space limit (engine.workers.step_pool): it ends the
+        # step, which names the limit, rather than this expression alone.
+        raise
     except Exception as error:  # yaql, and the Python errors functions raise on bad data
         raise WorkflowExpressionError(
             f"cannot evaluate {shown}: {type(error).__name__}: {_cause(error)}", source
