@@ -2,7 +2,10 @@
 (engine.runners.sensor_host), run once across every process on the store.
 
 Per sensor: take its exclusive lock (engine.store.exclusive; a process that dies drops
-it and another takes the sensor over), start the child, serve its requests (dispatch: a
+it and another takes the sensor over), start the child, watch the lock (on PostgreSQL
+the server may end the lock's session while this process lives, and another process
+then takes the sensor: the child is killed at once and the lock taken again when
+free), serve its requests (dispatch: a
 trigger instance through engine.workers.dispatch, the checks /webhooks/st2 applies;
 datastore calls), log its stderr. A child that exits, crashes or breaks the protocol is
 logged with the end of its stderr (its traceback) and restarted after a backoff that
@@ -41,6 +44,8 @@ MAX_BACKOFF = 60.0
 HEALTHY_RUN = 60.0
 # How often a process without a sensor's lock tries again to take it.
 LOCK_RETRY = 2.0
+# How often a held lock is checked (a lost one stops the sensor within about this long).
+LOCK_CHECK = 1.0
 STOP_GRACE = 5.0
 STDERR_TAIL = 40
 # How long a dispatch waits before looking at a full backlog again.
@@ -105,10 +110,21 @@ class SensorSupervisor:
                     if lock is None:
                         await _wait(stop, LOCK_RETRY)
                         continue
+                why = await lock.problem()
                 started = time.monotonic()
-                await self._run_child(state, stop)
+                if why is None:
+                    why = await self._run_child(state, stop, lock)
                 if stop.is_set():
                     break
+                if why is not None:
+                    # Another process may run it now: stopped (above), the lock dropped,
+                    # and taken again once free.
+                    await lock.release()
+                    lock = None
+                    state.status = "lock lost"
+                    state.last_error = f"its lock was lost ({why}); the sensor was stopped"
+                    log.error("sensor %s: %s", state.spec.ref, state.last_error)
+                    continue
                 if time.monotonic() - started >= HEALTHY_RUN:
                     backoff = 1.0
                 state.restarts += 1
@@ -137,7 +153,10 @@ class SensorSupervisor:
             state.status = "other process"
         return lock
 
-    async def _run_child(self, state: SensorState, stop: asyncio.Event) -> None:
+    async def _run_child(
+        self, state: SensorState, stop: asyncio.Event, lock: Exclusive
+    ) -> str | None:
+        """Run the sensor until it ends, `stop`, or its lock is lost (then: why)."""
         spec = state.spec
         settings = self.runtime.settings
         pack = self.runtime.packs.packs.get(spec.pack)
@@ -165,7 +184,7 @@ class SensorSupervisor:
             )
         except OSError as exc:
             state.last_error = f"cannot start: {exc}"
-            return
+            return None
         state.pid = child.pid
         state.status = "starting"
         await self._system_trigger(SPAWN_TRIGGER, {"id": spec.ref, "pid": child.pid})
@@ -177,17 +196,25 @@ class SensorSupervisor:
         errors = asyncio.create_task(_log_stderr(spec.ref, child.stderr, tail))
         serving = asyncio.create_task(self._serve(state, child))
         stopping = asyncio.create_task(stop.wait())
-        protocol_error = None
+        watching = asyncio.create_task(lock.lost(LOCK_CHECK))
+        protocol_error = lost = None
         try:
-            done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {serving, stopping, watching}, return_when=asyncio.FIRST_COMPLETED
+            )
             if serving in done:
                 protocol_error = serving.result()
+            elif watching in done and not stop.is_set():
+                lost = watching.result()
         finally:
             stopping.cancel()
             serving.cancel()
+            watching.cancel()
+            # A lost lock: SIGKILL now, not SIGTERM and a grace (another process may
+            # already run this sensor).
             await _end(
                 child,
-                graceful=stop.is_set() and protocol_error is None,
+                graceful=stop.is_set() and protocol_error is None and lost is None,
                 exiting=serving.done() and not serving.cancelled() and protocol_error is None,
             )
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,14 +222,15 @@ class SensorSupervisor:
             await errors
             state.pid = None
         await self._system_trigger(EXIT_TRIGGER, {"id": spec.ref, "exit_code": child.returncode})
-        if stop.is_set():
-            return
+        if stop.is_set() or lost is not None:
+            return lost
         # The last stderr line first (a traceback's exception: what a table shows).
         text = f"{tail[-1]}\n" + "\n".join(tail) if tail else ""
         state.last_error = protocol_error or (
             f"exited with code {child.returncode}" + (f": {text}" if text else "")
         )
         state.status = "crashed"
+        return None
 
     async def _serve(self, state: SensorState, child: asyncio.subprocess.Process) -> str | None:
         """Handle the child's requests until its stdout closes; a protocol error's reason."""
