@@ -106,8 +106,10 @@ async def test_a_terminated_lock_session_stops_the_sensor_and_it_is_locked_again
         await _terminate(pg_url, backend)
         # The child is gone within the check interval (its lock's session was dropped).
         await wait_until(lambda: not _alive(first), "the old child killed", timeout=10)
-        states = client.server.app[RUNTIME].sensors.states
-        assert "its lock was lost" in (states[REF].last_error or "")
+        state = client.server.app[RUNTIME].sensors.states[REF]
+        await wait_until(
+            lambda: "its lock was lost" in (state.last_error or ""), "the loss reported", timeout=10
+        )
         # Locked again on a new session, and a new child runs and dispatches.
         second = await wait_until(
             lambda: (pid := _child_pid(client)) not in (None, first) and pid,
