@@ -5,7 +5,9 @@ Per sensor: take its exclusive lock (engine.store.exclusive; a process that dies
 it and another takes the sensor over), start the child, watch the lock (on PostgreSQL
 the server may end the lock's session while this process lives, and another process
 then takes the sensor: the child is killed at once and the lock taken again when
-free), serve its requests (dispatch: a
+free), tell it its triggers (StackStorm's add_trigger/update_trigger/remove_trigger:
+once set up, every trigger of its trigger types, then the changes as rules using them
+are added, changed or removed, through the API or a reload), serve its requests (dispatch: a
 trigger instance through engine.workers.dispatch, the checks /webhooks/st2 applies;
 datastore calls), log its stderr. A child that exits, crashes or breaks the protocol is
 logged with the end of its stderr (its traceback) and restarted after a backoff that
@@ -32,6 +34,7 @@ from typing import Any
 from engine.errors import EngineError, NotFound
 from engine.model.records import NewTriggerInstance
 from engine.packs.sensors import SensorSpec
+from engine.packs.triggers import derived_triggers
 from engine.process.runtime import Runtime
 from engine.runners.process import DEFAULT_PATH, INHERITED_ENV
 from engine.store.exclusive import Exclusive, try_exclusive
@@ -46,6 +49,9 @@ HEALTHY_RUN = 60.0
 LOCK_RETRY = 2.0
 # How often a held lock is checked (a lost one stops the sensor within about this long).
 LOCK_CHECK = 1.0
+# How often a running sensor's triggers are compared with the rules' (a cheap identity
+# check of the rule set; they are derived again only when it changed).
+TRIGGER_FOLLOW = 0.25
 STOP_GRACE = 5.0
 STDERR_TAIL = 40
 # How long a dispatch waits before looking at a full backlog again.
@@ -194,7 +200,9 @@ class SensorSupervisor:
         with contextlib.suppress(ConnectionError):
             await child.stdin.drain()
         errors = asyncio.create_task(_log_stderr(spec.ref, child.stderr, tail))
-        serving = asyncio.create_task(self._serve(state, child))
+        running = asyncio.Event()
+        serving = asyncio.create_task(self._serve(state, child, running))
+        following = asyncio.create_task(self._follow_triggers(state, child, running))
         stopping = asyncio.create_task(stop.wait())
         watching = asyncio.create_task(lock.lost(LOCK_CHECK))
         protocol_error = lost = None
@@ -210,6 +218,7 @@ class SensorSupervisor:
             stopping.cancel()
             serving.cancel()
             watching.cancel()
+            following.cancel()
             # A lost lock: SIGKILL now, not SIGTERM and a grace (another process may
             # already run this sensor).
             await _end(
@@ -232,7 +241,9 @@ class SensorSupervisor:
         state.status = "crashed"
         return None
 
-    async def _serve(self, state: SensorState, child: asyncio.subprocess.Process) -> str | None:
+    async def _serve(
+        self, state: SensorState, child: asyncio.subprocess.Process, running: asyncio.Event
+    ) -> str | None:
         """Handle the child's requests until its stdout closes; a protocol error's reason."""
         assert child.stdout is not None and child.stdin is not None
         while True:
@@ -251,6 +262,7 @@ class SensorSupervisor:
             op = message.get("op")
             if op == "running":
                 state.status = "running"
+                running.set()
             elif op == "dispatch":
                 await self._dispatch(state, message)
             elif op == "kv":
@@ -260,6 +272,40 @@ class SensorSupervisor:
                     await child.stdin.drain()
             else:
                 return f"sent an unknown request {str(op)[:40]!r}; killed"
+
+    async def _follow_triggers(
+        self, state: SensorState, child: asyncio.subprocess.Process, running: asyncio.Event
+    ) -> None:
+        """Once the sensor is set up: add_trigger for each of its triggers, then
+        add/update/remove_trigger as the rules (or the packs) change them."""
+        await running.wait()
+        known: dict[str, dict[str, Any]] = {}
+        seen: tuple[Any, Any] | None = None
+        while True:
+            runtime = self.runtime
+            now = (runtime.ruleset, runtime.packs)
+            if seen is None or now[0] is not seen[0] or now[1] is not seen[1]:
+                seen = now
+                wanted = self._triggers_of(state.spec)
+                events = [("remove_trigger", t) for i, t in known.items() if i not in wanted]
+                for trigger_id, trigger in wanted.items():
+                    if trigger_id not in known:
+                        events.append(("add_trigger", trigger))
+                    elif known[trigger_id] != trigger:
+                        events.append(("update_trigger", trigger))
+                known = wanted
+                if events and not await _send_events(child, events):
+                    return  # its stdin closed: it is ending
+            await asyncio.sleep(TRIGGER_FOLLOW)
+
+    def _triggers_of(self, spec: SensorSpec) -> dict[str, dict[str, Any]]:
+        types = set(spec.trigger_types)
+        runtime = self.runtime
+        return {
+            trigger["id"]: trigger
+            for trigger in derived_triggers(runtime.packs.trigger_types(), runtime.ruleset)
+            if trigger["type"] in types
+        }
 
     async def _system_trigger(self, trigger: str, details: dict[str, Any]) -> None:
         """A sensor process started or ended, stored only when a rule listens (as the
@@ -328,6 +374,19 @@ async def _datastore_call(datastore: Any, method: Any, args: dict[str, Any]) -> 
     if method == "delete":
         return await datastore.delete(name, scope=scope)
     raise EngineError(f"unknown datastore method {str(method)[:40]!r}")
+
+
+async def _send_events(
+    child: asyncio.subprocess.Process, events: list[tuple[str, dict[str, Any]]]
+) -> bool:
+    assert child.stdin is not None
+    try:
+        for op, trigger in events:
+            child.stdin.write(json.dumps({"op": op, "trigger": trigger}).encode() + b"\n")
+        await child.stdin.drain()
+    except (ConnectionError, RuntimeError):
+        return False
+    return True
 
 
 async def _log_stderr(ref: str, stream: asyncio.StreamReader, tail: collections.deque) -> None:
