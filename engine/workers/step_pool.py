@@ -14,7 +14,8 @@ runs in a `StepProcess`:
   reported (its progress page) and the budget;
 - the child runs under an address-space limit (`workers.workflow_step_memory_mb`): an
   allocation past it fails the step the same way, and the child is replaced;
-- a child that dies otherwise (the OOM killer, kill -9) fails the step it held.
+- a child that dies otherwise (the OOM killer, kill -9) may not be the step's doing:
+  the step is tried once more on a new child, and fails if that one dies too.
 
 The store stays in the parent: the state is unsealed before the job is sent and sealed
 and written after, in the same one transaction as before. Children start on first use
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 CHILD_MODULE = "engine.workers.step_child"
 # How long a child may take to start before it counts as not started.
 OPEN_TIMEOUT = 60.0
+
+
+class _ChildDied(WorkflowStepFailed):
+    """The child ended without an answer, neither past its budget nor out of memory."""
 
 
 class StepProcess:
@@ -151,9 +156,7 @@ class StepProcess:
         except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
             where = self._where()
             await self.kill()
-            raise WorkflowStepFailed(
-                f"the workflow step process ended ({self._how(exc)}){where}"
-            ) from None
+            raise _ChildDied(f"the workflow step process ended ({self._how(exc)}){where}") from None
         except BaseException:  # cancelled: what the child holds is not known any more
             await asyncio.shield(self.kill())
             raise
@@ -207,6 +210,7 @@ class StepPool:
         self._size = settings.workers.workflow_step_processes
         self._budget = settings.workers.workflow_step_timeout
         self._idle: list[StepProcess] = []
+        self._busy: set[StepProcess] = set()
         self._count = 0  # children alive or starting
         self._freed = asyncio.Condition()
         self._closing = False
@@ -218,7 +222,13 @@ class StepPool:
 
     @property
     def pids(self) -> list[int]:
+        """The children waiting for a step."""
         return [child.process.pid for child in self._idle]
+
+    @property
+    def busy_pids(self) -> list[int]:
+        """The children running a step now."""
+        return [child.process.pid for child in self._busy]
 
     async def start(self) -> None:
         """Start the children now (a role that will step workflows: the first workflow
@@ -263,11 +273,19 @@ class StepPool:
         kv: KvSnapshot | None,
         kinds: Mapping[str, Mapping[str, str]],
     ) -> StepOutcome:
-        child = await self._acquire()
-        try:
-            return await child.run(job, spec, kv, kinds, self._budget)
-        finally:
-            await self._release(child)
+        for attempt in (1, 2):
+            child = await self._acquire()
+            self._busy.add(child)
+            try:
+                return await child.run(job, spec, kv, kinds, self._budget)
+            except _ChildDied as exc:
+                if attempt == 2:
+                    raise WorkflowStepFailed(f"{exc}, twice: the step is not tried again") from None
+                log.warning("%s; the step is tried once more on a new process", exc)
+            finally:
+                self._busy.discard(child)
+                await self._release(child)
+        raise AssertionError("unreachable")
 
     async def _acquire(self) -> StepProcess:
         async with self._freed:

@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from engine.config import WorkerSettings
 from engine.http.context import RUNTIME
 from tests.support.abuse_workflows import abuse_rules, write_abuse_pack
 from tests.support.app import FAST_POLL, app_client, settings_for
-from tests.support.waiting import wait_execution, wait_processed
+from tests.support.waiting import wait_execution, wait_processed, wait_until
 
 # Sorting a list of this many characters (a body within the default ingest.max_body)
 # takes seconds on this machine (C-level, in one
@@ -126,6 +127,27 @@ async def test_a_step_past_its_memory_limit_fails_its_workflow(tmp_path):
         assert quick["result"]["output"] == {"computed": 4}
         assert _step_pids(client) != before
         assert not any(_alive(pid) for pid in before)
+
+
+async def test_a_step_process_killed_from_outside_is_tried_once_more(tmp_path):
+    """Not the step's doing (the OOM killer, an operator's kill -9): a new process runs
+    the step again and the workflow goes on; a second death would fail it."""
+    settings = _settings(tmp_path, workflow_step_timeout=60.0, workflow_step_memory_mb=0)
+    async with app_client(settings) as client:
+        pool = client.app[RUNTIME].workflow_steps
+        running = asyncio.create_task(_fire(client, "sorter", s=BIG))
+
+        def busy() -> list[int]:
+            return pool.busy_pids
+
+        # The sort's step holds its process for seconds: long enough to be killed.
+        (victim,) = await wait_until(busy, "the sort's step running", timeout=30, every=0.01)
+        await asyncio.sleep(0.2)
+        os.kill(victim, signal.SIGKILL)
+        workflow = await running
+        assert workflow["status"] == "succeeded", workflow["result"]
+        assert workflow["result"]["output"] == {"computed": len(BIG)}
+        assert not _alive(victim) and pool.restarts >= 1
 
 
 async def test_blowups_the_expression_limits_know_fail_at_once(tmp_path):
