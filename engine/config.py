@@ -99,6 +99,15 @@ class WorkerSettings:
     # Address space of each evaluator process, MiB (0: unlimited); an evaluation that
     # needs more fails (MemoryError) instead of exhausting the machine.
     rules_eval_memory_mb: int = 1024
+    # Workflow steps (Orquesta and action-chain conductors: every expression and template
+    # a workflow evaluates) run in child processes too (engine.workers.step_pool): this
+    # many per process that starts or steps workflows.
+    workflow_step_processes: int = 1
+    # Seconds one workflow step may take; past it the step process is killed and
+    # replaced, and the workflow fails naming the task and expression.
+    workflow_step_timeout: float = 5.0
+    # Address space of each workflow step process, MiB (0: unlimited).
+    workflow_step_memory_mb: int = 1024
     # Fallback polling interval when no wake-up hint arrives.
     poll_interval: float = 0.5
     # Executions one process runs at once.
@@ -456,6 +465,8 @@ _POSITIVE = {
     ("workers", "rules_eval_timeout"),
     ("retention", "interval"),
     ("retention", "batch"),
+    ("workers", "workflow_step_processes"),
+    ("workers", "workflow_step_timeout"),
 }
 
 

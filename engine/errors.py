@@ -265,3 +265,13 @@ class WorkflowExpressionError(WorkflowError):
     def __init__(self, message: str, expression: str | None = None) -> None:
         self.expression = expression
         super().__init__(message)
+
+
+class WorkflowStepFailed(WorkflowError):
+    """Raised when a workflow step's process ran out of its time or memory budget, or
+    died: the workflow fails with this message, naming the task and expression."""
+
+
+class WorkflowStepUnavailable(WorkflowError):
+    """Raised when no workflow step process can be started: the step is taken again
+    later (its lease expires), the workflow does not fail."""

@@ -16,8 +16,7 @@ from aiohttp import web
 from engine.errors import NotFound
 from engine.http.context import RUNTIME, json_response
 from engine.http.paging import add_get_both_slashes
-from engine.packs.action import stable_id
-from engine.packs.triggers import trigger_uid
+from engine.packs.triggers import derived_triggers
 from engine.rules.timers import TIMER_TRIGGER_TYPES
 
 
@@ -53,33 +52,9 @@ async def get_trigger_type(request: web.Request) -> web.Response:
     raise NotFound(f"Resource with id or reference {wanted!r} doesn't exist")
 
 
-def trigger_api(trigger_type: str, parameters: dict[str, Any], description: str = "") -> dict:
-    """StackStorm's TriggerAPI shape."""
-    pack, _, _ = trigger_type.partition(".")
-    name, uid = trigger_uid(trigger_type, parameters)
-    return {
-        "id": stable_id(uid),
-        "uid": uid,
-        "ref": f"{pack}.{name}",
-        "name": name,
-        "pack": pack,
-        "type": trigger_type,
-        "parameters": parameters,
-        "description": description,
-    }
-
-
 def _triggers(request: web.Request) -> list[dict[str, Any]]:
     runtime = request.app[RUNTIME]
-    found: dict[str, dict[str, Any]] = {}
-    for trigger_type in runtime.packs.trigger_types():
-        if not trigger_type.parameters_schema:
-            item = trigger_api(trigger_type.ref, {}, trigger_type.description)
-            found[item["uid"]] = item
-    for rule in runtime.ruleset:
-        item = trigger_api(rule.trigger_type, dict(rule.trigger_parameters or {}))
-        found.setdefault(item["uid"], item)
-    return sorted(found.values(), key=lambda t: t["ref"])
+    return derived_triggers(runtime.packs.trigger_types(), runtime.ruleset)
 
 
 async def list_triggers(request: web.Request) -> web.Response:

@@ -229,3 +229,37 @@ def trigger_uid(trigger_type: str, parameters: Mapping[str, Any]) -> tuple[str, 
         json.dumps(parameters, sort_keys=True, default=str).encode(), usedforsecurity=False
     ).hexdigest()
     return f"{name}.{digest[:12]}", f"trigger:{pack}:{name}:{digest}"
+
+
+def trigger_record(
+    trigger_type: str, parameters: Mapping[str, Any], description: str = ""
+) -> dict[str, Any]:
+    """A trigger in StackStorm's TriggerAPI shape (what `/api/v1/triggers` lists and a
+    sensor's add_trigger/update_trigger/remove_trigger receive)."""
+    pack, _, _ = trigger_type.partition(".")
+    name, uid = trigger_uid(trigger_type, parameters)
+    return {
+        "id": stable_id(uid),
+        "uid": uid,
+        "ref": f"{pack}.{name}",
+        "name": name,
+        "pack": pack,
+        "type": trigger_type,
+        "parameters": dict(parameters),
+        "description": description,
+    }
+
+
+def derived_triggers(trigger_types: Any, rules: Any) -> list[dict[str, Any]]:
+    """The triggers that exist, as StackStorm would have them: one per parameterless
+    trigger type (its shadow trigger), one per distinct (type, parameters) a rule uses.
+    Derived from the loaded packs and rules, never stored; sorted by ref."""
+    found: dict[str, dict[str, Any]] = {}
+    for trigger_type in trigger_types:
+        if not trigger_type.parameters_schema:
+            item = trigger_record(trigger_type.ref, {}, trigger_type.description)
+            found[item["uid"]] = item
+    for rule in rules:
+        item = trigger_record(rule.trigger_type, dict(rule.trigger_parameters or {}))
+        found.setdefault(item["uid"], item)
+    return sorted(found.values(), key=lambda t: t["ref"])

@@ -56,6 +56,8 @@ class Runtime:
     evaluator: Any = None
     # The sensors role's supervisor (engine.workers.sensors), for the sensors' states.
     sensors: Any = None
+    # The workflow step processes (engine.workers.step_pool.StepPool), made on first use.
+    workflow_steps: Any = None
 
     # Callbacks `observer(event, *details)` for what the roles do ("rules_evaluated",
     # "execution_finished", "delivery_finished"...); engine.support.metrics subscribes. An observer

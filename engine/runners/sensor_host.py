@@ -2,8 +2,13 @@
 
 Invoked as ``python -m engine.runners.sensor_host``. The first line on stdin is the JSON
 spec ``{"entry_point", "class_name", "ref", "poll_interval", "config", "log_level"}``;
-later lines are the parent's replies to datastore calls. Requests go out on the original
-stdout, one JSON line each; the sensor's own prints are sent to stderr, which the parent
+later lines are the parent's replies to datastore calls and trigger events
+(``{"op": "add_trigger" | "update_trigger" | "remove_trigger", "trigger": {...}}``, sent
+once the sensor's setup() has run: its triggers then, and their changes as rules come
+and go), which a thread of their own hands to the sensor's methods of those names one
+after the other (a handler may call the datastore; one that raises is reported on
+stderr and the sensor goes on). Requests go out on the original stdout, one JSON line
+each; the sensor's own prints are sent to stderr, which the parent
 logs. SIGTERM stops it: ``cleanup()`` runs, then the process exits 0. Any exception that
 leaves the sensor exits 1 with its traceback on stderr.
 """
@@ -15,8 +20,10 @@ import inspect
 import json
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import traceback
 import types
 from typing import Any
@@ -24,6 +31,7 @@ from typing import Any
 from engine.runners import sensor_api
 
 EXIT_SENSOR_FAILED = 1
+TRIGGER_EVENTS = ("add_trigger", "update_trigger", "remove_trigger")
 
 
 class _Stop(BaseException):
@@ -43,6 +51,51 @@ def _alias_st2reactor() -> None:
     base.PollingSensor = sensor_api.PollingSensor  # type: ignore[attr-defined]
     sys.modules["st2reactor"].sensor = sys.modules["st2reactor.sensor"]  # type: ignore[attr-defined]
     sys.modules["st2reactor.sensor"].base = base  # type: ignore[attr-defined]
+
+
+class _Inbox:
+    """The parent's lines on stdin, sorted: datastore replies go to SensorService (its
+    `readline`, in order), trigger events to the sensor's handlers, run in a thread of
+    their own so that a handler calling the datastore does not wait on itself."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._replies: queue.Queue[str] = queue.Queue()
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.sensor: Any = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="sensor inbox", daemon=True).start()
+        threading.Thread(target=self._handle, name="sensor triggers", daemon=True).start()
+
+    def readline(self) -> str:
+        line = self._replies.get()
+        if not line:
+            self._replies.put(line)  # closed: every later call sees it too
+        return line
+
+    def _read(self) -> None:
+        for line in self._stream:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict) and message.get("op") in TRIGGER_EVENTS:
+                self._events.put(message)
+            else:
+                self._replies.put(line)
+        self._replies.put("")  # the parent closed the channel
+
+    def _handle(self) -> None:
+        while True:
+            message = self._events.get()
+            handler = getattr(self.sensor, message["op"], None)
+            if handler is None:
+                continue
+            try:
+                handler(trigger=message.get("trigger"))
+            except Exception:
+                traceback.print_exc()
 
 
 def load_sensor_class(entry_point: str, class_name: str) -> type:
@@ -88,12 +141,15 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     _alias_st2reactor()
-    service = sensor_api.SensorService(spec["ref"], channel, sys.stdin)
+    inbox = _Inbox(sys.stdin)
+    inbox.start()
+    service = sensor_api.SensorService(spec["ref"], channel, inbox)
     sensor = None
     try:
         cls = load_sensor_class(spec["entry_point"], spec["class_name"])
         sensor = _build(cls, service, spec)
         sensor.setup()
+        inbox.sensor = sensor
         channel.write(json.dumps({"op": "running"}) + "\n")
         sensor.run()
         return 0  # run() returned: the sensor is done

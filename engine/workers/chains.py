@@ -1,11 +1,12 @@
-"""Action chains in the workflows role: a chain started and stepped through its conductor.
+"""Action chains in the workflows role: the jobs a chain's steps send to a step process.
 
 A chain is run exactly like an Orquesta workflow (engine.workers.workflows, whose module
 docstring tells the whole path): the same `workflow_runs` row, the same claims, the same
-one-transaction steps; only the conductor differs (engine.workflows.chain, pure). This
+one-transaction steps, the same step processes (engine.workers.step_pool); only the
+conductor differs (engine.workflows.chain, pure, run by engine.workers.step_jobs). This
 module builds what that conductor reads — the action's parameters (unsealed for each
-step, never stored in the state), StackStorm's `action_context`, st2kv — and turns its
-link requests into child executions with `context.chain` (the st2 CLI's task table reads
+step, never stored in the state), StackStorm's `action_context` — and turns its link
+requests into child executions with `context.chain` (the st2 CLI's task table reads
 `context.chain.name`) and `parent`.
 """
 
@@ -15,76 +16,55 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.errors import ActionError
-from engine.model.records import CANCELING, RUNNING, Execution, NewExecution, WorkflowStep
+from engine.model.records import Execution, NewExecution, WorkflowStep
 from engine.process.runtime import Runtime
-from engine.rules.enforce import RULE_USER
-from engine.rules.parameter_kinds import kinds_for_runner
-from engine.store.ops.workflow_pauses import PAUSED, PAUSING, RESUMING
-from engine.workers.workflow_settling import settled_status
-from engine.workflows.chain import COMPLETED, ChainConductor, ChainScope, LinkRequest
-
-Outcome = tuple[dict, list[NewExecution], Any, Any]
+from engine.workers.step_jobs import CHAIN_START, CHAIN_STEP, StepJob
+from engine.workflows.chain import LinkRequest
 
 
-async def load_st2kv(runtime: Runtime, execution: Execution) -> Any:
-    """st2kv for templates rendered as the chain's user (loaded before the conductor runs
-    in its thread; it does no I/O itself)."""
-    user = (execution.context or {}).get("user")
-    return await runtime.datastore.st2kv(user if isinstance(user, str) and user else RULE_USER)
+def start_job(runtime: Runtime, execution: Execution, action: Any) -> StepJob:
+    return _job(runtime, execution, action, CHAIN_START)
 
 
-def started(runtime: Runtime, execution: Execution, action: Any, kv: Any) -> Outcome:
-    conductor, requests = ChainConductor.start(action.workflow, _scope(runtime, execution, kv))
-    notify = _notify(runtime, execution)
-    children = [_child(execution, request, notify) for request in requests]
-    return conductor.state, children, *_end_of(conductor, active=0, requested=len(children))
-
-
-def stepped(runtime: Runtime, step: WorkflowStep, kv: Any) -> Outcome:
-    chain = step.workflow
-    action = runtime.packs.action(chain.action)
-    if action.workflow is None:
-        raise ActionError(action.broken or f"action {action.ref!r} is not an action chain")
-    conductor = ChainConductor(action.workflow, step.state, _scope(runtime, chain, kv))
-    requests: list[LinkRequest] = []
-    if chain.status == CANCELING:
-        conductor.cancel()  # no link starts; it ends once its running link has
-    elif chain.status == PAUSING and conductor.status == RUNNING:
-        conductor.pause()  # no link starts; paused once its running link has ended
-    elif chain.status == RESUMING and conductor.status in (PAUSING, PAUSED):
-        requests.extend(conductor.resume())
-    for child in step.finished:
-        link = (child.context or {}).get("chain") or {}
-        requests.extend(
-            conductor.link_finished(
-                link.get("name", ""),
-                child.status,
-                child.result,
-                execution_id=child.id,
-                created_at=_time(child.created_at),
-                updated_at=_time(child.finished_at),
-                resumed=chain.status in (PAUSED, RESUMING),
-            )
+def step_job(runtime: Runtime, step: WorkflowStep, action: Any, state: dict) -> StepJob:
+    finished = tuple(
+        (
+            ((child.context or {}).get("chain") or {}).get("name", ""),
+            child.status,
+            child.result,
+            child.id,
+            _time(child.created_at),
+            _time(child.finished_at),
         )
-    notify = _notify(runtime, chain)
-    children = [_child(chain, request, notify) for request in requests]
-    final, result = _end_of(conductor, step.active, len(children))
-    if final is None:
-        final = settled_status(step, conductor.status, len(children))
-    return conductor.state, children, final, result
+        for child in step.finished
+    )
+    job = _job(runtime, step.workflow, action, CHAIN_STEP)
+    return StepJob(
+        kind=job.kind,
+        action=job.action,
+        status=step.workflow.status,
+        state=state,
+        inputs=job.inputs,
+        context=job.context,
+        finished=finished,
+        active=step.active,
+        paused=step.paused,
+        settling=step.settling,
+        asking=step.asking,
+        display_published=job.display_published,
+        max_links=job.max_links,
+    )
 
 
-def _scope(runtime: Runtime, execution: Execution, kv: Any) -> ChainScope:
+def _job(runtime: Runtime, execution: Execution, action: Any, kind: str) -> StepJob:
     parameters = runtime.sealer.unseal(execution.parameters or {})
-    action = runtime.packs.action(execution.action)
     runner_parameters, action_parameters = action.prepare_parameters(parameters)
-    return ChainScope(
-        parameters=action_parameters,
-        action_context={"parent": _parent(execution)},
-        st2kv=kv,
-        action_exists=runtime.action_known,
-        parameter_kinds=lambda ref: kinds_for_runner(runtime.packs.action(ref).runner_type),
+    return StepJob(
+        kind=kind,
+        action=action.ref,
+        status=execution.status,
+        inputs=action_parameters,
+        context={"parent": _parent(execution)},
         display_published=runner_parameters.get("display_published", True) is not False,
         max_links=runtime.settings.workers.max_chain_links,
     )
@@ -93,6 +73,12 @@ def _scope(runtime: Runtime, execution: Execution, kv: Any) -> ChainScope:
 def _parent(chain: Execution) -> dict[str, Any]:
     # StackStorm's parent context: the chain's id and the chain's own context.
     return {**(chain.context or {}), "execution_id": chain.id}
+
+
+def children(runtime: Runtime, chain: Execution, requests: list[LinkRequest]) -> list[NewExecution]:
+    """The links' child executions, each with what it notifies."""
+    notify = _notify(runtime, chain)
+    return [_child(chain, request, notify) for request in requests]
 
 
 def _notify(runtime: Runtime, chain: Execution) -> Callable[[LinkRequest], dict[str, Any]]:
@@ -132,13 +118,6 @@ def _child(
         },
         parent=chain.id,
     )
-
-
-def _end_of(conductor: ChainConductor, active: int, requested: int) -> tuple[Any, Any]:
-    """(final status, result) once the chain has ended and no link runs any more."""
-    if conductor.status not in COMPLETED or active or requested:
-        return None, None
-    return conductor.status, conductor.result()
 
 
 def _time(value: datetime | None) -> str | None:

@@ -16,6 +16,7 @@ from engine.workers.deliveries import run_deliveries_worker
 from engine.workers.retention import run_retention_worker
 from engine.workers.rules import run_rules_worker
 from engine.workers.sensors import run_sensors_worker
+from engine.workers.step_pool import close_pool_of, pool_of
 from engine.workers.timers import run_timers_worker
 from engine.workers.workflows import run_workflows_worker
 
@@ -63,6 +64,8 @@ def _roles_context(roles: list[tuple[str, RoleMain]], runtime: Runtime):
                 await claimer.start()
             except StoreError as exc:  # leases still expire: slower, not wrong
                 log.warning("could not take over dead processes' work at start: %s", exc)
+        if {"actions", "workflows"} & {name for name, _ in roles}:
+            await pool_of(runtime).start()  # workflow steps run in these child processes
         for name, main in roles:
             tasks[name] = asyncio.create_task(main(runtime, stop), name=f"hookyard-{name}")
             runtime.tasks[name] = tasks[name]
@@ -71,6 +74,7 @@ def _roles_context(roles: list[tuple[str, RoleMain]], runtime: Runtime):
         finally:
             stop.set()
             await _stop_roles(tasks, runtime.settings.server.shutdown_grace)
+            await close_pool_of(runtime)
             if claimer is not None:
                 try:
                     await claimer.stop()

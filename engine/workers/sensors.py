@@ -2,7 +2,12 @@
 (engine.runners.sensor_host), run once across every process on the store.
 
 Per sensor: take its exclusive lock (engine.store.exclusive; a process that dies drops
-it and another takes the sensor over), start the child, serve its requests (dispatch: a
+it and another takes the sensor over), start the child, watch the lock (on PostgreSQL
+the server may end the lock's session while this process lives, and another process
+then takes the sensor: the child is killed at once and the lock taken again when
+free), tell it its triggers (StackStorm's add_trigger/update_trigger/remove_trigger:
+once set up, every trigger of its trigger types, then the changes as rules using them
+are added, changed or removed, through the API or a reload), serve its requests (dispatch: a
 trigger instance through engine.workers.dispatch, the checks /webhooks/st2 applies;
 datastore calls), log its stderr. A child that exits, crashes or breaks the protocol is
 logged with the end of its stderr (its traceback) and restarted after a backoff that
@@ -29,6 +34,7 @@ from typing import Any
 from engine.errors import EngineError, NotFound
 from engine.model.records import NewTriggerInstance
 from engine.packs.sensors import SensorSpec
+from engine.packs.triggers import derived_triggers
 from engine.process.runtime import Runtime
 from engine.runners.process import DEFAULT_PATH, INHERITED_ENV
 from engine.store.exclusive import Exclusive, try_exclusive
@@ -41,6 +47,11 @@ MAX_BACKOFF = 60.0
 HEALTHY_RUN = 60.0
 # How often a process without a sensor's lock tries again to take it.
 LOCK_RETRY = 2.0
+# How often a held lock is checked (a lost one stops the sensor within about this long).
+LOCK_CHECK = 1.0
+# How often a running sensor's triggers are compared with the rules' (a cheap identity
+# check of the rule set; they are derived again only when it changed).
+TRIGGER_FOLLOW = 0.25
 STOP_GRACE = 5.0
 STDERR_TAIL = 40
 # How long a dispatch waits before looking at a full backlog again.
@@ -105,10 +116,21 @@ class SensorSupervisor:
                     if lock is None:
                         await _wait(stop, LOCK_RETRY)
                         continue
+                why = await lock.problem()
                 started = time.monotonic()
-                await self._run_child(state, stop)
+                if why is None:
+                    why = await self._run_child(state, stop, lock)
                 if stop.is_set():
                     break
+                if why is not None:
+                    # Another process may run it now: stopped (above), the lock dropped,
+                    # and taken again once free.
+                    await lock.release()
+                    lock = None
+                    state.status = "lock lost"
+                    state.last_error = f"its lock was lost ({why}); the sensor was stopped"
+                    log.error("sensor %s: %s", state.spec.ref, state.last_error)
+                    continue
                 if time.monotonic() - started >= HEALTHY_RUN:
                     backoff = 1.0
                 state.restarts += 1
@@ -137,7 +159,10 @@ class SensorSupervisor:
             state.status = "other process"
         return lock
 
-    async def _run_child(self, state: SensorState, stop: asyncio.Event) -> None:
+    async def _run_child(
+        self, state: SensorState, stop: asyncio.Event, lock: Exclusive
+    ) -> str | None:
+        """Run the sensor until it ends, `stop`, or its lock is lost (then: why)."""
         spec = state.spec
         settings = self.runtime.settings
         pack = self.runtime.packs.packs.get(spec.pack)
@@ -165,7 +190,7 @@ class SensorSupervisor:
             )
         except OSError as exc:
             state.last_error = f"cannot start: {exc}"
-            return
+            return None
         state.pid = child.pid
         state.status = "starting"
         await self._system_trigger(SPAWN_TRIGGER, {"id": spec.ref, "pid": child.pid})
@@ -175,19 +200,30 @@ class SensorSupervisor:
         with contextlib.suppress(ConnectionError):
             await child.stdin.drain()
         errors = asyncio.create_task(_log_stderr(spec.ref, child.stderr, tail))
-        serving = asyncio.create_task(self._serve(state, child))
+        running = asyncio.Event()
+        serving = asyncio.create_task(self._serve(state, child, running))
+        following = asyncio.create_task(self._follow_triggers(state, child, running))
         stopping = asyncio.create_task(stop.wait())
-        protocol_error = None
+        watching = asyncio.create_task(lock.lost(LOCK_CHECK))
+        protocol_error = lost = None
         try:
-            done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {serving, stopping, watching}, return_when=asyncio.FIRST_COMPLETED
+            )
             if serving in done:
                 protocol_error = serving.result()
+            elif watching in done and not stop.is_set():
+                lost = watching.result()
         finally:
             stopping.cancel()
             serving.cancel()
+            watching.cancel()
+            following.cancel()
+            # A lost lock: SIGKILL now, not SIGTERM and a grace (another process may
+            # already run this sensor).
             await _end(
                 child,
-                graceful=stop.is_set() and protocol_error is None,
+                graceful=stop.is_set() and protocol_error is None and lost is None,
                 exiting=serving.done() and not serving.cancelled() and protocol_error is None,
             )
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,16 +231,19 @@ class SensorSupervisor:
             await errors
             state.pid = None
         await self._system_trigger(EXIT_TRIGGER, {"id": spec.ref, "exit_code": child.returncode})
-        if stop.is_set():
-            return
+        if stop.is_set() or lost is not None:
+            return lost
         # The last stderr line first (a traceback's exception: what a table shows).
         text = f"{tail[-1]}\n" + "\n".join(tail) if tail else ""
         state.last_error = protocol_error or (
             f"exited with code {child.returncode}" + (f": {text}" if text else "")
         )
         state.status = "crashed"
+        return None
 
-    async def _serve(self, state: SensorState, child: asyncio.subprocess.Process) -> str | None:
+    async def _serve(
+        self, state: SensorState, child: asyncio.subprocess.Process, running: asyncio.Event
+    ) -> str | None:
         """Handle the child's requests until its stdout closes; a protocol error's reason."""
         assert child.stdout is not None and child.stdin is not None
         while True:
@@ -223,6 +262,7 @@ class SensorSupervisor:
             op = message.get("op")
             if op == "running":
                 state.status = "running"
+                running.set()
             elif op == "dispatch":
                 await self._dispatch(state, message)
             elif op == "kv":
@@ -232,6 +272,40 @@ class SensorSupervisor:
                     await child.stdin.drain()
             else:
                 return f"sent an unknown request {str(op)[:40]!r}; killed"
+
+    async def _follow_triggers(
+        self, state: SensorState, child: asyncio.subprocess.Process, running: asyncio.Event
+    ) -> None:
+        """Once the sensor is set up: add_trigger for each of its triggers, then
+        add/update/remove_trigger as the rules (or the packs) change them."""
+        await running.wait()
+        known: dict[str, dict[str, Any]] = {}
+        seen: tuple[Any, Any] | None = None
+        while True:
+            runtime = self.runtime
+            now = (runtime.ruleset, runtime.packs)
+            if seen is None or now[0] is not seen[0] or now[1] is not seen[1]:
+                seen = now
+                wanted = self._triggers_of(state.spec)
+                events = [("remove_trigger", t) for i, t in known.items() if i not in wanted]
+                for trigger_id, trigger in wanted.items():
+                    if trigger_id not in known:
+                        events.append(("add_trigger", trigger))
+                    elif known[trigger_id] != trigger:
+                        events.append(("update_trigger", trigger))
+                known = wanted
+                if events and not await _send_events(child, events):
+                    return  # its stdin closed: it is ending
+            await asyncio.sleep(TRIGGER_FOLLOW)
+
+    def _triggers_of(self, spec: SensorSpec) -> dict[str, dict[str, Any]]:
+        types = set(spec.trigger_types)
+        runtime = self.runtime
+        return {
+            trigger["id"]: trigger
+            for trigger in derived_triggers(runtime.packs.trigger_types(), runtime.ruleset)
+            if trigger["type"] in types
+        }
 
     async def _system_trigger(self, trigger: str, details: dict[str, Any]) -> None:
         """A sensor process started or ended, stored only when a rule listens (as the
@@ -300,6 +374,19 @@ async def _datastore_call(datastore: Any, method: Any, args: dict[str, Any]) -> 
     if method == "delete":
         return await datastore.delete(name, scope=scope)
     raise EngineError(f"unknown datastore method {str(method)[:40]!r}")
+
+
+async def _send_events(
+    child: asyncio.subprocess.Process, events: list[tuple[str, dict[str, Any]]]
+) -> bool:
+    assert child.stdin is not None
+    try:
+        for op, trigger in events:
+            child.stdin.write(json.dumps({"op": op, "trigger": trigger}).encode() + b"\n")
+        await child.stdin.drain()
+    except (ConnectionError, RuntimeError):
+        return False
+    return True
 
 
 async def _log_stderr(ref: str, stream: asyncio.StreamReader, tail: collections.deque) -> None:

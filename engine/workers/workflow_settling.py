@@ -14,24 +14,32 @@
 
 from __future__ import annotations
 
-from engine.model.records import WorkflowStep
-
 PAUSING, PAUSED, RESUMING, RUNNING = "pausing", "paused", "resuming", "running"
 
 
 def settled_status(
-    step: WorkflowStep, conductor_status: str, requested: int, answered: bool = False
+    status: str,
+    conductor_status: str,
+    requested: int,
+    *,
+    active: int = 0,
+    waiting: int = 0,
+    settling: int = 0,
+    answered: bool = False,
 ) -> str | None:
-    """ "paused", "pausing", "running", or None (nothing settles in this step);
-    `requested` is how many children the step requests, `answered` whether it resumed a
-    conductor paused for an inquiry answered since."""
-    status = step.workflow.status
-    if not requested and step.active > 0 and step.active == step.waiting:
+    """ "paused", "pausing", "running", or None (nothing settles in this step).
+
+    `status` is the workflow execution's; `requested` how many children the step
+    requests; `active` its children not ended, of which `waiting` wait (paused
+    subworkflows and pending inquiries) and `settling` are subworkflows pausing or
+    resuming; `answered` whether the step resumed a conductor paused for an inquiry
+    answered since."""
+    if not requested and active > 0 and active == waiting:
         return PAUSED if status in (RUNNING, RESUMING, PAUSING) else None
     if conductor_status == PAUSING and status in (RUNNING, RESUMING):
         return PAUSING
     if status == RESUMING or answered:
-        return None if step.settling else RUNNING
+        return None if settling else RUNNING
     if status == PAUSING and conductor_status == PAUSED and not requested:
         return PAUSED
     if status == PAUSED and conductor_status == RUNNING:

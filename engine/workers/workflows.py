@@ -15,19 +15,21 @@ children to the conductor and applies its answer — new state, new children, th
 workflow's end — in one transaction checked against the run's version. A crash anywhere
 loses nothing and repeats nothing: an unapplied step is taken again by the next claim.
 
-The conductor runs in a thread: an expression may take up to its time budget
-(engine.workflows.yaql_engine.MAX_SECONDS) and the event loop keeps serving meanwhile.
+The conductor never runs in this process: each start and step is a job for a step
+child process (engine.workers.step_pool, engine.workers.step_jobs) whose watchdog, in
+this process, kills it past `workers.workflow_step_timeout` (and which runs under an
+address-space limit): the workflow then fails naming the task, the expression and the
+budget, and the event loop, which also serves HTTP, never waits on an expression.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from engine.errors import ActionError, EngineError, LeaseLost, StoreError
+from engine.errors import ActionError, EngineError, LeaseLost, StoreError, WorkflowStepUnavailable
 from engine.model.records import (
     CANCELING,
     FAILED,
@@ -39,26 +41,20 @@ from engine.model.records import (
 from engine.packs.action import ACTION_CHAIN
 from engine.process.runtime import Runtime
 from engine.rules.enforce import RULE_USER
-from engine.rules.parameter_kinds import kinds_for_runner
 from engine.store import codec
 from engine.workers import chains, sleep_until
 from engine.workers.generic_triggers import generic_source
-from engine.workers.workflow_settling import settled_status
-from engine.workflows.conductor import ActionRequest, WorkflowConductor
+from engine.workers.step_jobs import RERUN, START, STEP, StepJob, StepOutcome
+from engine.workers.step_pool import pool_of
+from engine.workflows.conductor import ActionRequest
 from engine.workflows.contents import ActionInputs, content_errors
-from engine.workflows.context import KeyValueLookup
-from engine.workflows.rerun import rerun
-from engine.workflows.statuses import COMPLETED, PAUSED, PAUSING, RUNNING
+from engine.workflows.statuses import RUNNING
 
 log = logging.getLogger(__name__)
 
-RESUMING = "resuming"  # the workflow execution's status while a resume is applied
-# Marks a conductor state paused because a task waits for an answer, not by a person.
-PAUSED_BY_INQUIRY = "paused_by_inquiry"
-HELD = (PAUSING, PAUSED)  # conductor statuses that start no task
-
 # The key of a stored state that is sealed whole (engine.secrets.sealing): the workflow
-# was given a secret input, which its state holds.
+# was given a secret input, or a step decrypted a secret datastore value (st2kv(...,
+# decrypt=true), `| decrypt_kv`), which its state may hold. Once sealed, it stays so.
 SEALED_STATE = "sealed"
 # Seconds between two looks for inquiries past their ttl (counted in minutes).
 INQUIRY_EXPIRY_INTERVAL = 10.0
@@ -68,6 +64,9 @@ STEP_BATCH = 32
 # rewrites the whole state: a workflow publishing ever larger values would otherwise
 # slow every step and fill the database).
 MAX_STATE_BYTES = 8 << 20
+# A step's answer up to this size is bounded on the event loop (microseconds); a larger
+# one in a thread.
+_INLINE_STATE_BYTES = 64 << 10
 
 
 async def run_workflows_worker(runtime: Runtime, stop: asyncio.Event) -> None:
@@ -122,36 +121,41 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
     token = execution.lease_token or ""
     extra = {"execution": execution.id, "action": execution.action}
     chain = action.runner_type == ACTION_CHAIN
+    revealed, wire = False, 0
     if action.broken is not None or action.workflow is None:
         state, children, final, result = {}, [], FAILED, _errors_result(action.broken or "", chain)
     else:
         try:
-            kv = await (chains.load_st2kv if chain else _st2kv)(runtime, execution)
+            kv = await runtime.datastore.st2kv_snapshot(_user(execution))
         except StoreError as exc:
             log.error("loading the datastore for %s failed: %s", execution.id, exc, extra=extra)
             return  # its lease expires and it is claimed again
         try:
-            if _rerun_tasks(execution):
-                original = await _rerun_state(runtime, execution)
-                state, children, final, result = await asyncio.to_thread(
-                    _rerun_started, runtime, execution, action, kv, original
-                )
+            problems = [] if chain else content_errors(action.workflow, _action_inputs(runtime))
+            if problems:
+                # As StackStorm: checked before anything runs, every problem reported.
+                state, children, final = {}, [], FAILED
+                result = {"errors": problems, "output": None}
             else:
-                state, children, final, result = await asyncio.to_thread(
-                    chains.started if chain else _started, runtime, execution, action, kv
-                )
+                job = await _first_job(runtime, execution, action, chain)
+                outcome = await _run(runtime, job, action.workflow, kv)
+                state, final, result = outcome.state, outcome.final, outcome.result
+                children = _children(runtime, execution, outcome.requests, chain)
+                revealed, wire = outcome.revealed, outcome.wire_bytes
+        except WorkflowStepUnavailable as exc:
+            log.error("starting workflow %s: %s", execution.id, exc, extra=extra)
+            return  # its lease expires and it is claimed again
         except StoreError as exc:
             log.error("reading the re-run workflow for %s failed: %s", execution.id, exc)
             return  # its lease expires and it is claimed again
-        except EngineError as exc:  # a bad parameter, an unreadable state...
+        except EngineError as exc:  # a bad parameter, its budget exceeded...
             state, children, final, result = {}, [], FAILED, _errors_result(str(exc), chain)
         except Exception as exc:  # a bug must not leave it to be claimed again forever
             log.exception("starting workflow %s failed", execution.id, extra=extra)
             message = f"the workflow cannot start: {type(exc).__name__}: {exc}"
             state, children, final, result = {}, [], FAILED, _errors_result(message, chain)
-    state, final, result = _bounded(state, final, result, chain)
-    if _has_secret_inputs(execution, action):
-        state = _sealed(runtime, state)
+    sealed = revealed or _has_secret_inputs(execution, action)
+    state, final, result = await _stored(runtime, state, final, result, chain, sealed, wire)
     try:
         workflow = await runtime.store.start_workflow(
             execution.id, token, state, children, final, result
@@ -167,25 +171,28 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
         runtime.observe("execution_finished", workflow)
 
 
-def _started(
-    runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup
-) -> tuple[dict, list[NewExecution], str | None, Any]:
-    problems = content_errors(action.workflow, _action_inputs(runtime))
-    if problems:
-        # As StackStorm: checked before anything runs, every problem reported.
-        return {}, [], FAILED, {"errors": problems, "output": None}
+async def _first_job(runtime: Runtime, execution: Execution, action: Any, chain: bool) -> StepJob:
+    """The job that starts `execution`: a chain's, a re-run from tasks, or a start."""
+    tasks = _rerun_tasks(execution)
+    if chain:
+        if tasks:
+            raise ActionError("re-running from tasks is only supported for Orquesta workflows")
+        return chains.start_job(runtime, execution, action)
+    context = {"st2": _st2_context(runtime, execution, action)}
+    if tasks:
+        options = execution.context["re-run"]
+        reset = options.get("reset") if isinstance(options.get("reset"), list) else []
+        return StepJob(
+            kind=RERUN,
+            action=action.ref,
+            state=await _rerun_state(runtime, execution),
+            context=context,
+            rerun_tasks=tuple(tasks),
+            rerun_reset=tuple(r for r in reset if isinstance(r, str)),
+        )
     parameters = runtime.sealer.unseal(execution.parameters or {})
     _, inputs = action.prepare_parameters(parameters)
-    conductor, requests = WorkflowConductor.start(
-        action.workflow,
-        inputs,
-        runtime_context={"st2": _st2_context(runtime, execution, action)},
-        st2kv=kv,
-        parameter_kinds=_parameter_kinds(runtime),
-    )
-    children = [_child(execution, request) for request in requests]
-    final, result = _end_of(conductor, active=0, requested=len(children))
-    return conductor.state, children, final, result
+    return StepJob(kind=START, action=action.ref, inputs=inputs, context=context)
 
 
 def _rerun_tasks(execution: Execution) -> list[str]:
@@ -202,28 +209,8 @@ async def _rerun_state(runtime: Runtime, execution: Execution) -> dict[str, Any]
     if state is None:
         raise ActionError(f"execution {original!r} has no workflow state to re-run from")
     if SEALED_STATE in state:
-        state = runtime.sealer.unseal_value(state[SEALED_STATE])
+        state = await asyncio.to_thread(runtime.sealer.unseal_value, state[SEALED_STATE])
     return state
-
-
-def _rerun_started(
-    runtime: Runtime, execution: Execution, action: Any, kv: KeyValueLookup, state: dict
-) -> tuple[dict, list[NewExecution], str | None, Any]:
-    """A re-run from tasks (engine.workflows.rerun): the original's state continued by
-    this execution, its tasks' results kept, the named tasks requested again."""
-    if action.runner_type == ACTION_CHAIN:
-        raise ActionError("re-running from tasks is only supported for Orquesta workflows")
-    options = execution.context["re-run"]
-    reset = options.get("reset") if isinstance(options.get("reset"), list) else []
-    conductor = WorkflowConductor(
-        action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
-    )
-    contexts = conductor.state["contexts"]
-    contexts[0] = {**contexts[0], "st2": _st2_context(runtime, execution, action)}
-    requests = rerun(conductor, _rerun_tasks(execution), reset)
-    children = [_child(execution, request) for request in requests]
-    final, result = _end_of(conductor, active=0, requested=len(children))
-    return conductor.state, children, final, result
 
 
 def _action_inputs(runtime: Runtime) -> Callable[[str], ActionInputs | None]:
@@ -239,16 +226,35 @@ def _action_inputs(runtime: Runtime) -> Callable[[str], ActionInputs | None]:
     return inputs
 
 
-def _parameter_kinds(runtime: Runtime) -> Callable[[str], Mapping[str, str]]:
-    """An action's parameters that are shell commands or URLs (an unknown action: none;
-    running it fails anyway)."""
+def _children(
+    runtime: Runtime, execution: Execution, requests: list[Any], chain: bool
+) -> list[NewExecution]:
+    if chain:
+        return chains.children(runtime, execution, requests)
+    return [_child(execution, request) for request in requests]
 
-    def kinds(ref: str) -> Mapping[str, str]:
-        if not runtime.action_known(ref):
-            return {}
-        return kinds_for_runner(runtime.packs.action(ref).runner_type)
 
-    return kinds
+async def _run(runtime: Runtime, job: StepJob, spec: Any, kv: Any) -> StepOutcome:
+    """The conductor's answer to `job`, from a step process (engine.workers.step_pool)."""
+    pool = pool_of(runtime)
+    kinds = pool.kinds_for(runtime.packs, lambda: _all_parameter_kinds(runtime))
+    return await pool.run(job, spec, kv, kinds)
+
+
+def _all_parameter_kinds(runtime: Runtime) -> dict[str, dict[str, str]]:
+    """Every action's parameters that are shell commands or URLs (a workflow's task input
+    quotes what its expressions insert there); the keys are the actions that exist."""
+    return {
+        f"{pack_ref}.{name}": dict(runtime.parameter_kinds(f"{pack_ref}.{name}"))
+        for pack_ref, pack in runtime.packs.packs.items()
+        for name in pack.actions
+    }
+
+
+def _user(execution: Execution) -> str:
+    # st2kv('user.x') reads the workflow's user's keys.
+    user = (execution.context or {}).get("user")
+    return user if isinstance(user, str) and user else RULE_USER
 
 
 def _st2_context(runtime: Runtime, execution: Execution, action: Any) -> dict[str, Any]:
@@ -263,29 +269,6 @@ def _st2_context(runtime: Runtime, execution: Execution, action: Any) -> dict[st
         "runner": "orquesta",
         "api_url": runtime.settings.server.public_api_url(),
     }
-
-
-async def _st2kv(runtime: Runtime, execution: Execution) -> KeyValueLookup:
-    """st2kv('system.x') / st2kv('user.x') for the workflow's user, read from the
-    datastore's loaded copy before the conductor runs (it does no I/O itself)."""
-    user = (execution.context or {}).get("user")
-    user = user if isinstance(user, str) and user else RULE_USER
-    system, own = await runtime.datastore.st2kv_snapshot(user)
-    scopes = {
-        "system": {name: (value, secret) for name, value, secret in system},
-        "user": {name: (value, secret) for name, value, secret in own},
-    }
-
-    def lookup(key: str, decrypt: bool) -> Any:
-        scope, _, name = key.partition(".")
-        if scope not in scopes or not name:
-            # As StackStorm (st2common.util.keyvalue): only "system." names the system
-            # scope; any other key is the workflow user's own.
-            scope, name = "user", key
-        value, secret = scopes[scope][name]  # KeyError: no such key
-        return runtime.datastore.decrypt(value) if secret and decrypt else value
-
-    return lookup
 
 
 def _child(workflow: Execution, request: ActionRequest) -> NewExecution:
@@ -327,14 +310,15 @@ async def step_workflow(runtime: Runtime, step: WorkflowStep) -> None:
     else:
         chain = _is_chain(runtime, workflow)
         try:
-            kv = await (chains.load_st2kv if chain else _st2kv)(runtime, workflow)
+            kv = await runtime.datastore.st2kv_snapshot(_user(workflow))
         except StoreError as exc:
             log.error("loading the datastore for %s failed: %s", workflow.id, exc)
             return  # the lease expires and the step is taken again
         try:
-            state, children, final, result = await asyncio.to_thread(
-                _chain_stepped if chain else _stepped, runtime, step, kv
-            )
+            state, children, final, result = await _conducted(runtime, step, kv, chain)
+        except WorkflowStepUnavailable as exc:
+            log.error("stepping workflow %s: %s", workflow.id, exc)
+            return  # the lease expires and the step is taken again
         except EngineError as exc:
             state, children, final = step.state, [], FAILED
             result = _errors_result(f"the workflow cannot go on: {exc}", chain)
@@ -370,56 +354,41 @@ def _is_chain(runtime: Runtime, execution: Execution) -> bool:
     return known and runtime.packs.action(execution.action).runner_type == ACTION_CHAIN
 
 
-def _chain_stepped(
-    runtime: Runtime, step: WorkflowStep, kv: Any
+async def _conducted(
+    runtime: Runtime, step: WorkflowStep, kv: Any, chain: bool
 ) -> tuple[dict, list[NewExecution], Any, Any]:
-    """A chain's step (engine.workers.chains), its state bounded and sealed as a
-    workflow's is."""
-    sealed = SEALED_STATE in step.state
-    if sealed:
-        state = runtime.sealer.unseal_value(step.state[SEALED_STATE])
-        step = dataclasses.replace(step, state=state)
-    new_state, children, final, result = chains.stepped(runtime, step, kv)
-    new_state, final, result = _bounded(new_state, final, result, chain=True)
-    return _sealed(runtime, new_state) if sealed else new_state, children, final, result
-
-
-def _stepped(
-    runtime: Runtime, step: WorkflowStep, kv: KeyValueLookup
-) -> tuple[dict, list[NewExecution], Any, Any]:
+    """A step's new state (bounded, and sealed when the stored one was or a secret was
+    decrypted into it), children, final status and result."""
     workflow = step.workflow
     action = runtime.packs.action(workflow.action)
     if action.workflow is None:
-        raise ActionError(action.broken or f"action {action.ref!r} is not a workflow")
+        kind = "an action chain" if chain else "a workflow"
+        raise ActionError(action.broken or f"action {action.ref!r} is not {kind}")
     sealed = SEALED_STATE in step.state
-    state = runtime.sealer.unseal_value(step.state[SEALED_STATE]) if sealed else step.state
-    conductor = WorkflowConductor(
-        action.workflow, state, st2kv=kv, parameter_kinds=_parameter_kinds(runtime)
+    state = step.state
+    if sealed:
+        state = await asyncio.to_thread(runtime.sealer.unseal_value, step.state[SEALED_STATE])
+    job = (chains.step_job if chain else _step_job)(runtime, step, action, state)
+    outcome = await _run(runtime, job, action.workflow, kv)
+    children = _children(runtime, workflow, outcome.requests, chain)
+    new_state, final, result = await _stored(
+        runtime,
+        outcome.state,
+        outcome.final,
+        outcome.result,
+        chain,
+        sealed or outcome.revealed,
+        outcome.wire_bytes,
     )
-    requests: list[ActionRequest] = []
-    answered = False
-    if workflow.status == CANCELING and conductor.status not in (*COMPLETED, CANCELING):
-        conductor.cancel()  # no new task starts; it ends once its running ones have
-    elif workflow.status == PAUSING and conductor.status == RUNNING:
-        conductor.pause()  # no new task starts; paused once its running ones have ended
-    elif workflow.status == RESUMING and conductor.status in (PAUSING, PAUSED):
-        requests.extend(conductor.resume())
-    elif conductor.state.get(PAUSED_BY_INQUIRY) and not step.asking and conductor.status in HELD:
-        # Paused for an inquiry that was answered while that pause was being decided
-        # (the answer found the workflow still running, so did not resume it).
-        requests.extend(conductor.resume())
-        answered = True
-    if conductor.status == RUNNING:
-        conductor.state.pop(PAUSED_BY_INQUIRY, None)
-        if step.asking and workflow.status in (RUNNING, RESUMING):
-            # StackStorm (Orquesta): a task pending an answer pauses its workflow; running
-            # tasks finish, no new one starts, and an answer resumes it.
-            conductor.pause()
-            conductor.state[PAUSED_BY_INQUIRY] = True
+    return new_state, children, final, result
+
+
+def _step_job(runtime: Runtime, step: WorkflowStep, action: Any, state: dict) -> StepJob:
+    finished = []
     for child in step.finished:
         task = (child.context or {}).get("orquesta") or {}
-        requests.extend(
-            conductor.task_finished(
+        finished.append(
+            (
                 task.get("task_name", ""),
                 task.get("route", 0),
                 child.status,
@@ -427,12 +396,42 @@ def _stepped(
                 task.get("item_id"),
             )
         )
-    children = [_child(workflow, request) for request in requests]
-    final, result = _end_of(conductor, active=step.active, requested=len(children))
-    if final is None:
-        final = settled_status(step, conductor.status, len(children), answered)
-    new_state, final, result = _bounded(conductor.state, final, result)
-    return _sealed(runtime, new_state) if sealed else new_state, children, final, result
+    return StepJob(
+        kind=STEP,
+        action=action.ref,
+        status=step.workflow.status,
+        state=state,
+        finished=tuple(finished),
+        active=step.active,
+        paused=step.paused,
+        settling=step.settling,
+        asking=step.asking,
+    )
+
+
+async def _stored(
+    runtime: Runtime,
+    state: dict,
+    final: str | None,
+    result: Any,
+    chain: bool,
+    sealed: bool,
+    size_hint: int,
+) -> tuple[dict, str | None, Any]:
+    """The state as it is written: bounded, and sealed when it holds a secret. A large
+    or sealed one is measured (and encrypted) in a thread, off the event loop."""
+    if sealed or size_hint > _INLINE_STATE_BYTES:
+        return await asyncio.to_thread(
+            _bounded_and_sealed, runtime, state, final, result, chain, sealed
+        )
+    return _bounded_and_sealed(runtime, state, final, result, chain, sealed)
+
+
+def _bounded_and_sealed(
+    runtime: Runtime, state: dict, final: str | None, result: Any, chain: bool, sealed: bool
+) -> tuple[dict, str | None, Any]:
+    state, final, result = _bounded(state, final, result, chain)
+    return (_sealed(runtime, state) if sealed else state), final, result
 
 
 def _has_secret_inputs(execution: Execution, action: Any) -> bool:
@@ -443,13 +442,6 @@ def _has_secret_inputs(execution: Execution, action: Any) -> bool:
 def _sealed(runtime: Runtime, state: dict) -> dict:
     """A state holding secret inputs, sealed at rest as the inputs themselves are."""
     return {SEALED_STATE: runtime.sealer.seal_value(state)}
-
-
-def _end_of(conductor: WorkflowConductor, *, active: int, requested: int) -> tuple[Any, Any]:
-    """(final status, result) once the conductor has ended and no task runs any more."""
-    if conductor.status not in COMPLETED or active or requested:
-        return None, None
-    return conductor.status, conductor.result()
 
 
 def _bounded(

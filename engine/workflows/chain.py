@@ -38,8 +38,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import EngineError, WorkflowError
+from engine.errors import EngineError, TemplateError, WorkflowError
 from engine.rules import templates
+from engine.rules.kvlookup import decrypt_kv
 from engine.rules.parameter_kinds import SHELL_COMMAND, render_parameter
 from engine.rules.templates import Template, is_template
 from engine.workflows.chain_spec import ChainSpec, LinkSpec
@@ -59,6 +60,9 @@ _SHOWN = 200
 # StackStorm's Jinja filters beyond the rule templates' (to_human_time_from_seconds,
 # version_*, to_json_string...): Orquesta's catalog, as its Jinja expressions have it.
 _FILTERS = {name: sized(function) for name, function in DATA_FUNCTIONS.items()}
+# StackStorm's chains decrypt a secret datastore value with it (its examples'
+# decrypt_kv_jinja_filter chain); the rule filters have it, this sandbox is a new one.
+_FILTERS["decrypt_kv"] = decrypt_kv
 _SANDBOX = templates.sandbox_with_filters(_FILTERS)
 _SHELL_SANDBOX = templates.sandbox_with_filters(_FILTERS, shell=True)
 
@@ -90,6 +94,9 @@ class ChainScope:
     parameter_kinds: Callable[[str], Mapping[str, str]] = lambda ref: {}
     display_published: bool = True
     max_links: int = DEFAULT_MAX_LINKS
+    #: Told each template before it is rendered (the step's child process writes it
+    #: where its watchdog reads it, to name what ran out of time).
+    progress: Callable[[str], None] | None = None
 
 
 class ChainConductor:
@@ -123,7 +130,7 @@ class ChainConductor:
         conductor = cls(spec, state, scope)
         try:
             context = {**scope.parameters, "st2kv": scope.st2kv}
-            state["vars"] = _render_text_values(spec.vars, context, "vars", "")
+            state["vars"] = _render_text_values(spec.vars, context, "vars", "", scope.progress)
         except EngineError as exc:
             return conductor._fail(f"Failed initializing ``vars`` in chain. {exc}"), []
         return conductor, conductor._request(spec.default)
@@ -251,7 +258,9 @@ class ChainConductor:
             return []
         try:
             kinds = self.scope.parameter_kinds(link.ref)
-            parameters = _render_native_values(link.params, self._context(), name, kinds)
+            parameters = _render_native_values(
+                link.params, self._context(), name, kinds, self.scope.progress
+            )
         except EngineError as exc:
             self._fail(f'Failed to run task "{name}". Parameter rendering failed. {exc}')
             return []
@@ -261,6 +270,8 @@ class ChainConductor:
         return [LinkRequest(name, link.ref, parameters, index, link)]
 
     def _render_name(self, source: str) -> Any:
+        if self.scope.progress is not None:
+            self.scope.progress(f"the next link's name {_shown(source)}")
         try:
             return _compile(source).render(self._context())
         except EngineError:
@@ -285,18 +296,28 @@ class ChainConductor:
         if not link.publish:
             return {}
         return _render_text_values(
-            link.publish, self._context({link.name: result}), "publish", link.name
+            link.publish,
+            self._context({link.name: result}),
+            "publish",
+            link.name,
+            self.scope.progress,
         )
 
 
 def _render_native_values(
-    values: Mapping[str, Any], context: Mapping[str, Any], link: str, kinds: Mapping[str, str]
+    values: Mapping[str, Any],
+    context: Mapping[str, Any],
+    link: str,
+    kinds: Mapping[str, str],
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Action parameters: a `{{ expression }}` keeps its value's type (StackStorm casts
     its strings to the parameter's declared type; this needs no cast). A shell command or
     a URL quotes what it inserts, as a rule's parameters do: a link's result is data."""
     rendered = {}
     for key, value in values.items():
+        if progress is not None:
+            progress(f'action parameter "{key}" of task "{link}": {_shown(value)}')
         try:
             kind = kinds.get(key) if isinstance(value, str) and is_template(value) else None
             if kind == SHELL_COMMAND:
@@ -314,12 +335,19 @@ def _render_native_values(
 
 
 def _render_text_values(
-    values: Mapping[str, Any], context: Mapping[str, Any], what: str, link: str
+    values: Mapping[str, Any],
+    context: Mapping[str, Any],
+    what: str,
+    link: str,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`vars` and `publish`: a template renders to text, as StackStorm's render_values
     does; a value with no template keeps its type."""
     rendered = {}
     for key, value in values.items():
+        if progress is not None:
+            where = f' of task "{link}"' if link else ""
+            progress(f'{what} parameter "{key}"{where}: {_shown(value)}')
         try:
             rendered[key] = _render(value, context, native=False)
         except EngineError as exc:
@@ -337,7 +365,14 @@ def _render(value: Any, context: Mapping[str, Any], *, native: bool) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
-        rendered = _compile(value).render(context)
+        try:
+            rendered = _compile(value).render(context)
+        except TemplateError as error:
+            if isinstance(error.__cause__, MemoryError):
+                # The step process's address-space limit (engine.workers.step_pool): it
+                # ends the step, which names the limit, not this template alone.
+                raise error.__cause__ from None
+            raise
         return rendered if native or isinstance(rendered, str) else _text(rendered)
     if isinstance(value, dict):
         return {key: _render(item, context, native=native) for key, item in value.items()}

@@ -54,6 +54,8 @@ from engine.workflows.statuses import (
 __all__ = ["ActionRequest", "ParameterKinds", "WorkflowConductor"]
 
 ParameterKinds = Callable[[str], Mapping[str, str]]
+#: progress(task or None for input/vars/output, expression) before each evaluation.
+Progress = Callable[[str | None, str], None]
 # Items of one with-items task (each one a child execution).
 MAX_WITH_ITEMS = 10_000
 
@@ -84,6 +86,7 @@ class WorkflowConductor(TaskCompletion):
         state: dict[str, Any],
         st2kv: KeyValueLookup | None = None,
         parameter_kinds: ParameterKinds | None = None,
+        progress: Progress | None = None,
     ) -> None:
         if state.get("version") != _STATE_VERSION:
             raise WorkflowError(f"workflow state version {state.get('version')!r} is unknown")
@@ -93,6 +96,7 @@ class WorkflowConductor(TaskCompletion):
         # Action ref -> its parameters' kinds (engine.rules.parameter_kinds): a shell
         # command or URL in a task's input quotes what its expressions insert.
         self._parameter_kinds = parameter_kinds
+        self._progress = progress
         self._cycles = spec.tasks_in_cycles()
 
     # --- the public steps ------------------------------------------------------------
@@ -106,6 +110,7 @@ class WorkflowConductor(TaskCompletion):
         runtime_context: Mapping[str, Any] | None = None,
         st2kv: KeyValueLookup | None = None,
         parameter_kinds: ParameterKinds | None = None,
+        progress: Progress | None = None,
     ) -> tuple[WorkflowConductor, list[ActionRequest]]:
         """A new workflow run: input and vars rendered, start tasks requested."""
         state: dict[str, Any] = {
@@ -119,7 +124,7 @@ class WorkflowConductor(TaskCompletion):
             "errors": [],
             "output": None,
         }
-        conductor = cls(spec, state, st2kv, parameter_kinds)
+        conductor = cls(spec, state, st2kv, parameter_kinds, progress)
         ctx = dict(runtime_context or {})
         try:
             for name, default, has_default in spec.input:
@@ -462,16 +467,29 @@ class WorkflowConductor(TaskCompletion):
             current_status=record["status"] if done else None,
             item=item,
             st2kv=self.st2kv,
+            progress=self._told(record["id"]),
         )
 
     def _eval(self, value: Any, ctx: Mapping[str, Any], record: dict | None = None) -> Any:
         """`value` evaluated against `ctx` (and, with `record`, that task's result)."""
         if record is None:
             latest, by_route = self._task_views()
-            scope = ExpressionContext(ctx=ctx, tasks=latest, task_routes=by_route, st2kv=self.st2kv)
+            scope = ExpressionContext(
+                ctx=ctx,
+                tasks=latest,
+                task_routes=by_route,
+                st2kv=self.st2kv,
+                progress=self._told(None),
+            )
         else:
             scope = dataclasses.replace(self._scope(record), ctx=ctx)
         return evaluate(value, scope)
+
+    def _told(self, task: str | None) -> Callable[[str], None] | None:
+        progress = self._progress
+        if progress is None:
+            return None
+        return lambda expression: progress(task, expression)
 
     def _number(
         self, value: Any, record: dict[str, Any], what: str, none_is: int | None = None

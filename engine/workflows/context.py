@@ -56,6 +56,9 @@ class ExpressionContext:
     route: int | None = None
     #: Each task's latest completed run on each route: task(name, route) reads it.
     task_routes: Mapping[str, Mapping[int, Mapping[str, Any]]] = field(default_factory=dict)
+    #: Told each expression before it is evaluated (the step's child process writes it
+    #: where its watchdog reads it, to name what ran out of time); None: nobody listens.
+    progress: Callable[[str], None] | None = None
 
 
 _MISSING: Any = object()

@@ -78,6 +78,8 @@ def evaluate_parameter(value: Any, scope: ExpressionContext, kind: str | None, n
     """
     if kind is None or not isinstance(value, str) or not has_expressions(value):
         return evaluate(value, scope)
+    if scope.progress is not None:
+        scope.progress(value)
     pattern = _YAQL if "<%" in value else _JINJA_EXPRESSION
     found = list(pattern.finditer(value))
     if pattern is _YAQL:
@@ -119,6 +121,8 @@ def _segment_value(match: re.Match[str], yaql: bool, scope: ExpressionContext) -
 
 
 def _render_string(text: str, scope: ExpressionContext) -> Any:
+    if scope.progress is not None and has_expressions(text):
+        scope.progress(text)
     if "<%" in text:
         return _render_yaql(text, scope)
     if templates.is_template(text):
@@ -161,6 +165,10 @@ def _render_jinja(text: str, scope: ExpressionContext) -> Any:
         template = _compile_jinja(text)
         return template.render(_jinja_names(scope), keep_none_marker=True)
     except TemplateError as error:
+        if isinstance(error.__cause__, MemoryError):
+            # The step process's address-space limit (engine.workers.step_pool): it ends
+            # the step, which names the limit, rather than this expression alone.
+            raise error.__cause__ from None
         # Orquesta's words, so a StackStorm user finds the message they know.
         if isinstance(error, _FunctionError):
             cause = f"ExpressionEvaluationException: {error}"

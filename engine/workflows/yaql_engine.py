@@ -321,6 +321,10 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
             f"'{shown}' from context.",
             source,
         ) from None
+    except MemoryError:
+        # The step process's address-space limit (engine.workers.step_pool): it ends the
+        # step, which names the limit, rather than this expression alone.
+        raise
     except Exception as error:  # yaql, and the Python errors functions raise on bad data
         raise _failed(shown, f"{type(error).__name__}: {_cause(error)}", source) from None
 

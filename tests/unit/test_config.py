@@ -52,6 +52,16 @@ def test_settings_are_frozen():
         ("server: [1]\n", {}, "server: expected a mapping"),
         ("store: {busy_timeout: 0}\n", {}, "store.busy_timeout: must be greater than 0"),
         ("", {"HOOKYARD_STORE__BATCH_MAX": "-1"}, "store.batch_max: must be greater than 0"),
+        (
+            "workers: {workflow_step_timeout: 0}\n",
+            {},
+            "workers.workflow_step_timeout: must be greater than 0",
+        ),
+        (
+            "",
+            {"HOOKYARD_WORKERS__WORKFLOW_STEP_PROCESSES": "0"},
+            "workers.workflow_step_processes: must be greater than 0",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(tmp_path, text, env, message):

@@ -9,7 +9,6 @@ import asyncio
 import pytest
 
 from engine.errors import ActionError
-from engine.model.records import Execution, WorkflowStep
 from engine.packs.inquiry import (
     DEFAULT_SCHEMA,
     MAX_RESPONSE_BYTES,
@@ -147,9 +146,7 @@ def test_the_inquirer_runner_ends_pending_or_fails_on_a_bad_schema() -> None:
 
 
 def settled(status: str, conductor: str, requested: int = 0, active: int = 0, asking: int = 0):
-    workflow = Execution(id="w", action="p.flow", parameters={}, status=status, context={})
-    step = WorkflowStep(workflow, {}, 1, "t", active=active, asking=asking)
-    return settled_status(step, conductor, requested)
+    return settled_status(status, conductor, requested, active=active, waiting=asking)
 
 
 def test_a_running_workflow_whose_only_tasks_wait_pauses() -> None:

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model.records import Execution, WorkflowStep
 from engine.workers.workflow_settling import settled_status
 
 
-def step(status: str, active: int = 0, paused: int = 0, settling: int = 0) -> WorkflowStep:
-    workflow = Execution(id="w", action="p.flow", parameters={}, status=status, context={})
-    return WorkflowStep(
-        workflow=workflow,
-        state={},
-        version=1,
-        lease_token="t",
-        active=active,
-        paused=paused,
-        settling=settling,
-    )
+def step(status: str, active: int = 0, paused: int = 0, settling: int = 0) -> dict:
+    return {"status": status, "active": active, "waiting": paused, "settling": settling}
 
 
 @pytest.mark.parametrize(
@@ -44,5 +34,6 @@ def step(status: str, active: int = 0, paused: int = 0, settling: int = 0) -> Wo
         (step("paused", active=1, paused=1), "pausing", 0, None),
     ],
 )
-def test_settled_status(given: WorkflowStep, conductor: str, requested: int, settled) -> None:
-    assert settled_status(given, conductor, requested) == settled
+def test_settled_status(given: dict, conductor: str, requested: int, settled) -> None:
+    status = given.pop("status")
+    assert settled_status(status, conductor, requested, **given) == settled
