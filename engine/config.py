@@ -201,6 +201,25 @@ class PacksSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    # Server-Sent Events clients of /api/v1/stream (and /stream/v1) held at once by one
+    # process; one more is answered 503.
+    max_clients: int = 500
+    # Events waiting for one client; a client this far behind is dropped with a final
+    # event naming the last id it got (it resumes with Last-Event-ID).
+    client_queue: int = 1000
+    # Seconds between keep-alive comments on an idle stream.
+    heartbeat: float = 15.0
+    # Seconds one write to a client may block before the client counts as gone.
+    write_timeout: float = 10.0
+    # Longest wait between two reads of the change feed (a wake-up hint usually comes
+    # first: LISTEN/NOTIFY on PostgreSQL, this process's own writes on SQLite).
+    poll_interval: float = 0.5
+    # Feed entries kept for resuming with Last-Event-ID; older ones are trimmed.
+    keep_events: int = 100_000
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -219,6 +238,7 @@ class Settings:
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     timers: TimerSettings = field(default_factory=TimerSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)

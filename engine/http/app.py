@@ -28,6 +28,7 @@ from engine.http import (
     outbound_api,
     rerun_api,
     rules_api,
+    stream_api,
     trigger_instances_api,
     triggers_api,
     webhooks,
@@ -76,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             outbound_api,
             operations_api,
             rerun_api,
+            stream_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

@@ -86,3 +86,9 @@ class Dialect:
     list_deliveries: Op  # (conn, conditions, limit, offset)
     redeliver: Op  # (conn, id, now)
     recover_deliveries: Op  # (conn, subscription_id, since, now)
+    # stream (engine.store.ops.stream)
+    append_output: Op  # (conn, execution_id, action_ref, runner_ref, chunks, now)
+    list_output: Op  # (conn, execution_id, output_type)
+    read_feed: Op  # (conn, after, limit) -> [FeedEntry]
+    feed_head: Op  # (conn) -> int
+    trim_feed: Op  # (conn, keep) -> int

@@ -42,6 +42,7 @@ from engine.store.ops import (
     kv,
     processes,
     rules,
+    stream,
     subscriptions,
     workflow_pauses,
     workflows,
@@ -145,6 +146,11 @@ POSTGRES = Dialect(
     list_deliveries=deliveries.pg_list,
     redeliver=deliveries.pg_redeliver,
     recover_deliveries=deliveries.pg_recover,
+    append_output=stream.pg_append_output,
+    list_output=stream.pg_list_output,
+    read_feed=stream.pg_read_feed,
+    feed_head=stream.pg_feed_head,
+    trim_feed=stream.pg_trim_feed,
 )
 
 
