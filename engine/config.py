@@ -215,6 +215,9 @@ class StreamSettings:
     # Longest wait between two reads of the change feed (a wake-up hint usually comes
     # first: LISTEN/NOTIFY on PostgreSQL, this process's own writes on SQLite).
     poll_interval: float = 0.5
+    # Seconds the reader waits after a hint before reading, gathering the changes that
+    # follow it: fewer, larger writes to each client for that much more latency.
+    batch_seconds: float = 0.02
     # Feed entries kept for resuming with Last-Event-ID; older ones are trimmed.
     keep_events: int = 100_000
 
@@ -407,6 +410,12 @@ _POSITIVE = {
     ("workers", "rules_max_claims"),
     ("workers", "rules_eval_processes"),
     ("workers", "rules_eval_timeout"),
+    ("stream", "max_clients"),
+    ("stream", "client_queue"),
+    ("stream", "heartbeat"),
+    ("stream", "write_timeout"),
+    ("stream", "poll_interval"),
+    ("stream", "keep_events"),
 }
 
 

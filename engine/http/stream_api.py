@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +58,8 @@ EOF_EVENT = "event: EOF\ndata: ''\n\n"
 MAX_PATTERNS = 50
 MAX_PATTERN_LENGTH = 200
 MAX_IDS = 100
+# Events waiting for a client go out in writes of up to this many bytes.
+MAX_WRITE_BYTES = 256 * 1024
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
 _HEADERS = {
     "Content-Type": "text/event-stream; charset=UTF-8",
@@ -139,9 +141,16 @@ class StreamFilter:
     execution_ids: frozenset[str]
     end_event: str | None
     end_execution_id: str | None
+    # Event name -> whether a pattern matches it (few names, many events).
+    _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def wants(self, event: StreamEvent) -> bool:
-        if not any(fnmatch.fnmatchcase(event.name, pattern) for pattern in self.events):
+        named = self._names.get(event.name)
+        if named is None:
+            named = any(fnmatch.fnmatchcase(event.name, pattern) for pattern in self.events)
+            if len(self._names) < MAX_PATTERNS:  # announcements' routes are open-ended
+                self._names[event.name] = named
+        if not named:
             return False
         if self.action_refs and event.action_ref not in self.action_refs:
             return False
@@ -222,12 +231,6 @@ def _last_event_id(request: web.Request) -> int | None:
 # --- the stream -------------------------------------------------------------------------
 
 
-def _frame(event: StreamEvent) -> bytes:
-    # Every event names its entry: a client resuming after it skips the entry's other
-    # event (an execution's liveaction twin) only if it dropped between the two.
-    return f"id: {event.seq}\nevent: {event.name}\ndata: {event.data}\n\n".encode()
-
-
 class _Gone(Exception):
     """The client stopped reading (a write timed out) or went away."""
 
@@ -292,13 +295,21 @@ async def _serve(
             if position < hub.first_index:
                 await _drop(response, hub, position, write_timeout)
                 return
-            event = hub.event_at(position)
-            position += 1
-            if await _send(response, event, wanted, write_timeout):
+            # What the client wants of the events waiting, in one write (bounded).
+            frames: list[bytes] = []
+            size = 0
+            ended = False
+            while position < hub.end_index and size < MAX_WRITE_BYTES and not ended:
+                event = hub.event_at(position)
+                position += 1
+                if wanted.wants(event):
+                    frames.append(event.frame)
+                    size += len(event.frame)
+                ended = wanted.ends_with(event)
+            if frames:
+                await _write(response, b"".join(frames), write_timeout)
+            if ended:
                 return
-        if position < hub.first_index:
-            await _drop(response, hub, position, write_timeout)
-            return
         await hub.wait_changed(heartbeat)
         if hub.end_index == position:
             await _write(response, _KEEP_ALIVE, write_timeout)
@@ -309,7 +320,7 @@ async def _send(
 ) -> bool:
     """Write `event` if the client wants it; True when it ends the stream."""
     if wanted.wants(event):
-        await _write(response, _frame(event), timeout)
+        await _write(response, event.frame, timeout)
     return wanted.ends_with(event)
 
 
@@ -418,7 +429,7 @@ async def _follow_output(
             if event.name == EXECUTION_OUTPUT_CREATE and (
                 output_type is None or json.loads(event.data).get("output_type") == output_type
             ):
-                await _write(response, _frame(event), settings.write_timeout)
+                await _write(response, event.frame, settings.write_timeout)
         await hub.wait_changed(settings.heartbeat)
         if position == hub.end_index:
             await _write(response, _KEEP_ALIVE, settings.write_timeout)

@@ -50,6 +50,10 @@ class StreamEvent:
     action_ref: str | None
     status: str | None
     data: str  # JSON
+    # The SSE text of the event, encoded once for every client: `id:` names its entry, so a
+    # client resuming after it skips the entry's other event (an execution's liveaction
+    # twin) only if it dropped between the two.
+    frame: bytes
 
 
 Shaper = Callable[[FeedEntry], Sequence[tuple[str, dict[str, Any]]]]
@@ -60,6 +64,7 @@ def make_events(entry: FeedEntry, shape: Shaper, first_index: int) -> list[Strea
     events = []
     for offset, (name, body) in enumerate(shaped):
         action = body.get("action")
+        data = json.dumps(body, default=str)
         events.append(
             StreamEvent(
                 index=first_index + offset,
@@ -70,7 +75,8 @@ def make_events(entry: FeedEntry, shape: Shaper, first_index: int) -> list[Strea
                 action_ref=body.get("action_ref")
                 or (action.get("ref") if isinstance(action, dict) else action),
                 status=body.get("status") if entry.execution else None,
-                data=json.dumps(body, default=str),
+                data=data,
+                frame=f"id: {entry.seq}\nevent: {name}\ndata: {data}\n\n".encode(),
             )
         )
     return events
@@ -195,7 +201,12 @@ class StreamHub:
                 log.warning("reading the change feed failed: %s", exc)
                 more = False
             if not more:
+                waited = time.monotonic()
                 await self._store.wait_for_work("stream", self._settings.poll_interval)
+                if time.monotonic() - waited < self._settings.poll_interval:
+                    # Woken by a hint: let a few more changes land, so that each client
+                    # gets one write per batch rather than one per change.
+                    await asyncio.sleep(self._settings.batch_seconds)
 
     async def _trim(self) -> None:
         try:

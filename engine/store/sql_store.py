@@ -157,6 +157,8 @@ class SqlStore(SqlWorkflowRuns, SqlStreamFeed, Store, abc.ABC):
         if stored:
             self._backlog.added(stored)
             self._wake("trigger_instances")
+            # Their change-feed entries too (the ingest writer child stores them).
+            self._wake("stream")
 
     async def pending_backlog(self) -> int:
         return await self._backlog.value()
