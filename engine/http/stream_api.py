@@ -48,6 +48,7 @@ from engine.model.stream import (
     FeedEntry,
 )
 from engine.process.runtime import Runtime
+from engine.runners.dispatch import ANNOUNCEMENT_TRIGGER
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ MAX_IDS = 100
 # Events waiting for a client go out in writes of up to this many bytes.
 MAX_WRITE_BYTES = 256 * 1024
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
+_ROUTE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _HEADERS = {
     "Content-Type": "text/event-stream; charset=UTF-8",
     "Cache-Control": "no-cache",
@@ -101,7 +103,7 @@ def shape(runtime: Runtime, entry: FeedEntry) -> list[tuple[str, dict[str, Any]]
             return []
         body = shapes.trigger_instance(entry.instance)
         body["status"] = "pending"  # as it was when created, whatever it is now
-        return [(entry.name, body)]
+        return [(entry.name, body), *_announcement(entry.instance.trigger, body["payload"])]
     if entry.name.startswith(ANNOUNCEMENT_PREFIX):
         return [(entry.name, entry.data or {})]
     if entry.execution is None:
@@ -129,6 +131,19 @@ def shape(runtime: Runtime, entry: FeedEntry) -> list[tuple[str, dict[str, Any]]
         (entry.name, execution),
         (LIVEACTION_CREATE if created else LIVEACTION_UPDATE, liveaction),
     ]
+
+
+def _announcement(trigger: str, payload: Any) -> list[tuple[str, dict[str, Any]]]:
+    """core.announcement's instance as st2 streams it: `st2.announcement__<route>` with
+    {"payload": the action's parameters, "trace_context"}. A route that is not a plain
+    name (it would break the event's line) is left to the trigger instance event."""
+    if trigger != ANNOUNCEMENT_TRIGGER or not isinstance(payload, dict):
+        return []
+    route = payload.get("route")
+    if not isinstance(route, str) or not _ROUTE.match(route):
+        return []
+    body = {"payload": {"message": payload.get("message")}, "trace_context": None}
+    return [(ANNOUNCEMENT_PREFIX + route, body)]
 
 
 # --- what a client asked for ------------------------------------------------------------

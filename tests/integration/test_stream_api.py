@@ -298,3 +298,31 @@ async def test_slow_client_is_dropped_with_a_final_event(tmp_path):
     assert dropped[0].data["resume_after"] > 0
     # Fewer events than were made reached it: it was dropped, not buffered for.
     assert text.count("event: st2.trigger_instance__create") < 200
+
+
+async def test_core_announcement_is_streamed_on_its_route(client):
+    params = {"events": "st2.announcement__*,st2.trigger_instance__create"}
+    async with client.get("/api/v1/stream", params=params) as stream:
+        await start(
+            client,
+            {
+                "action": "core.announcement",
+                "parameters": {"route": "deploys", "message": {"text": "api v2 is out"}},
+            },
+        )
+        # A route that is no plain name would break the event's line: not announced.
+        await start(
+            client,
+            {"action": "core.announcement", "parameters": {"route": "x\nevent: forged"}},
+        )
+        seen = await collect_until(
+            stream, lambda es: sum(e.name == "st2.trigger_instance__create" for e in es) == 2
+        )
+    announced = [e for e in seen if e.name.startswith("st2.announcement__")]
+    assert [(e.name, e.data) for e in announced] == [
+        (
+            "st2.announcement__deploys",
+            {"payload": {"message": {"text": "api v2 is out"}}, "trace_context": None},
+        )
+    ]
+    assert not any(e.name == "forged" for e in seen)
