@@ -15,4 +15,3 @@ from engine.errors import ConfigError
 def test_stream_limits_must_be_positive(key: str) -> None:
     with pytest.raises(ConfigError, match=f"stream.{key}: must be greater than 0"):
         Settings().replace(**{f"stream.{key}": 0})
-
