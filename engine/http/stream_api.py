@@ -396,7 +396,9 @@ async def execution_output_events(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers=_HEADERS)
         await response.prepare(request)
         try:
-            for chunk in await runtime.store.list_output(execution.id, output_type):
+            stored = await runtime.store.list_output(execution.id, output_type)
+            seen = max((chunk.id or 0 for chunk in stored), default=0)
+            for chunk in stored:
                 data = {"execution_id": execution.id, "output_type": chunk.output_type,
                         "data": chunk.data}  # fmt: skip
                 await _write(
@@ -405,7 +407,9 @@ async def execution_output_events(request: web.Request) -> web.StreamResponse:
                     settings.write_timeout,
                 )
             if execution.status not in TERMINAL_EXECUTION_STATUSES:
-                await _follow_output(hub, response, execution.id, output_type, position, settings)
+                await _follow_output(
+                    hub, response, execution.id, output_type, position, seen, settings
+                )
             await _write(response, EOF_EVENT.encode(), settings.write_timeout)
         except _Gone:
             pass
@@ -420,10 +424,11 @@ async def _follow_output(
     execution_id: str,
     output_type: str | None,
     position: int,
+    seen: int,
     settings: Any,
 ) -> None:
-    # Output stored between the read above and `position` would be sent twice at worst
-    # (never lost): the hub's ring started before the read.
+    # The ring position was taken before the stored output was read: a piece in both is
+    # skipped by its number (`seen`: the highest one already sent).
     wanted = StreamFilter(
         events=(EXECUTION_OUTPUT_CREATE, EXECUTION_UPDATE),
         action_refs=frozenset(),
@@ -441,9 +446,12 @@ async def _follow_output(
                 continue
             if wanted.ends_with(event):
                 return
-            if event.name == EXECUTION_OUTPUT_CREATE and (
-                output_type is None or json.loads(event.data).get("output_type") == output_type
-            ):
+            if event.name != EXECUTION_OUTPUT_CREATE:
+                continue
+            piece = json.loads(event.data)
+            if int(piece.get("id") or 0) <= seen:
+                continue
+            if output_type is None or piece.get("output_type") == output_type:
                 await _write(response, event.frame, settings.write_timeout)
         await hub.wait_changed(settings.heartbeat)
         if position == hub.end_index:

@@ -53,6 +53,7 @@ class OutputChunk:
     output_type: str  # STDOUT | STDERR
     data: str
     timestamp: datetime
+    id: int | None = None  # the stored piece's number (growing), once stored
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,6 @@ async def run_execution(
         store, execution.id, action.ref, action.runner_type, request.secret_values(), extra
     )
     request = dataclasses.replace(request, output_sink=live.write)
-    live.start()
     run_task = asyncio.create_task(runner.run(request))
     heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task, cancel))
     stopper = asyncio.create_task(_stop_when(cancel, run_task))

@@ -53,10 +53,12 @@ class LiveOutput:
         self._closing = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_loop(), name=f"output {self._execution_id}")
-
     def write(self, output_type: str, text: str) -> None:
+        if self._task is None and not self._closing.is_set():
+            # Started by the first output: an action that prints nothing costs no task.
+            self._task = asyncio.create_task(
+                self._flush_loop(), name=f"output {self._execution_id}"
+            )
         if self._pending_chars + len(text) > MAX_PENDING_CHARS:
             if not self._dropping:
                 self._dropping = True

@@ -326,3 +326,18 @@ async def test_core_announcement_is_streamed_on_its_route(client):
         )
     ]
     assert not any(e.name == "forged" for e in seen)
+
+
+async def test_output_stream_follows_a_running_execution_until_eof(client):
+    execution_id = await start(
+        client, {"action": "core.local", "parameters": {"cmd": "sleep 1; " + SLOW_ECHO}}
+    )
+    await wait_execution(client, execution_id, statuses=("running",))
+    async with client.get(
+        f"/stream/v1/executions/{execution_id}/output", params={"output_type": "stdout"}
+    ) as live:
+        body = (await asyncio.wait_for(live.read(), 20)).decode()
+    blocks = [parse_block(b) for b in body.split("\n\n") if b.strip() and not b.startswith(":")]
+    assert blocks[-1].name == "EOF"
+    # stdout only, every line once, though part of it came before and part after connecting.
+    assert "".join(b.data["data"] for b in blocks[:-1]) == "first-line\nthird-line\n"

@@ -111,13 +111,16 @@ def sqlite_append_output(
 def sqlite_list_output(
     conn: sqlite3.Connection, execution_id: str, output_type: str | None
 ) -> list[OutputChunk]:
-    query = "SELECT output_type, data, timestamp FROM execution_output WHERE execution_id = ?"
+    query = "SELECT id, output_type, data, timestamp FROM execution_output WHERE execution_id = ?"
     args: list[Any] = [execution_id]
     if output_type is not None:
         query += " AND output_type = ?"
         args.append(output_type)
     rows = conn.execute(query + " ORDER BY id", args).fetchall()
-    return [OutputChunk(r["output_type"], r["data"], time_from_text(r["timestamp"])) for r in rows]  # type: ignore[arg-type]
+    return [
+        OutputChunk(r["output_type"], r["data"], time_from_text(r["timestamp"]), r["id"])  # type: ignore[arg-type]
+        for r in rows
+    ]
 
 
 def sqlite_read_feed(conn: sqlite3.Connection, after: int, limit: int) -> list[FeedEntry]:
@@ -163,15 +166,18 @@ def sqlite_trim_feed(conn: sqlite3.Connection, keep: int) -> int:
 
 async def pg_append(conn: asyncpg.Connection, rows: Sequence[FeedRow]) -> None:
     if rows:
+        # One round trip: the rows and the readers' wake-up hint (sent at commit).
         await conn.execute(
-            "INSERT INTO stream_feed (name, object_id, status, data)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::json[])",
+            "WITH ins AS (INSERT INTO stream_feed (name, object_id, status, data)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::json[])"
+            " RETURNING 1)"
+            " SELECT pg_notify($5, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one",
             [row[0] for row in rows],
             [row[1] for row in rows],
             [row[2] for row in rows],
             [row[3] for row in rows],
+            columns.channel("stream"),
         )
-        await columns.pg_notify(conn, "stream")
 
 
 async def pg_append_output(
@@ -210,12 +216,12 @@ async def pg_list_output(
     conn: asyncpg.Connection, execution_id: str, output_type: str | None
 ) -> list[OutputChunk]:
     rows = await conn.fetch(
-        "SELECT output_type, data, timestamp FROM execution_output WHERE execution_id = $1"
+        "SELECT id, output_type, data, timestamp FROM execution_output WHERE execution_id = $1"
         " AND ($2::text IS NULL OR output_type = $2) ORDER BY id",
         execution_id,
         output_type,
     )
-    return [OutputChunk(r["output_type"], r["data"], as_utc(r["timestamp"])) for r in rows]
+    return [OutputChunk(r["output_type"], r["data"], as_utc(r["timestamp"]), r["id"]) for r in rows]
 
 
 async def pg_read_feed(conn: asyncpg.Connection, after: int, limit: int) -> list[FeedEntry]:
