@@ -16,39 +16,21 @@ too slow to keep up.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import logging
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from engine.errors import IngestError
-from engine.http import shapes
 from engine.http.context import RUNTIME
-from engine.http.executions_api import execution_api
 from engine.http.guard import guarded
+from engine.http.stream_filter import StreamFilter, parse_filter
 from engine.http.stream_hub import StreamEvent, StreamHub
+from engine.http.stream_shapes import shape
 from engine.model.records import TERMINAL_EXECUTION_STATUSES
-from engine.model.stream import (
-    ANNOUNCEMENT_PREFIX,
-    DEFAULT_EVENTS,
-    EVENT_NAMES,
-    EXECUTION_CREATE,
-    EXECUTION_OUTPUT_CREATE,
-    EXECUTION_UPDATE,
-    LIVEACTION_CREATE,
-    LIVEACTION_UPDATE,
-    STDERR,
-    STDOUT,
-    TRIGGER_INSTANCE_CREATE,
-    FeedEntry,
-)
-from engine.process.runtime import Runtime
-from engine.runners.dispatch import ANNOUNCEMENT_TRIGGER
+from engine.model.stream import EXECUTION_OUTPUT_CREATE, EXECUTION_UPDATE, STDERR, STDOUT
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +38,8 @@ STREAM_HUB = web.AppKey("stream_hub", StreamHub)
 DROPPED_EVENT = "st2.stream__dropped"
 # st2's stream endpoint for one execution's output ends with this.
 EOF_EVENT = "event: EOF\ndata: ''\n\n"
-MAX_PATTERNS = 50
-MAX_PATTERN_LENGTH = 200
-MAX_IDS = 100
 # Events waiting for a client go out in writes of up to this many bytes.
 MAX_WRITE_BYTES = 256 * 1024
-_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
-_ROUTE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 _HEADERS = {
     "Content-Type": "text/event-stream; charset=UTF-8",
     "Cache-Control": "no-cache",
@@ -82,150 +59,13 @@ def add_routes(app: web.Application) -> None:
 
 async def _hub_context(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
-    hub = StreamHub(runtime.store, runtime.settings.stream, lambda e: shape(runtime, e))
+    hub = StreamHub(runtime.store, runtime.settings.stream, lambda entry: shape(runtime, entry))
     app[STREAM_HUB] = hub
     hub.start()
     try:
         yield
     finally:
         await hub.stop()
-
-
-# --- shaping feed entries into st2's events -------------------------------------------------
-
-
-def shape(runtime: Runtime, entry: FeedEntry) -> list[tuple[str, dict[str, Any]]]:
-    """The events one feed entry makes (none when what it references is gone)."""
-    if entry.name == EXECUTION_OUTPUT_CREATE:
-        return [(entry.name, entry.data or {})]
-    if entry.name == TRIGGER_INSTANCE_CREATE:
-        if entry.instance is None:
-            return []
-        body = shapes.trigger_instance(entry.instance)
-        body["status"] = "pending"  # as it was when created, whatever it is now
-        return [(entry.name, body), *_announcement(entry.instance.trigger, body["payload"])]
-    if entry.name.startswith(ANNOUNCEMENT_PREFIX):
-        return [(entry.name, entry.data or {})]
-    if entry.execution is None:
-        return []
-    execution = execution_api(runtime, entry.execution)
-    # The execution as the entry saw it: its status then, no result before it ended.
-    execution["status"] = entry.status
-    if entry.status not in TERMINAL_EXECUTION_STATUSES:
-        execution["result"] = None
-        execution["end_timestamp"] = None
-    liveaction = {
-        "id": execution["id"],
-        "action": execution["action"]["ref"],
-        "status": execution["status"],
-        "parameters": execution["parameters"],
-        "result": execution["result"],
-        "context": execution["context"],
-        "start_timestamp": execution["start_timestamp"],
-        "end_timestamp": execution["end_timestamp"],
-        "runner_info": {},
-        "notify": {},
-    }
-    created = entry.name == EXECUTION_CREATE
-    return [
-        (entry.name, execution),
-        (LIVEACTION_CREATE if created else LIVEACTION_UPDATE, liveaction),
-    ]
-
-
-def _announcement(trigger: str, payload: Any) -> list[tuple[str, dict[str, Any]]]:
-    """core.announcement's instance as st2 streams it: `st2.announcement__<route>` with
-    {"payload": the action's parameters, "trace_context"}. A route that is not a plain
-    name (it would break the event's line) is left to the trigger instance event."""
-    if trigger != ANNOUNCEMENT_TRIGGER or not isinstance(payload, dict):
-        return []
-    route = payload.get("route")
-    if not isinstance(route, str) or not _ROUTE.match(route):
-        return []
-    body = {"payload": {"message": payload.get("message")}, "trace_context": None}
-    return [(ANNOUNCEMENT_PREFIX + route, body)]
-
-
-# --- what a client asked for ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StreamFilter:
-    events: tuple[str, ...]
-    action_refs: frozenset[str]
-    execution_ids: frozenset[str]
-    end_event: str | None
-    end_execution_id: str | None
-    # Event name -> whether a pattern matches it (few names, many events).
-    _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-
-    def wants(self, event: StreamEvent) -> bool:
-        named = self._names.get(event.name)
-        if named is None:
-            named = any(fnmatch.fnmatchcase(event.name, pattern) for pattern in self.events)
-            if len(self._names) < MAX_PATTERNS:  # announcements' routes are open-ended
-                self._names[event.name] = named
-        if not named:
-            return False
-        if self.action_refs and event.action_ref not in self.action_refs:
-            return False
-        return not self.execution_ids or event.execution_id in self.execution_ids
-
-    def ends_with(self, event: StreamEvent) -> bool:
-        return (
-            self.end_event is not None
-            and event.name == self.end_event
-            and event.execution_id == self.end_execution_id
-            and event.status in TERMINAL_EXECUTION_STATUSES
-        )
-
-
-def parse_filter(query: Any) -> StreamFilter:
-    events = _list(query, "events", MAX_PATTERNS)
-    for pattern in events:
-        if len(pattern) > MAX_PATTERN_LENGTH or not _PATTERN.match(pattern):
-            raise IngestError(
-                f"events: {pattern[:80]!r} is not an event name or pattern (letters, digits,"
-                " '.', '_', '-' and the wildcards '*', '?', '[...]')"
-            )
-        if not _known(pattern):
-            raise IngestError(
-                f"events: {pattern!r} matches no event; known: {', '.join(EVENT_NAMES)},"
-                f" {ANNOUNCEMENT_PREFIX}<route>"
-            )
-    end_event = query.get("end_event") or None
-    end_execution_id = query.get("end_execution_id") or None
-    if (end_event is None) != (end_execution_id is None):
-        raise IngestError("end_event and end_execution_id go together: give both or neither")
-    if end_event is not None and end_event not in (EXECUTION_UPDATE, LIVEACTION_UPDATE):
-        raise IngestError(f"end_event must be {EXECUTION_UPDATE} or {LIVEACTION_UPDATE}")
-    return StreamFilter(
-        events=tuple(events) or DEFAULT_EVENTS,
-        action_refs=frozenset(_list(query, "action_refs", MAX_IDS)),
-        execution_ids=frozenset(_list(query, "execution_ids", MAX_IDS)),
-        end_event=end_event,
-        end_execution_id=end_execution_id,
-    )
-
-
-def _list(query: Any, name: str, limit: int) -> list[str]:
-    items = [
-        item.strip()
-        for value in query.getall(name, [])
-        for item in value.split(",")
-        if item.strip()
-    ]
-    if len(items) > limit:
-        raise IngestError(f"{name}: at most {limit} values, got {len(items)}")
-    return items
-
-
-def _known(pattern: str) -> bool:
-    if pattern.startswith(ANNOUNCEMENT_PREFIX) or fnmatch.fnmatchcase(
-        ANNOUNCEMENT_PREFIX + "x", pattern
-    ):
-        return True
-    return any(fnmatch.fnmatchcase(name, pattern) for name in EVENT_NAMES)
 
 
 def _last_event_id(request: web.Request) -> int | None:
