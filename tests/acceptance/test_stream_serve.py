@@ -5,6 +5,7 @@ checks, and (on PostgreSQL) an event made by one process reaching a client of an
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 from tests.support.cli import start_server
 from tests.support.sse import collect_until
 from tests.support.st2 import ANSI, INSTALL_TIMEOUT, St2
+from tests.support.workflow_pack import write_workflow_pack
 
 # Waits for the CLI to connect, prints, waits, prints again: the first line must reach the
 # CLI while the action runs (st2 tails only output made after it connects, as st2 does).
@@ -169,3 +171,23 @@ async def test_an_event_made_in_one_process_reaches_a_client_of_another(serve, p
         # ...but what came after it, though it was made before this client connected.
         assert got[0].data["payload"] == {"n": 2}
         assert int(got[0].id) > last_id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(INSTALL_TIMEOUT + 120)
+def test_st2_run_tail_follows_a_workflows_tasks(serve, st2_cli: Path, tmp_path: Path):
+    packs = tmp_path / "packs"
+    write_workflow_pack(packs)
+    server = serve.start(
+        roles="api,actions,workflows",
+        env={"HOOKYARD_PACKS_DIRS": f"[{packs}]", "HOOKYARD_AUTH__ENABLED": "false"},
+    )
+    st2 = St2(st2_cli, server.url, None, tmp_path / "home")
+    ran = st2.ok("run", "--tail", "flows.slow8")
+    # Each task's child execution, from the stream's events (context.orquesta.task_name,
+    # context.parent.execution_id), in order, then the workflow's end. The stream is live
+    # only: task1 may have started before the CLI connected (st2 alike).
+    tasks = re.findall(r"Child execution \(task=(task\d)\) \w+ has (started|finished)", ran)
+    expected = [(f"task{n}", step) for n in range(1, 9) for step in ("started", "finished")]
+    assert tasks in (expected, expected[1:]), ran
+    assert re.search(r"Execution \w+ has completed \(status=succeeded\)\.", ran), ran
