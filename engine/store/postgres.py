@@ -320,6 +320,9 @@ class PostgresStore(SqlStore):
         event = self._work.get(channel.removeprefix("hookyard_"))
         if event is not None:
             event.set()
+            # New trigger instances write change-feed entries but send only their own
+            # hint (one NOTIFY less per ingest batch): the stream's readers look on any.
+            self._work["stream"].set()
 
     def _on_listener_lost(self, conn: Any) -> None:
         if self._listener is conn:

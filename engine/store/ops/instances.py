@@ -146,8 +146,8 @@ _PG_INSERT = (
     # The stream's change feed (engine.store.ops.stream), in the same statement.
     " feed AS (INSERT INTO stream_feed (name, object_id)"
     f" SELECT '{TRIGGER_INSTANCE_CREATE}', id FROM ins),"
-    " hint AS (SELECT pg_notify($7, ''), pg_notify('hookyard_stream', '')"
-    " FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
+    # (The stream's readers take the rules workers' hint as theirs: PostgresStore._on_notify.)
+    " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
 )
 
 
