@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from engine.config import Settings, StreamSettings
+from engine.http.context import RUNTIME
 from engine.http.stream_api import STREAM_HUB
+from engine.model.apikeys import new_api_key
+from engine.model.roles import OBSERVER, WEBHOOK, Grants
 from tests.support.app import settings_for
 from tests.support.sse import collect_until, parse_block, raw_request, read_all
 from tests.support.waiting import wait_execution
@@ -341,3 +344,22 @@ async def test_output_stream_follows_a_running_execution_until_eof(client):
     assert blocks[-1].name == "EOF"
     # stdout only, every line once, though part of it came before and part after connecting.
     assert "".join(b.data["data"] for b in blocks[:-1]) == "first-line\nthird-line\n"
+
+
+async def test_an_observer_may_watch_a_posting_key_may_not(tmp_path):
+    from tests.support.app import app_client
+
+    async with app_client(settings_for(tmp_path, auth=True)) as client:
+        store = client.server.app[RUNTIME].store
+        keys = {}
+        for name, role in (("watcher", OBSERVER), ("poster", WEBHOOK)):
+            record, keys[name] = new_api_key(name, role=role, grants=Grants())
+            await store.create_api_key(record)
+        async with client.get(
+            "/stream/v1/stream", params={"st2-api-key": keys["watcher"]}
+        ) as watching:
+            assert watching.status == 200
+        for path in ("/api/v1/stream", "/stream/v1/stream"):
+            refused = await client.get(path, headers={"St2-Api-Key": keys["poster"]})
+            assert refused.status == 403, path
+            assert "limited to posting webhooks" in (await refused.json())["faultstring"]
