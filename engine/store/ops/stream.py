@@ -6,9 +6,9 @@ see engine.store.ops.instances) and with each piece of output. Readers take entr
 the last `seq` they saw and join the executions and trigger instances they reference.
 
 On PostgreSQL `seq` is taken at insert and transactions commit in any order, so entry 8
-may become visible before entry 7. `read_feed` returns entries up to the first gap only;
-the caller (engine.http.stream_hub) waits a moment for the gap to fill and then reads past
-it (a rolled-back transaction leaves a gap for ever).
+may become visible before entry 7. `read_feed` returns what is visible; its reader
+(engine.http.stream_hub) stops at a missing number, waits a moment for it to commit, and
+then reads past it (a rolled-back transaction leaves a gap for ever).
 """
 
 from __future__ import annotations
