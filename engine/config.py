@@ -244,6 +244,28 @@ class PacksSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    # Server-Sent Events clients of /api/v1/stream (and /stream/v1) held at once by one
+    # process; one more is answered 503.
+    max_clients: int = 500
+    # Events waiting for one client; a client this far behind is dropped with a final
+    # event naming the last id it got (it resumes with Last-Event-ID).
+    client_queue: int = 1000
+    # Seconds between keep-alive comments on an idle stream.
+    heartbeat: float = 15.0
+    # Seconds one write to a client may block before the client counts as gone.
+    write_timeout: float = 10.0
+    # Longest wait between two reads of the change feed (a wake-up hint usually comes
+    # first: LISTEN/NOTIFY on PostgreSQL, this process's own writes on SQLite).
+    poll_interval: float = 0.5
+    # Seconds the reader waits after a hint before reading, gathering the changes that
+    # follow it: fewer, larger writes to each client for that much more latency.
+    batch_seconds: float = 0.02
+    # Feed entries kept for resuming with Last-Event-ID; older ones are trimmed.
+    keep_events: int = 100_000
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "text"  # text | json
@@ -263,6 +285,7 @@ class Settings:
     timers: TimerSettings = field(default_factory=TimerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
+    stream: StreamSettings = field(default_factory=StreamSettings)
     # Per-webhook settings by hook name (auth, signature, jwt, apikey, dedupe, max_body,
     # response), checked at start by engine.http.hookdefs.
     webhooks: dict[str, Any] = field(default_factory=dict)
@@ -467,6 +490,12 @@ _POSITIVE = {
     ("retention", "batch"),
     ("workers", "workflow_step_processes"),
     ("workers", "workflow_step_timeout"),
+    ("stream", "max_clients"),
+    ("stream", "client_queue"),
+    ("stream", "heartbeat"),
+    ("stream", "write_timeout"),
+    ("stream", "poll_interval"),
+    ("stream", "keep_events"),
 }
 
 

@@ -31,6 +31,7 @@ from engine.http import (
     purge_api,
     rerun_api,
     rules_api,
+    stream_api,
     trigger_instances_api,
     triggers_api,
     user_api,
@@ -84,6 +85,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             user_api,
             purge_api,
             inquiries_api,
+            stream_api,
         ):
             routes.add_routes(app)
     metrics_api.install(app)

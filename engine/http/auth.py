@@ -336,6 +336,8 @@ API_KEY = web.RequestKey("api_key", ApiKey | None)
 
 def _needs_key(request: web.Request) -> bool:
     path = request.path
+    if path.startswith("/stream/v1"):
+        return True  # st2's stream service's paths (engine.http.stream_api)
     if not path.startswith("/api/v1"):
         return False  # /webhooks/* check their own hook's auth; /health, /ready are open
     # Posts to /api/v1/webhooks/<name> are webhooks: their hook's auth decides.

@@ -30,6 +30,11 @@ DestinationGuard = Callable[[str], Awaitable[object]]
 TriggerDispatch = Callable[[str, Any, str | None], Awaitable[str]]
 
 
+# Told a running action's output as it is read: (output_type "stdout" | "stderr", text).
+# Called on the event loop; it must not block.
+OutputSink = Callable[[str, str], None]
+
+
 class ProcessWatch(Protocol):
     """Told of each process group a run starts, and when the runner is done with it, so
     that the group can be killed if the worker dies meanwhile (engine.workers.leftovers)."""
@@ -64,6 +69,8 @@ class RunRequest:
     process_watch: ProcessWatch | None = field(default=None, compare=False)
     # How core.inject_trigger and core.announcement store their trigger instances.
     dispatch_trigger: TriggerDispatch | None = field(default=None, compare=False)
+    # Told the output of the run's process as it runs (shell, script and Python runners).
+    output_sink: OutputSink | None = field(default=None, compare=False)
 
     def parameter(self, name: str, default: Any = None) -> Any:
         """A parameter looked up in runner parameters first, then action parameters.

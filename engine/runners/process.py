@@ -9,17 +9,18 @@ it is still drained (so the child never blocks on a full pipe) but dropped, and 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import os
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from engine.errors import RunnerError
-from engine.runners.base import ProcessWatch
+from engine.runners.base import OutputSink, ProcessWatch
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,38 @@ def action_environment(
 
 
 class _CappedReader:
-    def __init__(self, stream: asyncio.StreamReader, limit: int) -> None:
+    def __init__(
+        self, stream: asyncio.StreamReader, limit: int, live: Callable[[str], None] | None = None
+    ) -> None:
         self.stream = stream
         self._limit = max(0, limit)
         self.data = bytearray()
         self.truncated = False
+        # Told each piece of the kept output as it is read (the event stream's live
+        # output); a multi-byte character split across reads is held back whole.
+        self._live = live
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     async def drain(self) -> None:
         while chunk := await self.stream.read(_READ_CHUNK):
             room = self._limit - len(self.data)
             if room > 0:
                 self.data += chunk[:room]
+                self._tell(chunk[:room])
             if len(chunk) > room:
                 self.truncated = True
+        self._tell(b"", final=True)
+
+    def _tell(self, kept: bytes, final: bool = False) -> None:
+        if self._live is None:
+            return
+        text = self._decoder.decode(kept, final)
+        if text:
+            try:
+                self._live(text)
+            except Exception:  # the live copy is a courtesy: never fail the run for it
+                log.exception("passing live output on failed")
+                self._live = None
 
     def text(self) -> str:
         return bytes(self.data).decode("utf-8", errors="replace")
@@ -127,12 +147,14 @@ async def run_process(
     stdin_data: bytes | None = None,
     with_result_channel: bool = False,
     watch: ProcessWatch | None = None,
+    on_output: OutputSink | None = None,
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell unless argv says so) and collect what it did.
 
     With ``with_result_channel`` the child gets an extra pipe whose write end number is
     appended to argv; whatever it writes there comes back as ``result_channel``.
     ``watch`` is told the process group once it runs, and when it has been dealt with.
+    ``on_output(output_type, text)`` is told the kept output of each pipe as it is read.
     Raises RunnerError when the process cannot be started at all.
     """
     argv = list(argv)
@@ -165,8 +187,8 @@ async def run_process(
     _tell(watch, "started", proc.pid, timeout)
 
     assert proc.stdout is not None and proc.stderr is not None
-    stdout = _CappedReader(proc.stdout, max_output)
-    stderr = _CappedReader(proc.stderr, max_output)
+    stdout = _CappedReader(proc.stdout, max_output, _live(on_output, "stdout"))
+    stderr = _CappedReader(proc.stderr, max_output, _live(on_output, "stderr"))
     channel = _CappedReader(asyncio.StreamReader(), MAX_RESULT_CHANNEL_BYTES)
     channel_pipe = os.fdopen(result_read_fd, "rb", buffering=0) if with_result_channel else None
     tasks = [
@@ -216,6 +238,12 @@ async def run_process(
         result_channel=bytes(channel.data),
         result_channel_overflow=channel.truncated,
     )
+
+
+def _live(sink: OutputSink | None, output_type: str) -> Callable[[str], None] | None:
+    if sink is None:
+        return None
+    return lambda text: sink(output_type, text)
 
 
 def _check_executable(program: str, env: Mapping[str, str], cwd: str | None) -> None:

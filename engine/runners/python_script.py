@@ -81,6 +81,7 @@ class PythonScriptRunner:
                 stdin_data=payload,
                 with_result_channel=True,
                 watch=request.process_watch,
+                on_output=request.output_sink,
             )
         except RunnerError as exc:
             return RunResult(FAILED, {**empty, "error": str(exc)})
@@ -92,6 +93,8 @@ class PythonScriptRunner:
         # The child imports engine.runners.python_host and engine.runners.python_action from here.
         extra_path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
+        # Output reaches the pipes as it is printed, so it streams live (st2 does the same).
+        env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
 

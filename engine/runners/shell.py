@@ -84,6 +84,7 @@ class _LocalShellBase:
                 timeout=request.timeout,
                 max_output=request.max_output,
                 watch=request.process_watch,
+                on_output=request.output_sink,
             )
         except RunnerError as exc:
             return failed(

@@ -37,9 +37,10 @@ from engine.model.roles import Grants
 from engine.rules.stored import StoredRule
 from engine.store.outbound_base import OutboundStore
 from engine.store.sealer import ExecutionSealer, NoSealing
+from engine.store.stream_base import StreamStore
 
 
-class Store(OutboundStore, abc.ABC):
+class Store(OutboundStore, StreamStore, abc.ABC):
     """Abstract store; see the module docstring for the lease and error contract."""
 
     # Group commits of webhooks written at once (engine.store.batching): SQLite has one

@@ -105,3 +105,9 @@ class Dialect:
     mark_retry_pending: Op  # (conn, original_id, now)
     settle_retry: Op  # (conn, original_id, new | None, now) -> bool
     pending_retries: Op  # (conn, limit, waited_seconds, now) -> [Execution]
+    # stream (engine.store.ops.stream)
+    append_output: Op  # (conn, execution_id, action_ref, runner_ref, chunks, now)
+    list_output: Op  # (conn, execution_id, output_type)
+    read_feed: Op  # (conn, after, limit) -> [FeedEntry]
+    feed_head: Op  # (conn) -> int
+    trim_feed: Op  # (conn, keep) -> int

@@ -47,6 +47,7 @@ from engine.store.ops import (
     rate_buckets,
     retention,
     rules,
+    stream,
     subscriptions,
     workflow_pauses,
     workflows,
@@ -165,6 +166,11 @@ POSTGRES = Dialect(
     mark_retry_pending=policy_retries.pg_mark_pending,
     settle_retry=policy_retries.pg_settle,
     pending_retries=policy_retries.pg_pending,
+    append_output=stream.pg_append_output,
+    list_output=stream.pg_list_output,
+    read_feed=stream.pg_read_feed,
+    feed_head=stream.pg_feed_head,
+    trim_feed=stream.pg_trim_feed,
 )
 
 
@@ -335,6 +341,9 @@ class PostgresStore(SqlStore):
         event = self._work.get(channel.removeprefix("hookyard_"))
         if event is not None:
             event.set()
+            # New trigger instances write change-feed entries but send only their own
+            # hint (one NOTIFY less per ingest batch): the stream's readers look on any.
+            self._work["stream"].set()
 
     def _on_listener_lost(self, conn: Any) -> None:
         if self._listener is conn:

@@ -55,14 +55,16 @@ from engine.store.dialect import Dialect, Op
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
 from engine.store.sql_policies import SqlPolicies
+from engine.store.sql_stream import SqlStreamFeed
 from engine.store.sql_workflows import SqlWorkflowRuns
 
 T = TypeVar("T")
 # Queues with wake-up hints (`wait_for_work`).
-QUEUES = ("trigger_instances", "executions", "deliveries", "workflows")
+# "stream": the change feed has new entries (engine.store.ops.stream).
+QUEUES = ("trigger_instances", "executions", "deliveries", "workflows", "stream")
 
 
-class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
@@ -157,6 +159,8 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
         if stored:
             self._backlog.added(stored)
             self._wake("trigger_instances")
+            # Their change-feed entries too (the ingest writer child stores them).
+            self._wake("stream")
 
     async def pending_backlog(self) -> int:
         return await self._backlog.value()
@@ -352,7 +356,7 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, Store, abc.ABC):
         self, claimer_id: str, is_dead: Callable[[Mapping[str, Any]], bool]
     ) -> dict[str, int]:
         taken = await self._write(self.dialect.take_over_dead_claims, claimer_id, is_dead, utcnow())
-        if any(taken[queue] for queue in QUEUES):
+        if any(taken.get(queue) for queue in QUEUES):
             self._wake_all()
         return taken
 

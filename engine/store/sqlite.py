@@ -48,6 +48,7 @@ from engine.store.ops import (
     rate_buckets,
     retention,
     rules,
+    stream,
     subscriptions,
     workflow_pauses,
     workflows,
@@ -161,6 +162,11 @@ SQLITE = Dialect(
     mark_retry_pending=policy_retries.sqlite_mark_pending,
     settle_retry=policy_retries.sqlite_settle,
     pending_retries=policy_retries.sqlite_pending,
+    append_output=stream.sqlite_append_output,
+    list_output=stream.sqlite_list_output,
+    read_feed=stream.sqlite_read_feed,
+    feed_head=stream.sqlite_feed_head,
+    trim_feed=stream.sqlite_trim_feed,
 )
 
 
@@ -248,7 +254,9 @@ class SqliteStore(SqlStore):
         # A batch of large bodies would hold the loop for as long as it takes to write:
         # above this size it is written by the writer thread instead.
         if sum(len(payload) for _, payload in batch) <= _LOOP_WRITE_MAX_BYTES:
-            return await self._write_on_loop(instances.sqlite_insert, batch, utcnow())
+            answer = await self._write_on_loop(instances.sqlite_insert, batch, utcnow())
+            self._wake("stream")
+            return answer
         return await self._write(instances.sqlite_insert, batch, utcnow())
 
     async def _read_snapshot(self, operation: Callable[..., T], *args: Any) -> T:
@@ -262,6 +270,9 @@ class SqliteStore(SqlStore):
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._writer, self._in_transaction, operation, args)
         self._checkpoints.wrote()
+        # The stream's readers in this process look at the change feed now (other
+        # processes' writes, the ingest writer child's included, reach them by polling).
+        self._wake("stream")
         return result
 
     def _in_transaction(self, operation: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -215,13 +215,30 @@ async def _copy_table_to_pg(src: sqlite3.Connection, dst: asyncpg.Connection, ta
     convert = [to_pg(types[c]) for c in columns]
     names = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    # Numbered columns (serial, or identity: stream_feed.seq) take the copied numbers,
+    # and their sequences then go on after the largest.
+    numbered = await dst.fetch(
+        "SELECT column_name, is_identity FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = $1"
+        " AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')",
+        table,
+    )
+    overriding = (
+        " OVERRIDING SYSTEM VALUE" if any(r["is_identity"] == "YES" for r in numbered) else ""
+    )
     if table in SINGLETONS:
         await dst.execute(f'DELETE FROM "{table}"')
     cursor = src.execute(f'SELECT {names} FROM "{table}"')
     while rows := cursor.fetchmany(PAGE):
         await dst.executemany(
-            f'INSERT INTO "{table}" ({names}) VALUES ({marks})',
+            f'INSERT INTO "{table}" ({names}){overriding} VALUES ({marks})',
             [tuple(f(v) for f, v in zip(convert, row, strict=True)) for row in rows],
+        )
+    for row in numbered:
+        column = row["column_name"]
+        await dst.execute(
+            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', '{column}'),"
+            f' coalesce((SELECT max("{column}") FROM "{table}"), 0) + 1, false)'
         )
 
 

@@ -36,6 +36,7 @@ from engine.workers import policies, sleep_until
 from engine.workers.dispatch import dispatcher
 from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
+from engine.workers.live_output import LiveOutput
 from engine.workers.workflows import start_workflow
 
 log = logging.getLogger(__name__)
@@ -170,11 +171,18 @@ async def run_execution(
     runner = runtime.runners.get(action.runner_type)
     if processes is not None:
         request = dataclasses.replace(request, process_watch=processes.watch_for(execution))
+    live = LiveOutput(
+        store, execution.id, action.ref, action.runner_type, request.secret_values(), extra
+    )
+    request = dataclasses.replace(request, output_sink=live.write)
     run_task = asyncio.create_task(runner.run(request))
     heartbeat = asyncio.create_task(_heartbeat(runtime, execution, run_task, cancel))
     stopper = asyncio.create_task(_stop_when(cancel, run_task))
     try:
-        result = await run_task
+        try:
+            result = await run_task
+        finally:
+            await live.close()  # all output stored before the end is recorded
     except asyncio.CancelledError:
         if heartbeat.done() and isinstance(heartbeat.exception(), LeaseLost):
             log.warning(

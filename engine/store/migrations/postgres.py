@@ -385,3 +385,32 @@ _INQUIRIES = (
     "CREATE INDEX inquiries_expiry ON inquiries (expires_at) WHERE expires_at IS NOT NULL",
 )
 MIGRATIONS = (*MIGRATIONS, _INQUIRIES)
+
+
+# Version N (stream): the change feed behind /api/v1/stream (engine.model.stream), written
+# in the transaction of each change and trimmed to stream.keep_events; the live output of
+# running actions (GET /api/v1/executions/<id>/output), kept with its execution. `seq` is
+# taken at insert, not at commit: the reader waits a moment for a gap to fill.
+_STREAM = (
+    """
+    CREATE TABLE stream_feed (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL,
+        object_id text NOT NULL,
+        status text,
+        data json,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE execution_output (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        execution_id text NOT NULL,
+        output_type text NOT NULL,
+        data text NOT NULL,
+        timestamp timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX execution_output_execution ON execution_output (execution_id, id)",
+)
+MIGRATIONS = (*MIGRATIONS, _STREAM)

@@ -374,3 +374,31 @@ _INQUIRIES = (
     "CREATE INDEX inquiries_expiry ON inquiries (expires_at) WHERE expires_at IS NOT NULL",
 )
 MIGRATIONS = (*MIGRATIONS, _INQUIRIES)
+
+
+# Version N (stream): the change feed behind /api/v1/stream (engine.model.stream), written
+# in the transaction of each change and trimmed to stream.keep_events; the live output of
+# running actions (GET /api/v1/executions/<id>/output), kept with its execution.
+_STREAM = (
+    """
+    CREATE TABLE stream_feed (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        status TEXT,
+        data TEXT,
+        created_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE execution_output (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT NOT NULL,
+        output_type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        timestamp TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX execution_output_execution ON execution_output (execution_id, id)",
+)
+MIGRATIONS = (*MIGRATIONS, _STREAM)

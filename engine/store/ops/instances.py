@@ -13,10 +13,11 @@ import asyncpg
 
 from engine.errors import NotFound, StoreError
 from engine.model.records import Accepted, NewTriggerInstance, TriggerInstance, utcnow
+from engine.model.stream import TRIGGER_INSTANCE_CREATE
 from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import time_to_text
-from engine.store.ops import columns, outbox
+from engine.store.ops import columns, outbox, stream
 
 # --- SQLite (plain functions run on the store's threads, in its transactions) ---
 
@@ -77,7 +78,15 @@ def sqlite_insert(
         conn.execute(_sqlite_insert_sql(len(chunk)), [v for row in chunk for v in row])
     if rows:
         stored_ids = {row[0] for row in rows}
-        outbox.sqlite_emit(conn, now, lambda: outbound_events.instances_created(batch, stored_ids))
+        stream.sqlite_append(
+            conn, [(TRIGGER_INSTANCE_CREATE, row[0], None, None) for row in rows], now
+        )
+        outbox.sqlite_emit(
+            conn,
+            now,
+            lambda: outbound_events.instances_created(batch, stored_ids),
+            to_feed=False,
+        )
     return codec.answers_for_batch(first_of, stored), len(rows)
 
 
@@ -134,6 +143,10 @@ _PG_INSERT = (
     " $6::text[]) AS u(i, t, p, o, w, d){guard}"
     " ORDER BY d, i"
     " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id),"
+    # The stream's change feed (engine.store.ops.stream), in the same statement.
+    " feed AS (INSERT INTO stream_feed (name, object_id)"
+    f" SELECT '{TRIGGER_INSTANCE_CREATE}', id FROM ins),"
+    # (The stream's readers take the rules workers' hint as theirs: PostgresStore._on_notify.)
     " hint AS (SELECT pg_notify($7, '') FROM (SELECT 1 FROM ins LIMIT 1) AS one)"
 )
 
@@ -236,7 +249,10 @@ async def _pg_insert_instances(
             raise StoreError(f"trigger instance {item.id}: neither stored nor a duplicate")
     if rows and rows[0]["subscribed"]:
         await outbox.pg_emit(
-            conn, utcnow(), lambda: outbound_events.instances_created(batch, inserted)
+            conn,
+            utcnow(),
+            lambda: outbound_events.instances_created(batch, inserted),
+            to_feed=False,
         )
     return codec.answers_for_batch(first_of, stored), len(inserted)
 

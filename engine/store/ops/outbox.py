@@ -18,6 +18,7 @@ import asyncpg
 from engine.outbound.events import NewEvent
 from engine.store import outbound_rows as rows
 from engine.store.codec import as_utc, dumps, time_to_text
+from engine.store.ops import stream
 
 EventSource = Callable[[], Sequence[NewEvent]]
 
@@ -25,8 +26,15 @@ EventSource = Callable[[], Sequence[NewEvent]]
 # --- SQLite (plain functions run on the store's threads, in its transactions) ---
 
 
-def sqlite_emit(conn: sqlite3.Connection, now: datetime, source: EventSource) -> int:
-    """Store the events `source` builds and their deliveries; returns deliveries made."""
+def sqlite_emit(
+    conn: sqlite3.Connection, now: datetime, source: EventSource, *, to_feed: bool = True
+) -> int:
+    """Store the events `source` builds and their deliveries; returns deliveries made.
+    With `to_feed`, execution events also go to the stream's change feed."""
+    if to_feed:
+        built = list(source())
+        stream.sqlite_append(conn, stream.feed_rows_for(built), now)
+        source = lambda: built  # noqa: E731 - built once for both
     subscribed = conn.execute("SELECT id, events FROM subscriptions WHERE enabled = 1").fetchall()
     if not subscribed:
         return 0
@@ -71,8 +79,15 @@ def _sqlite_store_deliveries(
 # --- PostgreSQL (coroutines on a pool connection, in a transaction) ---
 
 
-async def pg_emit(conn: asyncpg.Connection, now: datetime, source: EventSource) -> int:
-    """Store the events `source` builds and their deliveries; returns deliveries made."""
+async def pg_emit(
+    conn: asyncpg.Connection, now: datetime, source: EventSource, *, to_feed: bool = True
+) -> int:
+    """Store the events `source` builds and their deliveries; returns deliveries made.
+    With `to_feed`, execution events also go to the stream's change feed."""
+    if to_feed:
+        built = list(source())
+        await stream.pg_append(conn, stream.feed_rows_for(built))
+        source = lambda: built  # noqa: E731 - built once for both
     subscribed = await conn.fetch("SELECT id, events FROM subscriptions WHERE enabled")
     if not subscribed:
         return 0

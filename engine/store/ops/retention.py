@@ -10,10 +10,10 @@ still to be attempted.
 - trigger instances go with what explains them: their enforcements and evaluation traces.
   An instance holding a dedupe key is kept at least until `dedupe_before`, so a sender's
   retry inside the dedupe window is still recognised however short the retention.
-- executions are purged by root: a workflow (or chain) with every task execution below it
-  its run state and answered inquiries, never a part of a tree, and never one whose policy retry
-  (engine.store.ops.policy_retries) is still to be created. Enforcements that pointed at a purged
-  execution keep their own row with no execution.
+- executions are purged by root: a workflow (or chain) with every task execution below
+  it, its run state, answered inquiries and stored output; never a part of a tree, and
+  never one whose policy retry (engine.store.ops.policy_retries) is still to be created.
+  Enforcements that pointed at a purged execution keep their own row with no execution.
 - deliveries go with their event once no other delivery of it is left.
 - once_per keys (a rule fired for this object) are purged only when their own retention
   is configured: without them such a rule would fire again for an old object.
@@ -172,6 +172,7 @@ def _sqlite_delete_executions(conn: sqlite3.Connection, ids: Sequence[str]) -> N
         )
         conn.execute(f"DELETE FROM workflow_runs WHERE execution_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM inquiries WHERE execution_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM execution_output WHERE execution_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM executions WHERE id IN ({marks})", chunk)
 
 
