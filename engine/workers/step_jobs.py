@@ -40,6 +40,11 @@ CHAIN_START, CHAIN_STEP = "chain_start", "chain_step"
 KINDS = (START, RERUN, STEP, CHAIN_START, CHAIN_STEP)
 # Marks a conductor state paused because a task waits for an answer, not by a person.
 PAUSED_BY_INQUIRY = "paused_by_inquiry"
+# Marks a run whose values a person with the right to run it gave (engine.workers.
+# workflows.inputs_trusted): its expressions may write whole shell commands and URLs, as
+# StackStorm's do. Without it they are data (engine.workflows.expressions.
+# evaluate_parameter): quoted where a task's command puts them, refused as the program.
+TRUSTED_INPUTS = "hookyard_trusted_inputs"
 HELD = (PAUSING, PAUSED)  # conductor statuses that start no task
 
 
@@ -69,6 +74,9 @@ class StepJob:
     # A re-run from tasks (RERUN): the tasks to run again, the with-items ones to reset.
     rerun_tasks: tuple[str, ...] = ()
     rerun_reset: tuple[str, ...] = ()
+    # Starts: whether the run's values come from a person allowed to run it, not from a
+    # trigger (recorded in the state as TRUSTED_INPUTS for the steps that follow).
+    trusted: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,11 @@ def _orquesta(
     kinds: Mapping[str, Mapping[str, str]],
     progress: Progress | None,
 ) -> tuple[dict, list[Any], Any, Any]:
+    trusted = _trusted(job)
+
     def parameter_kinds(ref: str) -> Mapping[str, str]:
+        if trusted:
+            return {}  # the person's own values: written as the author wrote them
         return kinds.get(ref, {})  # an unknown action: none (running it fails anyway)
 
     if job.kind == START:
@@ -160,6 +172,8 @@ def _orquesta(
             parameter_kinds=parameter_kinds,
             progress=progress,
         )
+        if trusted:
+            conductor.state[TRUSTED_INPUTS] = True
         return conductor.state, requests, *_end_of(conductor, 0, len(requests))
     assert job.state is not None
     conductor = WorkflowConductor(
@@ -170,6 +184,10 @@ def _orquesta(
         # tasks' results kept, the named tasks requested again.
         contexts = conductor.state["contexts"]
         contexts[0] = {**contexts[0], **job.context}
+        # The re-run's own trust, not the original's.
+        conductor.state.pop(TRUSTED_INPUTS, None)
+        if job.trusted:
+            conductor.state[TRUSTED_INPUTS] = True
         requests = rerun(conductor, list(job.rerun_tasks), list(job.rerun_reset))
         return conductor.state, requests, *_end_of(conductor, 0, len(requests))
     requests = []
@@ -212,13 +230,15 @@ def _chain(
         action_context=job.context,
         st2kv=secrets.view(),
         action_exists=kinds.__contains__,
-        parameter_kinds=lambda ref: kinds.get(ref, {}),
+        parameter_kinds=lambda ref: {} if _trusted(job) else kinds.get(ref, {}),
         display_published=job.display_published,
         max_links=job.max_links,
         progress=None if progress is None else (lambda where: progress(None, where)),
     )
     if job.kind == CHAIN_START:
         conductor, requests = ChainConductor.start(spec, scope)
+        if job.trusted:
+            conductor.state[TRUSTED_INPUTS] = True
         return conductor.state, requests, *_end_of(conductor, 0, len(requests))
     assert job.state is not None
     conductor = ChainConductor(spec, job.state, scope)
@@ -245,6 +265,14 @@ def _chain(
     if final is None:
         final = _settled(job, conductor.status, len(requests))
     return conductor.state, requests, final, result
+
+
+def _trusted(job: StepJob) -> bool:
+    """A start's trust comes with the job; a step's was recorded in its state (for a
+    re-run, the job's own replaces the original's)."""
+    if job.kind in (START, CHAIN_START, RERUN):
+        return job.trusted
+    return bool((job.state or {}).get(TRUSTED_INPUTS))
 
 
 def _end_of(conductor: Any, active: int, requested: int) -> tuple[Any, Any]:

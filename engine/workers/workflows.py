@@ -25,6 +25,7 @@ budget, and the event loop, which also serves HTTP, never waits on an expression
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -138,6 +139,7 @@ async def start_workflow(runtime: Runtime, execution: Execution, action: Any) ->
                 result = {"errors": problems, "output": None}
             else:
                 job = await _first_job(runtime, execution, action, chain)
+                job = dataclasses.replace(job, trusted=await inputs_trusted(runtime, execution))
                 outcome = await _run(runtime, job, action.workflow, kv)
                 state, final, result = outcome.state, outcome.final, outcome.result
                 children = _children(runtime, execution, outcome.requests, chain)
@@ -193,6 +195,43 @@ async def _first_job(runtime: Runtime, execution: Execution, action: Any, chain:
     parameters = runtime.sealer.unseal(execution.parameters or {})
     _, inputs = action.prepare_parameters(parameters)
     return StepJob(kind=START, action=action.ref, inputs=inputs, context=context)
+
+
+# How far inputs_trusted walks up to the execution a person or a trigger requested.
+MAX_TRUST_DEPTH = 32
+
+
+async def inputs_trusted(runtime: Runtime, execution: Execution) -> bool:
+    """Whether this workflow's values come from a person allowed to run it — requested
+    through the API or CLI (their key's role and grants checked then), or by a workflow,
+    re-run or retry of such a request — rather than from a trigger: a rule, a webhook, a
+    sensor, a timer. A trusted workflow's expressions may write whole shell commands and
+    URLs, as StackStorm's do (`core.local cmd=<% ctx(cmd) %>`); any other keeps payload
+    values data. Anything unknown on the way counts as a trigger."""
+    current = execution
+    for _ in range(MAX_TRUST_DEPTH):
+        context = current.context or {}
+        if "rule" in context or "trigger_instance" in context:
+            return False
+        earlier = current.parent or _origin(context)
+        if earlier is None:
+            return True
+        try:
+            current = await runtime.store.get_execution(earlier)
+        except StoreError:  # gone (purged) or unreadable: not known to be a person's
+            return False
+    return False
+
+
+def _origin(context: dict[str, Any]) -> str | None:
+    """The execution a re-run or a policy retry repeats (its values are that one's)."""
+    rerun = context.get("re-run")
+    if isinstance(rerun, dict) and isinstance(rerun.get("ref"), str):
+        return rerun["ref"]
+    retry = (context.get("policies") or {}).get("retry")
+    if isinstance(retry, dict) and isinstance(retry.get("retried_liveaction_id"), str):
+        return retry["retried_liveaction_id"]
+    return None
 
 
 def _rerun_tasks(execution: Execution) -> list[str]:

@@ -53,15 +53,10 @@ FAIL_COMMAND = {
 }
 SEQUENTIAL = "Thanos, All your base are belong to us!"
 LARGE = "".join("abcdefghijklmnopqrstuvwxyz"[(i * 7) % 26] for i in range(100_000))
-# Hookyard's policy (README, "Values are data"): a workflow value is never the program a
-# shell command runs. StackStorm's examples that pass the whole command as an input
-# (`core.local cmd=<% ctx(cmd) %>`) or put an item inside $((...)) are refused before
-# the task runs; these cases keep StackStorm's expectation and fail until that changes.
-REFUSED_COMMAND = pytest.mark.xfail(
-    strict=True,
-    reason="Hookyard refuses a workflow value where it would choose the program "
-    "(`cmd=<% ctx(cmd) %>`, `$((<% item() %>))`): values are data",
-)
+# These workflows are run through the API, as `st2 run` runs them: their inputs are a
+# person's, so a whole command passed as an input (`core.local cmd=<% ctx(cmd) %>`) runs
+# as in StackStorm. Started by a trigger, the same values stay data
+# (tests/integration/test_workflow_trust.py).
 
 
 class Api:
@@ -424,7 +419,6 @@ CASES: dict[str, Any] = {
     ),
     "with-items-failure": pytest.param(
         Case("examples.orquesta-test-with-items-failure", status="failed", check=_every_item_ran),
-        marks=REFUSED_COMMAND,
     ),
     # test_wiring_task_retry.py
     "task-retry": Case("examples.orquesta-task-retry", check=_retried_until_the_file_appeared),
@@ -446,7 +440,6 @@ CASES: dict[str, Any] = {
             status="failed",
             result={"errors": [TASK1_FAILED, FAIL_COMMAND], "output": {"message": "$%#&@#$!!!"}},
         ),
-        marks=REFUSED_COMMAND,
     ),
     "error-handling-continue": pytest.param(
         Case(
@@ -455,7 +448,6 @@ CASES: dict[str, Any] = {
             status="failed",
             result={"errors": [TASK1_FAILED], "output": {"message": "$%#&@#$!!!"}},
         ),
-        marks=REFUSED_COMMAND,
     ),
     "error-handling-noop": pytest.param(
         Case(
@@ -463,17 +455,14 @@ CASES: dict[str, Any] = {
             {"cmd": "exit 1"},
             result={"output": {"message": "$%#&@#$!!!"}},
         ),
-        marks=REFUSED_COMMAND,
     ),
     "basic": pytest.param(
         Case(
             "examples.orquesta-basic", {"cmd": "echo hello"}, result={"output": {"stdout": "hello"}}
         ),
-        marks=REFUSED_COMMAND,
     ),
     "examples": pytest.param(
         Case("examples.orquesta-examples", check=_ran_basic_sequential_and_data_flow),
-        marks=REFUSED_COMMAND,
     ),
     "fail-task-contents": Case(
         "examples.orquesta-fail-inspection-task-contents",
