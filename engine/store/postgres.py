@@ -38,6 +38,7 @@ from engine.store.ops import (
     deliveries,
     execution_claims,
     executions,
+    grouped,
     instances,
     kv,
     processes,
@@ -103,6 +104,7 @@ POSTGRES = Dialect(
     start_execution=executions.pg_start,
     heartbeat_execution=executions.pg_heartbeat,
     finish_execution=executions.pg_finish,
+    run_grouped=grouped.pg_run_grouped,
     get_execution=executions.pg_get,
     request_cancel=workflows.pg_cancel_tree,
     record_execution_process=processes.pg_record,
@@ -240,6 +242,7 @@ class PostgresStore(SqlStore):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        await self._close_grouped()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.wait({self._connecting})

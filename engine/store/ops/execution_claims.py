@@ -32,9 +32,15 @@ WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before con
 
 
 def sqlite_claim(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: sqlite3.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    only_actions: list[str] | None = None,
 ) -> list[Execution]:
-    """Settle canceling executions whose worker is gone, then claim as usual."""
+    """Settle canceling executions whose worker is gone, then claim as usual (only
+    executions of `only_actions` when given)."""
     at = time_to_text(now)
     rows = conn.execute(
         f"UPDATE executions SET status = ?, result = ?, finished_at = ?, lease_token = NULL,"
@@ -56,17 +62,25 @@ def sqlite_claim(
         outbox.sqlite_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now)
+    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now, only_actions)
 
 
 def _sqlite_claim_due(
-    conn: sqlite3.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: sqlite3.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    only_actions: list[str] | None,
 ) -> list[Execution]:
     at = time_to_text(now)
     active = (
         "SELECT id FROM executions INDEXED BY executions_active"
         " WHERE status IN ('requested', 'scheduled', 'running')"
     )
+    if only_actions is not None:
+        # A literal list of quoted names: bound parameters would shift every other one.
+        active += f" AND action IN ({', '.join(map(_sql_text, only_actions)) or 'NULL'})"
     # Only an expired `running` execution was a failed attempt (its action may have run);
     # an expired `scheduled` one never started, so it is claimed again at the same attempt.
     abandoned = conn.execute(
@@ -110,11 +124,20 @@ def _sqlite_claim_due(
     return sorted((columns.sqlite_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
 async def pg_claim(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: asyncpg.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    only_actions: list[str] | None = None,
 ) -> list[Execution]:
     rows = await conn.fetch(
         "UPDATE executions SET status = $1, result = $2::jsonb, finished_at = $3,"
@@ -135,11 +158,16 @@ async def pg_claim(
         await outbox.pg_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now)
+    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now, only_actions)
 
 
 async def _pg_claim_due(
-    conn: asyncpg.Connection, limit: int, lease_seconds: float, max_attempts: int, now: datetime
+    conn: asyncpg.Connection,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    now: datetime,
+    only_actions: list[str] | None,
 ) -> list[Execution]:
     # Only an expired `running` execution was a failed attempt (its action may have run);
     # an expired `scheduled` one never started, so it is claimed again at the same attempt.
@@ -147,12 +175,14 @@ async def _pg_claim_due(
         "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
         " WHERE id IN (SELECT id FROM executions WHERE status = 'running'"
-        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)"
+        "  AND lease_expires_at < now() AND attempt >= $4"
+        "  AND ($5::text[] IS NULL OR action = ANY($5::text[])) FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         ABANDONED,
         now,
         columns.pg_log_param(ABANDONED, now),
         max_attempts,
+        only_actions,
     )
     rows = await conn.fetch(
         "UPDATE executions SET"
@@ -164,12 +194,14 @@ async def _pg_claim_due(
         "  WHERE status IN ('requested', 'scheduled', 'running')"
         "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= now())"
         "   OR lease_expires_at < now())"
+        "  AND ($5::text[] IS NULL OR action = ANY($5::text[]))"
         "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         SCHEDULED,
         float(lease_seconds),
         columns.pg_log_param(SCHEDULED, now),
         limit,
+        only_actions,
     )
     await lineage.pg_mark_parents_due(conn, map(columns.pg_execution, abandoned))
     if abandoned or rows:
