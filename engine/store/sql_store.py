@@ -359,7 +359,9 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
     async def record_execution_process(
         self, execution_id: str, lease_token: str, process: Mapping[str, Any]
     ) -> None:
-        await self._write(self.dialect.record_execution_process, execution_id, lease_token, process)
+        await self._grouped(
+            (self.dialect.record_execution_process, (execution_id, lease_token, dict(process)))
+        )
 
     async def execution_processes(
         self, execution_ids: Sequence[str] | None = None
