@@ -34,7 +34,7 @@ from engine.model.records import (
     WorkflowStep,
 )
 from engine.model.roles import Grants
-from engine.rules.stored import StoredRule
+from engine.model.stored_rules import StoredRule
 from engine.store.outbound_base import OutboundStore
 from engine.store.sealer import ExecutionSealer, NoSealing
 

@@ -16,8 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from engine.errors import StoreUnavailable
 from engine.store.base import Store
 
@@ -51,6 +49,8 @@ async def try_exclusive(store: Store, name: str) -> Exclusive | None:
 
 
 async def _try_pg(url: str, name: str) -> Exclusive | None:
+    import asyncpg  # the store backend's driver: SQLite processes never load it
+
     try:
         conn = await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:

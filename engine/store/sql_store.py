@@ -43,9 +43,9 @@ from engine.model.records import (
     utcnow,
 )
 from engine.model.roles import Grants
+from engine.model.stored_rules import StoredRule
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.subscriptions import Subscription
-from engine.rules.stored import StoredRule
 from engine.store import codec
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import (
     ABANDONED,
@@ -24,6 +23,9 @@ from engine.model.records import (
 from engine.outbound import events as outbound_events
 from engine.store.codec import dumps, time_to_text
 from engine.store.ops import columns, lineage, outbox
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before confirming."}
 

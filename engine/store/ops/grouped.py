@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import LeaseLost, NotFound
 from engine.store.dialect import Step
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # Errors that belong to one item: raised by a step before it writes anything.
 ITEM_ERRORS = (LeaseLost, NotFound)
