@@ -153,6 +153,7 @@ POSTGRES = Dialect(
 class PostgresStore(SqlStore):
     dialect = POSTGRES
     ingest_concurrency = _COMMIT_CONCURRENCY
+    grouped_concurrency = _COMMIT_CONCURRENCY
 
     def __init__(self, url: str, settings: StoreSettings) -> None:
         super().__init__(settings, f"postgresql {codec.redact_url(url)}")

@@ -64,6 +64,9 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
+    # Transactions of grouped execution writes in flight at once: SQLite has one writer;
+    # PostgreSQL writes the next group while one waits for its commit.
+    grouped_concurrency = 1
 
     def __init__(self, settings: StoreSettings, where: str) -> None:
         self.settings = settings
@@ -121,6 +124,7 @@ class SqlStore(SqlWorkflowRuns, Store, abc.ABC):
                 batch_max=self.settings.batch_max,
                 timeout=self.settings.busy_timeout,
                 name="execution writes",
+                concurrency=self.grouped_concurrency,
             )
             self._execution_writes.start()
         answer = await self._execution_writes.enqueue(steps)
