@@ -80,14 +80,20 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
         if killed:
             log.warning("killed %d process group(s) left running by a stopped worker", killed)
         instant_of: tuple[Any, frozenset[str]] = (None, frozenset())
+        # No instant execution was waiting at the last look: look again only once new work
+        # is announced (or the poll interval passes), not each time a process run ends —
+        # an empty claim is a transaction too.
+        instant_idle = False
         while not stop.is_set():
             claimed = 0
             if instant_of[0] is not runtime.packs:  # loaded again (engine.process.reload)
                 instant_of = (runtime.packs, instant_actions(runtime))
             instant = instant_of[1]
             room = INSTANT_BATCH - len(instant_running)
-            if instant and room > 0:
-                for execution in await claim(room, instant):
+            if instant and room > 0 and not instant_idle:
+                batch = await claim(room, instant)
+                instant_idle = not batch
+                for execution in batch:
                     launch(execution, instant_running)
                     claimed += 1
             free = settings.actions_concurrency - len(running)
@@ -113,6 +119,7 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
                 await sleep_until(stop, asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
             finally:
                 if hint is not None:
+                    instant_idle = instant_idle and not hint.done()
                     hint.cancel()
     finally:
         for tasks in (running, instant_running):
