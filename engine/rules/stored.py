@@ -9,11 +9,10 @@ a rule fetched, edited and sent back stores the same definition. Stored rules lo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from engine.errors import RuleLoadError
+from engine.model.stored_rules import StoredRule
 from engine.rules import Rule, RuleSet, load_rule
 from engine.rules.loader import DEFAULT_PACK
 from engine.rules.rule import is_rule_id, rule_id
@@ -27,14 +26,6 @@ API_SOURCE = "api"
 _READ_ONLY = ("id", "ref", "uid", "source")
 # Optional fields our API prints as null when unset; a null there means "not set".
 _NULL_MEANS_UNSET = ("once_per", "metadata_file", "description", "context", "tags", "criteria")
-
-
-@dataclass(frozen=True)
-class StoredRule:
-    ref: str
-    definition: Mapping[str, Any]
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
 
 
 def normalize_definition(body: Mapping[str, Any]) -> dict[str, Any]:

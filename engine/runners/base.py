@@ -106,6 +106,8 @@ class Runner(Protocol):
     name: str
     # StackStorm-style runner_parameters: name -> {type, description, default, ...}.
     parameters: dict[str, dict]
+    # Optional `instant = True`: run() returns at once without I/O or side effects outside
+    # the engine (noop), so a start need not be recorded before it runs.
 
     async def run(self, request: RunRequest) -> RunResult: ...
 

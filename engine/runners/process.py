@@ -15,12 +15,14 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from engine.errors import RunnerError
 from engine.runners.base import OutputSink, ProcessWatch
+from engine.runners.spawner import SpawnedProcess, spawn
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,7 @@ async def run_process(
     try:
         proc = await _start(
             argv,
-            stdin=asyncio.subprocess.PIPE if stdin_data is not None else asyncio.subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             cwd=cwd,
             env=dict(env),
             pass_fds=(result_write_fd,) if with_result_channel else (),
@@ -266,21 +268,13 @@ def _tell(watch: ProcessWatch | None, event: str, *args: object) -> None:
         log.exception("process watch failed on %s of group %s", event, args[0])
 
 
-async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Process:
-    # The child runs (and may start others) before create_subprocess_exec returns, while
-    # its pipes are being connected; a cancellation landing there would leave asyncio to
-    # kill the leader alone and orphan the rest of the group. So the start is never
-    # cancelled — however many cancellations arrive while it finishes — and a cancelled
-    # start then kills the group it started.
-    starting = asyncio.ensure_future(
-        asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            **options,
-        )
-    )
+async def _start(argv: list[str], **options: Any) -> SpawnedProcess:
+    # Started off the event loop (engine.runners.spawner), in a session of its own. The
+    # child runs (and may start others) before the start returns, while its pipes are
+    # being connected; a cancellation landing there would kill the leader alone and orphan
+    # the rest of the group. So the start is never cancelled — however many cancellations
+    # arrive while it finishes — and a cancelled start then kills the group it started.
+    starting = asyncio.ensure_future(spawn(argv, **options))
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
@@ -294,7 +288,7 @@ async def _start(argv: list[str], **options: object) -> asyncio.subprocess.Proce
         raise  # the first cancellation, now that nothing is left running
 
 
-async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
+async def _kill_and_reap(proc: SpawnedProcess) -> None:
     # Reaped before returning: a child never waited for stays a zombie, and its transport
     # is left for the garbage collector to find "still running". A cancellation arriving
     # meanwhile does not cut the (bounded) wait short; it is raised once it is over.
@@ -317,7 +311,7 @@ async def _wait_out(future: asyncio.Future) -> bool:
     return cancelled
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+async def _kill_group(proc: SpawnedProcess) -> None:
     # The session leader's pid is the group id; it stays reserved while any member lives.
     _signal_group(proc.pid, signal.SIGTERM)
     await _exited(proc, KILL_GRACE_SECONDS)
@@ -326,7 +320,7 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     await _exited(proc, KILL_GRACE_SECONDS)
 
 
-async def _exited(proc: asyncio.subprocess.Process, limit: float) -> bool:
+async def _exited(proc: SpawnedProcess, limit: float) -> bool:
     """Whether the leader has exited (and been reaped), waiting up to `limit` seconds.
 
     Its exit, not Process.wait(): on Python 3.11 wait() also waits until every output pipe
@@ -341,13 +335,10 @@ async def _exited(proc: asyncio.subprocess.Process, limit: float) -> bool:
     return True
 
 
-def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+def _close_pipes(proc: SpawnedProcess) -> None:
     # A process that escaped the group may still hold the output pipes: close our ends
-    # (and the transport) rather than leave them open until it exits. asyncio.subprocess
-    # exposes no public way to close a Process's transport.
-    transport = getattr(proc, "_transport", None)
-    if transport is not None:
-        transport.close()
+    # rather than leave them open until it exits.
+    proc.close()
 
 
 async def _finish_readers(tasks: list[asyncio.Future]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from engine.model.records import (
     WorkflowStep,
 )
 from engine.model.roles import Grants
-from engine.rules.stored import StoredRule
+from engine.model.stored_rules import StoredRule
 from engine.store.outbound_base import OutboundStore
 from engine.store.sealer import ExecutionSealer, NoSealing
 from engine.store.stream_base import StreamStore
@@ -210,10 +210,16 @@ class Store(OutboundStore, StreamStore, abc.ABC):
 
     @abc.abstractmethod
     async def claim_executions(
-        self, limit: int, lease_seconds: float, max_attempts: int = 2
+        self,
+        limit: int,
+        lease_seconds: float,
+        max_attempts: int = 2,
+        *,
+        only_actions: Collection[str] | None = None,
     ) -> list[Execution]:
         """Claim requested executions (status becomes scheduled) and lease-expired
-        scheduled/running ones (a worker died), status scheduled. Only an expired running
+        scheduled/running ones (a worker died), status scheduled; only executions of
+        `only_actions` when given. Only an expired running
         one counts as a failed attempt (attempt + 1); a scheduled one never started and
         keeps its attempt.
 
@@ -240,10 +246,17 @@ class Store(OutboundStore, StreamStore, abc.ABC):
         status: str,
         result: Any,
         generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
+        *,
+        start_first: bool = False,
     ) -> Execution:
         """Record the final status, result and end time (also of a canceling execution).
         LeaseLost on a stale token. `generic(finished)` builds the generic trigger
-        instances (engine.model.generic_triggers) stored in the same transaction."""
+        instances (engine.model.generic_triggers) stored in the same transaction.
+        `start_first`: a scheduled execution whose action ran at once, in the engine
+        (`core.noop`), is started in the same transaction (both status changes logged).
+
+        Starts and finishes arriving together may share one transaction; each still
+        succeeds or fails (LeaseLost) on its own."""
 
     @abc.abstractmethod
     async def record_execution_process(

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 Op = Callable[..., Any]
+# One operation with its arguments after the connection (engine.store.ops.grouped).
+Step = tuple[Op, tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,11 @@ class Dialect:
     queue_stats: Op
     # executions
     create_execution: Op  # (conn, new, now) -> Execution
-    claim_executions: Op  # (conn, limit, lease_seconds, max_attempts, now)
+    claim_executions: Op  # (conn, limit, lease_seconds, max_attempts, now, only_actions)
     start_execution: Op  # (conn, id, token, now)
     heartbeat_execution: Op  # (conn, id, token, lease_seconds, now)
     finish_execution: Op  # (conn, id, token, status, result_json, now)
+    run_grouped: Op  # (conn, items): each item a list of Steps; answers or item errors
     get_execution: Op
     request_cancel: Op  # (conn, id, now); cascades down a workflow's children
     record_execution_process: Op

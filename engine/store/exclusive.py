@@ -25,8 +25,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from engine.errors import StoreUnavailable
 from engine.store.base import Store
 
@@ -102,6 +100,8 @@ async def try_exclusive(store: Store, name: str) -> Exclusive | None:
 
 
 async def _try_pg(url: str, name: str) -> Exclusive | None:
+    import asyncpg  # the store backend's driver: SQLite processes never load it
+
     try:
         conn = await asyncpg.connect(url, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:

@@ -38,6 +38,7 @@ from engine.store.ops import (
     deliveries,
     execution_claims,
     executions,
+    grouped,
     inquiries,
     instances,
     kv,
@@ -109,6 +110,7 @@ POSTGRES = Dialect(
     start_execution=executions.pg_start,
     heartbeat_execution=executions.pg_heartbeat,
     finish_execution=executions.pg_finish,
+    run_grouped=grouped.pg_run_grouped,
     get_execution=executions.pg_get,
     request_cancel=workflows.pg_cancel_tree,
     record_execution_process=processes.pg_record,
@@ -178,6 +180,7 @@ class PostgresStore(SqlStore):
     dialect = POSTGRES
     ingest_concurrency = _COMMIT_CONCURRENCY
     shared_between_processes = True
+    grouped_concurrency = _COMMIT_CONCURRENCY
 
     def __init__(self, url: str, settings: StoreSettings) -> None:
         super().__init__(settings, f"postgresql {codec.redact_url(url)}")
@@ -267,6 +270,7 @@ class PostgresStore(SqlStore):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        await self._close_grouped()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.wait({self._connecting})

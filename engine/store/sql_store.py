@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -43,15 +43,15 @@ from engine.model.records import (
     utcnow,
 )
 from engine.model.roles import Grants
+from engine.model.stored_rules import StoredRule
 from engine.outbound.breaker import Breaker
 from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
 from engine.outbound.subscriptions import Subscription
-from engine.rules.stored import StoredRule
 from engine.store import codec
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
-from engine.store.batching import GroupCommitter
-from engine.store.dialect import Dialect, Op
+from engine.store.batching import GroupCommitStats, GroupCommitter
+from engine.store.dialect import Dialect, Op, Step
 from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
 from engine.store.sql_policies import SqlPolicies
@@ -68,6 +68,9 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
+    # Transactions of grouped execution writes in flight at once: SQLite has one writer;
+    # PostgreSQL writes the next group while one waits for its commit.
+    grouped_concurrency = 1
 
     def __init__(self, settings: StoreSettings, where: str) -> None:
         self.settings = settings
@@ -76,6 +79,8 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
         # Committed add_trigger_instances transactions (tests and metrics read it).
         self.commit_batches = 0
         self._committer: GroupCommitter[tuple[NewTriggerInstance, str], Accepted] | None = None
+        # Execution starts and finishes arriving together share a transaction (`_grouped`).
+        self._execution_writes: GroupCommitter[Sequence[Step], Any] | None = None
         self._work = {queue: asyncio.Event() for queue in QUEUES}
         self._backlog = BacklogGauge(self._count_pending)
         self._closed = False
@@ -110,6 +115,40 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
             concurrency=concurrency,
         )
         self._committer.start()
+
+    async def _grouped(self, *steps: Step) -> Any:
+        """Run `steps` (ops with their arguments) in a transaction shared with the other
+        execution writes queued meanwhile (engine.store.ops.grouped); a stale lease or a
+        missing row fails this item only."""
+        if self._execution_writes is None:
+            if self._closed:
+                raise StoreUnavailable(f"{self.where}: the store is closed")
+            self._execution_writes = GroupCommitter(
+                self._write_grouped,
+                batch_max=self.settings.batch_max,
+                timeout=self.settings.busy_timeout,
+                name="execution writes",
+                concurrency=self.grouped_concurrency,
+            )
+            self._execution_writes.start()
+        answer = await self._execution_writes.enqueue(steps)
+        if isinstance(answer, StoreError):
+            raise answer
+        return answer
+
+    @property
+    def grouped_write_stats(self) -> GroupCommitStats:
+        """Transactions (batches) and items of the grouped execution writes so far."""
+        writes = self._execution_writes
+        return writes.stats if writes is not None else GroupCommitStats()
+
+    async def _write_grouped(self, items: Sequence[Sequence[Step]]) -> list[Any]:
+        return await self._write(self.dialect.run_grouped, items)
+
+    async def _close_grouped(self) -> None:
+        writes, self._execution_writes = self._execution_writes, None
+        if writes is not None:
+            await writes.close()
 
     def _wake(self, queue: str) -> None:
         self._work[queue].set()
@@ -262,11 +301,23 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
         return execution
 
     async def claim_executions(
-        self, limit: int, lease_seconds: float, max_attempts: int = 2
+        self,
+        limit: int,
+        lease_seconds: float,
+        max_attempts: int = 2,
+        *,
+        only_actions: Collection[str] | None = None,
     ) -> list[Execution]:
         generic, fired = self._ended_source()
+        actions = sorted(only_actions) if only_actions is not None else None
         claimed = await self._write(
-            self.dialect.claim_executions, limit, lease_seconds, max_attempts, utcnow(), generic
+            self.dialect.claim_executions,
+            limit,
+            lease_seconds,
+            max_attempts,
+            utcnow(),
+            generic,
+            actions,
         )
         self.count_ingested(sum(fired.values()))
         return claimed
@@ -288,7 +339,9 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
         return counted, fired
 
     async def start_execution(self, execution_id: str, lease_token: str) -> Execution:
-        return await self._write(self.dialect.start_execution, execution_id, lease_token, utcnow())
+        return await self._grouped(
+            (self.dialect.start_execution, (execution_id, lease_token, utcnow()))
+        )
 
     async def heartbeat_execution(
         self, execution_id: str, lease_token: str, lease_seconds: float
@@ -304,6 +357,8 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
         status: str,
         result: Any,
         generic: Callable[[Execution], Sequence[NewTriggerInstance]] | None = None,
+        *,
+        start_first: bool = False,
     ) -> Execution:
         codec.check_terminal_status(status)
         result_json = codec.dumps(result, "execution result")
@@ -315,15 +370,17 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
             fired.append(len(items))
             return items
 
-        finished = await self._write(
+        now = utcnow()
+        finish_args = (execution_id, lease_token, status, result_json, now)
+        finish = (
             self.dialect.finish_execution,
-            execution_id,
-            lease_token,
-            status,
-            result_json,
-            utcnow(),
-            counted if generic is not None else None,
+            (*finish_args, counted if generic is not None else None),
         )
+        if start_first:
+            start = (self.dialect.start_execution, (execution_id, lease_token, now))
+            finished = await self._grouped(start, finish)
+        else:
+            finished = await self._grouped(finish)
         self.count_ingested(sum(fired))
         if finished.parent:
             self._wake("workflows")  # its workflow's run is due (same transaction)
@@ -339,7 +396,9 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
     async def record_execution_process(
         self, execution_id: str, lease_token: str, process: Mapping[str, Any]
     ) -> None:
-        await self._write(self.dialect.record_execution_process, execution_id, lease_token, process)
+        await self._grouped(
+            (self.dialect.record_execution_process, (execution_id, lease_token, dict(process)))
+        )
 
     async def execution_processes(
         self, execution_ids: Sequence[str] | None = None

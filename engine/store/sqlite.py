@@ -39,6 +39,7 @@ from engine.store.ops import (
     deliveries,
     execution_claims,
     executions,
+    grouped,
     inquiries,
     instances,
     kv,
@@ -105,6 +106,7 @@ SQLITE = Dialect(
     start_execution=executions.sqlite_start,
     heartbeat_execution=executions.sqlite_heartbeat,
     finish_execution=executions.sqlite_finish,
+    run_grouped=grouped.sqlite_run_grouped,
     get_execution=executions.sqlite_get,
     request_cancel=workflows.sqlite_cancel_tree,
     record_execution_process=processes.sqlite_record,
@@ -225,6 +227,7 @@ class SqliteStore(SqlStore):
         self._closed = True
         if self._committer is not None:
             await self._committer.close()
+        await self._close_grouped()
         await self._checkpoints.stop()
         await self._shutdown_threads()
         self._wake_all()  # waiters re-check and find the store closed

@@ -46,18 +46,40 @@ log = logging.getLogger(__name__)
 # `canceling` status their next heartbeat returns.
 CANCEL_REQUESTED = "execution_cancel_requested"
 CANCELED_BY_USER = {"message": "Action canceled by user."}
+# Executions of instant actions claimed (and so started and finished together) at once.
+INSTANT_BATCH = 256
 
 
 async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     settings = runtime.settings.workers
     store = runtime.store
     running: set[asyncio.Task] = set()
+    # Executions of instant actions (their runner finishes at once, in the engine:
+    # core.noop) hold no process slot: they are claimed by the batch beside the others.
+    instant_running: set[asyncio.Task] = set()
     # Execution id → its cancel signal, for the executions this worker runs now.
     cancels: dict[str, asyncio.Event] = {}
 
     def on_cancel_requested(event: str, *details: Any) -> None:
         if event == CANCEL_REQUESTED and details and details[0] in cancels:
             cancels[details[0]].set()
+
+    def launch(execution: Execution, tasks: set[asyncio.Task]) -> None:
+        cancel = cancels[execution.id] = asyncio.Event()
+        task = asyncio.create_task(run_execution(runtime, execution, cancel, processes))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(lambda _, key=execution.id: cancels.pop(key, None))
+
+    async def claim(limit: int, only_actions: frozenset[str] | None) -> list[Execution]:
+        try:
+            return await store.claim_executions(
+                limit, settings.lease_seconds, settings.max_attempts, only_actions=only_actions
+            )
+        except StoreError as exc:
+            log.error("actions worker cannot claim executions: %s", exc)
+            await sleep_until(stop, asyncio.sleep(settings.poll_interval))
+            return []
 
     runtime.observers.append(on_cancel_requested)
     processes = ActionProcesses(store)
@@ -68,38 +90,71 @@ async def run_actions_worker(runtime: Runtime, stop: asyncio.Event) -> None:
         killed = await processes.sweep()
         if killed:
             log.warning("killed %d process group(s) left running by a stopped worker", killed)
+        instant_of: tuple[Any, frozenset[str]] = (None, frozenset())
+        # No instant execution was waiting at the last look: look again only once new work
+        # is announced (or the poll interval passes), not each time a process run ends —
+        # an empty claim is a transaction too.
+        instant_idle = False
         while not stop.is_set():
+            claimed = 0
+            if instant_of[0] is not runtime.packs:  # loaded again (engine.process.reload)
+                instant_of = (runtime.packs, instant_actions(runtime))
+            instant = instant_of[1]
+            room = INSTANT_BATCH - len(instant_running)
+            if instant and room > 0 and not instant_idle:
+                batch = await claim(room, instant)
+                instant_idle = not batch
+                for execution in batch:
+                    launch(execution, instant_running)
+                    claimed += 1
             free = settings.actions_concurrency - len(running)
+            if free > 0:
+                for execution in await claim(free, None):
+                    launch(execution, running)
+                    claimed += 1
+            if claimed:
+                continue
+            # Nothing claimed: wait for new work if there is room, else for a run to end.
+            waits: set[asyncio.Future] = set()
             if free <= 0:
-                await sleep_until(stop, asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED))
-                continue
-            try:
-                batch = await store.claim_executions(
-                    free, settings.lease_seconds, settings.max_attempts
+                waits |= running
+            if instant and room <= 0:
+                waits |= instant_running
+            hint = None
+            if free > 0 or (instant and room > 0):
+                hint = asyncio.ensure_future(
+                    store.wait_for_work("executions", settings.poll_interval)
                 )
-            except StoreError as exc:
-                log.error("actions worker cannot claim executions: %s", exc)
-                await sleep_until(stop, asyncio.sleep(settings.poll_interval))
-                continue
-            for execution in batch:
-                cancel = cancels[execution.id] = asyncio.Event()
-                task = asyncio.create_task(run_execution(runtime, execution, cancel, processes))
-                running.add(task)
-                task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _, key=execution.id: cancels.pop(key, None))
-            if not batch:
-                await sleep_until(stop, store.wait_for_work("executions", settings.poll_interval))
+                waits.add(hint)
+            try:
+                await sleep_until(stop, asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED))
+            finally:
+                if hint is not None:
+                    instant_idle = instant_idle and not hint.done()
+                    hint.cancel()
     finally:
-        if running:
-            # In-flight executions finish within the role's grace period; past it they are
-            # cancelled, their process groups killed and their leases left to expire.
-            await asyncio.gather(*running, return_exceptions=True)
+        for tasks in (running, instant_running):
+            if tasks:
+                # In-flight executions finish within the role's grace period; past it they
+                # are cancelled, their process groups killed and their leases left to expire.
+                await asyncio.gather(*tasks, return_exceptions=True)
         policy_sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await policy_sweeper
         await processes.close()
         runtime.observers.remove(on_cancel_requested)
         log.info("actions worker stopped")
+
+
+def instant_actions(runtime: Runtime) -> frozenset[str]:
+    """The refs of the loaded actions whose runner is instant (engine.runners.base)."""
+    runners = runtime.runners
+    return frozenset(
+        action.ref
+        for action in runtime.packs.actions()
+        if action.runner_type in runners.names()
+        and getattr(runners.get(action.runner_type), "instant", False)
+    )
 
 
 async def run_execution(
@@ -156,6 +211,13 @@ async def run_execution(
             extra,
         )
         return
+    runner = runtime.runners.get(action.runner_type)
+    if getattr(runner, "instant", False):
+        # Nothing runs outside the engine and nothing can be cancelled midway: the start
+        # and the end are written together (with other executions' in one transaction).
+        result = await runner.run(request)
+        await _finish(runtime, execution, result.status, result.result, extra, start_first=True)
+        return
     try:
         await store.start_execution(execution.id, token)
     except LeaseLost:
@@ -168,7 +230,6 @@ async def run_execution(
         execution.attempt,
         extra=extra,
     )
-    runner = runtime.runners.get(action.runner_type)
     if processes is not None:
         request = dataclasses.replace(request, process_watch=processes.watch_for(execution))
     live = LiveOutput(
@@ -347,7 +408,13 @@ async def _heartbeat(
 
 
 async def _finish(
-    runtime: Runtime, execution: Execution, status: str, result: Any, extra: dict[str, Any]
+    runtime: Runtime,
+    execution: Execution,
+    status: str,
+    result: Any,
+    extra: dict[str, Any],
+    *,
+    start_first: bool = False,
 ) -> None:
     try:
         finished = await runtime.store.finish_execution(
@@ -356,6 +423,7 @@ async def _finish(
             status,
             result,
             generic_source(runtime, execution),
+            start_first=start_first,
         )
     except LeaseLost:
         log.warning(

@@ -40,7 +40,6 @@ from engine.rules import RuleSet, load_rule
 from engine.rules.enforce import CRITERIA, decide
 from engine.rules.explain import traces_to_keep
 from engine.rules.kvlookup import st2kv_from_snapshot
-from engine.secrets.encryption import require_cipher
 from engine.support.child_process import die_with_parent
 from engine.support.logs import configure_logging, register_secrets
 from engine.workers.evaluator_wire import (
@@ -119,7 +118,10 @@ class _Evaluator:
         self.kv = st2kv_from_snapshot(snapshot, self._reveal)
 
     def _reveal(self, ciphertext: str) -> str:
-        # The key is read on first use: most rule sets never decrypt.
+        # The key is read on first use: most rule sets never decrypt. So is its module:
+        # cryptography is 8 MB of this child's memory, for a template that may never run.
+        from engine.secrets.encryption import require_cipher
+
         if self._cipher is None:
             self._cipher = require_cipher(self.settings)
         return self._cipher.decrypt(ciphertext)

@@ -6,15 +6,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import NotFound
 from engine.model.apikeys import ApiKey, extended_expiry
 from engine.model.roles import ADMIN, WEBHOOK, Grants
 from engine.store import codec
 from engine.store.codec import dumps, loads, time_from_text, time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 COLUMNS = (
     "id, name, prefix, key_hash, admin, webhooks, triggers, created_at, expires_at, enabled,"

@@ -21,11 +21,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.store.codec import time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 IsDead = Callable[[Mapping[str, Any]], bool]
 _FIELDS = ("host", "boot_id", "pid_namespace", "pid", "pid_start")

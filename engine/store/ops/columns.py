@@ -7,8 +7,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.errors import LeaseLost, NotFound
 from engine.model.records import Enforcement, Execution, Page, TriggerInstance
@@ -18,6 +17,9 @@ from engine.store import codec
 from engine.store import outbound_rows as rows
 from engine.store.codec import Condition, dumps, time_from_text
 from engine.store.paging import postgres_page, sqlite_page
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 SUBSCRIPTION_COLUMNS = ", ".join(rows.SUBSCRIPTION_FIELDS)
 

@@ -22,9 +22,7 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Conflict, LeaseLost, NotFound, StoreError
 from engine.model.records import EnforcementOutcome, InstanceDecision
@@ -32,6 +30,9 @@ from engine.outbound import events as outbound_events
 from engine.store.codec import UnstorableValue, dumps, loads, time_to_text
 from engine.store.ops import columns, outbox
 from engine.store.ops import executions as execution_ops
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 Evaluations = Sequence[Mapping[str, Any]]
 
@@ -406,6 +407,8 @@ async def _pg_record_each(
     Anything unusual rolls that attempt back and takes the one-savepoint-per-decision
     path, which says which decision failed and why.
     """
+    import asyncpg  # the PostgreSQL store is open, so this costs nothing (see the top)
+
     if decisions and not any(o.once_per_key is not None for d in decisions for o in d.outcomes):
         try:
             async with conn.transaction():  # a savepoint: all of the chunk or none

@@ -8,8 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.errors import LeaseLost, NotFound
 from engine.model.records import Page
@@ -22,6 +21,9 @@ from engine.store import outbound_rows as rows
 from engine.store.codec import Condition, as_utc, dumps, time_from_text, time_to_text
 from engine.store.ops import columns, outbox, subscriptions
 from engine.store.paging import postgres_page, sqlite_page
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # --- SQLite (plain functions run on the store's threads, in its transactions) ---
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import (
     ABANDONED,
@@ -25,6 +24,9 @@ from engine.outbound import events as outbound_events
 from engine.store.codec import dumps, time_to_text
 from engine.store.ops import columns, generic_triggers, lineage, outbox
 from engine.store.ops.generic_triggers import GenericSource
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 WORKER_GONE_RESULT = {"message": "Action canceled; its worker stopped before confirming."}
 
@@ -39,8 +41,10 @@ def sqlite_claim(
     max_attempts: int,
     now: datetime,
     generic: GenericSource | None = None,
+    only_actions: list[str] | None = None,
 ) -> list[Execution]:
-    """Settle canceling executions whose worker is gone, then claim as usual."""
+    """Settle canceling executions whose worker is gone, then claim as usual (only
+    executions of `only_actions` when given)."""
     at = time_to_text(now)
     rows = conn.execute(
         f"UPDATE executions SET status = ?, result = ?, finished_at = ?, lease_token = NULL,"
@@ -63,7 +67,7 @@ def sqlite_claim(
         outbox.sqlite_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now, generic)
+    return _sqlite_claim_due(conn, limit, lease_seconds, max_attempts, now, generic, only_actions)
 
 
 def _sqlite_claim_due(
@@ -73,12 +77,16 @@ def _sqlite_claim_due(
     max_attempts: int,
     now: datetime,
     generic: GenericSource | None,
+    only_actions: list[str] | None,
 ) -> list[Execution]:
     at = time_to_text(now)
     active = (
         "SELECT id FROM executions INDEXED BY executions_active"
         " WHERE status IN ('requested', 'scheduled', 'running')"
     )
+    if only_actions is not None:
+        # A literal list of quoted names: bound parameters would shift every other one.
+        active += f" AND action IN ({', '.join(map(_sql_text, only_actions)) or 'NULL'})"
     # Only an expired `running` execution was a failed attempt (its action may have run);
     # an expired `scheduled` one never started, so it is claimed again at the same attempt.
     abandoned = conn.execute(
@@ -124,6 +132,10 @@ def _sqlite_claim_due(
     return sorted((columns.sqlite_execution(row) for row in rows), key=lambda ex: ex.id)
 
 
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
@@ -134,6 +146,7 @@ async def pg_claim(
     max_attempts: int,
     now: datetime,
     generic: GenericSource | None = None,
+    only_actions: list[str] | None = None,
 ) -> list[Execution]:
     rows = await conn.fetch(
         "UPDATE executions SET status = $1, result = $2::jsonb, finished_at = $3,"
@@ -155,7 +168,7 @@ async def pg_claim(
         await outbox.pg_emit(
             conn, now, lambda: [outbound_events.execution_updated(e) for e in settled]
         )
-    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now, generic)
+    return await _pg_claim_due(conn, limit, lease_seconds, max_attempts, now, generic, only_actions)
 
 
 async def _pg_claim_due(
@@ -165,6 +178,7 @@ async def _pg_claim_due(
     max_attempts: int,
     now: datetime,
     generic: GenericSource | None,
+    only_actions: list[str] | None,
 ) -> list[Execution]:
     # Only an expired `running` execution was a failed attempt (its action may have run);
     # an expired `scheduled` one never started, so it is claimed again at the same attempt.
@@ -172,12 +186,14 @@ async def _pg_claim_due(
         "UPDATE executions SET status = $1, finished_at = $2, lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = now(), log = log || $3::jsonb"
         " WHERE id IN (SELECT id FROM executions WHERE status = 'running'"
-        "  AND lease_expires_at < now() AND attempt >= $4 FOR UPDATE SKIP LOCKED)"
+        "  AND lease_expires_at < now() AND attempt >= $4"
+        "  AND ($5::text[] IS NULL OR action = ANY($5::text[])) FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         ABANDONED,
         now,
         columns.pg_log_param(ABANDONED, now),
         max_attempts,
+        only_actions,
     )
     rows = await conn.fetch(
         "UPDATE executions SET"
@@ -189,12 +205,14 @@ async def _pg_claim_due(
         "  WHERE status IN ('requested', 'scheduled', 'running')"
         "  AND (status = 'requested' AND (run_after IS NULL OR run_after <= now())"
         "   OR lease_expires_at < now())"
+        "  AND ($5::text[] IS NULL OR action = ANY($5::text[]))"
         "  ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
         f" RETURNING {columns.PG_EXECUTION_COLUMNS}",
         SCHEDULED,
         float(lease_seconds),
         columns.pg_log_param(SCHEDULED, now),
         limit,
+        only_actions,
     )
     given_up = [columns.pg_execution(row) for row in abandoned]
     await lineage.pg_mark_parents_due(conn, given_up)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import NotFound
 from engine.model.records import (
@@ -34,6 +32,9 @@ from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import dumps, time_to_text
 from engine.store.ops import columns, generic_triggers, lineage, outbox
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # StackStorm's result for an execution canceled before it ran.
 CANCELED_RESULT = {"message": "Action canceled by user."}

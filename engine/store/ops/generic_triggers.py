@@ -11,12 +11,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import Execution, NewTriggerInstance
 from engine.store import codec
 from engine.store.ops import instances
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 GenericSource = Callable[[Execution], Sequence[NewTriggerInstance]]
 

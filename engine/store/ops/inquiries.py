@@ -16,8 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.errors import Conflict, NotFound
 from engine.model.records import (
@@ -32,6 +31,9 @@ from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, generic_triggers, instances, lineage, outbox
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # A workflow tree is at most this deep (engine.store.ops.workflows.MAX_CANCEL_DEPTH).
 MAX_DEPTH = 32

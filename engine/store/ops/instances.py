@@ -8,8 +8,7 @@ import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.errors import NotFound, StoreError
 from engine.model.records import Accepted, NewTriggerInstance, TriggerInstance, utcnow
@@ -18,6 +17,9 @@ from engine.outbound import events as outbound_events
 from engine.store import codec
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, outbox, stream
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # --- SQLite (plain functions run on the store's threads, in its transactions) ---
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import NotFound
 from engine.model.kv import SYSTEM_SCOPE, KeyValuePair
 from engine.store import codec
 from engine.store.codec import time_from_text, time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 COLUMNS = "scope, user_name, name, id, value, secret, expire_timestamp, created_at, updated_at"
 

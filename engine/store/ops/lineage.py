@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import Execution
 from engine.store.ops import columns
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 
 def _parents(ended: Iterable[Execution]) -> list[str]:

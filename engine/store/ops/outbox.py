@@ -12,13 +12,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.outbound.events import NewEvent
 from engine.store import outbound_rows as rows
 from engine.store.codec import as_utc, dumps, time_to_text
 from engine.store.ops import stream
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 EventSource = Callable[[], Sequence[NewEvent]]
 

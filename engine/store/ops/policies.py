@@ -20,13 +20,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import DELAYED, REQUESTED, TERMINAL_EXECUTION_STATUSES, Execution
 from engine.outbound import events as outbound_events
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, outbox
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # Statuses in which an execution holds its slot: StackStorm counts scheduled and running
 # ones; canceling, pausing and resuming ones still have a run or tasks going. A paused

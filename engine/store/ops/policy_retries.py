@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timedelta
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.model.records import TERMINAL_EXECUTION_STATUSES, Execution, NewExecution
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, executions
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 _ENDED = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.store.codec import dumps, loads
 from engine.store.ops import columns
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 _UNFINISHED = "('scheduled', 'running', 'canceling')"
 _LEFT_BEHIND = "('scheduled', 'running', 'canceling', 'abandoned')"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.store.codec import time_from_text, time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 
 def _grant(tokens: float, want: int, rate: float) -> tuple[int, float]:

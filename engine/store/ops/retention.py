@@ -26,9 +26,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import StoreError
 from engine.model.records import (
@@ -39,6 +37,9 @@ from engine.model.records import (
 from engine.outbound.delivery import FAILED as DELIVERY_FAILED
 from engine.outbound.delivery import SUCCEEDED as DELIVERY_SUCCEEDED
 from engine.store.codec import time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 TRIGGER_INSTANCES = "trigger_instances"
 EXECUTIONS = "executions"

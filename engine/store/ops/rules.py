@@ -11,14 +11,15 @@ import json
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Conflict, NotFound
-from engine.rules.stored import StoredRule
+from engine.model.stored_rules import StoredRule
 from engine.store import codec
 from engine.store.codec import dumps, time_from_text, time_to_text
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # An upsert, so an emptied table (tests truncate every table) counts on from 1.
 _BUMP = (

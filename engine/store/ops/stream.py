@@ -16,9 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.model.records import Execution, TriggerInstance
 from engine.model.stream import (
@@ -33,6 +31,9 @@ from engine.outbound import events as outbound_events
 from engine.outbound.events import NewEvent
 from engine.store.codec import as_utc, dumps, loads, time_from_text, time_to_text
 from engine.store.ops import columns
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # (name, object id, status, data JSON or None)
 FeedRow = tuple[str, str, str | None, str | None]

@@ -7,15 +7,16 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import Conflict, NotFound
 from engine.outbound.subscriptions import GLOBAL_SUBSCRIPTION_ID, Subscription
 from engine.store import outbound_rows as rows
 from engine.store.codec import as_utc, dumps, time_to_text
 from engine.store.ops import columns
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 # --- SQLite (plain functions run on the store's threads, in its transactions) ---
 

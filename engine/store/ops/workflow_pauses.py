@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-
-import asyncpg
+from typing import TYPE_CHECKING
 
 from engine.errors import Conflict, NotFound
 from engine.model.records import RUNNING, Execution
 from engine.store.codec import time_to_text
 from engine.store.ops import columns, executions
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 PAUSING, PAUSED, RESUMING = "pausing", "paused", "resuming"
 # Which statuses each request moves from, and to what.

@@ -18,9 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from engine.model.records import (
     CANCELED,
@@ -37,6 +35,9 @@ from engine.store.ops import columns, executions, generic_triggers, inquiries, l
 from engine.store.ops.generic_triggers import GenericSource
 
 PAUSED = "paused"
+
+if TYPE_CHECKING:  # annotations only: SQLite processes never load asyncpg
+    import asyncpg
 
 _ENDED = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_EXECUTION_STATUSES)) + ")"
 # A workflow not ended yet, and one whose pause or resume a step settles (a running one
