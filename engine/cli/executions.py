@@ -48,12 +48,29 @@ EXECUTION_ORDER = (
 
 
 def execution_for_display(execution: dict[str, Any]) -> dict[str, Any]:
-    """The execution with its action reduced to the ref (the full action is in --json)."""
+    """The execution with its action reduced to the ref (the full action is in --json),
+    and its status with the time it took, as `st2 execution get` shows it."""
     shown = dict(execution)
     shown["action"] = field(execution, "action.ref")
+    elapsed = _elapsed(execution.get("start_timestamp"), execution.get("end_timestamp"))
+    if elapsed is not None and shown.get("status"):
+        shown["status"] = f"{shown['status']} ({elapsed}s elapsed)"
     if isinstance(shown.get("rule"), dict):
         shown["rule"] = shown["rule"].get("ref")
     return shown
+
+
+def _elapsed(started: str | None, ended: str | None) -> int | None:
+    """Whole seconds from start to end (to now while it runs); None without a start."""
+    if not started:
+        return None
+    try:
+        begin = datetime.fromisoformat(started.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(ended.replace("Z", "+00:00")) if ended else None
+    except ValueError:
+        return None
+    end = end or datetime.now(begin.tzinfo)
+    return max(0, int((end - begin).total_seconds()))
 
 
 @click.group("execution")

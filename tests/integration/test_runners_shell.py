@@ -75,6 +75,7 @@ def test_registry_knows_the_builtin_runners_and_each_parameter_has_a_type():
         "announcement",
         "http-request",
         "inject-trigger",
+        "inquirer",
         "local-shell-cmd",
         "local-shell-script",
         "noop",
