@@ -75,6 +75,9 @@ class RunRequest:
     process_watch: ProcessWatch | None = field(default=None, compare=False)
     # How core.inject_trigger and core.announcement store their trigger instances.
     dispatch_trigger: TriggerDispatch | None = field(default=None, compare=False)
+    # The Python that runs a python-script action: its pack's virtualenv's, or None for
+    # the engine's own (engine.runners.pack_virtualenv).
+    python: str | None = None
     # What a Python action's self.action_service reaches the datastore through.
     datastore: ActionDatastore | None = field(default=None, compare=False)
     # Told the output of the run's process as it runs (shell, script and Python runners).

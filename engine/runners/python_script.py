@@ -12,13 +12,12 @@ import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-import engine
 from engine.errors import RunnerError
 from engine.runners.action_service_relay import ServiceChannel
 from engine.runners.base import FAILED, SUCCEEDED, TIMEOUT, RunRequest, RunResult, mask_secrets
+from engine.runners.pack_virtualenv import ENGINE_ROOT
 from engine.runners.process import (
     MAX_RESULT_CHANNEL_BYTES,
     ProcessOutcome,
@@ -28,7 +27,6 @@ from engine.runners.process import (
 
 # StackStorm's exit code for a timed-out action (-SIGKILL).
 TIMEOUT_EXIT_CODE = -9
-_ENGINE_ROOT = str(Path(engine.__file__).resolve().parent.parent)
 _LOG_LEVELS = ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 
@@ -105,14 +103,14 @@ class PythonScriptRunner:
         env = action_environment(request.execution_id, request.runner_parameters.get("env"))
         # The child imports engine.runners.python_host and engine.runners.python_action from here.
         extra_path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = _ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
+        env["PYTHONPATH"] = ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
         # Output reaches the pipes as it is printed, so it streams live (st2 does the same).
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
 
 def _interpreter(request: RunRequest) -> str:
-    return sys.executable
+    return request.python or sys.executable
 
 
 def _python_result(outcome: ProcessOutcome, request: RunRequest) -> RunResult:

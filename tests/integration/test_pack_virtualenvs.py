@@ -1,0 +1,102 @@
+"""Per-pack virtualenvs: the real `hookyard pack setup-virtualenv` (python -m venv, pip
+installing a wheel built in the test's folder, no network), then the real app running the
+pack's Python action with that venv's interpreter while another pack keeps the engine's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.app import app_client, settings_for
+from tests.support.packs import write_pack
+from tests.support.waiting import wait_execution
+from tests.support.wheels import build_wheel
+
+ROOT = Path(__file__).resolve().parents[2]
+# venv + ensurepip + pip install on a loaded machine: generous, not a timing assertion.
+SETUP_TIMEOUT = 300
+
+WHICH_PYTHON = {
+    "actions/where.yaml": "name: where\nrunner_type: python-script\nentry_point: where.py\n",
+    "actions/where.py": """\
+        import sys
+
+        from st2common.runners.base_action import Action
+
+
+        class Where(Action):
+            def run(self):
+                try:
+                    import hookyard_tiny
+                    tiny = hookyard_tiny.ANSWER
+                except ImportError as exc:
+                    tiny = str(exc)
+                return {"prefix": sys.prefix, "tiny": tiny}
+        """,
+}
+
+
+def setup_virtualenv(tmp_path: Path, ref: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "pack", "setup-virtualenv", ref,
+         "--config", str(tmp_path / "config.yaml")],
+        env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT,
+    )  # fmt: skip
+
+
+def write_packs(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path, "hookyard_tiny", "1.0", "ANSWER = 42\n")
+    packs = tmp_path / "packs"
+    write_pack(packs, "venvdemo", {**WHICH_PYTHON, "requirements.txt": f"{wheel}\n"})
+    write_pack(packs, "plain", WHICH_PYTHON)
+    broken = {**WHICH_PYTHON, "requirements.txt": "./wheels/missing-1.0-py3-none-any.whl\n"}
+    write_pack(packs, "brokenreqs", broken)
+    (tmp_path / "config.yaml").write_text("packs_dirs: [packs]\n")
+
+
+async def run_where(client, action: str) -> dict:
+    created = await client.post("/api/v1/executions", json={"action": action})
+    assert created.status == 201, await created.text()
+    done = await wait_execution(client, (await created.json())["id"])
+    assert done["status"] == "succeeded", done["result"]
+    return done["result"]["result"]
+
+
+async def test_a_pack_runs_in_its_virtualenv_and_a_failed_install_touches_nothing(tmp_path):
+    write_packs(tmp_path)
+    venvs = tmp_path / "data" / "virtualenvs"
+
+    built = setup_virtualenv(tmp_path, "venvdemo")
+    assert built.returncode == 0, built.stderr
+    assert f"virtualenv {venvs / 'venvdemo'} ready" in built.stdout
+
+    failed = setup_virtualenv(tmp_path, "brokenreqs")
+    assert failed.returncode != 0
+    assert "pack 'brokenreqs': virtualenv not set up: pip install -r" in failed.stderr
+    # pip's own words, naming the file it could not find.
+    assert "missing-1.0-py3-none-any.whl" in failed.stderr and "ERROR" in failed.stderr
+    assert not (venvs / "brokenreqs").exists() and not (venvs / ".brokenreqs.building").exists()
+
+    settings = settings_for(tmp_path, packs=[tmp_path / "packs"], roles=("api", "actions"))
+    async with app_client(settings) as client:
+        inside = await run_where(client, "venvdemo.where")
+        assert inside == {"prefix": str(venvs / "venvdemo"), "tiny": 42}
+        # The other packs run as before, with the engine's interpreter.
+        for ref in ("plain", "brokenreqs"):
+            outside = await run_where(client, f"{ref}.where")
+            assert outside["prefix"] == sys.prefix
+            assert outside["tiny"] == "No module named 'hookyard_tiny'"
+
+
+def test_setup_virtualenv_refuses_an_unknown_pack(tmp_path):
+    write_pack(tmp_path / "packs", "plain", WHICH_PYTHON)
+    (tmp_path / "config.yaml").write_text("packs_dirs: [packs]\n")
+    for ref in ("nosuch", "../plain"):
+        result = setup_virtualenv(tmp_path, ref)
+        assert result.returncode != 0
+        assert f"no pack {ref!r} in the packs folders ({tmp_path / 'packs'})" in result.stderr
+    assert not (tmp_path / "data").exists()
