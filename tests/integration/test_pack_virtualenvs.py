@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support.app import app_client, settings_for
 from tests.support.packs import write_pack
-from tests.support.waiting import wait_execution
+from tests.support.waiting import get_json, wait_execution, wait_until
 from tests.support.wheels import build_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,32 @@ WHICH_PYTHON = {
 }
 
 
+# A sensor that tells, once, which Python runs it and whether it sees the venv's package.
+VENV_SENSOR = {
+    "triggers/seen.yaml": "name: seen\n",
+    "sensors/looker.yaml": (
+        "class_name: Looker\nentry_point: looker.py\npoll_interval: 60\n"
+        "trigger_types: [venvdemo.seen]\n"
+    ),
+    "sensors/looker.py": """\
+        import sys
+
+        from st2reactor.sensor.base import PollingSensor
+
+
+        class Looker(PollingSensor):
+            def setup(self):
+                pass
+
+            def poll(self):
+                import hookyard_tiny
+                self.sensor_service.dispatch(
+                    "venvdemo.seen", {"prefix": sys.prefix, "tiny": hookyard_tiny.ANSWER}
+                )
+        """,
+}
+
+
 def setup_virtualenv(tmp_path: Path, ref: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -51,7 +77,8 @@ def setup_virtualenv(tmp_path: Path, ref: str) -> subprocess.CompletedProcess[st
 def write_packs(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path, "hookyard_tiny", "1.0", "ANSWER = 42\n")
     packs = tmp_path / "packs"
-    write_pack(packs, "venvdemo", {**WHICH_PYTHON, "requirements.txt": f"{wheel}\n"})
+    venvdemo = {**WHICH_PYTHON, **VENV_SENSOR, "requirements.txt": f"{wheel}\n"}
+    write_pack(packs, "venvdemo", venvdemo)
     write_pack(packs, "plain", WHICH_PYTHON)
     broken = {**WHICH_PYTHON, "requirements.txt": "./wheels/missing-1.0-py3-none-any.whl\n"}
     write_pack(packs, "brokenreqs", broken)
@@ -81,8 +108,15 @@ async def test_a_pack_runs_in_its_virtualenv_and_a_failed_install_touches_nothin
     assert "missing-1.0-py3-none-any.whl" in failed.stderr and "ERROR" in failed.stderr
     assert not (venvs / "brokenreqs").exists() and not (venvs / ".brokenreqs.building").exists()
 
-    settings = settings_for(tmp_path, packs=[tmp_path / "packs"], roles=("api", "actions"))
+    roles = ("api", "actions", "sensors")
+    settings = settings_for(tmp_path, packs=[tmp_path / "packs"], roles=roles)
     async with app_client(settings) as client:
+
+        async def sensed() -> list:
+            return await get_json(client, "/api/v1/triggerinstances", trigger="venvdemo.seen")
+
+        [seen] = await wait_until(sensed, "the venv sensor's dispatch", timeout=60)
+        assert seen["payload"] == {"prefix": str(venvs / "venvdemo"), "tiny": 42}
         inside = await run_where(client, "venvdemo.where")
         assert inside == {"prefix": str(venvs / "venvdemo"), "tiny": 42}
         # The other packs run as before, with the engine's interpreter.
