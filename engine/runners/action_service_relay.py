@@ -5,7 +5,7 @@ Two pipes beside the action's result channel: the child writes one JSON request 
 to the request's ``datastore`` (the execution worker names local keys after the pack it
 knows, so a child cannot write outside it), dispatches to its ``dispatch_trigger``. The
 child is untrusted: an unreadable or oversized request is answered with an error (an
-oversized one also ends the channel), and nothing it sends reaches the store unchecked.
+oversized one is read past and dropped), and nothing it sends reaches the store unchecked.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.errors import EngineError
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # One request line: a value of MAX_VALUE_BYTES JSON-escaped, plus room for the rest.
 MAX_REQUEST_BYTES = 8 * MAX_VALUE_BYTES
+_READ_CHUNK = 65536
 
 
 class ServiceChannel:
@@ -51,7 +53,7 @@ class ServiceChannel:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_REQUEST_BYTES)
+        reader = asyncio.StreamReader()
         read_transport, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), self._requests
         )
@@ -60,16 +62,12 @@ class ServiceChannel:
         )
         writer = asyncio.StreamWriter(write_transport, protocol, None, loop)
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except ValueError:  # longer than MAX_REQUEST_BYTES: framing is lost
+            async for line in _lines(reader):
+                if line is None:
                     error = f"action_service request larger than {MAX_REQUEST_BYTES} bytes"
                     await _write(writer, {"error": error})
-                    return
-                if not line:
-                    return
-                await _write(writer, await self._answer(line))
+                else:
+                    await _write(writer, await self._answer(line))
         except (BrokenPipeError, ConnectionResetError):
             return  # the child went away mid-reply
         finally:
@@ -116,6 +114,25 @@ class ServiceChannel:
                 trigger, {} if payload is None else payload, trace_tag
             )
         raise EngineError(f"unknown action_service request {str(op)[:40]!r}")
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes | None]:
+    """The request lines; None for one over MAX_REQUEST_BYTES, read past and dropped
+    (never held whole) so that the next request is read as it should be."""
+    pending = bytearray()
+    oversized = False
+    while chunk := await reader.read(_READ_CHUNK):
+        searched = len(pending)  # only the new bytes can hold the next newline
+        pending += chunk
+        while (end := pending.find(b"\n", searched)) >= 0:
+            line = bytes(pending[:end])
+            del pending[: end + 1]
+            searched = 0
+            yield None if oversized else line
+            oversized = False
+        if len(pending) > MAX_REQUEST_BYTES:
+            oversized = True
+            pending.clear()
 
 
 async def _write(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:

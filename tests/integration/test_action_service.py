@@ -108,6 +108,13 @@ KVDEMO = {
                         svc.set_value(123, "v")
                     elif mode == "scope":
                         svc.set_value("k", "v", scope="user")
+                    elif mode == "flood":
+                        # One request line past the engine's bound: refused, then served on.
+                        svc._requests.write("x" * (9 * 1024 * 1024) + "\\n")
+                        svc._requests.flush()
+                        refused = json.loads(svc._replies.readline())
+                        svc.set_value("after_flood", "ok")
+                        return {"refused": refused, "then": svc.get_value("after_flood")}
                     elif mode == "raw":
                         return {
                             "other_class": raw(svc, {"id": 1, "op": "kv", "class": "Evil",
@@ -203,6 +210,16 @@ async def test_bad_calls_fail_the_action_with_a_clear_error(client, mode, expect
     assert done["result"]["result"].startswith(expected)
     listed = await (await client.get("/api/v1/keys")).json()
     assert listed == [], "nothing was written"
+
+
+async def test_an_oversized_request_is_refused_and_the_channel_serves_on(client):
+    done = await run_action(client, "kvdemo.abuse", {"mode": "flood"})
+    assert done["status"] == "succeeded", done["result"]
+    result = done["result"]["result"]
+    assert result["refused"] == {"error": "action_service request larger than 8388608 bytes"}
+    assert result["then"] == "ok"
+    again = await run_action(client, "kvdemo.remember", {"value": "4"})
+    assert again["status"] == "succeeded", again["result"]
 
 
 async def test_a_hostile_action_cannot_write_outside_its_pack(client):
