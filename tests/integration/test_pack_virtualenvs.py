@@ -64,14 +64,18 @@ VENV_SENSOR = {
 }
 
 
-def setup_virtualenv(tmp_path: Path, ref: str) -> subprocess.CompletedProcess[str]:
+def pack_command(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKYARD_")}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "engine", "pack", "setup-virtualenv", ref,
+        [sys.executable, "-m", "engine", "pack", *args,
          "--config", str(tmp_path / "config.yaml")],
         env=env, capture_output=True, text=True, timeout=SETUP_TIMEOUT,
     )  # fmt: skip
+
+
+def setup_virtualenv(tmp_path: Path, ref: str) -> subprocess.CompletedProcess[str]:
+    return pack_command(tmp_path, "setup-virtualenv", ref)
 
 
 def write_packs(tmp_path: Path) -> None:
@@ -134,3 +138,43 @@ def test_setup_virtualenv_refuses_an_unknown_pack(tmp_path):
         assert result.returncode != 0
         assert f"no pack {ref!r} in the packs folders ({tmp_path / 'packs'})" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_install_copies_packs_builds_their_venvs_and_remove_takes_them_away(tmp_path):
+    wheel = build_wheel(tmp_path, "hookyard_tiny", "1.0", "ANSWER = 42\n")
+    sources = tmp_path / "sources"
+    write_pack(sources, "venvdemo", {**WHICH_PYTHON, "requirements.txt": f"{wheel}\n"})
+    write_pack(sources, "plain", WHICH_PYTHON)
+    write_pack(sources, "brokenreqs", {**WHICH_PYTHON, "requirements.txt": "./nothing.whl\n"})
+    (sources / "notapack").mkdir()
+    (tmp_path / "config.yaml").write_text("packs_dirs: [packs, mine]\n")
+    packs, venvs = tmp_path / "packs", tmp_path / "data" / "virtualenvs"
+
+    paths = [str(sources / name) for name in ("venvdemo", "brokenreqs", "notapack")]
+    result = pack_command(tmp_path, "install", *paths)
+    assert result.returncode != 0
+    assert f"pack 'venvdemo': installed at {packs / 'venvdemo'}" in result.stdout
+    assert "nothing.whl" in result.stderr  # pip's own error for the broken pack
+    assert f"{sources / 'notapack'} is not a pack: it has no pack.yaml" in result.stderr
+    assert "2 of 3 packs not installed" in result.stderr
+    assert sorted(p.name for p in packs.iterdir()) == ["venvdemo"]
+    assert sorted(p.name for p in venvs.iterdir()) == ["venvdemo"]
+
+    linked = pack_command(tmp_path, "install", "--link", str(sources / "plain"))
+    assert linked.returncode == 0, linked.stderr
+    assert (packs / "plain").is_symlink() and not (venvs / "plain").exists()
+    again = pack_command(tmp_path, "install", str(sources / "venvdemo"))
+    assert again.returncode != 0 and "already installed at" in again.stderr
+
+    # A pack in another packs folder is the user's: remove leaves it alone.
+    write_pack(tmp_path / "mine", "ownpack", WHICH_PYTHON)
+    refused = pack_command(tmp_path, "remove", "ownpack")
+    assert refused.returncode != 0 and "remove it by hand" in refused.stderr
+    assert (tmp_path / "mine" / "ownpack" / "pack.yaml").is_file()
+
+    for ref in ("venvdemo", "plain"):
+        removed = pack_command(tmp_path, "remove", ref)
+        assert removed.returncode == 0, removed.stderr
+    assert list(packs.iterdir()) == [] and list(venvs.iterdir()) == []
+    assert (sources / "plain" / "pack.yaml").is_file(), "removing a link keeps its target"
+    assert pack_command(tmp_path, "remove", "venvdemo").returncode != 0
