@@ -241,6 +241,9 @@ class PacksSettings:
     # A `core` pack in packs_dirs replaces the built-in one (engine/packs/builtin/core)
     # instead of being refused at load.
     override_core: bool = False
+    # Per-pack virtualenvs, <virtualenvs_dir>/<pack> (`hookyard pack setup-virtualenv`),
+    # relative to the config file's folder: beside the default SQLite store's data/.
+    virtualenvs_dir: str = "data/virtualenvs"
 
 
 @dataclass(frozen=True)

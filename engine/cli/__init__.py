@@ -19,6 +19,7 @@ from engine.cli.enforcements import enforcement_group
 from engine.cli.executions import execution_group
 from engine.cli.explain import explain_command
 from engine.cli.inquiries import inquiry_group
+from engine.cli.pack_install import install_command, remove_command, setup_virtualenv_command
 from engine.cli.purge import purge_command
 from engine.cli.rules import rule_group
 from engine.cli.run import run_command
@@ -63,6 +64,8 @@ for command in (
     inquiry_group,
 ):
     cli.add_command(command)
+for pack_command in (install_command, remove_command, setup_virtualenv_command):
+    pack_group.add_command(pack_command)
 
 
 def main() -> None:

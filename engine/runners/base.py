@@ -30,6 +30,12 @@ DestinationGuard = Callable[[str], Awaitable[object]]
 TriggerDispatch = Callable[[str, Any, str | None], Awaitable[str]]
 
 
+# A Python action's datastore call, relayed from its child (engine.runners.action_service):
+# (action class name, method get | set | delete | list, arguments) -> the answer; raises
+# EngineError when refused. The caller knows the pack and names local keys after it.
+ActionDatastore = Callable[[Any, Any, dict[str, Any]], Awaitable[Any]]
+
+
 # Told a running action's output as it is read: (output_type "stdout" | "stderr", text).
 # Called on the event loop; it must not block.
 OutputSink = Callable[[str, str], None]
@@ -69,6 +75,11 @@ class RunRequest:
     process_watch: ProcessWatch | None = field(default=None, compare=False)
     # How core.inject_trigger and core.announcement store their trigger instances.
     dispatch_trigger: TriggerDispatch | None = field(default=None, compare=False)
+    # The Python that runs a python-script action: its pack's virtualenv's, or None for
+    # the engine's own (engine.runners.pack_virtualenv).
+    python: str | None = None
+    # What a Python action's self.action_service reaches the datastore through.
+    datastore: ActionDatastore | None = field(default=None, compare=False)
     # Told the output of the run's process as it runs (shell, script and Python runners).
     output_sink: OutputSink | None = field(default=None, compare=False)
 

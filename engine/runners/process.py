@@ -150,6 +150,7 @@ async def run_process(
     with_result_channel: bool = False,
     watch: ProcessWatch | None = None,
     on_output: OutputSink | None = None,
+    child_fds: Sequence[int] = (),
 ) -> ProcessOutcome:
     """Run ``argv`` (never through a shell unless argv says so) and collect what it did.
 
@@ -157,6 +158,7 @@ async def run_process(
     appended to argv; whatever it writes there comes back as ``result_channel``.
     ``watch`` is told the process group once it runs, and when it has been dealt with.
     ``on_output(output_type, text)`` is told the kept output of each pipe as it is read.
+    ``child_fds`` are passed to the child and closed here once it has started (or failed to).
     Raises RunnerError when the process cannot be started at all.
     """
     argv = list(argv)
@@ -174,7 +176,7 @@ async def run_process(
             stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
             cwd=cwd,
             env=dict(env),
-            pass_fds=(result_write_fd,) if with_result_channel else (),
+            pass_fds=((result_write_fd,) if with_result_channel else ()) + tuple(child_fds),
         )
     except BaseException as exc:  # cancelled while starting too: the read end is ours
         if with_result_channel:
@@ -186,6 +188,8 @@ async def run_process(
         if with_result_channel:
             # Only the child may hold the write end, so EOF comes when the child is gone.
             os.close(result_write_fd)
+        for fd in child_fds:
+            os.close(fd)
     _tell(watch, "started", proc.pid, timeout)
 
     assert proc.stdout is not None and proc.stderr is not None

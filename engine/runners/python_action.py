@@ -19,7 +19,8 @@ class Action:
 
     def __init__(self, config: dict[str, Any] | None = None, action_service: Any = None) -> None:
         self.config: dict[str, Any] = config if config is not None else {}
-        # StackStorm passes a datastore service here; Hookyard has none to offer actions yet.
+        # engine.runners.action_service: the datastore and trigger dispatch, through the
+        # engine (None when an action class is built outside a run, as in a unit test).
         self.action_service = action_service
         self.logger: logging.Logger = logging.getLogger(
             f"hookyard.actions.{type(self).__module__}.{type(self).__name__}"

@@ -1,6 +1,8 @@
 """The child process of the ``python-script`` runner: load one action module, run it once.
 
-Invoked as ``python -m engine.runners.python_host <result-fd>``. Reads a JSON request
+Invoked as ``python -m engine.runners.python_host [--service REQ_FD,REPLY_FD] <result-fd>``.
+With ``--service`` the action's ``self.action_service`` talks to the engine over those two
+pipes (engine.runners.action_service). Reads a JSON request
 ``{"entry_point", "parameters", "config", "log_level"}`` from stdin, and writes one JSON
 reply to the file descriptor ``<result-fd>``: ``{"status": bool | null, "result": ...}``
 or ``{"error": ..., "traceback": ...}``. The action's own stdout and stderr stay what they
@@ -20,6 +22,7 @@ import traceback
 import types
 from typing import Any
 
+from engine.runners.action_service import ActionService
 from engine.runners.python_action import Action
 
 # Exit codes the parent reads when no reply could be written.
@@ -65,12 +68,32 @@ def _alias_eventlet() -> None:
     sys.modules["eventlet"] = module
 
 
+def _pack_directory(directory: str) -> str | None:
+    # The nearest folder above the action holding pack.yaml: actions may sit in
+    # subfolders (the examples pack's actions/pythonactions/isprime.py).
+    current = directory
+    for _ in range(8):
+        if os.path.isfile(os.path.join(current, "pack.yaml")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+    return None
+
+
 def load_action_class(entry_point: str) -> type[Action]:
     """The one class deriving from Action that the module at ``entry_point`` defines."""
     directory = os.path.dirname(os.path.abspath(entry_point))
-    # Like StackStorm: modules beside the action (e.g. actions/lib) are importable.
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    # Like StackStorm: modules beside the action (so actions/lib as `lib`) are importable,
+    # and the pack's own lib/ (StackStorm's packs.enable_common_libs), as for sensors.
+    pack_dir = _pack_directory(directory)
+    paths = [directory]
+    if pack_dir is not None and os.path.isdir(os.path.join(pack_dir, "lib")):
+        paths.append(os.path.join(pack_dir, "lib"))
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     module_name = "hookyard_action_" + os.path.splitext(os.path.basename(entry_point))[0]
     spec = importlib.util.spec_from_file_location(module_name, entry_point)
     if spec is None or spec.loader is None:
@@ -95,10 +118,17 @@ def load_action_class(entry_point: str) -> type[Action]:
     return candidates[0]
 
 
-def run_action(request: dict[str, Any]) -> dict[str, Any]:
+def run_action(
+    request: dict[str, Any], service_fds: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """Load and run the action; the reply for the parent (exceptions propagate)."""
     action_class = load_action_class(request["entry_point"])
-    action = action_class(config=request.get("config") or {})
+    service = None
+    if service_fds is not None:
+        requests = os.fdopen(service_fds[0], "w", encoding="utf-8")
+        replies = os.fdopen(service_fds[1], "r", encoding="utf-8")
+        service = ActionService(action_class.__name__, requests, replies)
+    action = action_class(config=request.get("config") or {}, action_service=service)
     value = action.run(**(request.get("parameters") or {}))
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool):
         return {"status": value[0], "result": value[1]}
@@ -117,13 +147,28 @@ def _configure_logging(level_name: str) -> None:
     )
 
 
+def _parse_fds(text: str) -> tuple[int, int] | tuple[()]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        return ()
+    return (int(parts[0]), int(parts[1]))
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m engine.runners.python_host RESULT_FD", file=sys.stderr)
+    service_fds = None
+    if len(argv) == 3 and argv[0] == "--service":
+        service_fds = _parse_fds(argv[1])
+        argv = argv[2:]
+    if len(argv) != 1 or not argv[0].isdigit() or service_fds == ():
+        print(
+            "usage: python -m engine.runners.python_host [--service REQ_FD,REPLY_FD] RESULT_FD",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INVOCATION
     result_fd = int(argv[0])
-    # Processes the action starts must not hold the reply channel open.
-    os.set_inheritable(result_fd, False)
+    # Processes the action starts must not hold the reply or service channels open.
+    for fd in (result_fd, *(service_fds or ())):
+        os.set_inheritable(fd, False)
     with os.fdopen(result_fd, "w", encoding="utf-8") as channel:
         try:
             request = json.load(sys.stdin)
@@ -131,7 +176,7 @@ def main(argv: list[str]) -> int:
             _alias_stackstorm_base_class()
             _alias_eventlet()
             # default=str: a result JSON cannot hold is reported as its text, not lost.
-            reply_text = json.dumps(run_action(request), default=str)
+            reply_text = json.dumps(run_action(request, service_fds), default=str)
             exit_code = 0
         except BaseException as exc:  # the reply must describe any failure, even SystemExit
             details = traceback.format_exc()

@@ -8,15 +8,16 @@ crash of the action never reaches the engine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-import engine
 from engine.errors import RunnerError
+from engine.runners.action_service_relay import ServiceChannel
 from engine.runners.base import FAILED, SUCCEEDED, TIMEOUT, RunRequest, RunResult, mask_secrets
+from engine.runners.pack_virtualenv import ENGINE_ROOT
 from engine.runners.process import (
     MAX_RESULT_CHANNEL_BYTES,
     ProcessOutcome,
@@ -26,7 +27,6 @@ from engine.runners.process import (
 
 # StackStorm's exit code for a timed-out action (-SIGKILL).
 TIMEOUT_EXIT_CODE = -9
-_ENGINE_ROOT = str(Path(engine.__file__).resolve().parent.parent)
 _LOG_LEVELS = ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
 
@@ -71,18 +71,29 @@ class PythonScriptRunner:
                 },
                 default=str,
             ).encode()
-            outcome = await run_process(
-                [sys.executable, "-m", "engine.runners.python_host"],
-                env=self._environment(request),
-                # The action's own directory, as `-m` puts the working directory on sys.path.
-                cwd=os.path.dirname(request.entry_point),
-                timeout=request.timeout,
-                max_output=request.max_output,
-                stdin_data=payload,
-                with_result_channel=True,
-                watch=request.process_watch,
-                on_output=request.output_sink,
-            )
+            argv = [_interpreter(request), "-m", "engine.runners.python_host"]
+            channel = ServiceChannel(request)
+            serving = asyncio.ensure_future(channel.serve())
+            argv += ["--service", channel.child_argument()]
+            try:
+                outcome = await run_process(
+                    argv,
+                    env=self._environment(request),
+                    # The action's own directory, as `-m` puts the working directory on
+                    # sys.path.
+                    cwd=os.path.dirname(request.entry_point),
+                    timeout=request.timeout,
+                    max_output=request.max_output,
+                    stdin_data=payload,
+                    with_result_channel=True,
+                    watch=request.process_watch,
+                    on_output=request.output_sink,
+                    child_fds=channel.child_fds,
+                )
+            finally:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+                channel.close()
         except RunnerError as exc:
             return RunResult(FAILED, {**empty, "error": str(exc)})
         return _python_result(outcome, request)
@@ -92,10 +103,14 @@ class PythonScriptRunner:
         env = action_environment(request.execution_id, request.runner_parameters.get("env"))
         # The child imports engine.runners.python_host and engine.runners.python_action from here.
         extra_path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = _ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
+        env["PYTHONPATH"] = ENGINE_ROOT + (os.pathsep + extra_path if extra_path else "")
         # Output reaches the pipes as it is printed, so it streams live (st2 does the same).
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+
+def _interpreter(request: RunRequest) -> str:
+    return request.python or sys.executable
 
 
 def _python_result(outcome: ProcessOutcome, request: RunRequest) -> RunResult:

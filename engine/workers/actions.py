@@ -32,7 +32,9 @@ from engine.rules import templates
 from engine.rules.enforce import RULE_USER
 from engine.rules.parameter_kinds import kinds_for_runner, render_parameter
 from engine.runners.base import RunRequest
+from engine.runners.pack_virtualenv import pack_interpreter
 from engine.workers import policies, sleep_until
+from engine.workers.action_datastore import action_datastore
 from engine.workers.dispatch import dispatcher
 from engine.workers.generic_triggers import generic_source
 from engine.workers.leftovers import ActionProcesses
@@ -318,6 +320,10 @@ def prepare(runtime: Runtime, execution: Execution, kv: Any = None) -> tuple[Run
         action_config=config,
         max_output=workers.max_output,
         dispatch_trigger=dispatcher(runtime),
+        datastore=action_datastore(runtime, action.pack),
+        python=pack_interpreter(
+            runtime.settings.resolve_path(runtime.settings.packs.virtualenvs_dir), action.pack
+        ),
     )
     return request, action
 

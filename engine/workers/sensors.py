@@ -36,6 +36,7 @@ from engine.model.records import NewTriggerInstance
 from engine.packs.sensors import SensorSpec
 from engine.packs.triggers import derived_triggers
 from engine.process.runtime import Runtime
+from engine.runners.pack_virtualenv import ENGINE_ROOT, pack_interpreter
 from engine.runners.process import DEFAULT_PATH, INHERITED_ENV
 from engine.store.exclusive import Exclusive, try_exclusive
 from engine.workers.dispatch import check_dispatch
@@ -176,8 +177,9 @@ class SensorSupervisor:
         }
         limit = settings.ingest.max_body * 2 + 65536  # a JSON line holds the payload, escaped
         try:
+            venvs = settings.resolve_path(settings.packs.virtualenvs_dir)
             child = await asyncio.create_subprocess_exec(
-                sys.executable,
+                pack_interpreter(venvs, spec.pack) or sys.executable,
                 "-m",
                 "engine.runners.sensor_host",
                 stdin=asyncio.subprocess.PIPE,
@@ -436,7 +438,8 @@ def _child_env(spec: SensorSpec) -> dict[str, str]:
     env.setdefault("PATH", DEFAULT_PATH)
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    paths = [os.path.join(spec.pack_path, "lib"), os.path.dirname(spec.entry_point)]
+    # The engine's folder too: a pack's virtualenv does not hold the engine.
+    paths = [os.path.join(spec.pack_path, "lib"), os.path.dirname(spec.entry_point), ENGINE_ROOT]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
