@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import Settings
-from tests.support.app import app_client, settings_for
+from tests.support.app import settings_for
 from tests.support.packs import pack_meta, write_pack
 from tests.support.waiting import wait_execution
 
@@ -140,12 +140,6 @@ KVDEMO = {
 def settings(tmp_path: Path) -> Settings:
     write_pack(tmp_path / "packs", "kvdemo", KVDEMO, meta=pack_meta("kvdemo"))
     return settings_for(tmp_path, packs=[tmp_path / "packs"], roles=("api", "actions"))
-
-
-@pytest.fixture
-async def client(settings):
-    async with app_client(settings) as client:
-        yield client
 
 
 async def run_action(client, action: str, parameters: dict) -> dict:
