@@ -1,6 +1,7 @@
 """The official `st2` CLI runs action chains on a real `hookyard serve`: `st2 run` prints
 the chain's result and its task table (named from `context.chain.name`), `st2 execution
-get` shows the children, `st2 execution cancel` cancels a running chain."""
+get` shows the children, `st2 execution cancel` cancels a running chain, `st2 execution
+re-run` runs one again whole (re-run from tasks is refused, saying why)."""
 
 from __future__ import annotations
 
