@@ -204,7 +204,8 @@ CHAINS = {
         """,
         "",
     ),
-    # A result holding shell syntax stays data in the next link's command.
+    # A result holding shell syntax: data in the next link's command when a trigger started
+    # the chain; written as it is when a person did (as in StackStorm).
     "hostile_result": (
         """\
         chain:
