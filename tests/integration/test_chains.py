@@ -311,6 +311,34 @@ async def test_canceling_a_workflow_cancels_the_chain_it_runs(client, tmp_path: 
     assert (await wait_ended(client, link["id"]))["status"] == "canceled"
 
 
+async def test_pausing_a_workflow_pauses_the_chain_it_runs_and_resume_finishes_both(
+    client, tmp_path: Path
+) -> None:
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    workflow_id = await start(client, "chains.waits_in_a_chain", tempfile=str(marker))
+    [inner] = await wait_for_children(client, workflow_id, 1)
+    await wait_for_children(client, inner["id"], 1)
+    url = f"/api/v1/executions/{workflow_id}"
+    assert (await client.put(url, json={"status": "pausing"})).status == 200
+    marker.unlink()  # the chain's task1 ends now; its task2 is held back
+    deadline = time.monotonic() + 20
+    for execution_id in (inner["id"], workflow_id):
+        while (await (await client.get(f"/api/v1/executions/{execution_id}")).json())[
+            "status"
+        ] != "paused":
+            assert time.monotonic() < deadline, f"{execution_id} never paused"
+            await asyncio.sleep(0.05)
+    assert len(await children_of(client, inner["id"])) == 1
+    assert (await client.put(url, json={"status": "resuming"})).status == 200
+    workflow = await wait_ended(client, workflow_id)
+    assert workflow["status"] == "succeeded", workflow["result"]
+    chain = await wait_ended(client, inner["id"])
+    assert chain["status"] == "succeeded", chain["result"]
+    assert [t["name"] for t in chain["result"]["tasks"]] == ["task1", "task2"]
+    assert chain["result"]["tasks"][1]["result"]["stdout"] == "done"
+
+
 HOSTILE_RULE = """\
 name: on_hostile
 pack: chains
