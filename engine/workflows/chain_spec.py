@@ -161,6 +161,8 @@ def parse_chain(text: str, file: str | None = None) -> ChainSpec:
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
         report(nodes["vars"][1], "`vars` must be a mapping of names to values")
+    elif variables:
+        _values_parse(nodes["vars"][1], "vars", report)
     if problems:
         raise WorkflowSpecError(problems)
     return ChainSpec(tuple(links), default or _default(links), variables, file)

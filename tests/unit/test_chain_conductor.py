@@ -438,6 +438,8 @@ def test_parameter_names_and_template_syntax_are_checked_at_load_saying_where() 
         " expression, got 'end of statement block'",
         "chain.yaml:13:13: `publish` \"said\": template syntax error: unexpected '}'",
     ]
+    [problem] = problems("vars:\n  a: '{{ x'\nchain:\n  - {name: a, ref: x}\n")
+    assert problem.startswith('chain.yaml:2:6: `vars` "a": template syntax error: ')
     # Filters are known at run time only: an unknown one is not a syntax error.
     spec = chain("chain:\n  - {name: a, ref: x, params: {m: '{{ 1 | not_yet_known }}'}}\n")
     assert spec.links[0].params == {"m": "{{ 1 | not_yet_known }}"}
