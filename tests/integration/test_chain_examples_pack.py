@@ -21,8 +21,6 @@ from aiohttp.test_utils import TestServer
 from engine.config import AuthSettings, Settings, StoreSettings, WorkerSettings
 from tests.support.chain_pack import write_examples_chain_pack
 
-pytest.importorskip("bs4", reason="the examples pack's requirements (beautifulsoup4)")
-
 ENDED = ("succeeded", "failed", "canceled", "timeout", "abandoned")
 PAGE_SIZE = 30  # the pagesize forloop_chain passes
 LOOP = [
@@ -51,6 +49,14 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
         roles=("api", "actions", "workflows"),
         base_dir=str(tmp_path),
     )
+
+
+@pytest.fixture
+def forloop_requirements() -> None:
+    """What the examples pack's requirements.txt gives its forloop actions (the `test`
+    extra installs them)."""
+    for module in ("bs4", "requests", "six"):
+        pytest.importorskip(module, reason="the examples pack's requirements")
 
 
 @pytest.fixture
@@ -88,7 +94,7 @@ async def wait_ended(client, execution_id: str, timeout: float = 90.0) -> dict:
 
 
 async def test_forloop_chain_loops_once_per_full_page_and_ends_through_finished(
-    client, organisation
+    forloop_requirements, client, organisation
 ) -> None:
     url, asked = organisation
     reply = await client.post(
@@ -120,7 +126,9 @@ async def test_forloop_chain_loops_once_per_full_page_and_ends_through_finished(
     assert [c["id"] for c in children] == [t["execution_id"] for t in tasks]
 
 
-async def test_forloop_chain_goes_to_failed_when_the_page_cannot_be_read(client) -> None:
+async def test_forloop_chain_goes_to_failed_when_the_page_cannot_be_read(
+    forloop_requirements, client
+) -> None:
     # Nothing listens on port 9 (discard) here: the first link fails, on-failure: failed
     # runs `exit 1`, and the chain takes that link's status.
     reply = await client.post(
