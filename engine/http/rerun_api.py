@@ -87,7 +87,12 @@ async def re_run(request: web.Request) -> web.Response:
     rbac.require_owner(key, "re-run", original.id, original.context)
     if tasks:
         if action.runner_type != ORQUESTA:
-            raise IngestError("Task option is only supported for Orquesta workflows.")
+            # StackStorm's sentence first, then what this execution is and what works.
+            raise IngestError(
+                "Task option is only supported for Orquesta workflows: "
+                f"{action.ref} runs with the {action.runner_type} runner, so execution "
+                f"{original.id} can only be re-run whole (without tasks)."
+            )
         await _check_rerunnable(runtime, original, tasks)
     # The original's secret values stay sealed: the store seals only what is not yet.
     parameters = {**(original.parameters or {}), **given}

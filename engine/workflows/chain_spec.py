@@ -13,10 +13,12 @@ Pure: text in, records out; nothing is read, run or stored.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jinja2
 import yaml
 
 from engine.errors import WorkflowProblem, WorkflowSpecError, YamlLimitError
@@ -159,6 +161,8 @@ def parse_chain(text: str, file: str | None = None) -> ChainSpec:
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
         report(nodes["vars"][1], "`vars` must be a mapping of names to values")
+    elif variables:
+        _values_parse(nodes["vars"][1], "vars", report)
     if problems:
         raise WorkflowSpecError(problems)
     return ChainSpec(tuple(links), default or _default(links), variables, file)
@@ -192,6 +196,9 @@ def _link(node: yaml.Node, data: Any, report: Any) -> LinkSpec | None:
         if data.get(key) is not None and not isinstance(data[key], str):
             report(keys[key][1], f"`{key}` must be the name of a link")
             ok = False
+    for key in ("params", "parameters", "publish"):
+        if isinstance(data.get(key), dict) and not _values_parse(keys[key][1], key, report):
+            ok = False
     if not ok:
         return None
     return LinkSpec(
@@ -204,6 +211,50 @@ def _link(node: yaml.Node, data: Any, report: Any) -> LinkSpec | None:
         notify=data.get("notify") or {},
         line=node.start_mark.line + 1,
     )
+
+
+# Only parsed, never compiled or rendered here: filters are known (and values bound) at
+# run time; a template that cannot even be parsed is a mistake in the file.
+_SYNTAX = jinja2.Environment()
+
+
+def _values_parse(mapping: yaml.Node, key: str, report: Any) -> bool:
+    """Whether every name in a link's `params`/`publish` is a string and every template
+    among its values parses as Jinja; each problem reported where it is."""
+    ok = True
+    for name_node, value_node in mapping.value:
+        if name_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults`: its values are checked where they are written
+        if name_node.tag != "tag:yaml.org,2002:str":
+            report(name_node, f"`{key}` names must be strings, not {name_node.value!r}")
+            ok = False
+            continue
+        for node in _scalars(value_node):
+            if is_template(node.value):
+                try:
+                    with warnings.catch_warnings():
+                        # StackStorm's regex examples write "\w" in Jinja strings, which
+                        # Python warns about (and tests turn into errors); it parses.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        warnings.simplefilter("ignore", SyntaxWarning)
+                        _SYNTAX.parse(node.value)
+                except jinja2.TemplateSyntaxError as error:
+                    report(
+                        node,
+                        f'`{key}` "{name_node.value}": template syntax error: {error.message}',
+                    )
+                    ok = False
+    return ok
+
+
+def _scalars(node: yaml.Node) -> list[yaml.ScalarNode]:
+    if isinstance(node, yaml.ScalarNode):
+        return [node] if node.tag == "tag:yaml.org,2002:str" else []
+    if isinstance(node, yaml.MappingNode):
+        return [found for _, value in node.value for found in _scalars(value)]
+    if isinstance(node, yaml.SequenceNode):
+        return [found for item in node.value for found in _scalars(item)]
+    return []
 
 
 def _default(links: list[LinkSpec]) -> str:

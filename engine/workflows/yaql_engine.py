@@ -290,7 +290,10 @@ def evaluate_yaql(source: str, scope: ExpressionContext) -> Any:
     shown = f"<% {_short(source)} %>"
     try:
         with regexes.budget(), _time_limit(MAX_SECONDS):
-            result = parsed.evaluate(context=context)
+            # Orquesta's `$` is the workflow's variables (`<% $.name %>` is `ctx(name)`);
+            # yaql copies them in frozen, so only for an expression that reads it.
+            data = dict(scope.ctx) if "$" in source else utils.NO_VALUE
+            result = parsed.evaluate(data=data, context=context)
             return plain(result)
     except _OutOfTime:
         raise WorkflowExpressionError(

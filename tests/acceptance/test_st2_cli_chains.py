@@ -1,6 +1,7 @@
 """The official `st2` CLI runs action chains on a real `hookyard serve`: `st2 run` prints
 the chain's result and its task table (named from `context.chain.name`), `st2 execution
-get` shows the children, `st2 execution cancel` cancels a running chain."""
+get` shows the children, `st2 execution cancel` cancels a running chain, `st2 execution
+re-run` runs one again whole (re-run from tasks is refused, saying why)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,37 @@ def test_st2_execution_pause_and_resume_a_chain(st2: St2, tmp_path: Path) -> Non
         time.sleep(0.1)
     got = st2.ok("execution", "get", chain_id)
     assert [row[3] for row in task_rows(got)] == ["task1", "task2"], got
+
+
+def test_st2_execution_re_run_runs_a_chain_again_and_refuses_tasks(st2: St2) -> None:
+    first = st2.ok("run", "chains.echochain-param", "input1=one")
+    chain_id = re.search(r"^id: ([0-9a-f]+)$", first, re.MULTILINE).group(1)
+
+    again = st2.ok("execution", "re-run", chain_id, "input1=two")
+    assert re.search(r"^status: succeeded", again, re.MULTILINE), again
+    rerun_id = re.search(r"^id: ([0-9a-f]+)$", again, re.MULTILINE).group(1)
+    assert rerun_id != chain_id
+    assert [row[3] for row in task_rows(again)] == ["c1", "c2", "c3"], again
+    rerun = st2.api(f"/api/v1/executions/{rerun_id}")
+    assert rerun["parameters"] == {"input1": "two"}
+    assert rerun["context"]["re-run"] == {"ref": chain_id}
+    assert [t["result"]["stdout"] for t in rerun["result"]["tasks"]] == [
+        "c1, input two",
+        "c2 c1, input two",
+        "c3 c2 c1, input two",
+    ]
+    # The links are the new execution's own children; the first run keeps its three.
+    assert len(st2.api(f"/api/v1/executions?parent={rerun_id}")) == 3
+    assert len(st2.api(f"/api/v1/executions?parent={chain_id}")) == 3
+
+    # The same parameters when none are given.
+    same = st2.ok("execution", "re-run", chain_id)
+    assert re.search(r"^status: succeeded", same, re.MULTILINE), same
+    assert "c3 c2 c1, input one" in same
+
+    refused = st2("execution", "re-run", chain_id, "--tasks", "c2")
+    assert refused.returncode != 0, refused.stdout
+    said = refused.stdout + refused.stderr
+    assert "Task option is only supported for Orquesta workflows" in said, said
+    assert "action-chain runner" in said and "re-run whole (without tasks)" in said, said
+    assert "Traceback" not in said

@@ -179,7 +179,11 @@ async def test_rerun_requests_that_cannot_work_are_refused_naming_the_problem(
     chain = await wait_ended(client, await start(client, "reruns.chain"))
     reply = await re_run(client, chain["id"], {"tasks": ["only"]})
     assert reply.status == 400
-    assert "only supported for Orquesta" in (await reply.json())["faultstring"]
+    assert (await reply.json())["faultstring"] == (
+        "Task option is only supported for Orquesta workflows: reruns.chain runs with the "
+        f"action-chain runner, so execution {chain['id']} can only be re-run whole "
+        "(without tasks)."
+    )
 
     sleepy = await start(client, "reruns.sleepy")
     deadline = time.monotonic() + 20

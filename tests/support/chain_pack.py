@@ -5,6 +5,7 @@ chains for what the examples do not cover."""
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -203,7 +204,8 @@ CHAINS = {
         """,
         "",
     ),
-    # A result holding shell syntax stays data in the next link's command.
+    # A result holding shell syntax: data in the next link's command when a trigger started
+    # the chain; written as it is when a person did (as in StackStorm).
     "hostile_result": (
         """\
         chain:
@@ -316,4 +318,25 @@ def write_chain_pack(packs_dir: Path, ref: str = "chains") -> Path:
         if params:
             meta += f"parameters:\n  {params}"
         (actions / f"{name}.meta.yaml").write_text(meta)
+    return pack
+
+
+ST2_EXAMPLES_PACK = ST2_CHAINS.parent / "st2_examples" / "examples"
+# The Orquesta workflows StackStorm's chain examples link to (from tests/support/st2_examples).
+LINKED_WORKFLOWS = ("orquesta-test-cancel", "orquesta-test-pause-resume")
+
+
+def write_examples_chain_pack(packs_dir: Path) -> Path:
+    """StackStorm's example chains that link to other actions of its `examples` pack
+    (st2_chains/examples/, unchanged but its pack.yaml), with the Orquesta workflows they
+    call, as a pack named `examples` — the name their refs (`examples.forloop_*`...) use."""
+    pack = packs_dir / "examples"
+    shutil.copytree(ST2_CHAINS / "examples", pack)
+    actions = pack / "actions"
+    for name in LINKED_WORKFLOWS:
+        meta = ST2_EXAMPLES_PACK / "actions" / f"{name}.yaml"
+        (actions / meta.name).write_text(meta.read_text())
+        flow = Path("workflows", "tests", f"{name}.yaml")
+        (actions / flow).parent.mkdir(parents=True, exist_ok=True)
+        (actions / flow).write_text((ST2_EXAMPLES_PACK / "actions" / flow).read_text())
     return pack

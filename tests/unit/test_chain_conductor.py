@@ -410,3 +410,36 @@ def test_stackstorms_filters_work_in_params_and_inside_a_quoted_shell_command() 
     )
     _, [first] = ChainConductor.start(spec, scope)
     assert first.parameters == {"cmd": "echo 1.7.0 '$(reboot)'", "took": "3h25m45s"}
+
+
+def test_parameter_names_and_template_syntax_are_checked_at_load_saying_where() -> None:
+    found = problems(
+        """\
+        chain:
+          - name: one
+            ref: core.local
+            params:
+              cmd: "echo {{ unclosed"
+              1: two
+            on-success: two
+          - name: two
+            ref: core.echo
+            parameters:
+              message: ["fine {{ one.stdout }}", {deep: "{% if %}"}]
+            publish:
+              said: "{{ two.stdout | upper }"
+        """
+    )
+    assert found == [
+        'chain.yaml:5:12: `params` "cmd": template syntax error: unexpected end of template,'
+        " expected 'end of print statement'.",
+        "chain.yaml:6:7: `params` names must be strings, not '1'",
+        'chain.yaml:11:49: `parameters` "message": template syntax error: Expected an'
+        " expression, got 'end of statement block'",
+        "chain.yaml:13:13: `publish` \"said\": template syntax error: unexpected '}'",
+    ]
+    [problem] = problems("vars:\n  a: '{{ x'\nchain:\n  - {name: a, ref: x}\n")
+    assert problem.startswith('chain.yaml:2:6: `vars` "a": template syntax error: ')
+    # Filters are known at run time only: an unknown one is not a syntax error.
+    spec = chain("chain:\n  - {name: a, ref: x, params: {m: '{{ 1 | not_yet_known }}'}}\n")
+    assert spec.links[0].params == {"m": "{{ 1 | not_yet_known }}"}

@@ -410,3 +410,12 @@ def test_a_route_must_be_an_integer() -> None:
 )
 def test_evaluation_errors_read_as_stackstorms(expression: str, message: str) -> None:
     assert error(expression) == message
+
+
+def test_the_yaql_root_is_the_workflows_variables_as_in_orquesta() -> None:
+    # StackStorm's orquesta-test-pause-resume and orquesta-test-cancel read `<% $.tempfile %>`.
+    assert evaluate("<% $.x %>", SCOPE) == 1
+    assert evaluate("<% $.d.a.b + $.x %>", SCOPE) == 3
+    assert evaluate("<% $.names.select($.toUpper()) %>", SCOPE) == ["A", "B", "C"]
+    assert evaluate("<% let(y => 2) -> $y + $.x %>", SCOPE) == 3
+    assert evaluate("<% ctx(x) %>", SCOPE) == 1

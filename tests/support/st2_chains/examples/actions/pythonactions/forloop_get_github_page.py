@@ -1,0 +1,29 @@
+# Copyright 2020 The StackStorm Authors.
+# Copyright 2019 Extreme Networks, Inc.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+import requests
+
+from st2common.runners.base_action import Action
+
+
+class ForloopGetGithubPage(Action):
+    def run(self, url, page="1"):
+        request = "{}?page={}".format(url, page)
+        response = requests.get(request)
+
+        if not response.ok:
+            raise Exception("Could not request url: {}".format(request))
+
+        return (True, response.content)
