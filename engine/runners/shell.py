@@ -1,7 +1,8 @@
 """The local shell runners: ``local-shell-cmd`` and ``local-shell-script`` (StackStorm's).
 
-``local-shell-cmd`` hands the action author's ``cmd`` to ``/bin/sh -c``; values rendered
-into it must be quoted with :func:`quote_for_shell` by whoever renders them.
+``local-shell-cmd`` hands the action author's ``cmd`` to ``bash -c`` (``/bin/sh`` where
+there is no bash); values rendered into it must be quoted with :func:`quote_for_shell` by
+whoever renders them.
 ``local-shell-script`` never builds a shell string: the script and its arguments are argv.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 from typing import Any
 
 from engine.errors import RunnerError
@@ -50,14 +52,15 @@ def _common_parameters() -> dict[str, dict]:
         "sudo": {
             "type": "boolean",
             "default": False,
-            "description": "Not supported by Hookyard; true fails the run.",
+            "description": "Run through `sudo -n` (passwordless sudo; refused where sudo is "
+            "not installed).",
         },
         "sudo_password": {
             "type": "string",
             "default": None,
             "required": False,
             "secret": True,
-            "description": "Not supported by Hookyard (accepted for pack compatibility).",
+            "description": "Not supported: a run given one is refused (use NOPASSWD sudo).",
         },
         "timeout": {
             "type": "integer",
@@ -67,15 +70,37 @@ def _common_parameters() -> dict[str, dict]:
     }
 
 
+def shell() -> str:
+    """The shell commands run under: bash where it exists, as StackStorm runs them (its
+    packs use bash syntax: `[[ ]]`, arrays, `$'...'`), else /bin/sh. Values a rule or a
+    workflow puts into a command are quoted for POSIX shells, which bash reads alike."""
+    return shutil.which("bash") or "/bin/sh"
+
+
+def with_sudo(argv: list[str], runner_parameters: dict, name: str) -> list[str]:
+    """`sudo: true`: the command runs through `sudo -n` (never prompting: a sudo that
+    wants a password fails with sudo's own message) — refused clearly where sudo is not
+    installed, or when a password would have to be handed over."""
+    if not runner_parameters.get("sudo"):
+        return argv
+    if runner_parameters.get("sudo_password"):
+        raise RunnerError(
+            f"{name}: sudo_password is not supported; give this user passwordless sudo "
+            "(NOPASSWD) for the commands it runs"
+        )
+    sudo = shutil.which("sudo")
+    if sudo is None:
+        raise RunnerError(f"{name}: sudo: true, but sudo is not installed on this host")
+    return [sudo, "-n", "--", *argv]
+
+
 class _LocalShellBase:
     name = ""
     parameters: dict[str, dict] = {}
 
     async def run(self, request: RunRequest) -> RunResult:
         try:
-            if request.runner_parameters.get("sudo"):
-                raise RunnerError(f"{self.name}: sudo is not supported")
-            argv = self._argv(request)
+            argv = with_sudo(self._argv(request), request.runner_parameters, self.name)
             env = action_environment(request.execution_id, request.runner_parameters.get("env"))
             outcome = await run_process(
                 argv,
@@ -99,7 +124,7 @@ class _LocalShellBase:
 class LocalShellCommandRunner(_LocalShellBase):
     name = "local-shell-cmd"
     parameters = {
-        "cmd": {"type": "string", "description": "Command run by /bin/sh on this host."},
+        "cmd": {"type": "string", "description": "Command run by bash (or /bin/sh) on this host."},
         **_common_parameters(),
     }
 
@@ -107,7 +132,7 @@ class LocalShellCommandRunner(_LocalShellBase):
         cmd = request.runner_parameters.get("cmd")
         if not isinstance(cmd, str) or not cmd.strip():
             raise RunnerError("local-shell-cmd needs a non-empty runner parameter 'cmd'")
-        return ["/bin/sh", "-c", cmd]
+        return [shell(), "-c", cmd]
 
 
 class LocalShellScriptRunner(_LocalShellBase):
@@ -174,7 +199,7 @@ def _interpreter_for(script: str) -> list[str]:
 
     An executable script runs directly. StackStorm makes pack scripts executable before
     running them; instead a non-executable one runs under its ``#!`` interpreter (split as
-    the kernel does: the interpreter and at most one argument), or /bin/sh without one.
+    the kernel does: the interpreter and at most one argument), or the shell without one.
     """
     if os.access(script, os.X_OK):
         return [script]
@@ -188,7 +213,7 @@ def _interpreter_for(script: str) -> list[str]:
         parts = interpreter_line.split(None, 1)
         if parts:
             return [*parts, script]
-    return ["/bin/sh", script]
+    return [shell(), script]
 
 
 def _strip_shell_chars(text: str) -> str:

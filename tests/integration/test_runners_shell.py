@@ -194,10 +194,31 @@ async def test_secret_values_are_masked_in_output():
     assert result.result["stderr"] == "********"
 
 
-async def test_sudo_is_refused():
-    result = await run_cmd("true", runner_parameters={"sudo": True})
-    assert result.status == "failed"
-    assert "sudo" in result.result["error"]
+async def test_commands_run_under_bash_as_in_stackstorm():
+    # StackStorm runs commands with bash: its packs use bash syntax.
+    result = await run_cmd('[[ "a b" == "a "* ]] && arr=(x y) && echo "${arr[1]}" {p,q}')
+    assert result.status == "succeeded", result.result
+    assert result.result["stdout"] == "y p q"
+
+
+async def test_sudo_runs_through_sudo_n_or_is_refused_clearly(tmp_path, monkeypatch):
+    # No sudo on PATH: refused, saying so.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    missing = await run_cmd("true", runner_parameters={"sudo": True})
+    assert missing.status == "failed"
+    assert "sudo is not installed on this host" in missing.result["error"]
+    # A sudo on PATH (here a stand-in that records its arguments, then runs the rest).
+    fake = tmp_path / "sudo"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args"\nshift 2\nexec "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    ran = await run_cmd("echo as root", runner_parameters={"sudo": True})
+    assert ran.status == "succeeded", ran.result
+    assert ran.result["stdout"] == "as root"
+    assert (tmp_path / "args").read_text().split()[:2] == ["-n", "--"]
+    # A password is never handed over.
+    given = await run_cmd("true", runner_parameters={"sudo": True, "sudo_password": "pw"})
+    assert given.status == "failed" and "NOPASSWD" in given.result["error"]
 
 
 # --- local-shell-script ----------------------------------------------------------
