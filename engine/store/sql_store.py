@@ -44,16 +44,13 @@ from engine.model.records import (
 )
 from engine.model.roles import Grants
 from engine.model.stored_rules import StoredRule
-from engine.outbound.breaker import Breaker
-from engine.outbound.delivery import AttemptResult, ClaimedDelivery, Delivery
-from engine.outbound.subscriptions import Subscription
 from engine.store import codec
 from engine.store.backlog import BacklogGauge
 from engine.store.base import Store
 from engine.store.batching import GroupCommitStats, GroupCommitter
 from engine.store.dialect import Dialect, Op, Step
-from engine.store.outbound_rows import DELIVERY_FILTERS
 from engine.store.sealer import sealed_decisions, sealed_outcomes
+from engine.store.sql_outbound import SqlOutbound
 from engine.store.sql_policies import SqlPolicies
 from engine.store.sql_stream import SqlStreamFeed
 from engine.store.sql_workflows import SqlWorkflowRuns
@@ -64,7 +61,7 @@ T = TypeVar("T")
 QUEUES = ("trigger_instances", "executions", "deliveries", "workflows", "stream")
 
 
-class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
+class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, SqlOutbound, Store, abc.ABC):
     """The store contract over a backend; see the module docstring for what one supplies."""
 
     dialect: Dialect
@@ -495,85 +492,6 @@ class SqlStore(SqlWorkflowRuns, SqlPolicies, SqlStreamFeed, Store, abc.ABC):
 
     async def rules_version(self) -> int:
         return await self._read(self.dialect.rules_version)
-
-    # --- subscriptions -------------------------------------------------------------------
-
-    async def create_subscription(self, subscription: Subscription) -> Subscription:
-        await self._write(self.dialect.insert_subscription, subscription)
-        return await self._read(self.dialect.get_subscription, subscription.id)
-
-    async def get_subscription(self, subscription_id: str) -> Subscription:
-        return await self._read(self.dialect.get_subscription, subscription_id)
-
-    async def list_subscriptions(self) -> list[Subscription]:
-        return await self._read(self.dialect.list_subscriptions)
-
-    async def update_subscription(
-        self, subscription_id: str, changes: Mapping[str, Any]
-    ) -> Subscription:
-        return await self._write(self.dialect.update_subscription, subscription_id, dict(changes))
-
-    async def delete_subscription(self, subscription_id: str) -> None:
-        await self._write(self.dialect.delete_subscription, subscription_id)
-
-    async def put_global_subscription(self, subscription: Subscription | None) -> None:
-        await self._write(self.dialect.put_global_subscription, subscription)
-
-    # --- deliveries ----------------------------------------------------------------------
-
-    async def claim_deliveries(
-        self, limit: int, lease_seconds: float, per_subscription: int, busy: Mapping[str, int]
-    ) -> list[ClaimedDelivery]:
-        return await self._write(
-            self.dialect.claim_deliveries,
-            limit,
-            lease_seconds,
-            per_subscription,
-            dict(busy),
-            utcnow(),
-        )
-
-    async def complete_delivery(
-        self,
-        delivery_id: str,
-        lease_token: str,
-        result: AttemptResult,
-        retry_at: datetime | None,
-        auto_disable_after: float,
-        breaker: Breaker | None = None,
-    ) -> Delivery:
-        return await self._write(
-            self.dialect.complete_delivery,
-            delivery_id,
-            lease_token,
-            result,
-            retry_at,
-            auto_disable_after,
-            breaker,
-        )
-
-    async def release_deliveries(self, leases: Mapping[str, str]) -> None:
-        if leases:
-            await self._write(self.dialect.release_deliveries, dict(leases), utcnow())
-
-    async def get_delivery(self, delivery_id: str) -> Delivery:
-        return await self._read(self.dialect.get_delivery, delivery_id)
-
-    async def list_deliveries(self, filters: Mapping[str, Any], limit: int, offset: int) -> Page:
-        conditions = codec.parse_filters(filters, DELIVERY_FILTERS)
-        return await self._read_snapshot(self.dialect.list_deliveries, conditions, limit, offset)
-
-    async def redeliver(self, delivery_id: str) -> Delivery:
-        delivery = await self._write(self.dialect.redeliver, delivery_id, utcnow())
-        self._wake("deliveries")
-        return delivery
-
-    async def recover_deliveries(self, subscription_id: str, since: datetime) -> list[Delivery]:
-        recovered = await self._write(
-            self.dialect.recover_deliveries, subscription_id, since, utcnow()
-        )
-        self._wake("deliveries")
-        return recovered
 
     # --- retention ------------------------------------------------------------------------
 
