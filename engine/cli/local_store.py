@@ -52,9 +52,10 @@ def target_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def api_client(url: str, config_file: str | None, store_url: str | None) -> ApiClient:
-    """The client for `--url`; `--store`/`--config` beside it would be ignored silently."""
-    if store_url or config_file:
-        fail("give --url (act through a server) or --store/--config (act on a store), not both")
+    """The client for `--url`. A `--store` beside it would be ignored silently: refused.
+    A config file (often HOOKYARD_CONFIG in the environment) names no server: unused."""
+    if store_url:
+        fail("give --url (act through a server) or --store (act on a store), not both")
     return ApiClient(url, os.environ.get(API_KEY_VARIABLE))
 
 
