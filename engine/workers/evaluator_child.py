@@ -43,7 +43,6 @@ from engine.rules.kvlookup import st2kv_from_snapshot
 from engine.support.child_process import die_with_parent
 from engine.support.logs import configure_logging, register_secrets
 from engine.workers.evaluator_wire import (
-    LENGTH,
     PAGE,
     PROGRESS,
     PROTOCOL,
@@ -52,7 +51,7 @@ from engine.workers.evaluator_wire import (
     frame,
     outcome_to_wire,
     plain,
-    unframe,
+    read_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -192,14 +191,7 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
     stream = sock.makefile("rb")
 
     def read() -> tuple[Any, ...] | None:
-        header = stream.read(LENGTH.size)
-        if len(header) < LENGTH.size:
-            return None
-        (length,) = LENGTH.unpack(header)
-        data = stream.read(length)
-        if len(data) < length:
-            return None
-        return unframe(data)
+        return read_frame(stream)
 
     opening = read()
     if opening is None:

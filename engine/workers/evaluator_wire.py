@@ -20,7 +20,7 @@ import pickle
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from engine.model.records import EnforcementOutcome, NewExecution, TriggerInstance
 
@@ -51,6 +51,18 @@ def unframe(data: bytes) -> tuple[Any, ...]:
     if data[:1] == b"m":
         return marshal.loads(memoryview(data)[1:])
     return pickle.loads(memoryview(data)[1:])
+
+
+def read_frame(stream: BinaryIO) -> tuple[Any, ...] | None:
+    """The next framed message from a child's end of the socket; None at its end."""
+    header = stream.read(LENGTH.size)
+    if len(header) < LENGTH.size:
+        return None
+    (length,) = LENGTH.unpack(header)
+    data = stream.read(length)
+    if len(data) < length:
+        return None
+    return unframe(data)
 
 
 def instance_to_wire(instance: TriggerInstance) -> tuple[Any, ...]:

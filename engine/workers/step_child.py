@@ -34,7 +34,7 @@ from engine.errors import EngineError
 from engine.secrets.encryption import require_cipher
 from engine.support.child_process import die_with_parent
 from engine.support.logs import configure_logging, register_secrets
-from engine.workers.evaluator_wire import LENGTH, frame, unframe
+from engine.workers.evaluator_wire import frame, read_frame
 from engine.workers.step_jobs import StepJob, run_step
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,7 @@ def _serve(sock: socket.socket, page: mmap.mmap) -> None:
     stream = sock.makefile("rb")
 
     def read() -> tuple[Any, ...] | None:
-        header = stream.read(LENGTH.size)
-        if len(header) < LENGTH.size:
-            return None
-        (length,) = LENGTH.unpack(header)
-        data = stream.read(length)
-        if len(data) < length:
-            return None
-        return unframe(data)
+        return read_frame(stream)
 
     opening = read()
     if opening is None:
